@@ -1,0 +1,822 @@
+//! [`PieceStore`]: piece files plus the redb index. The format is described in the crate docs.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+
+use cairn_core::PieceId;
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+    WriteTransaction,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::StoreError;
+
+/// The on-disk format version this build reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Largest piece accepted: 64 MiB of shard plus 64 KiB of framing and encryption overhead.
+pub const MAX_PIECE_BYTES: u64 = 64 * 1024 * 1024 + 64 * 1024;
+
+const PIECES: TableDefinition<'_, [u8; 32], &[u8]> = TableDefinition::new("pieces");
+const MANIFESTS: TableDefinition<'_, [u8; 32], ()> = TableDefinition::new("manifests");
+const PENDING: TableDefinition<'_, [u8; 32], ()> = TableDefinition::new("pending");
+const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
+
+const KEY_FORMAT: &str = "format";
+const KEY_USED: &str = "used_bytes";
+
+/// What a piece is, as far as the store cares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PieceKind {
+    /// An erasure-coded shard of encrypted file data.
+    Data,
+    /// An encrypted manifest record; listed by [`PieceStore::manifests`].
+    Manifest,
+}
+
+/// The index entry of a stored piece.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PieceMeta {
+    /// The piece id.
+    pub id: PieceId,
+    /// Data shard or manifest.
+    pub kind: PieceKind,
+    /// Length of the piece in bytes.
+    pub size: u64,
+    /// BLAKE3 of the bytes, checked on every read.
+    pub hash: [u8; 32],
+    /// libp2p `PeerId` bytes of the uploader; only it may delete the piece.
+    pub owner: Vec<u8>,
+    /// When the piece was stored, unix seconds.
+    pub stored_at: u64,
+    /// When the piece may be dropped, unix seconds; 0 = never.
+    pub expires_at: u64,
+}
+
+/// How full the store is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Usage {
+    /// Number of stored pieces.
+    pub pieces: u64,
+    /// Sum of their sizes.
+    pub used_bytes: u64,
+    /// The configured capacity.
+    pub capacity: u64,
+}
+
+/// Result of a successful [`PieceStore::put`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PutOutcome {
+    /// The piece was written.
+    Stored,
+    /// The same bytes were already stored under this id; nothing was written and the existing
+    /// metadata (owner, expiry) was kept.
+    AlreadyStored,
+}
+
+/// A piece to store.
+#[derive(Clone, Copy, Debug)]
+pub struct NewPiece<'a> {
+    /// The piece id.
+    pub id: PieceId,
+    /// Data shard or manifest.
+    pub kind: PieceKind,
+    /// The bytes.
+    pub data: &'a [u8],
+    /// If set, the BLAKE3 the sender claims for `data`; a mismatch refuses the piece.
+    pub expected_hash: Option<[u8; 32]>,
+    /// libp2p `PeerId` bytes of the uploader.
+    pub owner: &'a [u8],
+    /// Unix seconds after which the piece may be dropped; 0 = never.
+    pub expires_at: u64,
+}
+
+/// A step of the write protocol at which [`PieceStore::put`] can be made to "crash" in tests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CrashPoint {
+    /// After the id was logged in `pending`, before the temp file exists.
+    BeforeTemp,
+    /// After the bytes were written to the temp file, before it was fsynced.
+    TempWritten,
+    /// After the temp file was fsynced, before the rename.
+    Synced,
+    /// After the rename and the directory fsync, before the index transaction.
+    Renamed,
+    /// After the index transaction committed: the piece is stored.
+    Indexed,
+}
+
+impl CrashPoint {
+    /// Every crash point, in protocol order.
+    pub const ALL: [CrashPoint; 5] = [
+        CrashPoint::BeforeTemp,
+        CrashPoint::TempWritten,
+        CrashPoint::Synced,
+        CrashPoint::Renamed,
+        CrashPoint::Indexed,
+    ];
+}
+
+#[derive(Default)]
+struct State {
+    /// Committed bytes, mirrors `meta.used_bytes`.
+    used: u64,
+    /// Committed pieces, mirrors `pieces.len()`.
+    pieces: u64,
+    /// Bytes reserved by puts in progress.
+    reserved: u64,
+    /// Ids with a put or delete in progress.
+    busy: HashSet<PieceId>,
+}
+
+/// The local piece store. See the crate docs for the on-disk format and guarantees.
+pub struct PieceStore {
+    dir: PathBuf,
+    pieces_dir: PathBuf,
+    tmp_dir: PathBuf,
+    db: Database,
+    capacity: u64,
+    state: Mutex<State>,
+    idle: Condvar,
+    crash_point: Mutex<Option<CrashPoint>>,
+}
+
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<PieceStore>();
+};
+
+impl fmt::Debug for PieceStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PieceStore")
+            .field("dir", &self.dir)
+            .field("usage", &self.usage())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Holds the per-id lock; released on drop.
+struct IdLock<'a> {
+    store: &'a PieceStore,
+    id: PieceId,
+}
+
+impl Drop for IdLock<'_> {
+    fn drop(&mut self) {
+        self.store.state().busy.remove(&self.id);
+        self.store.idle.notify_all();
+    }
+}
+
+/// Space reserved for a put in progress; released on drop unless committed.
+struct Reservation<'a> {
+    store: &'a PieceStore,
+    size: u64,
+    active: bool,
+}
+
+impl Reservation<'_> {
+    /// The piece is indexed: turn the reservation into used space.
+    fn commit(mut self) {
+        let mut st = self.store.state();
+        st.reserved = st.reserved.saturating_sub(self.size);
+        st.used = st.used.saturating_add(self.size);
+        st.pieces += 1;
+        self.active = false;
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if self.active {
+            let mut st = self.store.state();
+            st.reserved = st.reserved.saturating_sub(self.size);
+        }
+    }
+}
+
+fn encode_meta(meta: &PieceMeta) -> Result<Vec<u8>, StoreError> {
+    postcard::to_stdvec(meta).map_err(|e| {
+        StoreError::Db(format!(
+            "could not encode the index entry of piece {}: {e}",
+            meta.id
+        ))
+    })
+}
+
+fn decode_meta(id: &PieceId, bytes: &[u8]) -> Result<PieceMeta, StoreError> {
+    postcard::from_bytes(bytes).map_err(|e| {
+        StoreError::Db(format!(
+            "the index entry of piece {id} is unreadable ({e}); the index may be damaged"
+        ))
+    })
+}
+
+/// fsyncs a directory so that entries created, renamed or removed in it are durable.
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(StoreError::io(format!(
+            "could not fsync directory {}",
+            dir.display()
+        )))
+}
+
+/// Removes a file; Ok(false) if it did not exist.
+fn remove_if_exists(path: &Path) -> Result<bool, StoreError> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(StoreError::Io {
+            context: format!("could not remove {}", path.display()),
+            source: e,
+        }),
+    }
+}
+
+/// Creates `dir` if missing and makes its entry in `parent` durable.
+fn ensure_dir(dir: &Path) -> Result<(), StoreError> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    match fs::create_dir(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => {
+            return Err(StoreError::Io {
+                context: format!("could not create directory {}", dir.display()),
+                source: e,
+            });
+        }
+    }
+    match dir.parent() {
+        Some(parent) => sync_dir(parent),
+        None => Ok(()),
+    }
+}
+
+impl PieceStore {
+    /// Opens (creating if needed) the store in `dir`, limited to `capacity_bytes` of piece data,
+    /// and recovers from any interrupted write or delete.
+    ///
+    /// Fails with [`StoreError::Format`] if `dir` holds a store of another format version, and
+    /// with [`StoreError::Db`] if another process has the index open.
+    pub fn open(dir: &Path, capacity_bytes: u64) -> Result<Self, StoreError> {
+        let pieces_dir = dir.join("pieces");
+        let tmp_dir = dir.join("tmp");
+        for d in [dir, &pieces_dir, &tmp_dir] {
+            fs::create_dir_all(d).map_err(StoreError::io(format!(
+                "could not create the piece store directory {}",
+                d.display()
+            )))?;
+        }
+        let db_path = dir.join("index.redb");
+        let db = Database::create(&db_path).map_err(|e| {
+            StoreError::Db(format!(
+                "could not open the index {} ({e}); is another cairn node using this directory?",
+                db_path.display()
+            ))
+        })?;
+        let store = Self {
+            dir: dir.to_path_buf(),
+            pieces_dir,
+            tmp_dir,
+            db,
+            capacity: capacity_bytes,
+            state: Mutex::new(State::default()),
+            idle: Condvar::new(),
+            crash_point: Mutex::new(None),
+        };
+        store.init_index()?;
+        store.recover()?;
+        store.load_usage()?;
+        Ok(store)
+    }
+
+    /// The directory the store lives in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Makes `put` fail with [`StoreError::Injected`] at `p`, leaving everything on disk as a
+    /// crash at that step would. For tests only; `None` turns it off.
+    #[doc(hidden)]
+    pub fn set_crash_point(&self, p: Option<CrashPoint>) {
+        *self
+            .crash_point
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = p;
+    }
+
+    /// Stores a piece, durably, at unix time `now`.
+    ///
+    /// Same id with the same bytes → [`PutOutcome::AlreadyStored`]; with other bytes →
+    /// [`StoreError::Conflict`]. Refused with [`StoreError::TooLarge`],
+    /// [`StoreError::HashMismatch`] or [`StoreError::Full`] before anything is written.
+    pub fn put(&self, piece: NewPiece<'_>, now: u64) -> Result<PutOutcome, StoreError> {
+        let id = piece.id;
+        let size = u64::try_from(piece.data.len()).unwrap_or(u64::MAX);
+        if size > MAX_PIECE_BYTES {
+            return Err(StoreError::TooLarge {
+                size,
+                max: MAX_PIECE_BYTES,
+            });
+        }
+        let hash = *blake3::hash(piece.data).as_bytes();
+        if let Some(expected) = piece.expected_hash
+            && expected != hash
+        {
+            return Err(StoreError::HashMismatch { id });
+        }
+
+        let _lock = self.lock_id(id);
+        if let Some(existing) = self.meta(&id)? {
+            return if existing.hash == hash && existing.size == size {
+                Ok(PutOutcome::AlreadyStored)
+            } else {
+                Err(StoreError::Conflict { id })
+            };
+        }
+        let reservation = self.reserve(size)?;
+        let meta = PieceMeta {
+            id,
+            kind: piece.kind,
+            size,
+            hash,
+            owner: piece.owner.to_vec(),
+            stored_at: now,
+            expires_at: piece.expires_at,
+        };
+        let value = encode_meta(&meta)?;
+
+        // (1) intent log
+        self.write_txn("could not log a piece write", |txn| {
+            txn.open_table(PENDING)?.insert(id.0, ())?;
+            Ok(())
+        })?;
+        self.crash(CrashPoint::BeforeTemp)?;
+
+        // (2) + (3) temp file, fsync, rename, fsync dir
+        let tmp = self.tmp_path(&id);
+        if let Err(e) = self.write_file(&id, &tmp, piece.data) {
+            if !matches!(e, StoreError::Injected(_)) {
+                // Best effort; recovery on the next open removes it otherwise.
+                let _ = fs::remove_file(&tmp);
+            }
+            return Err(e);
+        }
+
+        // (4) index
+        self.write_txn("could not index a stored piece", |txn| {
+            txn.open_table(PIECES)?.insert(id.0, value.as_slice())?;
+            if meta.kind == PieceKind::Manifest {
+                txn.open_table(MANIFESTS)?.insert(id.0, ())?;
+            }
+            let mut m = txn.open_table(META)?;
+            let used = m.get(KEY_USED)?.map(|g| g.value()).unwrap_or(0);
+            m.insert(KEY_USED, used.saturating_add(size))?;
+            txn.open_table(PENDING)?.remove(id.0)?;
+            Ok(())
+        })?;
+        reservation.commit();
+        self.crash(CrashPoint::Indexed)?;
+        tracing::debug!(piece = %id, size, "stored piece");
+        Ok(PutOutcome::Stored)
+    }
+
+    /// Reads a piece and checks it against the BLAKE3 recorded when it was stored.
+    ///
+    /// Never returns bytes that fail the check: [`StoreError::Corrupted`] instead, or
+    /// [`StoreError::Missing`] if the file is gone.
+    pub fn get(&self, id: &PieceId) -> Result<Vec<u8>, StoreError> {
+        // A concurrent delete + re-put of the same id can swap the file between reading the
+        // index and the file; retry when the index entry changed under us.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let Some(meta) = self.meta(id)? else {
+                return Err(StoreError::NotFound(*id));
+            };
+            match self.read_verified(&meta) {
+                Err(e) if e.is_piece_lost() => {
+                    let now = self.meta(id)?;
+                    if now.as_ref() == Some(&meta) || attempts >= 3 {
+                        tracing::warn!(piece = %id, "{e}");
+                        return Err(e);
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// The index entry of a piece, if stored.
+    pub fn meta(&self, id: &PieceId) -> Result<Option<PieceMeta>, StoreError> {
+        const CTX: &str = "could not read the piece index";
+        let txn = self.db.begin_read().map_err(StoreError::db(CTX))?;
+        let table = txn.open_table(PIECES).map_err(StoreError::db(CTX))?;
+        match table.get(id.0).map_err(StoreError::db(CTX))? {
+            None => Ok(None),
+            Some(guard) => decode_meta(id, guard.value()).map(Some),
+        }
+    }
+
+    /// Whether the piece is stored (index lookup only; the file is not checked).
+    pub fn has(&self, id: &PieceId) -> Result<bool, StoreError> {
+        const CTX: &str = "could not read the piece index";
+        let txn = self.db.begin_read().map_err(StoreError::db(CTX))?;
+        let table = txn.open_table(PIECES).map_err(StoreError::db(CTX))?;
+        Ok(table.get(id.0).map_err(StoreError::db(CTX))?.is_some())
+    }
+
+    /// Deletes a piece on behalf of `requester` (libp2p `PeerId` bytes), which must be the
+    /// piece's owner. `Ok(false)` if the piece was not stored.
+    pub fn delete(&self, id: &PieceId, requester: &[u8]) -> Result<bool, StoreError> {
+        let _lock = self.lock_id(*id);
+        let removed = self.write_txn_with(
+            "could not remove a piece from the index",
+            |txn| -> Result<Option<PieceMeta>, StoreError> {
+                let mut pieces = txn
+                    .open_table(PIECES)
+                    .map_err(StoreError::db("open pieces"))?;
+                let meta = match pieces.get(id.0).map_err(StoreError::db("read pieces"))? {
+                    None => return Ok(None),
+                    Some(guard) => decode_meta(id, guard.value())?,
+                };
+                if meta.owner != requester {
+                    return Err(StoreError::NotOwner { id: *id });
+                }
+                let res: Result<(), redb::Error> = (|| {
+                    pieces.remove(id.0)?;
+                    txn.open_table(MANIFESTS)?.remove(id.0)?;
+                    let mut m = txn.open_table(META)?;
+                    let used = m.get(KEY_USED)?.map(|g| g.value()).unwrap_or(0);
+                    m.insert(KEY_USED, used.saturating_sub(meta.size))?;
+                    txn.open_table(PENDING)?.insert(id.0, ())?;
+                    Ok(())
+                })();
+                res.map_err(StoreError::db("update tables"))?;
+                Ok(Some(meta))
+            },
+        )?;
+        let Some(meta) = removed else {
+            return Ok(false);
+        };
+        {
+            let mut st = self.state();
+            st.used = st.used.saturating_sub(meta.size);
+            st.pieces = st.pieces.saturating_sub(1);
+        }
+        // The piece is gone from the index; failing to remove the file only leaks disk space
+        // until the next open, which retries (the id stays in `pending`).
+        let path = self.piece_path(id);
+        let unlinked = remove_if_exists(&path).and_then(|_| match path.parent() {
+            Some(parent) => sync_dir(parent),
+            None => Ok(()),
+        });
+        match unlinked {
+            Ok(()) => {
+                let cleared =
+                    self.db
+                        .begin_write()
+                        .map_err(redb::Error::from)
+                        .and_then(|mut txn| {
+                            // Losing this commit in a crash is harmless: recovery redoes it.
+                            txn.set_durability(Durability::None)?;
+                            txn.open_table(PENDING)?.remove(id.0)?;
+                            txn.commit()?;
+                            Ok(())
+                        });
+                if let Err(e) = cleared {
+                    tracing::warn!(piece = %id, "could not clear the delete from the intent log: {e}");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(piece = %id, "piece deleted from the index but not from disk: {e}")
+            }
+        }
+        tracing::debug!(piece = %id, size = meta.size, "deleted piece");
+        Ok(true)
+    }
+
+    /// Pieces stored, bytes used, and the capacity.
+    pub fn usage(&self) -> Usage {
+        let st = self.state();
+        Usage {
+            pieces: st.pieces,
+            used_bytes: st.used,
+            capacity: self.capacity,
+        }
+    }
+
+    /// Ids of all stored pieces of kind [`PieceKind::Manifest`], in id order.
+    pub fn manifests(&self) -> Result<Vec<PieceId>, StoreError> {
+        const CTX: &str = "could not list manifests";
+        let txn = self.db.begin_read().map_err(StoreError::db(CTX))?;
+        let table = txn.open_table(MANIFESTS).map_err(StoreError::db(CTX))?;
+        let mut ids = Vec::new();
+        for entry in table.iter().map_err(StoreError::db(CTX))? {
+            let (key, _) = entry.map_err(StoreError::db(CTX))?;
+            ids.push(PieceId(key.value()));
+        }
+        Ok(ids)
+    }
+
+    /// Where the file of piece `id` lives: `pieces/ab/cd/<hex id>`.
+    pub fn piece_path(&self, id: &PieceId) -> PathBuf {
+        let hex = id.to_hex();
+        self.pieces_dir.join(&hex[0..2]).join(&hex[2..4]).join(&hex)
+    }
+
+    // ---- internals ----
+
+    fn tmp_path(&self, id: &PieceId) -> PathBuf {
+        self.tmp_dir.join(format!("{}.tmp", id.to_hex()))
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // The state is plain counters; a panic elsewhere cannot leave it half-updated in a way
+        // that matters more than refusing to serve.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn crash(&self, at: CrashPoint) -> Result<(), StoreError> {
+        if *self
+            .crash_point
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            == Some(at)
+        {
+            Err(StoreError::Injected(at))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Waits until no other put/delete of `id` is in progress, then claims it.
+    fn lock_id(&self, id: PieceId) -> IdLock<'_> {
+        let mut st = self.state();
+        while st.busy.contains(&id) {
+            st = self.idle.wait(st).unwrap_or_else(PoisonError::into_inner);
+        }
+        st.busy.insert(id);
+        IdLock { store: self, id }
+    }
+
+    fn reserve(&self, size: u64) -> Result<Reservation<'_>, StoreError> {
+        let mut st = self.state();
+        let taken = st.used.saturating_add(st.reserved);
+        if taken.saturating_add(size) > self.capacity {
+            return Err(StoreError::Full {
+                needed: size,
+                free: self.capacity.saturating_sub(taken),
+                capacity: self.capacity,
+            });
+        }
+        st.reserved += size;
+        Ok(Reservation {
+            store: self,
+            size,
+            active: true,
+        })
+    }
+
+    /// Steps (2) and (3) of the write protocol.
+    fn write_file(&self, id: &PieceId, tmp: &Path, data: &[u8]) -> Result<(), StoreError> {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(tmp)
+            .map_err(StoreError::io(format!(
+                "could not create temp file {}",
+                tmp.display()
+            )))?;
+        file.write_all(data).map_err(StoreError::io(format!(
+            "could not write temp file {}",
+            tmp.display()
+        )))?;
+        self.crash(CrashPoint::TempWritten)?;
+        file.sync_all().map_err(StoreError::io(format!(
+            "could not fsync temp file {}",
+            tmp.display()
+        )))?;
+        drop(file);
+        self.crash(CrashPoint::Synced)?;
+
+        let dest = self.piece_path(id);
+        let leaf = dest.parent().ok_or_else(|| StoreError::Io {
+            context: format!("piece path {} has no parent directory", dest.display()),
+            source: io::Error::from(io::ErrorKind::InvalidInput),
+        })?;
+        if let Some(fan) = leaf.parent() {
+            ensure_dir(fan)?;
+        }
+        ensure_dir(leaf)?;
+        fs::rename(tmp, &dest).map_err(StoreError::io(format!(
+            "could not move {} to {}",
+            tmp.display(),
+            dest.display()
+        )))?;
+        sync_dir(leaf)?;
+        self.crash(CrashPoint::Renamed)?;
+        Ok(())
+    }
+
+    fn verify_failed(meta: &PieceMeta, actual: blake3::Hash) -> StoreError {
+        StoreError::Corrupted {
+            id: meta.id,
+            expected: cairn_core::hex(&meta.hash),
+            actual: actual.to_hex().to_string(),
+        }
+    }
+
+    fn read_verified(&self, meta: &PieceMeta) -> Result<Vec<u8>, StoreError> {
+        let path = self.piece_path(&meta.id);
+        let mut file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(StoreError::Missing { id: meta.id, path });
+            }
+            Err(e) => {
+                return Err(StoreError::Io {
+                    context: format!("could not open piece file {}", path.display()),
+                    source: e,
+                });
+            }
+        };
+        let read_err = || StoreError::io(format!("could not read piece file {}", path.display()));
+        let len = file.metadata().map_err(read_err())?.len();
+        if len != meta.size {
+            let mut hasher = blake3::Hasher::new();
+            hasher.update_reader(&mut file).map_err(read_err())?;
+            return Err(Self::verify_failed(meta, hasher.finalize()));
+        }
+        let mut buf = Vec::with_capacity(usize::try_from(meta.size).unwrap_or(0));
+        file.read_to_end(&mut buf).map_err(read_err())?;
+        let actual = blake3::hash(&buf);
+        if actual.as_bytes() != &meta.hash || u64::try_from(buf.len()).ok() != Some(meta.size) {
+            return Err(Self::verify_failed(meta, actual));
+        }
+        Ok(buf)
+    }
+
+    /// Runs `f` in a durable write transaction and commits it.
+    fn write_txn(
+        &self,
+        context: &'static str,
+        f: impl FnOnce(&WriteTransaction) -> Result<(), redb::Error>,
+    ) -> Result<(), StoreError> {
+        self.write_txn_with(context, |txn| {
+            f(txn).map_err(StoreError::db(context)).map(Some)
+        })
+        .map(|_: Option<()>| ())
+    }
+
+    /// Runs `f` in a durable write transaction; commits if it returns `Ok(Some(_))`, aborts if it
+    /// returns `Ok(None)` or an error.
+    fn write_txn_with<T>(
+        &self,
+        context: &'static str,
+        f: impl FnOnce(&WriteTransaction) -> Result<Option<T>, StoreError>,
+    ) -> Result<Option<T>, StoreError> {
+        let txn = self.db.begin_write().map_err(StoreError::db(context))?;
+        match f(&txn) {
+            Ok(Some(v)) => {
+                txn.commit().map_err(StoreError::db(context))?;
+                Ok(Some(v))
+            }
+            Ok(None) => {
+                txn.abort().map_err(StoreError::db(context))?;
+                Ok(None)
+            }
+            Err(e) => {
+                if let Err(abort) = txn.abort() {
+                    tracing::warn!("could not abort an index transaction: {abort}");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Creates the tables on first open, checks the format version otherwise.
+    fn init_index(&self) -> Result<(), StoreError> {
+        self.write_txn_with("could not initialise the piece index", |txn| {
+            let ctx = StoreError::db("could not initialise the piece index");
+            let res: Result<Result<(), StoreError>, redb::Error> = (|| {
+                let mut meta = txn.open_table(META)?;
+                let pieces = txn.open_table(PIECES)?;
+                txn.open_table(MANIFESTS)?;
+                txn.open_table(PENDING)?;
+                let format = meta.get(KEY_FORMAT)?.map(|g| g.value());
+                match format {
+                    Some(v) if v == u64::from(FORMAT_VERSION) => {}
+                    Some(v) => {
+                        return Ok(Err(StoreError::Format {
+                            found: u32::try_from(v).unwrap_or(u32::MAX),
+                            supported: FORMAT_VERSION,
+                        }));
+                    }
+                    None if !pieces.is_empty()? => {
+                        return Ok(Err(StoreError::Format {
+                            found: 0,
+                            supported: FORMAT_VERSION,
+                        }));
+                    }
+                    None => {
+                        meta.insert(KEY_FORMAT, u64::from(FORMAT_VERSION))?;
+                        meta.insert(KEY_USED, 0)?;
+                    }
+                }
+                Ok(Ok(()))
+            })();
+            res.map_err(ctx)?.map(Some)
+        })?;
+        Ok(())
+    }
+
+    /// Undoes interrupted puts and finishes interrupted deletes; empties `tmp/`.
+    fn recover(&self) -> Result<(), StoreError> {
+        const CTX: &str = "could not read the intent log";
+        let mut pending = Vec::new();
+        let mut orphans = Vec::new();
+        {
+            let txn = self.db.begin_read().map_err(StoreError::db(CTX))?;
+            let log = txn.open_table(PENDING).map_err(StoreError::db(CTX))?;
+            let pieces = txn.open_table(PIECES).map_err(StoreError::db(CTX))?;
+            for entry in log.iter().map_err(StoreError::db(CTX))? {
+                let id = PieceId(entry.map_err(StoreError::db(CTX))?.0.value());
+                pending.push(id);
+                if pieces.get(id.0).map_err(StoreError::db(CTX))?.is_none() {
+                    orphans.push(id);
+                }
+            }
+        }
+        for id in &orphans {
+            let path = self.piece_path(id);
+            if remove_if_exists(&path)? {
+                if let Some(parent) = path.parent() {
+                    sync_dir(parent)?;
+                }
+                tracing::info!(piece = %id, "removed the file of an interrupted write or delete");
+            }
+            remove_if_exists(&self.tmp_path(id))?;
+        }
+        let entries = fs::read_dir(&self.tmp_dir).map_err(StoreError::io(format!(
+            "could not list temp directory {}",
+            self.tmp_dir.display()
+        )))?;
+        for entry in entries {
+            let entry = entry.map_err(StoreError::io(format!(
+                "could not list temp directory {}",
+                self.tmp_dir.display()
+            )))?;
+            let path = entry.path();
+            let removed = if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                fs::remove_dir_all(&path)
+            } else {
+                fs::remove_file(&path)
+            };
+            removed.map_err(StoreError::io(format!(
+                "could not remove leftover temp file {}",
+                path.display()
+            )))?;
+        }
+        if !pending.is_empty() {
+            self.write_txn("could not clear the intent log", |txn| {
+                let mut log = txn.open_table(PENDING)?;
+                for id in &pending {
+                    log.remove(id.0)?;
+                }
+                Ok(())
+            })?;
+            tracing::info!(count = pending.len(), "recovered interrupted piece writes");
+        }
+        Ok(())
+    }
+
+    fn load_usage(&self) -> Result<(), StoreError> {
+        const CTX: &str = "could not read store usage";
+        let txn = self.db.begin_read().map_err(StoreError::db(CTX))?;
+        let meta = txn.open_table(META).map_err(StoreError::db(CTX))?;
+        let used = meta
+            .get(KEY_USED)
+            .map_err(StoreError::db(CTX))?
+            .map(|g| g.value())
+            .unwrap_or(0);
+        let pieces = txn
+            .open_table(PIECES)
+            .map_err(StoreError::db(CTX))?
+            .len()
+            .map_err(StoreError::db(CTX))?;
+        let mut st = self.state();
+        st.used = used;
+        st.pieces = pieces;
+        Ok(())
+    }
+}
