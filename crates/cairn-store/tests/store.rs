@@ -616,3 +616,19 @@ fn store_is_send_and_sync() {
     assert_send_sync::<PieceStore>();
     assert_send_sync::<Arc<PieceStore>>();
 }
+
+#[test]
+fn open_empties_tmp_dir() {
+    let tmp = tempfile::tempdir().unwrap();
+    drop(open(tmp.path(), 1000));
+    let stray = tmp.path().join("tmp").join("leftover.tmp");
+    fs::write(&stray, b"half a piece").unwrap();
+    fs::create_dir(tmp.path().join("tmp").join("subdir")).unwrap();
+    let _store = open(tmp.path(), 1000);
+    assert!(
+        fs::read_dir(tmp.path().join("tmp"))
+            .unwrap()
+            .next()
+            .is_none()
+    );
+}
