@@ -1,10 +1,28 @@
 //! Cairn's core: everything that can be decided without I/O.
 //!
-//! Layout:
 //! - [`ids`]: file, piece and manifest ids.
+//! - [`crypto`]: per-file keys, key derivation, the segment AEAD.
+//! - [`erasure`]: Reed-Solomon coding of sealed segments into pieces.
+//! - [`capability`]: the `cairn:` read capability and its text form.
+//! - [`manifest`]: the sealed, versioned table of contents of a file.
+//! - [`params`]: choosing k, n and segment sizes.
+//! - [`placement`]: which nodes get a segment's pieces.
+//! - [`transfer`]: k-of-n upload and fetch state machines.
+//! - [`segment`]: the per-segment pipeline (seal + encode, decode + open).
 //!
 //! Nothing here touches the network, the disk or a clock; callers pass time in.
 
+pub mod capability;
+pub mod crypto;
+pub mod erasure;
 pub mod ids;
+pub mod manifest;
+pub mod params;
+pub mod placement;
+pub mod segment;
+pub mod transfer;
 
+pub use capability::{CapError, ReadCap};
+pub use crypto::FileKey;
 pub use ids::{FileId, ManifestId, PieceId, hex, unhex32};
+pub use manifest::Manifest;

@@ -1,1 +1,209 @@
-//! placeholder
+//! A Cairn node: the services of one machine wired together.
+//!
+//! - [`identity`]: the persistent Ed25519 key.
+//! - [`net`]: the swarm driver actor and its handle.
+//! - [`service`]: answers other nodes' piece requests from the local store.
+//! - [`client`]: put, get and stat on behalf of the local user.
+//! - [`catalog`]: the list of files this node has put.
+//! - [`api`]: the loopback HTTP/JSON control API the CLI uses.
+//!
+//! [`run`] starts them all and stops them cleanly on shutdown.
+
+pub mod api;
+pub mod catalog;
+pub mod client;
+pub mod identity;
+pub mod net;
+pub mod service;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_net::libp2p::multiaddr::Protocol;
+use cairn_net::{NetConfig, build_swarm};
+use cairn_store::PieceStore;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+pub use cairn_net::libp2p::Multiaddr;
+pub use client::{Client, ClientError, PutOptions};
+
+/// Starting or running a node failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// Bad configuration or a damaged file.
+    #[error("{0}")]
+    Config(String),
+    /// File-system or database trouble.
+    #[error("{0}")]
+    Io(String),
+    /// The piece store failed to open.
+    #[error(transparent)]
+    Store(#[from] cairn_store::StoreError),
+    /// The network failed to start.
+    #[error(transparent)]
+    Net(#[from] cairn_net::NetError),
+}
+
+/// Unix seconds now.
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// How to run a node.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// Where identity, pieces and indexes live.
+    pub data_dir: PathBuf,
+    /// libp2p listen addresses.
+    pub listen: Vec<Multiaddr>,
+    /// Control API address (loopback).
+    pub api: SocketAddr,
+    /// Bytes of disk offered to the network.
+    pub storage: u64,
+    /// Peers to join through.
+    pub bootstrap: Vec<Multiaddr>,
+    /// Local-network discovery.
+    pub mdns: bool,
+}
+
+/// What a running node writes to `DATA_DIR/node.json` once it is ready.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// Peer id.
+    pub peer_id: String,
+    /// Process id.
+    pub pid: u32,
+    /// Control API base URL.
+    pub api: String,
+    /// Dialable addresses, each ending in `/p2p/<peer id>`.
+    pub listen: Vec<String>,
+    /// Data directory.
+    pub data_dir: PathBuf,
+}
+
+/// Path of the readiness file in a data dir.
+pub fn info_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("node.json")
+}
+
+fn io_err(what: &str, path: &Path, e: impl std::fmt::Display) -> NodeError {
+    NodeError::Io(format!("{what} {}: {e}", path.display()))
+}
+
+/// Runs a node until `shutdown` resolves.
+pub async fn run(
+    cfg: NodeConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), NodeError> {
+    let dir = &cfg.data_dir;
+    std::fs::create_dir_all(dir).map_err(|e| io_err("cannot create data dir", dir, e))?;
+    if !cfg.api.ip().is_loopback() {
+        return Err(NodeError::Config(format!(
+            "--api {} is not a loopback address; the control API gives full access to your files, so it only listens on 127.0.0.1 or ::1",
+            cfg.api
+        )));
+    }
+    let lock_path = dir.join("LOCK");
+    let lock =
+        std::fs::File::create(&lock_path).map_err(|e| io_err("cannot create", &lock_path, e))?;
+    if lock.try_lock().is_err() {
+        return Err(NodeError::Config(format!(
+            "another node is already using data dir {}",
+            dir.display()
+        )));
+    }
+    let _ = std::fs::remove_file(info_path(dir));
+    let keypair = identity::load_or_create(dir)?;
+    let peer_id = keypair.public().to_peer_id();
+    let store = Arc::new(PieceStore::open(&dir.join("store"), cfg.storage)?);
+    let catalog = Arc::new(catalog::Catalog::open(dir)?);
+
+    let net_cfg = NetConfig {
+        mdns: cfg.mdns,
+        ..NetConfig::default()
+    };
+    let mut swarm = build_swarm(keypair, &net_cfg)?;
+    for addr in &cfg.listen {
+        swarm
+            .listen_on(addr.clone())
+            .map_err(|e| NodeError::Config(format!("cannot listen on {addr}: {e}")))?;
+    }
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (net, inbound, driver) = net::spawn(swarm, cfg.bootstrap.clone(), stop_rx);
+    let service = tokio::spawn(service::run(store.clone(), net.clone(), inbound));
+
+    // Re-announce the manifests this node holds, so readers find them after a restart.
+    let held = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || store.manifests())
+            .await
+            .map_err(|e| NodeError::Io(e.to_string()))??
+    };
+    for id in held {
+        net.provide(id.as_bytes()).await;
+    }
+
+    let listener = tokio::net::TcpListener::bind(cfg.api)
+        .await
+        .map_err(|e| NodeError::Config(format!("cannot bind the API on {}: {e}", cfg.api)))?;
+    let api_addr = listener
+        .local_addr()
+        .map_err(|e| NodeError::Io(e.to_string()))?;
+    let client = Client::new(net.clone(), store.clone(), catalog.clone());
+    let app = api::router(api::ApiState {
+        client,
+        net: net.clone(),
+        store: store.clone(),
+        catalog,
+    });
+
+    // Ready once the swarm reports its listen addresses.
+    let mut listen = Vec::new();
+    for _ in 0..100 {
+        if let Some(info) = net.info().await
+            && !info.listen_addrs.is_empty()
+        {
+            listen = info
+                .listen_addrs
+                .into_iter()
+                .map(|a| a.with(Protocol::P2p(peer_id)).to_string())
+                .collect();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let info = NodeInfo {
+        peer_id: peer_id.to_string(),
+        pid: std::process::id(),
+        api: format!("http://{api_addr}"),
+        listen,
+        data_dir: dir.clone(),
+    };
+    write_info(dir, &info)?;
+    tracing::info!(peer_id = %info.peer_id, api = %info.api, "node ready");
+
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await;
+    let _ = stop_tx.send(true);
+    let _ = driver.await;
+    service.abort();
+    let _ = std::fs::remove_file(info_path(dir));
+    drop(lock);
+    served.map_err(|e| NodeError::Io(format!("API server failed: {e}")))
+}
+
+fn write_info(dir: &Path, info: &NodeInfo) -> Result<(), NodeError> {
+    let path = info_path(dir);
+    let tmp = dir.join("node.json.tmp");
+    let json = serde_json::to_vec_pretty(info).map_err(|e| NodeError::Io(e.to_string()))?;
+    std::fs::write(&tmp, json).map_err(|e| io_err("cannot write", &tmp, e))?;
+    std::fs::rename(&tmp, &path).map_err(|e| io_err("cannot write", &path, e))
+}

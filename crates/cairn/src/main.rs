@@ -1,1 +1,361 @@
-fn main() {}
+//! `cairn`: run a node, store and read files, inspect their health, and run a
+//! local network.
+
+mod api;
+mod devnet;
+mod size;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use cairn_node::Multiaddr;
+use clap::{Args, Parser, Subcommand};
+
+use crate::api::Api;
+use crate::size::{human, parse_size};
+
+#[derive(Parser)]
+#[command(
+    name = "cairn",
+    version,
+    about = "Cairn: a peer-to-peer cloud of encrypted, erasure-coded storage"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct ApiArg {
+    /// The node's control API.
+    #[arg(
+        long,
+        env = "CAIRN_API",
+        default_value = "http://127.0.0.1:7070",
+        global = true
+    )]
+    api: String,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run or inspect a node.
+    Node {
+        #[command(subcommand)]
+        command: NodeCommand,
+    },
+    /// Store a file (or stdin with `-`); prints its capability on stdout.
+    Put {
+        /// The file, or `-` for stdin.
+        file: String,
+        /// Pieces needed to rebuild each segment (default: 16, scaled down on small networks).
+        #[arg(long)]
+        k: Option<u16>,
+        /// Pieces stored per segment (default: 24, scaled down on small networks).
+        #[arg(long)]
+        n: Option<u16>,
+        /// Plaintext bytes per segment.
+        #[arg(long, default_value = "64MiB", value_parser = parse_size)]
+        segment_size: u64,
+        #[command(flatten)]
+        api: ApiArg,
+    },
+    /// Read a file back by its capability.
+    Get {
+        /// The `cairn:` capability.
+        cap: String,
+        /// Output path, or `-` for stdout.
+        #[arg(short, long)]
+        output: String,
+        #[command(flatten)]
+        api: ApiArg,
+    },
+    /// Show a file's size, layout and the health of every piece.
+    Stat {
+        /// The `cairn:` capability.
+        cap: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        api: ApiArg,
+    },
+    /// Show the node's peers and storage use.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        api: ApiArg,
+    },
+    /// List the files this node has put, with their capabilities.
+    Ls {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        api: ApiArg,
+    },
+    /// Run a local network of real node processes on 127.0.0.1.
+    Devnet(devnet::DevnetArgs),
+}
+
+#[derive(Subcommand)]
+enum NodeCommand {
+    /// Run a node until Ctrl-C or SIGTERM.
+    Run(RunArgs),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Where the identity, pieces and indexes live.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// libp2p listen address (repeatable).
+    #[arg(long, default_value = "/ip4/0.0.0.0/tcp/4001")]
+    listen: Vec<Multiaddr>,
+    /// Control API address (loopback only).
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    api: SocketAddr,
+    /// Disk space offered to the network.
+    #[arg(long, default_value = "20GiB", value_parser = parse_size)]
+    storage: u64,
+    /// A peer to join through (repeatable), e.g. /ip4/1.2.3.4/tcp/4001/p2p/12D3…
+    #[arg(long)]
+    bootstrap: Vec<Multiaddr>,
+    /// Do not discover peers on the local network with mDNS.
+    #[arg(long)]
+    no_mdns: bool,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG")
+                .unwrap_or_else(|_| "warn,cairn=info,cairn_node=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = runtime.block_on(run(cli)) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Node {
+            command: NodeCommand::Run(a),
+        } => node_run(a).await,
+        Command::Put {
+            file,
+            k,
+            n,
+            segment_size,
+            api,
+        } => put(&Api::new(&api.api)?, &file, k, n, segment_size).await,
+        Command::Get { cap, output, api } => {
+            check_cap(&cap)?;
+            Api::new(&api.api)?.get(&cap, &output).await.map(|_| ())
+        }
+        Command::Stat { cap, json, api } => stat(&Api::new(&api.api)?, &cap, json).await,
+        Command::Status { json, api } => status(&Api::new(&api.api)?, json).await,
+        Command::Ls { json, api } => ls(&Api::new(&api.api)?, json).await,
+        Command::Devnet(a) => devnet::run(a).await,
+    }
+}
+
+/// Refuses a malformed capability before any network traffic.
+fn check_cap(cap: &str) -> Result<()> {
+    cap.parse::<cairn_core::ReadCap>()
+        .map(|_| ())
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// Resolves when Ctrl-C or SIGTERM arrives.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+async fn node_run(a: RunArgs) -> Result<()> {
+    let cfg = cairn_node::NodeConfig {
+        data_dir: a.data_dir,
+        listen: a.listen,
+        api: a.api,
+        storage: a.storage,
+        bootstrap: a.bootstrap,
+        mdns: !a.no_mdns,
+    };
+    cairn_node::run(cfg, shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn put(
+    api: &Api,
+    file: &str,
+    k: Option<u16>,
+    n: Option<u16>,
+    segment_size: u64,
+) -> Result<()> {
+    let mut query = vec![("segment_size", segment_size.to_string())];
+    if let Some(k) = k {
+        query.push(("k", k.to_string()));
+    }
+    if let Some(n) = n {
+        query.push(("n", n.to_string()));
+    }
+    let outcome = if file == "-" {
+        api.put(tokio::io::stdin(), None, &query).await?
+    } else {
+        let f = tokio::fs::File::open(file)
+            .await
+            .with_context(|| format!("cannot read {file}"))?;
+        let meta = f
+            .metadata()
+            .await
+            .with_context(|| format!("cannot read {file}"))?;
+        if meta.is_dir() {
+            bail!("{file} is a directory; cairn put stores one file (or stdin with -)");
+        }
+        if let Some(name) = std::path::Path::new(file).file_name() {
+            query.push(("name", name.to_string_lossy().into_owned()));
+        }
+        api.put(f, Some(meta.len()), &query).await?
+    };
+    let cap = outcome
+        .get("cap")
+        .and_then(|c| c.as_str())
+        .context("the node's answer has no capability")?;
+    println!("{cap}");
+    Ok(())
+}
+
+async fn stat(api: &Api, cap: &str, json: bool) -> Result<()> {
+    check_cap(cap)?;
+    let r: serde_json::Value = api
+        .post_json("/v1/stat", &serde_json::json!({ "cap": cap }))
+        .await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
+    let g = |k: &str| r.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+    let segs = r
+        .get("segments")
+        .and_then(|s| s.as_array())
+        .cloned()
+        .unwrap_or_default();
+    println!("size      {} ({})", g("size"), human(g("size")));
+    println!("segments  {} of {}", segs.len(), human(g("segment_size")));
+    println!(
+        "coding    any {} of {} pieces rebuild a segment",
+        g("k"),
+        g("n")
+    );
+    for s in &segs {
+        let healthy = s.get("healthy").and_then(|v| v.as_u64()).unwrap_or(0);
+        let verdict = if healthy >= g("n") {
+            "healthy"
+        } else if healthy >= g("k") {
+            "degraded"
+        } else {
+            "UNRECOVERABLE"
+        };
+        println!(
+            "segment {}: {healthy}/{} pieces available ({verdict})",
+            s["index"],
+            g("n")
+        );
+        for p in s
+            .get("pieces")
+            .and_then(|p| p.as_array())
+            .into_iter()
+            .flatten()
+        {
+            let state = match (p["online"].as_bool(), p["present"].as_bool()) {
+                (Some(true), Some(true)) => "ok",
+                (Some(true), _) => "missing",
+                _ => "offline",
+            };
+            println!(
+                "  piece {:>3}  {}  {state}",
+                p["index"],
+                p["peer_id"].as_str().unwrap_or("?")
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn status(api: &Api, json: bool) -> Result<()> {
+    let r: serde_json::Value = api.get_json("/v1/status").await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
+    let g = |k: &str| r.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+    println!("peer id    {}", r["peer_id"].as_str().unwrap_or("?"));
+    for a in r["listen"].as_array().into_iter().flatten() {
+        println!("listening  {}", a.as_str().unwrap_or("?"));
+    }
+    println!(
+        "peers      {} connected, {} known",
+        g("connected_peers"),
+        g("known_peers")
+    );
+    println!("pieces     {}", g("pieces"));
+    println!(
+        "storage    {} of {} used",
+        human(g("used_bytes")),
+        human(g("capacity_bytes"))
+    );
+    Ok(())
+}
+
+async fn ls(api: &Api, json: bool) -> Result<()> {
+    let r: Vec<serde_json::Value> = api.get_json("/v1/files").await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
+    if r.is_empty() {
+        println!("this node has not put any files yet");
+    }
+    for f in r {
+        let name = f["name"].as_str().unwrap_or("(stdin)");
+        println!(
+            "{name}\t{}\t{}",
+            human(f["size"].as_u64().unwrap_or(0)),
+            f["cap"].as_str().unwrap_or("?")
+        );
+    }
+    Ok(())
+}

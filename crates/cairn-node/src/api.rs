@@ -1,0 +1,227 @@
+//! The local HTTP/JSON control API that the `cairn` CLI talks to.
+//!
+//! It listens on loopback only: whoever can reach it can read every file this
+//! node has put. Routes (all under `/v1`):
+//!
+//! | route | body | answer |
+//! |---|---|---|
+//! | `GET /v1/status` | | [`StatusReport`] |
+//! | `GET /v1/files` | | `[FileRecord]` |
+//! | `POST /v1/put?k=&n=&segment_size=&name=` | the raw file, streamed | [`PutOutcome`] |
+//! | `POST /v1/get` | `{"cap": "cairn:…"}` | a framed stream, see below |
+//! | `POST /v1/stat` | `{"cap": "cairn:…"}` | [`StatReport`] |
+//!
+//! Errors are `{"error": "<sentence>"}` with a 4xx or 5xx status.
+//!
+//! A get answers with frames `tag (1 byte) | length (u32 BE) | payload`:
+//! `H` JSON [`GetHeader`], then `D` plaintext chunks, then `Z` (empty) on
+//! success or `E` (UTF-8 sentence) on failure. A reader that sees the stream
+//! end without `Z` knows the transfer broke.
+//!
+//! [`PutOutcome`]: crate::client::PutOutcome
+//! [`StatReport`]: crate::client::StatReport
+//! [`GetHeader`]: crate::client::GetHeader
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bytes::{BufMut, Bytes, BytesMut};
+use cairn_core::ReadCap;
+use cairn_store::PieceStore;
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio_util::io::StreamReader;
+
+use crate::catalog::Catalog;
+use crate::client::{Client, ClientError, PutOptions};
+use crate::net::NetHandle;
+
+/// Largest data frame in a get stream.
+const FRAME: usize = 1 << 20;
+
+/// Shared state of the API handlers.
+#[derive(Clone)]
+pub struct ApiState {
+    /// The uplink.
+    pub client: Client,
+    /// The swarm.
+    pub net: NetHandle,
+    /// The local store.
+    pub store: Arc<PieceStore>,
+    /// The local file list.
+    pub catalog: Arc<Catalog>,
+}
+
+/// `GET /v1/status`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StatusReport {
+    /// This node.
+    pub peer_id: String,
+    /// Listen addresses.
+    pub listen: Vec<String>,
+    /// Peers with an open connection.
+    pub connected_peers: usize,
+    /// Peers in the DHT routing table.
+    pub known_peers: usize,
+    /// Pieces held.
+    pub pieces: u64,
+    /// Bytes held.
+    pub used_bytes: u64,
+    /// Bytes offered.
+    pub capacity_bytes: u64,
+}
+
+/// A JSON error with a status code.
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<ClientError> for ApiError {
+    fn from(e: ClientError) -> Self {
+        let status = match &e {
+            ClientError::Params(_) => StatusCode::BAD_REQUEST,
+            ClientError::Manifest(_) | ClientError::ManifestNotFound { .. } => {
+                StatusCode::NOT_FOUND
+            }
+            ClientError::Input(_) => StatusCode::BAD_REQUEST,
+            ClientError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::BAD_GATEWAY,
+        };
+        ApiError(status, e.to_string())
+    }
+}
+
+#[derive(Deserialize)]
+struct CapBody {
+    cap: String,
+}
+
+fn parse_cap(s: &str) -> Result<ReadCap, ApiError> {
+    s.parse()
+        .map_err(|e: cairn_core::CapError| ApiError(StatusCode::BAD_REQUEST, e.to_string()))
+}
+
+#[derive(Deserialize)]
+struct PutQuery {
+    k: Option<u16>,
+    n: Option<u16>,
+    segment_size: Option<u64>,
+    name: Option<String>,
+}
+
+/// The API's routes.
+pub fn router(state: ApiState) -> axum::Router {
+    axum::Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/files", get(files))
+        .route("/v1/put", post(put))
+        .route("/v1/get", post(get_file))
+        .route("/v1/stat", post(stat))
+        .with_state(state)
+}
+
+async fn status(State(s): State<ApiState>) -> Result<Json<StatusReport>, ApiError> {
+    let info = s.net.info().await.ok_or(ApiError(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the node is stopping".into(),
+    ))?;
+    let usage = s.store.usage();
+    Ok(Json(StatusReport {
+        peer_id: info.peer_id.to_string(),
+        listen: info.listen_addrs.iter().map(|a| a.to_string()).collect(),
+        connected_peers: info.connected.len(),
+        known_peers: info.routing.len(),
+        pieces: usage.pieces,
+        used_bytes: usage.used_bytes,
+        capacity_bytes: usage.capacity,
+    }))
+}
+
+async fn files(
+    State(s): State<ApiState>,
+) -> Result<Json<Vec<crate::catalog::FileRecord>>, ApiError> {
+    let catalog = s.catalog.clone();
+    tokio::task::spawn_blocking(move || catalog.list())
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map(Json)
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+async fn put(
+    State(s): State<ApiState>,
+    Query(q): Query<PutQuery>,
+    body: Body,
+) -> Result<impl IntoResponse, ApiError> {
+    let stream = body
+        .into_data_stream()
+        .map(|r| r.map_err(std::io::Error::other));
+    let reader = StreamReader::new(stream);
+    let defaults = PutOptions::default();
+    let opts = PutOptions {
+        k: q.k,
+        n: q.n,
+        segment_size: q.segment_size.unwrap_or(defaults.segment_size),
+        name: q.name,
+    };
+    let outcome = s.client.put(reader, opts).await?;
+    Ok(Json(outcome))
+}
+
+async fn stat(
+    State(s): State<ApiState>,
+    Json(b): Json<CapBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    let cap = parse_cap(&b.cap)?;
+    Ok(Json(s.client.stat(&cap).await?))
+}
+
+fn frame_head(tag: u8, len: usize) -> Bytes {
+    let mut b = BytesMut::with_capacity(5);
+    b.put_u8(tag);
+    // Frames never exceed FRAME bytes, and messages are short sentences.
+    b.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
+    b.freeze()
+}
+
+fn frame(tag: u8, payload: Bytes) -> Vec<Bytes> {
+    vec![frame_head(tag, payload.len()), payload]
+}
+
+async fn get_file(State(s): State<ApiState>, Json(b): Json<CapBody>) -> Result<Response, ApiError> {
+    let cap = parse_cap(&b.cap)?;
+    let (header, rx) = s.client.get(cap).await?;
+    let head = serde_json::to_vec(&header)
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let stream = futures::stream::unfold(Some((Some(head), rx)), |state| async move {
+        let (head, mut rx) = state?;
+        if let Some(h) = head {
+            return Some((frame(b'H', Bytes::from(h)), Some((None, rx))));
+        }
+        match rx.recv().await {
+            Some(Ok(data)) => {
+                let mut out = Vec::new();
+                let mut at = 0;
+                while at < data.len() {
+                    let end = (at + FRAME).min(data.len());
+                    out.extend(frame(b'D', data.slice(at..end)));
+                    at = end;
+                }
+                Some((out, Some((None, rx))))
+            }
+            Some(Err(e)) => Some((frame(b'E', Bytes::from(e.to_string())), None)),
+            None => Some((frame(b'Z', Bytes::new()), None)),
+        }
+    })
+    .flat_map(|frames| futures::stream::iter(frames.into_iter().map(Ok::<_, std::io::Error>)));
+    Ok(Body::from_stream(stream).into_response())
+}

@@ -1,0 +1,826 @@
+//! Put, get and stat: the uplink side of a node, run on behalf of the local
+//! user through the control API. Keys never leave this process.
+//!
+//! Put reads the input one segment at a time, so memory is bounded by one
+//! segment plus its pieces whatever the file size. Each segment is sealed,
+//! coded into n pieces plus spares, and uploaded to distinct nodes found
+//! through the DHT ([`UploadPlan`]). The sealed manifest is then stored on
+//! the nodes closest to its id, which announce it as DHT providers.
+//!
+//! Get fetches the manifest, then for each segment asks holders for k pieces
+//! plus a few ([`FetchPlan`]), checks every piece's hash, decodes, decrypts
+//! and hands the plaintext on, one segment at a time.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use cairn_core::manifest::{PieceEntry, SegmentEntry, segment_count};
+use cairn_core::params::{self, ParamsError};
+use cairn_core::placement::{self, Candidate};
+use cairn_core::segment::{self, SegmentError, piece_hash};
+use cairn_core::transfer::{Action, FailureKind, Failures, FetchPlan, UploadPlan};
+use cairn_core::{FileId, FileKey, Manifest, ManifestId, PieceId, ReadCap};
+use cairn_net::libp2p::PeerId;
+use cairn_net::{BlobKind, ErrorCode, Request, RequestHeader, ResponseHeader};
+use cairn_store::{NewPiece, PieceKind, PieceStore, StoreError};
+use futures::stream::{FuturesUnordered, StreamExt};
+use serde::Serialize;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::mpsc;
+
+use crate::catalog::{Catalog, FileRecord};
+use crate::net::NetHandle;
+use crate::now_secs;
+
+/// Copies of each manifest kept in the network.
+pub const MANIFEST_REPLICAS: usize = 5;
+/// Piece requests beyond k kept in flight while fetching.
+pub const FETCH_EXTRA: usize = 2;
+/// Time one piece transfer may take.
+const PIECE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Time a holder has to answer a stat probe.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Candidates asked of the DHT per segment.
+const CANDIDATES: usize = 64;
+
+/// A put, get or stat failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// Erasure parameters could not be chosen.
+    #[error(transparent)]
+    Params(#[from] ParamsError),
+    /// A segment could not be placed.
+    #[error(
+        "segment {segment} could not be stored: {stored} of {needed} pieces found a node ({failures}); start more nodes or lower --n"
+    )]
+    Upload {
+        /// Segment index.
+        segment: u64,
+        /// Pieces stored.
+        stored: usize,
+        /// Pieces needed.
+        needed: usize,
+        /// Why the rest failed.
+        failures: Failures,
+    },
+    /// The manifest could not be stored anywhere.
+    #[error("the file's manifest could not be stored: only {stored} of {wanted} nodes took it")]
+    ManifestUpload {
+        /// Copies stored.
+        stored: usize,
+        /// Copies wanted.
+        wanted: usize,
+    },
+    /// No node returned a valid manifest.
+    #[error(
+        "the file's manifest was not found: {asked} nodes were asked and none returned it (is the network reachable, and was the file stored on it?)"
+    )]
+    ManifestNotFound {
+        /// Nodes asked.
+        asked: usize,
+    },
+    /// A segment has too few reachable pieces.
+    #[error(
+        "segment {segment} cannot be rebuilt: only {reachable} pieces were reachable but {needed} are needed ({failures})"
+    )]
+    Fetch {
+        /// Segment index.
+        segment: u64,
+        /// Good pieces fetched.
+        reachable: usize,
+        /// Pieces needed (k).
+        needed: usize,
+        /// Why the others failed.
+        failures: Failures,
+    },
+    /// Decoding or decrypting failed.
+    #[error(transparent)]
+    Segment(#[from] SegmentError),
+    /// The manifest was unusable.
+    #[error(transparent)]
+    Manifest(#[from] cairn_core::manifest::ManifestError),
+    /// Reading the input failed.
+    #[error("reading the input failed: {0}")]
+    Input(std::io::Error),
+    /// Something inside the node failed.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Options of a put.
+#[derive(Clone, Debug)]
+pub struct PutOptions {
+    /// Override k.
+    pub k: Option<u16>,
+    /// Override n.
+    pub n: Option<u16>,
+    /// Plaintext bytes per segment.
+    pub segment_size: u64,
+    /// A name for the local file list.
+    pub name: Option<String>,
+}
+
+impl Default for PutOptions {
+    fn default() -> Self {
+        Self {
+            k: None,
+            n: None,
+            segment_size: params::DEFAULT_SEGMENT_SIZE,
+            name: None,
+        }
+    }
+}
+
+/// What a put produced.
+#[derive(Clone, Debug, Serialize)]
+pub struct PutOutcome {
+    /// The read capability, as text.
+    pub cap: String,
+    /// Bytes stored.
+    pub size: u64,
+    /// Segments.
+    pub segments: u64,
+    /// Pieces needed per segment.
+    pub k: u16,
+    /// Pieces stored per segment.
+    pub n: u16,
+}
+
+/// Health of one stored piece.
+#[derive(Clone, Debug, Serialize)]
+pub struct PieceHealth {
+    /// Index in the code.
+    pub index: u16,
+    /// Holder.
+    pub peer_id: String,
+    /// The holder answered.
+    pub online: bool,
+    /// The holder says it has the piece.
+    pub present: bool,
+}
+
+/// Health of one segment.
+#[derive(Clone, Debug, Serialize)]
+pub struct SegmentHealth {
+    /// Segment index.
+    pub index: u64,
+    /// Pieces that are online and present.
+    pub healthy: usize,
+    /// Per-piece detail.
+    pub pieces: Vec<PieceHealth>,
+}
+
+/// `cairn stat`'s report.
+#[derive(Clone, Debug, Serialize)]
+pub struct StatReport {
+    /// Plaintext bytes.
+    pub size: u64,
+    /// Pieces needed per segment.
+    pub k: u16,
+    /// Pieces stored per segment.
+    pub n: u16,
+    /// Plaintext bytes per segment.
+    pub segment_size: u64,
+    /// Unix seconds of the upload.
+    pub created_at: u64,
+    /// Per-segment health.
+    pub segments: Vec<SegmentHealth>,
+}
+
+/// Header of a get: what the stream will carry.
+#[derive(Clone, Debug, Serialize)]
+pub struct GetHeader {
+    /// Plaintext bytes.
+    pub size: u64,
+    /// Segments.
+    pub segments: u64,
+}
+
+/// The uplink of a node.
+#[derive(Clone)]
+pub struct Client {
+    net: NetHandle,
+    store: Arc<PieceStore>,
+    catalog: Arc<Catalog>,
+}
+
+fn peer_bytes(p: &PeerId) -> Vec<u8> {
+    p.to_bytes()
+}
+
+fn failure_of(code: ErrorCode) -> FailureKind {
+    match code {
+        ErrorCode::NotFound => FailureKind::Missing,
+        ErrorCode::Corrupted => FailureKind::Corrupt,
+        ErrorCode::Busy | ErrorCode::Full | ErrorCode::Refused | ErrorCode::Internal => {
+            FailureKind::Refused
+        }
+    }
+}
+
+/// Reads until `buf` holds `want` bytes or the input ends.
+async fn read_up_to<R: AsyncRead + Unpin>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+    want: usize,
+) -> std::io::Result<()> {
+    while buf.len() < want {
+        let n = (&mut *r)
+            .take((want - buf.len()) as u64)
+            .read_to_end(buf)
+            .await?;
+        if n == 0 {
+            break;
+        }
+    }
+    Ok(())
+}
+
+impl Client {
+    /// A client over this node's network and store.
+    pub fn new(net: NetHandle, store: Arc<PieceStore>, catalog: Arc<Catalog>) -> Self {
+        Self {
+            net,
+            store,
+            catalog,
+        }
+    }
+
+    fn local(&self) -> PeerId {
+        self.net.local_peer_id()
+    }
+
+    /// Nodes that can hold pieces for `key`, this node included.
+    async fn candidates(&self, key: &[u8; 32]) -> Vec<Candidate> {
+        let mut peers = self.net.closest_peers(key, CANDIDATES).await;
+        peers.push(self.local());
+        peers
+            .into_iter()
+            .map(|p| Candidate {
+                peer: peer_bytes(&p),
+                free_bytes: None,
+            })
+            .collect()
+    }
+
+    async fn store_blob(
+        &self,
+        peer: PeerId,
+        id: PieceId,
+        kind: BlobKind,
+        data: Bytes,
+    ) -> Result<(), FailureKind> {
+        let hash = piece_hash(&data);
+        if peer == self.local() {
+            let store = self.store.clone();
+            let owner = peer_bytes(&peer);
+            let kind = match kind {
+                BlobKind::Piece => PieceKind::Data,
+                BlobKind::Manifest => PieceKind::Manifest,
+            };
+            let res = tokio::task::spawn_blocking(move || {
+                store.put(
+                    NewPiece {
+                        id,
+                        kind,
+                        data: &data,
+                        expected_hash: Some(hash),
+                        owner: &owner,
+                        expires_at: 0,
+                    },
+                    now_secs(),
+                )
+            })
+            .await;
+            return match res {
+                Ok(Ok(_)) => {
+                    if kind == PieceKind::Manifest {
+                        self.net.provide(id.as_bytes()).await;
+                    }
+                    Ok(())
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!("local store refused piece {id}: {e}");
+                    Err(FailureKind::Refused)
+                }
+                Err(_) => Err(FailureKind::Refused),
+            };
+        }
+        let request = Request {
+            header: RequestHeader::Store {
+                id,
+                kind,
+                hash,
+                expires_at: 0,
+            },
+            body: data.to_vec(),
+        };
+        match self.net.request(peer, request, PIECE_TIMEOUT).await {
+            Ok(r) => match r.header {
+                ResponseHeader::Stored => Ok(()),
+                ResponseHeader::Error { code, message } => {
+                    tracing::debug!(%peer, "store refused: {message}");
+                    Err(failure_of(code))
+                }
+                _ => Err(FailureKind::Refused),
+            },
+            Err(e) => {
+                tracing::debug!("store failed: {e}");
+                Err(FailureKind::Unreachable)
+            }
+        }
+    }
+
+    async fn fetch_blob(
+        &self,
+        peer: PeerId,
+        id: PieceId,
+        hash: Option<[u8; 32]>,
+    ) -> Result<Vec<u8>, FailureKind> {
+        let data = if peer == self.local() {
+            let store = self.store.clone();
+            match tokio::task::spawn_blocking(move || store.get(&id)).await {
+                Ok(Ok(d)) => d,
+                Ok(Err(StoreError::NotFound(_))) => return Err(FailureKind::Missing),
+                Ok(Err(StoreError::Corrupted { .. } | StoreError::Missing { .. })) => {
+                    return Err(FailureKind::Corrupt);
+                }
+                _ => return Err(FailureKind::Refused),
+            }
+        } else {
+            match self
+                .net
+                .request(
+                    peer,
+                    Request {
+                        header: RequestHeader::Fetch { id },
+                        body: Vec::new(),
+                    },
+                    PIECE_TIMEOUT,
+                )
+                .await
+            {
+                Ok(r) => match r.header {
+                    ResponseHeader::Data => r.body,
+                    ResponseHeader::Error { code, .. } => return Err(failure_of(code)),
+                    _ => return Err(FailureKind::Refused),
+                },
+                Err(_) => return Err(FailureKind::Unreachable),
+            }
+        };
+        // Never trust a holder: the bytes must hash to what the manifest says.
+        if hash.is_some_and(|h| h != piece_hash(&data)) {
+            tracing::warn!(%peer, "piece {id} failed its hash check");
+            return Err(FailureKind::Corrupt);
+        }
+        Ok(data)
+    }
+
+    /// Stores everything `input` yields; returns the capability.
+    pub async fn put<R: AsyncRead + Unpin>(
+        &self,
+        mut input: R,
+        opts: PutOptions,
+    ) -> Result<PutOutcome, ClientError> {
+        let key = FileKey::random();
+        let mut file_id = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut file_id);
+        let file_id = FileId(file_id);
+        let seg_size =
+            usize::try_from(opts.segment_size).map_err(|_| ParamsError::SegmentSize {
+                size: opts.segment_size,
+            })?;
+
+        let first = self.candidates(&file_id.segment_key(0)).await;
+        let p = params::choose(first.len(), opts.k, opts.n)?;
+        params::check_segment_size(opts.segment_size, p.k)?;
+
+        let mut segments = Vec::new();
+        let mut size: u64 = 0;
+        let mut carry: Option<u8> = None;
+        // One code length for the whole file: decoding needs it, and the manifest has one.
+        let coded = p.n + params::spares(p.n, first.len());
+        loop {
+            let index = segments.len() as u64;
+            // One byte of read-ahead tells whether this segment is the last.
+            let mut buf = Vec::with_capacity(seg_size + 1);
+            buf.extend(carry.take());
+            read_up_to(&mut input, &mut buf, seg_size + 1)
+                .await
+                .map_err(ClientError::Input)?;
+            if buf.len() > seg_size {
+                carry = buf.pop();
+            }
+            let last = carry.is_none();
+            size += buf.len() as u64;
+            let candidates = if index == 0 {
+                first.clone()
+            } else {
+                self.candidates(&file_id.segment_key(index)).await
+            };
+            segments.push(
+                self.put_segment(&key, file_id, index, last, buf, p, coded, &candidates)
+                    .await?,
+            );
+            if last {
+                break;
+            }
+        }
+        let manifest = Manifest {
+            file_id,
+            size,
+            segment_size: opts.segment_size,
+            k: p.k,
+            n: p.n,
+            coded,
+            created_at: now_secs(),
+            segments,
+        };
+        debug_assert_eq!(
+            manifest.segments.len() as u64,
+            segment_count(size, opts.segment_size)
+        );
+        let (sealed, manifest_id) = manifest.seal(&key)?;
+        self.put_manifest(manifest_id, Bytes::from(sealed)).await?;
+        let cap = ReadCap {
+            key,
+            manifest: manifest_id,
+        }
+        .to_string();
+        let outcome = PutOutcome {
+            cap,
+            size,
+            segments: manifest.segments.len() as u64,
+            k: p.k,
+            n: p.n,
+        };
+        let record = FileRecord {
+            name: opts.name,
+            size,
+            cap: outcome.cap.clone(),
+            created_at: manifest.created_at,
+        };
+        let catalog = self.catalog.clone();
+        tokio::task::spawn_blocking(move || catalog.add(&record))
+            .await
+            .map_err(|e| ClientError::Internal(e.to_string()))?
+            .map_err(|e| ClientError::Internal(e.to_string()))?;
+        Ok(outcome)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn put_segment(
+        &self,
+        key: &FileKey,
+        file_id: FileId,
+        index: u64,
+        last: bool,
+        plain: Vec<u8>,
+        p: params::Params,
+        coded: u16,
+        candidates: &[Candidate],
+    ) -> Result<SegmentEntry, ClientError> {
+        let seg_key = file_id.segment_key(index);
+        let ranked = placement::rank(&seg_key, candidates, 0, &HashSet::new());
+        // Coding is CPU-bound: keep it off the async workers.
+        let key = key.clone();
+        let enc = tokio::task::spawn_blocking(move || {
+            segment::encode(&key.data_key(), index, last, plain, p.k, coded)
+        })
+        .await
+        .map_err(|e| ClientError::Internal(e.to_string()))?
+        .map_err(|e| ClientError::Internal(e.to_string()))?;
+        let pieces: Vec<Bytes> = enc.pieces.into_iter().map(Bytes::from).collect();
+        let peers: Vec<PeerId> = ranked
+            .iter()
+            .filter_map(|b| PeerId::from_bytes(b).ok())
+            .collect();
+        let mut plan = UploadPlan::new(coded, p.n, peers);
+        let mut running = FuturesUnordered::new();
+        let mut actions = plan.start();
+        loop {
+            for action in actions.drain(..) {
+                match action {
+                    Action::Send { index: i, peer } => {
+                        let id = file_id.piece_id(index, u32::from(i));
+                        let data = pieces[usize::from(i)].clone();
+                        running.push(async move {
+                            (
+                                i,
+                                peer,
+                                self.store_blob(peer, id, BlobKind::Piece, data).await,
+                            )
+                        });
+                    }
+                    // Dropping `running` below cancels whatever is still in flight.
+                    Action::Cancel { .. } => {}
+                    Action::Complete(stored) => {
+                        let pieces = stored
+                            .into_iter()
+                            .map(|(i, peer)| PieceEntry {
+                                index: i,
+                                hash: enc.hashes[usize::from(i)],
+                                holder: peer_bytes(&peer),
+                            })
+                            .collect();
+                        return Ok(SegmentEntry { pieces });
+                    }
+                    Action::Fail {
+                        succeeded,
+                        needed,
+                        failures,
+                    } => {
+                        return Err(ClientError::Upload {
+                            segment: index,
+                            stored: succeeded,
+                            needed,
+                            failures,
+                        });
+                    }
+                }
+            }
+            let Some((i, _peer, res)) = running.next().await else {
+                return Err(ClientError::Internal("upload plan stalled".into()));
+            };
+            actions = match res {
+                Ok(()) => plan.on_stored(i),
+                Err(kind) => plan.on_failed(i, kind),
+            };
+        }
+    }
+
+    async fn manifest_holders(&self, id: &ManifestId) -> Vec<PeerId> {
+        let mut peers = vec![self.local()];
+        peers.extend(
+            self.net
+                .closest_peers(id.as_bytes(), MANIFEST_REPLICAS * 2)
+                .await,
+        );
+        peers
+    }
+
+    async fn put_manifest(&self, id: ManifestId, sealed: Bytes) -> Result<(), ClientError> {
+        let peers = self.manifest_holders(&id).await;
+        let wanted = MANIFEST_REPLICAS.min(peers.len());
+        let mut plan = UploadPlan::new(wanted as u16, wanted as u16, peers);
+        let mut running = FuturesUnordered::new();
+        let mut actions = plan.start();
+        loop {
+            for action in actions.drain(..) {
+                match action {
+                    Action::Send { index, peer } => {
+                        let data = sealed.clone();
+                        running.push(async move {
+                            (
+                                index,
+                                self.store_blob(peer, id.piece_id(), BlobKind::Manifest, data)
+                                    .await,
+                            )
+                        });
+                    }
+                    Action::Cancel { .. } => {}
+                    Action::Complete(_) => return Ok(()),
+                    // A manifest on fewer nodes than wanted is still readable; two copies is the floor.
+                    Action::Fail { succeeded, .. } if succeeded >= wanted.min(2) => return Ok(()),
+                    Action::Fail { succeeded, .. } => {
+                        return Err(ClientError::ManifestUpload {
+                            stored: succeeded,
+                            wanted,
+                        });
+                    }
+                }
+            }
+            let Some((i, res)) = running.next().await else {
+                return Err(ClientError::ManifestUpload { stored: 0, wanted });
+            };
+            actions = match res {
+                Ok(()) => plan.on_stored(i),
+                Err(kind) => plan.on_failed(i, kind),
+            };
+        }
+    }
+
+    /// Finds, verifies and decrypts the manifest a capability names.
+    pub async fn manifest(&self, cap: &ReadCap) -> Result<Manifest, ClientError> {
+        let id = cap.manifest;
+        let mut peers = self.manifest_holders(&id).await;
+        peers.extend(self.net.providers(id.as_bytes()).await);
+        let mut seen = HashSet::new();
+        peers.retain(|p| seen.insert(*p));
+        let asked = peers.len();
+        let mut running: FuturesUnordered<_> = peers
+            .into_iter()
+            .map(|p| async move {
+                self.fetch_blob(p, id.piece_id(), Some(*id.as_bytes()))
+                    .await
+            })
+            .collect();
+        let mut last_err = None;
+        while let Some(res) = running.next().await {
+            if let Ok(bytes) = res {
+                match Manifest::open(&bytes, &id, &cap.key) {
+                    Ok(m) => return Ok(m),
+                    Err(e) => last_err = Some(e),
+                }
+            }
+        }
+        match last_err {
+            Some(e) => Err(e.into()),
+            None => Err(ClientError::ManifestNotFound { asked }),
+        }
+    }
+
+    /// Fetches and decodes segment `index`.
+    pub async fn get_segment(
+        &self,
+        cap: &ReadCap,
+        m: &Manifest,
+        index: u64,
+    ) -> Result<Vec<u8>, ClientError> {
+        let entry = &m.segments
+            [usize::try_from(index).map_err(|e| ClientError::Internal(e.to_string()))?];
+        let hashes: HashMap<u16, [u8; 32]> =
+            entry.pieces.iter().map(|p| (p.index, p.hash)).collect();
+        let sources = entry.pieces.iter().filter_map(|p| {
+            PeerId::from_bytes(&p.holder)
+                .ok()
+                .map(|peer| (p.index, peer))
+        });
+        let mut plan = FetchPlan::new(m.k, FETCH_EXTRA, sources);
+        let mut got: HashMap<u16, Vec<u8>> = HashMap::new();
+        let mut running = FuturesUnordered::new();
+        let mut actions = plan.start();
+        loop {
+            for action in actions.drain(..) {
+                match action {
+                    Action::Send { index: i, peer } => {
+                        let id = m.file_id.piece_id(index, u32::from(i));
+                        let hash = hashes.get(&i).copied();
+                        running.push(async move { (i, self.fetch_blob(peer, id, hash).await) });
+                    }
+                    Action::Cancel { .. } => {}
+                    Action::Complete(use_) => {
+                        drop(running);
+                        let chosen: Vec<(u16, Vec<u8>)> = use_
+                            .into_iter()
+                            .filter_map(|(i, _)| got.remove(&i).map(|d| (i, d)))
+                            .collect();
+                        let key = cap.key.data_key();
+                        let m = m.clone();
+                        return tokio::task::spawn_blocking(move || {
+                            let refs: Vec<(u16, &[u8])> =
+                                chosen.iter().map(|(i, d)| (*i, d.as_slice())).collect();
+                            segment::decode(&key, &m, index, &refs)
+                        })
+                        .await
+                        .map_err(|e| ClientError::Internal(e.to_string()))?
+                        .map_err(ClientError::from);
+                    }
+                    Action::Fail {
+                        succeeded,
+                        needed,
+                        failures,
+                    } => {
+                        return Err(ClientError::Fetch {
+                            segment: index,
+                            reachable: succeeded,
+                            needed,
+                            failures,
+                        });
+                    }
+                }
+            }
+            let Some((i, res)) = running.next().await else {
+                return Err(ClientError::Internal("fetch plan stalled".into()));
+            };
+            actions = match res {
+                Ok(data) => {
+                    got.insert(i, data);
+                    plan.on_piece(i)
+                }
+                Err(kind) => plan.on_failed(i, kind),
+            };
+        }
+    }
+
+    /// Starts a get: returns the header and a stream of plaintext chunks
+    /// (one per segment) that ends with an error if a segment cannot be rebuilt.
+    pub async fn get(
+        &self,
+        cap: ReadCap,
+    ) -> Result<(GetHeader, mpsc::Receiver<Result<Bytes, ClientError>>), ClientError> {
+        let m = self.manifest(&cap).await?;
+        let header = GetHeader {
+            size: m.size,
+            segments: m.segments.len() as u64,
+        };
+        // Depth 1: one decoded segment waits while the next is fetched.
+        let (tx, rx) = mpsc::channel(1);
+        let this = self.clone();
+        tokio::spawn(async move {
+            for i in 0..m.segments.len() as u64 {
+                let res = this.get_segment(&cap, &m, i).await.map(Bytes::from);
+                let failed = res.is_err();
+                if tx.send(res).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Ok((header, rx))
+    }
+
+    /// Per-piece health of a file: which holders answer and still have their pieces.
+    pub async fn stat(&self, cap: &ReadCap) -> Result<StatReport, ClientError> {
+        let m = self.manifest(cap).await?;
+        let mut by_holder: HashMap<PeerId, Vec<PieceId>> = HashMap::new();
+        for (s, seg) in m.segments.iter().enumerate() {
+            for p in &seg.pieces {
+                if let Ok(peer) = PeerId::from_bytes(&p.holder) {
+                    by_holder
+                        .entry(peer)
+                        .or_default()
+                        .push(m.file_id.piece_id(s as u64, u32::from(p.index)));
+                }
+            }
+        }
+        let probes = by_holder.into_iter().map(|(peer, ids)| async move {
+            let answer = self.probe(peer, &ids).await;
+            (peer, ids, answer)
+        });
+        let mut present: HashMap<PieceId, bool> = HashMap::new();
+        let mut online: HashSet<PeerId> = HashSet::new();
+        for (peer, ids, answer) in futures::future::join_all(probes).await {
+            if let Some(has) = answer {
+                online.insert(peer);
+                present.extend(ids.into_iter().zip(has));
+            }
+        }
+        let segments = m
+            .segments
+            .iter()
+            .enumerate()
+            .map(|(s, seg)| {
+                let pieces: Vec<PieceHealth> = seg
+                    .pieces
+                    .iter()
+                    .map(|p| {
+                        let peer = PeerId::from_bytes(&p.holder).ok();
+                        let id = m.file_id.piece_id(s as u64, u32::from(p.index));
+                        PieceHealth {
+                            index: p.index,
+                            peer_id: peer
+                                .map(|p| p.to_string())
+                                .unwrap_or_else(|| "invalid".into()),
+                            online: peer.is_some_and(|p| online.contains(&p)),
+                            present: present.get(&id).copied().unwrap_or(false),
+                        }
+                    })
+                    .collect();
+                SegmentHealth {
+                    index: s as u64,
+                    healthy: pieces.iter().filter(|p| p.online && p.present).count(),
+                    pieces,
+                }
+            })
+            .collect();
+        Ok(StatReport {
+            size: m.size,
+            k: m.k,
+            n: m.n,
+            segment_size: m.segment_size,
+            created_at: m.created_at,
+            segments,
+        })
+    }
+
+    /// Asks a holder which of `ids` it has; `None` if it does not answer.
+    async fn probe(&self, peer: PeerId, ids: &[PieceId]) -> Option<Vec<bool>> {
+        if peer == self.local() {
+            return Some(
+                ids.iter()
+                    .map(|id| self.store.has(id).unwrap_or(false))
+                    .collect(),
+            );
+        }
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(cairn_net::protocol::MAX_HAS_IDS) {
+            let req = Request {
+                header: RequestHeader::Has {
+                    ids: chunk.to_vec(),
+                },
+                body: Vec::new(),
+            };
+            match self.net.request(peer, req, PROBE_TIMEOUT).await {
+                Ok(r) => match r.header {
+                    ResponseHeader::Has(h) if h.len() == chunk.len() => out.extend(h),
+                    _ => return None,
+                },
+                Err(_) => return None,
+            }
+        }
+        Some(out)
+    }
+}
