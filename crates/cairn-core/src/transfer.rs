@@ -11,7 +11,8 @@
 //!   cancellation).
 //! - [`FetchPlan`]: k plus a few pieces are requested in parallel; each
 //!   failure asks another holder; once k valid pieces are in, the rest are
-//!   cancelled.
+//!   cancelled. It fails only after every holder has answered, so the error
+//!   can say exactly how many pieces were reachable.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::Hash;
@@ -255,7 +256,9 @@ impl<P: Clone + Eq + Hash> FetchPlan<P> {
                     .map(|(index, peer)| Action::Cancel { index, peer }),
             );
             out.push(Action::Complete(std::mem::take(&mut self.got)));
-        } else if self.got.len() + self.in_flight.len() < self.needed {
+        } else if self.in_flight.is_empty() && self.sources.is_empty() {
+            // Fail only once every holder has answered, so the error reports
+            // exactly how many pieces were reachable.
             self.finished = true;
             out.push(Action::Fail {
                 succeeded: self.got.len(),
@@ -396,11 +399,12 @@ mod tests {
         plan.start();
         plan.on_piece(0);
         plan.on_failed(1, FailureKind::Unreachable);
-        let a = plan.on_failed(2, FailureKind::Corrupt);
+        // Success is impossible now, but the last answer is awaited for an exact count.
+        assert!(plan.on_failed(2, FailureKind::Corrupt).is_empty());
         assert_eq!(
-            a,
+            plan.on_piece(3),
             vec![Action::Fail {
-                succeeded: 1,
+                succeeded: 2,
                 needed: 3,
                 failures: Failures {
                     unreachable: 1,
@@ -409,5 +413,14 @@ mod tests {
                 }
             }]
         );
+        let mut none = FetchPlan::<&str>::new(1, 0, []);
+        assert!(matches!(
+            none.start()[..],
+            [Action::Fail {
+                succeeded: 0,
+                needed: 1,
+                ..
+            }]
+        ));
     }
 }

@@ -141,6 +141,7 @@ async fn start(args: &DevnetArgs) -> Result<Vec<Running>> {
     }
     std::fs::create_dir_all(&args.dir)
         .with_context(|| format!("cannot create {}", args.dir.display()))?;
+    let _ = std::fs::remove_file(args.dir.join("devnet.json"));
     let mut nodes = Vec::new();
     let d0 = args.dir.join("node-00");
     let mut c0 = spawn_node(&d0, args.storage, None)?;
@@ -163,12 +164,6 @@ async fn start(args: &DevnetArgs) -> Result<Vec<Running>> {
         let info = wait_ready(&d, &mut c).await?;
         nodes.push(Running { child: c, info });
     }
-    let file = DevnetFile {
-        nodes: nodes.iter().map(|n| n.info.clone()).collect(),
-    };
-    let path = args.dir.join("devnet.json");
-    std::fs::write(&path, serde_json::to_vec_pretty(&file)?)
-        .with_context(|| format!("cannot write {}", path.display()))?;
     // Wait until every node's routing table holds the whole network, so the
     // first put already sees every node.
     let want = args.nodes - 1;
@@ -184,6 +179,15 @@ async fn start(args: &DevnetArgs) -> Result<Vec<Running>> {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+    // Written last, through a rename: its presence means the network is ready.
+    let file = DevnetFile {
+        nodes: nodes.iter().map(|n| n.info.clone()).collect(),
+    };
+    let path = args.dir.join("devnet.json");
+    let tmp = args.dir.join("devnet.json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&file)?)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(nodes)
 }
 

@@ -1,0 +1,271 @@
+//! Starting devnets and single nodes, running CLI commands, cleaning up.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+pub const CAIRN: &str = env!("CARGO_BIN_EXE_cairn");
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct NodeEntry {
+    pub peer_id: String,
+    pub pid: u32,
+    pub api: String,
+    pub data_dir: PathBuf,
+    #[serde(default)]
+    pub listen: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct DevnetFile {
+    nodes: Vec<NodeEntry>,
+}
+
+/// A `cairn devnet` process and its nodes; stopped on drop, even on panic.
+pub struct Devnet {
+    pub dir: tempfile::TempDir,
+    child: Child,
+    pub nodes: Vec<NodeEntry>,
+}
+
+fn kill(pid: u32, sig: &str) {
+    let _ = Command::new("kill")
+        .arg(sig)
+        .arg(pid.to_string())
+        .stderr(Stdio::null())
+        .status();
+}
+
+pub fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ")
+}
+
+impl Devnet {
+    pub fn start(nodes: usize, storage: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let log = std::fs::File::create(dir.path().join("devnet.log")).unwrap();
+        let child = Command::new(CAIRN)
+            .args([
+                "devnet",
+                "--nodes",
+                &nodes.to_string(),
+                "--storage",
+                storage,
+                "--dir",
+            ])
+            .arg(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut net = Devnet {
+            dir,
+            child,
+            nodes: Vec::new(),
+        };
+        let path = net.dir.path().join("devnet.json");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Ok(bytes) = std::fs::read(&path) {
+                let f: DevnetFile = serde_json::from_slice(&bytes).unwrap();
+                net.nodes = f.nodes;
+                break;
+            }
+            if let Some(status) = net.child.try_wait().unwrap() {
+                panic!("devnet exited early ({status}): {}", net.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "devnet did not start: {}",
+                net.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(net.nodes.len(), nodes);
+        net
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("devnet.log")).unwrap_or_default()
+    }
+
+    pub fn api(&self, i: usize) -> &str {
+        &self.nodes[i].api
+    }
+
+    /// Kills node `i` outright, as if its machine died.
+    pub fn kill_node(&self, i: usize) {
+        let pid = self.nodes[i].pid;
+        kill(pid, "-KILL");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while alive(pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Devnet {
+    fn drop(&mut self) {
+        kill(self.child.id(), "-TERM");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if self.child.try_wait().ok().flatten().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for n in &self.nodes {
+            if alive(n.pid) {
+                kill(n.pid, "-KILL");
+            }
+        }
+    }
+}
+
+/// A single `cairn node run` process with its own settings.
+pub struct Node {
+    child: Child,
+    pub info: NodeEntry,
+}
+
+impl Node {
+    pub fn start(dir: &Path, storage: &str, bootstrap: Option<&str>) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let log = std::fs::File::create(dir.join("node.log")).unwrap();
+        let mut cmd = Command::new(CAIRN);
+        cmd.args([
+            "node",
+            "run",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--api",
+            "127.0.0.1:0",
+            "--no-mdns",
+            "--storage",
+            storage,
+        ])
+        .arg("--data-dir")
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log);
+        if let Some(b) = bootstrap {
+            cmd.args(["--bootstrap", b]);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let info = loop {
+            if let Ok(bytes) = std::fs::read(dir.join("node.json")) {
+                break serde_json::from_slice::<NodeEntry>(&bytes).unwrap();
+            }
+            if let Some(s) = child.try_wait().unwrap() {
+                panic!(
+                    "node exited ({s}): {}",
+                    std::fs::read_to_string(dir.join("node.log")).unwrap_or_default()
+                );
+            }
+            assert!(Instant::now() < deadline, "node did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        Node { child, info }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `cairn ARGS` against `api`.
+pub fn cairn(api: &str, args: &[&str]) -> Output {
+    Command::new(CAIRN)
+        .args(args)
+        .env("CAIRN_API", api)
+        .env("CAIRN_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// Runs `cairn ARGS` with `input` on stdin.
+pub fn cairn_stdin(api: &str, args: &[&str], input: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(CAIRN)
+        .args(args)
+        .env("CAIRN_API", api)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Asserts success and returns stdout.
+pub fn ok(o: Output) -> String {
+    assert!(o.status.success(), "cairn failed: {}", stderr(&o));
+    String::from_utf8(o.stdout).unwrap()
+}
+
+/// Puts a file and returns its capability.
+pub fn put(api: &str, path: &Path, extra: &[&str]) -> String {
+    let mut args = vec!["put", path.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let out = ok(cairn(api, &args));
+    let cap = out.trim().to_string();
+    assert!(cap.starts_with("cairn:"), "not a capability: {out}");
+    assert_eq!(
+        out.lines().count(),
+        1,
+        "put prints only the capability on stdout"
+    );
+    cap
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn data(len: usize, seed: u64) -> Vec<u8> {
+    let mut s = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
+    (0..len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 24) as u8
+        })
+        .collect()
+}
+
+pub fn stat_json(api: &str, cap: &str) -> serde_json::Value {
+    serde_json::from_str(&ok(cairn(api, &["stat", cap, "--json"]))).unwrap()
+}
+
+/// Every regular file under `dir`, recursively.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(files_under(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,6 @@
+//! End-to-end tests: the real `cairn` binary, real node processes, real
+//! libp2p over loopback sockets. One test binary, so the stack links once.
+
+mod harness;
+mod storage;
+mod usage;

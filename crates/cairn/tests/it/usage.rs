@@ -1,0 +1,150 @@
+//! The command line: bad input gets a clear sentence and a non-zero exit; the demo works.
+
+use crate::harness::*;
+
+const DEAD_API: &str = "http://127.0.0.1:9";
+
+#[test]
+fn bad_input_gets_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope.bin");
+    let o = cairn(DEAD_API, &["put", missing.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("cannot read") && stderr(&o).contains("nope.bin"),
+        "{}",
+        stderr(&o)
+    );
+
+    let o = cairn(DEAD_API, &["put", dir.path().to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("is a directory"), "{}", stderr(&o));
+
+    let o = cairn(DEAD_API, &["get", "cairn:garbage!", "-o", "x"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("malformed capability"),
+        "{}",
+        stderr(&o)
+    );
+    let o = cairn(DEAD_API, &["stat", "http://example.com"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("must start with \"cairn:\""),
+        "{}",
+        stderr(&o)
+    );
+
+    // A real capability with one character changed fails its checksum.
+    let cap = "cairn:AQFMeLA1mwqnk_1vt8gfqP3nLp06z71gyg-JDjVOdW7fr39yw6I-tEKL6L2MaQo12RX1cGRpctoqROKrieWJWgMK2aEz9g";
+    let o = cairn(
+        DEAD_API,
+        &["get", &cap.replace("AQFMe", "AQFMf"), "-o", "x"],
+    );
+    assert!(stderr(&o).contains("checksum mismatch"), "{}", stderr(&o));
+
+    let file = dir.path().join("f");
+    std::fs::write(&file, b"hello").unwrap();
+    for args in [
+        vec!["put", file.to_str().unwrap()],
+        vec!["status"],
+        vec!["get", cap, "-o", "x"],
+    ] {
+        let o = cairn(DEAD_API, &args);
+        assert!(!o.status.success());
+        assert!(
+            stderr(&o).contains("cannot reach a Cairn node at http://127.0.0.1:9"),
+            "{args:?}: {}",
+            stderr(&o)
+        );
+    }
+    let o = cairn("not-a-url", &["status"]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("is not a URL"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn unknown_files_and_bad_parameters_on_a_live_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&dir.path().join("n0"), "1GiB", None);
+    let api = &node.info.api;
+    // A well-formed capability for a file that was never stored.
+    let cap = "cairn:AQFMeLA1mwqnk_1vt8gfqP3nLp06z71gyg-JDjVOdW7fr39yw6I-tEKL6L2MaQo12RX1cGRpctoqROKrieWJWgMK2aEz9g";
+    let out = dir.path().join("out");
+    let o = cairn(api, &["get", cap, "-o", out.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("manifest was not found"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!out.exists());
+
+    let file = dir.path().join("f");
+    std::fs::write(&file, b"hello").unwrap();
+    let o = cairn(
+        api,
+        &["put", file.to_str().unwrap(), "--k", "3", "--n", "6"],
+    );
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("only 1 are reachable"),
+        "{}",
+        stderr(&o)
+    );
+
+    // One node alone still stores and serves (k = n = 1), and lists it.
+    let cap = put(api, &file, &[]);
+    ok(cairn(api, &["get", &cap, "-o", out.to_str().unwrap()]));
+    assert_eq!(std::fs::read(&out).unwrap(), b"hello");
+    let ls = ok(cairn(api, &["ls"]));
+    assert!(ls.contains("f\t") && ls.contains(&cap), "{ls}");
+    let status: serde_json::Value =
+        serde_json::from_str(&ok(cairn(api, &["status", "--json"]))).unwrap();
+    assert_eq!(status["pieces"], 2, "one piece and one manifest");
+    assert_eq!(status["capacity_bytes"], 1u64 << 30);
+}
+
+#[test]
+fn devnet_demo_loses_nodes_and_gets_the_file_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = std::process::Command::new(CAIRN)
+        .args([
+            "devnet",
+            "--nodes",
+            "12",
+            "--demo",
+            "--demo-size",
+            "5MiB",
+            "--dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("kill 4 holder nodes") && err.contains("RESULT: identical"),
+        "{err}"
+    );
+    let cap = String::from_utf8(o.stdout).unwrap();
+    assert!(cap.trim().starts_with("cairn:"));
+    let devnet: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("devnet.json")).unwrap()).unwrap();
+    let nodes = devnet["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 12);
+    for n in nodes {
+        assert!(
+            n["peer_id"].is_string()
+                && n["pid"].is_u64()
+                && n["api"].as_str().unwrap().starts_with("http://")
+        );
+        assert!(
+            !alive(n["pid"].as_u64().unwrap() as u32),
+            "the devnet stops its nodes"
+        );
+    }
+}
