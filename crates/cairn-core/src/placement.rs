@@ -40,7 +40,7 @@ pub fn rank(
         .filter(|c| c.free_bytes.is_none_or(|f| f >= piece_bytes))
         .map(|c| (weight(key, &c.peer), c))
         .collect();
-    ranked.sort_by(|a, b| a.0.cmp(&b.0));
+    ranked.sort_by_key(|a| a.0);
     ranked.into_iter().map(|(_, c)| c.peer.clone()).collect()
 }
 

@@ -358,11 +358,10 @@ impl Driver {
                 peer_id,
                 info,
                 ..
-            })) => {
-                if info.protocols.contains(&cairn_net::behaviour::KAD_PROTOCOL) {
-                    for addr in info.listen_addrs {
-                        self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
-                    }
+            })) if info.protocols.contains(&cairn_net::behaviour::KAD_PROTOCOL) => {
+                // Only Cairn nodes enter the routing table.
+                for addr in info.listen_addrs {
+                    self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {

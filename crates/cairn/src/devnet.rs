@@ -127,12 +127,13 @@ async fn wait_ready(dir: &Path, child: &mut Child) -> Result<DevnetNode> {
 }
 
 /// Sends SIGTERM (or kills outright with `hard`).
-fn signal(pid: u32, hard: bool) {
-    let sig = if hard { "-KILL" } else { "-TERM" };
-    let _ = std::process::Command::new("kill")
-        .arg(sig)
-        .arg(pid.to_string())
-        .status();
+pub fn signal(pid: u32, hard: bool) {
+    use rustix::process::{Pid, Signal, kill_process};
+    let sig = if hard { Signal::KILL } else { Signal::TERM };
+    if let Some(pid) = i32::try_from(pid).ok().and_then(Pid::from_raw) {
+        // The process may already be gone; that is what we wanted.
+        let _ = kill_process(pid, sig);
+    }
 }
 
 async fn start(args: &DevnetArgs) -> Result<Vec<Running>> {

@@ -30,12 +30,10 @@ pub struct Devnet {
     pub nodes: Vec<NodeEntry>,
 }
 
-fn kill(pid: u32, sig: &str) {
-    let _ = Command::new("kill")
-        .arg(sig)
-        .arg(pid.to_string())
-        .stderr(Stdio::null())
-        .status();
+fn kill(pid: u32, sig: rustix::process::Signal) {
+    if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
+        let _ = rustix::process::kill_process(pid, sig);
+    }
 }
 
 pub fn alive(pid: u32) -> bool {
@@ -102,7 +100,7 @@ impl Devnet {
     /// Kills node `i` outright, as if its machine died.
     pub fn kill_node(&self, i: usize) {
         let pid = self.nodes[i].pid;
-        kill(pid, "-KILL");
+        kill(pid, rustix::process::Signal::KILL);
         let deadline = Instant::now() + Duration::from_secs(10);
         while alive(pid) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
@@ -112,7 +110,7 @@ impl Devnet {
 
 impl Drop for Devnet {
     fn drop(&mut self) {
-        kill(self.child.id(), "-TERM");
+        kill(self.child.id(), rustix::process::Signal::TERM);
         let deadline = Instant::now() + Duration::from_secs(15);
         while Instant::now() < deadline {
             if self.child.try_wait().ok().flatten().is_some() {
@@ -124,7 +122,7 @@ impl Drop for Devnet {
         let _ = self.child.wait();
         for n in &self.nodes {
             if alive(n.pid) {
-                kill(n.pid, "-KILL");
+                kill(n.pid, rustix::process::Signal::KILL);
             }
         }
     }

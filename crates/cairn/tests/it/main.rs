@@ -1,6 +1,8 @@
 //! End-to-end tests: the real `cairn` binary, real node processes, real
 //! libp2p over loopback sockets. One test binary, so the stack links once.
 
+#![allow(clippy::unwrap_used)]
+
 mod harness;
 mod storage;
 mod usage;
