@@ -38,6 +38,20 @@ pub struct DevnetArgs {
     keep: bool,
 }
 
+impl DevnetArgs {
+    /// Settings for `cairn bench`.
+    pub fn for_bench(nodes: usize, dir: PathBuf) -> Self {
+        Self {
+            nodes,
+            dir,
+            storage: 1 << 40,
+            demo: false,
+            demo_size: 0,
+            keep: false,
+        }
+    }
+}
+
 /// One node of the devnet, as written to `devnet.json`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct DevnetNode {
@@ -60,9 +74,11 @@ pub struct DevnetFile {
     pub nodes: Vec<DevnetNode>,
 }
 
-struct Running {
+/// A node process the devnet started.
+pub struct Running {
     child: Child,
-    info: DevnetNode,
+    /// What the node reported.
+    pub info: DevnetNode,
 }
 
 fn spawn_node(dir: &Path, storage: u64, bootstrap: Option<&str>) -> Result<Child> {
@@ -136,7 +152,8 @@ pub fn signal(pid: u32, hard: bool) {
     }
 }
 
-async fn start(args: &DevnetArgs) -> Result<Vec<Running>> {
+/// Starts the nodes and waits until they know each other.
+pub async fn start(args: &DevnetArgs) -> Result<Vec<Running>> {
     if args.nodes == 0 {
         bail!("--nodes must be at least 1");
     }
@@ -192,7 +209,8 @@ async fn start(args: &DevnetArgs) -> Result<Vec<Running>> {
     Ok(nodes)
 }
 
-async fn stop(nodes: &mut [Running]) {
+/// Stops the nodes: SIGTERM, then SIGKILL after 10 s.
+pub async fn stop(nodes: &mut [Running]) {
     for n in nodes.iter_mut() {
         if n.child.try_wait().ok().flatten().is_none() {
             signal(n.info.pid, false);

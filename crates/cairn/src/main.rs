@@ -2,6 +2,7 @@
 //! local network.
 
 mod api;
+mod bench;
 mod devnet;
 mod size;
 
@@ -99,6 +100,8 @@ enum Command {
     },
     /// Run a local network of real node processes on 127.0.0.1.
     Devnet(devnet::DevnetArgs),
+    /// Measure the pipeline and a local network; write BENCHMARKS.md.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -174,6 +177,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Status { json, api } => status(&Api::new(&api.api)?, json).await,
         Command::Ls { json, api } => ls(&Api::new(&api.api)?, json).await,
         Command::Devnet(a) => devnet::run(a).await,
+        Command::Bench(a) => bench::run(a).await,
     }
 }
 
