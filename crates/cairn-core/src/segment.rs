@@ -113,4 +113,37 @@ mod tests {
             Err(SegmentError::Auth { segment: 0, .. })
         ));
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// A flipped byte in any piece changes its hash, and even if the hash
+        /// check were skipped, decoding never returns wrong plaintext.
+        #[test]
+        fn any_flipped_piece_byte_is_detected(
+            len in 0usize..4000,
+            piece in 0usize..6,
+            pos in proptest::prelude::any::<usize>(),
+            bit in 0u8..8,
+        ) {
+            let key = FileKey([8; 32]);
+            let plain: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
+            let enc = encode(&key.data_key(), 0, true, plain.clone(), 4, 6).unwrap();
+            let mut bad = enc.pieces[piece].clone();
+            let at = pos % bad.len();
+            bad[at] ^= 1 << bit;
+            proptest::prop_assert_ne!(piece_hash(&bad), enc.hashes[piece]);
+            let m = Manifest {
+                file_id: FileId([0; 32]), size: len as u64, segment_size: 4096, k: 4, n: 6, coded: 6, created_at: 0,
+                segments: vec![SegmentEntry { pieces: vec![] }],
+            };
+            // Use the bad piece plus three good ones.
+            let mut pick: Vec<(u16, &[u8])> = vec![(piece as u16, bad.as_slice())];
+            pick.extend((0..6).filter(|i| *i != piece).take(3).map(|i| (i as u16, enc.pieces[i].as_slice())));
+            match decode(&key.data_key(), &m, 0, &pick) {
+                Ok(out) => proptest::prop_assert_eq!(out, plain, "decoding returned wrong bytes"),
+                Err(SegmentError::Auth { .. }) => {}
+                Err(e) => proptest::prop_assert!(false, "unexpected error {e}"),
+            }
+        }
+    }
 }

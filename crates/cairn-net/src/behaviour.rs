@@ -75,71 +75,83 @@ pub struct Behaviour {
     pub piece: request_response::Behaviour<PieceCodec>,
 }
 
-/// Builds a TCP + Noise + Yamux swarm running [`Behaviour`] on tokio.
-pub fn build_swarm(keypair: Keypair, cfg: &NetConfig) -> Result<Swarm<Behaviour>, NetError> {
-    let cfg = cfg.clone();
-    let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
-            noise::Config::new,
-            yamux::Config::default,
-        )
-        .map_err(|e| NetError::Transport(e.to_string()))?
-        .with_behaviour(|key| {
-            let peer_id = key.public().to_peer_id();
-            let limits = connection_limits::Behaviour::new(
-                connection_limits::ConnectionLimits::default()
-                    .with_max_established(Some(cfg.max_connections))
-                    .with_max_established_per_peer(Some(cfg.max_connections_per_peer))
-                    .with_max_pending_incoming(Some(64)),
-            );
-            let mut kad_cfg = kad::Config::new(KAD_PROTOCOL);
-            kad_cfg.set_query_timeout(Duration::from_secs(30));
-            kad_cfg.set_max_packet_size(64 * 1024);
-            kad_cfg.set_replication_factor(NonZeroUsize::new(20).unwrap_or(NonZeroUsize::MIN));
-            let store = MemoryStore::with_config(
-                peer_id,
-                MemoryStoreConfig {
-                    max_records: 1024,
-                    max_provided_keys: 1 << 20,
-                    ..Default::default()
-                },
-            );
-            let mut kad = kad::Behaviour::with_config(peer_id, store, kad_cfg);
-            // Loopback and LAN nodes cannot confirm an external address, so
-            // force server mode: every Cairn node answers DHT queries.
-            kad.set_mode(Some(kad::Mode::Server));
-            let identify = identify::Behaviour::new(
-                identify::Config::new(IDENTIFY_PROTOCOL.to_string(), key.public())
-                    .with_agent_version(format!("cairn/{}", env!("CARGO_PKG_VERSION"))),
-            );
-            let mdns = if cfg.mdns {
-                Some(mdns::tokio::Behaviour::new(
-                    mdns::Config::default(),
-                    peer_id,
-                )?)
-            } else {
-                None
-            };
-            let piece = request_response::Behaviour::with_codec(
-                PieceCodec,
-                [(PIECE_PROTOCOL, request_response::ProtocolSupport::Full)],
-                request_response::Config::default()
-                    .with_request_timeout(cfg.request_timeout)
-                    .with_max_concurrent_streams(cfg.max_streams),
-            );
-            Ok(Behaviour {
-                limits,
-                kad,
-                identify,
-                ping: ping::Behaviour::default(),
-                mdns: mdns.into(),
-                piece,
+/// Which transport a swarm uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TransportKind {
+    /// TCP + Noise + Yamux: real sockets.
+    #[default]
+    Tcp,
+    /// In-process memory transport + Noise + Yamux, for fast multi-node unit tests.
+    Memory,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+fn behaviour(key: &Keypair, cfg: &NetConfig) -> Result<Behaviour, BoxError> {
+    let peer_id = key.public().to_peer_id();
+    let limits = connection_limits::Behaviour::new(
+        connection_limits::ConnectionLimits::default()
+            .with_max_established(Some(cfg.max_connections))
+            .with_max_established_per_peer(Some(cfg.max_connections_per_peer))
+            .with_max_pending_incoming(Some(64)),
+    );
+    let mut kad_cfg = kad::Config::new(KAD_PROTOCOL);
+    kad_cfg.set_query_timeout(Duration::from_secs(30));
+    kad_cfg.set_max_packet_size(64 * 1024);
+    kad_cfg.set_replication_factor(NonZeroUsize::new(20).unwrap_or(NonZeroUsize::MIN));
+    let store = MemoryStore::with_config(
+        peer_id,
+        MemoryStoreConfig { max_records: 1024, max_provided_keys: 1 << 20, ..Default::default() },
+    );
+    let mut kad = kad::Behaviour::with_config(peer_id, store, kad_cfg);
+    // Loopback and LAN nodes cannot confirm an external address, so force
+    // server mode: every Cairn node answers DHT queries.
+    kad.set_mode(Some(kad::Mode::Server));
+    let identify = identify::Behaviour::new(
+        identify::Config::new(IDENTIFY_PROTOCOL.to_string(), key.public())
+            .with_agent_version(format!("cairn/{}", env!("CARGO_PKG_VERSION"))),
+    );
+    let mdns = if cfg.mdns { Some(mdns::tokio::Behaviour::new(mdns::Config::default(), peer_id)?) } else { None };
+    let piece = request_response::Behaviour::with_codec(
+        PieceCodec,
+        [(PIECE_PROTOCOL, request_response::ProtocolSupport::Full)],
+        request_response::Config::default()
+            .with_request_timeout(cfg.request_timeout)
+            .with_max_concurrent_streams(cfg.max_streams),
+    );
+    Ok(Behaviour { limits, kad, identify, ping: ping::Behaviour::default(), mdns: mdns.into(), piece })
+}
+
+/// Builds a swarm running [`Behaviour`] on tokio over the chosen transport.
+pub fn build_swarm(keypair: Keypair, cfg: &NetConfig, transport: TransportKind) -> Result<Swarm<Behaviour>, NetError> {
+    let idle = |c: libp2p::swarm::Config| c.with_idle_connection_timeout(Duration::from_secs(120));
+    let builder = libp2p::SwarmBuilder::with_existing_identity(keypair).with_tokio();
+    let swarm = match transport {
+        TransportKind::Tcp => builder
+            .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
+            .map_err(|e| NetError::Transport(e.to_string()))?
+            .with_behaviour(|key| behaviour(key, cfg))
+            .map_err(|e| NetError::Mdns(e.to_string()))?
+            .with_swarm_config(idle)
+            .build(),
+        TransportKind::Memory => builder
+            .with_other_transport(|key| {
+                use libp2p::core::Transport;
+                use libp2p::core::transport::MemoryTransport;
+                use libp2p::core::upgrade::Version;
+                Ok::<_, BoxError>(
+                    MemoryTransport::default()
+                        .upgrade(Version::V1)
+                        .authenticate(noise::Config::new(key)?)
+                        .multiplex(yamux::Config::default())
+                        .boxed(),
+                )
             })
-        })
-        .map_err(|e| NetError::Mdns(e.to_string()))?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
-        .build();
+            .map_err(|e| NetError::Transport(e.to_string()))?
+            .with_behaviour(|key| behaviour(key, cfg))
+            .map_err(|e| NetError::Mdns(e.to_string()))?
+            .with_swarm_config(idle)
+            .build(),
+    };
     Ok(swarm)
 }

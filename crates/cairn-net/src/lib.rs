@@ -6,7 +6,7 @@
 pub mod behaviour;
 pub mod protocol;
 
-pub use behaviour::{Behaviour, BehaviourEvent, NetConfig, NetError, build_swarm};
+pub use behaviour::{Behaviour, BehaviourEvent, NetConfig, NetError, TransportKind, build_swarm};
 pub use libp2p;
 pub use protocol::{
     BlobKind, ErrorCode, PIECE_PROTOCOL, PieceCodec, Request, RequestHeader, Response,

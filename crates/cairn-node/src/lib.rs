@@ -15,6 +15,8 @@ pub mod client;
 pub mod identity;
 pub mod net;
 pub mod service;
+#[cfg(test)]
+mod testnet;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -129,7 +131,7 @@ pub async fn run(
         mdns: cfg.mdns,
         ..NetConfig::default()
     };
-    let mut swarm = build_swarm(keypair, &net_cfg)?;
+    let mut swarm = build_swarm(keypair, &net_cfg, cairn_net::TransportKind::Tcp)?;
     for addr in &cfg.listen {
         swarm
             .listen_on(addr.clone())

@@ -1,0 +1,97 @@
+//! In-process multi-node tests over libp2p's memory transport: the real
+//! swarm driver, piece service, store and client, without sockets or
+//! processes. Fast, and complementary to the loopback end-to-end tests in
+//! the `cairn` crate.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_core::ReadCap;
+use cairn_net::libp2p::Multiaddr;
+use cairn_net::libp2p::multiaddr::Protocol;
+use cairn_net::{NetConfig, TransportKind, build_swarm};
+use cairn_store::PieceStore;
+use tokio::sync::watch;
+
+use crate::client::{Client, ClientError, PutOptions};
+use crate::net::NetHandle;
+
+struct TestNode {
+    client: Client,
+    net: NetHandle,
+    stop: watch::Sender<bool>,
+    _dir: tempfile::TempDir,
+}
+
+async fn start_node(port: u64, bootstrap: Vec<Multiaddr>, capacity: u64) -> TestNode {
+    let dir = tempfile::tempdir().unwrap();
+    let key = cairn_net::libp2p::identity::Keypair::generate_ed25519();
+    let peer = key.public().to_peer_id();
+    let store = Arc::new(PieceStore::open(&dir.path().join("store"), capacity).unwrap());
+    let catalog = Arc::new(crate::catalog::Catalog::open(dir.path()).unwrap());
+    let cfg = NetConfig { mdns: false, ..NetConfig::default() };
+    let mut swarm = build_swarm(key, &cfg, TransportKind::Memory).unwrap();
+    let addr: Multiaddr = format!("/memory/{port}").parse().unwrap();
+    swarm.listen_on(addr.clone()).unwrap();
+    let (stop, stop_rx) = watch::channel(false);
+    let (net, inbound, _task) = crate::net::spawn(swarm, bootstrap, stop_rx);
+    tokio::spawn(crate::service::run(store.clone(), net.clone(), inbound));
+    let client = Client::new(net.clone(), store, catalog);
+    let _ = peer;
+    TestNode { client, net, stop, _dir: dir }
+}
+
+/// Starts `n` nodes bootstrapped to the first; waits until all know each other.
+async fn testnet(n: usize, base: u64) -> Vec<TestNode> {
+    let first = start_node(base, vec![], 1 << 30).await;
+    let boot: Multiaddr = format!("/memory/{base}").parse::<Multiaddr>().unwrap().with(Protocol::P2p(first.net.local_peer_id()));
+    let mut nodes = vec![first];
+    for i in 1..n {
+        nodes.push(start_node(base + i as u64, vec![boot.clone()], 1 << 30).await);
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    for node in &nodes {
+        while node.net.info().await.unwrap().routing.len() < n - 1 {
+            assert!(tokio::time::Instant::now() < deadline, "testnet did not converge");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    nodes
+}
+
+async fn get_all(client: &Client, cap: &ReadCap) -> Result<Vec<u8>, ClientError> {
+    let (header, mut rx) = client.get(cap.clone()).await?;
+    let mut out = Vec::new();
+    while let Some(chunk) = rx.recv().await {
+        out.extend_from_slice(&chunk?);
+    }
+    assert_eq!(out.len() as u64, header.size, "stream ended early");
+    Ok(out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_get_and_survive_losses_in_process() {
+    let nodes = testnet(6, 1_000_000 + u64::from(std::process::id()) * 100).await;
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 253) as u8).collect();
+    let opts = PutOptions { k: Some(3), n: Some(5), segment_size: 64 * 1024, name: Some("x".into()) };
+    let out = nodes[0].client.put(&data[..], opts).await.unwrap();
+    assert_eq!((out.k, out.n, out.segments, out.size), (3, 5, 5, 300_000));
+    let cap: ReadCap = out.cap.parse().unwrap();
+    assert_eq!(get_all(&nodes[5].client, &cap).await.unwrap(), data);
+
+    // Stop two nodes that hold pieces but are not the reader.
+    let report = nodes[5].client.stat(&cap).await.unwrap();
+    assert!(report.segments.iter().all(|s| s.healthy == 5));
+    for i in [1, 2] {
+        nodes[i].stop.send(true).unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut lost_somewhere = false;
+    let report = nodes[5].client.stat(&cap).await.unwrap();
+    for s in &report.segments {
+        assert!(s.healthy >= 3, "{s:?}");
+        lost_somewhere |= s.healthy < 5;
+    }
+    assert!(lost_somewhere, "stopped nodes show as offline");
+    assert_eq!(get_all(&nodes[5].client, &cap).await.unwrap(), data);
+}
