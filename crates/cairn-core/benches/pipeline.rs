@@ -72,7 +72,7 @@ fn bench(c: &mut Criterion) {
         }],
     };
     let chosen: Vec<(u16, &[u8])> = (N - K..N)
-        .map(|i| (i, enc.pieces[usize::from(i)].as_slice()))
+        .map(|i| (i, &enc.pieces[usize::from(i)][..]))
         .collect();
     g.bench_function("get-pipeline-worst", |b| {
         b.iter(|| {

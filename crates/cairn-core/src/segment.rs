@@ -1,5 +1,7 @@
 //! The per-segment pipeline: seal then erasure-code on put; decode then open on get.
 
+use bytes::Bytes;
+
 use crate::crypto::{AuthError, SegmentKey};
 use crate::erasure::{self, ErasureError};
 use crate::manifest::Manifest;
@@ -7,8 +9,10 @@ use crate::manifest::Manifest;
 /// A sealed, coded segment ready to upload.
 #[derive(Debug)]
 pub struct EncodedSegment {
-    /// Piece bytes, by index (`coded` of them).
-    pub pieces: Vec<Vec<u8>>,
+    /// Piece bytes, by index (`coded` of them). Data pieces share the sealed
+    /// segment's buffer; only recovery pieces (and a padded last data piece)
+    /// are separate allocations.
+    pub pieces: Vec<Bytes>,
     /// BLAKE3 of each piece.
     pub hashes: Vec<[u8; 32]>,
 }
@@ -45,7 +49,16 @@ pub fn encode(
     coded: u16,
 ) -> Result<EncodedSegment, ErasureError> {
     key.seal(index, last, &mut plain);
-    let pieces = erasure::encode(&plain, k, coded)?;
+    let recovery = erasure::recovery(&plain, k, coded)?;
+    let shard = erasure::shard_size(plain.len(), k);
+    let sealed = Bytes::from(plain);
+    let mut pieces: Vec<Bytes> = (0..usize::from(k))
+        .map(|i| match erasure::data_piece(&sealed, shard, i) {
+            std::borrow::Cow::Borrowed(_) => sealed.slice(i * shard..(i + 1) * shard),
+            std::borrow::Cow::Owned(padded) => Bytes::from(padded),
+        })
+        .collect();
+    pieces.extend(recovery.into_iter().map(Bytes::from));
     let hashes = pieces.iter().map(|p| piece_hash(p)).collect();
     Ok(EncodedSegment { pieces, hashes })
 }
@@ -105,7 +118,7 @@ mod tests {
         ];
         assert_eq!(decode(&key.data_key(), &m, 0, &pick).unwrap(), plain);
         // A piece altered after its hash check (or a lying coder) fails authentication.
-        let mut bad = enc.pieces[1].clone();
+        let mut bad = enc.pieces[1].to_vec();
         bad[0] ^= 1;
         let pick: Vec<(u16, &[u8])> = vec![(0, &enc.pieces[0]), (1, &bad), (2, &enc.pieces[2])];
         assert!(matches!(
@@ -128,7 +141,7 @@ mod tests {
             let key = FileKey([8; 32]);
             let plain: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
             let enc = encode(&key.data_key(), 0, true, plain.clone(), 4, 6).unwrap();
-            let mut bad = enc.pieces[piece].clone();
+            let mut bad = enc.pieces[piece].to_vec();
             let at = pos % bad.len();
             bad[at] ^= 1 << bit;
             proptest::prop_assert_ne!(piece_hash(&bad), enc.hashes[piece]);
@@ -138,7 +151,7 @@ mod tests {
             };
             // Use the bad piece plus three good ones.
             let mut pick: Vec<(u16, &[u8])> = vec![(piece as u16, bad.as_slice())];
-            pick.extend((0..6).filter(|i| *i != piece).take(3).map(|i| (i as u16, enc.pieces[i].as_slice())));
+            pick.extend((0..6).filter(|i| *i != piece).take(3).map(|i| (i as u16, &enc.pieces[i][..])));
             match decode(&key.data_key(), &m, 0, &pick) {
                 Ok(out) => proptest::prop_assert_eq!(out, plain, "decoding returned wrong bytes"),
                 Err(SegmentError::Auth { .. }) => {}

@@ -101,7 +101,11 @@ fn behaviour(key: &Keypair, cfg: &NetConfig) -> Result<Behaviour, BoxError> {
     kad_cfg.set_replication_factor(NonZeroUsize::new(20).unwrap_or(NonZeroUsize::MIN));
     let store = MemoryStore::with_config(
         peer_id,
-        MemoryStoreConfig { max_records: 1024, max_provided_keys: 1 << 20, ..Default::default() },
+        MemoryStoreConfig {
+            max_records: 1024,
+            max_provided_keys: 1 << 20,
+            ..Default::default()
+        },
     );
     let mut kad = kad::Behaviour::with_config(peer_id, store, kad_cfg);
     // Loopback and LAN nodes cannot confirm an external address, so force
@@ -111,7 +115,14 @@ fn behaviour(key: &Keypair, cfg: &NetConfig) -> Result<Behaviour, BoxError> {
         identify::Config::new(IDENTIFY_PROTOCOL.to_string(), key.public())
             .with_agent_version(format!("cairn/{}", env!("CARGO_PKG_VERSION"))),
     );
-    let mdns = if cfg.mdns { Some(mdns::tokio::Behaviour::new(mdns::Config::default(), peer_id)?) } else { None };
+    let mdns = if cfg.mdns {
+        Some(mdns::tokio::Behaviour::new(
+            mdns::Config::default(),
+            peer_id,
+        )?)
+    } else {
+        None
+    };
     let piece = request_response::Behaviour::with_codec(
         PieceCodec,
         [(PIECE_PROTOCOL, request_response::ProtocolSupport::Full)],
@@ -119,16 +130,31 @@ fn behaviour(key: &Keypair, cfg: &NetConfig) -> Result<Behaviour, BoxError> {
             .with_request_timeout(cfg.request_timeout)
             .with_max_concurrent_streams(cfg.max_streams),
     );
-    Ok(Behaviour { limits, kad, identify, ping: ping::Behaviour::default(), mdns: mdns.into(), piece })
+    Ok(Behaviour {
+        limits,
+        kad,
+        identify,
+        ping: ping::Behaviour::default(),
+        mdns: mdns.into(),
+        piece,
+    })
 }
 
 /// Builds a swarm running [`Behaviour`] on tokio over the chosen transport.
-pub fn build_swarm(keypair: Keypair, cfg: &NetConfig, transport: TransportKind) -> Result<Swarm<Behaviour>, NetError> {
+pub fn build_swarm(
+    keypair: Keypair,
+    cfg: &NetConfig,
+    transport: TransportKind,
+) -> Result<Swarm<Behaviour>, NetError> {
     let idle = |c: libp2p::swarm::Config| c.with_idle_connection_timeout(Duration::from_secs(120));
     let builder = libp2p::SwarmBuilder::with_existing_identity(keypair).with_tokio();
     let swarm = match transport {
         TransportKind::Tcp => builder
-            .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
+            .with_tcp(
+                tcp::Config::default().nodelay(true),
+                noise::Config::new,
+                yamux::Config::default,
+            )
             .map_err(|e| NetError::Transport(e.to_string()))?
             .with_behaviour(|key| behaviour(key, cfg))
             .map_err(|e| NetError::Mdns(e.to_string()))?

@@ -17,6 +17,7 @@
 
 use std::io;
 
+use bytes::Bytes;
 use cairn_core::PieceId;
 use cairn_core::params::MAX_PIECE_BYTES;
 use futures::prelude::*;
@@ -126,7 +127,7 @@ pub struct Request {
     /// Header.
     pub header: RequestHeader,
     /// Body bytes (store only).
-    pub body: Vec<u8>,
+    pub body: Bytes,
 }
 
 /// A response: header plus body.
@@ -135,7 +136,7 @@ pub struct Response {
     /// Header.
     pub header: ResponseHeader,
     /// Body bytes (data only).
-    pub body: Vec<u8>,
+    pub body: Bytes,
 }
 
 impl Response {
@@ -143,7 +144,7 @@ impl Response {
     pub fn header(header: ResponseHeader) -> Self {
         Self {
             header,
-            body: Vec::new(),
+            body: Bytes::new(),
         }
     }
 
@@ -176,7 +177,7 @@ async fn read_len<T: AsyncRead + Unpin>(io: &mut T, max: u32, what: &str) -> io:
     Ok(len as usize)
 }
 
-async fn read_frame<T, H>(io: &mut T) -> io::Result<(H, Vec<u8>)>
+async fn read_frame<T, H>(io: &mut T) -> io::Result<(H, Bytes)>
 where
     T: AsyncRead + Unpin,
     H: for<'de> Deserialize<'de>,
@@ -186,8 +187,8 @@ where
     io.read_exact(&mut header).await?;
     let header = postcard::from_bytes(&header).map_err(|e| invalid(format!("bad header: {e}")))?;
     let blen = read_len(io, MAX_BODY_BYTES, "body").await?;
-    let mut body = Vec::new();
-    // Grows as bytes arrive rather than trusting the declared length.
+    // Start small and grow as bytes arrive rather than trusting the declared length.
+    let mut body = Vec::with_capacity(blen.min(1 << 20));
     io.take(blen as u64).read_to_end(&mut body).await?;
     if body.len() != blen {
         return Err(io::Error::new(
@@ -195,7 +196,7 @@ where
             "body ended early",
         ));
     }
-    Ok((header, body))
+    Ok((header, Bytes::from(body)))
 }
 
 async fn write_frame<T, H>(io: &mut T, header: &H, body: &[u8]) -> io::Result<()>
@@ -291,7 +292,7 @@ mod tests {
                 hash: [2; 32],
                 expires_at: 9,
             },
-            body: vec![5; 1000],
+            body: Bytes::from(vec![5; 1000]),
         };
         let mut buf = Cursor::new(Vec::new());
         block(PieceCodec.write_request(&PIECE_PROTOCOL, &mut buf, req.clone())).unwrap();

@@ -36,6 +36,10 @@ use crate::now_secs;
 
 /// Copies of each manifest kept in the network.
 pub const MANIFEST_REPLICAS: usize = 5;
+/// Segments encoded and uploaded at once by a put.
+pub const PUT_PIPELINE: usize = 2;
+/// Segments fetched and decoded at once by a get.
+pub const GET_PIPELINE: usize = 2;
 /// Piece requests beyond k kept in flight while fetching.
 pub const FETCH_EXTRA: usize = 2;
 /// Time one piece transfer may take.
@@ -316,7 +320,7 @@ impl Client {
                 hash,
                 expires_at: 0,
             },
-            body: data.to_vec(),
+            body: data,
         };
         match self.net.request(peer, request, PIECE_TIMEOUT).await {
             Ok(r) => match r.header {
@@ -339,11 +343,11 @@ impl Client {
         peer: PeerId,
         id: PieceId,
         hash: Option<[u8; 32]>,
-    ) -> Result<Vec<u8>, FailureKind> {
+    ) -> Result<Bytes, FailureKind> {
         let data = if peer == self.local() {
             let store = self.store.clone();
             match tokio::task::spawn_blocking(move || store.get(&id)).await {
-                Ok(Ok(d)) => d,
+                Ok(Ok(d)) => Bytes::from(d),
                 Ok(Err(StoreError::NotFound(_))) => return Err(FailureKind::Missing),
                 Ok(Err(StoreError::Corrupted { .. } | StoreError::Missing { .. })) => {
                     return Err(FailureKind::Corrupt);
@@ -357,7 +361,7 @@ impl Client {
                     peer,
                     Request {
                         header: RequestHeader::Fetch { id },
-                        body: Vec::new(),
+                        body: Bytes::new(),
                     },
                     PIECE_TIMEOUT,
                 )
@@ -382,7 +386,7 @@ impl Client {
     /// Stores everything `input` yields; returns the capability.
     pub async fn put<R: AsyncRead + Unpin>(
         &self,
-        mut input: R,
+        input: R,
         opts: PutOptions,
     ) -> Result<PutOutcome, ClientError> {
         let key = FileKey::random();
@@ -398,37 +402,58 @@ impl Client {
         let p = params::choose(first.len(), opts.k, opts.n)?;
         params::check_segment_size(opts.segment_size, p.k)?;
 
-        let mut segments = Vec::new();
-        let mut size: u64 = 0;
-        let mut carry: Option<u8> = None;
         // One code length for the whole file: decoding needs it, and the manifest has one.
         let coded = p.n + params::spares(p.n, first.len());
-        loop {
-            let index = segments.len() as u64;
-            // One byte of read-ahead tells whether this segment is the last.
-            let mut buf = Vec::with_capacity(seg_size + 1);
-            buf.extend(carry.take());
-            read_up_to(&mut input, &mut buf, seg_size + 1)
-                .await
-                .map_err(ClientError::Input)?;
-            if buf.len() > seg_size {
-                carry = buf.pop();
-            }
-            let last = carry.is_none();
-            size += buf.len() as u64;
-            let candidates = if index == 0 {
-                first.clone()
-            } else {
-                self.candidates(&file_id.segment_key(index)).await
-            };
-            segments.push(
-                self.put_segment(&key, file_id, index, last, buf, p, coded, &candidates)
-                    .await?,
-            );
-            if last {
-                break;
-            }
+        // Segments are read one after another; up to PUT_PIPELINE of them are
+        // encoded and uploaded at once, so reading and coding the next overlaps
+        // the upload of this one. `buffered` keeps them in order.
+        let reads = futures::stream::unfold(
+            (input, None::<u8>, 0u64, false),
+            move |(mut input, carry, index, done)| async move {
+                if done {
+                    return None;
+                }
+                // One byte of read-ahead tells whether this segment is the last;
+                // room for it and the AEAD tag means sealing never reallocates.
+                let mut buf = Vec::with_capacity(seg_size + 1 + cairn_core::crypto::TAG_LEN);
+                buf.extend(carry);
+                if let Err(e) = read_up_to(&mut input, &mut buf, seg_size + 1).await {
+                    return Some((Err(ClientError::Input(e)), (input, None, index, true)));
+                }
+                let carry = if buf.len() > seg_size {
+                    buf.pop()
+                } else {
+                    None
+                };
+                let last = carry.is_none();
+                Some((Ok((index, last, buf)), (input, carry, index + 1, last)))
+            },
+        );
+        let (key_ref, first_ref) = (&key, &first);
+        let uploads = reads
+            .map(|item| async move {
+                let (index, last, buf) = item?;
+                let len = buf.len() as u64;
+                let candidates = if index == 0 {
+                    first_ref.clone()
+                } else {
+                    self.candidates(&file_id.segment_key(index)).await
+                };
+                let entry = self
+                    .put_segment(key_ref, file_id, index, last, buf, p, coded, &candidates)
+                    .await?;
+                Ok::<_, ClientError>((entry, len))
+            })
+            .buffered(PUT_PIPELINE);
+        let mut uploads = Box::pin(uploads);
+        let mut segments = Vec::new();
+        let mut size: u64 = 0;
+        while let Some(done) = uploads.next().await {
+            let (entry, len) = done?;
+            segments.push(entry);
+            size += len;
         }
+        drop(uploads);
         let manifest = Manifest {
             file_id,
             size,
@@ -487,13 +512,15 @@ impl Client {
         let ranked = placement::rank(&seg_key, candidates, 0, &HashSet::new());
         // Coding is CPU-bound: keep it off the async workers.
         let key = key.clone();
+        let started = std::time::Instant::now();
         let enc = tokio::task::spawn_blocking(move || {
             segment::encode(&key.data_key(), index, last, plain, p.k, coded)
         })
         .await
         .map_err(|e| ClientError::Internal(e.to_string()))?
         .map_err(|e| ClientError::Internal(e.to_string()))?;
-        let pieces: Vec<Bytes> = enc.pieces.into_iter().map(Bytes::from).collect();
+        let encoded = started.elapsed();
+        let pieces = enc.pieces;
         let peers: Vec<PeerId> = ranked
             .iter()
             .filter_map(|b| PeerId::from_bytes(b).ok())
@@ -518,6 +545,7 @@ impl Client {
                     // Dropping `running` below cancels whatever is still in flight.
                     Action::Cancel { .. } => {}
                     Action::Complete(stored) => {
+                        tracing::debug!(segment = index, ?encoded, uploaded = ?(started.elapsed() - encoded), "segment stored");
                         let pieces = stored
                             .into_iter()
                             .map(|(i, peer)| PieceEntry {
@@ -650,7 +678,7 @@ impl Client {
                 .map(|peer| (p.index, peer))
         });
         let mut plan = FetchPlan::new(m.k, FETCH_EXTRA, sources);
-        let mut got: HashMap<u16, Vec<u8>> = HashMap::new();
+        let mut got: HashMap<u16, Bytes> = HashMap::new();
         let mut running = FuturesUnordered::new();
         let mut actions = plan.start();
         loop {
@@ -664,7 +692,7 @@ impl Client {
                     Action::Cancel { .. } => {}
                     Action::Complete(use_) => {
                         drop(running);
-                        let chosen: Vec<(u16, Vec<u8>)> = use_
+                        let chosen: Vec<(u16, Bytes)> = use_
                             .into_iter()
                             .filter_map(|(i, _)| got.remove(&i).map(|d| (i, d)))
                             .collect();
@@ -672,7 +700,7 @@ impl Client {
                         let m = m.clone();
                         return tokio::task::spawn_blocking(move || {
                             let refs: Vec<(u16, &[u8])> =
-                                chosen.iter().map(|(i, d)| (*i, d.as_slice())).collect();
+                                chosen.iter().map(|(i, d)| (*i, &d[..])).collect();
                             segment::decode(&key, &m, index, &refs)
                         })
                         .await
@@ -721,8 +749,13 @@ impl Client {
         let (tx, rx) = mpsc::channel(1);
         let this = self.clone();
         tokio::spawn(async move {
-            for i in 0..m.segments.len() as u64 {
-                let res = this.get_segment(&cap, &m, i).await.map(Bytes::from);
+            let (this, cap, m) = (&this, &cap, &m);
+            // Fetch the next segment while this one is decoded and sent.
+            let segments = futures::stream::iter(0..m.segments.len() as u64)
+                .map(|i| async move { this.get_segment(cap, m, i).await.map(Bytes::from) })
+                .buffered(GET_PIPELINE);
+            futures::pin_mut!(segments);
+            while let Some(res) = segments.next().await {
                 let failed = res.is_err();
                 if tx.send(res).await.is_err() || failed {
                     return;
@@ -811,7 +844,7 @@ impl Client {
                 header: RequestHeader::Has {
                     ids: chunk.to_vec(),
                 },
-                body: Vec::new(),
+                body: Bytes::new(),
             };
             match self.net.request(peer, req, PROBE_TIMEOUT).await {
                 Ok(r) => match r.header {

@@ -87,7 +87,7 @@ pub fn handle(store: &PieceStore, peer: PeerId, request: Request) -> Response {
         RequestHeader::Fetch { id } => match store.get(&id) {
             Ok(body) => Response {
                 header: ResponseHeader::Data,
-                body,
+                body: body.into(),
             },
             Err(e) => store_error(e),
         },

@@ -29,7 +29,10 @@ async fn start_node(port: u64, bootstrap: Vec<Multiaddr>, capacity: u64) -> Test
     let peer = key.public().to_peer_id();
     let store = Arc::new(PieceStore::open(&dir.path().join("store"), capacity).unwrap());
     let catalog = Arc::new(crate::catalog::Catalog::open(dir.path()).unwrap());
-    let cfg = NetConfig { mdns: false, ..NetConfig::default() };
+    let cfg = NetConfig {
+        mdns: false,
+        ..NetConfig::default()
+    };
     let mut swarm = build_swarm(key, &cfg, TransportKind::Memory).unwrap();
     let addr: Multiaddr = format!("/memory/{port}").parse().unwrap();
     swarm.listen_on(addr.clone()).unwrap();
@@ -38,13 +41,21 @@ async fn start_node(port: u64, bootstrap: Vec<Multiaddr>, capacity: u64) -> Test
     tokio::spawn(crate::service::run(store.clone(), net.clone(), inbound));
     let client = Client::new(net.clone(), store, catalog);
     let _ = peer;
-    TestNode { client, net, stop, _dir: dir }
+    TestNode {
+        client,
+        net,
+        stop,
+        _dir: dir,
+    }
 }
 
 /// Starts `n` nodes bootstrapped to the first; waits until all know each other.
 async fn testnet(n: usize, base: u64) -> Vec<TestNode> {
     let first = start_node(base, vec![], 1 << 30).await;
-    let boot: Multiaddr = format!("/memory/{base}").parse::<Multiaddr>().unwrap().with(Protocol::P2p(first.net.local_peer_id()));
+    let boot: Multiaddr = format!("/memory/{base}")
+        .parse::<Multiaddr>()
+        .unwrap()
+        .with(Protocol::P2p(first.net.local_peer_id()));
     let mut nodes = vec![first];
     for i in 1..n {
         nodes.push(start_node(base + i as u64, vec![boot.clone()], 1 << 30).await);
@@ -52,7 +63,10 @@ async fn testnet(n: usize, base: u64) -> Vec<TestNode> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     for node in &nodes {
         while node.net.info().await.unwrap().routing.len() < n - 1 {
-            assert!(tokio::time::Instant::now() < deadline, "testnet did not converge");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "testnet did not converge"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -73,7 +87,12 @@ async fn get_all(client: &Client, cap: &ReadCap) -> Result<Vec<u8>, ClientError>
 async fn put_get_and_survive_losses_in_process() {
     let nodes = testnet(6, 1_000_000 + u64::from(std::process::id()) * 100).await;
     let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 253) as u8).collect();
-    let opts = PutOptions { k: Some(3), n: Some(5), segment_size: 64 * 1024, name: Some("x".into()) };
+    let opts = PutOptions {
+        k: Some(3),
+        n: Some(5),
+        segment_size: 64 * 1024,
+        name: Some("x".into()),
+    };
     let out = nodes[0].client.put(&data[..], opts).await.unwrap();
     assert_eq!((out.k, out.n, out.segments, out.size), (3, 5, 5, 300_000));
     let cap: ReadCap = out.cap.parse().unwrap();

@@ -114,7 +114,7 @@ fn pipeline() -> Result<Vec<(String, f64)>> {
         }],
     };
     let chosen: Vec<(u16, &[u8])> = (n - k..n)
-        .map(|i| (i, enc.pieces[usize::from(i)].as_slice()))
+        .map(|i| (i, &enc.pieces[usize::from(i)][..]))
         .collect();
     out.push((
         "whole get pipeline (hash check + decode + decrypt, worst case)".into(),
