@@ -10,9 +10,9 @@
 //! | .. | body: raw piece bytes (store requests and fetch responses), else empty |
 //!
 //! Piece bytes travel outside postcard so they are read straight into one
-//! buffer. Both lengths are checked before anything is read, and the body
-//! grows only as bytes arrive, so a peer that declares a large body and sends
-//! nothing costs no memory. The protocol version is in the protocol name; an
+//! buffer. Both lengths are checked before anything is read. The body buffer
+//! is a zeroed allocation, which the allocator maps as untouched zero pages,
+//! so a peer that declares a large body and sends nothing costs no memory. The protocol version is in the protocol name; an
 //! incompatible change gets a new name and both can be served side by side.
 
 use std::io;
@@ -187,15 +187,12 @@ where
     io.read_exact(&mut header).await?;
     let header = postcard::from_bytes(&header).map_err(|e| invalid(format!("bad header: {e}")))?;
     let blen = read_len(io, MAX_BODY_BYTES, "body").await?;
-    // Start small and grow as bytes arrive rather than trusting the declared length.
-    let mut body = Vec::with_capacity(blen.min(1 << 20));
-    io.take(blen as u64).read_to_end(&mut body).await?;
-    if body.len() != blen {
-        return Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            "body ended early",
-        ));
-    }
+    // A zeroed allocation this large comes straight from the kernel as
+    // untouched zero pages: it costs no memory until bytes actually arrive,
+    // so a peer that declares a large body and sends nothing gains nothing,
+    // and nothing is zero-filled or copied on the way.
+    let mut body = vec![0u8; blen];
+    io.read_exact(&mut body).await?;
     Ok((header, Bytes::from(body)))
 }
 

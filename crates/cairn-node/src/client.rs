@@ -276,8 +276,8 @@ impl Client {
         id: PieceId,
         kind: BlobKind,
         data: Bytes,
+        hash: [u8; 32],
     ) -> Result<(), FailureKind> {
-        let hash = piece_hash(&data);
         if peer == self.local() {
             let store = self.store.clone();
             let owner = peer_bytes(&peer);
@@ -520,7 +520,7 @@ impl Client {
         .map_err(|e| ClientError::Internal(e.to_string()))?
         .map_err(|e| ClientError::Internal(e.to_string()))?;
         let encoded = started.elapsed();
-        let pieces = enc.pieces;
+        let (pieces, hashes) = (enc.pieces, enc.hashes);
         let peers: Vec<PeerId> = ranked
             .iter()
             .filter_map(|b| PeerId::from_bytes(b).ok())
@@ -534,11 +534,12 @@ impl Client {
                     Action::Send { index: i, peer } => {
                         let id = file_id.piece_id(index, u32::from(i));
                         let data = pieces[usize::from(i)].clone();
+                        let hash = hashes[usize::from(i)];
                         running.push(async move {
                             (
                                 i,
                                 peer,
-                                self.store_blob(peer, id, BlobKind::Piece, data).await,
+                                self.store_blob(peer, id, BlobKind::Piece, data, hash).await,
                             )
                         });
                     }
@@ -550,7 +551,7 @@ impl Client {
                             .into_iter()
                             .map(|(i, peer)| PieceEntry {
                                 index: i,
-                                hash: enc.hashes[usize::from(i)],
+                                hash: hashes[usize::from(i)],
                                 holder: peer_bytes(&peer),
                             })
                             .collect();
@@ -604,8 +605,14 @@ impl Client {
                         running.push(async move {
                             (
                                 index,
-                                self.store_blob(peer, id.piece_id(), BlobKind::Manifest, data)
-                                    .await,
+                                self.store_blob(
+                                    peer,
+                                    id.piece_id(),
+                                    BlobKind::Manifest,
+                                    data,
+                                    *id.as_bytes(),
+                                )
+                                .await,
                             )
                         });
                     }
