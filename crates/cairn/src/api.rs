@@ -10,6 +10,11 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::de::DeserializeOwned;
 use tokio::io::AsyncWriteExt;
 
+/// Reading the input failed during a put; the caller adds which file.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ReadFailed(pub std::io::Error);
+
 /// A node's control API.
 #[derive(Clone)]
 pub struct Api {
@@ -115,10 +120,20 @@ impl Api {
     {
         let pb = progress(total);
         let counter = pb.clone();
+        // A read error ends the upload; keep it so the user hears about their
+        // file, not about a broken HTTP request.
+        let read_error: std::sync::Arc<std::sync::Mutex<Option<std::io::Error>>> =
+            Default::default();
+        let slot = read_error.clone();
         let stream =
             tokio_util::io::ReaderStream::with_capacity(input, 1 << 20).map(move |chunk| {
-                if let Ok(c) = &chunk {
-                    counter.inc(c.len() as u64);
+                match &chunk {
+                    Ok(c) => counter.inc(c.len() as u64),
+                    Err(e) => {
+                        if let Ok(mut s) = slot.lock() {
+                            *s = Some(std::io::Error::new(e.kind(), e.to_string()));
+                        }
+                    }
                 }
                 chunk
             });
@@ -130,6 +145,9 @@ impl Api {
             .send()
             .await;
         pb.finish_and_clear();
+        if let Some(e) = read_error.lock().ok().and_then(|mut s| s.take()) {
+            return Err(ReadFailed(e).into());
+        }
         let resp = resp.map_err(|e| self.unreachable(e))?;
         Ok(self.check(resp).await?.json().await?)
     }

@@ -252,7 +252,12 @@ async fn put(
         if let Some(name) = std::path::Path::new(file).file_name() {
             query.push(("name", name.to_string_lossy().into_owned()));
         }
-        api.put(f, Some(meta.len()), &query).await?
+        api.put(f, Some(meta.len()), &query).await.map_err(|e| {
+            match e.downcast::<api::ReadFailed>() {
+                Ok(r) => anyhow::anyhow!("cannot read {file}: {}; nothing was stored", r.0),
+                Err(e) => e,
+            }
+        })?
     };
     let cap = outcome
         .get("cap")

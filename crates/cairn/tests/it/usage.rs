@@ -16,6 +16,26 @@ fn bad_input_gets_clear_errors() {
         stderr(&o)
     );
 
+    // A file that opens but fails to read (as root, permissions cannot make
+    // one unreadable; /proc/self/mem fails with EIO at offset 0).
+    let node = Node::start(&dir.path().join("n0"), "1GiB", None);
+    let o = cairn(&node.info.api, &["put", "/proc/self/mem"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("cannot read /proc/self/mem")
+            && stderr(&o).contains("nothing was stored"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(o.stdout.is_empty());
+    let files: serde_json::Value =
+        serde_json::from_str(&ok(cairn(&node.info.api, &["ls", "--json"]))).unwrap();
+    assert_eq!(
+        files.as_array().unwrap().len(),
+        0,
+        "a failed put lists nothing"
+    );
+
     let o = cairn(DEAD_API, &["put", dir.path().to_str().unwrap()]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("is a directory"), "{}", stderr(&o));
