@@ -94,6 +94,20 @@ pub enum Action<P> {
     },
 }
 
+/// Ends a plan successfully: cancels what is still in flight, then
+/// completes with `done`, sorted by piece index.
+fn complete<P>(in_flight: &mut HashMap<u16, P>, mut done: Vec<(u16, P)>, out: &mut Vec<Action<P>>) {
+    let mut cancel: Vec<(u16, P)> = in_flight.drain().collect();
+    cancel.sort_by_key(|(i, _)| *i);
+    out.extend(
+        cancel
+            .into_iter()
+            .map(|(index, peer)| Action::Cancel { index, peer }),
+    );
+    done.sort_by_key(|(i, _)| *i);
+    out.push(Action::Complete(done));
+}
+
 /// Upload of one segment's pieces to distinct nodes.
 #[derive(Debug)]
 pub struct UploadPlan<P> {
@@ -151,16 +165,7 @@ impl<P: Clone + Eq + Hash> UploadPlan<P> {
         }
         if self.stored.len() >= self.needed {
             self.finished = true;
-            let mut cancel: Vec<(u16, P)> = self.in_flight.drain().collect();
-            cancel.sort_by_key(|(i, _)| *i);
-            out.extend(
-                cancel
-                    .into_iter()
-                    .map(|(index, peer)| Action::Cancel { index, peer }),
-            );
-            let mut stored = std::mem::take(&mut self.stored);
-            stored.sort_by_key(|(i, _)| *i);
-            out.push(Action::Complete(stored));
+            complete(&mut self.in_flight, std::mem::take(&mut self.stored), out);
         } else if self.stored.len() + self.in_flight.len() < self.needed {
             self.finished = true;
             out.push(Action::Fail {
@@ -248,14 +253,7 @@ impl<P: Clone + Eq + Hash> FetchPlan<P> {
         }
         if self.got.len() >= self.needed {
             self.finished = true;
-            let mut cancel: Vec<(u16, P)> = self.in_flight.drain().collect();
-            cancel.sort_by_key(|(i, _)| *i);
-            out.extend(
-                cancel
-                    .into_iter()
-                    .map(|(index, peer)| Action::Cancel { index, peer }),
-            );
-            out.push(Action::Complete(std::mem::take(&mut self.got)));
+            complete(&mut self.in_flight, std::mem::take(&mut self.got), out);
         } else if self.in_flight.is_empty() && self.sources.is_empty() {
             // Fail only once every holder has answered, so the error reports
             // exactly how many pieces were reachable.

@@ -308,7 +308,8 @@ async fn end_to_end(args: &BenchArgs) -> Result<String> {
     result
 }
 
-fn write_random(path: &Path, size: u64) -> Result<()> {
+/// Writes `size` random bytes to `path`, 1 MiB at a time.
+pub fn write_random(path: &Path, size: u64) -> Result<()> {
     use std::io::Write;
     let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
     let mut chunk = vec![0u8; 1 << 20];
@@ -323,7 +324,8 @@ fn write_random(path: &Path, size: u64) -> Result<()> {
     Ok(())
 }
 
-fn hash_file(path: &Path) -> Result<blake3::Hash> {
+/// BLAKE3 of a file, streamed.
+pub fn hash_file(path: &Path) -> Result<blake3::Hash> {
     let mut h = blake3::Hasher::new();
     h.update_reader(std::fs::File::open(path)?)?;
     Ok(h.finalize())

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use tokio::process::{Child, Command};
 
@@ -275,20 +274,8 @@ async fn demo(args: &DevnetArgs, nodes: &[Running]) -> Result<()> {
     let uploader = Api::new(&nodes[0].info.api)?;
     step(1, "write a file of random bytes");
     let input = args.dir.join("demo-input.bin");
-    {
-        use std::io::Write;
-        let mut f = std::io::BufWriter::new(std::fs::File::create(&input)?);
-        let mut left = args.demo_size;
-        let mut chunk = vec![0u8; 1 << 20];
-        while left > 0 {
-            let n = left.min(chunk.len() as u64) as usize;
-            rand::thread_rng().fill_bytes(&mut chunk[..n]);
-            f.write_all(&chunk[..n])?;
-            left -= n as u64;
-        }
-        f.flush()?;
-    }
-    let original = blake3::hash(&std::fs::read(&input)?);
+    crate::bench::write_random(&input, args.demo_size)?;
+    let original = crate::bench::hash_file(&input)?;
     eprintln!(
         "   {} ({}), BLAKE3 {}",
         input.display(),
@@ -414,7 +401,7 @@ async fn demo(args: &DevnetArgs, nodes: &[Running]) -> Result<()> {
     let started = Instant::now();
     reader_api.get(&cap, &output.to_string_lossy()).await?;
     let secs = started.elapsed().as_secs_f64();
-    let back = blake3::hash(&std::fs::read(&output)?);
+    let back = crate::bench::hash_file(&output)?;
     eprintln!(
         "   {} in {secs:.2} s, BLAKE3 {}",
         output.display(),
