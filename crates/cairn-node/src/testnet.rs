@@ -23,7 +23,24 @@ struct TestNode {
     _dir: tempfile::TempDir,
 }
 
+/// How a test node answers piece requests.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Behaviour {
+    Honest,
+    /// Claims to store everything, keeps nothing, and serves garbage of the right length.
+    Liar,
+}
+
 async fn start_node(port: u64, bootstrap: Vec<Multiaddr>, capacity: u64) -> TestNode {
+    start_node_as(port, bootstrap, capacity, Behaviour::Honest).await
+}
+
+async fn start_node_as(
+    port: u64,
+    bootstrap: Vec<Multiaddr>,
+    capacity: u64,
+    behaviour: Behaviour,
+) -> TestNode {
     let dir = tempfile::tempdir().unwrap();
     let key = cairn_net::libp2p::identity::Keypair::generate_ed25519();
     let peer = key.public().to_peer_id();
@@ -38,7 +55,14 @@ async fn start_node(port: u64, bootstrap: Vec<Multiaddr>, capacity: u64) -> Test
     swarm.listen_on(addr.clone()).unwrap();
     let (stop, stop_rx) = watch::channel(false);
     let (net, inbound, _task) = crate::net::spawn(swarm, bootstrap, stop_rx);
-    tokio::spawn(crate::service::run(store.clone(), net.clone(), inbound));
+    match behaviour {
+        Behaviour::Honest => {
+            tokio::spawn(crate::service::run(store.clone(), net.clone(), inbound));
+        }
+        Behaviour::Liar => {
+            tokio::spawn(lie(net.clone(), inbound));
+        }
+    }
     let client = Client::new(net.clone(), store, catalog);
     let _ = peer;
     TestNode {
@@ -49,8 +73,35 @@ async fn start_node(port: u64, bootstrap: Vec<Multiaddr>, capacity: u64) -> Test
     }
 }
 
+async fn lie(net: NetHandle, mut inbound: tokio::sync::mpsc::Receiver<crate::net::Inbound>) {
+    use cairn_net::{RequestHeader, Response, ResponseHeader};
+    let mut sizes = std::collections::HashMap::new();
+    while let Some(req) = inbound.recv().await {
+        let response = match req.request.header {
+            RequestHeader::Store { id, .. } => {
+                sizes.insert(id, req.request.body.len());
+                Response::header(ResponseHeader::Stored)
+            }
+            RequestHeader::Fetch { id } => Response {
+                header: ResponseHeader::Data,
+                body: vec![0x5a; sizes.get(&id).copied().unwrap_or(16)].into(),
+            },
+            RequestHeader::Has { ids } => {
+                Response::header(ResponseHeader::Has(vec![true; ids.len()]))
+            }
+            _ => Response::error(cairn_net::ErrorCode::Refused, "no"),
+        };
+        net.respond(req.peer, req.channel, response).await;
+    }
+}
+
 /// Starts `n` nodes bootstrapped to the first; waits until all know each other.
 async fn testnet(n: usize, base: u64) -> Vec<TestNode> {
+    testnet_with(n, base, &[]).await
+}
+
+/// Like [`testnet`], with nodes at the given positions lying.
+async fn testnet_with(n: usize, base: u64, liars: &[usize]) -> Vec<TestNode> {
     let first = start_node(base, vec![], 1 << 30).await;
     let boot: Multiaddr = format!("/memory/{base}")
         .parse::<Multiaddr>()
@@ -58,7 +109,12 @@ async fn testnet(n: usize, base: u64) -> Vec<TestNode> {
         .with(Protocol::P2p(first.net.local_peer_id()));
     let mut nodes = vec![first];
     for i in 1..n {
-        nodes.push(start_node(base + i as u64, vec![boot.clone()], 1 << 30).await);
+        let b = if liars.contains(&i) {
+            Behaviour::Liar
+        } else {
+            Behaviour::Honest
+        };
+        nodes.push(start_node_as(base + i as u64, vec![boot.clone()], 1 << 30, b).await);
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     for node in &nodes {
@@ -112,5 +168,34 @@ async fn put_get_and_survive_losses_in_process() {
         lost_somewhere |= s.healthy < 5;
     }
     assert!(lost_somewhere, "stopped nodes show as offline");
+    assert_eq!(get_all(&nodes[5].client, &cap).await.unwrap(), data);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lying_holders_are_caught_by_the_hash_check() {
+    // Two of six nodes lie; with k=3, n=5 every segment keeps at least three honest pieces.
+    let nodes = testnet_with(6, 2_000_000 + u64::from(std::process::id()) * 100, &[2, 4]).await;
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i * 13 % 241) as u8).collect();
+    let opts = PutOptions {
+        k: Some(3),
+        n: Some(5),
+        segment_size: 64 * 1024,
+        name: None,
+    };
+    let out = nodes[0].client.put(&data[..], opts).await.unwrap();
+    let cap: ReadCap = out.cap.parse().unwrap();
+    let liars: Vec<Vec<u8>> = [2, 4]
+        .iter()
+        .map(|&i| nodes[i].net.local_peer_id().to_bytes())
+        .collect();
+    let m = nodes[5].client.manifest(&cap).await.unwrap();
+    let lied = m
+        .segments
+        .iter()
+        .flat_map(|s| &s.pieces)
+        .filter(|p| liars.contains(&p.holder))
+        .count();
+    assert!(lied > 0, "the liars were given pieces");
+    // Every garbage piece is rejected and replaced; the bytes come back exact.
     assert_eq!(get_all(&nodes[5].client, &cap).await.unwrap(), data);
 }
