@@ -43,6 +43,9 @@ use crate::net::NetHandle;
 
 /// Largest data frame in a get stream.
 const FRAME: usize = 1 << 20;
+/// Puts and gets served at once; each holds a few segments in memory, so
+/// more wait their turn instead of growing the node's memory without bound.
+pub const MAX_TRANSFERS: usize = 4;
 
 /// Shared state of the API handlers.
 #[derive(Clone)]
@@ -55,6 +58,8 @@ pub struct ApiState {
     pub store: Arc<PieceStore>,
     /// The local file list.
     pub catalog: Arc<Catalog>,
+    /// Permits for concurrent puts and gets ([`MAX_TRANSFERS`]).
+    pub transfers: Arc<tokio::sync::Semaphore>,
 }
 
 /// `GET /v1/status`.
@@ -157,11 +162,21 @@ async fn files(
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 
+async fn transfer_permit(s: &ApiState) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    s.transfers.clone().acquire_owned().await.map_err(|_| {
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the node is stopping".into(),
+        )
+    })
+}
+
 async fn put(
     State(s): State<ApiState>,
     Query(q): Query<PutQuery>,
     body: Body,
 ) -> Result<impl IntoResponse, ApiError> {
+    let _permit = transfer_permit(&s).await?;
     let stream = body
         .into_data_stream()
         .map(|r| r.map_err(std::io::Error::other));
@@ -199,6 +214,7 @@ fn frame(tag: u8, payload: Bytes) -> Vec<Bytes> {
 
 async fn get_file(State(s): State<ApiState>, Json(b): Json<CapBody>) -> Result<Response, ApiError> {
     let cap = parse_cap(&b.cap)?;
+    let permit = transfer_permit(&s).await?;
     let (header, rx) = s.client.get(cap).await?;
     let head = serde_json::to_vec(&header)
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
@@ -222,6 +238,10 @@ async fn get_file(State(s): State<ApiState>, Json(b): Json<CapBody>) -> Result<R
             None => Some((frame(b'Z', Bytes::new()), None)),
         }
     })
-    .flat_map(|frames| futures::stream::iter(frames.into_iter().map(Ok::<_, std::io::Error>)));
+    .flat_map(move |frames| {
+        // The transfer permit lives as long as the response stream.
+        let _held = &permit;
+        futures::stream::iter(frames.into_iter().map(Ok::<_, std::io::Error>))
+    });
     Ok(Body::from_stream(stream).into_response())
 }

@@ -164,6 +164,7 @@ pub async fn run(
         net: net.clone(),
         store: store.clone(),
         catalog,
+        transfers: Arc::new(tokio::sync::Semaphore::new(api::MAX_TRANSFERS)),
     });
 
     // Ready once the swarm reports its listen addresses.
