@@ -64,6 +64,8 @@ fn check(k: u16, coded: u16) -> Result<(), ErasureError> {
 /// of this width to stay in cache (about 5× faster than whole 4 MiB shards).
 pub const STRIPE: usize = 64 * 1024;
 
+use crate::buf::{Buffers, Heap};
+
 fn coder_err(e: reed_solomon_simd::Error) -> ErasureError {
     ErasureError::Coder(e.to_string())
 }
@@ -100,6 +102,16 @@ pub fn encode(data: &[u8], k: u16, coded: u16) -> Result<Vec<Vec<u8>>, ErasureEr
 /// stripe, the Reed-Solomon recovery shard `r` of columns
 /// `[j*STRIPE, (j+1)*STRIPE)` of the data pieces.
 pub fn recovery(data: &[u8], k: u16, coded: u16) -> Result<Vec<Vec<u8>>, ErasureError> {
+    recovery_with(data, k, coded, &Heap)
+}
+
+/// [`recovery`], with the pieces' buffers taken from `bufs`.
+pub fn recovery_with(
+    data: &[u8],
+    k: u16,
+    coded: u16,
+    bufs: &impl Buffers,
+) -> Result<Vec<Vec<u8>>, ErasureError> {
     check(k, coded)?;
     let shard = shard_size(data.len(), k);
     let count = usize::from(coded - k);
@@ -109,7 +121,7 @@ pub fn recovery(data: &[u8], k: u16, coded: u16) -> Result<Vec<Vec<u8>>, Erasure
     let originals: Vec<std::borrow::Cow<'_, [u8]>> = (0..usize::from(k))
         .map(|i| data_piece(data, shard, i))
         .collect();
-    let mut out: Vec<Vec<u8>> = (0..count).map(|_| Vec::with_capacity(shard)).collect();
+    let mut out: Vec<Vec<u8>> = (0..count).map(|_| bufs.take(shard)).collect();
     let mut enc: Option<ReedSolomonEncoder> = None;
     let mut at = 0;
     while at < shard {
@@ -141,6 +153,17 @@ pub fn decode(
     k: u16,
     coded: u16,
     len: usize,
+) -> Result<Vec<u8>, ErasureError> {
+    decode_with(pieces, k, coded, len, &Heap)
+}
+
+/// [`decode`], with its buffers taken from `bufs`.
+pub fn decode_with(
+    pieces: &[(u16, &[u8])],
+    k: u16,
+    coded: u16,
+    len: usize,
+    bufs: &impl Buffers,
 ) -> Result<Vec<u8>, ErasureError> {
     check(k, coded)?;
     let shard = shard_size(len, k);
@@ -177,7 +200,7 @@ pub fn decode(
         .filter(|i| originals[*i].is_none())
         .collect();
     // Rebuilt data pieces, filled stripe by stripe.
-    let mut rebuilt: Vec<Vec<u8>> = missing.iter().map(|_| Vec::with_capacity(shard)).collect();
+    let mut rebuilt: Vec<Vec<u8>> = missing.iter().map(|_| bufs.take(shard)).collect();
     if !missing.is_empty() {
         let mut dec: Option<ReedSolomonDecoder> = None;
         let mut at = 0;
@@ -214,7 +237,7 @@ pub fn decode(
             at += width;
         }
     }
-    let mut out = Vec::with_capacity(usize::from(k) * shard);
+    let mut out = bufs.take(len);
     let mut next_rebuilt = rebuilt.iter();
     for o in &originals {
         match o {
@@ -228,6 +251,9 @@ pub fn decode(
         }
     }
     out.truncate(len);
+    for r in rebuilt {
+        bufs.give(r);
+    }
     Ok(out)
 }
 

@@ -1,6 +1,7 @@
 //! Cairn's core: everything that can be decided without I/O.
 //!
 //! - [`ids`]: file, piece and manifest ids.
+//! - [`buf`]: where the pipeline's large buffers come from.
 //! - [`crypto`]: per-file keys, key derivation, the segment AEAD.
 //! - [`erasure`]: Reed-Solomon coding of sealed segments into pieces.
 //! - [`capability`]: the `cairn:` read capability and its text form.
@@ -12,6 +13,7 @@
 //!
 //! Nothing here touches the network, the disk or a clock; callers pass time in.
 
+pub mod buf;
 pub mod capability;
 pub mod crypto;
 pub mod erasure;

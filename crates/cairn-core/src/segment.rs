@@ -2,6 +2,7 @@
 
 use bytes::Bytes;
 
+use crate::buf::{Buffers, Heap};
 use crate::crypto::{AuthError, SegmentKey};
 use crate::erasure::{self, ErasureError};
 use crate::manifest::Manifest;
@@ -44,21 +45,35 @@ pub fn encode(
     key: &SegmentKey,
     index: u64,
     last: bool,
-    mut plain: Vec<u8>,
+    plain: Vec<u8>,
     k: u16,
     coded: u16,
 ) -> Result<EncodedSegment, ErasureError> {
+    encode_with(key, index, last, plain, k, coded, &Heap)
+}
+
+/// [`encode`], with buffers from `bufs`; `plain` should come from it too.
+/// The pieces are shared through `bufs`, so a pool gets them back.
+pub fn encode_with(
+    key: &SegmentKey,
+    index: u64,
+    last: bool,
+    mut plain: Vec<u8>,
+    k: u16,
+    coded: u16,
+    bufs: &impl Buffers,
+) -> Result<EncodedSegment, ErasureError> {
     key.seal(index, last, &mut plain);
-    let recovery = erasure::recovery(&plain, k, coded)?;
+    let recovery = erasure::recovery_with(&plain, k, coded, bufs)?;
     let shard = erasure::shard_size(plain.len(), k);
-    let sealed = Bytes::from(plain);
+    let sealed = bufs.share(plain);
     let mut pieces: Vec<Bytes> = (0..usize::from(k))
         .map(|i| match erasure::data_piece(&sealed, shard, i) {
             std::borrow::Cow::Borrowed(_) => sealed.slice(i * shard..(i + 1) * shard),
             std::borrow::Cow::Owned(padded) => Bytes::from(padded),
         })
         .collect();
-    pieces.extend(recovery.into_iter().map(Bytes::from));
+    pieces.extend(recovery.into_iter().map(|r| bufs.share(r)));
     let hashes = pieces.iter().map(|p| piece_hash(p)).collect();
     Ok(EncodedSegment { pieces, hashes })
 }
@@ -70,8 +85,19 @@ pub fn decode(
     index: u64,
     pieces: &[(u16, &[u8])],
 ) -> Result<Vec<u8>, SegmentError> {
+    decode_with(key, manifest, index, pieces, &Heap)
+}
+
+/// [`decode`], with buffers from `bufs`.
+pub fn decode_with(
+    key: &SegmentKey,
+    manifest: &Manifest,
+    index: u64,
+    pieces: &[(u16, &[u8])],
+    bufs: &impl Buffers,
+) -> Result<Vec<u8>, SegmentError> {
     let len = manifest.sealed_len(index);
-    let mut sealed = erasure::decode(pieces, manifest.k, manifest.coded, len)?;
+    let mut sealed = erasure::decode_with(pieces, manifest.k, manifest.coded, len, bufs)?;
     let last = index + 1 == manifest.segments.len() as u64;
     key.open(index, last, &mut sealed)
         .map_err(|source| SegmentError::Auth {

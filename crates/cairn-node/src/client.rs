@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use cairn_core::buf::Buffers;
 use cairn_core::manifest::{PieceEntry, SegmentEntry, segment_count};
 use cairn_core::params::{self, ParamsError};
 use cairn_core::placement::{self, Candidate};
@@ -30,6 +31,7 @@ use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::mpsc;
 
+use crate::bufpool::BufPool;
 use crate::catalog::{Catalog, FileRecord};
 use crate::net::NetHandle;
 use crate::now_secs;
@@ -42,6 +44,9 @@ pub const PUT_PIPELINE: usize = 2;
 pub const GET_PIPELINE: usize = 2;
 /// Piece requests beyond k kept in flight while fetching.
 pub const FETCH_EXTRA: usize = 2;
+/// Spare segment buffers kept for reuse: enough for the segments in flight
+/// of a couple of transfers at the default segment size.
+const POOL_BYTES: usize = 512 << 20;
 /// Time one piece transfer may take.
 const PIECE_TIMEOUT: Duration = Duration::from_secs(120);
 /// Time a holder has to answer a stat probe.
@@ -209,6 +214,7 @@ pub struct Client {
     net: NetHandle,
     store: Arc<PieceStore>,
     catalog: Arc<Catalog>,
+    buffers: BufPool,
 }
 
 fn peer_bytes(p: &PeerId) -> Vec<u8> {
@@ -250,7 +256,13 @@ impl Client {
             net,
             store,
             catalog,
+            buffers: BufPool::new(POOL_BYTES),
         }
+    }
+
+    /// The segment buffer pool (the node trims it when idle).
+    pub fn buffers(&self) -> &BufPool {
+        &self.buffers
     }
 
     fn local(&self) -> PeerId {
@@ -407,26 +419,30 @@ impl Client {
         // Segments are read one after another; up to PUT_PIPELINE of them are
         // encoded and uploaded at once, so reading and coding the next overlaps
         // the upload of this one. `buffered` keeps them in order.
+        let pool = self.buffers.clone();
         let reads = futures::stream::unfold(
             (input, None::<u8>, 0u64, false),
-            move |(mut input, carry, index, done)| async move {
-                if done {
-                    return None;
+            move |(mut input, carry, index, done)| {
+                let pool = pool.clone();
+                async move {
+                    if done {
+                        return None;
+                    }
+                    // One byte of read-ahead tells whether this segment is the last;
+                    // room for it and the AEAD tag means sealing never reallocates.
+                    let mut buf = Buffers::take(&pool, seg_size + 1 + cairn_core::crypto::TAG_LEN);
+                    buf.extend(carry);
+                    if let Err(e) = read_up_to(&mut input, &mut buf, seg_size + 1).await {
+                        return Some((Err(ClientError::Input(e)), (input, None, index, true)));
+                    }
+                    let carry = if buf.len() > seg_size {
+                        buf.pop()
+                    } else {
+                        None
+                    };
+                    let last = carry.is_none();
+                    Some((Ok((index, last, buf)), (input, carry, index + 1, last)))
                 }
-                // One byte of read-ahead tells whether this segment is the last;
-                // room for it and the AEAD tag means sealing never reallocates.
-                let mut buf = Vec::with_capacity(seg_size + 1 + cairn_core::crypto::TAG_LEN);
-                buf.extend(carry);
-                if let Err(e) = read_up_to(&mut input, &mut buf, seg_size + 1).await {
-                    return Some((Err(ClientError::Input(e)), (input, None, index, true)));
-                }
-                let carry = if buf.len() > seg_size {
-                    buf.pop()
-                } else {
-                    None
-                };
-                let last = carry.is_none();
-                Some((Ok((index, last, buf)), (input, carry, index + 1, last)))
             },
         );
         let (key_ref, first_ref) = (&key, &first);
@@ -513,8 +529,9 @@ impl Client {
         // Coding is CPU-bound: keep it off the async workers.
         let key = key.clone();
         let started = std::time::Instant::now();
+        let pool = self.buffers.clone();
         let enc = tokio::task::spawn_blocking(move || {
-            segment::encode(&key.data_key(), index, last, plain, p.k, coded)
+            segment::encode_with(&key.data_key(), index, last, plain, p.k, coded, &pool)
         })
         .await
         .map_err(|e| ClientError::Internal(e.to_string()))?
@@ -674,7 +691,7 @@ impl Client {
         cap: &ReadCap,
         m: &Manifest,
         index: u64,
-    ) -> Result<Vec<u8>, ClientError> {
+    ) -> Result<Bytes, ClientError> {
         let entry = &m.segments
             [usize::try_from(index).map_err(|e| ClientError::Internal(e.to_string()))?];
         let hashes: HashMap<u16, [u8; 32]> =
@@ -705,10 +722,12 @@ impl Client {
                             .collect();
                         let key = cap.key.data_key();
                         let m = m.clone();
+                        let pool = self.buffers.clone();
                         return tokio::task::spawn_blocking(move || {
                             let refs: Vec<(u16, &[u8])> =
                                 chosen.iter().map(|(i, d)| (*i, &d[..])).collect();
-                            segment::decode(&key, &m, index, &refs)
+                            segment::decode_with(&key, &m, index, &refs, &pool)
+                                .map(|plain| Buffers::share(&pool, plain))
                         })
                         .await
                         .map_err(|e| ClientError::Internal(e.to_string()))?
@@ -759,7 +778,7 @@ impl Client {
             let (this, cap, m) = (&this, &cap, &m);
             // Fetch the next segment while this one is decoded and sent.
             let segments = futures::stream::iter(0..m.segments.len() as u64)
-                .map(|i| async move { this.get_segment(cap, m, i).await.map(Bytes::from) })
+                .map(|i| async move { this.get_segment(cap, m, i).await })
                 .buffered(GET_PIPELINE);
             futures::pin_mut!(segments);
             while let Some(res) = segments.next().await {

@@ -6,10 +6,12 @@
 //! - [`client`]: put, get and stat on behalf of the local user.
 //! - [`catalog`]: the list of files this node has put.
 //! - [`api`]: the loopback HTTP/JSON control API the CLI uses.
+//! - [`bufpool`]: recycled segment buffers.
 //!
 //! [`run`] starts them all and stops them cleanly on shutdown.
 
 pub mod api;
+pub mod bufpool;
 pub mod catalog;
 pub mod client;
 pub mod identity;
@@ -49,6 +51,9 @@ pub enum NodeError {
     #[error(transparent)]
     Net(#[from] cairn_net::NetError),
 }
+
+/// How long the segment buffer pool may sit unused before it is emptied.
+const POOL_IDLE: Duration = Duration::from_secs(10);
 
 /// Unix seconds now.
 pub fn now_secs() -> u64 {
@@ -159,6 +164,15 @@ pub async fn run(
         .local_addr()
         .map_err(|e| NodeError::Io(e.to_string()))?;
     let client = Client::new(net.clone(), store.clone(), catalog.clone());
+    // Spare segment buffers go back to the system once transfers stop.
+    let pool = client.buffers().clone();
+    let trimmer = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(POOL_IDLE);
+        loop {
+            tick.tick().await;
+            pool.trim_idle(POOL_IDLE);
+        }
+    });
     let app = api::router(api::ApiState {
         client,
         net: net.clone(),
@@ -198,6 +212,7 @@ pub async fn run(
     let _ = stop_tx.send(true);
     let _ = driver.await;
     service.abort();
+    trimmer.abort();
     let _ = std::fs::remove_file(info_path(dir));
     drop(lock);
     served.map_err(|e| NodeError::Io(format!("API server failed: {e}")))

@@ -606,6 +606,10 @@ impl PieceStore {
             "could not fsync temp file {}",
             tmp.display()
         )))?;
+        // The piece is now clean on disk. Drop it from the page cache: a
+        // node stores far more than it reads back soon, and keeping cold
+        // pieces cached would evict its owner's working set. Advisory only.
+        let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed);
         drop(file);
         self.crash(CrashPoint::Synced)?;
 

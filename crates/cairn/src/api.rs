@@ -4,7 +4,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow, bail};
-use bytes::{Buf, BytesMut};
+use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::de::DeserializeOwned;
@@ -14,6 +14,86 @@ use tokio::io::AsyncWriteExt;
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct ReadFailed(pub std::io::Error);
+
+/// How far a download's disk writes may run ahead of what is known to be on
+/// disk. Behind that, written pages are dropped from the page cache, so a
+/// large download neither floods the cache nor piles up dirty pages that a
+/// final fsync then waits for. Files smaller than this stay cached.
+const WRITE_BEHIND: u64 = 64 << 20;
+
+/// Largest header or error frame accepted from the node.
+const MAX_SMALL_FRAME: usize = 1 << 20;
+
+/// Chunks queued for the writer thread (1 MiB frames).
+const WRITE_QUEUE: usize = 16;
+
+/// Where a download goes: stdout, or a file written on its own thread.
+enum Sink {
+    Stdout(tokio::io::Stdout),
+    File {
+        tx: tokio::sync::mpsc::Sender<Bytes>,
+        writer: tokio::task::JoinHandle<std::io::Result<()>>,
+    },
+}
+
+impl Sink {
+    fn file(file: std::fs::File) -> Self {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(WRITE_QUEUE);
+        let writer = tokio::task::spawn_blocking(move || {
+            use std::io::Write;
+            let mut file = file;
+            let (mut written, mut synced) = (0u64, 0u64);
+            while let Some(chunk) = rx.blocking_recv() {
+                file.write_all(&chunk)?;
+                written += chunk.len() as u64;
+                if written - synced >= WRITE_BEHIND {
+                    file.sync_data()?;
+                    synced = written;
+                    // Advisory: failing to drop cached pages loses nothing.
+                    let _ = rustix::fs::fadvise(
+                        &file,
+                        0,
+                        std::num::NonZeroU64::new(synced),
+                        rustix::fs::Advice::DontNeed,
+                    );
+                }
+            }
+            file.sync_all()
+        });
+        Sink::File { tx, writer }
+    }
+
+    async fn write(&mut self, chunk: Bytes) -> std::io::Result<()> {
+        match self {
+            Sink::Stdout(out) => out.write_all(&chunk).await,
+            Sink::File { tx, writer } => {
+                if tx.send(chunk).await.is_ok() {
+                    return Ok(());
+                }
+                // The writer stopped early: report its error.
+                let (dead, _) = tokio::sync::mpsc::channel(1);
+                *tx = dead;
+                match writer.await {
+                    Ok(Err(e)) => Err(e),
+                    _ => Err(std::io::Error::other("the file writer stopped")),
+                }
+            }
+        }
+    }
+
+    /// Flushes everything; a file is fsynced.
+    async fn finish(self) -> std::io::Result<()> {
+        match self {
+            Sink::Stdout(mut out) => out.flush().await,
+            Sink::File { tx, writer } => {
+                drop(tx);
+                writer
+                    .await
+                    .map_err(|e| std::io::Error::other(format!("the file writer failed: {e}")))?
+            }
+        }
+    }
+}
 
 /// A node's control API.
 #[derive(Clone)]
@@ -165,7 +245,7 @@ impl Api {
             .await
             .map_err(|e| self.unreachable(e))?;
         let resp = self.check(resp).await?;
-        let mut sink: Box<dyn tokio::io::AsyncWrite + Unpin + Send> = Box::new(tokio::io::stdout());
+        let mut sink = Sink::Stdout(tokio::io::stdout());
         let mut tmp: Option<tempfile::TempPath> = None;
         if out != "-" {
             let path = Path::new(out);
@@ -178,52 +258,83 @@ impl Api {
                 .tempfile_in(dir)
                 .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
             let (file, path) = named.into_parts();
-            sink = Box::new(tokio::fs::File::from_std(file));
+            sink = Sink::file(file);
             tmp = Some(path);
         }
         let mut body = resp.bytes_stream();
-        let mut buf = BytesMut::new();
+        // Data payloads pass straight from the HTTP chunks to the sink
+        // without being reassembled; only headers and the small H and E
+        // frames are collected.
+        let mut head = BytesMut::with_capacity(5);
+        let mut data_left = 0usize;
+        let mut small: Option<(u8, usize, BytesMut)> = None;
         let mut written = 0u64;
         let mut pb: Option<ProgressBar> = None;
         let started = Instant::now();
         loop {
-            // Parse every complete frame in the buffer.
-            while buf.len() >= 5 {
-                let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
-                if buf.len() < 5 + len {
-                    break;
+            let mut chunk = match body.next().await {
+                Some(Ok(chunk)) => chunk,
+                Some(Err(e)) => bail!("the connection to the node broke during the download: {e}"),
+                None => bail!("the node ended the download early; nothing was written to {out}"),
+            };
+            loop {
+                if data_left > 0 && !chunk.is_empty() {
+                    let part = chunk.split_to(data_left.min(chunk.len()));
+                    data_left -= part.len();
+                    let n = part.len() as u64;
+                    sink.write(part)
+                        .await
+                        .with_context(|| format!("cannot write to {out}"))?;
+                    written += n;
+                    if let Some(pb) = &pb {
+                        pb.inc(n);
+                    }
+                    continue;
                 }
-                let tag = buf[0];
-                buf.advance(5);
-                let payload = buf.split_to(len);
-                match tag {
-                    b'H' => {
+                if let Some((tag, len, mut payload)) = small.take() {
+                    let take = (len - payload.len()).min(chunk.len());
+                    payload.extend_from_slice(&chunk.split_to(take));
+                    if payload.len() < len {
+                        small = Some((tag, len, payload));
+                        break;
+                    }
+                    if tag == b'H' {
                         let h: serde_json::Value = serde_json::from_slice(&payload)?;
                         pb = Some(progress(h.get("size").and_then(|s| s.as_u64())));
+                        continue;
                     }
-                    b'D' => {
-                        sink.write_all(&payload)
-                            .await
-                            .with_context(|| format!("cannot write to {out}"))?;
-                        written += payload.len() as u64;
-                        if let Some(pb) = &pb {
-                            pb.inc(payload.len() as u64);
-                        }
+                    if let Some(pb) = &pb {
+                        pb.finish_and_clear();
                     }
-                    b'E' => {
-                        if let Some(pb) = &pb {
-                            pb.finish_and_clear();
-                        }
-                        bail!("{}", String::from_utf8_lossy(&payload));
+                    bail!("{}", String::from_utf8_lossy(&payload));
+                }
+                if chunk.is_empty() {
+                    break;
+                }
+                let take = (5 - head.len()).min(chunk.len());
+                head.extend_from_slice(&chunk.split_to(take));
+                if head.len() < 5 {
+                    break;
+                }
+                let tag = head[0];
+                let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+                head.clear();
+                match tag {
+                    b'D' => data_left = len,
+                    b'H' | b'E' if len <= MAX_SMALL_FRAME => {
+                        small = Some((tag, len, BytesMut::with_capacity(len)));
                     }
+                    b'H' | b'E' => bail!(
+                        "the node sent a {len}-byte control frame; is it a different Cairn version?"
+                    ),
                     b'Z' => {
                         if let Some(pb) = &pb {
                             pb.finish_and_clear();
                         }
-                        sink.flush().await?;
-                        drop(sink);
+                        sink.finish()
+                            .await
+                            .with_context(|| format!("cannot write to {out}"))?;
                         if let Some(tmp) = tmp {
-                            std::fs::File::open(&tmp).and_then(|f| f.sync_all()).ok();
                             tmp.persist(out).with_context(|| {
                                 format!("cannot move the downloaded file onto {out}")
                             })?;
@@ -235,11 +346,6 @@ impl Api {
                         "the node sent an unknown frame type {other}; is it a different Cairn version?"
                     ),
                 }
-            }
-            match body.next().await {
-                Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
-                Some(Err(e)) => bail!("the connection to the node broke during the download: {e}"),
-                None => bail!("the node ended the download early; nothing was written to {out}"),
             }
         }
     }
