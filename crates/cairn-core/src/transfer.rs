@@ -12,7 +12,12 @@
 //! - [`FetchPlan`]: k plus a few pieces are requested in parallel; each
 //!   failure asks another holder; once k valid pieces are in, the rest are
 //!   cancelled. It fails only after every holder has answered, so the error
-//!   can say exactly how many pieces were reachable.
+//!   can say exactly how many pieces were reachable. Data pieces are worth
+//!   waiting for: with all k of them, decoding is a copy instead of a
+//!   Reed-Solomon solve. So when k pieces are in but a data piece is still
+//!   on its way, the plan asks the caller to linger briefly
+//!   ([`Action::Linger`]) and completes as soon as the data pieces are all
+//!   in, or when the caller's timer calls [`FetchPlan::finish`].
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::Hash;
@@ -83,6 +88,10 @@ pub enum Action<P> {
     },
     /// Done: these pieces succeeded (upload: index and holder; fetch: the k indices to use).
     Complete(Vec<(u16, P)>),
+    /// Fetch only: k pieces are in, but data pieces are still on their way.
+    /// Wait a little, then call [`FetchPlan::finish`] if the plan has not
+    /// completed by itself.
+    Linger,
     /// Impossible to finish.
     Fail {
         /// Pieces that succeeded.
@@ -209,6 +218,7 @@ pub struct FetchPlan<P> {
     got: Vec<(u16, P)>,
     failures: Failures,
     finished: bool,
+    lingering: bool,
 }
 
 impl<P: Clone + Eq + Hash> FetchPlan<P> {
@@ -226,6 +236,7 @@ impl<P: Clone + Eq + Hash> FetchPlan<P> {
             got: Vec::new(),
             failures: Failures::default(),
             finished: false,
+            lingering: false,
         }
     }
 
@@ -238,7 +249,8 @@ impl<P: Clone + Eq + Hash> FetchPlan<P> {
     }
 
     fn fill(&mut self, out: &mut Vec<Action<P>>) {
-        while self.got.len() + self.in_flight.len() < self.parallel {
+        while self.got.len() < self.needed && self.got.len() + self.in_flight.len() < self.parallel
+        {
             let Some((index, peer)) = self.sources.pop_front() else {
                 break;
             };
@@ -252,8 +264,26 @@ impl<P: Clone + Eq + Hash> FetchPlan<P> {
             return;
         }
         if self.got.len() >= self.needed {
-            self.finished = true;
-            complete(&mut self.in_flight, std::mem::take(&mut self.got), out);
+            let k = self.needed;
+            let data_in = self.got.iter().filter(|(i, _)| usize::from(*i) < k).count();
+            let data_coming = self
+                .in_flight
+                .keys()
+                .filter(|i| usize::from(**i) < k)
+                .count();
+            if data_in == k {
+                // Every data piece is in: use just those.
+                self.got.retain(|(i, _)| usize::from(*i) < k);
+                self.complete(out);
+            } else if data_in + data_coming == k {
+                // The rest of the data pieces are in flight: worth a short wait.
+                if !self.lingering {
+                    self.lingering = true;
+                    out.push(Action::Linger);
+                }
+            } else {
+                self.complete(out);
+            }
         } else if self.in_flight.is_empty() && self.sources.is_empty() {
             // Fail only once every holder has answered, so the error reports
             // exactly how many pieces were reachable.
@@ -264,6 +294,21 @@ impl<P: Clone + Eq + Hash> FetchPlan<P> {
                 failures: self.failures.clone(),
             });
         }
+    }
+
+    fn complete(&mut self, out: &mut Vec<Action<P>>) {
+        self.finished = true;
+        complete(&mut self.in_flight, std::mem::take(&mut self.got), out);
+    }
+
+    /// Stops lingering: completes with the pieces in hand. Does nothing
+    /// unless the plan asked to linger and has not completed since.
+    pub fn finish(&mut self) -> Vec<Action<P>> {
+        let mut out = Vec::new();
+        if self.lingering && !self.finished {
+            self.complete(&mut out);
+        }
+        out
     }
 
     /// Piece `index` arrived and passed its hash check.
@@ -387,6 +432,69 @@ mod tests {
                     peer: "a"
                 },
                 Action::Complete(vec![(2, "c"), (3, "d")])
+            ]
+        );
+    }
+
+    #[test]
+    fn fetch_lingers_for_data_pieces_and_then_uses_only_them() {
+        // k = 3: data pieces 0..3, recovery pieces 3 and 4.
+        let holders = [(0, "a"), (1, "b"), (2, "c"), (3, "d"), (4, "e")];
+        let mut plan = FetchPlan::new(3, 2, holders);
+        assert_eq!(sends(&plan.start()).len(), 5);
+        assert!(plan.on_piece(3).is_empty());
+        assert!(plan.on_piece(0).is_empty());
+        // k pieces are in, data piece 1 and 2 are in flight: linger once.
+        assert_eq!(plan.on_piece(4), vec![Action::Linger]);
+        assert!(plan.on_piece(1).is_empty());
+        // The last data piece completes the plan with the data pieces only.
+        assert_eq!(
+            plan.on_piece(2),
+            vec![Action::Complete(vec![(0, "a"), (1, "b"), (2, "c")])]
+        );
+        assert!(
+            plan.finish().is_empty(),
+            "finish after completion does nothing"
+        );
+    }
+
+    #[test]
+    fn fetch_linger_ends_on_timer_or_a_lost_data_piece() {
+        let holders = [(0, "a"), (1, "b"), (2, "c"), (3, "d")];
+        let mut plan = FetchPlan::new(2, 2, holders);
+        plan.start();
+        plan.on_piece(2);
+        assert_eq!(plan.on_piece(0), vec![Action::Linger]);
+        // The caller's timer fires: complete with what is in, cancel the rest.
+        assert_eq!(
+            plan.finish(),
+            vec![
+                Action::Cancel {
+                    index: 1,
+                    peer: "b"
+                },
+                Action::Cancel {
+                    index: 3,
+                    peer: "d"
+                },
+                Action::Complete(vec![(0, "a"), (2, "c")])
+            ]
+        );
+
+        let mut plan = FetchPlan::new(2, 2, holders);
+        plan.start();
+        plan.on_piece(2);
+        assert_eq!(plan.on_piece(0), vec![Action::Linger]);
+        // Data piece 1 failed: waiting cannot help any more, and no new
+        // requests go out since k pieces are in.
+        assert_eq!(
+            plan.on_failed(1, FailureKind::Unreachable),
+            vec![
+                Action::Cancel {
+                    index: 3,
+                    peer: "d"
+                },
+                Action::Complete(vec![(0, "a"), (2, "c")])
             ]
         );
     }

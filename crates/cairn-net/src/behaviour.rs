@@ -12,6 +12,7 @@ use libp2p::{
     tcp, yamux,
 };
 
+use crate::bufpool::BufPool;
 use crate::protocol::{PIECE_PROTOCOL, PieceCodec};
 
 /// Kademlia under Cairn's own protocol name, so Cairn nodes form their own DHT.
@@ -32,6 +33,8 @@ pub struct NetConfig {
     pub max_streams: usize,
     /// Time a piece request may take.
     pub request_timeout: Duration,
+    /// Where piece bodies off the wire are read into.
+    pub bodies: BufPool,
 }
 
 impl Default for NetConfig {
@@ -42,6 +45,7 @@ impl Default for NetConfig {
             max_connections_per_peer: 2,
             max_streams: 64,
             request_timeout: Duration::from_secs(120),
+            bodies: BufPool::new(crate::protocol::BODY_POOL_BYTES),
         }
     }
 }
@@ -124,7 +128,7 @@ fn behaviour(key: &Keypair, cfg: &NetConfig) -> Result<Behaviour, BoxError> {
         None
     };
     let piece = request_response::Behaviour::with_codec(
-        PieceCodec,
+        PieceCodec::new(cfg.bodies.clone()),
         [(PIECE_PROTOCOL, request_response::ProtocolSupport::Full)],
         request_response::Config::default()
             .with_request_timeout(cfg.request_timeout)

@@ -19,10 +19,13 @@ use std::io;
 
 use bytes::Bytes;
 use cairn_core::PieceId;
+use cairn_core::buf::Buffers;
 use cairn_core::params::MAX_PIECE_BYTES;
 use futures::prelude::*;
 use libp2p::StreamProtocol;
 use serde::{Deserialize, Serialize};
+
+use crate::bufpool::BufPool;
 
 /// The protocol name; the trailing number is the wire version.
 pub const PIECE_PROTOCOL: StreamProtocol = StreamProtocol::new("/cairn/piece/1");
@@ -158,8 +161,27 @@ impl Response {
 }
 
 /// Length-prefixed postcard header plus raw body, with size limits.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct PieceCodec;
+/// Bodies are read into buffers from a shared pool.
+#[derive(Clone, Debug)]
+pub struct PieceCodec {
+    bodies: BufPool,
+}
+
+impl PieceCodec {
+    /// A codec that reads bodies into buffers from `bodies`.
+    pub fn new(bodies: BufPool) -> Self {
+        Self { bodies }
+    }
+}
+
+impl Default for PieceCodec {
+    fn default() -> Self {
+        Self::new(BufPool::new(BODY_POOL_BYTES))
+    }
+}
+
+/// Spare body buffers a default codec keeps: sixteen 4 MiB pieces.
+pub const BODY_POOL_BYTES: usize = 64 << 20;
 
 fn invalid(msg: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg.into())
@@ -177,7 +199,7 @@ async fn read_len<T: AsyncRead + Unpin>(io: &mut T, max: u32, what: &str) -> io:
     Ok(len as usize)
 }
 
-async fn read_frame<T, H>(io: &mut T) -> io::Result<(H, Bytes)>
+async fn read_frame<T, H>(io: &mut T, bodies: &BufPool) -> io::Result<(H, Bytes)>
 where
     T: AsyncRead + Unpin,
     H: for<'de> Deserialize<'de>,
@@ -187,13 +209,9 @@ where
     io.read_exact(&mut header).await?;
     let header = postcard::from_bytes(&header).map_err(|e| invalid(format!("bad header: {e}")))?;
     let blen = read_len(io, MAX_BODY_BYTES, "body").await?;
-    // A zeroed allocation this large comes straight from the kernel as
-    // untouched zero pages: it costs no memory until bytes actually arrive,
-    // so a peer that declares a large body and sends nothing gains nothing,
-    // and nothing is zero-filled or copied on the way.
-    let mut body = vec![0u8; blen];
+    let mut body = bodies.take_zeroed(blen);
     io.read_exact(&mut body).await?;
-    Ok((header, Bytes::from(body)))
+    Ok((header, bodies.share(body)))
 }
 
 async fn write_frame<T, H>(io: &mut T, header: &H, body: &[u8]) -> io::Result<()>
@@ -228,7 +246,7 @@ impl libp2p::request_response::Codec for PieceCodec {
     where
         T: AsyncRead + Unpin + Send,
     {
-        let (header, body) = read_frame(io).await?;
+        let (header, body) = read_frame(io, &self.bodies).await?;
         if let RequestHeader::Has { ids } = &header
             && ids.len() > MAX_HAS_IDS
         {
@@ -241,7 +259,7 @@ impl libp2p::request_response::Codec for PieceCodec {
     where
         T: AsyncRead + Unpin + Send,
     {
-        let (header, body) = read_frame(io).await?;
+        let (header, body) = read_frame(io, &self.bodies).await?;
         Ok(Response { header, body })
     }
 
@@ -292,10 +310,10 @@ mod tests {
             body: Bytes::from(vec![5; 1000]),
         };
         let mut buf = Cursor::new(Vec::new());
-        block(PieceCodec.write_request(&PIECE_PROTOCOL, &mut buf, req.clone())).unwrap();
+        block(PieceCodec::default().write_request(&PIECE_PROTOCOL, &mut buf, req.clone())).unwrap();
         let mut rd = Cursor::new(buf.into_inner());
         assert_eq!(
-            block(PieceCodec.read_request(&PIECE_PROTOCOL, &mut rd)).unwrap(),
+            block(PieceCodec::default().read_request(&PIECE_PROTOCOL, &mut rd)).unwrap(),
             req
         );
     }
@@ -305,22 +323,26 @@ mod tests {
         let mut huge = Vec::new();
         huge.extend_from_slice(&(MAX_HEADER_BYTES + 1).to_be_bytes());
         let err =
-            block(PieceCodec.read_request(&PIECE_PROTOCOL, &mut Cursor::new(huge))).unwrap_err();
+            block(PieceCodec::default().read_request(&PIECE_PROTOCOL, &mut Cursor::new(huge)))
+                .unwrap_err();
         assert!(err.to_string().contains("exceeds"), "{err}");
 
         let header = postcard::to_stdvec(&RequestHeader::Status).unwrap();
         let mut msg = (header.len() as u32).to_be_bytes().to_vec();
         msg.extend_from_slice(&header);
         msg.extend_from_slice(&(MAX_BODY_BYTES + 1).to_be_bytes());
-        let err = block(PieceCodec.read_request(&PIECE_PROTOCOL, &mut Cursor::new(msg.clone())))
-            .unwrap_err();
+        let err = block(
+            PieceCodec::default().read_request(&PIECE_PROTOCOL, &mut Cursor::new(msg.clone())),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("exceeds"), "{err}");
 
         let mut short = msg[..msg.len() - 4].to_vec();
         short.extend_from_slice(&100u32.to_be_bytes());
         short.extend_from_slice(&[0; 10]);
         let err =
-            block(PieceCodec.read_request(&PIECE_PROTOCOL, &mut Cursor::new(short))).unwrap_err();
+            block(PieceCodec::default().read_request(&PIECE_PROTOCOL, &mut Cursor::new(short)))
+                .unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
     }
 }

@@ -23,6 +23,7 @@ use cairn_core::placement::{self, Candidate};
 use cairn_core::segment::{self, SegmentError, piece_hash};
 use cairn_core::transfer::{Action, FailureKind, Failures, FetchPlan, UploadPlan};
 use cairn_core::{FileId, FileKey, Manifest, ManifestId, PieceId, ReadCap};
+use cairn_net::BufPool;
 use cairn_net::libp2p::PeerId;
 use cairn_net::{BlobKind, ErrorCode, Request, RequestHeader, ResponseHeader};
 use cairn_store::{NewPiece, PieceKind, PieceStore, StoreError};
@@ -31,7 +32,6 @@ use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::mpsc;
 
-use crate::bufpool::BufPool;
 use crate::catalog::{Catalog, FileRecord};
 use crate::net::NetHandle;
 use crate::now_secs;
@@ -44,6 +44,14 @@ pub const PUT_PIPELINE: usize = 2;
 pub const GET_PIPELINE: usize = 2;
 /// Piece requests beyond k kept in flight while fetching.
 pub const FETCH_EXTRA: usize = 2;
+/// How long a fetch with k pieces in hand waits for its missing data pieces,
+/// given how long the fetch has taken so far. Decoding without them is a
+/// Reed-Solomon solve that costs about as long as fetching a segment, so a
+/// wait of a fraction of the fetch time pays; the cap bounds a slow holder.
+fn linger(elapsed: Duration) -> Duration {
+    (elapsed / 2).clamp(Duration::from_millis(2), Duration::from_millis(200))
+}
+
 /// Spare segment buffers kept for reuse: enough for the segments in flight
 /// of a couple of transfers at the default segment size.
 const POOL_BYTES: usize = 512 << 20;
@@ -561,7 +569,7 @@ impl Client {
                         });
                     }
                     // Dropping `running` below cancels whatever is still in flight.
-                    Action::Cancel { .. } => {}
+                    Action::Cancel { .. } | Action::Linger => {}
                     Action::Complete(stored) => {
                         tracing::debug!(segment = index, ?encoded, uploaded = ?(started.elapsed() - encoded), "segment stored");
                         let pieces = stored
@@ -633,7 +641,7 @@ impl Client {
                             )
                         });
                     }
-                    Action::Cancel { .. } => {}
+                    Action::Cancel { .. } | Action::Linger => {}
                     Action::Complete(_) => return Ok(()),
                     // A manifest on fewer nodes than wanted is still readable; two copies is the floor.
                     Action::Fail { succeeded, .. } if succeeded >= wanted.min(2) => return Ok(()),
@@ -704,6 +712,8 @@ impl Client {
         let mut plan = FetchPlan::new(m.k, FETCH_EXTRA, sources);
         let mut got: HashMap<u16, Bytes> = HashMap::new();
         let mut running = FuturesUnordered::new();
+        let started = tokio::time::Instant::now();
+        let mut linger_until: Option<tokio::time::Instant> = None;
         let mut actions = plan.start();
         loop {
             for action in actions.drain(..) {
@@ -714,6 +724,10 @@ impl Client {
                         running.push(async move { (i, self.fetch_blob(peer, id, hash).await) });
                     }
                     Action::Cancel { .. } => {}
+                    Action::Linger => {
+                        linger_until =
+                            Some(tokio::time::Instant::now() + linger(started.elapsed()));
+                    }
                     Action::Complete(use_) => {
                         drop(running);
                         let chosen: Vec<(u16, Bytes)> = use_
@@ -747,7 +761,18 @@ impl Client {
                     }
                 }
             }
-            let Some((i, res)) = running.next().await else {
+            let next = match linger_until {
+                Some(until) => tokio::select! {
+                    next = running.next() => next,
+                    () = tokio::time::sleep_until(until) => {
+                        linger_until = None;
+                        actions = plan.finish();
+                        continue;
+                    }
+                },
+                None => running.next().await,
+            };
+            let Some((i, res)) = next else {
                 return Err(ClientError::Internal("fetch plan stalled".into()));
             };
             actions = match res {

@@ -6,12 +6,10 @@
 //! - [`client`]: put, get and stat on behalf of the local user.
 //! - [`catalog`]: the list of files this node has put.
 //! - [`api`]: the loopback HTTP/JSON control API the CLI uses.
-//! - [`bufpool`]: recycled segment buffers.
 //!
 //! [`run`] starts them all and stops them cleanly on shutdown.
 
 pub mod api;
-pub mod bufpool;
 pub mod catalog;
 pub mod client;
 pub mod identity;
@@ -165,12 +163,14 @@ pub async fn run(
         .map_err(|e| NodeError::Io(e.to_string()))?;
     let client = Client::new(net.clone(), store.clone(), catalog.clone());
     // Spare segment buffers go back to the system once transfers stop.
-    let pool = client.buffers().clone();
+    let pools = [client.buffers().clone(), net_cfg.bodies.clone()];
     let trimmer = tokio::spawn(async move {
         let mut tick = tokio::time::interval(POOL_IDLE);
         loop {
             tick.tick().await;
-            pool.trim_idle(POOL_IDLE);
+            for pool in &pools {
+                pool.trim_idle(POOL_IDLE);
+            }
         }
     });
     let app = api::router(api::ApiState {
