@@ -29,6 +29,7 @@ use cairn_store::PieceStore;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+pub use cairn_net::BufPool;
 pub use cairn_net::libp2p::Multiaddr;
 pub use client::{Client, ClientError, PutOptions};
 
