@@ -8,6 +8,8 @@
 
 use reed_solomon_simd::{ReedSolomonDecoder, ReedSolomonEncoder};
 
+use crate::buf::{Buffers, Heap};
+
 /// The largest number of pieces a segment may be coded into.
 pub const MAX_PIECES: u16 = 1024;
 
@@ -63,8 +65,6 @@ fn check(k: u16, coded: u16) -> Result<(), ErasureError> {
 /// its working set is `coded * STRIPE` bytes, so pieces are coded in stripes
 /// of this width to stay in cache (about 5× faster than whole 4 MiB shards).
 pub const STRIPE: usize = 64 * 1024;
-
-use crate::buf::{Buffers, Heap};
 
 fn coder_err(e: reed_solomon_simd::Error) -> ErasureError {
     ErasureError::Coder(e.to_string())

@@ -72,12 +72,6 @@ impl BufPool {
         Some(buf)
     }
 
-    /// An empty buffer with room for at least `capacity` bytes.
-    fn take_buf(&self, capacity: usize) -> Vec<u8> {
-        self.spare(capacity)
-            .unwrap_or_else(|| Vec::with_capacity(capacity))
-    }
-
     /// A buffer of `len` zero bytes. A spare one is zero-filled; a fresh one
     /// comes from `calloc`, whose untouched pages cost no memory until
     /// written, so a peer that announces a large body and sends nothing
@@ -89,21 +83,6 @@ impl BufPool {
                 buf
             }
             None => vec![0; len],
-        }
-    }
-
-    /// Returns `buf` for reuse, if the pool has room for it.
-    fn give_buf(&self, mut buf: Vec<u8>) {
-        let cap = buf.capacity();
-        if cap < MIN_KEPT {
-            return;
-        }
-        let mut inner = self.lock();
-        inner.last_used = Instant::now();
-        if inner.held + cap <= inner.limit {
-            buf.clear();
-            inner.held += cap;
-            inner.free.push(buf);
         }
     }
 
@@ -128,11 +107,23 @@ impl BufPool {
 
 impl Buffers for BufPool {
     fn take(&self, capacity: usize) -> Vec<u8> {
-        self.take_buf(capacity)
+        self.spare(capacity)
+            .unwrap_or_else(|| Vec::with_capacity(capacity))
     }
 
-    fn give(&self, buf: Vec<u8>) {
-        self.give_buf(buf);
+    /// Keeps `buf` for reuse if the pool has room for it.
+    fn give(&self, mut buf: Vec<u8>) {
+        let cap = buf.capacity();
+        if cap < MIN_KEPT {
+            return;
+        }
+        let mut inner = self.lock();
+        inner.last_used = Instant::now();
+        if inner.held + cap <= inner.limit {
+            buf.clear();
+            inner.held += cap;
+            inner.free.push(buf);
+        }
     }
 
     /// The buffer comes back to the pool when the last slice of it drops.
@@ -158,7 +149,7 @@ impl AsRef<[u8]> for Pooled {
 
 impl Drop for Pooled {
     fn drop(&mut self) {
-        self.pool.give_buf(std::mem::take(&mut self.buf));
+        self.pool.give(std::mem::take(&mut self.buf));
     }
 }
 
@@ -169,34 +160,34 @@ mod tests {
     #[test]
     fn buffers_are_reused_within_the_limit() {
         let pool = BufPool::new(3 << 20);
-        let a = pool.take_buf(2 << 20);
+        let a = pool.take(2 << 20);
         let ptr = a.as_ptr();
-        pool.give_buf(a);
+        pool.give(a);
         assert_eq!(pool.held(), 2 << 20);
         assert_eq!(
-            pool.take_buf(1000).capacity(),
+            pool.take(1000).capacity(),
             1000,
             "a small request took a spare"
         );
-        let b = pool.take_buf(1 << 20);
+        let b = pool.take(1 << 20);
         assert_eq!(b.as_ptr(), ptr, "the spare buffer was not reused");
         assert!(b.is_empty());
         assert_eq!(pool.held(), 0);
         // Over the limit: the second buffer is dropped, not kept.
-        pool.give_buf(b);
-        pool.give_buf(Vec::with_capacity(2 << 20));
+        pool.give(b);
+        pool.give(Vec::with_capacity(2 << 20));
         assert_eq!(pool.held(), 2 << 20);
         // Too small to keep.
-        pool.give_buf(Vec::with_capacity(1000));
+        pool.give(Vec::with_capacity(1000));
         assert_eq!(pool.held(), 2 << 20);
     }
 
     #[test]
     fn shared_bytes_return_when_the_last_slice_drops() {
         let pool = BufPool::new(8 << 20);
-        let mut v = pool.take_buf(2 << 20);
+        let mut v = pool.take(2 << 20);
         v.extend_from_slice(&[7u8; 4096]);
-        let bytes = Buffers::share(&pool, v);
+        let bytes = pool.share(v);
         let slice = bytes.slice(10..20);
         drop(bytes);
         assert_eq!(pool.held(), 0, "returned while a slice was alive");
@@ -208,9 +199,9 @@ mod tests {
     #[test]
     fn zeroed_buffers_are_zero_even_when_reused() {
         let pool = BufPool::new(8 << 20);
-        let mut v = pool.take_buf(2 << 20);
+        let mut v = pool.take(2 << 20);
         v.resize(2 << 20, 0xAB);
-        pool.give_buf(v);
+        pool.give(v);
         let z = pool.take_zeroed(3 << 19);
         assert_eq!(z.len(), 3 << 19);
         assert!(z.iter().all(|b| *b == 0));
@@ -220,7 +211,7 @@ mod tests {
     #[test]
     fn an_idle_pool_lets_its_buffers_go() {
         let pool = BufPool::new(8 << 20);
-        pool.give_buf(Vec::with_capacity(2 << 20));
+        pool.give(Vec::with_capacity(2 << 20));
         assert_eq!(pool.trim_idle(Duration::from_secs(3600)), 0);
         assert_eq!(pool.held(), 2 << 20);
         assert_eq!(pool.trim_idle(Duration::ZERO), 2 << 20);

@@ -13,14 +13,11 @@
 //!
 //! Errors are `{"error": "<sentence>"}` with a 4xx or 5xx status.
 //!
-//! A get answers with frames `tag (1 byte) | length (u32 BE) | payload`:
-//! `H` JSON [`GetHeader`], then `D` plaintext chunks, then `Z` (empty) on
-//! success or `E` (UTF-8 sentence) on failure. A reader that sees the stream
-//! end without `Z` knows the transfer broke.
+//! A get answers with the frames of [`crate::frames`], so that a failure
+//! mid-stream reaches the CLI as a sentence, not a cut connection.
 //!
 //! [`PutOutcome`]: crate::client::PutOutcome
 //! [`StatReport`]: crate::client::StatReport
-//! [`GetHeader`]: crate::client::GetHeader
 
 use std::sync::Arc;
 
@@ -30,7 +27,7 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use cairn_core::ReadCap;
 use cairn_store::PieceStore;
 use futures::StreamExt;
@@ -39,6 +36,7 @@ use tokio_util::io::StreamReader;
 
 use crate::catalog::Catalog;
 use crate::client::{Client, ClientError, PutOptions};
+use crate::frames::{DATA, END, ERROR, HEADER, frame};
 use crate::net::NetHandle;
 
 /// Largest data frame in a get stream.
@@ -46,6 +44,11 @@ const FRAME: usize = 1 << 20;
 /// Puts and gets served at once; each holds a few segments in memory, so
 /// more wait their turn instead of growing the node's memory without bound.
 pub const MAX_TRANSFERS: usize = 4;
+
+/// How much of a failed put's remaining upload is read, and for how long,
+/// so the CLI receives the error instead of a reset connection.
+const DRAIN_BYTES: u64 = 1 << 30;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Shared state of the API handlers.
 #[derive(Clone)]
@@ -180,7 +183,7 @@ async fn put(
     let stream = body
         .into_data_stream()
         .map(|r| r.map_err(std::io::Error::other));
-    let reader = StreamReader::new(stream);
+    let mut reader = StreamReader::new(stream);
     let defaults = PutOptions::default();
     let opts = PutOptions {
         k: q.k,
@@ -188,8 +191,18 @@ async fn put(
         segment_size: q.segment_size.unwrap_or(defaults.segment_size),
         name: q.name,
     };
-    let outcome = s.client.put(reader, opts).await?;
-    Ok(Json(outcome))
+    match s.client.put(&mut reader, opts).await {
+        Ok(outcome) => Ok(Json(outcome)),
+        Err(e) => {
+            // Answering while the CLI is still sending makes the kernel
+            // reset the connection, and the CLI would lose this error for a
+            // bare "connection reset". Read on (boundedly) so it arrives.
+            let mut rest = tokio::io::AsyncReadExt::take(&mut reader, DRAIN_BYTES);
+            let mut sink = tokio::io::sink();
+            let _ = tokio::time::timeout(DRAIN_TIME, tokio::io::copy(&mut rest, &mut sink)).await;
+            Err(e.into())
+        }
+    }
 }
 
 async fn stat(
@@ -198,18 +211,6 @@ async fn stat(
 ) -> Result<impl IntoResponse, ApiError> {
     let cap = parse_cap(&b.cap)?;
     Ok(Json(s.client.stat(&cap).await?))
-}
-
-fn frame_head(tag: u8, len: usize) -> Bytes {
-    let mut b = BytesMut::with_capacity(5);
-    b.put_u8(tag);
-    // Frames never exceed FRAME bytes, and messages are short sentences.
-    b.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
-    b.freeze()
-}
-
-fn frame(tag: u8, payload: Bytes) -> Vec<Bytes> {
-    vec![frame_head(tag, payload.len()), payload]
 }
 
 async fn get_file(State(s): State<ApiState>, Json(b): Json<CapBody>) -> Result<Response, ApiError> {
@@ -221,7 +222,7 @@ async fn get_file(State(s): State<ApiState>, Json(b): Json<CapBody>) -> Result<R
     let stream = futures::stream::unfold(Some((Some(head), rx)), |state| async move {
         let (head, mut rx) = state?;
         if let Some(h) = head {
-            return Some((frame(b'H', Bytes::from(h)), Some((None, rx))));
+            return Some((frame(HEADER, Bytes::from(h)).to_vec(), Some((None, rx))));
         }
         match rx.recv().await {
             Some(Ok(data)) => {
@@ -229,13 +230,13 @@ async fn get_file(State(s): State<ApiState>, Json(b): Json<CapBody>) -> Result<R
                 let mut at = 0;
                 while at < data.len() {
                     let end = (at + FRAME).min(data.len());
-                    out.extend(frame(b'D', data.slice(at..end)));
+                    out.extend(frame(DATA, data.slice(at..end)));
                     at = end;
                 }
                 Some((out, Some((None, rx))))
             }
-            Some(Err(e)) => Some((frame(b'E', Bytes::from(e.to_string())), None)),
-            None => Some((frame(b'Z', Bytes::new()), None)),
+            Some(Err(e)) => Some((frame(ERROR, Bytes::from(e.to_string())).to_vec(), None)),
+            None => Some((frame(END, Bytes::new()).to_vec(), None)),
         }
     })
     .flat_map(move |frames| {

@@ -5,6 +5,7 @@
 //! - [`service`]: answers other nodes' piece requests from the local store.
 //! - [`client`]: put, get and stat on behalf of the local user.
 //! - [`catalog`]: the list of files this node has put.
+//! - [`frames`]: the framing of a get stream, written by the API, read by the CLI.
 //! - [`api`]: the loopback HTTP/JSON control API the CLI uses.
 //!
 //! [`run`] starts them all and stops them cleanly on shutdown.
@@ -12,6 +13,7 @@
 pub mod api;
 pub mod catalog;
 pub mod client;
+pub mod frames;
 pub mod identity;
 pub mod net;
 pub mod service;

@@ -4,7 +4,8 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow, bail};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
+use cairn_node::frames::{Frame, FrameDecoder};
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::de::DeserializeOwned;
@@ -20,9 +21,6 @@ pub struct ReadFailed(pub std::io::Error);
 /// large download neither floods the cache nor piles up dirty pages that a
 /// final fsync then waits for. Files smaller than this stay cached.
 const WRITE_BEHIND: u64 = 64 << 20;
-
-/// Largest header or error frame accepted from the node.
-const MAX_SMALL_FRAME: usize = 1 << 20;
 
 /// Chunks queued for the writer thread (1 MiB frames).
 const WRITE_QUEUE: usize = 16;
@@ -70,9 +68,7 @@ impl Sink {
                 if tx.send(chunk).await.is_ok() {
                     return Ok(());
                 }
-                // The writer stopped early: report its error.
-                let (dead, _) = tokio::sync::mpsc::channel(1);
-                *tx = dead;
+                // The writer stopped early, so the download ends here: report why.
                 match writer.await {
                     Ok(Err(e)) => Err(e),
                     _ => Err(std::io::Error::other("the file writer stopped")),
@@ -262,12 +258,7 @@ impl Api {
             tmp = Some(path);
         }
         let mut body = resp.bytes_stream();
-        // Data payloads pass straight from the HTTP chunks to the sink
-        // without being reassembled; only headers and the small H and E
-        // frames are collected.
-        let mut head = BytesMut::with_capacity(5);
-        let mut data_left = 0usize;
-        let mut small: Option<(u8, usize, BytesMut)> = None;
+        let mut frames = FrameDecoder::default();
         let mut written = 0u64;
         let mut pb: Option<ProgressBar> = None;
         let started = Instant::now();
@@ -277,57 +268,29 @@ impl Api {
                 Some(Err(e)) => bail!("the connection to the node broke during the download: {e}"),
                 None => bail!("the node ended the download early; nothing was written to {out}"),
             };
-            loop {
-                if data_left > 0 && !chunk.is_empty() {
-                    let part = chunk.split_to(data_left.min(chunk.len()));
-                    data_left -= part.len();
-                    let n = part.len() as u64;
-                    sink.write(part)
-                        .await
-                        .with_context(|| format!("cannot write to {out}"))?;
-                    written += n;
-                    if let Some(pb) = &pb {
-                        pb.inc(n);
-                    }
-                    continue;
-                }
-                if let Some((tag, len, mut payload)) = small.take() {
-                    let take = (len - payload.len()).min(chunk.len());
-                    payload.extend_from_slice(&chunk.split_to(take));
-                    if payload.len() < len {
-                        small = Some((tag, len, payload));
-                        break;
-                    }
-                    if tag == b'H' {
-                        let h: serde_json::Value = serde_json::from_slice(&payload)?;
+            while let Some(frame) = frames.next(&mut chunk)? {
+                match frame {
+                    Frame::Header(h) => {
+                        let h: serde_json::Value = serde_json::from_slice(&h)?;
                         pb = Some(progress(h.get("size").and_then(|s| s.as_u64())));
-                        continue;
                     }
-                    if let Some(pb) = &pb {
-                        pb.finish_and_clear();
+                    Frame::Data(part) => {
+                        let n = part.len() as u64;
+                        sink.write(part)
+                            .await
+                            .with_context(|| format!("cannot write to {out}"))?;
+                        written += n;
+                        if let Some(pb) = &pb {
+                            pb.inc(n);
+                        }
                     }
-                    bail!("{}", String::from_utf8_lossy(&payload));
-                }
-                if chunk.is_empty() {
-                    break;
-                }
-                let take = (5 - head.len()).min(chunk.len());
-                head.extend_from_slice(&chunk.split_to(take));
-                if head.len() < 5 {
-                    break;
-                }
-                let tag = head[0];
-                let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
-                head.clear();
-                match tag {
-                    b'D' => data_left = len,
-                    b'H' | b'E' if len <= MAX_SMALL_FRAME => {
-                        small = Some((tag, len, BytesMut::with_capacity(len)));
+                    Frame::Error(msg) => {
+                        if let Some(pb) = &pb {
+                            pb.finish_and_clear();
+                        }
+                        bail!("{}", String::from_utf8_lossy(&msg));
                     }
-                    b'H' | b'E' => bail!(
-                        "the node sent a {len}-byte control frame; is it a different Cairn version?"
-                    ),
-                    b'Z' => {
+                    Frame::End => {
                         if let Some(pb) = &pb {
                             pb.finish_and_clear();
                         }
@@ -342,9 +305,6 @@ impl Api {
                         tracing::debug!(secs = started.elapsed().as_secs_f64(), "get done");
                         return Ok(written);
                     }
-                    other => bail!(
-                        "the node sent an unknown frame type {other}; is it a different Cairn version?"
-                    ),
                 }
             }
         }
