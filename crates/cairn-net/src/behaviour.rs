@@ -13,7 +13,7 @@ use libp2p::{
 };
 
 use crate::bufpool::BufPool;
-use crate::protocol::{PIECE_PROTOCOL, PieceCodec};
+use crate::protocol::{PIECE_PROTOCOL, RECORD_PROTOCOL, WireCodec};
 
 /// Kademlia under Cairn's own protocol name, so Cairn nodes form their own DHT.
 pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/cairn/kad/1");
@@ -76,7 +76,9 @@ pub struct Behaviour {
     /// Local-network discovery, optional.
     pub mdns: Toggle<mdns::tokio::Behaviour>,
     /// The piece protocol.
-    pub piece: request_response::Behaviour<PieceCodec>,
+    pub piece: request_response::Behaviour<WireCodec>,
+    /// The record protocol (manifests).
+    pub record: request_response::Behaviour<WireCodec>,
 }
 
 /// Which transport a swarm uses.
@@ -127,13 +129,17 @@ fn behaviour(key: &Keypair, cfg: &NetConfig) -> Result<Behaviour, BoxError> {
     } else {
         None
     };
-    let piece = request_response::Behaviour::with_codec(
-        PieceCodec::new(cfg.bodies.clone()),
-        [(PIECE_PROTOCOL, request_response::ProtocolSupport::Full)],
-        request_response::Config::default()
-            .with_request_timeout(cfg.request_timeout)
-            .with_max_concurrent_streams(cfg.max_streams),
-    );
+    let lane = |protocol| {
+        request_response::Behaviour::with_codec(
+            WireCodec::new(cfg.bodies.clone()),
+            [(protocol, request_response::ProtocolSupport::Full)],
+            request_response::Config::default()
+                .with_request_timeout(cfg.request_timeout)
+                .with_max_concurrent_streams(cfg.max_streams),
+        )
+    };
+    let piece = lane(PIECE_PROTOCOL);
+    let record = lane(RECORD_PROTOCOL);
     Ok(Behaviour {
         limits,
         kad,
@@ -141,6 +147,7 @@ fn behaviour(key: &Keypair, cfg: &NetConfig) -> Result<Behaviour, BoxError> {
         ping: ping::Behaviour::default(),
         mdns: mdns.into(),
         piece,
+        record,
     })
 }
 

@@ -1,59 +1,90 @@
-//! The piece protocol, `/cairn/piece/1`: store, fetch, has, delete and status.
+//! Cairn's two request-response protocols:
 //!
+//! - `/cairn/piece/2` ([`PIECE_PROTOCOL`]): store, fetch, has, delete and
+//!   status of erasure-coded pieces, bodies up to one piece.
+//! - `/cairn/record/1` ([`RECORD_PROTOCOL`]): put and get of small records,
+//!   today the sealed manifests, addressed by their [`ManifestId`] (the
+//!   BLAKE3 of the record), bodies up to [`MAX_RECORD_BYTES`].
+//!
+//! Both speak the same envelope; each [`RequestHeader`] belongs to one
+//! [`Lane`], and a header sent on the other protocol is refused.
 //! One request and one response per stream. Each message is framed as
 //!
 //! | bytes | field |
 //! |---|---|
 //! | 4 | header length, big-endian, at most [`MAX_HEADER_BYTES`] |
 //! | .. | header: postcard of [`RequestHeader`] or [`ResponseHeader`] |
-//! | 4 | body length, big-endian, at most [`MAX_BODY_BYTES`] |
-//! | .. | body: raw piece bytes (store requests and fetch responses), else empty |
+//! | 4 | body length, big-endian, at most the lane's limit |
+//! | .. | body: raw piece or record bytes, else empty |
 //!
 //! Piece bytes travel outside postcard so they are read straight into one
-//! buffer. Both lengths are checked before anything is read. The body buffer
-//! is a zeroed allocation, which the allocator maps as untouched zero pages,
-//! so a peer that declares a large body and sends nothing costs no memory. The protocol version is in the protocol name; an
+//! buffer (from a pool, see [`BufPool::take_zeroed`]). Both lengths are
+//! checked before anything is read. The protocol version is in the protocol name; an
 //! incompatible change gets a new name and both can be served side by side.
 
 use std::io;
 
 use bytes::Bytes;
-use cairn_core::PieceId;
 use cairn_core::buf::Buffers;
+use cairn_core::manifest::MAX_MANIFEST_BYTES;
 use cairn_core::params::MAX_PIECE_BYTES;
+use cairn_core::{ManifestId, PieceId};
 use futures::prelude::*;
 use libp2p::StreamProtocol;
 use serde::{Deserialize, Serialize};
 
 use crate::bufpool::BufPool;
 
-/// The protocol name; the trailing number is the wire version.
-pub const PIECE_PROTOCOL: StreamProtocol = StreamProtocol::new("/cairn/piece/1");
+/// The piece protocol; the trailing number is the wire version.
+pub const PIECE_PROTOCOL: StreamProtocol = StreamProtocol::new("/cairn/piece/2");
+/// The record protocol.
+pub const RECORD_PROTOCOL: StreamProtocol = StreamProtocol::new("/cairn/record/1");
 /// Largest header accepted.
 pub const MAX_HEADER_BYTES: u32 = 256 * 1024;
-/// Largest body accepted: one piece or one manifest.
+/// Largest body on the piece protocol: one piece.
 pub const MAX_BODY_BYTES: u32 = MAX_PIECE_BYTES as u32;
+/// Largest body on the record protocol: one sealed manifest.
+pub const MAX_RECORD_BYTES: u32 = MAX_MANIFEST_BYTES as u32;
 /// Most ids in one `Has` request.
 pub const MAX_HAS_IDS: usize = 4096;
 
-/// What a stored blob is; manifests are announced in the DHT.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum BlobKind {
-    /// An erasure-coded piece.
+/// Which protocol a request travels on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Lane {
+    /// [`PIECE_PROTOCOL`].
     Piece,
-    /// A sealed manifest.
-    Manifest,
+    /// [`RECORD_PROTOCOL`].
+    Record,
 }
 
-/// A request header; `Store` carries the piece in the body.
+impl Lane {
+    /// The lane a protocol name stands for.
+    pub fn of(protocol: &StreamProtocol) -> Option<Lane> {
+        if *protocol == PIECE_PROTOCOL {
+            Some(Lane::Piece)
+        } else if *protocol == RECORD_PROTOCOL {
+            Some(Lane::Record)
+        } else {
+            None
+        }
+    }
+
+    /// Largest body on this lane.
+    pub fn max_body(self) -> u32 {
+        match self {
+            Lane::Piece => MAX_BODY_BYTES,
+            Lane::Record => MAX_RECORD_BYTES,
+        }
+    }
+}
+
+/// A request header; `Store` and `PutRecord` carry their bytes in the body.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RequestHeader {
     /// Keep the body under `id`; `hash` is its BLAKE3.
     Store {
         /// Piece id.
         id: PieceId,
-        /// Piece or manifest.
-        kind: BlobKind,
         /// BLAKE3 of the body.
         hash: [u8; 32],
         /// Unix seconds after which the holder may drop it; 0 = no expiry.
@@ -76,6 +107,28 @@ pub enum RequestHeader {
     },
     /// Report capacity and usage.
     Status,
+    /// Record lane: keep the body, whose BLAKE3 is `id`, and announce it in the DHT.
+    PutRecord {
+        /// The record's id, the BLAKE3 of its bytes.
+        id: ManifestId,
+        /// Unix seconds after which the holder may drop it; 0 = no expiry.
+        expires_at: u64,
+    },
+    /// Record lane: send back the record.
+    GetRecord {
+        /// The record's id.
+        id: ManifestId,
+    },
+}
+
+impl RequestHeader {
+    /// The protocol this request belongs on.
+    pub fn lane(&self) -> Lane {
+        match self {
+            RequestHeader::PutRecord { .. } | RequestHeader::GetRecord { .. } => Lane::Record,
+            _ => Lane::Piece,
+        }
+    }
 }
 
 /// Why a request failed, for the requester's decisions.
@@ -98,9 +151,9 @@ pub enum ErrorCode {
 /// A response header; `Data` carries the piece in the body.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ResponseHeader {
-    /// The piece is stored (or already was).
+    /// The piece or record is stored (or already was).
     Stored,
-    /// The body is the piece.
+    /// The body is the piece or record.
     Data,
     /// One answer per requested id.
     Has(Vec<bool>),
@@ -160,21 +213,21 @@ impl Response {
     }
 }
 
-/// Length-prefixed postcard header plus raw body, with size limits.
-/// Bodies are read into buffers from a shared pool.
+/// Length-prefixed postcard header plus raw body, with each lane's size
+/// limits. Bodies are read into buffers from a shared pool.
 #[derive(Clone, Debug)]
-pub struct PieceCodec {
+pub struct WireCodec {
     bodies: BufPool,
 }
 
-impl PieceCodec {
+impl WireCodec {
     /// A codec that reads bodies into buffers from `bodies`.
     pub fn new(bodies: BufPool) -> Self {
         Self { bodies }
     }
 }
 
-impl Default for PieceCodec {
+impl Default for WireCodec {
     fn default() -> Self {
         Self::new(BufPool::new(BODY_POOL_BYTES))
     }
@@ -199,7 +252,7 @@ async fn read_len<T: AsyncRead + Unpin>(io: &mut T, max: u32, what: &str) -> io:
     Ok(len as usize)
 }
 
-async fn read_frame<T, H>(io: &mut T, bodies: &BufPool) -> io::Result<(H, Bytes)>
+async fn read_frame<T, H>(io: &mut T, bodies: &BufPool, max_body: u32) -> io::Result<(H, Bytes)>
 where
     T: AsyncRead + Unpin,
     H: for<'de> Deserialize<'de>,
@@ -208,13 +261,13 @@ where
     let mut header = vec![0u8; hlen];
     io.read_exact(&mut header).await?;
     let header = postcard::from_bytes(&header).map_err(|e| invalid(format!("bad header: {e}")))?;
-    let blen = read_len(io, MAX_BODY_BYTES, "body").await?;
+    let blen = read_len(io, max_body, "body").await?;
     let mut body = bodies.take_zeroed(blen);
     io.read_exact(&mut body).await?;
     Ok((header, bodies.share(body)))
 }
 
-async fn write_frame<T, H>(io: &mut T, header: &H, body: &[u8]) -> io::Result<()>
+async fn write_frame<T, H>(io: &mut T, header: &H, body: &[u8], max_body: u32) -> io::Result<()>
 where
     T: AsyncWrite + Unpin,
     H: Serialize,
@@ -223,9 +276,7 @@ where
     let hlen = u32::try_from(header.len())
         .ok()
         .filter(|l| *l <= MAX_HEADER_BYTES);
-    let blen = u32::try_from(body.len())
-        .ok()
-        .filter(|l| *l <= MAX_BODY_BYTES);
+    let blen = u32::try_from(body.len()).ok().filter(|l| *l <= max_body);
     let (Some(hlen), Some(blen)) = (hlen, blen) else {
         return Err(invalid("message exceeds the protocol's size limits"));
     };
@@ -237,16 +288,25 @@ where
     io.close().await
 }
 
-impl libp2p::request_response::Codec for PieceCodec {
+fn lane(protocol: &StreamProtocol) -> io::Result<Lane> {
+    Lane::of(protocol).ok_or_else(|| invalid(format!("unknown protocol {protocol}")))
+}
+
+impl libp2p::request_response::Codec for WireCodec {
     type Protocol = StreamProtocol;
     type Request = Request;
     type Response = Response;
 
-    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Request>
+    async fn read_request<T>(&mut self, proto: &StreamProtocol, io: &mut T) -> io::Result<Request>
     where
         T: AsyncRead + Unpin + Send,
     {
-        let (header, body) = read_frame(io, &self.bodies).await?;
+        let lane = lane(proto)?;
+        let (header, body): (RequestHeader, _) =
+            read_frame(io, &self.bodies, lane.max_body()).await?;
+        if header.lane() != lane {
+            return Err(invalid(format!("that request does not belong on {proto}")));
+        }
         if let RequestHeader::Has { ids } = &header
             && ids.len() > MAX_HAS_IDS
         {
@@ -255,36 +315,40 @@ impl libp2p::request_response::Codec for PieceCodec {
         Ok(Request { header, body })
     }
 
-    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Response>
+    async fn read_response<T>(&mut self, proto: &StreamProtocol, io: &mut T) -> io::Result<Response>
     where
         T: AsyncRead + Unpin + Send,
     {
-        let (header, body) = read_frame(io, &self.bodies).await?;
+        let (header, body) = read_frame(io, &self.bodies, lane(proto)?.max_body()).await?;
         Ok(Response { header, body })
     }
 
     async fn write_request<T>(
         &mut self,
-        _: &StreamProtocol,
+        proto: &StreamProtocol,
         io: &mut T,
         req: Request,
     ) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {
-        write_frame(io, &req.header, &req.body).await
+        let lane = lane(proto)?;
+        if req.header.lane() != lane {
+            return Err(invalid(format!("that request does not belong on {proto}")));
+        }
+        write_frame(io, &req.header, &req.body, lane.max_body()).await
     }
 
     async fn write_response<T>(
         &mut self,
-        _: &StreamProtocol,
+        proto: &StreamProtocol,
         io: &mut T,
         res: Response,
     ) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {
-        write_frame(io, &res.header, &res.body).await
+        write_frame(io, &res.header, &res.body, lane(proto)?.max_body()).await
     }
 }
 
@@ -298,33 +362,96 @@ mod tests {
         futures::executor::block_on(f)
     }
 
+    fn encode(proto: &StreamProtocol, req: Request) -> io::Result<Vec<u8>> {
+        let mut buf = Cursor::new(Vec::new());
+        block(WireCodec::default().write_request(proto, &mut buf, req))?;
+        Ok(buf.into_inner())
+    }
+
+    fn decode(proto: &StreamProtocol, bytes: Vec<u8>) -> io::Result<Request> {
+        block(WireCodec::default().read_request(proto, &mut Cursor::new(bytes)))
+    }
+
     #[test]
-    fn frames_roundtrip() {
-        let req = Request {
+    fn frames_roundtrip_on_both_lanes() {
+        let piece = Request {
             header: RequestHeader::Store {
                 id: PieceId([1; 32]),
-                kind: BlobKind::Piece,
                 hash: [2; 32],
                 expires_at: 9,
             },
             body: Bytes::from(vec![5; 1000]),
         };
-        let mut buf = Cursor::new(Vec::new());
-        block(PieceCodec::default().write_request(&PIECE_PROTOCOL, &mut buf, req.clone())).unwrap();
-        let mut rd = Cursor::new(buf.into_inner());
-        assert_eq!(
-            block(PieceCodec::default().read_request(&PIECE_PROTOCOL, &mut rd)).unwrap(),
-            req
-        );
+        let record = Request {
+            header: RequestHeader::PutRecord {
+                id: ManifestId([3; 32]),
+                expires_at: 0,
+            },
+            body: Bytes::from(vec![6; 1000]),
+        };
+        for (proto, req) in [(PIECE_PROTOCOL, piece), (RECORD_PROTOCOL, record)] {
+            let bytes = encode(&proto, req.clone()).unwrap();
+            assert_eq!(decode(&proto, bytes).unwrap(), req);
+        }
+    }
+
+    #[test]
+    fn requests_are_refused_on_the_other_lane() {
+        let get = Request {
+            header: RequestHeader::GetRecord {
+                id: ManifestId([3; 32]),
+            },
+            body: Bytes::new(),
+        };
+        let fetch = Request {
+            header: RequestHeader::Fetch {
+                id: PieceId([1; 32]),
+            },
+            body: Bytes::new(),
+        };
+        // Neither side sends or accepts a request on the wrong protocol.
+        assert!(encode(&PIECE_PROTOCOL, get.clone()).is_err());
+        assert!(encode(&RECORD_PROTOCOL, fetch.clone()).is_err());
+        let on_record = encode(&RECORD_PROTOCOL, get).unwrap();
+        let err = decode(&PIECE_PROTOCOL, on_record).unwrap_err();
+        assert!(err.to_string().contains("does not belong"), "{err}");
+        let on_piece = encode(&PIECE_PROTOCOL, fetch).unwrap();
+        assert!(decode(&RECORD_PROTOCOL, on_piece).is_err());
+    }
+
+    #[test]
+    fn each_lane_has_its_body_limit() {
+        let header = postcard::to_stdvec(&RequestHeader::PutRecord {
+            id: ManifestId([3; 32]),
+            expires_at: 0,
+        })
+        .unwrap();
+        let mut msg = (header.len() as u32).to_be_bytes().to_vec();
+        msg.extend_from_slice(&header);
+        msg.extend_from_slice(&(MAX_RECORD_BYTES + 1).to_be_bytes());
+        let err = decode(&RECORD_PROTOCOL, msg).unwrap_err();
+        assert!(err.to_string().contains("exceeds"), "{err}");
+        // The same length is within the piece lane's limit: reading goes on
+        // (and here runs out of bytes) instead of refusing the size.
+        let header = postcard::to_stdvec(&RequestHeader::Store {
+            id: PieceId([1; 32]),
+            hash: [2; 32],
+            expires_at: 0,
+        })
+        .unwrap();
+        let mut msg = (header.len() as u32).to_be_bytes().to_vec();
+        msg.extend_from_slice(&header);
+        msg.extend_from_slice(&(MAX_RECORD_BYTES + 1).to_be_bytes());
+        let err = decode(&PIECE_PROTOCOL, msg).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof, "{err}");
     }
 
     #[test]
     fn oversized_and_truncated_frames_are_refused() {
         let mut huge = Vec::new();
         huge.extend_from_slice(&(MAX_HEADER_BYTES + 1).to_be_bytes());
-        let err =
-            block(PieceCodec::default().read_request(&PIECE_PROTOCOL, &mut Cursor::new(huge)))
-                .unwrap_err();
+        let err = block(WireCodec::default().read_request(&PIECE_PROTOCOL, &mut Cursor::new(huge)))
+            .unwrap_err();
         assert!(err.to_string().contains("exceeds"), "{err}");
 
         let header = postcard::to_stdvec(&RequestHeader::Status).unwrap();
@@ -332,7 +459,7 @@ mod tests {
         msg.extend_from_slice(&header);
         msg.extend_from_slice(&(MAX_BODY_BYTES + 1).to_be_bytes());
         let err = block(
-            PieceCodec::default().read_request(&PIECE_PROTOCOL, &mut Cursor::new(msg.clone())),
+            WireCodec::default().read_request(&PIECE_PROTOCOL, &mut Cursor::new(msg.clone())),
         )
         .unwrap_err();
         assert!(err.to_string().contains("exceeds"), "{err}");
@@ -341,7 +468,7 @@ mod tests {
         short.extend_from_slice(&100u32.to_be_bytes());
         short.extend_from_slice(&[0; 10]);
         let err =
-            block(PieceCodec::default().read_request(&PIECE_PROTOCOL, &mut Cursor::new(short)))
+            block(WireCodec::default().read_request(&PIECE_PROTOCOL, &mut Cursor::new(short)))
                 .unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
     }

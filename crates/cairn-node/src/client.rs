@@ -25,7 +25,7 @@ use cairn_core::transfer::{Action, FailureKind, Failures, FetchPlan, UploadPlan}
 use cairn_core::{FileId, FileKey, Manifest, ManifestId, PieceId, ReadCap};
 use cairn_net::BufPool;
 use cairn_net::libp2p::PeerId;
-use cairn_net::{BlobKind, ErrorCode, Request, RequestHeader, ResponseHeader};
+use cairn_net::{ErrorCode, Request, RequestHeader, ResponseHeader};
 use cairn_store::{NewPiece, PieceKind, PieceStore, StoreError};
 use futures::stream::{FuturesUnordered, StreamExt};
 use serde::Serialize;
@@ -225,6 +225,24 @@ pub struct Client {
     buffers: BufPool,
 }
 
+/// What a transfer moves: a piece (over the piece protocol) or a sealed
+/// manifest (over the record protocol). Both are checked against a BLAKE3.
+#[derive(Clone, Copy, Debug)]
+enum Blob {
+    Piece { id: PieceId, hash: [u8; 32] },
+    Manifest(ManifestId),
+}
+
+impl Blob {
+    /// The local store's id, kind and expected hash.
+    fn local(self) -> (PieceId, PieceKind, [u8; 32]) {
+        match self {
+            Blob::Piece { id, hash } => (id, PieceKind::Data, hash),
+            Blob::Manifest(m) => (m.piece_id(), PieceKind::Manifest, *m.as_bytes()),
+        }
+    }
+}
+
 fn peer_bytes(p: &PeerId) -> Vec<u8> {
     p.to_bytes()
 }
@@ -290,21 +308,11 @@ impl Client {
             .collect()
     }
 
-    async fn store_blob(
-        &self,
-        peer: PeerId,
-        id: PieceId,
-        kind: BlobKind,
-        data: Bytes,
-        hash: [u8; 32],
-    ) -> Result<(), FailureKind> {
+    async fn store_blob(&self, peer: PeerId, blob: Blob, data: Bytes) -> Result<(), FailureKind> {
         if peer == self.local() {
             let store = self.store.clone();
             let owner = peer_bytes(&peer);
-            let kind = match kind {
-                BlobKind::Piece => PieceKind::Data,
-                BlobKind::Manifest => PieceKind::Manifest,
-            };
+            let (id, kind, hash) = blob.local();
             let res = tokio::task::spawn_blocking(move || {
                 store.put(
                     NewPiece {
@@ -321,8 +329,8 @@ impl Client {
             .await;
             return match res {
                 Ok(Ok(_)) => {
-                    if kind == PieceKind::Manifest {
-                        self.net.provide(id.as_bytes()).await;
+                    if let Blob::Manifest(m) = blob {
+                        self.net.provide(m.as_bytes()).await;
                     }
                     Ok(())
                 }
@@ -333,15 +341,15 @@ impl Client {
                 Err(_) => Err(FailureKind::Refused),
             };
         }
-        let request = Request {
-            header: RequestHeader::Store {
+        let header = match blob {
+            Blob::Piece { id, hash } => RequestHeader::Store {
                 id,
-                kind,
                 hash,
                 expires_at: 0,
             },
-            body: data,
+            Blob::Manifest(id) => RequestHeader::PutRecord { id, expires_at: 0 },
         };
+        let request = Request { header, body: data };
         match self.net.request(peer, request, PIECE_TIMEOUT).await {
             Ok(r) => match r.header {
                 ResponseHeader::Stored => Ok(()),
@@ -358,12 +366,8 @@ impl Client {
         }
     }
 
-    async fn fetch_blob(
-        &self,
-        peer: PeerId,
-        id: PieceId,
-        hash: Option<[u8; 32]>,
-    ) -> Result<Bytes, FailureKind> {
+    async fn fetch_blob(&self, peer: PeerId, blob: Blob) -> Result<Bytes, FailureKind> {
+        let (id, _, hash) = blob.local();
         let data = if peer == self.local() {
             let store = self.store.clone();
             match tokio::task::spawn_blocking(move || store.get(&id)).await {
@@ -380,7 +384,10 @@ impl Client {
                 .request(
                     peer,
                     Request {
-                        header: RequestHeader::Fetch { id },
+                        header: match blob {
+                            Blob::Piece { id, .. } => RequestHeader::Fetch { id },
+                            Blob::Manifest(id) => RequestHeader::GetRecord { id },
+                        },
                         body: Bytes::new(),
                     },
                     PIECE_TIMEOUT,
@@ -396,7 +403,7 @@ impl Client {
             }
         };
         // Never trust a holder: the bytes must hash to what the manifest says.
-        if hash.is_some_and(|h| h != piece_hash(&data)) {
+        if hash != piece_hash(&data) {
             tracing::warn!(%peer, "piece {id} failed its hash check");
             return Err(FailureKind::Corrupt);
         }
@@ -557,16 +564,14 @@ impl Client {
             for action in actions.drain(..) {
                 match action {
                     Action::Send { index: i, peer } => {
-                        let id = file_id.piece_id(index, u32::from(i));
+                        let blob = Blob::Piece {
+                            id: file_id.piece_id(index, u32::from(i)),
+                            hash: hashes[usize::from(i)],
+                        };
                         let data = pieces[usize::from(i)].clone();
-                        let hash = hashes[usize::from(i)];
-                        running.push(async move {
-                            (
-                                i,
-                                peer,
-                                self.store_blob(peer, id, BlobKind::Piece, data, hash).await,
-                            )
-                        });
+                        running.push(
+                            async move { (i, peer, self.store_blob(peer, blob, data).await) },
+                        );
                     }
                     // Dropping `running` below cancels whatever is still in flight.
                     Action::Cancel { .. } | Action::Linger => {}
@@ -628,17 +633,7 @@ impl Client {
                     Action::Send { index, peer } => {
                         let data = sealed.clone();
                         running.push(async move {
-                            (
-                                index,
-                                self.store_blob(
-                                    peer,
-                                    id.piece_id(),
-                                    BlobKind::Manifest,
-                                    data,
-                                    *id.as_bytes(),
-                                )
-                                .await,
-                            )
+                            (index, self.store_blob(peer, Blob::Manifest(id), data).await)
                         });
                     }
                     Action::Cancel { .. } | Action::Linger => {}
@@ -673,10 +668,7 @@ impl Client {
         let asked = peers.len();
         let mut running: FuturesUnordered<_> = peers
             .into_iter()
-            .map(|p| async move {
-                self.fetch_blob(p, id.piece_id(), Some(*id.as_bytes()))
-                    .await
-            })
+            .map(|p| async move { self.fetch_blob(p, Blob::Manifest(id)).await })
             .collect();
         let mut last_err = None;
         while let Some(res) = running.next().await {
@@ -719,9 +711,15 @@ impl Client {
             for action in actions.drain(..) {
                 match action {
                     Action::Send { index: i, peer } => {
-                        let id = m.file_id.piece_id(index, u32::from(i));
-                        let hash = hashes.get(&i).copied();
-                        running.push(async move { (i, self.fetch_blob(peer, id, hash).await) });
+                        // Sources come from the manifest's entries, so every index has a hash.
+                        let Some(&hash) = hashes.get(&i) else {
+                            continue;
+                        };
+                        let blob = Blob::Piece {
+                            id: m.file_id.piece_id(index, u32::from(i)),
+                            hash,
+                        };
+                        running.push(async move { (i, self.fetch_blob(peer, blob).await) });
                     }
                     Action::Cancel { .. } => {}
                     Action::Linger => {

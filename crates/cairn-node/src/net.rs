@@ -2,8 +2,8 @@
 //! it through a cloneable [`NetHandle`] over a bounded channel.
 //!
 //! The loop is `select! { biased; shutdown, local commands, swarm events }`:
-//! local work is served before remote work is accepted. Inbound piece
-//! requests are handed to the piece service over a bounded channel; a peer
+//! local work is served before remote work is accepted. Inbound piece and
+//! record requests are handed to the piece service over a bounded channel; a peer
 //! with too many requests in flight, or a full channel, gets `Busy` at once
 //! instead of queueing without bound.
 
@@ -16,10 +16,10 @@ use cairn_net::libp2p::kad::{self, GetClosestPeersOk, GetProvidersOk, QueryId, Q
 use cairn_net::libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
 use cairn_net::libp2p::swarm::SwarmEvent;
 use cairn_net::libp2p::{Multiaddr, PeerId, Swarm, identify, mdns};
-use cairn_net::{Behaviour, BehaviourEvent, ErrorCode, Request, Response};
+use cairn_net::{Behaviour, BehaviourEvent, ErrorCode, Lane, Request, Response, WireCodec};
 use tokio::sync::{mpsc, oneshot, watch};
 
-/// Most piece requests one peer may have in flight at this node.
+/// Most requests (pieces and records) one peer may have in flight at this node.
 pub const MAX_INBOUND_PER_PEER: usize = 16;
 /// Depth of the command channel.
 const COMMAND_QUEUE: usize = 256;
@@ -59,14 +59,21 @@ pub struct NetInfo {
     pub routing: Vec<PeerId>,
 }
 
-/// An inbound piece request for the piece service.
+/// An inbound request for the piece service.
 pub struct Inbound {
+    /// What was asked.
+    pub request: Request,
+    /// Who asked, and where the answer goes (via [`NetHandle::respond`]).
+    pub reply: Reply,
+}
+
+/// Where the answer to an inbound request goes.
+pub struct Reply {
     /// Who asked.
     pub peer: PeerId,
-    /// What they asked.
-    pub request: Request,
-    /// Where the answer goes (via [`NetHandle::respond`]).
-    pub channel: ResponseChannel<Response>,
+    /// On which protocol; the answer goes back on it.
+    lane: Lane,
+    channel: ResponseChannel<Response>,
 }
 
 enum Command {
@@ -77,6 +84,7 @@ enum Command {
     },
     Respond {
         peer: PeerId,
+        lane: Lane,
         channel: ResponseChannel<Response>,
         response: Response,
     },
@@ -116,7 +124,7 @@ impl NetHandle {
         rx.await.ok()
     }
 
-    /// Sends a piece request and waits for the answer (at most `timeout`).
+    /// Sends a request (on its header's protocol) and waits for the answer (at most `timeout`).
     pub async fn request(
         &self,
         peer: PeerId,
@@ -136,17 +144,18 @@ impl NetHandle {
     }
 
     /// Answers an inbound request.
-    pub async fn respond(
-        &self,
-        peer: PeerId,
-        channel: ResponseChannel<Response>,
-        response: Response,
-    ) {
+    pub async fn respond(&self, reply: Reply, response: Response) {
+        let Reply {
+            peer,
+            lane,
+            channel,
+        } = reply;
         // If the driver is gone the node is stopping; the answer has nowhere to go.
         let _ = self
             .tx
             .send(Command::Respond {
                 peer,
+                lane,
                 channel,
                 response,
             })
@@ -195,7 +204,8 @@ struct Driver {
     swarm: Swarm<Behaviour>,
     inbound: mpsc::Sender<Inbound>,
     inbound_per_peer: HashMap<PeerId, usize>,
-    pending: HashMap<OutboundRequestId, (PeerId, oneshot::Sender<Result<Response, RequestError>>)>,
+    /// Request ids are per protocol, so the lane is part of the key.
+    pending: HashMap<(Lane, OutboundRequestId), oneshot::Sender<Result<Response, RequestError>>>,
     /// Requests to peers whose address we do not know yet, waiting for a DHT lookup.
     parked: HashMap<QueryId, Parked>,
     closest: HashMap<QueryId, (usize, oneshot::Sender<Vec<PeerId>>)>,
@@ -251,6 +261,14 @@ pub fn spawn(
 }
 
 impl Driver {
+    fn lane(&mut self, lane: Lane) -> &mut request_response::Behaviour<WireCodec> {
+        let b = self.swarm.behaviour_mut();
+        match lane {
+            Lane::Piece => &mut b.piece,
+            Lane::Record => &mut b.record,
+        }
+    }
+
     fn knows(&mut self, peer: &PeerId) -> bool {
         if self.swarm.is_connected(peer) {
             return true;
@@ -268,12 +286,9 @@ impl Driver {
         request: Request,
         reply: oneshot::Sender<Result<Response, RequestError>>,
     ) {
-        let id = self
-            .swarm
-            .behaviour_mut()
-            .piece
-            .send_request(&peer, request);
-        self.pending.insert(id, (peer, reply));
+        let lane = request.header.lane();
+        let id = self.lane(lane).send_request(&peer, request);
+        self.pending.insert((lane, id), reply);
     }
 
     fn command(&mut self, cmd: Command) {
@@ -300,6 +315,7 @@ impl Driver {
             }
             Command::Respond {
                 peer,
+                lane,
                 channel,
                 response,
             } => {
@@ -309,11 +325,7 @@ impl Driver {
                         self.inbound_per_peer.remove(&peer);
                     }
                 }
-                let _ = self
-                    .swarm
-                    .behaviour_mut()
-                    .piece
-                    .send_response(channel, response);
+                let _ = self.lane(lane).send_response(channel, response);
             }
             Command::Closest { key, count, reply } => {
                 let n = NonZeroUsize::new(count).unwrap_or(NonZeroUsize::MIN);
@@ -347,7 +359,10 @@ impl Driver {
 
     fn event(&mut self, ev: SwarmEvent<BehaviourEvent>) {
         match ev {
-            SwarmEvent::Behaviour(BehaviourEvent::Piece(ev)) => self.piece_event(ev),
+            SwarmEvent::Behaviour(BehaviourEvent::Piece(ev)) => self.request_event(Lane::Piece, ev),
+            SwarmEvent::Behaviour(BehaviourEvent::Record(ev)) => {
+                self.request_event(Lane::Record, ev)
+            }
             SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
                 id,
                 result,
@@ -374,7 +389,7 @@ impl Driver {
         }
     }
 
-    fn piece_event(&mut self, ev: request_response::Event<Request, Response>) {
+    fn request_event(&mut self, lane: Lane, ev: request_response::Event<Request, Response>) {
         use request_response::{Event, Message};
         match ev {
             Event::Message {
@@ -391,18 +406,17 @@ impl Driver {
                         ErrorCode::Busy,
                         "too many requests in flight from your node; retry later",
                     );
-                    let _ = self
-                        .swarm
-                        .behaviour_mut()
-                        .piece
-                        .send_response(channel, busy);
+                    let _ = self.lane(lane).send_response(channel, busy);
                     return;
                 }
                 *n += 1;
                 if let Err(e) = self.inbound.try_send(Inbound {
-                    peer,
                     request,
-                    channel,
+                    reply: Reply {
+                        peer,
+                        lane,
+                        channel,
+                    },
                 }) {
                     if let Some(n) = self.inbound_per_peer.get_mut(&peer) {
                         *n = n.saturating_sub(1);
@@ -410,13 +424,9 @@ impl Driver {
                     let busy = Response::error(ErrorCode::Busy, "this node is busy; retry later");
                     let channel = match e {
                         mpsc::error::TrySendError::Full(i)
-                        | mpsc::error::TrySendError::Closed(i) => i.channel,
+                        | mpsc::error::TrySendError::Closed(i) => i.reply.channel,
                     };
-                    let _ = self
-                        .swarm
-                        .behaviour_mut()
-                        .piece
-                        .send_response(channel, busy);
+                    let _ = self.lane(lane).send_response(channel, busy);
                 }
             }
             Event::Message {
@@ -427,7 +437,7 @@ impl Driver {
                     },
                 ..
             } => {
-                if let Some((_, reply)) = self.pending.remove(&request_id) {
+                if let Some(reply) = self.pending.remove(&(lane, request_id)) {
                     let _ = reply.send(Ok(response));
                 }
             }
@@ -437,7 +447,7 @@ impl Driver {
                 peer,
                 ..
             } => {
-                if let Some((_, reply)) = self.pending.remove(&request_id) {
+                if let Some(reply) = self.pending.remove(&(lane, request_id)) {
                     let err = match error {
                         request_response::OutboundFailure::Timeout => RequestError::Timeout(peer),
                         other => RequestError::Unreachable {

@@ -1,4 +1,4 @@
-//! The piece service: answers other nodes' piece requests from the local store.
+//! The piece service: answers other nodes' piece and record requests from the local store.
 //!
 //! Requests come from the swarm driver's bounded inbound channel; at most
 //! [`MAX_CONCURRENT`] are served at once, each on the blocking pool because
@@ -6,8 +6,9 @@
 
 use std::sync::Arc;
 
+use cairn_core::PieceId;
 use cairn_net::libp2p::PeerId;
-use cairn_net::{BlobKind, ErrorCode, Request, RequestHeader, Response, ResponseHeader};
+use cairn_net::{ErrorCode, Request, RequestHeader, Response, ResponseHeader};
 use cairn_store::{NewPiece, PieceKind, PieceStore, StoreError};
 use tokio::sync::{Semaphore, mpsc};
 
@@ -20,12 +21,7 @@ pub const MAX_CONCURRENT: usize = 16;
 /// Serves inbound requests until the channel closes.
 pub async fn run(store: Arc<PieceStore>, net: NetHandle, mut inbound: mpsc::Receiver<Inbound>) {
     let permits = Arc::new(Semaphore::new(MAX_CONCURRENT));
-    while let Some(Inbound {
-        peer,
-        request,
-        channel,
-    }) = inbound.recv().await
-    {
+    while let Some(Inbound { request, reply }) = inbound.recv().await {
         let Ok(permit) = permits.clone().acquire_owned().await else {
             break;
         };
@@ -34,13 +30,10 @@ pub async fn run(store: Arc<PieceStore>, net: NetHandle, mut inbound: mpsc::Rece
         tokio::spawn(async move {
             let _permit = permit;
             let announce = match &request.header {
-                RequestHeader::Store {
-                    id,
-                    kind: BlobKind::Manifest,
-                    ..
-                } => Some(*id),
+                RequestHeader::PutRecord { id, .. } => Some(*id),
                 _ => None,
             };
+            let peer = reply.peer;
             let response = tokio::task::spawn_blocking({
                 let store = store.clone();
                 move || handle(&store, peer, request)
@@ -52,7 +45,7 @@ pub async fn run(store: Arc<PieceStore>, net: NetHandle, mut inbound: mpsc::Rece
             if let (Some(id), ResponseHeader::Stored) = (announce, &response.header) {
                 net.provide(id.as_bytes()).await;
             }
-            net.respond(peer, channel, response).await;
+            net.respond(reply, response).await;
         });
     }
 }
@@ -63,34 +56,30 @@ pub fn handle(store: &PieceStore, peer: PeerId, request: Request) -> Response {
     match request.header {
         RequestHeader::Store {
             id,
-            kind,
             hash,
             expires_at,
-        } => {
-            let kind = match kind {
-                BlobKind::Piece => PieceKind::Data,
-                BlobKind::Manifest => PieceKind::Manifest,
-            };
-            let piece = NewPiece {
-                id,
-                kind,
-                data: &request.body,
-                expected_hash: Some(hash),
-                owner: &owner,
-                expires_at,
-            };
-            match store.put(piece, now_secs()) {
-                Ok(_) => Response::header(ResponseHeader::Stored),
-                Err(e) => store_error(e),
-            }
-        }
-        RequestHeader::Fetch { id } => match store.get(&id) {
-            Ok(body) => Response {
-                header: ResponseHeader::Data,
-                body: body.into(),
-            },
-            Err(e) => store_error(e),
-        },
+        } => store_put(
+            store,
+            id,
+            PieceKind::Data,
+            &request.body,
+            hash,
+            &owner,
+            expires_at,
+        ),
+        // A record is kept as a manifest piece under an id derived from its
+        // own, and checked against its id (which is its BLAKE3).
+        RequestHeader::PutRecord { id, expires_at } => store_put(
+            store,
+            id.piece_id(),
+            PieceKind::Manifest,
+            &request.body,
+            *id.as_bytes(),
+            &owner,
+            expires_at,
+        ),
+        RequestHeader::Fetch { id } => store_get(store, &id),
+        RequestHeader::GetRecord { id } => store_get(store, &id.piece_id()),
         RequestHeader::Has { ids } => {
             let has = ids
                 .iter()
@@ -110,6 +99,39 @@ pub fn handle(store: &PieceStore, peer: PeerId, request: Request) -> Response {
                 pieces: u.pieces,
             })
         }
+    }
+}
+
+fn store_put(
+    store: &PieceStore,
+    id: PieceId,
+    kind: PieceKind,
+    data: &[u8],
+    hash: [u8; 32],
+    owner: &[u8],
+    expires_at: u64,
+) -> Response {
+    let piece = NewPiece {
+        id,
+        kind,
+        data,
+        expected_hash: Some(hash),
+        owner,
+        expires_at,
+    };
+    match store.put(piece, now_secs()) {
+        Ok(_) => Response::header(ResponseHeader::Stored),
+        Err(e) => store_error(e),
+    }
+}
+
+fn store_get(store: &PieceStore, id: &PieceId) -> Response {
+    match store.get(id) {
+        Ok(body) => Response {
+            header: ResponseHeader::Data,
+            body: body.into(),
+        },
+        Err(e) => store_error(e),
     }
 }
 

@@ -82,16 +82,24 @@ async fn lie(net: NetHandle, mut inbound: tokio::sync::mpsc::Receiver<crate::net
                 sizes.insert(id, req.request.body.len());
                 Response::header(ResponseHeader::Stored)
             }
+            RequestHeader::PutRecord { id, .. } => {
+                sizes.insert(id.piece_id(), req.request.body.len());
+                Response::header(ResponseHeader::Stored)
+            }
             RequestHeader::Fetch { id } => Response {
                 header: ResponseHeader::Data,
                 body: vec![0x5a; sizes.get(&id).copied().unwrap_or(16)].into(),
+            },
+            RequestHeader::GetRecord { id } => Response {
+                header: ResponseHeader::Data,
+                body: vec![0x5a; sizes.get(&id.piece_id()).copied().unwrap_or(16)].into(),
             },
             RequestHeader::Has { ids } => {
                 Response::header(ResponseHeader::Has(vec![true; ids.len()]))
             }
             _ => Response::error(cairn_net::ErrorCode::Refused, "no"),
         };
-        net.respond(req.peer, req.channel, response).await;
+        net.respond(req.reply, response).await;
     }
 }
 
