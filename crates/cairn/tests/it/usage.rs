@@ -1,5 +1,7 @@
 //! The command line: bad input gets a clear sentence and a non-zero exit; the demo works.
 
+use std::time::{Duration, Instant};
+
 use crate::harness::*;
 
 const DEAD_API: &str = "http://127.0.0.1:9";
@@ -167,4 +169,53 @@ fn devnet_demo_loses_nodes_and_gets_the_file_back() {
             "the devnet stops its nodes"
         );
     }
+}
+
+/// Opens a put whose body never comes: it holds one of the node's transfer slots.
+fn stalled_put(api: &str) -> std::net::TcpStream {
+    use std::io::Write;
+    let addr = api.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "POST /v1/put HTTP/1.1\r\nHost: {addr}\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    .unwrap();
+    s
+}
+
+#[test]
+fn the_node_runs_a_bounded_number_of_transfers_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&dir.path().join("n0"), "1GiB", None);
+    let api = &node.info.api;
+    let file = dir.path().join("f");
+    std::fs::write(&file, b"hello").unwrap();
+    // MAX_TRANSFERS (4) uploads that never finish.
+    let mut stalled: Vec<_> = (0..4).map(|_| stalled_put(api)).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut fifth = std::process::Command::new(CAIRN)
+        .args(["put", file.to_str().unwrap(), "--api", api])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        fifth.try_wait().unwrap().is_none(),
+        "a fifth transfer ran while four were in progress"
+    );
+    // One stalled upload goes away: its slot frees and the fifth runs.
+    drop(stalled.pop());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = fifth.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the fifth transfer never ran");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let out = fifth.wait_with_output().unwrap();
+    assert!(status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("cairn:"));
 }
