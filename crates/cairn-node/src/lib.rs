@@ -145,7 +145,12 @@ pub async fn run(
     }
     let (stop_tx, stop_rx) = watch::channel(false);
     let (net, inbound, driver) = net::spawn(swarm, cfg.bootstrap.clone(), stop_rx);
-    let service = tokio::spawn(service::run(store.clone(), net.clone(), inbound));
+    let service = tokio::spawn(service::run(
+        store.clone(),
+        net.clone(),
+        inbound,
+        net_cfg.bodies.clone(),
+    ));
 
     // Re-announce the manifests this node holds, so readers find them after a restart.
     let held = {

@@ -7,6 +7,8 @@
 use std::sync::Arc;
 
 use cairn_core::PieceId;
+use cairn_core::buf::Buffers;
+use cairn_net::BufPool;
 use cairn_net::libp2p::PeerId;
 use cairn_net::{ErrorCode, Request, RequestHeader, Response, ResponseHeader};
 use cairn_store::{NewPiece, PieceKind, PieceStore, StoreError};
@@ -18,8 +20,14 @@ use crate::now_secs;
 /// Most requests served at once.
 pub const MAX_CONCURRENT: usize = 16;
 
-/// Serves inbound requests until the channel closes.
-pub async fn run(store: Arc<PieceStore>, net: NetHandle, mut inbound: mpsc::Receiver<Inbound>) {
+/// Serves inbound requests until the channel closes; pieces are read into
+/// buffers from `bodies`, which get them back once the answer is sent.
+pub async fn run(
+    store: Arc<PieceStore>,
+    net: NetHandle,
+    mut inbound: mpsc::Receiver<Inbound>,
+    bodies: BufPool,
+) {
     let permits = Arc::new(Semaphore::new(MAX_CONCURRENT));
     while let Some(Inbound { request, reply }) = inbound.recv().await {
         let Ok(permit) = permits.clone().acquire_owned().await else {
@@ -27,6 +35,7 @@ pub async fn run(store: Arc<PieceStore>, net: NetHandle, mut inbound: mpsc::Rece
         };
         let store = store.clone();
         let net = net.clone();
+        let bodies = bodies.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let announce = match &request.header {
@@ -36,7 +45,7 @@ pub async fn run(store: Arc<PieceStore>, net: NetHandle, mut inbound: mpsc::Rece
             let peer = reply.peer;
             let response = tokio::task::spawn_blocking({
                 let store = store.clone();
-                move || handle(&store, peer, request)
+                move || handle(&store, peer, request, &bodies)
             })
             .await
             .unwrap_or_else(|e| {
@@ -51,7 +60,7 @@ pub async fn run(store: Arc<PieceStore>, net: NetHandle, mut inbound: mpsc::Rece
 }
 
 /// Answers one request from the store. Pure apart from the store.
-pub fn handle(store: &PieceStore, peer: PeerId, request: Request) -> Response {
+pub fn handle(store: &PieceStore, peer: PeerId, request: Request, bodies: &BufPool) -> Response {
     let owner = peer.to_bytes();
     match request.header {
         RequestHeader::Store {
@@ -78,8 +87,8 @@ pub fn handle(store: &PieceStore, peer: PeerId, request: Request) -> Response {
             &owner,
             expires_at,
         ),
-        RequestHeader::Fetch { id } => store_get(store, &id),
-        RequestHeader::GetRecord { id } => store_get(store, &id.piece_id()),
+        RequestHeader::Fetch { id } => store_get(store, &id, bodies),
+        RequestHeader::GetRecord { id } => store_get(store, &id.piece_id(), bodies),
         RequestHeader::Has { ids } => {
             let has = ids
                 .iter()
@@ -125,11 +134,11 @@ fn store_put(
     }
 }
 
-fn store_get(store: &PieceStore, id: &PieceId) -> Response {
-    match store.get(id) {
+fn store_get(store: &PieceStore, id: &PieceId, bodies: &BufPool) -> Response {
+    match store.get_with(id, bodies) {
         Ok(body) => Response {
             header: ResponseHeader::Data,
-            body: body.into(),
+            body: bodies.share(body),
         },
         Err(e) => store_error(e),
     }

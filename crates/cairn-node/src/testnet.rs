@@ -57,7 +57,12 @@ async fn start_node_as(
     let (net, inbound, _task) = crate::net::spawn(swarm, bootstrap, stop_rx);
     match behaviour {
         Behaviour::Honest => {
-            tokio::spawn(crate::service::run(store.clone(), net.clone(), inbound));
+            tokio::spawn(crate::service::run(
+                store.clone(),
+                net.clone(),
+                inbound,
+                cfg.bodies.clone(),
+            ));
         }
         Behaviour::Liar => {
             tokio::spawn(lie(net.clone(), inbound));

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 
 use cairn_core::PieceId;
+use cairn_core::buf::{Buffers, Heap};
 use redb::{
     Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
     WriteTransaction,
@@ -394,6 +395,11 @@ impl PieceStore {
     /// Never returns bytes that fail the check: [`StoreError::Corrupted`] instead, or
     /// [`StoreError::Missing`] if the file is gone.
     pub fn get(&self, id: &PieceId) -> Result<Vec<u8>, StoreError> {
+        self.get_with(id, &Heap)
+    }
+
+    /// [`PieceStore::get`], reading into a buffer from `bufs`.
+    pub fn get_with(&self, id: &PieceId, bufs: &impl Buffers) -> Result<Vec<u8>, StoreError> {
         // A concurrent delete + re-put of the same id can swap the file between reading the
         // index and the file; retry when the index entry changed under us.
         let mut attempts = 0;
@@ -402,7 +408,7 @@ impl PieceStore {
             let Some(meta) = self.meta(id)? else {
                 return Err(StoreError::NotFound(*id));
             };
-            match self.read_verified(&meta) {
+            match self.read_verified(&meta, bufs) {
                 Err(e) if e.is_piece_lost() => {
                     let now = self.meta(id)?;
                     if now.as_ref() == Some(&meta) || attempts >= 3 {
@@ -640,7 +646,7 @@ impl PieceStore {
         }
     }
 
-    fn read_verified(&self, meta: &PieceMeta) -> Result<Vec<u8>, StoreError> {
+    fn read_verified(&self, meta: &PieceMeta, bufs: &impl Buffers) -> Result<Vec<u8>, StoreError> {
         let path = self.piece_path(&meta.id);
         let mut file = match File::open(&path) {
             Ok(f) => f,
@@ -661,10 +667,11 @@ impl PieceStore {
             hasher.update_reader(&mut file).map_err(read_err())?;
             return Err(Self::verify_failed(meta, hasher.finalize()));
         }
-        let mut buf = Vec::with_capacity(usize::try_from(meta.size).unwrap_or(0));
+        let mut buf = bufs.take(usize::try_from(meta.size).unwrap_or(0));
         file.read_to_end(&mut buf).map_err(read_err())?;
         let actual = blake3::hash(&buf);
         if actual.as_bytes() != &meta.hash || u64::try_from(buf.len()).ok() != Some(meta.size) {
+            bufs.give(buf);
             return Err(Self::verify_failed(meta, actual));
         }
         Ok(buf)
