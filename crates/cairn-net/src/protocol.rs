@@ -419,30 +419,31 @@ mod tests {
         assert!(decode(&RECORD_PROTOCOL, on_piece).is_err());
     }
 
-    #[test]
-    fn each_lane_has_its_body_limit() {
-        let header = postcard::to_stdvec(&RequestHeader::PutRecord {
-            id: ManifestId([3; 32]),
-            expires_at: 0,
-        })
-        .unwrap();
+    /// A request head declaring a body of `body_len` bytes, with no body.
+    fn head_only(header: &RequestHeader, body_len: u32) -> Vec<u8> {
+        let header = postcard::to_stdvec(header).unwrap();
         let mut msg = (header.len() as u32).to_be_bytes().to_vec();
         msg.extend_from_slice(&header);
-        msg.extend_from_slice(&(MAX_RECORD_BYTES + 1).to_be_bytes());
-        let err = decode(&RECORD_PROTOCOL, msg).unwrap_err();
+        msg.extend_from_slice(&body_len.to_be_bytes());
+        msg
+    }
+
+    #[test]
+    fn each_lane_has_its_body_limit() {
+        let put = RequestHeader::PutRecord {
+            id: ManifestId([3; 32]),
+            expires_at: 0,
+        };
+        let err = decode(&RECORD_PROTOCOL, head_only(&put, MAX_RECORD_BYTES + 1)).unwrap_err();
         assert!(err.to_string().contains("exceeds"), "{err}");
         // The same length is within the piece lane's limit: reading goes on
         // (and here runs out of bytes) instead of refusing the size.
-        let header = postcard::to_stdvec(&RequestHeader::Store {
+        let store = RequestHeader::Store {
             id: PieceId([1; 32]),
             hash: [2; 32],
             expires_at: 0,
-        })
-        .unwrap();
-        let mut msg = (header.len() as u32).to_be_bytes().to_vec();
-        msg.extend_from_slice(&header);
-        msg.extend_from_slice(&(MAX_RECORD_BYTES + 1).to_be_bytes());
-        let err = decode(&PIECE_PROTOCOL, msg).unwrap_err();
+        };
+        let err = decode(&PIECE_PROTOCOL, head_only(&store, MAX_RECORD_BYTES + 1)).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof, "{err}");
     }
 
@@ -454,10 +455,7 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("exceeds"), "{err}");
 
-        let header = postcard::to_stdvec(&RequestHeader::Status).unwrap();
-        let mut msg = (header.len() as u32).to_be_bytes().to_vec();
-        msg.extend_from_slice(&header);
-        msg.extend_from_slice(&(MAX_BODY_BYTES + 1).to_be_bytes());
+        let msg = head_only(&RequestHeader::Status, MAX_BODY_BYTES + 1);
         let err = block(
             WireCodec::default().read_request(&PIECE_PROTOCOL, &mut Cursor::new(msg.clone())),
         )
