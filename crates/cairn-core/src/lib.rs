@@ -3,6 +3,7 @@
 //! - [`ids`]: file, piece and manifest ids.
 //! - [`buf`]: where the pipeline's large buffers come from.
 //! - [`crypto`]: per-file keys, key derivation, the segment AEAD.
+//! - [`keys`]: node signing keys, signatures, peer ids.
 //! - [`erasure`]: Reed-Solomon coding of sealed segments into pieces.
 //! - [`capability`]: the `cairn:` read capability and its text form.
 //! - [`manifest`]: the sealed, versioned table of contents of a file.
@@ -18,6 +19,7 @@ pub mod capability;
 pub mod crypto;
 pub mod erasure;
 pub mod ids;
+pub mod keys;
 pub mod manifest;
 pub mod params;
 pub mod placement;
