@@ -10,6 +10,7 @@
 //! - [`params`]: choosing k, n and segment sizes.
 //! - [`placement`]: which nodes get a segment's pieces.
 //! - [`record`]: the keyless, signed, mergeable repair record of an object.
+//! - [`repair`]: which segments to repair, by whom, in what order, how fast.
 //! - [`transfer`]: k-of-n upload and fetch state machines.
 //! - [`segment`]: the per-segment pipeline (seal + encode, decode + open).
 //!
@@ -25,6 +26,7 @@ pub mod manifest;
 pub mod params;
 pub mod placement;
 pub mod record;
+pub mod repair;
 pub mod segment;
 pub mod transfer;
 
