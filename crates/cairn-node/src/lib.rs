@@ -5,6 +5,7 @@
 //! - [`service`]: answers other nodes' piece requests from the local store.
 //! - [`client`]: put, get and stat on behalf of the local user.
 //! - [`catalog`]: the list of files this node has put.
+//! - [`records`]: the repair records this node keeps as a steward.
 //! - [`frames`]: the framing of a get stream, written by the API, read by the CLI.
 //! - [`api`]: the loopback HTTP/JSON control API the CLI uses.
 //!
@@ -16,6 +17,7 @@ pub mod client;
 pub mod frames;
 pub mod identity;
 pub mod net;
+pub mod records;
 pub mod service;
 #[cfg(test)]
 mod testnet;
