@@ -54,6 +54,7 @@ fn bench(c: &mut Criterion) {
     });
     let enc = segment::encode(&dk, 0, true, plain.clone(), K, N).unwrap();
     let manifest = Manifest {
+        record: None,
         file_id: FileId([1; 32]),
         size: SEG as u64,
         segment_size: SEG as u64,

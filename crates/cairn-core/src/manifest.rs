@@ -8,22 +8,27 @@
 //! | bytes | field |
 //! |---|---|
 //! | 4 | magic `CRNM` |
-//! | 2 | format version, big-endian (1) |
+//! | 2 | format version, big-endian (2; version 1 is still read) |
 //! | rest | AES-256-GCM(postcard(Manifest)), associated data = the 6 header bytes |
 //!
 //! The BLAKE3 hash of the sealed bytes is the [`ManifestId`]: the DHT key
 //! under which it is stored and the integrity check a reader applies first.
+//!
+//! Version 2 adds the id of the object's repair record
+//! ([`crate::record`]), which says where pieces live after repairs; a
+//! version 1 manifest reads as one without a record.
 
 use serde::{Deserialize, Serialize};
 
 use crate::crypto::{FileKey, TAG_LEN};
 use crate::erasure::{MAX_PIECES, shard_size};
 use crate::ids::{FileId, ManifestId};
+use crate::record::RecordId;
 
 /// Magic bytes of a sealed manifest.
 pub const MAGIC: &[u8; 4] = b"CRNM";
 /// The manifest format this build writes and reads.
-pub const MANIFEST_VERSION: u16 = 1;
+pub const MANIFEST_VERSION: u16 = 2;
 /// The largest sealed manifest accepted from the network.
 pub const MAX_MANIFEST_BYTES: usize = 32 * 1024 * 1024;
 
@@ -64,6 +69,37 @@ pub struct Manifest {
     pub created_at: u64,
     /// One entry per segment; an empty file has one empty segment.
     pub segments: Vec<SegmentEntry>,
+    /// The object's repair record, if it has one (since version 2).
+    pub record: Option<RecordId>,
+}
+
+/// The version 1 layout, kept to read old manifests.
+#[derive(Deserialize)]
+struct ManifestV1 {
+    file_id: FileId,
+    size: u64,
+    segment_size: u64,
+    k: u16,
+    n: u16,
+    coded: u16,
+    created_at: u64,
+    segments: Vec<SegmentEntry>,
+}
+
+impl From<ManifestV1> for Manifest {
+    fn from(v: ManifestV1) -> Self {
+        Manifest {
+            file_id: v.file_id,
+            size: v.size,
+            segment_size: v.segment_size,
+            k: v.k,
+            n: v.n,
+            coded: v.coded,
+            created_at: v.created_at,
+            segments: v.segments,
+            record: None,
+        }
+    }
 }
 
 /// A manifest could not be read.
@@ -183,14 +219,20 @@ impl Manifest {
             return Err(ManifestError::Magic);
         }
         let version = u16::from_be_bytes([sealed[4], sealed[5]]);
-        if version != MANIFEST_VERSION {
+        if version == 0 || version > MANIFEST_VERSION {
             return Err(ManifestError::Version(version));
         }
         let mut body = sealed[6..].to_vec();
         key.open_manifest(&sealed[..6], &mut body)
             .map_err(|_| ManifestError::Auth)?;
-        let m: Manifest =
-            postcard::from_bytes(&body).map_err(|e| ManifestError::Malformed(e.to_string()))?;
+        let malformed = |e: postcard::Error| ManifestError::Malformed(e.to_string());
+        let m: Manifest = if version == 1 {
+            postcard::from_bytes::<ManifestV1>(&body)
+                .map_err(malformed)?
+                .into()
+        } else {
+            postcard::from_bytes(&body).map_err(malformed)?
+        };
         m.validate()?;
         Ok(m)
     }
@@ -221,6 +263,7 @@ mod tests {
                         .collect(),
                 })
                 .collect(),
+            record: Some(RecordId([8; 32])),
         }
     }
 
@@ -243,13 +286,30 @@ mod tests {
     fn versioned() {
         let key = FileKey([5; 32]);
         let (mut sealed, _) = sample().seal(&key).unwrap();
-        assert_eq!(&sealed[..6], b"CRNM\0\x01");
-        sealed[5] = 2;
+        assert_eq!(&sealed[..6], b"CRNM\0\x02");
+        sealed[5] = 3;
         let id = ManifestId(*blake3::hash(&sealed).as_bytes());
         assert_eq!(
             Manifest::open(&sealed, &id, &key),
-            Err(ManifestError::Version(2))
+            Err(ManifestError::Version(3))
         );
+    }
+
+    #[test]
+    fn version_1_manifests_still_open() {
+        // A version 1 body is the version 2 body without the record field.
+        let key = FileKey([5; 32]);
+        let m = Manifest {
+            record: None,
+            ..sample()
+        };
+        let mut body = postcard::to_stdvec(&m).unwrap();
+        assert_eq!(body.pop(), Some(0)); // the `None` tag
+        let mut sealed = b"CRNM\0\x01".to_vec();
+        key.seal_manifest(&sealed[..6].to_vec(), &mut body);
+        sealed.extend_from_slice(&body);
+        let id = ManifestId(*blake3::hash(&sealed).as_bytes());
+        assert_eq!(Manifest::open(&sealed, &id, &key).unwrap(), m);
     }
 
     #[test]

@@ -120,6 +120,7 @@ mod tests {
         let plain = vec![7u8; 1000];
         let enc = encode(&key.data_key(), 0, true, plain.clone(), 3, 5).unwrap();
         let m = Manifest {
+            record: None,
             file_id: FileId([0; 32]),
             size: 1000,
             segment_size: 4096,
@@ -172,6 +173,7 @@ mod tests {
             bad[at] ^= 1 << bit;
             proptest::prop_assert_ne!(piece_hash(&bad), enc.hashes[piece]);
             let m = Manifest {
+                record: None,
                 file_id: FileId([0; 32]), size: len as u64, segment_size: 4096, k: 4, n: 6, coded: 6, created_at: 0,
                 segments: vec![SegmentEntry { pieces: vec![] }],
             };

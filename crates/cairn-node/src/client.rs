@@ -494,6 +494,7 @@ impl Client {
             coded,
             created_at: now_secs(),
             segments,
+            record: None,
         };
         debug_assert_eq!(
             manifest.segments.len() as u64,

@@ -120,6 +120,7 @@ fn pipeline() -> Result<Vec<(String, f64)>> {
     ));
     let enc = segment::encode(&dk, 0, true, plain.clone(), k, n)?;
     let m = Manifest {
+        record: None,
         file_id: cairn_core::FileId([0; 32]),
         size: SEG as u64,
         segment_size: SEG as u64,
