@@ -523,6 +523,8 @@ mod tests {
             body: Bytes::new(),
         };
         let bytes = encode(&PIECE_PROTOCOL, req.clone()).unwrap();
+        // Two lengths, the variant, the id and the nonce: an audit costs 73 bytes out.
+        assert_eq!(bytes.len(), 4 + 1 + 32 + 32 + 4);
         assert_eq!(decode(&PIECE_PROTOCOL, bytes).unwrap(), req);
         assert!(encode(&RECORD_PROTOCOL, req).is_err());
         // A body declared on an audit is refused by its length, before it is read.
@@ -538,8 +540,11 @@ mod tests {
             nonce: [2; 32],
         };
         let answer = AuditAnswer::sign(&key, challenge, vec![7; MAX_PROOF_BYTES]);
+        let answer_len = answer.to_bytes().unwrap().len();
         let res = Response::header(ResponseHeader::Audited(answer));
         let bytes = encode_response(res.clone()).unwrap();
+        // The answer travels as its own postcard bytes behind the variant.
+        assert_eq!(bytes.len(), 4 + 1 + answer_len + 4);
         assert_eq!(decode_response(bytes).unwrap(), res);
 
         let too_big = AuditAnswer::sign(&key, challenge, vec![7; MAX_PROOF_BYTES + 1]);

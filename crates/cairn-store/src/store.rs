@@ -350,7 +350,8 @@ impl PieceStore {
             });
         }
         // The outboard's root is the piece's BLAKE3, so this is the hash the store always
-        // computed, plus the tree an audit needs (about 10 % more CPU than the bare hash).
+        // computed, plus the tree an audit needs: about 1.3x the CPU of the bare hash (BLAKE3
+        // hashes each 16 KiB group on its own), 4-5 ms per 64 MiB, small next to write + fsync.
         let (hash, outboard) = audit::outboard(piece.data);
         if let Some(expected) = piece.expected_hash
             && expected != hash
