@@ -1,6 +1,7 @@
 //! Cairn's core: everything that can be decided without I/O.
 //!
 //! - [`ids`]: file, piece and manifest ids.
+//! - [`audit`]: storage proofs: challenges, bao proofs, signed answers and evidence.
 //! - [`buf`]: where the pipeline's large buffers come from.
 //! - [`crypto`]: per-file keys, key derivation, the segment AEAD.
 //! - [`keys`]: node signing keys, signatures, peer ids.
@@ -16,6 +17,7 @@
 //!
 //! Nothing here touches the network, the disk or a clock; callers pass time in.
 
+pub mod audit;
 pub mod buf;
 pub mod capability;
 pub mod crypto;

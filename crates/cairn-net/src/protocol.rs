@@ -1,7 +1,11 @@
 //! Cairn's two request-response protocols:
 //!
-//! - `/cairn/piece/2` ([`PIECE_PROTOCOL`]): store, fetch, has, delete and
-//!   status of erasure-coded pieces, bodies up to one piece.
+//! - `/cairn/piece/3` ([`PIECE_PROTOCOL`]): store, fetch, has, delete,
+//!   status and audit of erasure-coded pieces, bodies up to one piece.
+//!   Version 3 added `Audit`: a storage-proof challenge answered with a
+//!   signed [`AuditAnswer`] in the response header (see
+//!   [`cairn_core::audit`]); neither carries a body, and an answer's proof
+//!   is at most [`MAX_PROOF_BYTES`].
 //! - `/cairn/record/1` ([`RECORD_PROTOCOL`]): put and get of small records,
 //!   today the sealed manifests, addressed by their [`ManifestId`] (the
 //!   BLAKE3 of the record), bodies up to [`MAX_RECORD_BYTES`].
@@ -25,6 +29,7 @@
 use std::io;
 
 use bytes::Bytes;
+use cairn_core::audit::{AuditAnswer, MAX_PROOF_BYTES};
 use cairn_core::buf::Buffers;
 use cairn_core::manifest::MAX_MANIFEST_BYTES;
 use cairn_core::params::MAX_PIECE_BYTES;
@@ -36,7 +41,7 @@ use serde::{Deserialize, Serialize};
 use crate::bufpool::BufPool;
 
 /// The piece protocol; the trailing number is the wire version.
-pub const PIECE_PROTOCOL: StreamProtocol = StreamProtocol::new("/cairn/piece/2");
+pub const PIECE_PROTOCOL: StreamProtocol = StreamProtocol::new("/cairn/piece/3");
 /// The record protocol.
 pub const RECORD_PROTOCOL: StreamProtocol = StreamProtocol::new("/cairn/record/1");
 /// Largest header accepted.
@@ -119,6 +124,14 @@ pub enum RequestHeader {
         /// The record's id.
         id: ManifestId,
     },
+    /// Prove you still hold piece `id`: answer the storage-proof challenge
+    /// `(id, nonce)` with [`ResponseHeader::Audited`].
+    Audit {
+        /// Piece id.
+        id: PieceId,
+        /// The steward's fresh nonce; it selects the chunk group to prove.
+        nonce: [u8; 32],
+    },
 }
 
 impl RequestHeader {
@@ -127,6 +140,15 @@ impl RequestHeader {
         match self {
             RequestHeader::PutRecord { .. } | RequestHeader::GetRecord { .. } => Lane::Record,
             _ => Lane::Piece,
+        }
+    }
+
+    /// Largest body this request may carry on `lane`: audits carry none, so a
+    /// peer cannot attach a piece-sized body to one.
+    fn max_body(&self, lane: Lane) -> u32 {
+        match self {
+            RequestHeader::Audit { .. } => 0,
+            _ => lane.max_body(),
         }
     }
 }
@@ -175,6 +197,18 @@ pub enum ResponseHeader {
         /// Human-readable sentence.
         message: String,
     },
+    /// The holder's signed answer to an `Audit` request.
+    Audited(AuditAnswer),
+}
+
+impl ResponseHeader {
+    /// Largest body this response may carry on `lane`.
+    fn max_body(&self, lane: Lane) -> u32 {
+        match self {
+            ResponseHeader::Audited(_) => 0,
+            _ => lane.max_body(),
+        }
+    }
 }
 
 /// A request: header plus body.
@@ -252,7 +286,13 @@ async fn read_len<T: AsyncRead + Unpin>(io: &mut T, max: u32, what: &str) -> io:
     Ok(len as usize)
 }
 
-async fn read_frame<T, H>(io: &mut T, bodies: &BufPool, max_body: u32) -> io::Result<(H, Bytes)>
+/// Reads one frame; `max_body` gives the body limit for the header read, so
+/// it is known before the body length is accepted.
+async fn read_frame<T, H>(
+    io: &mut T,
+    bodies: &BufPool,
+    max_body: impl FnOnce(&H) -> u32,
+) -> io::Result<(H, Bytes)>
 where
     T: AsyncRead + Unpin,
     H: for<'de> Deserialize<'de>,
@@ -261,7 +301,7 @@ where
     let mut header = vec![0u8; hlen];
     io.read_exact(&mut header).await?;
     let header = postcard::from_bytes(&header).map_err(|e| invalid(format!("bad header: {e}")))?;
-    let blen = read_len(io, max_body, "body").await?;
+    let blen = read_len(io, max_body(&header), "body").await?;
     let mut body = bodies.take_zeroed(blen);
     io.read_exact(&mut body).await?;
     Ok((header, bodies.share(body)))
@@ -303,7 +343,7 @@ impl libp2p::request_response::Codec for WireCodec {
     {
         let lane = lane(proto)?;
         let (header, body): (RequestHeader, _) =
-            read_frame(io, &self.bodies, lane.max_body()).await?;
+            read_frame(io, &self.bodies, |h: &RequestHeader| h.max_body(lane)).await?;
         if header.lane() != lane {
             return Err(invalid(format!("that request does not belong on {proto}")));
         }
@@ -319,7 +359,19 @@ impl libp2p::request_response::Codec for WireCodec {
     where
         T: AsyncRead + Unpin + Send,
     {
-        let (header, body) = read_frame(io, &self.bodies, lane(proto)?.max_body()).await?;
+        let lane = lane(proto)?;
+        let (header, body): (ResponseHeader, _) =
+            read_frame(io, &self.bodies, |h: &ResponseHeader| h.max_body(lane)).await?;
+        // The header limit already bounded the allocation; this keeps an
+        // answer within what any real proof can be.
+        if let ResponseHeader::Audited(answer) = &header
+            && answer.proof.len() > MAX_PROOF_BYTES
+        {
+            return Err(invalid(format!(
+                "audit proof of {} bytes exceeds the {MAX_PROOF_BYTES}-byte limit",
+                answer.proof.len()
+            )));
+        }
         Ok(Response { header, body })
     }
 
@@ -445,6 +497,71 @@ mod tests {
         };
         let err = decode(&PIECE_PROTOCOL, head_only(&store, MAX_RECORD_BYTES + 1)).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof, "{err}");
+    }
+
+    fn encode_response(res: Response) -> io::Result<Vec<u8>> {
+        let mut buf = Cursor::new(Vec::new());
+        block(WireCodec::default().write_response(&PIECE_PROTOCOL, &mut buf, res))?;
+        Ok(buf.into_inner())
+    }
+
+    fn decode_response(bytes: Vec<u8>) -> io::Result<Response> {
+        block(WireCodec::default().read_response(&PIECE_PROTOCOL, &mut Cursor::new(bytes)))
+    }
+
+    #[test]
+    fn audits_travel_on_the_piece_lane_without_bodies() {
+        use cairn_core::audit::Challenge;
+        use cairn_core::keys::SecretKey;
+
+        let audit = RequestHeader::Audit {
+            id: PieceId([1; 32]),
+            nonce: [2; 32],
+        };
+        let req = Request {
+            header: audit.clone(),
+            body: Bytes::new(),
+        };
+        let bytes = encode(&PIECE_PROTOCOL, req.clone()).unwrap();
+        // Two lengths, the variant, the id and the nonce: an audit costs 73 bytes out.
+        assert_eq!(bytes.len(), 4 + 1 + 32 + 32 + 4);
+        assert_eq!(decode(&PIECE_PROTOCOL, bytes).unwrap(), req);
+        assert!(encode(&RECORD_PROTOCOL, req).is_err());
+        // A body declared on an audit is refused by its length, before it is read.
+        let err = decode(&PIECE_PROTOCOL, head_only(&audit, 1)).unwrap_err();
+        assert!(
+            err.to_string().contains("exceeds the 0-byte limit"),
+            "{err}"
+        );
+
+        let key = SecretKey::from_bytes([3; 32]);
+        let challenge = Challenge {
+            piece: PieceId([1; 32]),
+            nonce: [2; 32],
+        };
+        let answer = AuditAnswer::sign(&key, challenge, vec![7; MAX_PROOF_BYTES]);
+        let answer_len = answer.to_bytes().unwrap().len();
+        let res = Response::header(ResponseHeader::Audited(answer));
+        let bytes = encode_response(res.clone()).unwrap();
+        // The answer travels as its own postcard bytes behind the variant.
+        assert_eq!(bytes.len(), 4 + 1 + answer_len + 4);
+        assert_eq!(decode_response(bytes).unwrap(), res);
+
+        let too_big = AuditAnswer::sign(&key, challenge, vec![7; MAX_PROOF_BYTES + 1]);
+        let bytes = encode_response(Response::header(ResponseHeader::Audited(too_big))).unwrap();
+        let err = decode_response(bytes).unwrap_err();
+        assert!(err.to_string().contains("audit proof"), "{err}");
+        // An answer with a body is refused like an audit request with one.
+        let with_body = Response {
+            header: res.header,
+            body: Bytes::from_static(b"x"),
+        };
+        let bytes = encode_response(with_body).unwrap();
+        let err = decode_response(bytes).unwrap_err();
+        assert!(
+            err.to_string().contains("exceeds the 0-byte limit"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -132,6 +132,7 @@ pub async fn run(
     let _ = std::fs::remove_file(info_path(dir));
     let keypair = identity::load_or_create(dir)?;
     let peer_id = keypair.public().to_peer_id();
+    let signer = Arc::new(identity::signing_key(&keypair)?);
     let store = Arc::new(PieceStore::open(&dir.join("store"), cfg.storage)?);
     let catalog = Arc::new(catalog::Catalog::open(dir)?);
 
@@ -152,6 +153,7 @@ pub async fn run(
         net.clone(),
         inbound,
         net_cfg.bodies.clone(),
+        signer,
     ));
 
     // Re-announce the manifests this node holds, so readers find them after a restart.

@@ -2,12 +2,15 @@
 //!
 //! Requests come from the swarm driver's bounded inbound channel; at most
 //! [`MAX_CONCURRENT`] are served at once, each on the blocking pool because
-//! the store does synchronous file and database I/O.
+//! the store does synchronous file and database I/O. Audits are answered
+//! from the store's proof, signed with the node's identity key.
 
 use std::sync::Arc;
 
 use cairn_core::PieceId;
+use cairn_core::audit::{AuditAnswer, Challenge};
 use cairn_core::buf::Buffers;
+use cairn_core::keys::SecretKey;
 use cairn_net::BufPool;
 use cairn_net::libp2p::PeerId;
 use cairn_net::{ErrorCode, Request, RequestHeader, Response, ResponseHeader};
@@ -22,11 +25,13 @@ pub const MAX_CONCURRENT: usize = 16;
 
 /// Serves inbound requests until the channel closes; pieces are read into
 /// buffers from `bodies`, which get them back once the answer is sent.
+/// Audit answers are signed with `signer`, the node's identity key.
 pub async fn run(
     store: Arc<PieceStore>,
     net: NetHandle,
     mut inbound: mpsc::Receiver<Inbound>,
     bodies: BufPool,
+    signer: Arc<SecretKey>,
 ) {
     let permits = Arc::new(Semaphore::new(MAX_CONCURRENT));
     while let Some(Inbound { request, reply }) = inbound.recv().await {
@@ -36,6 +41,7 @@ pub async fn run(
         let store = store.clone();
         let net = net.clone();
         let bodies = bodies.clone();
+        let signer = signer.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let announce = match &request.header {
@@ -45,7 +51,7 @@ pub async fn run(
             let peer = reply.peer;
             let response = tokio::task::spawn_blocking({
                 let store = store.clone();
-                move || handle(&store, peer, request, &bodies)
+                move || handle(&store, peer, request, &bodies, &signer)
             })
             .await
             .unwrap_or_else(|e| {
@@ -60,7 +66,13 @@ pub async fn run(
 }
 
 /// Answers one request from the store. Pure apart from the store.
-pub fn handle(store: &PieceStore, peer: PeerId, request: Request, bodies: &BufPool) -> Response {
+pub fn handle(
+    store: &PieceStore,
+    peer: PeerId,
+    request: Request,
+    bodies: &BufPool,
+    signer: &SecretKey,
+) -> Response {
     let owner = peer.to_bytes();
     match request.header {
         RequestHeader::Store {
@@ -107,6 +119,17 @@ pub fn handle(store: &PieceStore, peer: PeerId, request: Request, bodies: &BufPo
                 capacity: u.capacity,
                 pieces: u.pieces,
             })
+        }
+        // A lost or damaged piece is answered with an error, not a signed
+        // answer: the steward records it as missing.
+        RequestHeader::Audit { id, nonce } => {
+            let challenge = Challenge { piece: id, nonce };
+            match store.audit(&challenge) {
+                Ok(proof) => Response::header(ResponseHeader::Audited(AuditAnswer::sign(
+                    signer, challenge, proof,
+                ))),
+                Err(e) => store_error(e),
+            }
         }
     }
 }

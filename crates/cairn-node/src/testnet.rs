@@ -19,6 +19,7 @@ use crate::net::NetHandle;
 struct TestNode {
     client: Client,
     net: NetHandle,
+    store: Arc<PieceStore>,
     stop: watch::Sender<bool>,
     _dir: tempfile::TempDir,
 }
@@ -27,7 +28,8 @@ struct TestNode {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Behaviour {
     Honest,
-    /// Claims to store everything, keeps nothing, and serves garbage of the right length.
+    /// Claims to store everything, keeps nothing, serves garbage of the right length, and
+    /// answers audits with signed garbage.
     Liar,
 }
 
@@ -44,6 +46,7 @@ async fn start_node_as(
     let dir = tempfile::tempdir().unwrap();
     let key = cairn_net::libp2p::identity::Keypair::generate_ed25519();
     let peer = key.public().to_peer_id();
+    let signer = Arc::new(crate::identity::signing_key(&key).unwrap());
     let store = Arc::new(PieceStore::open(&dir.path().join("store"), capacity).unwrap());
     let catalog = Arc::new(crate::catalog::Catalog::open(dir.path()).unwrap());
     let cfg = NetConfig {
@@ -62,23 +65,29 @@ async fn start_node_as(
                 net.clone(),
                 inbound,
                 cfg.bodies.clone(),
+                signer,
             ));
         }
         Behaviour::Liar => {
-            tokio::spawn(lie(net.clone(), inbound));
+            tokio::spawn(lie(net.clone(), inbound, signer));
         }
     }
-    let client = Client::new(net.clone(), store, catalog);
+    let client = Client::new(net.clone(), store.clone(), catalog);
     let _ = peer;
     TestNode {
         client,
         net,
+        store,
         stop,
         _dir: dir,
     }
 }
 
-async fn lie(net: NetHandle, mut inbound: tokio::sync::mpsc::Receiver<crate::net::Inbound>) {
+async fn lie(
+    net: NetHandle,
+    mut inbound: tokio::sync::mpsc::Receiver<crate::net::Inbound>,
+    signer: Arc<cairn_core::keys::SecretKey>,
+) {
     use cairn_net::{RequestHeader, Response, ResponseHeader};
     let mut sizes = std::collections::HashMap::new();
     while let Some(req) = inbound.recv().await {
@@ -101,6 +110,13 @@ async fn lie(net: NetHandle, mut inbound: tokio::sync::mpsc::Receiver<crate::net
             },
             RequestHeader::Has { ids } => {
                 Response::header(ResponseHeader::Has(vec![true; ids.len()]))
+            }
+            RequestHeader::Audit { id, nonce } => {
+                let challenge = cairn_core::audit::Challenge { piece: id, nonce };
+                let garbage = vec![0x5a; cairn_core::audit::GROUP_BYTES as usize];
+                Response::header(ResponseHeader::Audited(
+                    cairn_core::audit::AuditAnswer::sign(&signer, challenge, garbage),
+                ))
             }
             _ => Response::error(cairn_net::ErrorCode::Refused, "no"),
         };
@@ -211,4 +227,132 @@ async fn lying_holders_are_caught_by_the_hash_check() {
     assert!(lied > 0, "the liars were given pieces");
     // Every garbage piece is rejected and replaced; the bytes come back exact.
     assert_eq!(get_all(&nodes[5].client, &cap).await.unwrap(), data);
+}
+
+/// Sends `Audit` for `challenge` to `holder` from `steward`.
+async fn audit(
+    steward: &TestNode,
+    holder: &TestNode,
+    challenge: &cairn_core::audit::Challenge,
+) -> cairn_net::ResponseHeader {
+    let request = cairn_net::Request {
+        header: cairn_net::RequestHeader::Audit {
+            id: challenge.piece,
+            nonce: challenge.nonce,
+        },
+        body: bytes::Bytes::new(),
+    };
+    steward
+        .net
+        .request(holder.net.local_peer_id(), request, Duration::from_secs(10))
+        .await
+        .unwrap()
+        .header
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audits_over_the_wire_prove_holding_and_catch_loss() {
+    use cairn_core::PieceId;
+    use cairn_core::audit::{self, AuditEvidence, Challenge, GROUP_BYTES};
+    use cairn_core::keys::{PublicKey, SecretKey};
+    use cairn_net::{ErrorCode, Request, RequestHeader, ResponseHeader};
+
+    // Node 0 audits, node 1 holds honestly, node 2 lies.
+    let nodes = testnet_with(3, 3_000_000 + u64::from(std::process::id()) * 100, &[2]).await;
+    let (steward, holder, liar) = (&nodes[0], &nodes[1], &nodes[2]);
+    let steward_key = SecretKey::generate();
+    let holder_key = PublicKey::from_peer_bytes(&holder.net.local_peer_id().to_bytes()).unwrap();
+    let liar_key = PublicKey::from_peer_bytes(&liar.net.local_peer_id().to_bytes()).unwrap();
+
+    let size = 5 * GROUP_BYTES + 321;
+    let piece: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
+    let root = *blake3::hash(&piece).as_bytes();
+    let id = PieceId([0x42; 32]);
+    for node in [holder, liar] {
+        let store = Request {
+            header: RequestHeader::Store {
+                id,
+                hash: root,
+                expires_at: 0,
+            },
+            body: piece.clone().into(),
+        };
+        let res = steward
+            .net
+            .request(node.net.local_peer_id(), store, Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert_eq!(res.header, ResponseHeader::Stored);
+    }
+    let for_group = |g: u64| {
+        (0u64..)
+            .map(|n| {
+                let mut nonce = [0u8; 32];
+                nonce[..8].copy_from_slice(&n.to_le_bytes());
+                Challenge { piece: id, nonce }
+            })
+            .find(|c| c.group(size) == g)
+            .unwrap()
+    };
+
+    // Every group of the honest holder's copy proves, signed by the holder's peer key.
+    for g in 0..audit::group_count(size) {
+        let c = for_group(g);
+        let ResponseHeader::Audited(answer) = audit(steward, holder, &c).await else {
+            panic!("group {g}: no answer");
+        };
+        assert_eq!(answer.verify(&root, size, &c, &holder_key), Ok(()));
+    }
+
+    // The liar signs a wrong proof: that is evidence anyone with the root can check.
+    let c = Challenge::random(id);
+    let ResponseHeader::Audited(lie) = audit(steward, liar, &c).await else {
+        panic!("the liar answers audits");
+    };
+    assert!(lie.verify(&root, size, &c, &liar_key).is_err());
+    let evidence =
+        AuditEvidence::wrong_proof(&steward_key, root, size, lie, 1_700_000_000).unwrap();
+    assert_eq!(evidence.holder, liar_key);
+    let wire = evidence.to_bytes().unwrap();
+    assert_eq!(AuditEvidence::from_bytes(&wire).unwrap().verify(), Ok(()));
+
+    // One damaged byte in group 2 of the holder's file: audits of group 2 fail, the rest pass.
+    let path = holder.store.piece_path(&id);
+    let mut on_disk = std::fs::read(&path).unwrap();
+    on_disk[(2 * GROUP_BYTES + 7) as usize] ^= 0x01;
+    std::fs::write(&path, &on_disk).unwrap();
+    let c = for_group(2);
+    match audit(steward, holder, &c).await {
+        ResponseHeader::Error { code, message } => {
+            assert_eq!(code, ErrorCode::Corrupted, "{message}");
+            let ev = AuditEvidence::missing(&steward_key, holder_key, c, root, size, 1_700_000_001);
+            assert_eq!(ev.verify(), Ok(()));
+        }
+        other => panic!("expected a Corrupted error, got {other:?}"),
+    }
+    let c = for_group(4);
+    let ResponseHeader::Audited(answer) = audit(steward, holder, &c).await else {
+        panic!("undamaged groups still prove");
+    };
+    assert_eq!(answer.verify(&root, size, &c, &holder_key), Ok(()));
+
+    // The file deleted: every audit fails.
+    std::fs::remove_file(&path).unwrap();
+    let c = for_group(4);
+    assert!(matches!(
+        audit(steward, holder, &c).await,
+        ResponseHeader::Error {
+            code: ErrorCode::Corrupted,
+            ..
+        }
+    ));
+    // And a piece never stored is not found.
+    let c = Challenge::random(PieceId([0x43; 32]));
+    assert!(matches!(
+        audit(steward, holder, &c).await,
+        ResponseHeader::Error {
+            code: ErrorCode::NotFound,
+            ..
+        }
+    ));
 }

@@ -40,7 +40,8 @@ pub enum StoreError {
         id: PieceId,
         /// Hex BLAKE3 recorded in the index.
         expected: String,
-        /// Hex BLAKE3 of the file as it is now.
+        /// Hex BLAKE3 of the file as it is now, or for an audit, which bytes hash to a
+        /// different value.
         actual: String,
     },
 
@@ -110,8 +111,8 @@ pub enum StoreError {
     /// The directory holds a store in an on-disk format this build does not understand.
     #[error(
         "the piece store uses on-disk format version {found}, but this build of cairn only \
-         understands version {supported}; run a matching cairn release or point the node at \
-         another directory"
+         understands versions 1 to {supported}; run a matching cairn release or point the node \
+         at another directory"
     )]
     Format {
         /// Version found on disk (0 if the index has no version entry).
@@ -119,6 +120,11 @@ pub enum StoreError {
         /// Version this build writes and reads.
         supported: u32,
     },
+
+    /// An audit proof could not be built from a piece that passed its checks (a bug, not
+    /// damage: damage is [`StoreError::Corrupted`]).
+    #[error("could not answer the audit: {0}")]
+    Audit(#[from] cairn_core::audit::AuditError),
 
     /// A simulated crash from [`crate::PieceStore::set_crash_point`]; never happens in production.
     #[error("simulated crash at step {0:?} (fault injection for tests)")]

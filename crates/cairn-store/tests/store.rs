@@ -554,7 +554,7 @@ fn unknown_format_version_is_refused() {
         {
             let def: redb::TableDefinition<'_, &str, u64> = redb::TableDefinition::new("meta");
             let mut meta = txn.open_table(def).unwrap();
-            meta.insert("format", 2).unwrap();
+            meta.insert("format", 3).unwrap();
         }
         txn.commit().unwrap();
     }
@@ -563,11 +563,11 @@ fn unknown_format_version_is_refused() {
             assert!(matches!(
                 e,
                 StoreError::Format {
-                    found: 2,
-                    supported: 1
+                    found: 3,
+                    supported: 2
                 }
             ));
-            assert!(e.to_string().contains("version 2"), "{e}");
+            assert!(e.to_string().contains("version 3"), "{e}");
         }
         other => panic!("expected Format, got {other:?}"),
     }
