@@ -9,6 +9,7 @@
 //! - [`manifest`]: the sealed, versioned table of contents of a file.
 //! - [`params`]: choosing k, n and segment sizes.
 //! - [`placement`]: which nodes get a segment's pieces.
+//! - [`score`]: audit reputation, vetting and disqualification.
 //! - [`transfer`]: k-of-n upload and fetch state machines.
 //! - [`segment`]: the per-segment pipeline (seal + encode, decode + open).
 //!
@@ -23,6 +24,7 @@ pub mod keys;
 pub mod manifest;
 pub mod params;
 pub mod placement;
+pub mod score;
 pub mod segment;
 pub mod transfer;
 
