@@ -10,6 +10,7 @@
 //! - [`params`]: choosing k, n and segment sizes.
 //! - [`placement`]: which nodes get a segment's pieces.
 //! - [`score`]: audit reputation, vetting and disqualification.
+//! - [`liveness`]: whether a holder answers; when it counts as lost.
 //! - [`transfer`]: k-of-n upload and fetch state machines.
 //! - [`segment`]: the per-segment pipeline (seal + encode, decode + open).
 //!
@@ -21,6 +22,7 @@ pub mod crypto;
 pub mod erasure;
 pub mod ids;
 pub mod keys;
+pub mod liveness;
 pub mod manifest;
 pub mod params;
 pub mod placement;
