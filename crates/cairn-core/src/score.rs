@@ -96,10 +96,6 @@ pub const REPUTATION_VERSION: u16 = 1;
 /// Most failures [`Reputation::failures_to_disqualify`] will count before
 /// answering "not within reach".
 const LOOKAHEAD: u32 = 100_000;
-/// `β` below this fraction of `α` is rounding noise; it is set to 0. This
-/// keeps "a pass never lowers the score" true in floating point, where a
-/// vanishing `β` could otherwise let a pass round the score down by an ulp.
-const BETA_NOISE: f64 = 1e-12;
 
 /// What one audit of a holder found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -413,8 +409,7 @@ fn step(params: &ScoreParams, alpha: f64, beta: f64, outcome: AuditOutcome) -> (
     if outcome.is_failure() {
         (d * alpha, d * beta + w)
     } else {
-        let (alpha, beta) = (d * alpha + w, d * beta);
-        (alpha, if beta < alpha * BETA_NOISE { 0.0 } else { beta })
+        (d * alpha + w, d * beta)
     }
 }
 
@@ -671,6 +666,25 @@ mod tests {
         r.record(&p, 0, AuditOutcome::BadProof, None);
         failures(&mut r, &p, AuditOutcome::Passed, 100);
         assert!((r.score() - 0.99634).abs() < 1e-4, "{}", r.score());
+    }
+
+    #[test]
+    fn a_score_exactly_on_the_line_is_not_disqualified() {
+        // No forgetting, α₀ = 24: one failure leaves 24 / 25 = 0.96 exactly.
+        let p = ScoreParams {
+            lambda: 1.0,
+            initial_alpha: 24.0,
+            ..ScoreParams::default()
+        };
+        let mut r = Reputation::new(&p);
+        assert_eq!(r.failures_to_disqualify(&p, AuditOutcome::Missing), Some(2));
+        r.record(&p, 1, AuditOutcome::Missing, None);
+        assert_eq!(r.score(), DISQUALIFY_BELOW);
+        assert!(!r.is_disqualified());
+        assert_eq!(r.warning(&p).map(|w| w.failures), Some(1));
+        r.record(&p, 2, AuditOutcome::Missing, None);
+        assert!(r.is_disqualified());
+        assert!(r.warning(&p).is_none() && r.explain(&p).failures_to_disqualify.is_none());
     }
 
     #[test]
