@@ -25,7 +25,9 @@
 //! A node is **disqualified** the first time its score falls below 0.96
 //! ([`DISQUALIFY_BELOW`]); disqualification is permanent, like Storj's: a
 //! node that lost pieces has its pieces repaired elsewhere and is not trusted
-//! again by this observer.
+//! again by this observer. Placement sees only the current score, which
+//! passes can lift back over the line, so callers leave nodes with
+//! [`Reputation::is_disqualified`] out of placement's candidates.
 //!
 //! # Defaults and their arithmetic
 //!
