@@ -12,6 +12,8 @@
 //! - [`placement`]: which nodes get a segment's pieces.
 //! - [`record`]: the keyless, signed, mergeable repair record of an object.
 //! - [`repair`]: which segments to repair, by whom, in what order, how fast.
+//! - [`score`]: audit reputation, vetting and disqualification.
+//! - [`liveness`]: whether a holder answers; when it counts as lost.
 //! - [`transfer`]: k-of-n upload and fetch state machines.
 //! - [`segment`]: the per-segment pipeline (seal + encode, decode + open).
 //!
@@ -24,11 +26,13 @@ pub mod crypto;
 pub mod erasure;
 pub mod ids;
 pub mod keys;
+pub mod liveness;
 pub mod manifest;
 pub mod params;
 pub mod placement;
 pub mod record;
 pub mod repair;
+pub mod score;
 pub mod segment;
 pub mod transfer;
 

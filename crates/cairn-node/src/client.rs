@@ -19,7 +19,7 @@ use bytes::Bytes;
 use cairn_core::buf::Buffers;
 use cairn_core::manifest::{PieceEntry, SegmentEntry, segment_count};
 use cairn_core::params::{self, ParamsError};
-use cairn_core::placement::{self, Candidate};
+use cairn_core::placement::{self, Candidate, NetPrefix, Policy};
 use cairn_core::segment::{self, SegmentError, piece_hash};
 use cairn_core::transfer::{Action, FailureKind, Failures, FetchPlan, UploadPlan};
 use cairn_core::{FileId, FileKey, Manifest, ManifestId, PieceId, ReadCap};
@@ -223,6 +223,7 @@ pub struct Client {
     store: Arc<PieceStore>,
     catalog: Arc<Catalog>,
     buffers: BufPool,
+    placement: Policy,
 }
 
 /// What a transfer moves: a piece (over the piece protocol) or a sealed
@@ -283,6 +284,7 @@ impl Client {
             store,
             catalog,
             buffers: BufPool::new(POOL_BYTES),
+            placement: Policy::default(),
         }
     }
 
@@ -295,17 +297,32 @@ impl Client {
         self.net.local_peer_id()
     }
 
-    /// Nodes that can hold pieces for `key`, this node included.
+    /// Nodes that can hold pieces for `key`, this node included. Their
+    /// network is the /24 or /64 of the address we are connected to them at.
+    /// Zones, free space, scores and latency are not known to the node yet,
+    /// so they are left unknown (neutral), and no node is vetted: placement
+    /// then fills every place by rank, as on a fresh network.
     async fn candidates(&self, key: &[u8; 32]) -> Vec<Candidate> {
-        let mut peers = self.net.closest_peers(key, CANDIDATES).await;
-        peers.push(self.local());
-        peers
-            .into_iter()
-            .map(|p| Candidate {
-                peer: peer_bytes(&p),
-                free_bytes: None,
+        let peers = self.net.closest_peers(key, CANDIDATES).await;
+        let ips = self.net.remote_ips(&peers).await;
+        let mut out: Vec<Candidate> = peers
+            .iter()
+            .enumerate()
+            .map(|(i, p)| Candidate {
+                network: ips.get(i).copied().flatten().and_then(NetPrefix::of),
+                ..Candidate::new(peer_bytes(p))
             })
-            .collect()
+            .collect();
+        // This node's own public address is not known (it listens on
+        // unspecified addresses), so it has no network either.
+        out.push(Candidate::new(peer_bytes(&self.local())));
+        out
+    }
+
+    /// How many of `candidates` can hold one piece each of a segment without
+    /// sharing a node, network or zone.
+    fn placeable(&self, key: &[u8; 32], candidates: &[Candidate]) -> usize {
+        placement::select(key, candidates.len(), 0, candidates, &[], &self.placement).len()
     }
 
     async fn store_blob(&self, peer: PeerId, blob: Blob, data: Bytes) -> Result<(), FailureKind> {
@@ -426,11 +443,12 @@ impl Client {
             })?;
 
         let first = self.candidates(&file_id.segment_key(0)).await;
-        let p = params::choose(first.len(), opts.k, opts.n)?;
+        let available = self.placeable(&file_id.segment_key(0), &first);
+        let p = params::choose(available, opts.k, opts.n)?;
         params::check_segment_size(opts.segment_size, p.k)?;
 
         // One code length for the whole file: decoding needs it, and the manifest has one.
-        let coded = p.n + params::spares(p.n, first.len());
+        let coded = p.n + params::spares(p.n, available);
         // Segments are read one after another; up to PUT_PIPELINE of them are
         // encoded and uploaded at once, so reading and coding the next overlaps
         // the upload of this one. `buffered` keeps them in order.
@@ -541,7 +559,6 @@ impl Client {
         candidates: &[Candidate],
     ) -> Result<SegmentEntry, ClientError> {
         let seg_key = file_id.segment_key(index);
-        let ranked = placement::rank(&seg_key, candidates, 0, &HashSet::new());
         // Coding is CPU-bound: keep it off the async workers.
         let key = key.clone();
         let started = std::time::Instant::now();
@@ -554,10 +571,20 @@ impl Client {
         .map_err(|e| ClientError::Internal(e.to_string()))?;
         let encoded = started.elapsed();
         let (pieces, hashes) = (enc.pieces, enc.hashes);
-        let peers: Vec<PeerId> = ranked
-            .iter()
-            .filter_map(|b| PeerId::from_bytes(b).ok())
-            .collect();
+        let piece_bytes = pieces.first().map_or(0, |p| p.len() as u64);
+        // The first `coded` go out at once; the rest are fallbacks in order.
+        let peers: Vec<PeerId> = placement::select(
+            &seg_key,
+            usize::from(coded),
+            piece_bytes,
+            candidates,
+            &[],
+            &self.placement,
+        )
+        .into_iter()
+        .filter_map(|i| candidates.get(i))
+        .filter_map(|c| PeerId::from_bytes(&c.peer).ok())
+        .collect();
         let mut plan = UploadPlan::new(coded, p.n, peers);
         let mut running = FuturesUnordered::new();
         let mut actions = plan.start();

@@ -8,11 +8,13 @@
 //! instead of queueing without bound.
 
 use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use cairn_net::libp2p::futures::StreamExt;
 use cairn_net::libp2p::kad::{self, GetClosestPeersOk, GetProvidersOk, QueryId, QueryResult};
+use cairn_net::libp2p::multiaddr::Protocol;
 use cairn_net::libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
 use cairn_net::libp2p::swarm::SwarmEvent;
 use cairn_net::libp2p::{Multiaddr, PeerId, Swarm, identify, mdns};
@@ -103,6 +105,10 @@ enum Command {
     Info {
         reply: oneshot::Sender<NetInfo>,
     },
+    RemoteIps {
+        peers: Vec<PeerId>,
+        reply: oneshot::Sender<Vec<Option<IpAddr>>>,
+    },
 }
 
 /// The only way to use the swarm from outside the driver.
@@ -192,6 +198,26 @@ impl NetHandle {
     pub async fn info(&self) -> Option<NetInfo> {
         self.call(|reply| Command::Info { reply }).await
     }
+
+    /// The IP address each of `peers` is connected from or at, in order;
+    /// `None` for a peer without an open connection. Placement groups nodes
+    /// by these, so they come from the connection, not from what a peer says
+    /// about itself.
+    pub async fn remote_ips(&self, peers: &[PeerId]) -> Vec<Option<IpAddr>> {
+        let peers = peers.to_vec();
+        self.call(|reply| Command::RemoteIps { peers, reply })
+            .await
+            .unwrap_or_default()
+    }
+}
+
+/// The IP address in a multiaddr, if it has one (DNS names do not count).
+fn ip_of(addr: &Multiaddr) -> Option<IpAddr> {
+    addr.iter().find_map(|p| match p {
+        Protocol::Ip4(ip) => Some(IpAddr::V4(ip)),
+        Protocol::Ip6(ip) => Some(IpAddr::V6(ip)),
+        _ => None,
+    })
 }
 
 type Parked = Vec<(
@@ -210,6 +236,8 @@ struct Driver {
     parked: HashMap<QueryId, Parked>,
     closest: HashMap<QueryId, (usize, oneshot::Sender<Vec<PeerId>>)>,
     providers: HashMap<QueryId, (HashSet<PeerId>, oneshot::Sender<Vec<PeerId>>)>,
+    /// The remote IP of each connected peer (its latest connection's).
+    remote: HashMap<PeerId, IpAddr>,
 }
 
 /// Starts the driver task; returns its handle and the inbound request stream.
@@ -238,6 +266,7 @@ pub fn spawn(
         parked: HashMap::new(),
         closest: HashMap::new(),
         providers: HashMap::new(),
+        remote: HashMap::new(),
     };
     let task = tokio::spawn(async move {
         let mut refresh = tokio::time::interval(Duration::from_secs(30));
@@ -354,6 +383,10 @@ impl Driver {
                     routing,
                 });
             }
+            Command::RemoteIps { peers, reply } => {
+                let ips = peers.iter().map(|p| self.remote.get(p).copied()).collect();
+                let _ = reply.send(ips);
+            }
         }
     }
 
@@ -385,6 +418,21 @@ impl Driver {
                 }
             }
             SwarmEvent::NewListenAddr { address, .. } => tracing::info!(%address, "listening"),
+            SwarmEvent::ConnectionEstablished {
+                peer_id, endpoint, ..
+            } => {
+                // Dialled: the address we reached; accepted: where it came from.
+                if let Some(ip) = ip_of(endpoint.get_remote_address()) {
+                    self.remote.insert(peer_id, ip);
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established: 0,
+                ..
+            } => {
+                self.remote.remove(&peer_id);
+            }
             _ => {}
         }
     }
@@ -503,5 +551,25 @@ impl Driver {
             }
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remote_ips_come_from_ip_multiaddrs_only() {
+        let ip = |s: &str| ip_of(&s.parse().unwrap());
+        assert_eq!(
+            ip("/ip4/10.1.2.3/tcp/4001"),
+            Some("10.1.2.3".parse().unwrap())
+        );
+        assert_eq!(
+            ip("/ip6/2001:db8::7/tcp/4001"),
+            Some("2001:db8::7".parse().unwrap())
+        );
+        assert_eq!(ip("/dns4/example.com/tcp/4001"), None);
+        assert_eq!(ip("/memory/1234"), None);
     }
 }
