@@ -30,7 +30,7 @@ use std::hash::Hash;
 use crate::record::{Record, RecordId};
 
 /// When repair starts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Threshold {
     /// Repair when healthy pieces ≤ k + ⌈(n − k) / 2⌉ … the default.
     Halfway,
@@ -41,7 +41,7 @@ pub enum Threshold {
 }
 
 /// Repair settings a steward applies to every record.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RepairPolicy {
     /// When a segment needs repair.
     pub threshold: Threshold,
@@ -78,8 +78,9 @@ pub struct SegmentHealth {
     pub k: u16,
     /// Pieces kept when healthy.
     pub n: u16,
-    /// Indices to regenerate to get back to `n`, lowest first (data pieces
-    /// first, so reads stay copies rather than Reed-Solomon solves).
+    /// Indices to regenerate to get back to `n`: the lost pieces' own
+    /// indices first (so each new holder replaces a lost one in the record),
+    /// then unassigned indices, lowest (data pieces) first.
     pub rebuild: Vec<u16>,
     /// Indices whose holders are healthy (where repair downloads from).
     pub sources: Vec<u16>,
@@ -112,15 +113,22 @@ pub fn assess(
     (0..g.segments.len() as u32)
         .map(|segment| {
             let mut ok = vec![false; usize::from(g.coded)];
+            let mut assigned = vec![false; usize::from(g.coded)];
             for (index, holder) in record.holders(segment) {
                 if let Some(slot) = ok.get_mut(usize::from(index)) {
                     *slot = healthy(segment, index, holder);
+                    assigned[usize::from(index)] = true;
                 }
             }
             let sources: Vec<u16> = (0..g.coded).filter(|&i| ok[usize::from(i)]).collect();
             let count = sources.len() as u16;
-            let rebuild = (0..g.coded)
-                .filter(|&i| !ok[usize::from(i)])
+            // Lost pieces are rebuilt under their own index first, so the
+            // new holder replaces the lost one in the record; then never
+            // stored or unassigned indices, data pieces first.
+            let lost = (0..g.coded).filter(|&i| assigned[usize::from(i)] && !ok[usize::from(i)]);
+            let free = (0..g.coded).filter(|&i| !assigned[usize::from(i)]);
+            let rebuild = lost
+                .chain(free)
                 .take(usize::from(g.n.saturating_sub(count)))
                 .collect();
             SegmentHealth {
@@ -386,7 +394,7 @@ mod tests {
     use super::*;
     use crate::ids::FileId;
     use crate::keys::SecretKey;
-    use crate::record::{Genesis, SegmentInfo};
+    use crate::record::{AnyAuthor, Change, Genesis, SegmentInfo};
     use proptest::prelude::*;
 
     fn record(k: u16, n: u16, coded: u16, segments: u32) -> Record {
@@ -436,6 +444,23 @@ mod tests {
         assert_eq!(h[0].rebuild, vec![1, 5]);
         assert_eq!(h[0].sources, vec![0, 2, 3, 4, 6, 7]);
         assert!(h[0].needs_repair(&RepairPolicy::default()));
+        // Index 3 was never stored (e.g. a spare): lost indices come first.
+        let owner = SecretKey::from_bytes([1; 32]);
+        let mut sparse = r.clone();
+        sparse
+            .update(
+                &owner,
+                5,
+                vec![Change::Unassign {
+                    segment: 0,
+                    index: 3,
+                }],
+                &AnyAuthor,
+            )
+            .unwrap();
+        let h = assess(&sparse, |_, _, holder| holder != [6]);
+        assert_eq!(h[0].healthy, 6);
+        assert_eq!(h[0].rebuild, vec![6, 3]);
         // Only one missing: not yet under the halfway threshold, but eager repairs.
         let h = assess(&r, |_, _, holder| holder != [1]);
         assert!(!h[0].needs_repair(&RepairPolicy::default()));

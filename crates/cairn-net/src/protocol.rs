@@ -6,9 +6,14 @@
 //!   signed [`AuditAnswer`] in the response header (see
 //!   [`cairn_core::audit`]); neither carries a body, and an answer's proof
 //!   is at most [`MAX_PROOF_BYTES`].
-//! - `/cairn/record/1` ([`RECORD_PROTOCOL`]): put and get of small records,
-//!   today the sealed manifests, addressed by their [`ManifestId`] (the
-//!   BLAKE3 of the record), bodies up to [`MAX_RECORD_BYTES`].
+//! - `/cairn/record/2` ([`RECORD_PROTOCOL`]): put and get of small records,
+//!   bodies up to [`MAX_RECORD_BYTES`]: the sealed manifests, addressed by
+//!   their [`ManifestId`] (the BLAKE3 of the record), and the repair
+//!   records of [`cairn_core::record`], addressed by their
+//!   [`RecordId`]. Version 2 added `PutRepair` (a steward merges the
+//!   record), `GetRepair`, and `SyncRepair` (a holder reconciles its pieces
+//!   of the object with the record: renews their lease, drops pieces
+//!   reassigned elsewhere or deleted by the owner).
 //!
 //! Both speak the same envelope; each [`RequestHeader`] belongs to one
 //! [`Lane`], and a header sent on the other protocol is refused.
@@ -33,6 +38,7 @@ use cairn_core::audit::{AuditAnswer, MAX_PROOF_BYTES};
 use cairn_core::buf::Buffers;
 use cairn_core::manifest::MAX_MANIFEST_BYTES;
 use cairn_core::params::MAX_PIECE_BYTES;
+use cairn_core::record::RecordId;
 use cairn_core::{ManifestId, PieceId};
 use futures::prelude::*;
 use libp2p::StreamProtocol;
@@ -43,7 +49,7 @@ use crate::bufpool::BufPool;
 /// The piece protocol; the trailing number is the wire version.
 pub const PIECE_PROTOCOL: StreamProtocol = StreamProtocol::new("/cairn/piece/3");
 /// The record protocol.
-pub const RECORD_PROTOCOL: StreamProtocol = StreamProtocol::new("/cairn/record/1");
+pub const RECORD_PROTOCOL: StreamProtocol = StreamProtocol::new("/cairn/record/2");
 /// Largest header accepted.
 pub const MAX_HEADER_BYTES: u32 = 256 * 1024;
 /// Largest body on the piece protocol: one piece.
@@ -124,6 +130,23 @@ pub enum RequestHeader {
         /// The record's id.
         id: ManifestId,
     },
+    /// Record lane: merge the body, an encoded repair record, into your copy
+    /// (you are one of its stewards).
+    PutRepair {
+        /// The record's id (checked against the body).
+        id: RecordId,
+    },
+    /// Record lane: send back your copy of a repair record.
+    GetRepair {
+        /// The record's id.
+        id: RecordId,
+    },
+    /// Record lane: the body is the current repair record of an object you
+    /// hold pieces of; renew, keep or drop them to match it.
+    SyncRepair {
+        /// The record's id (checked against the body).
+        id: RecordId,
+    },
     /// Prove you still hold piece `id`: answer the storage-proof challenge
     /// `(id, nonce)` with [`ResponseHeader::Audited`].
     Audit {
@@ -138,7 +161,11 @@ impl RequestHeader {
     /// The protocol this request belongs on.
     pub fn lane(&self) -> Lane {
         match self {
-            RequestHeader::PutRecord { .. } | RequestHeader::GetRecord { .. } => Lane::Record,
+            RequestHeader::PutRecord { .. }
+            | RequestHeader::GetRecord { .. }
+            | RequestHeader::PutRepair { .. }
+            | RequestHeader::GetRepair { .. }
+            | RequestHeader::SyncRepair { .. } => Lane::Record,
             _ => Lane::Piece,
         }
     }
@@ -199,6 +226,14 @@ pub enum ResponseHeader {
     },
     /// The holder's signed answer to an `Audit` request.
     Audited(AuditAnswer),
+    /// The answer to `SyncRepair`: pieces whose lease was renewed, and
+    /// pieces dropped because the record no longer assigns them here.
+    Synced {
+        /// Pieces kept with the record's lease.
+        renewed: u32,
+        /// Pieces deleted.
+        dropped: u32,
+    },
 }
 
 impl ResponseHeader {

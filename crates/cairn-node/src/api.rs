@@ -63,6 +63,8 @@ pub struct ApiState {
     pub catalog: Arc<Catalog>,
     /// Permits for concurrent puts and gets ([`MAX_TRANSFERS`]).
     pub transfers: Arc<tokio::sync::Semaphore>,
+    /// What the steward sees: holders' scores, repairs, evidence.
+    pub steward: crate::steward::SharedView,
 }
 
 /// `GET /v1/status`.
@@ -130,6 +132,7 @@ struct PutQuery {
 pub fn router(state: ApiState) -> axum::Router {
     axum::Router::new()
         .route("/v1/status", get(status))
+        .route("/v1/steward", get(steward))
         .route("/v1/files", get(files))
         .route("/v1/put", post(put))
         .route("/v1/get", post(get_file))
@@ -152,6 +155,11 @@ async fn status(State(s): State<ApiState>) -> Result<Json<StatusReport>, ApiErro
         used_bytes: usage.used_bytes,
         capacity_bytes: usage.capacity,
     }))
+}
+
+async fn steward(State(s): State<ApiState>) -> Json<crate::steward::StewardView> {
+    let view = s.steward.lock().map(|v| v.clone()).unwrap_or_default();
+    Json(view)
 }
 
 async fn files(
@@ -190,6 +198,7 @@ async fn put(
         n: q.n,
         segment_size: q.segment_size.unwrap_or(defaults.segment_size),
         name: q.name,
+        lease_secs: defaults.lease_secs,
     };
     match s.client.put(&mut reader, opts).await {
         Ok(outcome) => Ok(Json(outcome)),

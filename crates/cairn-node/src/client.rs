@@ -7,9 +7,15 @@
 //! through the DHT ([`UploadPlan`]). The sealed manifest is then stored on
 //! the nodes closest to its id, which announce it as DHT providers.
 //!
-//! Get fetches the manifest, then for each segment asks holders for k pieces
-//! plus a few ([`FetchPlan`]), checks every piece's hash, decodes, decrypts
-//! and hands the plaintext on, one segment at a time.
+//! Put also writes the object's repair record (keyless: segment table,
+//! every coded piece's hash, the holders, the lease), signed by this node as
+//! owner, to the [`STEWARDS`] nodes closest to its id; the manifest names
+//! it. Pieces are stored with the record's lease as their expiry.
+//!
+//! Get fetches the manifest, then the repair record, whose holders replace
+//! the manifest's (repairs move pieces), then for each segment asks holders
+//! for k pieces plus a few ([`FetchPlan`]), checks every piece's hash,
+//! decodes, decrypts and hands the plaintext on, one segment at a time.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -35,7 +41,14 @@ use tokio::sync::mpsc;
 use crate::catalog::{Catalog, FileRecord};
 use crate::net::NetHandle;
 use crate::now_secs;
+use crate::records::RecordStore;
+use crate::steward::STEWARDS;
+use cairn_core::keys::{PublicKey, SecretKey};
+use cairn_core::record::{Genesis, Record, RecordId, SegmentInfo};
 
+/// How long a put's pieces are kept unless renewed: 90 days. The owner's
+/// node renews its files' leases while it runs.
+pub const DEFAULT_LEASE_SECS: u64 = 90 * 24 * 3600;
 /// Copies of each manifest kept in the network.
 pub const MANIFEST_REPLICAS: usize = 5;
 /// Segments encoded and uploaded at once by a put.
@@ -138,6 +151,8 @@ pub struct PutOptions {
     pub segment_size: u64,
     /// A name for the local file list.
     pub name: Option<String>,
+    /// Seconds the pieces are kept unless the lease is renewed.
+    pub lease_secs: u64,
 }
 
 impl Default for PutOptions {
@@ -147,6 +162,7 @@ impl Default for PutOptions {
             n: None,
             segment_size: params::DEFAULT_SEGMENT_SIZE,
             name: None,
+            lease_secs: DEFAULT_LEASE_SECS,
         }
     }
 }
@@ -221,6 +237,8 @@ pub struct GetHeader {
 pub struct Client {
     net: NetHandle,
     store: Arc<PieceStore>,
+    records: Arc<RecordStore>,
+    key: Arc<SecretKey>,
     catalog: Arc<Catalog>,
     buffers: BufPool,
     placement: Policy,
@@ -229,7 +247,7 @@ pub struct Client {
 /// What a transfer moves: a piece (over the piece protocol) or a sealed
 /// manifest (over the record protocol). Both are checked against a BLAKE3.
 #[derive(Clone, Copy, Debug)]
-enum Blob {
+pub(crate) enum Blob {
     Piece { id: PieceId, hash: [u8; 32] },
     Manifest(ManifestId),
 }
@@ -258,6 +276,40 @@ fn failure_of(code: ErrorCode) -> FailureKind {
     }
 }
 
+/// Replaces the manifest's holders with the repair record's: repairs move
+/// pieces and the record knows where. The record's genesis hashes are
+/// trusted because the (authenticated) manifest names the record's id.
+/// A record that does not describe this file is ignored.
+fn apply_record(m: &mut Manifest, record: &Record) {
+    let g = record.genesis();
+    if g.file_id != m.file_id
+        || g.k != m.k
+        || g.coded != m.coded
+        || g.segments.len() != m.segments.len()
+    {
+        tracing::warn!(
+            "repair record {} does not match its manifest; ignored",
+            record.id()
+        );
+        return;
+    }
+    for (s, entry) in m.segments.iter_mut().enumerate() {
+        let s32 = s as u32;
+        let mut pieces: Vec<PieceEntry> = record
+            .holders(s32)
+            .filter_map(|(index, holder)| {
+                Some(PieceEntry {
+                    index,
+                    hash: g.piece_hash(s32, index)?,
+                    holder: holder.to_vec(),
+                })
+            })
+            .collect();
+        pieces.sort_by_key(|p| p.index);
+        entry.pieces = pieces;
+    }
+}
+
 /// Reads until `buf` holds `want` bytes or the input ends.
 async fn read_up_to<R: AsyncRead + Unpin>(
     r: &mut R,
@@ -278,10 +330,18 @@ async fn read_up_to<R: AsyncRead + Unpin>(
 
 impl Client {
     /// A client over this node's network and store.
-    pub fn new(net: NetHandle, store: Arc<PieceStore>, catalog: Arc<Catalog>) -> Self {
+    pub fn new(
+        net: NetHandle,
+        store: Arc<PieceStore>,
+        records: Arc<RecordStore>,
+        key: Arc<SecretKey>,
+        catalog: Arc<Catalog>,
+    ) -> Self {
         Self {
             net,
             store,
+            records,
+            key,
             catalog,
             buffers: BufPool::new(POOL_BYTES),
             placement: Policy::default(),
@@ -302,7 +362,7 @@ impl Client {
     /// Zones, free space, scores and latency are not known to the node yet,
     /// so they are left unknown (neutral), and no node is vetted: placement
     /// then fills every place by rank, as on a fresh network.
-    async fn candidates(&self, key: &[u8; 32]) -> Vec<Candidate> {
+    pub(crate) async fn candidates(&self, key: &[u8; 32]) -> Vec<Candidate> {
         let peers = self.net.closest_peers(key, CANDIDATES).await;
         let ips = self.net.remote_ips(&peers).await;
         let mut out: Vec<Candidate> = peers
@@ -325,7 +385,18 @@ impl Client {
         placement::select(key, candidates.len(), 0, candidates, &[], &self.placement).len()
     }
 
-    async fn store_blob(&self, peer: PeerId, blob: Blob, data: Bytes) -> Result<(), FailureKind> {
+    /// This node's piece store.
+    pub(crate) fn store(&self) -> &Arc<PieceStore> {
+        &self.store
+    }
+
+    pub(crate) async fn store_blob(
+        &self,
+        peer: PeerId,
+        blob: Blob,
+        data: Bytes,
+        expires_at: u64,
+    ) -> Result<(), FailureKind> {
         if peer == self.local() {
             let store = self.store.clone();
             let owner = peer_bytes(&peer);
@@ -338,7 +409,7 @@ impl Client {
                         data: &data,
                         expected_hash: Some(hash),
                         owner: &owner,
-                        expires_at: 0,
+                        expires_at,
                     },
                     now_secs(),
                 )
@@ -362,9 +433,9 @@ impl Client {
             Blob::Piece { id, hash } => RequestHeader::Store {
                 id,
                 hash,
-                expires_at: 0,
+                expires_at,
             },
-            Blob::Manifest(id) => RequestHeader::PutRecord { id, expires_at: 0 },
+            Blob::Manifest(id) => RequestHeader::PutRecord { id, expires_at },
         };
         let request = Request { header, body: data };
         match self.net.request(peer, request, PIECE_TIMEOUT).await {
@@ -383,7 +454,7 @@ impl Client {
         }
     }
 
-    async fn fetch_blob(&self, peer: PeerId, blob: Blob) -> Result<Bytes, FailureKind> {
+    pub(crate) async fn fetch_blob(&self, peer: PeerId, blob: Blob) -> Result<Bytes, FailureKind> {
         let (id, _, hash) = blob.local();
         let data = if peer == self.local() {
             let store = self.store.clone();
@@ -478,6 +549,8 @@ impl Client {
                 }
             },
         );
+        let created_at = now_secs();
+        let expires_at = created_at.saturating_add(opts.lease_secs);
         let (key_ref, first_ref) = (&key, &first);
         let uploads = reads
             .map(|item| async move {
@@ -489,20 +562,56 @@ impl Client {
                     self.candidates(&file_id.segment_key(index)).await
                 };
                 let entry = self
-                    .put_segment(key_ref, file_id, index, last, buf, p, coded, &candidates)
+                    .put_segment(
+                        key_ref,
+                        file_id,
+                        index,
+                        last,
+                        buf,
+                        p,
+                        coded,
+                        &candidates,
+                        expires_at,
+                    )
                     .await?;
                 Ok::<_, ClientError>((entry, len))
             })
             .buffered(PUT_PIPELINE);
         let mut uploads = Box::pin(uploads);
         let mut segments = Vec::new();
+        let mut infos = Vec::new();
         let mut size: u64 = 0;
         while let Some(done) = uploads.next().await {
-            let (entry, len) = done?;
+            let ((entry, hashes), len) = done?;
             segments.push(entry);
+            infos.push(SegmentInfo {
+                sealed_len: len + cairn_core::crypto::TAG_LEN as u64,
+                hashes,
+            });
             size += len;
         }
         drop(uploads);
+        let genesis = Genesis {
+            file_id,
+            owner: self.key.public(),
+            k: p.k,
+            n: p.n,
+            coded,
+            created_at,
+            segments: infos,
+        };
+        let assignments: Vec<(u32, u16, Vec<u8>)> = segments
+            .iter()
+            .enumerate()
+            .flat_map(|(s, seg)| {
+                seg.pieces
+                    .iter()
+                    .map(move |piece| (s as u32, piece.index, piece.holder.clone()))
+            })
+            .collect();
+        let record = Record::create(genesis, &self.key, assignments, expires_at)
+            .map_err(|e| ClientError::Internal(format!("cannot build the repair record: {e}")))?;
+        self.put_record(&record).await?;
         let manifest = Manifest {
             file_id,
             size,
@@ -510,9 +619,9 @@ impl Client {
             k: p.k,
             n: p.n,
             coded,
-            created_at: now_secs(),
+            created_at,
             segments,
-            record: None,
+            record: Some(record.id()),
         };
         debug_assert_eq!(
             manifest.segments.len() as u64,
@@ -557,7 +666,8 @@ impl Client {
         p: params::Params,
         coded: u16,
         candidates: &[Candidate],
-    ) -> Result<SegmentEntry, ClientError> {
+        expires_at: u64,
+    ) -> Result<(SegmentEntry, Vec<[u8; 32]>), ClientError> {
         let seg_key = file_id.segment_key(index);
         // Coding is CPU-bound: keep it off the async workers.
         let key = key.clone();
@@ -597,9 +707,9 @@ impl Client {
                             hash: hashes[usize::from(i)],
                         };
                         let data = pieces[usize::from(i)].clone();
-                        running.push(
-                            async move { (i, peer, self.store_blob(peer, blob, data).await) },
-                        );
+                        running.push(async move {
+                            (i, peer, self.store_blob(peer, blob, data, expires_at).await)
+                        });
                     }
                     // Dropping `running` below cancels whatever is still in flight.
                     Action::Cancel { .. } | Action::Linger => {}
@@ -613,7 +723,7 @@ impl Client {
                                 holder: peer_bytes(&peer),
                             })
                             .collect();
-                        return Ok(SegmentEntry { pieces });
+                        return Ok((SegmentEntry { pieces }, hashes.to_vec()));
                     }
                     Action::Fail {
                         succeeded,
@@ -661,7 +771,10 @@ impl Client {
                     Action::Send { index, peer } => {
                         let data = sealed.clone();
                         running.push(async move {
-                            (index, self.store_blob(peer, Blob::Manifest(id), data).await)
+                            (
+                                index,
+                                self.store_blob(peer, Blob::Manifest(id), data, 0).await,
+                            )
                         });
                     }
                     Action::Cancel { .. } | Action::Linger => {}
@@ -702,7 +815,15 @@ impl Client {
         while let Some(res) = running.next().await {
             if let Ok(bytes) = res {
                 match Manifest::open(&bytes, &id, &cap.key) {
-                    Ok(m) => return Ok(m),
+                    Ok(mut m) => {
+                        drop(running);
+                        if let Some(rid) = m.record
+                            && let Some(record) = self.record(&rid).await
+                        {
+                            apply_record(&mut m, &record);
+                        }
+                        return Ok(m);
+                    }
                     Err(e) => last_err = Some(e),
                 }
             }
@@ -711,6 +832,92 @@ impl Client {
             Some(e) => Err(e.into()),
             None => Err(ClientError::ManifestNotFound { asked }),
         }
+    }
+
+    /// Stores a new repair record on its stewards (this node included if it
+    /// is one of them); at least one must take it.
+    async fn put_record(&self, record: &Record) -> Result<(), ClientError> {
+        let id = record.id();
+        let me = self.local();
+        let mut peers = self.net.closest_peers(&id.0, STEWARDS).await;
+        peers.push(me);
+        let bytes: Vec<Vec<u8>> = peers.iter().map(|p| p.to_bytes()).collect();
+        let stewards: Vec<PeerId> = cairn_core::repair::stewards(&id, &bytes, STEWARDS)
+            .into_iter()
+            .filter_map(|b| PeerId::from_bytes(b).ok())
+            .collect();
+        let body = Bytes::from(record.encode());
+        let sends = stewards.iter().map(|&peer| {
+            let body = body.clone();
+            async move {
+                if peer == me {
+                    let records = self.records.clone();
+                    let record = record.clone();
+                    let mine = self.key.public();
+                    return tokio::task::spawn_blocking(move || {
+                        records.merge(&record, &|k: &PublicKey| *k == mine).is_ok()
+                    })
+                    .await
+                    .unwrap_or(false);
+                }
+                let request = Request {
+                    header: RequestHeader::PutRepair { id },
+                    body,
+                };
+                matches!(
+                    self.net.request(peer, request, PIECE_TIMEOUT).await,
+                    Ok(r) if matches!(r.header, ResponseHeader::Stored)
+                )
+            }
+        });
+        let stored = futures::future::join_all(sends)
+            .await
+            .into_iter()
+            .filter(|ok| *ok)
+            .count();
+        if stored == 0 {
+            return Err(ClientError::ManifestUpload {
+                stored: 0,
+                wanted: stewards.len(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The newest repair record `id` this node can find: its own copy merged
+    /// with its stewards' (ops only from the owner or peers close to it).
+    pub async fn record(&self, id: &RecordId) -> Option<Record> {
+        let authors = crate::service::allowed_authors(&self.net, id).await;
+        let authority = |k: &PublicKey| authors.contains(k);
+        let records = self.records.clone();
+        let rid = *id;
+        let mut best = tokio::task::spawn_blocking(move || records.get(&rid).ok().flatten())
+            .await
+            .ok()
+            .flatten();
+        let peers = self.net.closest_peers(&id.0, STEWARDS).await;
+        let asks = peers.into_iter().map(|peer| async move {
+            let request = Request {
+                header: RequestHeader::GetRepair { id: *id },
+                body: Bytes::new(),
+            };
+            match self.net.request(peer, request, PIECE_TIMEOUT).await {
+                Ok(r) if matches!(r.header, ResponseHeader::Data) => Some(r.body),
+                _ => None,
+            }
+        });
+        for body in futures::future::join_all(asks).await.into_iter().flatten() {
+            let Ok(r) = Record::decode(&body, Some(*id), &authority) else {
+                continue;
+            };
+            match best.as_mut() {
+                Some(b) => {
+                    let _ = b.merge(&r, &authority);
+                }
+                None => best = Some(r),
+            }
+        }
+        best
     }
 
     /// Fetches and decodes segment `index`.

@@ -6,6 +6,7 @@
 //! - [`client`]: put, get and stat on behalf of the local user.
 //! - [`catalog`]: the list of files this node has put.
 //! - [`records`]: the repair records this node keeps as a steward.
+//! - [`steward`]: audits, liveness and repair of the records it stewards.
 //! - [`frames`]: the framing of a get stream, written by the API, read by the CLI.
 //! - [`api`]: the loopback HTTP/JSON control API the CLI uses.
 //!
@@ -19,6 +20,7 @@ pub mod identity;
 pub mod net;
 pub mod records;
 pub mod service;
+pub mod steward;
 #[cfg(test)]
 mod testnet;
 
@@ -81,6 +83,8 @@ pub struct NodeConfig {
     pub bootstrap: Vec<Multiaddr>,
     /// Local-network discovery.
     pub mdns: bool,
+    /// How the steward audits and repairs.
+    pub steward: steward::StewardConfig,
 }
 
 /// What a running node writes to `DATA_DIR/node.json` once it is ready.
@@ -148,13 +152,18 @@ pub async fn run(
     }
     let (stop_tx, stop_rx) = watch::channel(false);
     let (net, inbound, driver) = net::spawn(swarm, cfg.bootstrap.clone(), stop_rx);
-    let service = tokio::spawn(service::run(
-        store.clone(),
-        net.clone(),
-        inbound,
-        net_cfg.bodies.clone(),
-        signer,
-    ));
+    // Repair records get 1 % of the storage offered, at least 64 MiB.
+    let records = Arc::new(records::RecordStore::open(
+        dir,
+        (cfg.storage / 100).max(64 << 20),
+    )?);
+    let ctx = service::Ctx {
+        store: store.clone(),
+        records: records.clone(),
+        bodies: net_cfg.bodies.clone(),
+        signer: signer.clone(),
+    };
+    let service = tokio::spawn(service::run(ctx, net.clone(), inbound));
 
     // Re-announce the manifests this node holds, so readers find them after a restart.
     let held = {
@@ -173,7 +182,22 @@ pub async fn run(
     let api_addr = listener
         .local_addr()
         .map_err(|e| NodeError::Io(e.to_string()))?;
-    let client = Client::new(net.clone(), store.clone(), catalog.clone());
+    let client = Client::new(
+        net.clone(),
+        store.clone(),
+        records.clone(),
+        signer.clone(),
+        catalog.clone(),
+    );
+    let steward = steward::Steward::new(
+        net.clone(),
+        client.clone(),
+        records,
+        signer,
+        cfg.steward.clone(),
+    );
+    let steward_view = steward.view();
+    let steward_task = tokio::spawn(steward.run());
     // Spare segment buffers go back to the system once transfers stop.
     let pools = [client.buffers().clone(), net_cfg.bodies.clone()];
     let trimmer = tokio::spawn(async move {
@@ -191,6 +215,7 @@ pub async fn run(
         store: store.clone(),
         catalog,
         transfers: Arc::new(tokio::sync::Semaphore::new(api::MAX_TRANSFERS)),
+        steward: steward_view,
     });
 
     // Ready once the swarm reports its listen addresses.
@@ -225,6 +250,7 @@ pub async fn run(
     let _ = driver.await;
     service.abort();
     trimmer.abort();
+    steward_task.abort();
     let _ = std::fs::remove_file(info_path(dir));
     drop(lock);
     served.map_err(|e| NodeError::Io(format!("API server failed: {e}")))

@@ -95,6 +95,11 @@ enum Command {
         count: usize,
         reply: oneshot::Sender<Vec<PeerId>>,
     },
+    ClosestLocal {
+        key: Vec<u8>,
+        count: usize,
+        reply: oneshot::Sender<Vec<PeerId>>,
+    },
     Providers {
         key: Vec<u8>,
         reply: oneshot::Sender<Vec<PeerId>>,
@@ -171,6 +176,18 @@ impl NetHandle {
     /// Up to `count` peers closest to `key` in the DHT (excluding this node).
     pub async fn closest_peers(&self, key: &[u8], count: usize) -> Vec<PeerId> {
         self.call(|reply| Command::Closest {
+            key: key.to_vec(),
+            count,
+            reply,
+        })
+        .await
+        .unwrap_or_default()
+    }
+
+    /// Up to `count` peers closest to `key` in this node's routing table,
+    /// without asking the network (cheap; for checking who is a steward).
+    pub async fn closest_local(&self, key: &[u8], count: usize) -> Vec<PeerId> {
+        self.call(|reply| Command::ClosestLocal {
             key: key.to_vec(),
             count,
             reply,
@@ -360,6 +377,18 @@ impl Driver {
                 let n = NonZeroUsize::new(count).unwrap_or(NonZeroUsize::MIN);
                 let q = self.swarm.behaviour_mut().kad.get_n_closest_peers(key, n);
                 self.closest.insert(q, (count, reply));
+            }
+            Command::ClosestLocal { key, count, reply } => {
+                let target = cairn_net::libp2p::kad::KBucketKey::new(key);
+                let peers = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .get_closest_local_peers(&target)
+                    .take(count)
+                    .map(|k| *k.preimage())
+                    .collect();
+                let _ = reply.send(peers);
             }
             Command::Providers { key, reply } => {
                 let q = self.swarm.behaviour_mut().kad.get_providers(key.into());

@@ -4,13 +4,25 @@
 //! [`MAX_CONCURRENT`] are served at once, each on the blocking pool because
 //! the store does synchronous file and database I/O. Audits are answered
 //! from the store's proof, signed with the node's identity key.
+//!
+//! Repair records: a `PutRepair` is merged into the steward's record store,
+//! and a `SyncRepair` makes this node, as a holder, match the record: pieces
+//! it is still assigned get the record's lease, pieces reassigned elsewhere
+//! get at most [`ORPHAN_GRACE_SECS`] more (then garbage collection takes
+//! them), and an owner-deleted object's pieces go at once. Ops in either
+//! are accepted only from the owner or from peers among the
+//! [`AUTHOR_WINDOW`] closest to the record in this node's routing table, so
+//! a stranger cannot reassign or unassign pieces.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use cairn_core::PieceId;
 use cairn_core::audit::{AuditAnswer, Challenge};
 use cairn_core::buf::Buffers;
+use cairn_core::keys::PublicKey;
 use cairn_core::keys::SecretKey;
+use cairn_core::record::{Record, RecordId};
 use cairn_net::BufPool;
 use cairn_net::libp2p::PeerId;
 use cairn_net::{ErrorCode, Request, RequestHeader, Response, ResponseHeader};
@@ -19,44 +31,60 @@ use tokio::sync::{Semaphore, mpsc};
 
 use crate::net::{Inbound, NetHandle};
 use crate::now_secs;
+use crate::records::{RecordStore, RecordStoreError};
 
 /// Most requests served at once.
 pub const MAX_CONCURRENT: usize = 16;
+/// Stewards of a record are its closest peers; ops are accepted from this
+/// many closest peers in the local routing table (slack for views that
+/// differ while nodes come and go).
+pub const AUTHOR_WINDOW: usize = 3 * crate::steward::STEWARDS;
+/// A piece the record no longer assigns here is kept this long, in case the
+/// reassignment is undone by a concurrent repair, then collected.
+pub const ORPHAN_GRACE_SECS: u64 = 3600;
+
+/// What the service answers from.
+#[derive(Clone)]
+pub struct Ctx {
+    /// Pieces.
+    pub store: Arc<PieceStore>,
+    /// Repair records this node stewards.
+    pub records: Arc<RecordStore>,
+    /// Buffers for piece bodies.
+    pub bodies: BufPool,
+    /// The node's identity key, for audit answers.
+    pub signer: Arc<SecretKey>,
+}
 
 /// Serves inbound requests until the channel closes; pieces are read into
-/// buffers from `bodies`, which get them back once the answer is sent.
-/// Audit answers are signed with `signer`, the node's identity key.
-pub async fn run(
-    store: Arc<PieceStore>,
-    net: NetHandle,
-    mut inbound: mpsc::Receiver<Inbound>,
-    bodies: BufPool,
-    signer: Arc<SecretKey>,
-) {
+/// buffers from `ctx.bodies`, which get them back once the answer is sent.
+pub async fn run(ctx: Ctx, net: NetHandle, mut inbound: mpsc::Receiver<Inbound>) {
     let permits = Arc::new(Semaphore::new(MAX_CONCURRENT));
     while let Some(Inbound { request, reply }) = inbound.recv().await {
         let Ok(permit) = permits.clone().acquire_owned().await else {
             break;
         };
-        let store = store.clone();
+        let ctx = ctx.clone();
         let net = net.clone();
-        let bodies = bodies.clone();
-        let signer = signer.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let announce = match &request.header {
                 RequestHeader::PutRecord { id, .. } => Some(*id),
                 _ => None,
             };
+            let authors = match &request.header {
+                RequestHeader::PutRepair { id } | RequestHeader::SyncRepair { id } => {
+                    allowed_authors(&net, id).await
+                }
+                _ => HashSet::new(),
+            };
             let peer = reply.peer;
-            let response = tokio::task::spawn_blocking({
-                let store = store.clone();
-                move || handle(&store, peer, request, &bodies, &signer)
-            })
-            .await
-            .unwrap_or_else(|e| {
-                Response::error(ErrorCode::Internal, format!("request handler failed: {e}"))
-            });
+            let response =
+                tokio::task::spawn_blocking(move || handle(&ctx, peer, request, &authors))
+                    .await
+                    .unwrap_or_else(|e| {
+                        Response::error(ErrorCode::Internal, format!("request handler failed: {e}"))
+                    });
             if let (Some(id), ResponseHeader::Stored) = (announce, &response.header) {
                 net.provide(id.as_bytes()).await;
             }
@@ -65,14 +93,21 @@ pub async fn run(
     }
 }
 
-/// Answers one request from the store. Pure apart from the store.
-pub fn handle(
-    store: &PieceStore,
-    peer: PeerId,
-    request: Request,
-    bodies: &BufPool,
-    signer: &SecretKey,
-) -> Response {
+/// The keys that may author ops of record `id`: this node and the peers
+/// closest to the record in its routing table.
+pub async fn allowed_authors(net: &NetHandle, id: &RecordId) -> HashSet<PublicKey> {
+    let mut peers = net.closest_local(&id.0, AUTHOR_WINDOW).await;
+    peers.push(net.local_peer_id());
+    peers
+        .iter()
+        .filter_map(|p| PublicKey::from_peer_bytes(&p.to_bytes()))
+        .collect()
+}
+
+/// Answers one request from the stores; `authors` may write to the record
+/// a `PutRepair` or `SyncRepair` carries.
+pub fn handle(ctx: &Ctx, peer: PeerId, request: Request, authors: &HashSet<PublicKey>) -> Response {
+    let (store, bodies, signer) = (&*ctx.store, &ctx.bodies, &*ctx.signer);
     let owner = peer.to_bytes();
     match request.header {
         RequestHeader::Store {
@@ -120,6 +155,37 @@ pub fn handle(
                 pieces: u.pieces,
             })
         }
+        RequestHeader::PutRepair { id } => {
+            let authority = |k: &PublicKey| authors.contains(k);
+            let merged = Record::decode(&request.body, Some(id), &authority)
+                .map_err(RecordStoreError::from)
+                .and_then(|r| ctx.records.merge(&r, &authority));
+            match merged {
+                Ok(_) => Response::header(ResponseHeader::Stored),
+                Err(RecordStoreError::Full { .. }) => {
+                    Response::error(ErrorCode::Full, "this node's repair record budget is full")
+                }
+                Err(RecordStoreError::Record(e)) => {
+                    Response::error(ErrorCode::Refused, e.to_string())
+                }
+                Err(e) => Response::error(ErrorCode::Internal, e.to_string()),
+            }
+        }
+        RequestHeader::GetRepair { id } => match ctx.records.get(&id) {
+            Ok(Some(r)) => Response {
+                header: ResponseHeader::Data,
+                body: r.encode().into(),
+            },
+            Ok(None) => Response::error(ErrorCode::NotFound, format!("no repair record {id} here")),
+            Err(e) => Response::error(ErrorCode::Internal, e.to_string()),
+        },
+        RequestHeader::SyncRepair { id } => {
+            let authority = |k: &PublicKey| authors.contains(k);
+            match Record::decode(&request.body, Some(id), &authority) {
+                Ok(record) => sync_pieces(store, &record, &signer.public().peer_bytes()),
+                Err(e) => Response::error(ErrorCode::Refused, e.to_string()),
+            }
+        }
         // A lost or damaged piece is answered with an error, not a signed
         // answer: the steward records it as missing.
         RequestHeader::Audit { id, nonce } => {
@@ -132,6 +198,36 @@ pub fn handle(
             }
         }
     }
+}
+
+/// Makes this holder's pieces of `record` match it (see the module docs).
+fn sync_pieces(store: &PieceStore, record: &Record, me: &[u8]) -> Response {
+    let g = record.genesis();
+    let now = now_secs();
+    let (mut renewed, mut dropped) = (0u32, 0u32);
+    for segment in 0..g.segments.len() as u32 {
+        for index in 0..g.coded {
+            let id = g.piece_id(segment, index);
+            if !store.has(&id).unwrap_or(false) {
+                continue;
+            }
+            let result = if record.is_deleted() {
+                store.remove(&id).map(|gone| dropped += u32::from(gone))
+            } else if record.holder(segment, index) == Some(me) {
+                store
+                    .set_expiry(&id, record.expires_at())
+                    .map(|_| renewed += 1)
+            } else {
+                store
+                    .shorten_expiry(&id, now + ORPHAN_GRACE_SECS)
+                    .map(|_| dropped += 1)
+            };
+            if let Err(e) = result {
+                return store_error(e);
+            }
+        }
+    }
+    Response::header(ResponseHeader::Synced { renewed, dropped })
 }
 
 fn store_put(

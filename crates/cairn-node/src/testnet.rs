@@ -58,21 +58,22 @@ async fn start_node_as(
     swarm.listen_on(addr.clone()).unwrap();
     let (stop, stop_rx) = watch::channel(false);
     let (net, inbound, _task) = crate::net::spawn(swarm, bootstrap, stop_rx);
+    let records = Arc::new(crate::records::RecordStore::open(dir.path(), 64 << 20).unwrap());
     match behaviour {
         Behaviour::Honest => {
-            tokio::spawn(crate::service::run(
-                store.clone(),
-                net.clone(),
-                inbound,
-                cfg.bodies.clone(),
-                signer,
-            ));
+            let ctx = crate::service::Ctx {
+                store: store.clone(),
+                records: records.clone(),
+                bodies: cfg.bodies.clone(),
+                signer: signer.clone(),
+            };
+            tokio::spawn(crate::service::run(ctx, net.clone(), inbound));
         }
         Behaviour::Liar => {
-            tokio::spawn(lie(net.clone(), inbound, signer));
+            tokio::spawn(lie(net.clone(), inbound, signer.clone()));
         }
     }
-    let client = Client::new(net.clone(), store.clone(), catalog);
+    let client = Client::new(net.clone(), store.clone(), records, signer, catalog);
     let _ = peer;
     TestNode {
         client,
@@ -177,6 +178,7 @@ async fn put_get_and_survive_losses_in_process() {
         n: Some(5),
         segment_size: 64 * 1024,
         name: Some("x".into()),
+        ..PutOptions::default()
     };
     let out = nodes[0].client.put(&data[..], opts).await.unwrap();
     assert_eq!((out.k, out.n, out.segments, out.size), (3, 5, 5, 300_000));
@@ -210,6 +212,7 @@ async fn lying_holders_are_caught_by_the_hash_check() {
         n: Some(5),
         segment_size: 64 * 1024,
         name: None,
+        ..PutOptions::default()
     };
     let out = nodes[0].client.put(&data[..], opts).await.unwrap();
     let cap: ReadCap = out.cap.parse().unwrap();

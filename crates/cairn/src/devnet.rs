@@ -35,9 +35,27 @@ pub struct DevnetArgs {
     /// Keep the network up after the demo until Ctrl-C.
     #[arg(long)]
     keep: bool,
+    /// Time between each node's steward passes (audits, liveness, repair).
+    #[arg(long, default_value = "5s", value_parser = crate::size::parse_duration)]
+    steward_interval: std::time::Duration,
+    /// How long a stopped node may stay away before its pieces are rebuilt elsewhere.
+    #[arg(long, default_value = "30s", value_parser = crate::size::parse_duration)]
+    grace: std::time::Duration,
+    /// When to repair a segment: `halfway`, `eager`, or at a number of healthy pieces.
+    #[arg(long, default_value = "halfway", value_parser = crate::size::parse_repair)]
+    repair: cairn_core::repair::Threshold,
 }
 
 impl DevnetArgs {
+    fn steward(&self) -> crate::StewardArgs {
+        crate::StewardArgs {
+            steward_interval: self.steward_interval,
+            grace: self.grace,
+            repair: self.repair,
+            repair_bandwidth: 64 << 20,
+        }
+    }
+
     /// Settings for `cairn bench`.
     pub fn for_bench(nodes: usize, dir: PathBuf) -> Self {
         Self {
@@ -47,6 +65,9 @@ impl DevnetArgs {
             demo: false,
             demo_size: 0,
             keep: false,
+            steward_interval: std::time::Duration::from_secs(60),
+            grace: std::time::Duration::from_secs(3600),
+            repair: cairn_core::repair::Threshold::Halfway,
         }
     }
 }
@@ -80,7 +101,12 @@ pub struct Running {
     pub info: DevnetNode,
 }
 
-fn spawn_node(dir: &Path, storage: u64, bootstrap: Option<&str>) -> Result<Child> {
+fn spawn_node(
+    dir: &Path,
+    storage: u64,
+    bootstrap: Option<&str>,
+    steward: &crate::StewardArgs,
+) -> Result<Child> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let log = std::fs::File::create(dir.join("node.log"))
         .with_context(|| format!("cannot create a log in {}", dir.display()))?;
@@ -99,6 +125,7 @@ fn spawn_node(dir: &Path, storage: u64, bootstrap: Option<&str>) -> Result<Child
     .arg(dir)
     .arg("--storage")
     .arg(storage.to_string())
+    .args(steward.to_args())
     .stdin(Stdio::null())
     .stdout(Stdio::null())
     .stderr(log)
@@ -161,7 +188,8 @@ pub async fn start(args: &DevnetArgs) -> Result<Vec<Running>> {
     let _ = std::fs::remove_file(args.dir.join("devnet.json"));
     let mut nodes = Vec::new();
     let d0 = args.dir.join("node-00");
-    let mut c0 = spawn_node(&d0, args.storage, None)?;
+    let steward = args.steward();
+    let mut c0 = spawn_node(&d0, args.storage, None, &steward)?;
     let i0 = wait_ready(&d0, &mut c0).await?;
     let boot = i0
         .listen
@@ -175,7 +203,10 @@ pub async fn start(args: &DevnetArgs) -> Result<Vec<Running>> {
     let mut pending = Vec::new();
     for i in 1..args.nodes {
         let d = args.dir.join(format!("node-{i:02}"));
-        pending.push((d.clone(), spawn_node(&d, args.storage, Some(&boot))?));
+        pending.push((
+            d.clone(),
+            spawn_node(&d, args.storage, Some(&boot), &steward)?,
+        ));
     }
     for (d, mut c) in pending {
         let info = wait_ready(&d, &mut c).await?;

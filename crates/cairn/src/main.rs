@@ -4,6 +4,7 @@
 mod api;
 mod bench;
 mod devnet;
+mod sim;
 mod size;
 
 use std::net::SocketAddr;
@@ -14,7 +15,7 @@ use cairn_node::Multiaddr;
 use clap::{Args, Parser, Subcommand};
 
 use crate::api::Api;
-use crate::size::{human, parse_size};
+use crate::size::{human, parse_duration, parse_repair, parse_size};
 
 #[derive(Parser)]
 #[command(
@@ -102,12 +103,23 @@ enum Command {
     Devnet(devnet::DevnetArgs),
     /// Measure the pipeline and a local network; write BENCHMARKS.md.
     Bench(bench::BenchArgs),
+    /// Simulate a large network for a year: durability and repair traffic.
+    Sim(sim::SimArgs),
 }
 
 #[derive(Subcommand)]
 enum NodeCommand {
     /// Run a node until Ctrl-C or SIGTERM.
     Run(RunArgs),
+    /// What this node's steward sees: the holders it audits, their scores
+    /// and why they moved, repairs done, and evidence of failed audits.
+    Score {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        api: ApiArg,
+    },
 }
 
 #[derive(Args)]
@@ -130,6 +142,61 @@ struct RunArgs {
     /// Do not discover peers on the local network with mDNS.
     #[arg(long)]
     no_mdns: bool,
+    #[command(flatten)]
+    steward: StewardArgs,
+}
+
+/// How a node audits and repairs the objects it stewards.
+#[derive(Args, Clone, Debug)]
+pub struct StewardArgs {
+    /// Time between the steward's passes over its records.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub steward_interval: std::time::Duration,
+    /// How long a holder may be unreachable before its pieces are rebuilt elsewhere.
+    #[arg(long, default_value = "4h", value_parser = parse_duration)]
+    pub grace: std::time::Duration,
+    /// When to repair a segment: `halfway` between k and n healthy pieces,
+    /// `eager` (at the first loss), or at a number of healthy pieces.
+    #[arg(long, default_value = "halfway", value_parser = parse_repair)]
+    pub repair: cairn_core::repair::Threshold,
+    /// Repair bandwidth limit per second.
+    #[arg(long, default_value = "16MiB", value_parser = parse_size)]
+    pub repair_bandwidth: u64,
+}
+
+impl StewardArgs {
+    /// The node's steward settings.
+    pub fn config(&self) -> cairn_node::steward::StewardConfig {
+        cairn_node::steward::StewardConfig {
+            interval: self.steward_interval,
+            grace: self.grace,
+            policy: cairn_core::repair::RepairPolicy {
+                threshold: self.repair,
+            },
+            repair_bytes_per_sec: self.repair_bandwidth,
+            ..Default::default()
+        }
+    }
+
+    /// The same settings as `cairn node run` flags.
+    pub fn to_args(&self) -> Vec<String> {
+        use cairn_core::repair::Threshold;
+        let repair = match self.repair {
+            Threshold::Halfway => "halfway".to_string(),
+            Threshold::Eager => "eager".to_string(),
+            Threshold::AtMost(n) => n.to_string(),
+        };
+        vec![
+            "--steward-interval".into(),
+            format!("{}ms", self.steward_interval.as_millis()),
+            "--grace".into(),
+            format!("{}ms", self.grace.as_millis()),
+            "--repair".into(),
+            repair,
+            "--repair-bandwidth".into(),
+            self.repair_bandwidth.to_string(),
+        ]
+    }
 }
 
 fn main() {
@@ -162,6 +229,9 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Node {
             command: NodeCommand::Run(a),
         } => node_run(a).await,
+        Command::Node {
+            command: NodeCommand::Score { json, api },
+        } => score(&Api::new(&api.api)?, json).await,
         Command::Put {
             file,
             k,
@@ -178,6 +248,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Ls { json, api } => ls(&Api::new(&api.api)?, json).await,
         Command::Devnet(a) => devnet::run(a).await,
         Command::Bench(a) => bench::run(a).await,
+        Command::Sim(a) => sim::run(a),
     }
 }
 
@@ -217,6 +288,7 @@ async fn node_run(a: RunArgs) -> Result<()> {
         storage: a.storage,
         bootstrap: a.bootstrap,
         mdns: !a.no_mdns,
+        steward: a.steward.config(),
     };
     cairn_node::run(cfg, shutdown_signal()).await?;
     Ok(())
@@ -346,6 +418,49 @@ async fn status(api: &Api, json: bool) -> Result<()> {
         human(g("used_bytes")),
         human(g("capacity_bytes"))
     );
+    Ok(())
+}
+
+async fn score(api: &Api, json: bool) -> Result<()> {
+    let r: serde_json::Value = api.get_json("/v1/steward").await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
+    let g = |k: &str| r.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+    println!(
+        "stewarding {} records; {} audits, {} repairs ({} pieces rebuilt), {} queued",
+        g("records"),
+        g("audits"),
+        g("repairs"),
+        g("pieces_rebuilt"),
+        g("queued")
+    );
+    let holders = r["holders"].as_array().cloned().unwrap_or_default();
+    if holders.is_empty() {
+        println!("no holders audited yet");
+    }
+    for h in holders {
+        let state = if h["disqualified"].as_bool() == Some(true) {
+            "disqualified"
+        } else if h["lost"].as_bool() == Some(true) {
+            "lost (unreachable past the grace period)"
+        } else {
+            "ok"
+        };
+        println!(
+            "{}  score {:.4}  passed {}  {state}",
+            h["peer_id"].as_str().unwrap_or("?"),
+            h["score"].as_f64().unwrap_or(0.0),
+            h["passed"].as_u64().unwrap_or(0)
+        );
+        for p in h["penalties"].as_array().into_iter().flatten() {
+            println!("    {}", p.as_str().unwrap_or("?"));
+        }
+        if let Some(w) = h["warning"].as_str() {
+            println!("    warning: {w}");
+        }
+    }
     Ok(())
 }
 

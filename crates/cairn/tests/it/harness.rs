@@ -45,6 +45,11 @@ pub fn alive(pid: u32) -> bool {
 
 impl Devnet {
     pub fn start(nodes: usize, storage: &str) -> Self {
+        Self::start_with(nodes, storage, &[])
+    }
+
+    /// A devnet with extra `cairn devnet` flags (e.g. steward timings).
+    pub fn start_with(nodes: usize, storage: &str, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let log = std::fs::File::create(dir.path().join("devnet.log")).unwrap();
         let child = Command::new(CAIRN)
@@ -57,6 +62,7 @@ impl Devnet {
                 "--dir",
             ])
             .arg(dir.path())
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -246,6 +252,10 @@ pub fn data(len: usize, seed: u64) -> Vec<u8> {
             (s >> 24) as u8
         })
         .collect()
+}
+
+pub fn steward_json(api: &str) -> serde_json::Value {
+    serde_json::from_str(&ok(cairn(api, &["node", "score", "--json"]))).unwrap()
 }
 
 pub fn stat_json(api: &str, cap: &str) -> serde_json::Value {

@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod durability;
 mod harness;
 mod storage;
 mod usage;

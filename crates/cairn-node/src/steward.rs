@@ -1,0 +1,835 @@
+//! The steward: keeps the repair records this node is closest to, watches
+//! their holders, audits them and repairs segments, without the owner.
+//!
+//! Every [`StewardConfig::interval`] it walks its records (at most
+//! [`StewardConfig::max_records`] per pass). For each:
+//!
+//! 1. **Still mine?** The [`STEWARDS`] peers closest to the record id (by
+//!    the DHT's metric) are its stewards. A node that is no longer among them
+//!    hands the record to those that are and forgets it.
+//! 2. **Liveness.** Each holder is asked which of its pieces it has (`Has`);
+//!    an answer or its absence feeds that holder's
+//!    [`cairn_core::liveness::Liveness`]. A holder unreachable longer than
+//!    [`StewardConfig::grace`] counts as lost for repair; one that comes
+//!    back counts again, unless its pieces were reassigned meanwhile.
+//! 3. **Audits.** Each holder that answered gets one storage-proof
+//!    challenge for a random piece of its (a fresh nonce each time). The
+//!    outcome moves its [`cairn_core::score::Reputation`]; a wrong proof or a
+//!    missing piece marks that piece lost in the record (an `Unassign` op,
+//!    so every steward learns it) and is kept as signed
+//!    [`cairn_core::audit::AuditEvidence`].
+//! 4. **Repair.** [`cairn_core::repair::assess`] decides which segments
+//!    need work; for each, the deterministic [`repairer`] among the
+//!    stewards queues it, and the queue is drained most urgent first under
+//!    the repair bandwidth limit: download k pieces (hash-checked), rebuild
+//!    the missing ones ([`cairn_core::repair::rebuild`], on ciphertext, no
+//!    key), store them on nodes [`cairn_core::placement::select`] picks apart
+//!    from the surviving holders, and record the new assignments.
+//! 5. **Spread.** A record that changed is pushed to the other stewards
+//!    (`PutRepair`, merged as a CRDT) and to its holders (`SyncRepair`, so
+//!    they renew, keep or drop their pieces).
+//!
+//! Scores, liveness and the evidence kept live in memory and are shown by
+//! the API ([`StewardView`]).
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cairn_core::PieceId;
+use cairn_core::audit::{AuditAnswer, AuditEvidence, Challenge};
+use cairn_core::erasure::shard_size;
+use cairn_core::keys::{PublicKey, SecretKey};
+use cairn_core::liveness::{Liveness, LivenessParams};
+use cairn_core::placement::{self, Candidate};
+use cairn_core::record::{Change, Record, RecordId};
+use cairn_core::repair::{self, RepairPolicy, RepairQueue, TokenBucket, repairer};
+use cairn_core::score::{AuditOutcome, Reputation, ScoreParams};
+use cairn_net::libp2p::PeerId;
+use cairn_net::{ErrorCode, Request, RequestHeader, ResponseHeader};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use serde::Serialize;
+
+use crate::client::{Blob, Client};
+use crate::net::NetHandle;
+use crate::now_secs;
+use crate::records::RecordStore;
+use crate::service::allowed_authors;
+
+/// Stewards per record.
+pub const STEWARDS: usize = 5;
+/// Evidence entries kept in memory for the API.
+const MAX_EVIDENCE: usize = 256;
+/// How long a probe or audit may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Holders probed at once.
+const PROBE_CONCURRENCY: usize = 8;
+
+/// How a steward works.
+#[derive(Clone, Debug)]
+pub struct StewardConfig {
+    /// Time between passes over the records.
+    pub interval: Duration,
+    /// How long a holder may be unreachable before its pieces count as lost.
+    pub grace: Duration,
+    /// When a segment is repaired.
+    pub policy: RepairPolicy,
+    /// Repair bandwidth limit, bytes per second.
+    pub repair_bytes_per_sec: u64,
+    /// Records looked at per pass.
+    pub max_records: usize,
+    /// Repair jobs waiting at most.
+    pub max_queue: usize,
+}
+
+impl Default for StewardConfig {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(60),
+            grace: Duration::from_secs(cairn_core::liveness::DEFAULT_GRACE_SECS),
+            policy: RepairPolicy::default(),
+            repair_bytes_per_sec: 16 << 20,
+            max_records: 1024,
+            max_queue: 4096,
+        }
+    }
+}
+
+/// One holder as this steward sees it, for the API.
+#[derive(Clone, Debug, Serialize)]
+pub struct HolderView {
+    /// Peer id.
+    pub peer_id: String,
+    /// Audit score in [0, 1].
+    pub score: f64,
+    /// Audits passed.
+    pub passed: u64,
+    /// Disqualified by audits.
+    pub disqualified: bool,
+    /// Counted as lost (unreachable longer than the grace period).
+    pub lost: bool,
+    /// Seconds unreachable, if it is failing now.
+    pub unreachable_secs: Option<u64>,
+    /// Why the score moved, newest last.
+    pub penalties: Vec<String>,
+    /// A warning before a penalty bites.
+    pub warning: Option<String>,
+}
+
+/// What the steward shows the API.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct StewardView {
+    /// Records stewarded here.
+    pub records: usize,
+    /// Holders audited, by peer id.
+    pub holders: Vec<HolderView>,
+    /// Repairs finished since start.
+    pub repairs: u64,
+    /// Pieces rebuilt since start.
+    pub pieces_rebuilt: u64,
+    /// Repair jobs waiting.
+    pub queued: usize,
+    /// Audits run since start.
+    pub audits: u64,
+    /// Recent failed audits as hex-encoded signed evidence.
+    pub evidence: Vec<String>,
+}
+
+/// The steward's shared view, read by the API.
+pub type SharedView = Arc<Mutex<StewardView>>;
+
+struct Holder {
+    liveness: Liveness,
+    score: Reputation,
+}
+
+/// The steward actor's state.
+pub struct Steward {
+    net: NetHandle,
+    client: Client,
+    records: Arc<RecordStore>,
+    key: Arc<SecretKey>,
+    cfg: StewardConfig,
+    holders: HashMap<PeerId, Holder>,
+    queue: RepairQueue<(RecordId, u32)>,
+    bucket: TokenBucket,
+    started: Instant,
+    scores: ScoreParams,
+    live: LivenessParams,
+    evidence: VecDeque<AuditEvidence>,
+    repairs: u64,
+    rebuilt: u64,
+    audits: u64,
+    view: SharedView,
+}
+
+/// Unix milliseconds since the steward started (for the bandwidth bucket).
+fn ms(started: Instant) -> u64 {
+    started.elapsed().as_millis() as u64
+}
+
+fn peer_of(bytes: &[u8]) -> Option<PeerId> {
+    PeerId::from_bytes(bytes).ok()
+}
+
+impl Steward {
+    /// A steward over this node's records.
+    pub fn new(
+        net: NetHandle,
+        client: Client,
+        records: Arc<RecordStore>,
+        key: Arc<SecretKey>,
+        cfg: StewardConfig,
+    ) -> Self {
+        let started = Instant::now();
+        let rate = cfg.repair_bytes_per_sec.max(1);
+        Self {
+            net,
+            client,
+            records,
+            key,
+            queue: RepairQueue::new(cfg.max_queue),
+            bucket: TokenBucket::new(rate, rate.saturating_mul(4).max(256 << 20), 0),
+            cfg,
+            holders: HashMap::new(),
+            started,
+            scores: ScoreParams::default(),
+            live: LivenessParams::default(),
+            evidence: VecDeque::new(),
+            repairs: 0,
+            rebuilt: 0,
+            audits: 0,
+            view: Arc::new(Mutex::new(StewardView::default())),
+        }
+    }
+
+    /// The view the API reads.
+    pub fn view(&self) -> SharedView {
+        self.view.clone()
+    }
+
+    /// Runs passes forever.
+    pub async fn run(mut self) {
+        let mut tick = tokio::time::interval(self.cfg.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            self.pass().await;
+        }
+    }
+
+    /// One pass over the records, then the repair queue.
+    pub async fn pass(&mut self) {
+        let ids = match self.records.ids() {
+            Ok(ids) => ids,
+            Err(e) => {
+                tracing::warn!("steward cannot list its records: {e}");
+                return;
+            }
+        };
+        for id in ids.into_iter().take(self.cfg.max_records) {
+            if let Err(e) = self.tend(id).await {
+                tracing::debug!(record = %id, "steward pass: {e}");
+            }
+        }
+        self.drain().await;
+        self.publish();
+    }
+
+    fn holder(&mut self, peer: PeerId) -> &mut Holder {
+        let scores = &self.scores;
+        self.holders.entry(peer).or_insert_with(|| Holder {
+            liveness: Liveness::new(),
+            score: Reputation::new(scores),
+        })
+    }
+
+    fn is_healthy(&self, peer: &PeerId, now: u64) -> bool {
+        self.holders.get(peer).is_none_or(|h| {
+            !h.score.is_disqualified() && !h.liveness.is_lost(now, self.cfg.grace.as_secs())
+        })
+    }
+
+    /// The current stewards of `id` (this node included if it is one).
+    async fn stewards(&self, id: &RecordId) -> Vec<PeerId> {
+        let mut peers = self.net.closest_peers(&id.0, STEWARDS).await;
+        peers.push(self.net.local_peer_id());
+        let bytes: Vec<Vec<u8>> = peers.iter().map(|p| p.to_bytes()).collect();
+        repair::stewards(id, &bytes, STEWARDS)
+            .into_iter()
+            .filter_map(peer_of)
+            .collect()
+    }
+
+    async fn tend(&mut self, id: RecordId) -> Result<(), String> {
+        let Some(mut record) = self.records.get(&id).map_err(|e| e.to_string())? else {
+            return Ok(());
+        };
+        let me = self.net.local_peer_id();
+        let stewards = self.stewards(&id).await;
+        if !stewards.contains(&me) {
+            // Hand over: keep it until at least one current steward has it.
+            if self.push(&record, &stewards).await > 0 {
+                let _ = self.records.remove(&id);
+            }
+            return Ok(());
+        }
+        // Anti-entropy: fetch the other stewards' copies and merge them. Who
+        // answers is also who is alive to share the repair work.
+        let authors = allowed_authors(&self.net, &id).await;
+        let authority = |k: &PublicKey| authors.contains(k);
+        let others: Vec<PeerId> = stewards.iter().copied().filter(|p| *p != me).collect();
+        let copies = futures::future::join_all(others.iter().map(|&peer| {
+            let net = self.net.clone();
+            async move {
+                let request = Request {
+                    header: RequestHeader::GetRepair { id },
+                    body: Bytes::new(),
+                };
+                match net.request(peer, request, PROBE_TIMEOUT).await {
+                    Ok(r) if matches!(r.header, ResponseHeader::Data) => (peer, true, Some(r.body)),
+                    // "Not found" still proves it is alive (it may be new).
+                    Ok(r) if matches!(r.header, ResponseHeader::Error { .. }) => (peer, true, None),
+                    _ => (peer, false, None),
+                }
+            }
+        }))
+        .await;
+        let mut live_stewards = vec![me];
+        let mut behind = Vec::new();
+        let mut merged_in = false;
+        for (peer, alive, body) in copies {
+            if alive {
+                live_stewards.push(peer);
+            }
+            match body.and_then(|b| Record::decode(&b, Some(id), &authority).ok()) {
+                Some(theirs) => {
+                    if record.merge(&theirs, &authority) == Ok(cairn_core::record::Merged::Changed)
+                    {
+                        merged_in = true;
+                    }
+                    if theirs != record {
+                        behind.push(peer);
+                    }
+                }
+                None if alive => behind.push(peer),
+                None => {}
+            }
+        }
+        if merged_in {
+            record = self
+                .records
+                .merge(&record, &authority)
+                .map_err(|e| e.to_string())?
+                .1;
+        }
+        if record.is_deleted() {
+            self.sync_holders(&record).await;
+            return Ok(());
+        }
+        let now = now_secs();
+        let changes = self.check_holders(&record, now).await;
+        let mut changed = false;
+        if !changes.is_empty() {
+            record
+                .update(&self.key, now, changes, &authority)
+                .map_err(|e| e.to_string())?;
+            self.records
+                .merge(&record, &authority)
+                .map_err(|e| e.to_string())?;
+            changed = true;
+        }
+        // Queue the segments this steward is the repairer of.
+        let health = repair::assess(&record, |_, _, holder| {
+            peer_of(holder).is_some_and(|p| self.is_healthy(&p, now))
+        });
+        let live: Vec<Vec<u8>> = live_stewards.iter().map(|p| p.to_bytes()).collect();
+        let live: Vec<&[u8]> = live.iter().map(Vec::as_slice).collect();
+        let me_bytes = me.to_bytes();
+        for h in health {
+            if h.needs_repair(&self.cfg.policy)
+                && repairer(&id, h.segment, &live) == Some(me_bytes.as_slice())
+            {
+                self.queue
+                    .push((id, h.segment), h.margin(), ms(self.started));
+            }
+        }
+        if changed {
+            self.push(&record, &others).await;
+            self.sync_holders(&record).await;
+        } else if !behind.is_empty() {
+            self.push(&record, &behind).await;
+        }
+        Ok(())
+    }
+
+    /// Probes and audits every holder of `record`; returns the changes the
+    /// record needs (pieces proven missing or damaged).
+    async fn check_holders(&mut self, record: &Record, now: u64) -> Vec<Change> {
+        let g = record.genesis();
+        let mut by_holder: BTreeMap<Vec<u8>, Vec<(u32, u16)>> = BTreeMap::new();
+        for segment in 0..g.segments.len() as u32 {
+            for (index, holder) in record.holders(segment) {
+                by_holder
+                    .entry(holder.to_vec())
+                    .or_default()
+                    .push((segment, index));
+            }
+        }
+        let me = self.net.local_peer_id();
+        let mut probes = FuturesUnordered::new();
+        let mut results = Vec::new();
+        for (holder, pieces) in by_holder {
+            let Some(peer) = peer_of(&holder) else {
+                continue;
+            };
+            let ids: Vec<PieceId> = pieces.iter().map(|&(s, i)| g.piece_id(s, i)).collect();
+            // One random piece is audited each pass.
+            let pick = rand::random::<u64>() as usize % pieces.len();
+            let (s, i) = pieces[pick];
+            let size = g
+                .segments
+                .get(s as usize)
+                .map(|seg| shard_size(seg.sealed_len as usize, g.k) as u64)
+                .unwrap_or(0);
+            let root = g.piece_hash(s, i).unwrap_or([0; 32]);
+            let challenge = Challenge::random(g.piece_id(s, i));
+            let net = self.net.clone();
+            let store = self.client.store().clone();
+            probes.push(async move {
+                // This node holds pieces too; it does not audit itself
+                // (the other stewards do) and reads its own index directly.
+                if peer == me {
+                    let has = tokio::task::spawn_blocking(move || {
+                        ids.iter()
+                            .map(|id| store.has(id).unwrap_or(false))
+                            .collect()
+                    })
+                    .await
+                    .ok();
+                    return (peer, pieces, has, (s, i), challenge, root, size, None);
+                }
+                let has = probe(&net, peer, ids).await;
+                let audit = match &has {
+                    Some(_) => Some(audit(&net, peer, challenge, root, size).await),
+                    None => None,
+                };
+                (peer, pieces, has, (s, i), challenge, root, size, audit)
+            });
+            if probes.len() >= PROBE_CONCURRENCY
+                && let Some(r) = probes.next().await
+            {
+                results.push(r);
+            }
+        }
+        while let Some(r) = probes.next().await {
+            results.push(r);
+        }
+        let mut changes = Vec::new();
+        for (peer, pieces, has, (s, i), challenge, root, size, audit) in results {
+            let params = self.live.clone();
+            let holder = self.holder(peer);
+            match &has {
+                Some(_) => holder.liveness.answered(&params, now, None),
+                None => holder.liveness.missed(&params, now),
+            }
+            // The holder's own word that it lacks a piece.
+            if let Some(has) = has {
+                for (&(seg, idx), there) in pieces.iter().zip(has) {
+                    if !there {
+                        changes.push(Change::Unassign {
+                            segment: seg,
+                            index: idx,
+                        });
+                    }
+                }
+            }
+            let Some(outcome) = audit else { continue };
+            self.audits += 1;
+            let scores = self.scores.clone();
+            let holder = self.holder(peer);
+            let piece = challenge.piece;
+            let recorded = holder
+                .score
+                .record(&scores, now, outcome.outcome(), Some(piece));
+            if recorded.disqualified {
+                tracing::warn!(%peer, "holder disqualified by audits");
+            }
+            if let Some(evidence) = outcome.evidence(&self.key, peer, challenge, root, size, now) {
+                tracing::info!(%peer, piece = %piece, "audit failed: {:?}", outcome.outcome());
+                if self.evidence.len() >= MAX_EVIDENCE {
+                    self.evidence.pop_front();
+                }
+                self.evidence.push_back(evidence);
+            }
+            if matches!(outcome, Audit::Missing | Audit::Wrong(_)) {
+                let unassign = Change::Unassign {
+                    segment: s,
+                    index: i,
+                };
+                if !changes.contains(&unassign) {
+                    changes.push(unassign);
+                }
+            }
+        }
+        changes
+    }
+
+    /// Sends `record` to `peers`; returns how many took it.
+    async fn push(&self, record: &Record, peers: &[PeerId]) -> usize {
+        let body = Bytes::from(record.encode());
+        let me = self.net.local_peer_id();
+        let mut ok = 0;
+        for &peer in peers {
+            if peer == me {
+                ok += 1;
+                continue;
+            }
+            let request = Request {
+                header: RequestHeader::PutRepair { id: record.id() },
+                body: body.clone(),
+            };
+            if let Ok(r) = self.net.request(peer, request, PROBE_TIMEOUT).await
+                && matches!(r.header, ResponseHeader::Stored)
+            {
+                ok += 1;
+            }
+        }
+        ok
+    }
+
+    /// Tells every holder of `record` to match it (renew, drop).
+    async fn sync_holders(&self, record: &Record) {
+        let mut peers = HashSet::new();
+        let g = record.genesis();
+        for segment in 0..g.segments.len() as u32 {
+            for (_, holder) in record.holders(segment) {
+                if let Some(p) = peer_of(holder) {
+                    peers.insert(p);
+                }
+            }
+        }
+        if record.is_deleted() {
+            // Every holder that may have a piece: everyone this node knows.
+            peers.extend(self.net.closest_local(&record.id().0, 64).await);
+        }
+        let body = Bytes::from(record.encode());
+        for peer in peers {
+            let request = Request {
+                header: RequestHeader::SyncRepair { id: record.id() },
+                body: body.clone(),
+            };
+            let _ = self.net.request(peer, request, PROBE_TIMEOUT).await;
+        }
+    }
+
+    /// Runs queued repairs while the bandwidth allows.
+    async fn drain(&mut self) {
+        while let Some(job) = self.queue.pop() {
+            let (id, segment) = job.key;
+            let Ok(Some(record)) = self.records.get(&id) else {
+                continue;
+            };
+            let g = record.genesis();
+            let Some(info) = g.segments.get(segment as usize) else {
+                continue;
+            };
+            let piece = shard_size(info.sealed_len as usize, g.k) as u64;
+            let bytes = piece * u64::from(g.n);
+            if self.bucket.take(bytes, ms(self.started)).is_err() {
+                self.queue.push(job.key, job.margin, job.queued_at);
+                break;
+            }
+            match self.repair(record, segment).await {
+                Ok(n) => {
+                    if n > 0 {
+                        self.repairs += 1;
+                        self.rebuilt += n as u64;
+                        tracing::info!(record = %id, segment, pieces = n, "repaired segment");
+                    }
+                }
+                Err(e) => tracing::warn!(record = %id, segment, "repair failed: {e}"),
+            }
+        }
+    }
+
+    /// Repairs one segment; returns the pieces placed.
+    async fn repair(&mut self, mut record: Record, segment: u32) -> Result<usize, String> {
+        let now = now_secs();
+        let health = repair::assess(&record, |_, _, holder| {
+            peer_of(holder).is_some_and(|p| self.is_healthy(&p, now))
+        });
+        let Some(h) = health.into_iter().nth(segment as usize) else {
+            return Ok(0);
+        };
+        if !h.needs_repair(&self.cfg.policy) || h.rebuild.is_empty() {
+            return Ok(0);
+        }
+        let g = record.genesis().clone();
+        // 1. Download k verified pieces (a few extra in flight for speed).
+        let mut sources: Vec<(u16, PeerId)> = h
+            .sources
+            .iter()
+            .filter_map(|&i| Some((i, peer_of(record.holder(segment, i)?)?)))
+            .collect();
+        // Prefer data pieces: decoding from them is a copy.
+        sources.sort_by_key(|(i, _)| *i);
+        let mut got: Vec<(u16, Bytes)> = Vec::new();
+        let mut pending = sources.into_iter();
+        let mut running = FuturesUnordered::new();
+        let k = usize::from(g.k);
+        loop {
+            while got.len() + running.len() < k + 1 {
+                let Some((i, peer)) = pending.next() else {
+                    break;
+                };
+                let blob = Blob::Piece {
+                    id: g.piece_id(segment, i),
+                    hash: g.piece_hash(segment, i).unwrap_or([0; 32]),
+                };
+                let client = &self.client;
+                running.push(async move { (i, client.fetch_blob(peer, blob).await) });
+            }
+            if got.len() >= k {
+                break;
+            }
+            let Some((i, res)) = running.next().await else {
+                return Err(format!(
+                    "only {} of the {k} pieces needed could be downloaded",
+                    got.len()
+                ));
+            };
+            if let Ok(data) = res {
+                got.push((i, data));
+            }
+        }
+        drop(running);
+        // 2. Rebuild the missing pieces (ciphertext only; no key involved).
+        let wanted = h.rebuild.clone();
+        let rec = record.clone();
+        let rebuilt = tokio::task::spawn_blocking(move || {
+            let srcs: Vec<(u16, &[u8])> = got.iter().map(|(i, d)| (*i, d.as_ref())).collect();
+            repair::rebuild(&rec, segment, &srcs, &wanted)
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+        // 3. Place them apart from the surviving holders.
+        let key = g.file_id.segment_key(u64::from(segment));
+        let survivors: HashSet<Vec<u8>> = h
+            .sources
+            .iter()
+            .filter_map(|&i| record.holder(segment, i).map(<[u8]>::to_vec))
+            .collect();
+        let all = self.client.candidates(&key).await;
+        let (existing, candidates): (Vec<Candidate>, Vec<Candidate>) =
+            all.into_iter().partition(|c| survivors.contains(&c.peer));
+        let sites: Vec<_> = existing.iter().map(Candidate::site).collect();
+        let piece_bytes = rebuilt.first().map_or(0, |(_, p)| p.len() as u64);
+        let order = placement::select(
+            &key,
+            rebuilt.len(),
+            piece_bytes,
+            &candidates,
+            &sites,
+            &placement::Policy::default(),
+        );
+        let mut targets = order
+            .into_iter()
+            .filter_map(|i| peer_of(&candidates.get(i)?.peer));
+        let expires = record.expires_at();
+        let mut changes = Vec::new();
+        for (index, data) in rebuilt {
+            let blob = Blob::Piece {
+                id: g.piece_id(segment, index),
+                hash: g.piece_hash(segment, index).unwrap_or([0; 32]),
+            };
+            let data = Bytes::from(data);
+            // Try targets in order until one takes it.
+            for peer in targets.by_ref() {
+                if self
+                    .client
+                    .store_blob(peer, blob, data.clone(), expires)
+                    .await
+                    .is_ok()
+                {
+                    changes.push(Change::Assign {
+                        segment,
+                        index,
+                        holder: peer.to_bytes(),
+                    });
+                    break;
+                }
+            }
+        }
+        if changes.is_empty() {
+            return Err("no node took a rebuilt piece".into());
+        }
+        // 4. Record the new holders and tell the other stewards.
+        let placed = changes.len();
+        let id = record.id();
+        let authors = allowed_authors(&self.net, &id).await;
+        let authority = |k: &PublicKey| authors.contains(k);
+        // Merge first: another steward's ops may have arrived meanwhile.
+        if let Ok(Some(current)) = self.records.get(&id) {
+            let _ = record.merge(&current, &authority);
+        }
+        record
+            .update(&self.key, now, changes, &authority)
+            .map_err(|e| e.to_string())?;
+        self.records
+            .merge(&record, &authority)
+            .map_err(|e| e.to_string())?;
+        let me = self.net.local_peer_id();
+        let others: Vec<PeerId> = self
+            .stewards(&id)
+            .await
+            .into_iter()
+            .filter(|p| *p != me)
+            .collect();
+        self.push(&record, &others).await;
+        self.sync_holders(&record).await;
+        Ok(placed)
+    }
+
+    fn publish(&self) {
+        let now = now_secs();
+        let mut holders: Vec<HolderView> = self
+            .holders
+            .iter()
+            .map(|(peer, h)| HolderView {
+                peer_id: peer.to_string(),
+                score: h.score.score(),
+                passed: h.score.passed(),
+                disqualified: h.score.is_disqualified(),
+                lost: h.liveness.is_lost(now, self.cfg.grace.as_secs()),
+                unreachable_secs: h.liveness.unreachable_for(now),
+                penalties: h.score.penalties().map(|p| p.to_string()).collect(),
+                warning: h.score.warning(&self.scores).map(|w| w.to_string()),
+            })
+            .collect();
+        holders.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));
+        let view = StewardView {
+            records: self.records.ids().map(|v| v.len()).unwrap_or(0),
+            holders,
+            repairs: self.repairs,
+            pieces_rebuilt: self.rebuilt,
+            queued: self.queue.len(),
+            audits: self.audits,
+            evidence: self
+                .evidence
+                .iter()
+                .filter_map(|e| e.to_bytes().ok())
+                .map(|b| cairn_core::hex(&b))
+                .collect(),
+        };
+        if let Ok(mut v) = self.view.lock() {
+            *v = view;
+        }
+    }
+}
+
+/// What an audit came to.
+enum Audit {
+    Passed,
+    Timeout(u64),
+    Missing,
+    Wrong(Box<AuditAnswer>),
+}
+
+impl Audit {
+    fn outcome(&self) -> AuditOutcome {
+        match self {
+            Audit::Passed => AuditOutcome::Passed,
+            Audit::Timeout(_) => AuditOutcome::Timeout,
+            Audit::Missing => AuditOutcome::Missing,
+            Audit::Wrong(_) => AuditOutcome::BadProof,
+        }
+    }
+
+    /// Signed evidence of a failure.
+    fn evidence(
+        &self,
+        key: &SecretKey,
+        peer: PeerId,
+        challenge: Challenge,
+        root: [u8; 32],
+        size: u64,
+        now: u64,
+    ) -> Option<AuditEvidence> {
+        let holder = PublicKey::from_peer_bytes(&peer.to_bytes())?;
+        match self {
+            Audit::Passed => None,
+            Audit::Timeout(waited) => Some(AuditEvidence::timeout(
+                key,
+                holder,
+                challenge,
+                root,
+                size,
+                now,
+                u32::try_from(*waited).unwrap_or(u32::MAX),
+            )),
+            Audit::Missing => Some(AuditEvidence::missing(
+                key, holder, challenge, root, size, now,
+            )),
+            Audit::Wrong(answer) => {
+                AuditEvidence::wrong_proof(key, root, size, (**answer).clone(), now).ok()
+            }
+        }
+    }
+}
+
+/// Which of `ids` `peer` holds; `None` if it does not answer.
+async fn probe(net: &NetHandle, peer: PeerId, ids: Vec<PieceId>) -> Option<Vec<bool>> {
+    let request = Request {
+        header: RequestHeader::Has { ids },
+        body: Bytes::new(),
+    };
+    match net.request(peer, request, PROBE_TIMEOUT).await {
+        Ok(r) => match r.header {
+            ResponseHeader::Has(v) => Some(v),
+            _ => None,
+        },
+        Err(_) => None,
+    }
+}
+
+/// Challenges `peer` for one chunk group of a piece.
+async fn audit(
+    net: &NetHandle,
+    peer: PeerId,
+    challenge: Challenge,
+    root: [u8; 32],
+    size: u64,
+) -> Audit {
+    let started = Instant::now();
+    let request = Request {
+        header: RequestHeader::Audit {
+            id: challenge.piece,
+            nonce: challenge.nonce,
+        },
+        body: Bytes::new(),
+    };
+    let Some(holder) = PublicKey::from_peer_bytes(&peer.to_bytes()) else {
+        return Audit::Missing;
+    };
+    match net.request(peer, request, PROBE_TIMEOUT).await {
+        Ok(r) => match r.header {
+            ResponseHeader::Audited(answer) => {
+                if answer.verify(&root, size, &challenge, &holder).is_ok() {
+                    Audit::Passed
+                } else {
+                    Audit::Wrong(Box::new(answer))
+                }
+            }
+            ResponseHeader::Error {
+                code: ErrorCode::NotFound | ErrorCode::Corrupted,
+                ..
+            } => Audit::Missing,
+            _ => Audit::Timeout(started.elapsed().as_secs()),
+        },
+        Err(_) => Audit::Timeout(started.elapsed().as_secs()),
+    }
+}
