@@ -306,8 +306,7 @@ mod tests {
         let mut body = postcard::to_stdvec(&m).unwrap();
         assert_eq!(body.pop(), Some(0)); // the `None` tag
         let mut sealed = b"CRNM\0\x01".to_vec();
-        let header = sealed[..6].to_vec();
-        key.seal_manifest(&header, &mut body);
+        key.seal_manifest(&sealed[..6], &mut body);
         sealed.extend_from_slice(&body);
         let id = ManifestId(*blake3::hash(&sealed).as_bytes());
         assert_eq!(Manifest::open(&sealed, &id, &key).unwrap(), m);

@@ -7,6 +7,7 @@
 //! - [`catalog`]: the list of files this node has put.
 //! - [`records`]: the repair records this node keeps as a steward.
 //! - [`steward`]: audits, liveness and repair of the records it stewards.
+//! - [`gc`]: reclaims expired pieces, a batch at a time.
 //! - [`frames`]: the framing of a get stream, written by the API, read by the CLI.
 //! - [`api`]: the loopback HTTP/JSON control API the CLI uses.
 //!
@@ -16,6 +17,7 @@ pub mod api;
 pub mod catalog;
 pub mod client;
 pub mod frames;
+pub mod gc;
 pub mod identity;
 pub mod net;
 pub mod records;
@@ -56,6 +58,10 @@ pub enum NodeError {
     #[error(transparent)]
     Net(#[from] cairn_net::NetError),
 }
+
+/// How often expired pieces are collected, and how many per batch.
+const GC_INTERVAL: Duration = Duration::from_secs(60);
+const GC_BATCH: usize = 256;
 
 /// How long the segment buffer pool may sit unused before it is emptied.
 const POOL_IDLE: Duration = Duration::from_secs(10);
@@ -198,6 +204,8 @@ pub async fn run(
     );
     let steward_view = steward.view();
     let steward_task = tokio::spawn(steward.run());
+    // Expired pieces (lapsed leases, orphans of repairs) are reclaimed a batch at a time.
+    let gc_task = tokio::spawn(gc::run(store.clone(), GC_INTERVAL, GC_BATCH));
     // Spare segment buffers go back to the system once transfers stop.
     let pools = [client.buffers().clone(), net_cfg.bodies.clone()];
     let trimmer = tokio::spawn(async move {
@@ -251,6 +259,7 @@ pub async fn run(
     service.abort();
     trimmer.abort();
     steward_task.abort();
+    gc_task.abort();
     let _ = std::fs::remove_file(info_path(dir));
     drop(lock);
     served.map_err(|e| NodeError::Io(format!("API server failed: {e}")))

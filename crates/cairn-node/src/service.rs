@@ -248,7 +248,21 @@ fn store_put(
         expires_at,
     };
     match store.put(piece, now_secs()) {
-        Ok(_) => Response::header(ResponseHeader::Stored),
+        Ok(cairn_store::PutOutcome::Stored) => Response::header(ResponseHeader::Stored),
+        // The same bytes again (a repair re-uploading, a retried put): keep
+        // the longer lease, or the piece could be collected under its new one.
+        Ok(cairn_store::PutOutcome::AlreadyStored) => {
+            let extend = match store.meta(&id) {
+                Ok(Some(meta)) => {
+                    meta.expires_at != 0 && (expires_at == 0 || expires_at > meta.expires_at)
+                }
+                _ => false,
+            };
+            if extend && let Err(e) = store.set_expiry(&id, expires_at) {
+                return store_error(e);
+            }
+            Response::header(ResponseHeader::Stored)
+        }
         Err(e) => store_error(e),
     }
 }

@@ -1,9 +1,10 @@
 //! [`PieceStore`]: piece files plus the redb index. The format is described in the crate docs.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 
@@ -18,12 +19,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::StoreError;
 
-/// The on-disk format version this build writes. It also opens version 1 stores, upgrading
-/// them in place (see the crate docs).
-pub const FORMAT_VERSION: u32 = 2;
+/// The on-disk format version this build writes. It also opens version 1 and 2 stores,
+/// upgrading them in place (see the crate docs).
+pub const FORMAT_VERSION: u32 = 3;
 
-/// The previous format, still opened: piece files without outboards.
+/// The first format, still opened: piece files without outboards, no expiry index.
 const FORMAT_V1: u64 = 1;
+
+/// The second format, still opened: outboards, but no expiry index.
+const FORMAT_V2: u64 = 2;
 
 /// Largest piece accepted: 64 MiB of shard plus 64 KiB of framing and encryption overhead.
 pub const MAX_PIECE_BYTES: u64 = 64 * 1024 * 1024 + 64 * 1024;
@@ -33,6 +37,9 @@ const MANIFESTS: TableDefinition<'_, [u8; 32], ()> = TableDefinition::new("manif
 const PENDING: TableDefinition<'_, [u8; 32], ()> = TableDefinition::new("pending");
 const OUTBOARDS: TableDefinition<'_, [u8; 32], u64> = TableDefinition::new("outboards");
 const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
+/// `(expires_at, id)` of every piece with an expiry, so garbage collection reads the expired
+/// ones in expiry order without walking `pieces`.
+const EXPIRY: TableDefinition<'_, (u64, [u8; 32]), ()> = TableDefinition::new("expiry_v1");
 
 const KEY_FORMAT: &str = "format";
 const KEY_USED: &str = "used_bytes";
@@ -118,7 +125,9 @@ pub struct NewPiece<'a> {
     pub expires_at: u64,
 }
 
-/// A step of the write protocol at which [`PieceStore::put`] can be made to "crash" in tests.
+/// A step of the write or delete protocol at which the store can be made to "crash" in tests:
+/// [`PieceStore::put`] at the first five, [`PieceStore::delete`], [`PieceStore::remove`] and
+/// [`PieceStore::collect_expired`] at the last three.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum CrashPoint {
     /// After the id was logged in `pending`, before the temp file exists.
@@ -131,17 +140,93 @@ pub enum CrashPoint {
     Renamed,
     /// After the index transaction committed: the piece is stored.
     Indexed,
+    /// Removal: after the transaction that took the pieces out of the index and logged them in
+    /// `pending` committed, before any file was unlinked.
+    Unindexed,
+    /// Removal: after the first file was unlinked, before the others and before any directory
+    /// fsync.
+    FirstUnlinked,
+    /// Removal: after every file was unlinked and its directory fsynced, before the ids were
+    /// cleared from `pending`.
+    Unlinked,
 }
 
 impl CrashPoint {
-    /// Every crash point, in protocol order.
-    pub const ALL: [CrashPoint; 5] = [
+    /// The crash points of [`PieceStore::put`], in protocol order.
+    pub const PUT: [CrashPoint; 5] = [
         CrashPoint::BeforeTemp,
         CrashPoint::TempWritten,
         CrashPoint::Synced,
         CrashPoint::Renamed,
         CrashPoint::Indexed,
     ];
+
+    /// The crash points of a removal ([`PieceStore::delete`], [`PieceStore::remove`],
+    /// [`PieceStore::collect_expired`]), in protocol order.
+    pub const REMOVE: [CrashPoint; 3] = [
+        CrashPoint::Unindexed,
+        CrashPoint::FirstUnlinked,
+        CrashPoint::Unlinked,
+    ];
+
+    /// Every crash point: [`CrashPoint::PUT`], then [`CrashPoint::REMOVE`].
+    pub const ALL: [CrashPoint; 8] = [
+        CrashPoint::BeforeTemp,
+        CrashPoint::TempWritten,
+        CrashPoint::Synced,
+        CrashPoint::Renamed,
+        CrashPoint::Indexed,
+        CrashPoint::Unindexed,
+        CrashPoint::FirstUnlinked,
+        CrashPoint::Unlinked,
+    ];
+}
+
+/// Why pieces are being removed; decides, inside the removing transaction, which go.
+#[derive(Clone, Copy)]
+enum Removal<'a> {
+    /// [`PieceStore::delete`]: only on behalf of the piece's owner.
+    ByOwner(&'a [u8]),
+    /// [`PieceStore::remove`]: unconditionally.
+    Unchecked,
+    /// [`PieceStore::collect_expired`]: only if the piece is still expired at `now`, so a lease
+    /// renewed after the scan keeps its piece.
+    Expired { now: u64 },
+}
+
+impl Removal<'_> {
+    /// For logs; the requester's bytes would only be noise.
+    fn reason(self) -> &'static str {
+        match self {
+            Removal::ByOwner(_) => "deleted by its owner",
+            Removal::Unchecked => "removed",
+            Removal::Expired { .. } => "expired",
+        }
+    }
+
+    fn allows(self, meta: &PieceMeta) -> Result<bool, StoreError> {
+        match self {
+            Removal::ByOwner(requester) if meta.owner != requester => {
+                Err(StoreError::NotOwner { id: meta.id })
+            }
+            Removal::ByOwner(_) | Removal::Unchecked => Ok(true),
+            Removal::Expired { now } => Ok(is_expired(meta.expires_at, now)),
+        }
+    }
+}
+
+/// Whether a piece expiring at `expires_at` (0 = never) may be collected at `now`.
+fn is_expired(expires_at: u64, now: u64) -> bool {
+    expires_at != 0 && expires_at <= now
+}
+
+/// The earlier of two expiries, where 0 means never (so it is the latest of all).
+fn earlier(current: u64, proposed: u64) -> u64 {
+    match (current, proposed) {
+        (_, 0) => current,
+        (0, p) => p,
+        (c, p) => c.min(p),
+    }
 }
 
 #[derive(Default)]
@@ -152,7 +237,7 @@ struct State {
     pieces: u64,
     /// Bytes reserved by puts in progress.
     reserved: u64,
-    /// Ids with a put or delete in progress.
+    /// Ids with a put or a removal in progress.
     busy: HashSet<PieceId>,
 }
 
@@ -166,7 +251,15 @@ pub struct PieceStore {
     state: Mutex<State>,
     idle: Condvar,
     crash_point: Mutex<Option<CrashPoint>>,
+    /// Runs in `collect_expired` between its scan and its removing transaction, so unit tests
+    /// can change an expiry at the worst moment.
+    #[cfg(test)]
+    after_scan: Mutex<Option<ScanHook>>,
 }
+
+/// See `PieceStore::after_scan`.
+#[cfg(test)]
+type ScanHook = Box<dyn FnMut(&PieceStore) + Send>;
 
 const _: () = {
     const fn assert_send_sync<T: Send + Sync>() {}
@@ -237,6 +330,33 @@ fn decode_meta(id: &PieceId, bytes: &[u8]) -> Result<PieceMeta, StoreError> {
             "the index entry of piece {id} is unreadable ({e}); the index may be damaged"
         ))
     })
+}
+
+/// Fills the expiry index from `pieces` while upgrading an older store: one walk of the index,
+/// never of the files. Returns how many pieces have an expiry.
+fn build_expiry_index(
+    txn: &WriteTransaction,
+    pieces: &redb::Table<'_, [u8; 32], &[u8]>,
+) -> Result<u64, StoreError> {
+    const CTX: &str = "could not build the expiry index";
+    fn db(e: impl fmt::Display) -> StoreError {
+        StoreError::Db(format!("{CTX}: {e}"))
+    }
+    // Older formats never write this table, so one found here is left from some other build;
+    // start from nothing rather than trust its keys.
+    txn.delete_table(EXPIRY).map_err(db)?;
+    let mut expiry = txn.open_table(EXPIRY).map_err(db)?;
+    let mut expiring = 0u64;
+    for entry in pieces.iter().map_err(db)? {
+        let (key, value) = entry.map_err(db)?;
+        let id = PieceId(key.value());
+        let meta = decode_meta(&id, value.value())?;
+        if meta.expires_at != 0 {
+            expiry.insert((meta.expires_at, id.0), ()).map_err(db)?;
+            expiring += 1;
+        }
+    }
+    Ok(expiring)
 }
 
 /// fsyncs a directory so that entries created, renamed or removed in it are durable.
@@ -313,6 +433,8 @@ impl PieceStore {
             state: Mutex::new(State::default()),
             idle: Condvar::new(),
             crash_point: Mutex::new(None),
+            #[cfg(test)]
+            after_scan: Mutex::new(None),
         };
         store.init_index()?;
         store.recover()?;
@@ -325,8 +447,9 @@ impl PieceStore {
         &self.dir
     }
 
-    /// Makes `put` fail with [`StoreError::Injected`] at `p`, leaving everything on disk as a
-    /// crash at that step would. For tests only; `None` turns it off.
+    /// Makes `put` or a removal (`delete`, `remove`, `collect_expired`) fail with
+    /// [`StoreError::Injected`] at `p`, leaving everything on disk as a crash at that step would.
+    /// For tests only; `None` turns it off.
     #[doc(hidden)]
     pub fn set_crash_point(&self, p: Option<CrashPoint>) {
         *self
@@ -403,6 +526,10 @@ impl PieceStore {
                 .insert(id.0, u64::try_from(outboard.len()).unwrap_or(u64::MAX))?;
             if meta.kind == PieceKind::Manifest {
                 txn.open_table(MANIFESTS)?.insert(id.0, ())?;
+            }
+            if meta.expires_at != 0 {
+                txn.open_table(EXPIRY)?
+                    .insert((meta.expires_at, id.0), ())?;
             }
             let mut m = txn.open_table(META)?;
             let used = m.get(KEY_USED)?.map(|g| g.value()).unwrap_or(0);
@@ -516,90 +643,310 @@ impl PieceStore {
     }
 
     /// Deletes a piece on behalf of `requester` (libp2p `PeerId` bytes), which must be the
-    /// piece's owner. `Ok(false)` if the piece was not stored.
+    /// piece's owner ([`StoreError::NotOwner`] otherwise). `Ok(false)` if the piece was not
+    /// stored.
     pub fn delete(&self, id: &PieceId, requester: &[u8]) -> Result<bool, StoreError> {
         let _lock = self.lock_id(*id);
-        let removed = self.write_txn_with(
-            "could not remove a piece from the index",
-            |txn| -> Result<Option<PieceMeta>, StoreError> {
-                let mut pieces = txn
-                    .open_table(PIECES)
-                    .map_err(StoreError::db("open pieces"))?;
-                let meta = match pieces.get(id.0).map_err(StoreError::db("read pieces"))? {
-                    None => return Ok(None),
-                    Some(guard) => decode_meta(id, guard.value())?,
-                };
-                if meta.owner != requester {
-                    return Err(StoreError::NotOwner { id: *id });
-                }
-                let res: Result<(), redb::Error> = (|| {
-                    pieces.remove(id.0)?;
-                    txn.open_table(OUTBOARDS)?.remove(id.0)?;
-                    txn.open_table(MANIFESTS)?.remove(id.0)?;
-                    let mut m = txn.open_table(META)?;
-                    let used = m.get(KEY_USED)?.map(|g| g.value()).unwrap_or(0);
-                    m.insert(KEY_USED, used.saturating_sub(meta.size))?;
-                    txn.open_table(PENDING)?.insert(id.0, ())?;
-                    Ok(())
-                })();
-                res.map_err(StoreError::db("update tables"))?;
-                Ok(Some(meta))
-            },
-        )?;
-        let Some(meta) = removed else {
-            return Ok(false);
-        };
-        {
-            let mut st = self.state();
-            st.used = st.used.saturating_sub(meta.size);
-            st.pieces = st.pieces.saturating_sub(1);
-        }
-        // The piece is gone from the index; failing to remove the file only leaks disk space
-        // until the next open, which retries (the id stays in `pending`).
-        let path = self.piece_path(id);
-        let unlinked = remove_if_exists(&path).and_then(|_| match path.parent() {
-            Some(parent) => sync_dir(parent),
-            None => Ok(()),
-        });
-        match unlinked {
-            Ok(()) => {
-                let cleared =
-                    self.db
-                        .begin_write()
-                        .map_err(redb::Error::from)
-                        .and_then(|mut txn| {
-                            // Losing this commit in a crash is harmless: recovery redoes it.
-                            txn.set_durability(Durability::None)?;
-                            txn.open_table(PENDING)?.remove(id.0)?;
-                            txn.commit()?;
-                            Ok(())
-                        });
-                if let Err(e) = cleared {
-                    tracing::warn!(piece = %id, "could not clear the delete from the intent log: {e}");
-                }
-            }
-            Err(e) => {
-                tracing::warn!(piece = %id, "piece deleted from the index but not from disk: {e}")
-            }
-        }
-        tracing::debug!(piece = %id, size = meta.size, "deleted piece");
-        Ok(true)
+        let gone = self.remove_locked(&[(*id, None)], Removal::ByOwner(requester))?;
+        Ok(!gone.is_empty())
     }
 
-    // TEMP-STUB (replaced by the gc branch)
+    /// Deletes a piece whoever uploaded it: for a signed repair record saying its owner deleted
+    /// the object, and for garbage collection. `Ok(false)` if the piece was not stored. Same
+    /// crash-safe protocol as [`PieceStore::delete`].
     pub fn remove(&self, id: &PieceId) -> Result<bool, StoreError> {
-        match self.meta(id)? {
-            Some(m) => self.delete(id, &m.owner),
-            None => Ok(false),
+        let _lock = self.lock_id(*id);
+        let gone = self.remove_locked(&[(*id, None)], Removal::Unchecked)?;
+        Ok(!gone.is_empty())
+    }
+
+    /// Sets when a piece may be dropped (unix seconds, 0 = never): renews its lease, or shortens
+    /// it. `Ok(false)` if the piece is not stored.
+    ///
+    /// One durable index transaction; a concurrent [`PieceStore::collect_expired`] re-checks
+    /// the expiry in its own transaction, so a renewal that commits first always saves the piece.
+    pub fn set_expiry(&self, id: &PieceId, expires_at: u64) -> Result<bool, StoreError> {
+        self.update_expiry(id, |_| expires_at)
+    }
+
+    /// Brings a piece's expiry forward to `expires_at` if that is earlier: the expiry becomes
+    /// the earlier of the two, where 0 means never. So a piece that never expired now expires at
+    /// `expires_at`, and `expires_at` = 0 changes nothing. `Ok(false)` if the piece is not
+    /// stored.
+    pub fn shorten_expiry(&self, id: &PieceId, expires_at: u64) -> Result<bool, StoreError> {
+        self.update_expiry(id, |current| earlier(current, expires_at))
+    }
+
+    /// Pieces whose expiry is in `(0, until]`, as `(expires_at, id)`, earliest first (ties in id
+    /// order), at most `limit`. Reads only that range of the expiry index.
+    pub fn expiring(&self, until: u64, limit: usize) -> Result<Vec<(u64, PieceId)>, StoreError> {
+        Ok(self
+            .expiry_range(None, until, limit)?
+            .into_iter()
+            .map(|(at, id)| (at, PieceId(id)))
+            .collect())
+    }
+
+    /// Garbage collection: removes up to `limit` pieces whose expiry is in `(0, now]`, earliest
+    /// expiry first, and returns their ids in that order.
+    ///
+    /// Reads only the expired range of the expiry index, never every piece or file. Each piece's
+    /// expiry is checked again inside the transaction that removes it, so a piece renewed after
+    /// the scan stays. Pieces busy with a put or another removal at that moment are skipped and
+    /// left to the next call; so fewer than `limit` ids back means nothing else was collectable
+    /// now. Removal follows the delete protocol (one transaction per batch of `limit`): a crash
+    /// at any point leaves each expired piece either fully stored or invisible with its file
+    /// queued for removal on the next open, and never touches a live piece.
+    pub fn collect_expired(&self, now: u64, limit: usize) -> Result<Vec<PieceId>, StoreError> {
+        let mut collected = Vec::new();
+        let mut after = None;
+        while collected.len() < limit {
+            let want = limit - collected.len();
+            let keys = self.expiry_range(after, now, want)?;
+            let Some(&last) = keys.last() else { break };
+            // The next pass starts past everything seen, so pieces skipped here (busy, renewed)
+            // cannot make this loop spin.
+            after = Some(last);
+            #[cfg(test)]
+            if let Some(hook) = self
+                .after_scan
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .as_mut()
+            {
+                hook(self);
+            }
+            let mut locks = Vec::with_capacity(keys.len());
+            let mut targets = Vec::with_capacity(keys.len());
+            for &(at, id) in &keys {
+                let id = PieceId(id);
+                // Waiting for a busy id would stall collection behind an upload; the next call
+                // gets it.
+                if let Some(lock) = self.try_lock_id(id) {
+                    locks.push(lock);
+                    targets.push((id, Some(at)));
+                }
+            }
+            let gone = self.remove_locked(&targets, Removal::Expired { now })?;
+            drop(locks);
+            collected.extend(gone.iter().map(|m| m.id));
+            if keys.len() < want {
+                break;
+            }
         }
+        if !collected.is_empty() {
+            tracing::debug!(count = collected.len(), now, "collected expired pieces");
+        }
+        Ok(collected)
     }
-    // TEMP-STUB
-    pub fn set_expiry(&self, _id: &PieceId, _e: u64) -> Result<bool, StoreError> {
-        Ok(false)
+
+    /// Up to `limit` keys of the expiry index after `after` with an expiry in `(0, until]`.
+    fn expiry_range(
+        &self,
+        after: Option<(u64, [u8; 32])>,
+        until: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, [u8; 32])>, StoreError> {
+        const CTX: &str = "could not read the expiry index";
+        fn db(e: impl fmt::Display) -> StoreError {
+            StoreError::Db(format!("{CTX}: {e}"))
+        }
+        if limit == 0 || until == 0 {
+            return Ok(Vec::new());
+        }
+        let start = match after {
+            Some(key) => Bound::Excluded(key),
+            // 0 means never and is not in the index; start past it all the same.
+            None => Bound::Included((1, [0; 32])),
+        };
+        let txn = self.db.begin_read().map_err(db)?;
+        let table = txn.open_table(EXPIRY).map_err(db)?;
+        let mut keys = Vec::new();
+        for entry in table
+            .range((start, Bound::Included((until, [0xff; 32]))))
+            .map_err(db)?
+            .take(limit)
+        {
+            keys.push(entry.map_err(db)?.0.value());
+        }
+        Ok(keys)
     }
-    // TEMP-STUB
-    pub fn shorten_expiry(&self, _id: &PieceId, _e: u64) -> Result<bool, StoreError> {
-        Ok(false)
+
+    /// The delete protocol for `targets`, whose per-id locks the caller holds. Each target may
+    /// carry the expiry index key a scan found it under, which goes whatever happens to the
+    /// piece: it is either the piece's own key (removed with the piece) or stale.
+    ///
+    /// 1. One durable transaction removes the index entries of every target `why` allows,
+    ///    subtracts their sizes from `used_bytes` and logs their ids in `pending`.
+    /// 2. Their files are unlinked and their directories fsynced.
+    /// 3. A lazily durable transaction clears the ids from `pending`.
+    ///
+    /// A crash before 1 commits changes nothing; after it, the pieces are invisible and
+    /// recovery finishes unlinking whatever files are left. Returns the removed entries.
+    fn remove_locked(
+        &self,
+        targets: &[(PieceId, Option<u64>)],
+        why: Removal<'_>,
+    ) -> Result<Vec<PieceMeta>, StoreError> {
+        const CTX: &str = "could not remove pieces from the index";
+        fn db(e: impl fmt::Display) -> StoreError {
+            StoreError::Db(format!("{CTX}: {e}"))
+        }
+        if targets.is_empty() {
+            return Ok(Vec::new());
+        }
+        // (1) index entries out, intents in, in one transaction
+        let gone = self.txn(CTX, |txn| {
+            let mut pieces = txn.open_table(PIECES).map_err(db)?;
+            let mut outboards = txn.open_table(OUTBOARDS).map_err(db)?;
+            let mut manifests = txn.open_table(MANIFESTS).map_err(db)?;
+            let mut expiry = txn.open_table(EXPIRY).map_err(db)?;
+            let mut pending = txn.open_table(PENDING).map_err(db)?;
+            let mut gone = Vec::new();
+            let mut changed = false;
+            for &(id, seen) in targets {
+                let meta = match pieces.get(id.0).map_err(db)? {
+                    None => None,
+                    Some(guard) => Some(decode_meta(&id, guard.value())?),
+                };
+                if let Some(seen) = seen
+                    && expiry.remove((seen, id.0)).map_err(db)?.is_some()
+                    && meta.as_ref().is_none_or(|m| m.expires_at != seen)
+                {
+                    // Only a bug or a damaged index gets here: every change of an expiry moves
+                    // its key in the same transaction.
+                    tracing::warn!(piece = %id, "removed a stale expiry index entry");
+                    changed = true;
+                }
+                let Some(meta) = meta else { continue };
+                if !why.allows(&meta)? {
+                    continue;
+                }
+                pieces.remove(id.0).map_err(db)?;
+                outboards.remove(id.0).map_err(db)?;
+                manifests.remove(id.0).map_err(db)?;
+                if meta.expires_at != 0 {
+                    expiry.remove((meta.expires_at, id.0)).map_err(db)?;
+                }
+                pending.insert(id.0, ()).map_err(db)?;
+                gone.push(meta);
+                changed = true;
+            }
+            if !gone.is_empty() {
+                let freed = gone.iter().fold(0u64, |s, m| s.saturating_add(m.size));
+                let mut m = txn.open_table(META).map_err(db)?;
+                let used = m.get(KEY_USED).map_err(db)?.map(|g| g.value()).unwrap_or(0);
+                m.insert(KEY_USED, used.saturating_sub(freed)).map_err(db)?;
+            }
+            Ok((gone, changed))
+        })?;
+        if gone.is_empty() {
+            return Ok(gone);
+        }
+        {
+            let freed = gone.iter().fold(0u64, |s, m| s.saturating_add(m.size));
+            let mut st = self.state();
+            st.used = st.used.saturating_sub(freed);
+            st.pieces = st
+                .pieces
+                .saturating_sub(u64::try_from(gone.len()).unwrap_or(u64::MAX));
+        }
+        self.crash(CrashPoint::Unindexed)?;
+
+        // (2) files. The pieces are gone from the index; failing to remove a file only leaks
+        // disk space until the next open, which retries (its id stays in `pending`).
+        let mut unlinked = Vec::with_capacity(gone.len());
+        let mut dirs = BTreeSet::new();
+        for (i, meta) in gone.iter().enumerate() {
+            let path = self.piece_path(&meta.id);
+            match remove_if_exists(&path) {
+                Ok(_) => {
+                    if let Some(parent) = path.parent() {
+                        dirs.insert(parent.to_path_buf());
+                    }
+                    unlinked.push(meta.id);
+                }
+                Err(e) => {
+                    tracing::warn!(piece = %meta.id, "piece removed from the index but not from disk: {e}")
+                }
+            }
+            if i == 0 {
+                self.crash(CrashPoint::FirstUnlinked)?;
+            }
+        }
+        for dir in &dirs {
+            if let Err(e) = sync_dir(dir) {
+                // Until the directory is durable an unlink may be undone by a crash; keep the
+                // intents of its pieces so recovery repeats it.
+                tracing::warn!("piece files removed but not made durable: {e}");
+                unlinked.retain(|id| self.piece_path(id).parent() != Some(dir.as_path()));
+            }
+        }
+        self.crash(CrashPoint::Unlinked)?;
+
+        // (3) intents
+        if !unlinked.is_empty() {
+            let cleared = self
+                .db
+                .begin_write()
+                .map_err(redb::Error::from)
+                .and_then(|mut txn| {
+                    // Losing this commit in a crash is harmless: recovery redoes it.
+                    txn.set_durability(Durability::None)?;
+                    {
+                        let mut pending = txn.open_table(PENDING)?;
+                        for id in &unlinked {
+                            pending.remove(id.0)?;
+                        }
+                    }
+                    txn.commit()?;
+                    Ok(())
+                });
+            if let Err(e) = cleared {
+                tracing::warn!("could not clear removed pieces from the intent log: {e}");
+            }
+        }
+        for meta in &gone {
+            tracing::debug!(piece = %meta.id, size = meta.size, reason = why.reason(), "removed piece");
+        }
+        Ok(gone)
+    }
+
+    /// One durable transaction changing a piece's expiry to `change(current)` and moving its
+    /// expiry index key with it. `Ok(false)` if the piece is not stored.
+    fn update_expiry(
+        &self,
+        id: &PieceId,
+        change: impl FnOnce(u64) -> u64,
+    ) -> Result<bool, StoreError> {
+        const CTX: &str = "could not change the expiry of a piece";
+        fn db(e: impl fmt::Display) -> StoreError {
+            StoreError::Db(format!("{CTX}: {e}"))
+        }
+        self.txn(CTX, |txn| {
+            let mut pieces = txn.open_table(PIECES).map_err(db)?;
+            let mut meta = match pieces.get(id.0).map_err(db)? {
+                None => return Ok((false, false)),
+                Some(guard) => decode_meta(id, guard.value())?,
+            };
+            let old = meta.expires_at;
+            meta.expires_at = change(old);
+            if meta.expires_at == old {
+                // Nothing to write; skip the commit's fsync.
+                return Ok((true, false));
+            }
+            pieces
+                .insert(id.0, encode_meta(&meta)?.as_slice())
+                .map_err(db)?;
+            let mut expiry = txn.open_table(EXPIRY).map_err(db)?;
+            if old != 0 {
+                expiry.remove((old, id.0)).map_err(db)?;
+            }
+            if meta.expires_at != 0 {
+                expiry.insert((meta.expires_at, id.0), ()).map_err(db)?;
+            }
+            Ok((true, true))
+        })
     }
 
     /// Pieces stored, bytes used, and the capacity.
@@ -657,7 +1004,7 @@ impl PieceStore {
         }
     }
 
-    /// Waits until no other put/delete of `id` is in progress, then claims it.
+    /// Waits until no other put or removal of `id` is in progress, then claims it.
     fn lock_id(&self, id: PieceId) -> IdLock<'_> {
         let mut st = self.state();
         while st.busy.contains(&id) {
@@ -665,6 +1012,17 @@ impl PieceStore {
         }
         st.busy.insert(id);
         IdLock { store: self, id }
+    }
+
+    /// Claims `id` if no other put or removal of it is in progress.
+    fn try_lock_id(&self, id: PieceId) -> Option<IdLock<'_>> {
+        // Not `then_some`: building an `IdLock` for an id someone else holds would release
+        // their claim when it is dropped.
+        if self.state().busy.insert(id) {
+            Some(IdLock { store: self, id })
+        } else {
+            None
+        }
     }
 
     fn reserve(&self, size: u64) -> Result<Reservation<'_>, StoreError> {
@@ -875,15 +1233,30 @@ impl PieceStore {
         context: &'static str,
         f: impl FnOnce(&WriteTransaction) -> Result<Option<T>, StoreError>,
     ) -> Result<Option<T>, StoreError> {
+        self.txn(context, |txn| {
+            f(txn).map(|v| {
+                let commit = v.is_some();
+                (v, commit)
+            })
+        })
+    }
+
+    /// Runs `f` in a durable write transaction; commits if it returns `Ok((_, true))`, aborts if
+    /// it returns `Ok((_, false))` (nothing to write: no fsync) or an error.
+    fn txn<T>(
+        &self,
+        context: &'static str,
+        f: impl FnOnce(&WriteTransaction) -> Result<(T, bool), StoreError>,
+    ) -> Result<T, StoreError> {
         let txn = self.db.begin_write().map_err(StoreError::db(context))?;
         match f(&txn) {
-            Ok(Some(v)) => {
+            Ok((v, true)) => {
                 txn.commit().map_err(StoreError::db(context))?;
-                Ok(Some(v))
+                Ok(v)
             }
-            Ok(None) => {
+            Ok((v, false)) => {
                 txn.abort().map_err(StoreError::db(context))?;
-                Ok(None)
+                Ok(v)
             }
             Err(e) => {
                 if let Err(abort) = txn.abort() {
@@ -896,49 +1269,62 @@ impl PieceStore {
 
     /// Creates the tables on first open, checks the format version otherwise.
     fn init_index(&self) -> Result<(), StoreError> {
-        self.write_txn_with("could not initialise the piece index", |txn| {
-            let ctx = StoreError::db("could not initialise the piece index");
-            let res: Result<Result<(), StoreError>, redb::Error> = (|| {
-                let mut meta = txn.open_table(META)?;
-                let pieces = txn.open_table(PIECES)?;
-                txn.open_table(MANIFESTS)?;
-                txn.open_table(PENDING)?;
-                txn.open_table(OUTBOARDS)?;
-                let format = meta.get(KEY_FORMAT)?.map(|g| g.value());
-                match format {
-                    Some(v) if v == u64::from(FORMAT_VERSION) => {}
-                    // Version 1 is version 2 without outboards: its pieces have no `outboards`
-                    // entry and are audited the slow way. Upgrading is only the version entry,
-                    // committed with the new table.
-                    Some(FORMAT_V1) => {
-                        meta.insert(KEY_FORMAT, u64::from(FORMAT_VERSION))?;
+        const CTX: &str = "could not initialise the piece index";
+        fn db(e: impl fmt::Display) -> StoreError {
+            StoreError::Db(format!("{CTX}: {e}"))
+        }
+        self.txn(CTX, |txn| {
+            let mut meta = txn.open_table(META).map_err(db)?;
+            let pieces = txn.open_table(PIECES).map_err(db)?;
+            txn.open_table(MANIFESTS).map_err(db)?;
+            txn.open_table(PENDING).map_err(db)?;
+            txn.open_table(OUTBOARDS).map_err(db)?;
+            let format = meta.get(KEY_FORMAT).map_err(db)?.map(|g| g.value());
+            match format {
+                Some(v) if v == u64::from(FORMAT_VERSION) => {
+                    txn.open_table(EXPIRY).map_err(db)?;
+                }
+                // Version 2 is version 3 without the expiry index, version 1 is version 2
+                // without outboards (its pieces have no `outboards` entry and are audited the
+                // slow way). Upgrading builds the expiry index from `pieces` (never from the
+                // files) and sets the version, in this one transaction: a crash in between
+                // leaves the old version, and the next open upgrades again.
+                Some(old @ (FORMAT_V1 | FORMAT_V2)) => {
+                    let expiring = build_expiry_index(txn, &pieces)?;
+                    meta.insert(KEY_FORMAT, u64::from(FORMAT_VERSION))
+                        .map_err(db)?;
+                    tracing::info!(
+                        expiring,
+                        "upgraded the piece store from format {old} to {FORMAT_VERSION}"
+                    );
+                    if old == FORMAT_V1 {
                         tracing::info!(
-                            "upgraded the piece store from format 1 to {FORMAT_VERSION}; \
-                             pieces stored before are audited by reading them whole"
+                            "pieces stored by format 1 have no outboard and are audited by \
+                             reading them whole"
                         );
                     }
-                    Some(v) => {
-                        return Ok(Err(StoreError::Format {
-                            found: u32::try_from(v).unwrap_or(u32::MAX),
-                            supported: FORMAT_VERSION,
-                        }));
-                    }
-                    None if !pieces.is_empty()? => {
-                        return Ok(Err(StoreError::Format {
-                            found: 0,
-                            supported: FORMAT_VERSION,
-                        }));
-                    }
-                    None => {
-                        meta.insert(KEY_FORMAT, u64::from(FORMAT_VERSION))?;
-                        meta.insert(KEY_USED, 0)?;
-                    }
                 }
-                Ok(Ok(()))
-            })();
-            res.map_err(ctx)?.map(Some)
-        })?;
-        Ok(())
+                Some(v) => {
+                    return Err(StoreError::Format {
+                        found: u32::try_from(v).unwrap_or(u32::MAX),
+                        supported: FORMAT_VERSION,
+                    });
+                }
+                None if !pieces.is_empty().map_err(db)? => {
+                    return Err(StoreError::Format {
+                        found: 0,
+                        supported: FORMAT_VERSION,
+                    });
+                }
+                None => {
+                    txn.open_table(EXPIRY).map_err(db)?;
+                    meta.insert(KEY_FORMAT, u64::from(FORMAT_VERSION))
+                        .map_err(db)?;
+                    meta.insert(KEY_USED, 0).map_err(db)?;
+                }
+            }
+            Ok(((), true))
+        })
     }
 
     /// Undoes interrupted puts and finishes interrupted deletes; empties `tmp/`.
@@ -1019,5 +1405,91 @@ impl PieceStore {
         st.used = used;
         st.pieces = pieces;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The races `collect_expired` must survive, made deterministic by running the competing
+    //! operation between its scan and its removing transaction.
+
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn id(n: u8) -> PieceId {
+        PieceId([n; 32])
+    }
+
+    fn store_with(dir: &Path, expiries: &[(u8, u64)]) -> PieceStore {
+        let store = PieceStore::open(dir, 1 << 20).unwrap();
+        for &(n, expires_at) in expiries {
+            let data = vec![n; 50];
+            let piece = NewPiece {
+                id: id(n),
+                kind: PieceKind::Data,
+                data: &data,
+                expected_hash: None,
+                owner: b"owner",
+                expires_at,
+            };
+            store.put(piece, 1).unwrap();
+        }
+        store
+    }
+
+    fn after_scan(store: &PieceStore, hook: impl FnMut(&PieceStore) + Send + 'static) {
+        *store.after_scan.lock().unwrap() = Some(Box::new(hook));
+    }
+
+    #[test]
+    fn a_lease_renewed_after_the_scan_keeps_its_piece() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = store_with(tmp.path(), &[(1, 10), (2, 20), (3, 30)]);
+        after_scan(&store, |s| {
+            assert!(s.set_expiry(&id(2), 1000).unwrap());
+        });
+        // The scan saw all three as expired; the transaction sees 2 renewed.
+        assert_eq!(store.collect_expired(50, 10).unwrap(), vec![id(1), id(3)]);
+        assert_eq!(store.get(&id(2)).unwrap(), vec![2; 50]);
+        assert_eq!(store.expiring(u64::MAX, 10).unwrap(), vec![(1000, id(2))]);
+        assert_eq!(store.usage().pieces, 1);
+    }
+
+    #[test]
+    fn a_piece_removed_after_the_scan_is_not_reported_collected() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = store_with(tmp.path(), &[(1, 10), (2, 20), (3, 30)]);
+        after_scan(&store, |s| {
+            s.remove(&id(1)).unwrap();
+        });
+        assert_eq!(store.collect_expired(50, 10).unwrap(), vec![id(2), id(3)]);
+        assert_eq!(store.usage().pieces, 0);
+        assert_eq!(store.usage().used_bytes, 0);
+    }
+
+    #[test]
+    fn busy_pieces_are_skipped_and_the_scan_goes_on() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = store_with(tmp.path(), &[(1, 10), (2, 20), (3, 30), (4, 40)]);
+        {
+            // As if a put or delete of piece 1 were in progress.
+            let _busy = store.lock_id(id(1));
+            assert_eq!(store.collect_expired(50, 2).unwrap(), vec![id(2), id(3)]);
+            assert!(store.has(&id(1)).unwrap());
+            // Skipping did not release the other holder's claim.
+            assert_eq!(store.state().busy, HashSet::from([id(1)]));
+        }
+        assert_eq!(store.collect_expired(50, 2).unwrap(), vec![id(1), id(4)]);
+        assert!(store.state().busy.is_empty());
+    }
+
+    #[test]
+    fn earlier_treats_zero_as_never() {
+        assert_eq!(earlier(0, 5), 5);
+        assert_eq!(earlier(5, 0), 5);
+        assert_eq!(earlier(0, 0), 0);
+        assert_eq!(earlier(5, 7), 5);
+        assert_eq!(earlier(7, 5), 5);
     }
 }
