@@ -14,9 +14,10 @@
 //! - Stewards see a holder as lost once it has been unreachable for the
 //!   grace period (they probe far more often than the grace period, so the
 //!   simulator uses the true offline time) and see a piece as bad once an
-//!   audit of it fails. Audits hit random pieces of each node at a fixed
-//!   rate; scores move with [`cairn_core::score`] and disqualified nodes'
-//!   pieces are repaired.
+//!   audit of it fails. Audits hit random pieces of each reachable node at
+//!   a fixed rate (as in the node, an unreachable holder is not audited:
+//!   liveness handles it); scores move with [`cairn_core::score`] and
+//!   disqualified nodes' pieces are repaired.
 //! - A segment is repaired when [`cairn_core::repair::assess`] says so;
 //!   repairs wait in a [`cairn_core::repair::RepairQueue`] behind a
 //!   network-wide [`cairn_core::repair::TokenBucket`], download k pieces

@@ -159,12 +159,13 @@ fn print_report(r: &Report) {
         "repairs                 {} ({} pieces rebuilt)",
         r.repairs, r.pieces_rebuilt
     );
+    let min = |h: f64| h * 60.0;
     println!(
-        "repair wait             mean {:.1} h, p50 {:.1} h, p99 {:.1} h, max {:.1} h",
-        r.repair_wait_hours.mean,
-        r.repair_wait_hours.p50,
-        r.repair_wait_hours.p99,
-        r.repair_wait_hours.max
+        "repair wait             mean {:.1} min, p50 {:.1} min, p99 {:.1} min, max {:.1} min (queued to rebuilt)",
+        min(r.repair_wait_hours.mean),
+        min(r.repair_wait_hours.p50),
+        min(r.repair_wait_hours.p99),
+        min(r.repair_wait_hours.max)
     );
     println!(
         "piece loss              {:.2} % of pieces per month",
@@ -175,4 +176,5 @@ fn print_report(r: &Report) {
         r.departures, r.joins, r.droppers, r.droppers_disqualified, r.honest_disqualified
     );
     println!("audits                  {}", r.audits);
+    println!();
 }
