@@ -103,6 +103,8 @@ impl From<ClientError> for ApiError {
                 StatusCode::NOT_FOUND
             }
             ClientError::Input(_) => StatusCode::BAD_REQUEST,
+            ClientError::NotOwner => StatusCode::FORBIDDEN,
+            ClientError::RecordNotFound(_) => StatusCode::NOT_FOUND,
             ClientError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_GATEWAY,
         };
@@ -137,6 +139,8 @@ pub fn router(state: ApiState) -> axum::Router {
         .route("/v1/put", post(put))
         .route("/v1/get", post(get_file))
         .route("/v1/stat", post(stat))
+        .route("/v1/renew", post(renew))
+        .route("/v1/rm", post(remove))
         .with_state(state)
 }
 
@@ -220,6 +224,32 @@ async fn stat(
 ) -> Result<impl IntoResponse, ApiError> {
     let cap = parse_cap(&b.cap)?;
     Ok(Json(s.client.stat(&cap).await?))
+}
+
+#[derive(Deserialize)]
+struct RenewBody {
+    cap: String,
+    /// Seconds from now; the default lease if absent.
+    lease_secs: Option<u64>,
+}
+
+async fn renew(
+    State(s): State<ApiState>,
+    Json(b): Json<RenewBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    let cap = parse_cap(&b.cap)?;
+    let lease = b.lease_secs.unwrap_or(crate::client::DEFAULT_LEASE_SECS);
+    let expires_at = s.client.renew(&cap, lease).await?;
+    Ok(Json(serde_json::json!({ "expires_at": expires_at })))
+}
+
+async fn remove(
+    State(s): State<ApiState>,
+    Json(b): Json<CapBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    let cap = parse_cap(&b.cap)?;
+    s.client.remove(&cap).await?;
+    Ok(Json(serde_json::json!({ "deleted": true })))
 }
 
 async fn get_file(State(s): State<ApiState>, Json(b): Json<CapBody>) -> Result<Response, ApiError> {

@@ -68,6 +68,29 @@ impl Catalog {
         tx.commit().map_err(db_err)
     }
 
+    /// Removes every record with capability `cap`; returns how many.
+    pub fn remove(&self, cap: &str) -> Result<usize, NodeError> {
+        let tx = self.db.begin_write().map_err(db_err)?;
+        let mut removed = 0;
+        {
+            let mut t = tx.open_table(FILES).map_err(db_err)?;
+            let mut doomed = Vec::new();
+            for row in t.iter().map_err(db_err)? {
+                let (k, v) = row.map_err(db_err)?;
+                let r: FileRecord = serde_json::from_slice(v.value()).map_err(db_err)?;
+                if r.cap == cap {
+                    doomed.push(k.value());
+                }
+            }
+            for k in doomed {
+                t.remove(k).map_err(db_err)?;
+                removed += 1;
+            }
+        }
+        tx.commit().map_err(db_err)?;
+        Ok(removed)
+    }
+
     /// All records, oldest first.
     pub fn list(&self) -> Result<Vec<FileRecord>, NodeError> {
         let tx = self.db.begin_read().map_err(db_err)?;

@@ -135,6 +135,14 @@ pub enum ClientError {
     /// Reading the input failed.
     #[error("reading the input failed: {0}")]
     Input(std::io::Error),
+    /// No steward answered with the file's repair record.
+    #[error(
+        "no steward has the repair record {0} of this file; try again when more nodes are online"
+    )]
+    RecordNotFound(RecordId),
+    /// Only the node that stored a file may renew or delete it.
+    #[error("this node did not store the file; only its owner's node can renew or delete it")]
+    NotOwner,
     /// Something inside the node failed.
     #[error("internal error: {0}")]
     Internal(String),
@@ -221,6 +229,10 @@ pub struct StatReport {
     pub created_at: u64,
     /// Per-segment health.
     pub segments: Vec<SegmentHealth>,
+    /// The repair record's id, if the file has one.
+    pub record: Option<String>,
+    /// Until when holders keep the pieces (unix seconds), from the record.
+    pub lease_expires_at: Option<u64>,
 }
 
 /// Header of a get: what the stream will carry.
@@ -920,6 +932,164 @@ impl Client {
         best
     }
 
+    /// The repair record of the file `cap` names, newest copy found.
+    async fn record_of(&self, cap: &ReadCap) -> Result<Record, ClientError> {
+        let m = self.manifest(cap).await?;
+        let id = m.record.ok_or_else(|| {
+            ClientError::Internal(
+                "this file was stored before repair records existed; it has no lease to renew or delete".into(),
+            )
+        })?;
+        self.record(&id)
+            .await
+            .ok_or(ClientError::RecordNotFound(id))
+    }
+
+    /// Signs `change` into the record as its owner and spreads it: to the
+    /// stewards, then to every holder (which renews or drops its pieces).
+    async fn owner_update(
+        &self,
+        mut record: Record,
+        change: cairn_core::record::Change,
+    ) -> Result<Record, ClientError> {
+        if record.genesis().owner != self.key.public() {
+            return Err(ClientError::NotOwner);
+        }
+        let mine = self.key.public();
+        record
+            .update(&self.key, now_secs(), vec![change], &|k: &PublicKey| {
+                *k == mine
+            })
+            .map_err(|e| ClientError::Internal(e.to_string()))?;
+        self.put_record(&record).await?;
+        let body = Bytes::from(record.encode());
+        let g = record.genesis();
+        let mut holders: HashSet<PeerId> = (0..g.segments.len() as u32)
+            .flat_map(|s| {
+                record
+                    .holders(s)
+                    .filter_map(|(_, h)| PeerId::from_bytes(h).ok())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        if record.is_deleted() {
+            // After a delete the record names no holders: ask every peer near
+            // each segment (where pieces were placed) and this node.
+            for s in 0..g.segments.len() as u64 {
+                holders.extend(
+                    self.net
+                        .closest_peers(&g.file_id.segment_key(s), CANDIDATES)
+                        .await,
+                );
+            }
+        }
+        holders.insert(self.local());
+        let syncs = holders.into_iter().map(|peer| {
+            let body = body.clone();
+            let id = record.id();
+            async move {
+                if peer == self.local() {
+                    return;
+                }
+                let request = Request {
+                    header: RequestHeader::SyncRepair { id },
+                    body,
+                };
+                let _ = self.net.request(peer, request, PIECE_TIMEOUT).await;
+            }
+        });
+        futures::future::join_all(syncs).await;
+        Ok(record)
+    }
+
+    /// Extends the lease of the file `cap` names to `lease_secs` from now.
+    /// Returns the new expiry (unix seconds).
+    pub async fn renew(&self, cap: &ReadCap, lease_secs: u64) -> Result<u64, ClientError> {
+        let record = self.record_of(cap).await?;
+        let expires_at = now_secs().saturating_add(lease_secs);
+        let record = self
+            .owner_update(record, cairn_core::record::Change::Lease { expires_at })
+            .await?;
+        Ok(record.expires_at())
+    }
+
+    /// Renews the leases of the files this node put whose lease has less
+    /// than a third of [`DEFAULT_LEASE_SECS`] left; returns how many.
+    pub async fn renew_own(&self) -> usize {
+        let catalog = self.catalog.clone();
+        let Ok(Ok(files)) = tokio::task::spawn_blocking(move || catalog.list()).await else {
+            return 0;
+        };
+        let mut renewed = 0;
+        for f in files {
+            let Ok(cap) = f.cap.parse::<ReadCap>() else {
+                continue;
+            };
+            let Ok(record) = self.record_of(&cap).await else {
+                continue;
+            };
+            if record.is_deleted()
+                || record.expires_at().saturating_sub(now_secs()) > DEFAULT_LEASE_SECS / 3
+            {
+                continue;
+            }
+            match self.renew(&cap, DEFAULT_LEASE_SECS).await {
+                Ok(_) => renewed += 1,
+                Err(e) => tracing::warn!("cannot renew the lease of {}: {e}", record.id()),
+            }
+        }
+        renewed
+    }
+
+    /// Deletes the file `cap` names: the owner's signed delete goes to the
+    /// stewards and the holders, which drop the pieces; the manifest copies
+    /// are deleted and the file leaves this node's list.
+    pub async fn remove(&self, cap: &ReadCap) -> Result<(), ClientError> {
+        let record = self.record_of(cap).await?;
+        let g = record.genesis().clone();
+        let record = self
+            .owner_update(record, cairn_core::record::Change::Delete)
+            .await?;
+        // This node's own pieces and record copy.
+        let store = self.store.clone();
+        let records = self.records.clone();
+        let rid = record.id();
+        let mine = self.key.public();
+        let _ = tokio::task::spawn_blocking(move || {
+            for s in 0..g.segments.len() as u32 {
+                for i in 0..g.coded {
+                    let _ = store.remove(&g.piece_id(s, i));
+                }
+            }
+            let _ = records.merge(&record, &|k: &PublicKey| *k == mine);
+            let _ = rid;
+        })
+        .await;
+        // The manifest copies: this node stored them, so it may delete them.
+        let id = cap.manifest;
+        for peer in self.manifest_holders(&id).await {
+            if peer == self.local() {
+                let store = self.store.clone();
+                let owner = peer_bytes(&peer);
+                let _ =
+                    tokio::task::spawn_blocking(move || store.delete(&id.piece_id(), &owner)).await;
+                continue;
+            }
+            let request = Request {
+                header: RequestHeader::Delete { id: id.piece_id() },
+                body: Bytes::new(),
+            };
+            let _ = self.net.request(peer, request, PIECE_TIMEOUT).await;
+        }
+        let catalog = self.catalog.clone();
+        let text = cap.to_string();
+        tokio::task::spawn_blocking(move || catalog.remove(&text))
+            .await
+            .map_err(|e| ClientError::Internal(e.to_string()))?
+            .map_err(|e| ClientError::Internal(e.to_string()))?;
+        Ok(())
+    }
+
     /// Fetches and decodes segment `index`.
     pub async fn get_segment(
         &self,
@@ -1103,6 +1273,10 @@ impl Client {
                 }
             })
             .collect();
+        let lease_expires_at = match m.record {
+            Some(id) => self.record(&id).await.map(|r| r.expires_at()),
+            None => None,
+        };
         Ok(StatReport {
             size: m.size,
             k: m.k,
@@ -1110,6 +1284,8 @@ impl Client {
             segment_size: m.segment_size,
             created_at: m.created_at,
             segments,
+            record: m.record.map(|r| r.to_hex()),
+            lease_expires_at,
         })
     }
 

@@ -62,6 +62,8 @@ pub enum NodeError {
 /// How often expired pieces are collected, and how many per batch.
 const GC_INTERVAL: Duration = Duration::from_secs(60);
 const GC_BATCH: usize = 256;
+/// How often the owner's node checks its files' leases.
+const RENEW_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// How long the segment buffer pool may sit unused before it is emptied.
 const POOL_IDLE: Duration = Duration::from_secs(10);
@@ -206,6 +208,20 @@ pub async fn run(
     let steward_task = tokio::spawn(steward.run());
     // Expired pieces (lapsed leases, orphans of repairs) are reclaimed a batch at a time.
     let gc_task = tokio::spawn(gc::run(store.clone(), GC_INTERVAL, GC_BATCH));
+    // While this node runs, the files it put keep their leases.
+    let renewer = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(RENEW_INTERVAL);
+            loop {
+                tick.tick().await;
+                let n = client.renew_own().await;
+                if n > 0 {
+                    tracing::info!(files = n, "renewed leases");
+                }
+            }
+        })
+    };
     // Spare segment buffers go back to the system once transfers stop.
     let pools = [client.buffers().clone(), net_cfg.bodies.clone()];
     let trimmer = tokio::spawn(async move {
@@ -260,6 +276,7 @@ pub async fn run(
     trimmer.abort();
     steward_task.abort();
     gc_task.abort();
+    renewer.abort();
     let _ = std::fs::remove_file(info_path(dir));
     drop(lock);
     served.map_err(|e| NodeError::Io(format!("API server failed: {e}")))

@@ -231,7 +231,7 @@ impl Steward {
         };
         for id in ids.into_iter().take(self.cfg.max_records) {
             if let Err(e) = self.tend(id).await {
-                tracing::debug!(record = %id, "steward pass: {e}");
+                tracing::warn!(record = %id, "steward pass: {e}");
             }
         }
         self.drain().await;
@@ -326,7 +326,11 @@ impl Steward {
                 .1;
         }
         if record.is_deleted() {
-            self.sync_holders(&record).await;
+            // Tell holders once, when the tombstone first reaches this
+            // steward through anti-entropy (the owner told them already).
+            if merged_in {
+                self.sync_holders(&record).await;
+            }
             return Ok(());
         }
         let now = now_secs();
@@ -439,6 +443,7 @@ impl Steward {
             if let Some(has) = has {
                 for (&(seg, idx), there) in pieces.iter().zip(has) {
                     if !there {
+                        tracing::info!(%peer, segment = seg, index = idx, "holder says it lacks a piece");
                         changes.push(Change::Unassign {
                             segment: seg,
                             index: idx,
@@ -608,6 +613,7 @@ impl Steward {
         drop(running);
         // 2. Rebuild the missing pieces (ciphertext only; no key involved).
         let wanted = h.rebuild.clone();
+        tracing::info!(record = %record.id(), segment, ?wanted, sources = ?h.sources, "repairing");
         let rec = record.clone();
         let rebuilt = tokio::task::spawn_blocking(move || {
             let srcs: Vec<(u16, &[u8])> = got.iter().map(|(i, d)| (*i, d.as_ref())).collect();
@@ -623,9 +629,20 @@ impl Steward {
             .iter()
             .filter_map(|&i| record.holder(segment, i).map(<[u8]>::to_vec))
             .collect();
+        // Never back onto a node already in the segment (healthy or not) or
+        // one that failed an audit lately: it may claim a piece it lost.
+        let in_segment: HashSet<Vec<u8>> =
+            record.holders(segment).map(|(_, h)| h.to_vec()).collect();
         let all = self.client.candidates(&key).await;
         let (existing, candidates): (Vec<Candidate>, Vec<Candidate>) =
             all.into_iter().partition(|c| survivors.contains(&c.peer));
+        let candidates: Vec<Candidate> = candidates
+            .into_iter()
+            .filter(|c| {
+                !in_segment.contains(&c.peer)
+                    && peer_of(&c.peer).is_none_or(|p| !self.is_suspect(&p, now))
+            })
+            .collect();
         let sites: Vec<_> = existing.iter().map(Candidate::site).collect();
         let piece_bytes = rebuilt.first().map_or(0, |(_, p)| p.len() as u64);
         let order = placement::select(
@@ -647,13 +664,16 @@ impl Steward {
                 hash: g.piece_hash(segment, index).unwrap_or([0; 32]),
             };
             let data = Bytes::from(data);
-            // Try targets in order until one takes it.
+            let root = g.piece_hash(segment, index).unwrap_or([0; 32]);
+            let size = data.len() as u64;
+            // Try targets in order until one takes it and proves it holds it.
             for peer in targets.by_ref() {
                 if self
                     .client
                     .store_blob(peer, blob, data.clone(), expires)
                     .await
                     .is_ok()
+                    && self.verify_new_holder(peer, blob, root, size).await
                 {
                     changes.push(Change::Assign {
                         segment,
@@ -692,6 +712,30 @@ impl Steward {
         self.push(&record, &others).await;
         self.sync_holders(&record).await;
         Ok(placed)
+    }
+
+    /// A holder that failed an audit in the last day (or is disqualified).
+    fn is_suspect(&self, peer: &PeerId, now: u64) -> bool {
+        self.holders.get(peer).is_some_and(|h| {
+            h.score.is_disqualified()
+                || h.score
+                    .penalties()
+                    .any(|p| p.outcome.is_failure() && p.at + 86_400 > now)
+        })
+    }
+
+    /// Audits a node that just took a rebuilt piece: it must prove it holds it.
+    async fn verify_new_holder(&self, peer: PeerId, blob: Blob, root: [u8; 32], size: u64) -> bool {
+        if peer == self.net.local_peer_id() {
+            return true;
+        }
+        let Blob::Piece { id, .. } = blob else {
+            return false;
+        };
+        matches!(
+            audit(&self.net, peer, Challenge::random(id), root, size).await,
+            Audit::Passed
+        )
     }
 
     fn publish(&self) {

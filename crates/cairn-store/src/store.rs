@@ -483,12 +483,19 @@ impl PieceStore {
         }
 
         let _lock = self.lock_id(id);
-        if let Some(existing) = self.meta(&id)? {
-            return if existing.hash == hash && existing.size == size {
-                Ok(PutOutcome::AlreadyStored)
-            } else {
-                Err(StoreError::Conflict { id })
-            };
+        if let Some(existing) = self.entry(&id)? {
+            if existing.meta.hash != hash || existing.meta.size != size {
+                return Err(StoreError::Conflict { id });
+            }
+            // "Already stored" must mean it: a piece whose file went missing
+            // or was cut short is not accepted again as if it were here
+            // (a repairer would record a holder that cannot serve it).
+            let path = self.piece_path(&id);
+            let on_disk = std::fs::metadata(&path).map(|m| m.len()).ok();
+            if on_disk != Some(existing.file_len()) {
+                return Err(StoreError::Missing { id, path });
+            }
+            return Ok(PutOutcome::AlreadyStored);
         }
         let reservation = self.reserve(size)?;
         let meta = PieceMeta {

@@ -83,6 +83,23 @@ enum Command {
         #[command(flatten)]
         api: ApiArg,
     },
+    /// Extend a file's lease, so holders keep its pieces (only its owner's node can).
+    Renew {
+        /// The `cairn:` capability.
+        cap: String,
+        /// New lease, from now.
+        #[arg(long, default_value = "90d", value_parser = parse_duration)]
+        lease: std::time::Duration,
+        #[command(flatten)]
+        api: ApiArg,
+    },
+    /// Delete a file: holders drop its pieces and stewards its record (only its owner's node can).
+    Rm {
+        /// The `cairn:` capability.
+        cap: String,
+        #[command(flatten)]
+        api: ApiArg,
+    },
     /// Show the node's peers and storage use.
     Status {
         /// Print JSON.
@@ -244,6 +261,25 @@ async fn run(cli: Cli) -> Result<()> {
             Api::new(&api.api)?.get(&cap, &output).await.map(|_| ())
         }
         Command::Stat { cap, json, api } => stat(&Api::new(&api.api)?, &cap, json).await,
+        Command::Renew { cap, lease, api } => {
+            check_cap(&cap)?;
+            let r: serde_json::Value = Api::new(&api.api)?
+                .post_json(
+                    "/v1/renew",
+                    &serde_json::json!({ "cap": cap, "lease_secs": lease.as_secs() }),
+                )
+                .await?;
+            println!("lease renewed until unix time {}", r["expires_at"]);
+            Ok(())
+        }
+        Command::Rm { cap, api } => {
+            check_cap(&cap)?;
+            let _: serde_json::Value = Api::new(&api.api)?
+                .post_json("/v1/rm", &serde_json::json!({ "cap": cap }))
+                .await?;
+            eprintln!("deleted: holders drop the pieces, stewards keep only a tombstone");
+            Ok(())
+        }
         Command::Status { json, api } => status(&Api::new(&api.api)?, json).await,
         Command::Ls { json, api } => ls(&Api::new(&api.api)?, json).await,
         Command::Devnet(a) => devnet::run(a).await,

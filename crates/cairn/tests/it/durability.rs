@@ -158,3 +158,128 @@ fn stewards_repair_lost_holders_until_the_original_ones_are_gone() {
         "{repairs} repairs, {audits} audits"
     );
 }
+
+#[test]
+fn audits_catch_a_holder_that_deletes_or_corrupts_its_pieces() {
+    // A long grace: the bad holders stay online, so only audits can tell.
+    let net = Devnet::start_with(
+        10,
+        "1GiB",
+        &[
+            "--steward-interval",
+            "1s",
+            "--grace",
+            "10m",
+            "--repair",
+            "eager",
+        ],
+    );
+    let work = tempfile::tempdir().unwrap();
+    let path = work.path().join("file");
+    let bytes = data(600 << 10, 9);
+    std::fs::write(&path, &bytes).unwrap();
+    let cap = put(net.api(0), &path, &["--k", "4", "--n", "8"]);
+    let index = index_of(&net);
+    let reader = 9;
+    let stat = wait_for_health(&net, net.api(reader), &cap, 8, &HashSet::new());
+    let holders: Vec<usize> = pieces(&stat)[0]
+        .iter()
+        .map(|(_, h, _)| index[h])
+        .filter(|&i| i != 0 && i != reader)
+        .collect();
+    let (deleter, corrupter) = (holders[0], holders[1]);
+    // One deletes its piece files behind its index's back; the other flips
+    // a byte in every 16 KiB of them, so whatever group is audited fails.
+    for f in files_under(&net.nodes[deleter].data_dir.join("store").join("pieces")) {
+        std::fs::remove_file(f).unwrap();
+    }
+    for f in files_under(&net.nodes[corrupter].data_dir.join("store").join("pieces")) {
+        let mut b = std::fs::read(&f).unwrap();
+        for i in (0..b.len()).step_by(16 << 10) {
+            b[i] ^= 0xff;
+        }
+        std::fs::write(&f, b).unwrap();
+    }
+    let bad: HashSet<String> = [deleter, corrupter]
+        .iter()
+        .map(|&i| net.nodes[i].peer_id.clone())
+        .collect();
+    // Their pieces are rebuilt elsewhere, and stat no longer lists them.
+    wait_for_health(&net, net.api(reader), &cap, 8, &bad);
+    // Some steward saw the failed audits: scores down, penalties explained.
+    let mut caught = HashSet::new();
+    for i in 0..10 {
+        for h in steward_json(net.api(i))["holders"].as_array().unwrap() {
+            let peer = h["peer_id"].as_str().unwrap();
+            if bad.contains(peer) && h["score"].as_f64().unwrap() < 1.0 {
+                assert!(!h["penalties"].as_array().unwrap().is_empty(), "{h}");
+                caught.insert(peer.to_string());
+            }
+            if !bad.contains(peer) {
+                assert_eq!(
+                    h["score"].as_f64(),
+                    Some(1.0),
+                    "an honest holder lost score: {h}"
+                );
+            }
+        }
+    }
+    assert_eq!(caught, bad, "both bad holders show a lowered audit score");
+    let out = work.path().join("back");
+    ok(cairn(
+        net.api(reader),
+        &["get", &cap, "-o", out.to_str().unwrap()],
+    ));
+    assert_eq!(std::fs::read(&out).unwrap(), bytes);
+}
+
+#[test]
+fn renew_extends_the_lease_and_rm_deletes_everywhere() {
+    let net = Devnet::start_with(6, "1GiB", &["--steward-interval", "1s"]);
+    let work = tempfile::tempdir().unwrap();
+    let path = work.path().join("file");
+    std::fs::write(&path, data(300 << 10, 3)).unwrap();
+    let cap = put(net.api(0), &path, &[]);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    // A new file holds a 90-day lease; any node sees it through the record.
+    let lease = |i: usize| {
+        stat_json(net.api(i), &cap)["lease_expires_at"]
+            .as_u64()
+            .unwrap()
+    };
+    let day = 86_400;
+    assert!((now + 89 * day..now + 91 * day).contains(&lease(3)));
+    // Only the owner's node may renew.
+    let refused = cairn(net.api(2), &["renew", &cap, "--lease", "200d"]);
+    assert!(!refused.status.success());
+    assert!(stderr(&refused).contains("owner"), "{}", stderr(&refused));
+    ok(cairn(net.api(0), &["renew", &cap, "--lease", "200d"]));
+    assert!((now + 199 * day..now + 201 * day).contains(&lease(4)));
+    // rm: the owner's signed delete reaches holders, which drop every piece.
+    let stored = |net: &Devnet| -> usize {
+        net.nodes
+            .iter()
+            .map(|n| files_under(&n.data_dir.join("store").join("pieces")).len())
+            .sum()
+    };
+    assert!(stored(&net) > 0);
+    ok(cairn(net.api(0), &["rm", &cap]));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while stored(&net) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "{} piece files left",
+            stored(&net)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = work.path().join("gone");
+    let get = cairn(net.api(3), &["get", &cap, "-o", out.to_str().unwrap()]);
+    assert!(!get.status.success());
+    assert!(!out.exists());
+    let ls = ok(cairn(net.api(0), &["ls"]));
+    assert!(!ls.contains(&cap), "{ls}");
+}

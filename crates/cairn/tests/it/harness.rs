@@ -95,8 +95,20 @@ impl Devnet {
         net
     }
 
+    /// The devnet's log, then each node's last steward lines (for failures).
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("devnet.log")).unwrap_or_default()
+        let mut out =
+            std::fs::read_to_string(self.dir.path().join("devnet.log")).unwrap_or_default();
+        for (i, n) in self.nodes.iter().enumerate() {
+            let log = std::fs::read_to_string(n.data_dir.join("node.log")).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().filter(|l| l.contains("steward")).collect();
+            out.push_str(&format!("--- node {i} steward log (last 15 lines)\n"));
+            for l in lines.iter().skip(lines.len().saturating_sub(15)) {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+        out
     }
 
     pub fn api(&self, i: usize) -> &str {
@@ -276,4 +288,20 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// Flips one byte in every piece file of a node's store.
+pub fn corrupt_store(data_dir: &std::path::Path) -> usize {
+    let mut n = 0;
+    for f in files_under(&data_dir.join("store").join("pieces")) {
+        let mut b = std::fs::read(&f).unwrap();
+        if b.is_empty() {
+            continue;
+        }
+        let i = b.len() / 2;
+        b[i] ^= 0xff;
+        std::fs::write(&f, b).unwrap();
+        n += 1;
+    }
+    n
 }

@@ -4,22 +4,6 @@ use std::collections::HashSet;
 
 use crate::harness::*;
 
-/// Flips one byte in every piece file of a node's store.
-fn corrupt_store(data_dir: &std::path::Path) -> usize {
-    let mut n = 0;
-    for f in files_under(&data_dir.join("store").join("pieces")) {
-        let mut b = std::fs::read(&f).unwrap();
-        if b.is_empty() {
-            continue;
-        }
-        let i = b.len() / 2;
-        b[i] ^= 0xff;
-        std::fs::write(&f, b).unwrap();
-        n += 1;
-    }
-    n
-}
-
 #[test]
 fn files_survive_lost_and_corrupt_pieces_until_the_code_runs_out() {
     let net = Devnet::start(12, "1GiB");
