@@ -256,6 +256,9 @@ fn today() -> String {
         .unwrap_or_else(|| "unknown date".into())
 }
 
+/// Everything in the report file from this line on survives a rerun.
+const KEEP_MARKER: &str = "<!-- cairn bench keeps everything below this line -->";
+
 /// Runs `cairn bench`.
 pub async fn run(args: BenchArgs) -> Result<()> {
     let mut report = String::new();
@@ -282,6 +285,14 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     if !args.pipeline_only {
         report.push('\n');
         report.push_str(&end_to_end(&args).await?);
+    }
+    // Sections measured by other tools (criterion, the simulator, devnet
+    // timings) live below the marker and are kept as they are.
+    if let Ok(old) = std::fs::read_to_string(&args.output)
+        && let Some(at) = old.find(KEEP_MARKER)
+    {
+        report.push('\n');
+        report.push_str(&old[at..]);
     }
     std::fs::write(&args.output, &report)
         .with_context(|| format!("cannot write {}", args.output.display()))?;
