@@ -31,10 +31,12 @@
 //! [`Report`]: every random draw comes from one seeded generator and every
 //! collection is iterated in a fixed order.
 
+pub mod script;
 mod world;
 
 use serde::{Deserialize, Serialize};
 
+pub use script::{Round, Script, replay};
 pub use world::run;
 
 /// The churn model: how nodes come, go and fail.

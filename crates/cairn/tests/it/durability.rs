@@ -1,7 +1,7 @@
 //! The network keeps files alive by itself: stewards notice lost holders,
 //! rebuild their pieces elsewhere and record it, with the owner gone.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use crate::harness::*;
@@ -34,6 +34,18 @@ fn pieces(stat: &serde_json::Value) -> Vec<Vec<(u64, String, bool)>> {
                     )
                 })
                 .collect()
+        })
+        .collect()
+}
+
+/// `(segment, index)` → holder peer id.
+fn layout(stat: &serde_json::Value) -> BTreeMap<(u32, u16), String> {
+    pieces(stat)
+        .into_iter()
+        .enumerate()
+        .flat_map(|(s, seg)| {
+            seg.into_iter()
+                .map(move |(i, h, _)| ((s as u32, i as u16), h))
         })
         .collect()
 }
@@ -122,6 +134,10 @@ fn stewards_repair_lost_holders_until_the_original_ones_are_gone() {
         "more than n-k original holders to kill: {victims:?}"
     );
     let mut dead = HashSet::new();
+    let initial = layout(&stat);
+    let mut before = initial.clone();
+    let mut observed = Vec::new();
+    let mut placed = Vec::new();
     // Kill original holders one at a time, each time waiting until the
     // stewards have rebuilt every piece on live nodes.
     for (round, &v) in victims.iter().take(5).enumerate() {
@@ -130,12 +146,55 @@ fn stewards_repair_lost_holders_until_the_original_ones_are_gone() {
         let alive = 12 - dead.len();
         let want = 8.min(alive);
         let stat = wait_for_health(&net, net.api(reader), &cap, want, &dead);
+        let after = layout(&stat);
+        let lost: BTreeSet<(u32, u16)> = before
+            .iter()
+            .filter(|(_, h)| **h == net.nodes[v].peer_id)
+            .map(|(slot, _)| *slot)
+            .collect();
+        let rebuilt: BTreeSet<(u32, u16)> = after
+            .iter()
+            .filter(|(slot, h)| before.get(slot) != Some(h))
+            .map(|(slot, _)| *slot)
+            .collect();
+        placed.push(
+            rebuilt
+                .iter()
+                .map(|slot| (*slot, index[&after[slot]] as u32))
+                .collect::<BTreeMap<_, _>>(),
+        );
+        observed.push(cairn_sim::Round { lost, rebuilt });
+        before = after;
         // Repairs reuse the lost indices: each index is listed once.
         for seg in pieces(&stat) {
             let idx: HashSet<u64> = seg.iter().map(|(i, _, _)| *i).collect();
             assert_eq!(idx.len(), seg.len(), "round {round}: duplicate indices");
         }
     }
+    // The simulator, given the same placement, the same kills and where the
+    // network put each rebuilt piece (that depends on its DHT view), decides
+    // to rebuild exactly the pieces the network rebuilt, round by round.
+    let script = cairn_sim::Script {
+        nodes: 12,
+        k: 4,
+        n: 8,
+        coded: 12,
+        holders: (0..2u32)
+            .map(|s| {
+                initial
+                    .iter()
+                    .filter(|((seg, _), _)| *seg == s)
+                    .map(|((_, i), h)| (*i, index[h] as u32))
+                    .collect()
+            })
+            .collect(),
+        kills: victims.iter().take(5).map(|&v| v as u32).collect(),
+        policy: cairn_core::repair::RepairPolicy {
+            threshold: cairn_core::repair::Threshold::Eager,
+        },
+        placed,
+    };
+    assert_eq!(cairn_sim::replay(&script).unwrap(), observed);
     // More than n − k of the original holders are gone; stop the owner too.
     net.kill_node(0);
     dead.insert(net.nodes[0].peer_id.clone());
