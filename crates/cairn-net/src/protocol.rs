@@ -13,7 +13,8 @@
 //!   [`RecordId`]. Version 2 added `PutRepair` (a steward merges the
 //!   record), `GetRepair`, and `SyncRepair` (a holder reconciles its pieces
 //!   of the object with the record: renews their lease, drops pieces
-//!   reassigned elsewhere or deleted by the owner).
+//!   reassigned elsewhere or deleted by the owner), and `Standing` (how a
+//!   steward sees a holder: its audit score and why it moved).
 //!
 //! Both speak the same envelope; each [`RequestHeader`] belongs to one
 //! [`Lane`], and a header sent on the other protocol is refused.
@@ -141,6 +142,13 @@ pub enum RequestHeader {
         /// The record's id.
         id: RecordId,
     },
+    /// Record lane: how do you, as a steward, see holder `peer`? Answered
+    /// with `Data` whose body is JSON (score, penalties, warning), or
+    /// `NotFound` if you never audited it. Lets a node learn its own standing.
+    Standing {
+        /// The holder's peer id bytes (at most 64).
+        peer: Vec<u8>,
+    },
     /// Record lane: the body is the current repair record of an object you
     /// hold pieces of; renew, keep or drop them to match it.
     SyncRepair {
@@ -165,16 +173,17 @@ impl RequestHeader {
             | RequestHeader::GetRecord { .. }
             | RequestHeader::PutRepair { .. }
             | RequestHeader::GetRepair { .. }
-            | RequestHeader::SyncRepair { .. } => Lane::Record,
+            | RequestHeader::SyncRepair { .. }
+            | RequestHeader::Standing { .. } => Lane::Record,
             _ => Lane::Piece,
         }
     }
 
-    /// Largest body this request may carry on `lane`: audits carry none, so a
-    /// peer cannot attach a piece-sized body to one.
+    /// Largest body this request may carry on `lane`: audits and standing
+    /// queries carry none, so a peer cannot attach a large body to one.
     fn max_body(&self, lane: Lane) -> u32 {
         match self {
-            RequestHeader::Audit { .. } => 0,
+            RequestHeader::Audit { .. } | RequestHeader::Standing { .. } => 0,
             _ => lane.max_body(),
         }
     }

@@ -135,6 +135,7 @@ pub fn router(state: ApiState) -> axum::Router {
     axum::Router::new()
         .route("/v1/status", get(status))
         .route("/v1/steward", get(steward))
+        .route("/v1/standing", get(standing))
         .route("/v1/files", get(files))
         .route("/v1/put", post(put))
         .route("/v1/get", post(get_file))
@@ -164,6 +165,54 @@ async fn status(State(s): State<ApiState>) -> Result<Json<StatusReport>, ApiErro
 async fn steward(State(s): State<ApiState>) -> Json<crate::steward::StewardView> {
     let view = s.steward.lock().map(|v| v.clone()).unwrap_or_default();
     Json(view)
+}
+
+/// How one steward sees this node.
+#[derive(serde::Serialize)]
+struct Standing {
+    steward: String,
+    #[serde(flatten)]
+    view: crate::steward::HolderView,
+}
+
+/// Asks the peers this node knows how they, as stewards, see it.
+async fn standing(State(s): State<ApiState>) -> Result<Json<Vec<Standing>>, ApiError> {
+    let info = s.net.info().await.ok_or(ApiError(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the node is stopping".into(),
+    ))?;
+    let me = info.peer_id.to_bytes();
+    let mut peers: Vec<_> = info.connected;
+    peers.extend(info.routing);
+    peers.sort();
+    peers.dedup();
+    peers.truncate(64);
+    let asks = peers.into_iter().map(|peer| {
+        let net = s.net.clone();
+        let me = me.clone();
+        async move {
+            let request = cairn_net::Request {
+                header: cairn_net::RequestHeader::Standing { peer: me },
+                body: bytes::Bytes::new(),
+            };
+            let r = net
+                .request(peer, request, std::time::Duration::from_secs(5))
+                .await
+                .ok()?;
+            let view = serde_json::from_slice(&r.body).ok()?;
+            Some(Standing {
+                steward: peer.to_string(),
+                view,
+            })
+        }
+    });
+    let mut out: Vec<Standing> = futures::future::join_all(asks)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    out.sort_by(|a, b| a.steward.cmp(&b.steward));
+    Ok(Json(out))
 }
 
 async fn files(

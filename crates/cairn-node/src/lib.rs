@@ -165,11 +165,13 @@ pub async fn run(
         dir,
         (cfg.storage / 100).max(64 << 20),
     )?);
+    let steward_view = steward::SharedView::default();
     let ctx = service::Ctx {
         store: store.clone(),
         records: records.clone(),
         bodies: net_cfg.bodies.clone(),
         signer: signer.clone(),
+        steward: steward_view.clone(),
     };
     let service = tokio::spawn(service::run(ctx, net.clone(), inbound));
 
@@ -203,8 +205,8 @@ pub async fn run(
         records,
         signer,
         cfg.steward.clone(),
-    );
-    let steward_view = steward.view();
+    )
+    .with_view(steward_view.clone());
     let steward_task = tokio::spawn(steward.run());
     // Expired pieces (lapsed leases, orphans of repairs) are reclaimed a batch at a time.
     let gc_task = tokio::spawn(gc::run(store.clone(), GC_INTERVAL, GC_BATCH));

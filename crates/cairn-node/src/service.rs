@@ -54,6 +54,8 @@ pub struct Ctx {
     pub bodies: BufPool,
     /// The node's identity key, for audit answers.
     pub signer: Arc<SecretKey>,
+    /// What this node's steward sees, for `Standing` queries.
+    pub steward: crate::steward::SharedView,
 }
 
 /// Serves inbound requests until the channel closes; pieces are read into
@@ -169,6 +171,24 @@ pub fn handle(ctx: &Ctx, peer: PeerId, request: Request, authors: &HashSet<Publi
                     Response::error(ErrorCode::Refused, e.to_string())
                 }
                 Err(e) => Response::error(ErrorCode::Internal, e.to_string()),
+            }
+        }
+        RequestHeader::Standing { peer } => {
+            let Ok(peer) = PeerId::from_bytes(&peer) else {
+                return Response::error(ErrorCode::Refused, "not a peer id");
+            };
+            let name = peer.to_string();
+            let view = ctx
+                .steward
+                .lock()
+                .ok()
+                .and_then(|v| v.holders.iter().find(|h| h.peer_id == name).cloned());
+            match view.map(|v| serde_json::to_vec(&v)) {
+                Some(Ok(json)) => Response {
+                    header: ResponseHeader::Data,
+                    body: json.into(),
+                },
+                _ => Response::error(ErrorCode::NotFound, "this node has not audited that peer"),
             }
         }
         RequestHeader::GetRepair { id } => match ctx.records.get(&id) {

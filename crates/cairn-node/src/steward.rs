@@ -98,7 +98,7 @@ impl Default for StewardConfig {
 }
 
 /// One holder as this steward sees it, for the API.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct HolderView {
     /// Peer id.
     pub peer_id: String,
@@ -205,9 +205,15 @@ impl Steward {
         }
     }
 
-    /// The view the API reads.
+    /// The view the API and `Standing` queries read.
     pub fn view(&self) -> SharedView {
         self.view.clone()
+    }
+
+    /// A steward whose view is `view` (shared with the service beforehand).
+    pub fn with_view(mut self, view: SharedView) -> Self {
+        self.view = view;
+        self
     }
 
     /// Runs passes forever.

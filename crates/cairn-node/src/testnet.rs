@@ -66,6 +66,7 @@ async fn start_node_as(
                 records: records.clone(),
                 bodies: cfg.bodies.clone(),
                 signer: signer.clone(),
+                steward: Default::default(),
             };
             tokio::spawn(crate::service::run(ctx, net.clone(), inbound));
         }

@@ -458,11 +458,39 @@ async fn status(api: &Api, json: bool) -> Result<()> {
 }
 
 async fn score(api: &Api, json: bool) -> Result<()> {
-    let r: serde_json::Value = api.get_json("/v1/steward").await?;
+    let mut r: serde_json::Value = api.get_json("/v1/steward").await?;
+    let standing: serde_json::Value = api.get_json("/v1/standing").await?;
     if json {
+        r["standing"] = standing;
         println!("{}", serde_json::to_string_pretty(&r)?);
         return Ok(());
     }
+    let views = standing.as_array().cloned().unwrap_or_default();
+    if views.is_empty() {
+        println!("this node: no steward has audited it yet");
+    } else {
+        println!("this node, as its stewards see it:");
+    }
+    for v in views {
+        println!(
+            "  by {}  score {:.4}  passed {}{}",
+            v["steward"].as_str().unwrap_or("?"),
+            v["score"].as_f64().unwrap_or(0.0),
+            v["passed"].as_u64().unwrap_or(0),
+            if v["disqualified"].as_bool() == Some(true) {
+                "  DISQUALIFIED"
+            } else {
+                ""
+            }
+        );
+        for p in v["penalties"].as_array().into_iter().flatten() {
+            println!("      {}", p.as_str().unwrap_or("?"));
+        }
+        if let Some(w) = v["warning"].as_str() {
+            println!("      warning: {w}");
+        }
+    }
+    println!();
     let g = |k: &str| r.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
     println!(
         "stewarding {} records; {} audits, {} repairs ({} pieces rebuilt), {} queued",

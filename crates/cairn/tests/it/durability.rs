@@ -284,6 +284,27 @@ fn audits_catch_a_holder_that_deletes_or_corrupts_its_pieces() {
         }
     }
     assert_eq!(caught, bad, "both bad holders show a lowered audit score");
+    // And each bad node itself can see why: its stewards' penalties.
+    for &i in &[deleter, corrupter] {
+        let standing = steward_json(net.api(i))["standing"]
+            .as_array()
+            .unwrap()
+            .clone();
+        assert!(
+            standing.iter().any(|v| v["score"].as_f64().unwrap() < 1.0
+                && !v["penalties"].as_array().unwrap().is_empty()),
+            "node {i} does not see its penalties: {standing:?}"
+        );
+    }
+    let honest = steward_json(net.api(holders[2]))["standing"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert!(!honest.is_empty(), "an honest holder is audited");
+    assert!(
+        honest.iter().all(|v| v["score"].as_f64() == Some(1.0)),
+        "{honest:?}"
+    );
     let out = work.path().join("back");
     ok(cairn(
         net.api(reader),
