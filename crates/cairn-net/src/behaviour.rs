@@ -20,6 +20,41 @@ pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/cairn/kad/1");
 /// Identify protocol version string.
 pub const IDENTIFY_PROTOCOL: &str = "/cairn/id/1";
 
+/// The identify agent string: `cairn/VERSION`, plus ` zone=NAME` when the
+/// node declares a failure domain.
+pub fn agent_version(zone: Option<&str>) -> String {
+    let base = format!("cairn/{}", env!("CARGO_PKG_VERSION"));
+    match zone {
+        Some(z) => format!("{base} zone={z}"),
+        None => base,
+    }
+}
+
+/// The zone a peer declared in its identify agent string, if any (at most
+/// 64 characters; anything longer is ignored).
+pub fn zone_of(agent_version: &str) -> Option<&str> {
+    let zone = agent_version
+        .split(' ')
+        .find_map(|w| w.strip_prefix("zone="))?;
+    (!zone.is_empty() && zone.len() <= 64).then_some(zone)
+}
+
+#[cfg(test)]
+mod zone_tests {
+    use super::*;
+
+    #[test]
+    fn zones_round_trip_through_the_agent_string() {
+        assert_eq!(zone_of(&agent_version(Some("eu-west"))), Some("eu-west"));
+        assert_eq!(zone_of(&agent_version(None)), None);
+        assert_eq!(zone_of("cairn/0.1.0 zone="), None);
+        assert_eq!(
+            zone_of(&format!("cairn/0.1.0 zone={}", "x".repeat(65))),
+            None
+        );
+    }
+}
+
 /// Swarm settings.
 #[derive(Clone, Debug)]
 pub struct NetConfig {
@@ -35,6 +70,9 @@ pub struct NetConfig {
     pub request_timeout: Duration,
     /// Where piece bodies off the wire are read into.
     pub bodies: BufPool,
+    /// This node's declared failure domain (`--zone`), told to peers in the
+    /// identify agent string as ` zone=NAME`.
+    pub zone: Option<String>,
 }
 
 impl Default for NetConfig {
@@ -46,6 +84,7 @@ impl Default for NetConfig {
             max_streams: 64,
             request_timeout: Duration::from_secs(120),
             bodies: BufPool::new(crate::protocol::BODY_POOL_BYTES),
+            zone: None,
         }
     }
 }
@@ -119,7 +158,7 @@ fn behaviour(key: &Keypair, cfg: &NetConfig) -> Result<Behaviour, BoxError> {
     kad.set_mode(Some(kad::Mode::Server));
     let identify = identify::Behaviour::new(
         identify::Config::new(IDENTIFY_PROTOCOL.to_string(), key.public())
-            .with_agent_version(format!("cairn/{}", env!("CARGO_PKG_VERSION"))),
+            .with_agent_version(agent_version(cfg.zone.as_deref())),
     );
     let mdns = if cfg.mdns {
         Some(mdns::tokio::Behaviour::new(

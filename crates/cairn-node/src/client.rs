@@ -25,7 +25,7 @@ use bytes::Bytes;
 use cairn_core::buf::Buffers;
 use cairn_core::manifest::{PieceEntry, SegmentEntry, segment_count};
 use cairn_core::params::{self, ParamsError};
-use cairn_core::placement::{self, Candidate, NetPrefix, Policy};
+use cairn_core::placement::{self, Candidate, NetPrefix, Policy, ZoneId};
 use cairn_core::segment::{self, SegmentError, piece_hash};
 use cairn_core::transfer::{Action, FailureKind, Failures, FetchPlan, UploadPlan};
 use cairn_core::{FileId, FileKey, Manifest, ManifestId, PieceId, ReadCap};
@@ -247,6 +247,10 @@ pub struct GetHeader {
 /// The uplink of a node.
 #[derive(Clone)]
 pub struct Client {
+    /// This node's declared zone.
+    zone: Option<ZoneId>,
+    /// The local steward's view of holders: audit scores for placement.
+    scores: Option<crate::steward::SharedView>,
     net: NetHandle,
     store: Arc<PieceStore>,
     records: Arc<RecordStore>,
@@ -350,6 +354,8 @@ impl Client {
         catalog: Arc<Catalog>,
     ) -> Self {
         Self {
+            zone: None,
+            scores: None,
             net,
             store,
             records,
@@ -358,6 +364,18 @@ impl Client {
             buffers: BufPool::new(POOL_BYTES),
             placement: Policy::default(),
         }
+    }
+
+    /// This node's zone, for its own candidacy.
+    pub fn with_zone(mut self, zone: Option<&str>) -> Self {
+        self.zone = zone.map(ZoneId::named);
+        self
+    }
+
+    /// Audit scores from this node's steward, for placement.
+    pub fn with_scores(mut self, view: crate::steward::SharedView) -> Self {
+        self.scores = Some(view);
+        self
     }
 
     /// The segment buffer pool (the node trims it when idle).
@@ -377,17 +395,39 @@ impl Client {
     pub(crate) async fn candidates(&self, key: &[u8; 32]) -> Vec<Candidate> {
         let peers = self.net.closest_peers(key, CANDIDATES).await;
         let ips = self.net.remote_ips(&peers).await;
+        let zones = self.net.zones(&peers).await;
+        // What this node's steward learned by auditing them.
+        let seen: HashMap<String, crate::steward::HolderView> = self
+            .scores
+            .as_ref()
+            .and_then(|v| v.lock().ok().map(|v| v.holders.clone()))
+            .unwrap_or_default()
+            .into_iter()
+            .map(|h| (h.peer_id.clone(), h))
+            .collect();
+        let vetting = cairn_core::score::ScoreParams::default().vetting_audits;
         let mut out: Vec<Candidate> = peers
             .iter()
             .enumerate()
-            .map(|(i, p)| Candidate {
-                network: ips.get(i).copied().flatten().and_then(NetPrefix::of),
-                ..Candidate::new(peer_bytes(p))
+            .map(|(i, p)| {
+                let view = seen.get(&p.to_string());
+                Candidate {
+                    network: ips.get(i).copied().flatten().and_then(NetPrefix::of),
+                    zone: zones.get(i).cloned().flatten().map(|z| ZoneId::named(&z)),
+                    audit_score: view.map(|v| if v.disqualified { 0.0 } else { v.score }),
+                    uptime: view.and_then(|v| v.uptime),
+                    latency_ms: view.and_then(|v| v.latency_ms),
+                    vetted: view.is_some_and(|v| v.passed >= vetting),
+                    ..Candidate::new(peer_bytes(p))
+                }
             })
             .collect();
         // This node's own public address is not known (it listens on
         // unspecified addresses), so it has no network either.
-        out.push(Candidate::new(peer_bytes(&self.local())));
+        out.push(Candidate {
+            zone: self.zone,
+            ..Candidate::new(peer_bytes(&self.local()))
+        });
         out
     }
 

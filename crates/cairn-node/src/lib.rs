@@ -93,6 +93,9 @@ pub struct NodeConfig {
     pub mdns: bool,
     /// How the steward audits and repairs.
     pub steward: steward::StewardConfig,
+    /// This node's failure domain (`--zone`): no two pieces of a segment go
+    /// to nodes of one zone.
+    pub zone: Option<String>,
 }
 
 /// What a running node writes to `DATA_DIR/node.json` once it is ready.
@@ -148,8 +151,16 @@ pub async fn run(
     let store = Arc::new(PieceStore::open(&dir.join("store"), cfg.storage)?);
     let catalog = Arc::new(catalog::Catalog::open(dir)?);
 
+    if let Some(z) = &cfg.zone
+        && (z.is_empty() || z.len() > 64 || z.chars().any(char::is_whitespace))
+    {
+        return Err(NodeError::Config(format!(
+            "--zone {z:?}: use a name of 1 to 64 characters without spaces, e.g. eu-west-1"
+        )));
+    }
     let net_cfg = NetConfig {
         mdns: cfg.mdns,
+        zone: cfg.zone.clone(),
         ..NetConfig::default()
     };
     let mut swarm = build_swarm(keypair, &net_cfg, cairn_net::TransportKind::Tcp)?;
@@ -198,7 +209,9 @@ pub async fn run(
         records.clone(),
         signer.clone(),
         catalog.clone(),
-    );
+    )
+    .with_zone(cfg.zone.as_deref())
+    .with_scores(steward_view.clone());
     let steward = steward::Steward::new(
         net.clone(),
         client.clone(),

@@ -110,6 +110,10 @@ enum Command {
     Info {
         reply: oneshot::Sender<NetInfo>,
     },
+    Zones {
+        peers: Vec<PeerId>,
+        reply: oneshot::Sender<Vec<Option<String>>>,
+    },
     RemoteIps {
         peers: Vec<PeerId>,
         reply: oneshot::Sender<Vec<Option<IpAddr>>>,
@@ -216,6 +220,17 @@ impl NetHandle {
         self.call(|reply| Command::Info { reply }).await
     }
 
+    /// The zone each peer declared (via identify), if any, in order;
+    /// connected peers only. A zone is the operator's own declaration (as in
+    /// Storj's placement rules); the /24 rule, which comes from the
+    /// connection, applies whatever a peer declares.
+    pub async fn zones(&self, peers: &[PeerId]) -> Vec<Option<String>> {
+        let peers = peers.to_vec();
+        self.call(|reply| Command::Zones { peers, reply })
+            .await
+            .unwrap_or_default()
+    }
+
     /// The IP address each of `peers` is connected from or at, in order;
     /// `None` for a peer without an open connection. Placement groups nodes
     /// by these, so they come from the connection, not from what a peer says
@@ -255,6 +270,8 @@ struct Driver {
     providers: HashMap<QueryId, (HashSet<PeerId>, oneshot::Sender<Vec<PeerId>>)>,
     /// The remote IP of each connected peer (its latest connection's).
     remote: HashMap<PeerId, IpAddr>,
+    /// Declared zones of connected peers (bounded by the connection limit).
+    zones: HashMap<PeerId, String>,
 }
 
 /// Starts the driver task; returns its handle and the inbound request stream.
@@ -284,6 +301,7 @@ pub fn spawn(
         closest: HashMap::new(),
         providers: HashMap::new(),
         remote: HashMap::new(),
+        zones: HashMap::new(),
     };
     let task = tokio::spawn(async move {
         let mut refresh = tokio::time::interval(Duration::from_secs(30));
@@ -416,6 +434,10 @@ impl Driver {
                 let ips = peers.iter().map(|p| self.remote.get(p).copied()).collect();
                 let _ = reply.send(ips);
             }
+            Command::Zones { peers, reply } => {
+                let zones = peers.iter().map(|p| self.zones.get(p).cloned()).collect();
+                let _ = reply.send(zones);
+            }
         }
     }
 
@@ -436,6 +458,15 @@ impl Driver {
                 info,
                 ..
             })) if info.protocols.contains(&cairn_net::behaviour::KAD_PROTOCOL) => {
+                // A declared zone keeps pieces of one segment out of it together.
+                match cairn_net::behaviour::zone_of(&info.agent_version) {
+                    Some(z) => {
+                        self.zones.insert(peer_id, z.to_string());
+                    }
+                    None => {
+                        self.zones.remove(&peer_id);
+                    }
+                }
                 // Only Cairn nodes enter the routing table.
                 for addr in info.listen_addrs {
                     self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
@@ -461,6 +492,7 @@ impl Driver {
                 ..
             } => {
                 self.remote.remove(&peer_id);
+                self.zones.remove(&peer_id);
             }
             _ => {}
         }

@@ -112,6 +112,10 @@ pub struct HolderView {
     pub lost: bool,
     /// Seconds unreachable, if it is failing now.
     pub unreachable_secs: Option<u64>,
+    /// Share of time it answered (time-weighted, about a week).
+    pub uptime: Option<f64>,
+    /// Smoothed round-trip time of its answers.
+    pub latency_ms: Option<u32>,
     /// Why the score moved, newest last.
     pub penalties: Vec<String>,
     /// A warning before a penalty bites.
@@ -756,6 +760,8 @@ impl Steward {
                 disqualified: h.score.is_disqualified(),
                 lost: h.liveness.is_lost(now, self.cfg.grace.as_secs()),
                 unreachable_secs: h.liveness.unreachable_for(now),
+                uptime: h.liveness.uptime(),
+                latency_ms: h.liveness.latency_ms(),
                 penalties: h.score.penalties().map(|p| p.to_string()).collect(),
                 warning: h.score.warning(&self.scores).map(|w| w.to_string()),
             })

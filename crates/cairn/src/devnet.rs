@@ -44,6 +44,10 @@ pub struct DevnetArgs {
     /// When to repair a segment: `halfway`, `eager`, or at a number of healthy pieces.
     #[arg(long, default_value = "halfway", value_parser = crate::size::parse_repair)]
     repair: cairn_core::repair::Threshold,
+    /// Spread the nodes over this many zones (`zone-0`, `zone-1`, …; node i in
+    /// zone i mod Z); 0 declares none.
+    #[arg(long, default_value_t = 0)]
+    zones: usize,
 }
 
 impl DevnetArgs {
@@ -68,6 +72,7 @@ impl DevnetArgs {
             steward_interval: std::time::Duration::from_secs(60),
             grace: std::time::Duration::from_secs(3600),
             repair: cairn_core::repair::Threshold::Halfway,
+            zones: 0,
         }
     }
 }
@@ -106,6 +111,7 @@ fn spawn_node(
     storage: u64,
     bootstrap: Option<&str>,
     steward: &crate::StewardArgs,
+    zone: Option<String>,
 ) -> Result<Child> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let log = std::fs::File::create(dir.join("node.log"))
@@ -132,6 +138,9 @@ fn spawn_node(
     .kill_on_drop(true);
     if let Some(b) = bootstrap {
         cmd.args(["--bootstrap", b]);
+    }
+    if let Some(z) = zone {
+        cmd.args(["--zone", &z]);
     }
     cmd.spawn().context("cannot start a node process")
 }
@@ -189,7 +198,8 @@ pub async fn start(args: &DevnetArgs) -> Result<Vec<Running>> {
     let mut nodes = Vec::new();
     let d0 = args.dir.join("node-00");
     let steward = args.steward();
-    let mut c0 = spawn_node(&d0, args.storage, None, &steward)?;
+    let zone = |i: usize| (args.zones > 0).then(|| format!("zone-{}", i % args.zones));
+    let mut c0 = spawn_node(&d0, args.storage, None, &steward, zone(0))?;
     let i0 = wait_ready(&d0, &mut c0).await?;
     let boot = i0
         .listen
@@ -205,7 +215,7 @@ pub async fn start(args: &DevnetArgs) -> Result<Vec<Running>> {
         let d = args.dir.join(format!("node-{i:02}"));
         pending.push((
             d.clone(),
-            spawn_node(&d, args.storage, Some(&boot), &steward)?,
+            spawn_node(&d, args.storage, Some(&boot), &steward, zone(i))?,
         ));
     }
     for (d, mut c) in pending {

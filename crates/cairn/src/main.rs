@@ -159,6 +159,10 @@ struct RunArgs {
     /// Do not discover peers on the local network with mDNS.
     #[arg(long)]
     no_mdns: bool,
+    /// This node's failure domain (a site, a building, a power circuit): no
+    /// two pieces of a segment are stored in one zone.
+    #[arg(long)]
+    zone: Option<String>,
     #[command(flatten)]
     steward: StewardArgs,
 }
@@ -325,6 +329,7 @@ async fn node_run(a: RunArgs) -> Result<()> {
         bootstrap: a.bootstrap,
         mdns: !a.no_mdns,
         steward: a.steward.config(),
+        zone: a.zone,
     };
     cairn_node::run(cfg, shutdown_signal()).await?;
     Ok(())

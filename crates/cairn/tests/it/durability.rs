@@ -363,3 +363,21 @@ fn renew_extends_the_lease_and_rm_deletes_everywhere() {
     let ls = ok(cairn(net.api(0), &["ls"]));
     assert!(!ls.contains(&cap), "{ls}");
 }
+
+#[test]
+fn no_two_pieces_of_a_segment_share_a_declared_zone() {
+    // 12 nodes in 5 zones: node i is in zone i mod 5.
+    let net = Devnet::start_with(12, "1GiB", &["--zones", "5"]);
+    let work = tempfile::tempdir().unwrap();
+    let path = work.path().join("file");
+    std::fs::write(&path, data(2 << 20, 4)).unwrap();
+    let cap = put(net.api(3), &path, &["--segment-size", "1MiB"]);
+    let index = index_of(&net);
+    let stat = stat_json(net.api(0), &cap);
+    // Five zones can hold five pieces of a segment, so k and n scale to them.
+    assert_eq!(stat["n"].as_u64(), Some(5), "{stat:#}");
+    for seg in pieces(&stat) {
+        let zones: HashSet<usize> = seg.iter().map(|(_, h, _)| index[h] % 5).collect();
+        assert_eq!(zones.len(), seg.len(), "two pieces in one zone: {seg:?}");
+    }
+}
