@@ -347,12 +347,7 @@ impl Steward {
         let changes = self.check_holders(&record, now).await;
         let mut changed = false;
         if !changes.is_empty() {
-            record
-                .update(&self.key, now, changes, &authority)
-                .map_err(|e| e.to_string())?;
-            self.records
-                .merge(&record, &authority)
-                .map_err(|e| e.to_string())?;
+            self.commit(&mut record, now, changes, &authority)?;
             changed = true;
         }
         // Queue the segments this steward is the repairer of.
@@ -490,6 +485,23 @@ impl Steward {
             }
         }
         changes
+    }
+
+    /// Signs `changes` into `record` as this steward and keeps the result.
+    fn commit(
+        &self,
+        record: &mut Record,
+        now: u64,
+        changes: Vec<Change>,
+        authority: &impl cairn_core::record::Authority,
+    ) -> Result<(), String> {
+        record
+            .update(&self.key, now, changes, authority)
+            .map_err(|e| e.to_string())?;
+        self.records
+            .merge(record, authority)
+            .map_err(|e| e.to_string())?;
+        Ok(())
     }
 
     /// Sends `record` to `peers`; returns how many took it.
@@ -706,12 +718,7 @@ impl Steward {
         if let Ok(Some(current)) = self.records.get(&id) {
             let _ = record.merge(&current, &authority);
         }
-        record
-            .update(&self.key, now, changes, &authority)
-            .map_err(|e| e.to_string())?;
-        self.records
-            .merge(&record, &authority)
-            .map_err(|e| e.to_string())?;
+        self.commit(&mut record, now, changes, &authority)?;
         let me = self.net.local_peer_id();
         let others: Vec<PeerId> = self
             .stewards(&id)

@@ -511,23 +511,10 @@ impl<'a> World<'a> {
     fn handle(&mut self, ev: Ev) {
         match ev {
             Ev::GoOffline(id) => {
-                let node = &mut self.nodes[id as usize];
-                if node.departed {
-                    return;
-                }
-                if node.online {
-                    node.online = false;
-                    node.offline_since = self.now;
-                    node.epoch += 1;
-                    let epoch = node.epoch;
+                let node = &self.nodes[id as usize];
+                if !node.departed && node.online {
                     let back = self.exp(self.cfg.churn.offline_hours * HOUR as f64);
-                    self.at(back, Ev::ComeOnline(id, epoch));
-                    let grace = (self.cfg.grace_hours * HOUR as f64) as u64;
-                    self.at(grace, Ev::GraceOver(id, epoch));
-                    let segs = self.nodes[id as usize].segments.clone();
-                    for s in segs {
-                        self.check_segment(s);
-                    }
+                    self.take_offline(id, back);
                 }
             }
             Ev::ComeOnline(id, epoch) => {
@@ -595,22 +582,8 @@ impl<'a> World<'a> {
                     .collect();
                 // Members go offline together and come back at the end.
                 for id in members {
-                    let node = &mut self.nodes[id as usize];
-                    if node.departed {
-                        continue;
-                    }
-                    if node.online {
-                        node.online = false;
-                        node.offline_since = self.now;
-                    }
-                    node.epoch += 1;
-                    let epoch = node.epoch;
-                    self.at(until - self.now, Ev::ComeOnline(id, epoch));
-                    let grace = (self.cfg.grace_hours * HOUR as f64) as u64;
-                    self.at(grace, Ev::GraceOver(id, epoch));
-                    let segs = self.nodes[id as usize].segments.clone();
-                    for s in segs {
-                        self.check_segment(s);
+                    if !self.nodes[id as usize].departed {
+                        self.take_offline(id, until - self.now);
                     }
                 }
                 let d = self.exp(YEAR / self.cfg.churn.zone_outages_per_year);
@@ -622,6 +595,25 @@ impl<'a> World<'a> {
                 self.at(self.cfg.check_interval_secs, Ev::Check);
             }
             Ev::RepairDone(s) => self.finish_repair(s),
+        }
+    }
+
+    /// Takes a node offline (if it is not already) until `back` from now;
+    /// an earlier return it had scheduled no longer counts.
+    fn take_offline(&mut self, id: u32, back: u64) {
+        let node = &mut self.nodes[id as usize];
+        if node.online {
+            node.online = false;
+            node.offline_since = self.now;
+        }
+        node.epoch += 1;
+        let epoch = node.epoch;
+        self.at(back, Ev::ComeOnline(id, epoch));
+        let grace = (self.cfg.grace_hours * HOUR as f64) as u64;
+        self.at(grace, Ev::GraceOver(id, epoch));
+        let segs = self.nodes[id as usize].segments.clone();
+        for s in segs {
+            self.check_segment(s);
         }
     }
 
