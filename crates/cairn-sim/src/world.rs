@@ -71,6 +71,9 @@ struct Segment {
     object: u32,
     /// The segment's number inside its object (and record).
     no: u32,
+    /// The record's holder of each piece index, kept in step with the
+    /// record: events ask "who holds what" far more often than it changes.
+    slots: Vec<Option<u32>>,
     record: Record,
     /// Pieces an audit or a repair download found missing, by index.
     bad: Vec<bool>,
@@ -424,6 +427,7 @@ impl<'a> World<'a> {
                 self.segments.push(Segment {
                     object,
                     no: s as u32,
+                    slots: slots_of(&record, s as u32, n),
                     record: record.clone(),
                     bad: vec![false; usize::from(n)],
                     lost: false,
@@ -446,15 +450,12 @@ impl<'a> World<'a> {
         self.segments[s as usize].no
     }
 
-    fn holder_of(&self, s: u32, index: u16) -> Option<u32> {
-        let seg = &self.segments[s as usize];
-        let bytes = seg.record.holder(self.seg_no(s), index)?;
-        Some(u32::from_be_bytes(bytes.try_into().ok()?))
-    }
-
     fn holders(&self, s: u32) -> Vec<(u16, u32)> {
-        (0..self.cfg.n)
-            .filter_map(|i| Some((i, self.holder_of(s, i)?)))
+        self.segments[s as usize]
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, h)| Some((i as u16, (*h)?)))
             .collect()
     }
 
@@ -473,7 +474,11 @@ impl<'a> World<'a> {
 
     /// After a node lost data or went away: permanent loss and availability.
     fn check_segments_of(&mut self, id: u32) {
-        let segs = self.nodes[id as usize].segments.clone();
+        // Drop entries of pieces that moved away since.
+        let mut segs = std::mem::take(&mut self.nodes[id as usize].segments);
+        segs.retain(|&s| self.segments[s as usize].slots.contains(&Some(id)));
+        segs.dedup();
+        self.nodes[id as usize].segments = segs.clone();
         for s in segs {
             self.check_segment(s);
             self.mark_dirty(s);
@@ -813,6 +818,7 @@ impl<'a> World<'a> {
         let steward = &self.steward;
         let seg = &mut self.segments[s as usize];
         if placed > 0 && seg.record.update(steward, now, changes, &AnyAuthor).is_ok() {
+            seg.slots = slots_of(&seg.record, no, self.cfg.n);
             for (&index, &t) in rebuild.iter().zip(&targets) {
                 seg.bad[usize::from(index)] = false;
                 self.nodes[t as usize].segments.push(s);
@@ -932,6 +938,17 @@ impl<'a> World<'a> {
             (-p_year.log10()).clamp(0.0, 20.0)
         }
     }
+}
+
+/// Who holds each piece index of segment `no` in `record`.
+fn slots_of(record: &Record, no: u32, n: u16) -> Vec<Option<u32>> {
+    let mut slots = vec![None; usize::from(n)];
+    for (i, holder) in record.holders(no) {
+        if let (Some(slot), Ok(b)) = (slots.get_mut(usize::from(i)), <[u8; 4]>::try_from(holder)) {
+            *slot = Some(u32::from_be_bytes(b));
+        }
+    }
+    slots
 }
 
 /// P[X ≥ m] for X ~ Binomial(t, p).
