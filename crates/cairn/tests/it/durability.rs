@@ -198,6 +198,11 @@ fn stewards_repair_lost_holders_until_the_original_ones_are_gone() {
     // More than n − k of the original holders are gone; stop the owner too.
     net.kill_node(0);
     dead.insert(net.nodes[0].peer_id.clone());
+    // stat reads the record from the stewards: it works with the owner gone
+    // and shows the repaired layout.
+    let stat = stat_json(net.api(reader), &cap);
+    assert_eq!(layout(&stat), before);
+    assert!(stat["lease_expires_at"].as_u64().is_some());
     let out = work.path().join("back");
     ok(cairn(
         net.api(reader),
