@@ -64,6 +64,12 @@ pub const STEWARDS: usize = 5;
 const MAX_EVIDENCE: usize = 256;
 /// How long a probe or audit may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest one repair may take before it is retried at a later pass.
+const REPAIR_TIMEOUT: Duration = Duration::from_secs(45);
+/// Longest a new holder may take to store one rebuilt piece.
+const STORE_TIMEOUT: Duration = Duration::from_secs(15);
+/// Longest a DHT lookup may hold up a steward pass.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Holders probed at once.
 const PROBE_CONCURRENCY: usize = 8;
 
@@ -262,9 +268,18 @@ impl Steward {
         })
     }
 
+    /// Peers closest to `key`: a DHT lookup, bounded in time (a lookup
+    /// through slow peers can take its full 30 s), else the routing table.
+    async fn closest(&self, key: &[u8], count: usize) -> Vec<PeerId> {
+        match tokio::time::timeout(LOOKUP_TIMEOUT, self.net.closest_peers(key, count)).await {
+            Ok(peers) if !peers.is_empty() => peers,
+            _ => self.net.closest_local(key, count).await,
+        }
+    }
+
     /// The current stewards of `id` (this node included if it is one).
     async fn stewards(&self, id: &RecordId) -> Vec<PeerId> {
-        let mut peers = self.net.closest_peers(&id.0, STEWARDS).await;
+        let mut peers = self.closest(&id.0, STEWARDS).await;
         peers.push(self.net.local_peer_id());
         let bytes: Vec<Vec<u8>> = peers.iter().map(|p| p.to_bytes()).collect();
         repair::stewards(id, &bytes, STEWARDS)
@@ -508,23 +523,25 @@ impl Steward {
     async fn push(&self, record: &Record, peers: &[PeerId]) -> usize {
         let body = Bytes::from(record.encode());
         let me = self.net.local_peer_id();
-        let mut ok = 0;
-        for &peer in peers {
-            if peer == me {
-                ok += 1;
-                continue;
-            }
+        // All at once: a slow steward must not hold up the others.
+        let sends = peers.iter().map(|&peer| {
             let request = Request {
                 header: RequestHeader::PutRepair { id: record.id() },
                 body: body.clone(),
             };
-            if let Ok(r) = self.net.request(peer, request, PROBE_TIMEOUT).await
-                && matches!(r.header, ResponseHeader::Stored)
-            {
-                ok += 1;
+            async move {
+                peer == me
+                    || matches!(
+                        self.net.request(peer, request, PROBE_TIMEOUT).await,
+                        Ok(r) if matches!(r.header, ResponseHeader::Stored)
+                    )
             }
-        }
-        ok
+        });
+        futures::future::join_all(sends)
+            .await
+            .into_iter()
+            .filter(|ok| *ok)
+            .count()
     }
 
     /// Tells every holder of `record` to match it (renew, drop).
@@ -543,13 +560,18 @@ impl Steward {
             peers.extend(self.net.closest_local(&record.id().0, 64).await);
         }
         let body = Bytes::from(record.encode());
+        let mut syncs = Vec::with_capacity(peers.len());
         for peer in peers {
             let request = Request {
                 header: RequestHeader::SyncRepair { id: record.id() },
                 body: body.clone(),
             };
-            let _ = self.net.request(peer, request, PROBE_TIMEOUT).await;
+            syncs.push(async move {
+                let _ = self.net.request(peer, request, PROBE_TIMEOUT).await;
+            });
         }
+        // Concurrently, as for `push`; at most the peers listed above.
+        futures::future::join_all(syncs).await;
     }
 
     /// Runs queued repairs while the bandwidth allows.
@@ -569,7 +591,14 @@ impl Steward {
                 self.queue.push(job.key, job.margin, job.queued_at);
                 break;
             }
-            match self.repair(record, segment).await {
+            // A repair stuck on a slow peer must not stall the steward: the
+            // next pass finds the segment again and retries.
+            let outcome =
+                match tokio::time::timeout(REPAIR_TIMEOUT, self.repair(record, segment)).await {
+                    Ok(r) => r,
+                    Err(_) => Err(format!("gave up after {REPAIR_TIMEOUT:?}")),
+                };
+            match outcome {
                 Ok(n) => {
                     if n > 0 {
                         self.repairs += 1;
@@ -617,7 +646,11 @@ impl Steward {
                     hash: g.piece_hash(segment, i).unwrap_or([0; 32]),
                 };
                 let client = &self.client;
-                running.push(async move { (i, client.fetch_blob(peer, blob).await) });
+                running.push(async move {
+                    let got =
+                        tokio::time::timeout(STORE_TIMEOUT, client.fetch_blob(peer, blob)).await;
+                    (i, got.ok().and_then(Result::ok))
+                });
             }
             if got.len() >= k {
                 break;
@@ -628,7 +661,7 @@ impl Steward {
                     got.len()
                 ));
             };
-            if let Ok(data) = res {
+            if let Some(data) = res {
                 got.push((i, data));
             }
         }
@@ -655,7 +688,11 @@ impl Steward {
         // one that failed an audit lately: it may claim a piece it lost.
         let in_segment: HashSet<Vec<u8>> =
             record.holders(segment).map(|(_, h)| h.to_vec()).collect();
-        let all = self.client.candidates(&key).await;
+        let all = match tokio::time::timeout(LOOKUP_TIMEOUT * 2, self.client.candidates(&key)).await
+        {
+            Ok(all) => all,
+            Err(_) => return Err("no candidates: the DHT lookup timed out".into()),
+        };
         let (existing, candidates): (Vec<Candidate>, Vec<Candidate>) =
             all.into_iter().partition(|c| survivors.contains(&c.peer));
         let candidates: Vec<Candidate> = candidates
@@ -690,11 +727,12 @@ impl Steward {
             let size = data.len() as u64;
             // Try targets in order until one takes it and proves it holds it.
             for peer in targets.by_ref() {
-                if self
-                    .client
-                    .store_blob(peer, blob, data.clone(), expires)
-                    .await
-                    .is_ok()
+                let stored = tokio::time::timeout(
+                    STORE_TIMEOUT,
+                    self.client.store_blob(peer, blob, data.clone(), expires),
+                )
+                .await;
+                if matches!(stored, Ok(Ok(())))
                     && self.verify_new_holder(peer, blob, root, size).await
                 {
                     changes.push(Change::Assign {
