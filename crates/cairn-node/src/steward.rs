@@ -723,8 +723,6 @@ impl Steward {
                 hash: g.piece_hash(segment, index).unwrap_or([0; 32]),
             };
             let data = Bytes::from(data);
-            let root = g.piece_hash(segment, index).unwrap_or([0; 32]);
-            let size = data.len() as u64;
             // Try targets in order until one takes it and proves it holds it.
             for peer in targets.by_ref() {
                 let stored = tokio::time::timeout(
@@ -732,9 +730,7 @@ impl Steward {
                     self.client.store_blob(peer, blob, data.clone(), expires),
                 )
                 .await;
-                if matches!(stored, Ok(Ok(())))
-                    && self.verify_new_holder(peer, blob, root, size).await
-                {
+                if matches!(stored, Ok(Ok(()))) && self.verify_new_holder(peer, blob).await {
                     changes.push(Change::Assign {
                         segment,
                         index,
@@ -779,17 +775,14 @@ impl Steward {
         })
     }
 
-    /// Audits a node that just took a rebuilt piece: it must prove it holds it.
-    async fn verify_new_holder(&self, peer: PeerId, blob: Blob, root: [u8; 32], size: u64) -> bool {
-        if peer == self.net.local_peer_id() {
-            return true;
-        }
-        let Blob::Piece { id, .. } = blob else {
-            return false;
-        };
+    /// Reads back a rebuilt piece from the node that just took it: it must
+    /// serve bytes that hash right. (A node that lost a piece's file or
+    /// corrupted it may claim to "already have" it; an audit of one group
+    /// could pass by luck, a full read cannot.)
+    async fn verify_new_holder(&self, peer: PeerId, blob: Blob) -> bool {
         matches!(
-            audit(&self.net, peer, Challenge::random(id), root, size).await,
-            Audit::Passed
+            tokio::time::timeout(STORE_TIMEOUT, self.client.fetch_blob(peer, blob)).await,
+            Ok(Ok(_))
         )
     }
 

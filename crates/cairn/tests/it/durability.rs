@@ -252,6 +252,7 @@ fn audits_catch_a_holder_that_deletes_or_corrupts_its_pieces() {
         .filter(|&i| i != 0 && i != reader)
         .collect();
     let (deleter, corrupter) = (holders[0], holders[1]);
+    eprintln!("deleter: node {deleter}, corrupter: node {corrupter}");
     // One deletes its piece files behind its index's back; the other flips
     // a byte in every 16 KiB of them, so whatever group is audited fails.
     for f in files_under(&net.nodes[deleter].data_dir.join("store").join("pieces")) {
@@ -268,8 +269,38 @@ fn audits_catch_a_holder_that_deletes_or_corrupts_its_pieces() {
         .iter()
         .map(|&i| net.nodes[i].peer_id.clone())
         .collect();
-    // Their pieces are rebuilt elsewhere, and stat no longer lists them.
-    wait_for_health(&net, net.api(reader), &cap, 8, &bad);
+    // The pieces they failed are rebuilt elsewhere: stat no longer lists
+    // them as their holders, and every segment is back to 8 healthy pieces.
+    // (A steward that did not audit them itself may still give one of them
+    // a new piece; it is checked on arrival like any other.)
+    let failed: Vec<((u32, u16), String)> = layout(&stat)
+        .into_iter()
+        .filter(|(_, h)| bad.contains(h))
+        .collect();
+    assert_eq!(failed.len(), 2);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let now = stat_json(net.api(reader), &cap);
+        let l = layout(&now);
+        let moved = failed.iter().all(|(slot, h)| l.get(slot) != Some(h));
+        let full = pieces(&now).iter().all(|seg| {
+            let live: HashSet<&String> = seg
+                .iter()
+                .filter(|(_, _, online)| *online)
+                .map(|(_, h, _)| h)
+                .collect();
+            live.len() == 8 && seg.len() == 8
+        });
+        if moved && full {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not repaired: {now:#}\n{}",
+            net.log()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
     // Some steward saw the failed audits: scores down, penalties explained.
     let mut caught = HashSet::new();
     for i in 0..10 {
