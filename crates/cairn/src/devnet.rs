@@ -41,8 +41,8 @@ pub struct DevnetArgs {
     /// How long a stopped node may stay away before its pieces are rebuilt elsewhere.
     #[arg(long, default_value = "30s", value_parser = crate::size::parse_duration)]
     grace: std::time::Duration,
-    /// When to repair a segment: `halfway`, `eager`, or at a number of healthy pieces.
-    #[arg(long, default_value = "halfway", value_parser = crate::size::parse_repair)]
+    /// When to repair a segment: `lazy`, `halfway`, `eager`, or at a number of healthy pieces.
+    #[arg(long, default_value = "lazy", value_parser = crate::size::parse_repair)]
     repair: cairn_core::repair::Threshold,
     /// Spread the nodes over this many zones (`zone-0`, `zone-1`, …; node i in
     /// zone i mod Z); 0 declares none.
@@ -71,7 +71,7 @@ impl DevnetArgs {
             keep: false,
             steward_interval: std::time::Duration::from_secs(60),
             grace: std::time::Duration::from_secs(3600),
-            repair: cairn_core::repair::Threshold::Halfway,
+            repair: cairn_core::repair::Threshold::Lazy,
             zones: 0,
         }
     }

@@ -176,9 +176,10 @@ pub struct StewardArgs {
     /// How long a holder may be unreachable before its pieces are rebuilt elsewhere.
     #[arg(long, default_value = "4h", value_parser = parse_duration)]
     pub grace: std::time::Duration,
-    /// When to repair a segment: `halfway` between k and n healthy pieces,
-    /// `eager` (at the first loss), or at a number of healthy pieces.
-    #[arg(long, default_value = "halfway", value_parser = parse_repair)]
+    /// When to repair a segment: `lazy` (k + ⌈3(n − k)/8⌉ healthy pieces),
+    /// `halfway` between k and n, `eager` (at the first loss), or at a
+    /// number of healthy pieces.
+    #[arg(long, default_value = "lazy", value_parser = parse_repair)]
     pub repair: cairn_core::repair::Threshold,
     /// Repair bandwidth limit per second.
     #[arg(long, default_value = "16MiB", value_parser = parse_size)]
@@ -203,6 +204,7 @@ impl StewardArgs {
     pub fn to_args(&self) -> Vec<String> {
         use cairn_core::repair::Threshold;
         let repair = match self.repair {
+            Threshold::Lazy => "lazy".to_string(),
             Threshold::Halfway => "halfway".to_string(),
             Threshold::Eager => "eager".to_string(),
             Threshold::AtMost(n) => n.to_string(),

@@ -55,7 +55,7 @@ pub struct SimArgs {
     /// Hours a holder may be unreachable before its pieces count as lost.
     #[arg(long, default_value_t = Config::default().grace_hours)]
     grace_hours: f64,
-    /// Repair when healthy pieces fall to this many (default: halfway between k and n).
+    /// Repair when healthy pieces fall to this many (default: k + ⌈3(n − k)/8⌉).
     #[arg(long)]
     repair_threshold: Option<u16>,
     /// Audits per node per day.
@@ -107,7 +107,7 @@ pub fn run(a: SimArgs) -> Result<()> {
         repair: RepairPolicy {
             threshold: a
                 .repair_threshold
-                .map_or(Threshold::Halfway, Threshold::AtMost),
+                .map_or(Threshold::Lazy, Threshold::AtMost),
         },
         ..Config::default()
     };

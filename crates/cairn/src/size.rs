@@ -60,14 +60,15 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
         .map_err(|_| format!("duration {s:?} is out of range"))
 }
 
-/// A repair policy: `halfway` (the default), `eager`, or a healthy-piece count.
+/// A repair policy: `lazy` (the default), `halfway`, `eager`, or a healthy-piece count.
 pub fn parse_repair(s: &str) -> Result<cairn_core::repair::Threshold, String> {
     use cairn_core::repair::Threshold;
     match s.trim() {
+        "lazy" => Ok(Threshold::Lazy),
         "halfway" => Ok(Threshold::Halfway),
         "eager" => Ok(Threshold::Eager),
         n => n.parse().map(Threshold::AtMost).map_err(|_| {
-            format!("{s:?} is not a repair policy; use halfway, eager or a number of pieces")
+            format!("{s:?} is not a repair policy; use lazy, halfway, eager or a number of pieces")
         }),
     }
 }
