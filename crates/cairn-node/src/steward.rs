@@ -24,7 +24,9 @@
 //!    the repair bandwidth limit: download k pieces (hash-checked), rebuild
 //!    the missing ones ([`cairn_core::repair::rebuild`], on ciphertext, no
 //!    key), store them on nodes [`cairn_core::placement::select`] picks apart
-//!    from the surviving holders, and record the new assignments.
+//!    from the surviving holders (never a node already in the segment or one
+//!    that failed an audit lately), read each back and check its hash, and
+//!    record the new assignments.
 //! 5. **Spread.** A record that changed is pushed to the other stewards
 //!    (`PutRepair`, merged as a CRDT) and to its holders (`SyncRepair`, so
 //!    they renew, keep or drop their pieces).
