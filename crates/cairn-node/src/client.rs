@@ -1093,7 +1093,6 @@ impl Client {
         // This node's own pieces and record copy.
         let store = self.store.clone();
         let records = self.records.clone();
-        let rid = record.id();
         let mine = self.key.public();
         let _ = tokio::task::spawn_blocking(move || {
             for s in 0..g.segments.len() as u32 {
@@ -1102,7 +1101,6 @@ impl Client {
                 }
             }
             let _ = records.merge(&record, &|k: &PublicKey| *k == mine);
-            let _ = rid;
         })
         .await;
         // The manifest copies: this node stored them, so it may delete them.

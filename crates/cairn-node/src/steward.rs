@@ -177,7 +177,7 @@ pub struct Steward {
     view: SharedView,
 }
 
-/// Unix milliseconds since the steward started (for the bandwidth bucket).
+/// Milliseconds since the steward started (the bandwidth bucket's clock).
 fn ms(started: Instant) -> u64 {
     started.elapsed().as_millis() as u64
 }
@@ -215,11 +215,6 @@ impl Steward {
             audits: 0,
             view: Arc::new(Mutex::new(StewardView::default())),
         }
-    }
-
-    /// The view the API and `Standing` queries read.
-    pub fn view(&self) -> SharedView {
-        self.view.clone()
     }
 
     /// A steward whose view is `view` (shared with the service beforehand).
