@@ -7,6 +7,7 @@
 //! - [`catalog`]: the list of files this node has put.
 //! - [`records`]: the repair records this node keeps as a steward.
 //! - [`steward`]: audits, liveness and repair of the records it stewards.
+//! - [`observations`]: what the steward learned about holders, kept across restarts.
 //! - [`gc`]: reclaims expired pieces, a batch at a time.
 //! - [`frames`]: the framing of a get stream, written by the API, read by the CLI.
 //! - [`api`]: the loopback HTTP/JSON control API the CLI uses.
@@ -20,6 +21,7 @@ pub mod frames;
 pub mod gc;
 pub mod identity;
 pub mod net;
+pub mod observations;
 pub mod records;
 pub mod service;
 pub mod steward;
@@ -219,7 +221,8 @@ pub async fn run(
         signer,
         cfg.steward.clone(),
     )
-    .with_view(steward_view.clone());
+    .with_view(steward_view.clone())
+    .with_observations(Arc::new(observations::ObservationStore::open(dir)?))?;
     let steward_task = tokio::spawn(steward.run());
     // Expired pieces (lapsed leases, orphans of repairs) are reclaimed a batch at a time.
     let gc_task = tokio::spawn(gc::run(store.clone(), GC_INTERVAL, GC_BATCH));

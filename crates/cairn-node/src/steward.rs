@@ -31,8 +31,10 @@
 //!    (`PutRepair`, merged as a CRDT) and to its holders (`SyncRepair`, so
 //!    they renew, keep or drop their pieces).
 //!
-//! Scores, liveness and the evidence kept live in memory and are shown by
-//! the API ([`StewardView`]).
+//! Scores, liveness, the evidence and the counters are kept in
+//! `steward.redb` ([`crate::observations`]) at the end of every pass, so a
+//! restarted steward remembers who cheated and who is usually up; the API
+//! shows them ([`StewardView`]).
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -54,16 +56,19 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use serde::Serialize;
 
+use crate::NodeError;
 use crate::client::{Blob, Client};
 use crate::net::NetHandle;
 use crate::now_secs;
+use crate::observations::{Counters, HolderState, MAX_EVIDENCE, ObservationStore};
 use crate::records::RecordStore;
 use crate::service::allowed_authors;
 
 /// Stewards per record.
 pub const STEWARDS: usize = 5;
-/// Evidence entries kept in memory for the API.
-const MAX_EVIDENCE: usize = 256;
+/// Holders tracked at most; past it the one observed longest ago is
+/// forgotten (anyone can join, so this must not grow without end).
+const MAX_HOLDERS: usize = 65_536;
 /// How long a probe or audit may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest one repair may take before it is retried at a later pass.
@@ -175,6 +180,14 @@ pub struct Steward {
     rebuilt: u64,
     audits: u64,
     view: SharedView,
+    /// Where observations are kept across restarts.
+    db: Option<Arc<ObservationStore>>,
+    /// Holders observed since the last save.
+    dirty: HashSet<PeerId>,
+    /// Holders forgotten since the last save.
+    forgotten: Vec<PeerId>,
+    /// Evidence gathered since the last save.
+    fresh_evidence: Vec<AuditEvidence>,
 }
 
 /// Milliseconds since the steward started (the bandwidth bucket's clock).
@@ -214,7 +227,35 @@ impl Steward {
             rebuilt: 0,
             audits: 0,
             view: Arc::new(Mutex::new(StewardView::default())),
+            db: None,
+            dirty: HashSet::new(),
+            forgotten: Vec::new(),
+            fresh_evidence: Vec::new(),
         }
+    }
+
+    /// A steward that keeps its observations in `db`, starting from what
+    /// is there.
+    pub fn with_observations(mut self, db: Arc<ObservationStore>) -> Result<Self, NodeError> {
+        let loaded = db.load()?;
+        for (peer, state) in loaded.holders {
+            if let Some(peer) = peer_of(&peer) {
+                self.holders.insert(
+                    peer,
+                    Holder {
+                        liveness: state.liveness,
+                        score: state.score,
+                    },
+                );
+            }
+        }
+        self.evidence = loaded.evidence.into();
+        self.audits = loaded.counters.audits;
+        self.repairs = loaded.counters.repairs;
+        self.rebuilt = loaded.counters.rebuilt;
+        self.db = Some(db);
+        self.publish();
+        Ok(self)
     }
 
     /// A steward whose view is `view` (shared with the service beforehand).
@@ -249,9 +290,54 @@ impl Steward {
         }
         self.drain().await;
         self.publish();
+        self.save().await;
+    }
+
+    /// Keeps what this pass observed.
+    async fn save(&mut self) {
+        let Some(db) = self.db.clone() else { return };
+        let changed: Vec<(Vec<u8>, HolderState)> = self
+            .dirty
+            .drain()
+            .filter_map(|p| {
+                let h = self.holders.get(&p)?;
+                Some((
+                    p.to_bytes(),
+                    HolderState::new(h.liveness.clone(), h.score.clone()),
+                ))
+            })
+            .collect();
+        let forgotten: Vec<Vec<u8>> = self.forgotten.drain(..).map(|p| p.to_bytes()).collect();
+        let evidence = std::mem::take(&mut self.fresh_evidence);
+        let counters = Counters {
+            audits: self.audits,
+            repairs: self.repairs,
+            rebuilt: self.rebuilt,
+        };
+        let saved =
+            tokio::task::spawn_blocking(move || db.save(&changed, &forgotten, &evidence, counters))
+                .await;
+        match saved {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!("steward cannot keep its observations: {e}"),
+            Err(e) => tracing::warn!("steward cannot keep its observations: {e}"),
+        }
     }
 
     fn holder(&mut self, peer: PeerId) -> &mut Holder {
+        self.dirty.insert(peer);
+        if self.holders.len() >= MAX_HOLDERS && !self.holders.contains_key(&peer) {
+            let oldest = self
+                .holders
+                .iter()
+                .min_by_key(|(_, h)| h.liveness.last_answer().or(h.liveness.failing_since()))
+                .map(|(p, _)| *p);
+            if let Some(old) = oldest {
+                self.holders.remove(&old);
+                self.dirty.remove(&old);
+                self.forgotten.push(old);
+            }
+        }
         let scores = &self.scores;
         self.holders.entry(peer).or_insert_with(|| Holder {
             liveness: Liveness::new(),
@@ -430,7 +516,16 @@ impl Steward {
                     })
                     .await
                     .ok();
-                    return (peer, pieces, has, (s, i), challenge, root, size, None);
+                    return (
+                        peer,
+                        pieces,
+                        has.map(|h| (h, None)),
+                        (s, i),
+                        challenge,
+                        root,
+                        size,
+                        None,
+                    );
                 }
                 let has = probe(&net, peer, ids).await;
                 let audit = match &has {
@@ -453,11 +548,11 @@ impl Steward {
             let params = self.live.clone();
             let holder = self.holder(peer);
             match &has {
-                Some(_) => holder.liveness.answered(&params, now, None),
+                Some((_, rtt)) => holder.liveness.answered(&params, now, *rtt),
                 None => holder.liveness.missed(&params, now),
             }
             // The holder's own word that it lacks a piece.
-            if let Some(has) = has {
+            if let Some((has, _)) = has {
                 for (&(seg, idx), there) in pieces.iter().zip(has) {
                     if !there {
                         tracing::info!(%peer, segment = seg, index = idx, "holder says it lacks a piece");
@@ -484,7 +579,8 @@ impl Steward {
                 if self.evidence.len() >= MAX_EVIDENCE {
                     self.evidence.pop_front();
                 }
-                self.evidence.push_back(evidence);
+                self.evidence.push_back(evidence.clone());
+                self.fresh_evidence.push(evidence);
             }
             if matches!(outcome, Audit::Missing | Audit::Wrong(_)) {
                 let unassign = Change::Unassign {
@@ -872,15 +968,24 @@ impl Audit {
     }
 }
 
-/// Which of `ids` `peer` holds; `None` if it does not answer.
-async fn probe(net: &NetHandle, peer: PeerId, ids: Vec<PieceId>) -> Option<Vec<bool>> {
+/// Which of `ids` `peer` holds and how long it took to say so (the
+/// round trip placement prefers short); `None` if it does not answer.
+async fn probe(
+    net: &NetHandle,
+    peer: PeerId,
+    ids: Vec<PieceId>,
+) -> Option<(Vec<bool>, Option<u32>)> {
     let request = Request {
         header: RequestHeader::Has { ids },
         body: Bytes::new(),
     };
+    let started = Instant::now();
     match net.request(peer, request, PROBE_TIMEOUT).await {
         Ok(r) => match r.header {
-            ResponseHeader::Has(v) => Some(v),
+            ResponseHeader::Has(v) => {
+                let rtt = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);
+                Some((v, Some(rtt)))
+            }
             _ => None,
         },
         Err(_) => None,

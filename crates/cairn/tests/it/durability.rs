@@ -320,9 +320,65 @@ fn audits_catch_a_holder_that_deletes_or_corrupts_its_pieces() {
         }
     }
     assert_eq!(caught, bad, "both bad holders show a lowered audit score");
+    // A steward remembers what it saw across a restart (steward.redb): kill
+    // one that caught a bad holder and start it again on its data dir.
+    let witness = (0..10)
+        .filter(|&i| i != deleter && i != corrupter)
+        .find(|&i| {
+            steward_json(net.api(i))["holders"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|h| {
+                    bad.contains(h["peer_id"].as_str().unwrap())
+                        && h["score"].as_f64().unwrap() < 1.0
+                })
+        })
+        .expect("some steward caught a bad holder");
+    let before: Vec<serde_json::Value> = steward_json(net.api(witness))["holders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| bad.contains(h["peer_id"].as_str().unwrap()))
+        .cloned()
+        .collect();
+    net.kill_node(witness);
+    let witness_dir = net.nodes[witness].data_dir.clone();
+    std::fs::remove_file(witness_dir.join("node.json")).unwrap();
+    let boot = (0..10).find(|&i| i != witness).unwrap();
+    let restarted = Node::start(&witness_dir, "1GiB", Some(&net.nodes[boot].listen[0]));
+    // The witness has a new API address now.
+    let api_of = |i: usize| {
+        if i == witness {
+            restarted.info.api.clone()
+        } else {
+            net.api(i).to_string()
+        }
+    };
+    assert_eq!(restarted.info.peer_id, net.nodes[witness].peer_id);
+    let after = steward_json(&restarted.info.api);
+    for h in &before {
+        let kept = after["holders"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["peer_id"] == h["peer_id"])
+            .unwrap_or_else(|| panic!("{} forgotten after a restart: {after:#}", h["peer_id"]));
+        // Its penalties are still there (it may have been audited again
+        // since, so the score may have moved up a little, not back to 1).
+        assert!(kept["score"].as_f64().unwrap() < 1.0, "{kept}");
+        let penalties = kept["penalties"].as_array().unwrap();
+        for p in h["penalties"].as_array().unwrap() {
+            assert!(penalties.contains(p), "{p} forgotten: {kept}");
+        }
+    }
+    assert!(
+        after["evidence"].as_array().is_some_and(|e| !e.is_empty()),
+        "signed evidence kept: {after:#}"
+    );
     // And each bad node itself can see why: its stewards' penalties.
     for &i in &[deleter, corrupter] {
-        let standing = steward_json(net.api(i))["standing"]
+        let standing = steward_json(&api_of(i))["standing"]
             .as_array()
             .unwrap()
             .clone();
@@ -332,7 +388,7 @@ fn audits_catch_a_holder_that_deletes_or_corrupts_its_pieces() {
             "node {i} does not see its penalties: {standing:?}"
         );
     }
-    let honest = steward_json(net.api(holders[2]))["standing"]
+    let honest = steward_json(&api_of(holders[2]))["standing"]
         .as_array()
         .unwrap()
         .clone();
@@ -343,7 +399,7 @@ fn audits_catch_a_holder_that_deletes_or_corrupts_its_pieces() {
     );
     let out = work.path().join("back");
     ok(cairn(
-        net.api(reader),
+        &api_of(reader),
         &["get", &cap, "-o", out.to_str().unwrap()],
     ));
     assert_eq!(std::fs::read(&out).unwrap(), bytes);
