@@ -104,7 +104,9 @@ impl From<ClientError> for ApiError {
             }
             ClientError::Input(_) => StatusCode::BAD_REQUEST,
             ClientError::NotOwner => StatusCode::FORBIDDEN,
+            ClientError::NoRecord => StatusCode::CONFLICT,
             ClientError::RecordNotFound(_) => StatusCode::NOT_FOUND,
+            ClientError::NoRoom { .. } => StatusCode::INSUFFICIENT_STORAGE,
             ClientError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_GATEWAY,
         };

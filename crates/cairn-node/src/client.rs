@@ -18,7 +18,7 @@
 //! decodes, decrypts and hands the plaintext on, one segment at a time.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -38,6 +38,7 @@ use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::mpsc;
 
+use crate::capacity::Capacities;
 use crate::catalog::{Catalog, FileRecord};
 use crate::net::NetHandle;
 use crate::now_secs;
@@ -82,6 +83,20 @@ pub enum ClientError {
     /// Erasure parameters could not be chosen.
     #[error(transparent)]
     Params(#[from] ParamsError),
+    /// Too few nodes have room for a segment's pieces.
+    #[error(
+        "segment {segment} needs {needed} nodes with room for a {piece_bytes}-byte piece, each on its own network and zone, and only {placeable} have it (by the free space they report); start more nodes, free space, or lower --n"
+    )]
+    NoRoom {
+        /// Segment index.
+        segment: u64,
+        /// Nodes that could take a piece.
+        placeable: usize,
+        /// Pieces that must be stored.
+        needed: usize,
+        /// Size of one piece.
+        piece_bytes: u64,
+    },
     /// A segment could not be placed.
     #[error(
         "segment {segment} could not be stored: {stored} of {needed} pieces found a node ({failures}); start more nodes or lower --n"
@@ -140,6 +155,11 @@ pub enum ClientError {
         "no steward has the repair record {0} of this file; try again when more nodes are online"
     )]
     RecordNotFound(RecordId),
+    /// The file predates repair records (manifest format 1).
+    #[error(
+        "this file was stored before repair records existed; it has no lease to renew and cannot be deleted network-wide"
+    )]
+    NoRecord,
     /// Only the node that stored a file may renew or delete it.
     #[error("this node did not store the file; only its owner's node can renew or delete it")]
     NotOwner,
@@ -258,6 +278,12 @@ pub struct Client {
     catalog: Arc<Catalog>,
     buffers: BufPool,
     placement: Policy,
+    /// Other nodes' free space, as they report it.
+    capacity: Arc<Capacities>,
+    /// Lease expiry of this node's own files, by capability, as last seen:
+    /// the hourly renewal looks a file up in the network only when its
+    /// lease may be due (a restart looks each up once).
+    leases: Arc<Mutex<HashMap<String, u64>>>,
 }
 
 /// What a transfer moves: a piece (over the piece protocol) or a sealed
@@ -363,6 +389,8 @@ impl Client {
             catalog,
             buffers: BufPool::new(POOL_BYTES),
             placement: Policy::default(),
+            capacity: Arc::default(),
+            leases: Arc::default(),
         }
     }
 
@@ -388,14 +416,16 @@ impl Client {
     }
 
     /// Nodes that can hold pieces for `key`, this node included. Their
-    /// network is the /24 or /64 of the address we are connected to them at.
-    /// Zones, free space, scores and latency are not known to the node yet,
-    /// so they are left unknown (neutral), and no node is vetted: placement
-    /// then fills every place by rank, as on a fresh network.
+    /// network is the /24 or /64 of the address we are connected to them at,
+    /// their zone what they declare, their free space what they last
+    /// reported ([`Capacities`]); audit scores, uptime and latency are what
+    /// this node's steward observed of them (unknown, so neutral, for nodes
+    /// it never audited; those are not vetted).
     pub(crate) async fn candidates(&self, key: &[u8; 32]) -> Vec<Candidate> {
         let peers = self.net.closest_peers(key, CANDIDATES).await;
         let ips = self.net.remote_ips(&peers).await;
         let zones = self.net.zones(&peers).await;
+        let free = self.capacity.free(&self.net, &peers).await;
         // What this node's steward learned by auditing them.
         let seen: HashMap<String, crate::steward::HolderView> = self
             .scores
@@ -418,14 +448,17 @@ impl Client {
                     uptime: view.and_then(|v| v.uptime),
                     latency_ms: view.and_then(|v| v.latency_ms),
                     vetted: view.is_some_and(|v| v.passed >= vetting),
+                    free_bytes: free.get(i).copied().flatten(),
                     ..Candidate::new(peer_bytes(p))
                 }
             })
             .collect();
         // This node's own public address is not known (it listens on
         // unspecified addresses), so it has no network either.
+        let usage = self.store.usage();
         out.push(Candidate {
             zone: self.zone,
+            free_bytes: Some(usage.capacity.saturating_sub(usage.used_bytes)),
             ..Candidate::new(peer_bytes(&self.local()))
         });
         out
@@ -495,6 +528,9 @@ impl Client {
                 ResponseHeader::Stored => Ok(()),
                 ResponseHeader::Error { code, message } => {
                     tracing::debug!(%peer, "store refused: {message}");
+                    if code == ErrorCode::Full {
+                        self.capacity.full(peer);
+                    }
                     Err(failure_of(code))
                 }
                 _ => Err(FailureKind::Refused),
@@ -693,6 +729,7 @@ impl Client {
             k: p.k,
             n: p.n,
         };
+        self.lease_seen(&outcome.cap, expires_at);
         let record = FileRecord {
             name: opts.name,
             size,
@@ -747,6 +784,14 @@ impl Client {
         .filter_map(|i| candidates.get(i))
         .filter_map(|c| PeerId::from_bytes(&c.peer).ok())
         .collect();
+        if peers.len() < usize::from(p.n) {
+            return Err(ClientError::NoRoom {
+                segment: index,
+                placeable: peers.len(),
+                needed: usize::from(p.n),
+                piece_bytes,
+            });
+        }
         let mut plan = UploadPlan::new(coded, p.n, peers);
         let mut running = FuturesUnordered::new();
         let mut actions = plan.start();
@@ -975,11 +1020,7 @@ impl Client {
     /// The repair record of the file `cap` names, newest copy found.
     async fn record_of(&self, cap: &ReadCap) -> Result<Record, ClientError> {
         let m = self.manifest(cap).await?;
-        let id = m.record.ok_or_else(|| {
-            ClientError::Internal(
-                "this file was stored before repair records existed; it has no lease to renew or delete".into(),
-            )
-        })?;
+        let id = m.record.ok_or(ClientError::NoRecord)?;
         self.record(&id)
             .await
             .ok_or(ClientError::RecordNotFound(id))
@@ -1060,25 +1101,44 @@ impl Client {
         let Ok(Ok(files)) = tokio::task::spawn_blocking(move || catalog.list()).await else {
             return 0;
         };
+        let due = |expires_at: u64| expires_at.saturating_sub(now_secs()) <= DEFAULT_LEASE_SECS / 3;
         let mut renewed = 0;
         for f in files {
+            let known = self.leases.lock().ok().and_then(|l| l.get(&f.cap).copied());
+            if known.is_some_and(|e| !due(e)) {
+                continue;
+            }
             let Ok(cap) = f.cap.parse::<ReadCap>() else {
                 continue;
             };
             let Ok(record) = self.record_of(&cap).await else {
                 continue;
             };
-            if record.is_deleted()
-                || record.expires_at().saturating_sub(now_secs()) > DEFAULT_LEASE_SECS / 3
-            {
+            if record.is_deleted() {
+                // Deleted elsewhere: never due again.
+                self.lease_seen(&f.cap, u64::MAX);
+                continue;
+            }
+            self.lease_seen(&f.cap, record.expires_at());
+            if !due(record.expires_at()) {
                 continue;
             }
             match self.renew(&cap, DEFAULT_LEASE_SECS).await {
-                Ok(_) => renewed += 1,
+                Ok(expires_at) => {
+                    self.lease_seen(&f.cap, expires_at);
+                    renewed += 1;
+                }
                 Err(e) => tracing::warn!("cannot renew the lease of {}: {e}", record.id()),
             }
         }
         renewed
+    }
+
+    /// Remembers that the file `cap` is leased until `expires_at`.
+    fn lease_seen(&self, cap: &str, expires_at: u64) {
+        if let Ok(mut l) = self.leases.lock() {
+            l.insert(cap.to_string(), expires_at);
+        }
     }
 
     /// Deletes the file `cap` names: the owner's signed delete goes to the
@@ -1086,6 +1146,9 @@ impl Client {
     /// are deleted and the file leaves this node's list.
     pub async fn remove(&self, cap: &ReadCap) -> Result<(), ClientError> {
         let record = self.record_of(cap).await?;
+        if let Ok(mut l) = self.leases.lock() {
+            l.remove(&cap.to_string());
+        }
         let g = record.genesis().clone();
         let record = self
             .owner_update(record, cairn_core::record::Change::Delete)

@@ -5,6 +5,7 @@
 //! - [`service`]: answers other nodes' piece requests from the local store.
 //! - [`client`]: put, get and stat on behalf of the local user.
 //! - [`catalog`]: the list of files this node has put.
+//! - [`capacity`]: other nodes' free space, for placement.
 //! - [`records`]: the repair records this node keeps as a steward.
 //! - [`steward`]: audits, liveness and repair of the records it stewards.
 //! - [`observations`]: what the steward learned about holders, kept across restarts.
@@ -15,6 +16,7 @@
 //! [`run`] starts them all and stops them cleanly on shutdown.
 
 pub mod api;
+pub mod capacity;
 pub mod catalog;
 pub mod client;
 pub mod frames;

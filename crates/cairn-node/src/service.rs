@@ -26,7 +26,7 @@ use cairn_core::record::{Record, RecordId};
 use cairn_net::BufPool;
 use cairn_net::libp2p::PeerId;
 use cairn_net::{ErrorCode, Request, RequestHeader, Response, ResponseHeader};
-use cairn_store::{NewPiece, PieceKind, PieceStore, StoreError};
+use cairn_store::{Expiry, NewPiece, PieceKind, PieceStore, StoreError};
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::net::{Inbound, NetHandle};
@@ -224,28 +224,36 @@ pub fn handle(ctx: &Ctx, peer: PeerId, request: Request, authors: &HashSet<Publi
 fn sync_pieces(store: &PieceStore, record: &Record, me: &[u8]) -> Response {
     let g = record.genesis();
     let now = now_secs();
+    let slots: Vec<(u32, u16)> = (0..g.segments.len() as u32)
+        .flat_map(|s| (0..g.coded).map(move |i| (s, i)))
+        .collect();
+    let ids: Vec<PieceId> = slots.iter().map(|&(s, i)| g.piece_id(s, i)).collect();
+    // One read for which pieces are here, one write for all expiry changes.
+    let held = match store.has_many(&ids) {
+        Ok(h) => h,
+        Err(e) => return store_error(e),
+    };
     let (mut renewed, mut dropped) = (0u32, 0u32);
-    for segment in 0..g.segments.len() as u32 {
-        for index in 0..g.coded {
-            let id = g.piece_id(segment, index);
-            if !store.has(&id).unwrap_or(false) {
-                continue;
-            }
-            let result = if record.is_deleted() {
-                store.remove(&id).map(|gone| dropped += u32::from(gone))
-            } else if record.holder(segment, index) == Some(me) {
-                store
-                    .set_expiry(&id, record.expires_at())
-                    .map(|_| renewed += 1)
-            } else {
-                store
-                    .shorten_expiry(&id, now + ORPHAN_GRACE_SECS)
-                    .map(|_| dropped += 1)
-            };
-            if let Err(e) = result {
-                return store_error(e);
-            }
+    let mut changes = Vec::new();
+    for ((&(segment, index), id), here) in slots.iter().zip(ids).zip(held) {
+        if !here {
+            continue;
         }
+        if record.is_deleted() {
+            match store.remove(&id) {
+                Ok(gone) => dropped += u32::from(gone),
+                Err(e) => return store_error(e),
+            }
+        } else if record.holder(segment, index) == Some(me) {
+            changes.push((id, Expiry::Set(record.expires_at())));
+            renewed += 1;
+        } else {
+            changes.push((id, Expiry::Shorten(now + ORPHAN_GRACE_SECS)));
+            dropped += 1;
+        }
+    }
+    if let Err(e) = store.update_expiries(&changes) {
+        return store_error(e);
     }
     Response::header(ResponseHeader::Synced { renewed, dropped })
 }

@@ -136,6 +136,6 @@ mod store;
 pub use cairn_core::PieceId;
 pub use error::StoreError;
 pub use store::{
-    CrashPoint, FORMAT_VERSION, MAX_PIECE_BYTES, NewPiece, PieceKind, PieceMeta, PieceStore,
-    PutOutcome, Usage,
+    CrashPoint, Expiry, FORMAT_VERSION, MAX_PIECE_BYTES, NewPiece, PieceKind, PieceMeta,
+    PieceStore, PutOutcome, Usage,
 };

@@ -108,6 +108,15 @@ pub enum PutOutcome {
     AlreadyStored,
 }
 
+/// A change to a piece's expiry (unix seconds, 0 = never).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expiry {
+    /// Set it to this.
+    Set(u64),
+    /// Bring it forward to this if that is earlier (0 changes nothing).
+    Shorten(u64),
+}
+
 /// A piece to store.
 #[derive(Clone, Copy, Debug)]
 pub struct NewPiece<'a> {
@@ -649,6 +658,16 @@ impl PieceStore {
         Ok(table.get(id.0).map_err(StoreError::db(CTX))?.is_some())
     }
 
+    /// Which of `ids` are stored, in order, read in one transaction.
+    pub fn has_many(&self, ids: &[PieceId]) -> Result<Vec<bool>, StoreError> {
+        const CTX: &str = "could not read the piece index";
+        let txn = self.db.begin_read().map_err(StoreError::db(CTX))?;
+        let table = txn.open_table(PIECES).map_err(StoreError::db(CTX))?;
+        ids.iter()
+            .map(|id| Ok(table.get(id.0).map_err(StoreError::db(CTX))?.is_some()))
+            .collect()
+    }
+
     /// Deletes a piece on behalf of `requester` (libp2p `PeerId` bytes), which must be the
     /// piece's owner ([`StoreError::NotOwner`] otherwise). `Ok(false)` if the piece was not
     /// stored.
@@ -673,7 +692,7 @@ impl PieceStore {
     /// One durable index transaction; a concurrent [`PieceStore::collect_expired`] re-checks
     /// the expiry in its own transaction, so a renewal that commits first always saves the piece.
     pub fn set_expiry(&self, id: &PieceId, expires_at: u64) -> Result<bool, StoreError> {
-        self.update_expiry(id, |_| expires_at)
+        Ok(self.update_expiries(&[(*id, Expiry::Set(expires_at))])?[0])
     }
 
     /// Brings a piece's expiry forward to `expires_at` if that is earlier: the expiry becomes
@@ -681,7 +700,53 @@ impl PieceStore {
     /// `expires_at`, and `expires_at` = 0 changes nothing. `Ok(false)` if the piece is not
     /// stored.
     pub fn shorten_expiry(&self, id: &PieceId, expires_at: u64) -> Result<bool, StoreError> {
-        self.update_expiry(id, |current| earlier(current, expires_at))
+        Ok(self.update_expiries(&[(*id, Expiry::Shorten(expires_at))])?[0])
+    }
+
+    /// Changes the expiry of many pieces in one durable transaction (one
+    /// fsync, not one per piece: a holder syncs a whole record's pieces at
+    /// once). Returns, in order, whether each piece is stored.
+    pub fn update_expiries(&self, changes: &[(PieceId, Expiry)]) -> Result<Vec<bool>, StoreError> {
+        const CTX: &str = "could not change the expiry of a piece";
+        fn db(e: impl fmt::Display) -> StoreError {
+            StoreError::Db(format!("{CTX}: {e}"))
+        }
+        self.txn(CTX, |txn| {
+            let mut pieces = txn.open_table(PIECES).map_err(db)?;
+            let mut expiry = txn.open_table(EXPIRY).map_err(db)?;
+            let mut found = Vec::with_capacity(changes.len());
+            let mut wrote = false;
+            for (id, change) in changes {
+                let mut meta = match pieces.get(id.0).map_err(db)? {
+                    None => {
+                        found.push(false);
+                        continue;
+                    }
+                    Some(guard) => decode_meta(id, guard.value())?,
+                };
+                found.push(true);
+                let old = meta.expires_at;
+                meta.expires_at = match *change {
+                    Expiry::Set(at) => at,
+                    Expiry::Shorten(at) => earlier(old, at),
+                };
+                if meta.expires_at == old {
+                    continue;
+                }
+                pieces
+                    .insert(id.0, encode_meta(&meta)?.as_slice())
+                    .map_err(db)?;
+                if old != 0 {
+                    expiry.remove((old, id.0)).map_err(db)?;
+                }
+                if meta.expires_at != 0 {
+                    expiry.insert((meta.expires_at, id.0), ()).map_err(db)?;
+                }
+                wrote = true;
+            }
+            // Nothing changed: skip the commit's fsync.
+            Ok((found, wrote))
+        })
     }
 
     /// Pieces whose expiry is in `(0, until]`, as `(expires_at, id)`, earliest first (ties in id
@@ -921,41 +986,6 @@ impl PieceStore {
 
     /// One durable transaction changing a piece's expiry to `change(current)` and moving its
     /// expiry index key with it. `Ok(false)` if the piece is not stored.
-    fn update_expiry(
-        &self,
-        id: &PieceId,
-        change: impl FnOnce(u64) -> u64,
-    ) -> Result<bool, StoreError> {
-        const CTX: &str = "could not change the expiry of a piece";
-        fn db(e: impl fmt::Display) -> StoreError {
-            StoreError::Db(format!("{CTX}: {e}"))
-        }
-        self.txn(CTX, |txn| {
-            let mut pieces = txn.open_table(PIECES).map_err(db)?;
-            let mut meta = match pieces.get(id.0).map_err(db)? {
-                None => return Ok((false, false)),
-                Some(guard) => decode_meta(id, guard.value())?,
-            };
-            let old = meta.expires_at;
-            meta.expires_at = change(old);
-            if meta.expires_at == old {
-                // Nothing to write; skip the commit's fsync.
-                return Ok((true, false));
-            }
-            pieces
-                .insert(id.0, encode_meta(&meta)?.as_slice())
-                .map_err(db)?;
-            let mut expiry = txn.open_table(EXPIRY).map_err(db)?;
-            if old != 0 {
-                expiry.remove((old, id.0)).map_err(db)?;
-            }
-            if meta.expires_at != 0 {
-                expiry.insert((meta.expires_at, id.0), ()).map_err(db)?;
-            }
-            Ok((true, true))
-        })
-    }
-
     /// Pieces stored, bytes used, and the capacity.
     pub fn usage(&self) -> Usage {
         let st = self.state();

@@ -9,7 +9,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Barrier};
 
-use cairn_store::{CrashPoint, NewPiece, PieceId, PieceKind, PieceStore, StoreError, Usage};
+use cairn_store::{
+    CrashPoint, Expiry, NewPiece, PieceId, PieceKind, PieceStore, StoreError, Usage,
+};
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
 const OWNER: &[u8] = b"peer-owner";
@@ -294,6 +296,41 @@ fn shorten_expiry_takes_the_earlier_and_zero_is_the_latest() {
     assert_consistent(tmp.path());
     let store = open(tmp.path());
     assert_eq!(expiry_of(&store, 1), Some(NOW + 300));
+}
+
+#[test]
+fn batched_expiry_changes_apply_each_and_report_missing_pieces() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(tmp.path());
+    put(&store, 1, NOW + 100);
+    put(&store, 2, NOW + 100);
+    put(&store, 3, 0);
+    assert_eq!(
+        store.has_many(&[id(1), id(9), id(3)]).unwrap(),
+        vec![true, false, true]
+    );
+    let found = store
+        .update_expiries(&[
+            (id(1), Expiry::Set(NOW + 900)),
+            (id(9), Expiry::Set(NOW)),
+            (id(2), Expiry::Shorten(NOW + 50)),
+            (id(3), Expiry::Shorten(NOW + 70)),
+        ])
+        .unwrap();
+    assert_eq!(found, vec![true, false, true, true]);
+    assert_eq!(
+        expiring(&store),
+        vec![(NOW + 50, id(2)), (NOW + 70, id(3)), (NOW + 900, id(1))]
+    );
+    // Nothing to change: still answers which are stored.
+    assert_eq!(
+        store
+            .update_expiries(&[(id(1), Expiry::Set(NOW + 900))])
+            .unwrap(),
+        vec![true]
+    );
+    drop(store);
+    assert_consistent(tmp.path());
 }
 
 #[test]

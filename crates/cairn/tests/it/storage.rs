@@ -176,7 +176,8 @@ fn a_full_node_refuses_and_the_piece_goes_elsewhere() {
     ));
     assert!(std::fs::read(&out).unwrap() == bytes);
 
-    // With no spare node left, the put fails and says why.
+    // With no spare node left, the put fails and says why: nodes report
+    // their free space, so the full one is not even asked.
     let o = cairn(
         &nodes[0].info.api,
         &["put", file.to_str().unwrap(), "--k", "5", "--n", "6"],
@@ -184,7 +185,7 @@ fn a_full_node_refuses_and_the_piece_goes_elsewhere() {
     assert!(!o.status.success());
     let err = stderr(&o);
     assert!(
-        err.contains("could not be stored") && err.contains("1 refused"),
+        err.contains("needs 6 nodes with room") && err.contains("only 5 have it"),
         "{err}"
     );
     assert!(o.stdout.is_empty(), "no capability for a failed put");
