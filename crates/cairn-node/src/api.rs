@@ -49,6 +49,9 @@ pub const MAX_TRANSFERS: usize = 4;
 /// so the CLI receives the error instead of a reset connection.
 const DRAIN_BYTES: u64 = 1 << 30;
 const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+/// A put whose client sends nothing for this long is abandoned, so a
+/// stalled client cannot hold one of the node's transfer slots forever.
+const PUT_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Shared state of the API handlers.
 #[derive(Clone)]
@@ -243,9 +246,12 @@ async fn put(
     body: Body,
 ) -> Result<impl IntoResponse, ApiError> {
     let _permit = transfer_permit(&s).await?;
-    let stream = body
-        .into_data_stream()
-        .map(|r| r.map_err(std::io::Error::other));
+    // Boxed: the reader needs an `Unpin` stream.
+    let stream = Box::pin(idle_timeout(
+        body.into_data_stream()
+            .map(|r| r.map_err(std::io::Error::other)),
+        PUT_IDLE,
+    ));
     let mut reader = StreamReader::new(stream);
     let defaults = PutOptions::default();
     let opts = PutOptions {
@@ -335,4 +341,60 @@ async fn get_file(State(s): State<ApiState>, Json(b): Json<CapBody>) -> Result<R
         futures::stream::iter(frames.into_iter().map(Ok::<_, std::io::Error>))
     });
     Ok(Body::from_stream(stream).into_response())
+}
+
+/// `stream`, ended with a `TimedOut` error when no item arrives for `idle`.
+fn idle_timeout<S>(
+    stream: S,
+    idle: std::time::Duration,
+) -> impl futures::Stream<Item = std::io::Result<Bytes>>
+where
+    S: futures::Stream<Item = std::io::Result<Bytes>> + Unpin,
+{
+    futures::stream::unfold(Some(stream), move |state| async move {
+        let mut stream = state?;
+        match tokio::time::timeout(idle, stream.next()).await {
+            Ok(Some(item)) => Some((item, Some(stream))),
+            Ok(None) => None,
+            Err(_) => Some((
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("the client sent nothing for {} s", idle.as_secs()),
+                )),
+                None,
+            )),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn a_stalled_upload_ends_with_a_timeout() {
+        let (tx, rx) = futures::channel::mpsc::channel::<std::io::Result<Bytes>>(4);
+        let mut tx = tx;
+        futures::SinkExt::send(&mut tx, Ok(Bytes::from_static(b"abc")))
+            .await
+            .unwrap();
+        let mut s = Box::pin(idle_timeout(rx, Duration::from_millis(100)));
+        assert_eq!(s.next().await.unwrap().unwrap(), Bytes::from_static(b"abc"));
+        // The sender is alive but silent.
+        let err = s.next().await.unwrap().unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+        assert!(s.next().await.is_none());
+        drop(tx);
+    }
+
+    #[tokio::test]
+    async fn a_steady_upload_is_not_cut() {
+        let items: Vec<std::io::Result<Bytes>> =
+            (0..3).map(|i| Ok(Bytes::from(vec![i; 4]))).collect();
+        let s = idle_timeout(futures::stream::iter(items), Duration::from_millis(100));
+        let got: Vec<_> = s.collect().await;
+        assert_eq!(got.len(), 3);
+        assert!(got.iter().all(Result::is_ok));
+    }
 }

@@ -219,3 +219,34 @@ fn the_node_runs_a_bounded_number_of_transfers_at_once() {
     assert!(status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("cairn:"));
 }
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    // `cairn … | head`: the reader is gone before the first line is written.
+    let run = |args: &[&str], api: &str| {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = std::process::Command::new(CAIRN)
+            .args(args)
+            .env("CAIRN_API", api)
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "{args:?}: {:?} {err}", out.status);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    };
+    // Text printed with println! …
+    run(
+        &["sim", "--nodes", "60", "--objects", "10", "--days", "2"],
+        DEAD_API,
+    );
+    // … and a file streamed to stdout.
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&dir.path().join("n0"), "1GiB", None);
+    let file = dir.path().join("f");
+    std::fs::write(&file, data(3 << 20, 4)).unwrap();
+    let cap = put(&node.info.api, &file, &["--k", "1", "--n", "1"]);
+    run(&["get", &cap, "-o", "-"], &node.info.api);
+}
