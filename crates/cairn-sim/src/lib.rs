@@ -23,9 +23,10 @@
 //!   network-wide [`cairn_core::repair::TokenBucket`], download k pieces
 //!   from holders that really have them, and place the rebuilt pieces with
 //!   [`cairn_core::placement::select`], as the node does.
-//! - Not modelled: steward failure (records are replicated on several
-//!   stewards and merged, see [`cairn_core::record`]), network latency
-//!   beyond a per-repair transfer time, and disk-full nodes.
+//! - Not modelled: steward failure (a record lives on five stewards that
+//!   hand it on every pass; DURABILITY.md bounds the chance all five leave
+//!   at once), network latency beyond a per-repair transfer time, and
+//!   disk-full nodes.
 //!
 //! The same [`Config`] (including the seed) always gives the same
 //! [`Report`]: every random draw comes from one seeded generator and every
