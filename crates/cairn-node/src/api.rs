@@ -8,7 +8,7 @@
 //! | `GET /v1/status` | | [`StatusReport`] |
 //! | `GET /v1/files` | | `[FileRecord]` |
 //! | `POST /v1/put?k=&n=&segment_size=&name=` | the raw file, streamed | [`PutOutcome`] |
-//! | `POST /v1/get` | `{"cap": "cairn:…"}` | a framed stream, see below |
+//! | `POST /v1/get` | `{"cap": "cairn:…", "start"?: n, "end"?: n}` | a framed stream of bytes `[start, end)`, see below |
 //! | `POST /v1/stat` | `{"cap": "cairn:…"}` | [`StatReport`] |
 //!
 //! Errors are `{"error": "<sentence>"}` with a 4xx or 5xx status.
@@ -309,10 +309,32 @@ async fn remove(
     Ok(Json(serde_json::json!({ "deleted": true })))
 }
 
-async fn get_file(State(s): State<ApiState>, Json(b): Json<CapBody>) -> Result<Response, ApiError> {
+#[derive(Deserialize)]
+struct GetBody {
+    cap: String,
+    /// First byte wanted (default 0).
+    start: Option<u64>,
+    /// One past the last byte wanted (default: the end of the file).
+    end: Option<u64>,
+}
+
+async fn get_file(State(s): State<ApiState>, Json(b): Json<GetBody>) -> Result<Response, ApiError> {
     let cap = parse_cap(&b.cap)?;
+    let range = match (b.start, b.end) {
+        (None, None) => None,
+        (start, end) => {
+            let (start, end) = (start.unwrap_or(0), end.unwrap_or(u64::MAX));
+            if start > end {
+                return Err(ApiError(
+                    StatusCode::BAD_REQUEST,
+                    format!("range start {start} is past its end {end}"),
+                ));
+            }
+            Some((start, end))
+        }
+    };
     let permit = transfer_permit(&s).await?;
-    let (header, rx) = s.client.get(cap).await?;
+    let (header, rx) = s.client.get_range(cap, range).await?;
     let head = serde_json::to_vec(&header)
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let stream = futures::stream::unfold(Some((Some(head), rx)), |state| async move {

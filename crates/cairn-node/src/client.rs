@@ -258,10 +258,14 @@ pub struct StatReport {
 /// Header of a get: what the stream will carry.
 #[derive(Clone, Debug, Serialize)]
 pub struct GetHeader {
-    /// Plaintext bytes.
+    /// Plaintext bytes of the whole file.
     pub size: u64,
-    /// Segments.
+    /// Segments the stream carries.
     pub segments: u64,
+    /// Offset of the first byte sent.
+    pub start: u64,
+    /// Bytes sent.
+    pub length: u64,
 }
 
 /// The uplink of a node.
@@ -1295,10 +1299,34 @@ impl Client {
         &self,
         cap: ReadCap,
     ) -> Result<(GetHeader, mpsc::Receiver<Result<Bytes, ClientError>>), ClientError> {
+        self.get_range(cap, None).await
+    }
+
+    /// A get of bytes `[start, end)` of the file (clipped to its size; `None`
+    /// for all of it). Only the segments the range touches are fetched.
+    pub async fn get_range(
+        &self,
+        cap: ReadCap,
+        range: Option<(u64, u64)>,
+    ) -> Result<(GetHeader, mpsc::Receiver<Result<Bytes, ClientError>>), ClientError> {
         let m = self.manifest(&cap).await?;
+        let (start, end) = match range {
+            Some((s, e)) => (s.min(m.size), e.min(m.size).max(s.min(m.size))),
+            None => (0, m.size),
+        };
+        let seg = m.segment_size.max(1);
+        // Segments holding [start, end); none for an empty range.
+        let (first, last) = if start < end {
+            (start / seg, (end - 1) / seg + 1)
+        } else {
+            (0, 0)
+        };
+        let last = last.min(m.segments.len() as u64);
         let header = GetHeader {
             size: m.size,
-            segments: m.segments.len() as u64,
+            segments: last.saturating_sub(first),
+            start,
+            length: end - start,
         };
         // Depth 1: one decoded segment waits while the next is fetched.
         let (tx, rx) = mpsc::channel(1);
@@ -1306,8 +1334,15 @@ impl Client {
         tokio::spawn(async move {
             let (this, cap, m) = (&this, &cap, &m);
             // Fetch the next segment while this one is decoded and sent.
-            let segments = futures::stream::iter(0..m.segments.len() as u64)
-                .map(|i| async move { this.get_segment(cap, m, i).await })
+            let segments = futures::stream::iter(first..last)
+                .map(|i| async move {
+                    let data = this.get_segment(cap, m, i).await?;
+                    // Trim the first and last segments to the range.
+                    let at = i * seg;
+                    let from = start.saturating_sub(at).min(data.len() as u64) as usize;
+                    let to = (end - at).min(data.len() as u64) as usize;
+                    Ok(data.slice(from..to.max(from)))
+                })
                 .buffered(GET_PIPELINE);
             futures::pin_mut!(segments);
             while let Some(res) = segments.next().await {

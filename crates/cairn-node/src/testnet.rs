@@ -185,6 +185,34 @@ async fn put_get_and_survive_losses_in_process() {
     assert_eq!((out.k, out.n, out.segments, out.size), (3, 5, 5, 300_000));
     let cap: ReadCap = out.cap.parse().unwrap();
     assert_eq!(get_all(&nodes[5].client, &cap).await.unwrap(), data);
+    // Ranges: inside one segment, across segments, to the end, past the
+    // end, empty; only the segments a range touches are sent.
+    let seg = 64 * 1024u64;
+    for (start, end, segments) in [
+        (10, 20, 1),
+        (seg - 5, 2 * seg + 7, 3),
+        (299_990, 300_000, 1),
+        (299_990, 400_000, 1),
+        (0, 300_000, 5),
+        (4 * seg, 4 * seg, 0),
+        (400_000, 500_000, 0),
+    ] {
+        let (h, mut rx) = nodes[5]
+            .client
+            .get_range(cap.clone(), Some((start, end)))
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        while let Some(chunk) = rx.recv().await {
+            got.extend_from_slice(&chunk.unwrap());
+        }
+        let (s, e) = (start.min(300_000) as usize, end.min(300_000) as usize);
+        assert_eq!(got, data[s..e.max(s)], "range {start}..{end}");
+        assert_eq!(
+            (h.start, h.length, h.segments),
+            (s as u64, (e.max(s) - s) as u64, segments)
+        );
+    }
 
     // Stop two nodes that hold pieces but are not the reader.
     let report = nodes[5].client.stat(&cap).await.unwrap();
