@@ -675,52 +675,101 @@ impl Index {
     /// and every op's signature by the account its name commits to; if
     /// `expected` is given, the name must commit to it.
     pub fn decode(bytes: &[u8], expected: Option<IndexId>) -> Result<Self, IndexError> {
-        if bytes.len() > MAX_INDEX_BYTES {
-            return Err(IndexError::TooLarge(bytes.len()));
+        let (name, ops) = parse(bytes, expected)?;
+        let id = name.id();
+        for op in &ops {
+            op.verify(&id, &name.account)?;
         }
-        if bytes.len() < 6 || &bytes[..4] != MAGIC {
-            return Err(IndexError::Magic);
-        }
-        let version = u16::from_be_bytes([bytes[4], bytes[5]]);
-        if version != INDEX_VERSION {
-            return Err(IndexError::Version(version));
-        }
-        let (wire, rest) = postcard::take_from_bytes::<Wire<'_>>(&bytes[6..])
-            .map_err(|e| IndexError::Malformed(e.to_string()))?;
-        if !rest.is_empty() {
-            return Err(IndexError::Malformed(format!(
-                "{} trailing bytes",
-                rest.len()
-            )));
-        }
-        if wire.ops.len() > MAX_ENTRIES {
-            return Err(IndexError::TooManyEntries(wire.ops.len()));
-        }
-        let id = wire.name.id();
-        if let Some(expected) = expected
-            && expected != id
-        {
-            return Err(IndexError::WrongId {
-                expected,
-                actual: id,
-            });
-        }
-        let mut index = Index::new(wire.name);
-        for op in wire.ops {
-            let op = op.into_owned();
-            if index
+        Ok(Self::from_parts(name, ops))
+    }
+
+    /// Decodes an index without checking its signatures again: only for
+    /// bytes this process checked with [`Index::decode`] before it stored
+    /// them (a node's own database). Everything else is checked.
+    pub fn decode_trusted(bytes: &[u8], expected: IndexId) -> Result<Self, IndexError> {
+        let (name, ops) = parse(bytes, Some(expected))?;
+        Ok(Self::from_parts(name, ops))
+    }
+
+    /// Merges an encoded copy of this index. Format, bounds, id and order
+    /// are checked as [`Index::decode`] does, but only the ops that would
+    /// win their slot have their signatures checked: one that loses, or is
+    /// already here, cannot change anything (and a copy that is mostly
+    /// what this index holds costs hashes, not signature checks). A forged
+    /// op that would win refuses the whole copy; one that would lose is
+    /// ignored.
+    pub fn merge_encoded(&mut self, bytes: &[u8]) -> Result<Merged, IndexError> {
+        let (name, ops) = parse(bytes, Some(self.id))?;
+        let mut winners = Vec::new();
+        for op in ops {
+            if self
                 .ops
-                .last_key_value()
-                .is_some_and(|(s, _)| *s >= op.slot)
+                .get(&op.slot)
+                .is_none_or(|mine| op.order() > mine.order())
             {
-                return Err(IndexError::Malformed("slots out of order".into()));
+                op.verify(&self.id, &name.account)?;
+                winners.push(op);
             }
-            op.verify(&id, &wire.name.account)?;
+        }
+        self.absorb(winners.into_iter())
+    }
+
+    fn from_parts(name: IndexName, ops: Vec<Op>) -> Self {
+        let mut index = Index::new(name);
+        for op in ops {
             index.op_bytes += op.encoded_len();
             index.ops.insert(op.slot, op);
         }
-        Ok(index)
+        index
     }
+}
+
+/// An encoded index's name and ops, checked for everything but signatures.
+fn parse(bytes: &[u8], expected: Option<IndexId>) -> Result<(IndexName, Vec<Op>), IndexError> {
+    if bytes.len() > MAX_INDEX_BYTES {
+        return Err(IndexError::TooLarge(bytes.len()));
+    }
+    if bytes.len() < 6 || &bytes[..4] != MAGIC {
+        return Err(IndexError::Magic);
+    }
+    let version = u16::from_be_bytes([bytes[4], bytes[5]]);
+    if version != INDEX_VERSION {
+        return Err(IndexError::Version(version));
+    }
+    let (wire, rest) = postcard::take_from_bytes::<Wire<'_>>(&bytes[6..])
+        .map_err(|e| IndexError::Malformed(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(IndexError::Malformed(format!(
+            "{} trailing bytes",
+            rest.len()
+        )));
+    }
+    if wire.ops.len() > MAX_ENTRIES {
+        return Err(IndexError::TooManyEntries(wire.ops.len()));
+    }
+    let id = wire.name.id();
+    if let Some(expected) = expected
+        && expected != id
+    {
+        return Err(IndexError::WrongId {
+            expected,
+            actual: id,
+        });
+    }
+    let mut ops: Vec<Op> = Vec::with_capacity(wire.ops.len());
+    for op in wire.ops {
+        if ops.last().is_some_and(|last| last.slot >= op.slot) {
+            return Err(IndexError::Malformed("slots out of order".into()));
+        }
+        if op.sealed.len() < NONCE_BYTES + TAG_BYTES || op.sealed.len() > MAX_SEALED_BYTES {
+            return Err(IndexError::Malformed(format!(
+                "a sealed entry of {} bytes",
+                op.sealed.len()
+            )));
+        }
+        ops.push(op.into_owned());
+    }
+    Ok((wire.name, ops))
 }
 
 /// Bytes of postcard's varint for `n`.
@@ -892,6 +941,45 @@ mod tests {
     }
 
     #[test]
+    fn merging_an_encoded_copy_checks_every_op_that_would_win() {
+        let a = account(1);
+        let mallory = account(9);
+        let mut ix = bucket(&a);
+        ix.put(&a, b"k", b"v", 10).unwrap();
+        let id = ix.id();
+        // Mallory's op claims a's slot in a copy that names a's index.
+        let forged = |clock: u64| {
+            let mut hers = bucket(&a);
+            let mut op = hers.make_op(&a, b"k", b"x", clock, false, [3; 24]).unwrap();
+            op.signature = mallory.secret.sign(OP_DOMAIN, &op.signed_bytes(&id));
+            hers.ops.insert(op.slot, op.clone());
+            hers.op_bytes = op.encoded_len();
+            hers.encode()
+        };
+        // Winning: the whole copy is refused and nothing changes.
+        let before = ix.clone();
+        assert_eq!(
+            ix.merge_encoded(&forged(11)),
+            Err(IndexError::Forged { clock: 11 })
+        );
+        assert_eq!(ix, before);
+        // Losing: it cannot change anything, so it is ignored.
+        assert_eq!(ix.merge_encoded(&forged(9)), Ok(Merged::Stale));
+        assert_eq!(ix, before);
+        // Another index's copy is refused by its id.
+        let other = Index::new(a.index_name(b"bucket/other"));
+        assert!(matches!(
+            ix.merge_encoded(&other.encode()),
+            Err(IndexError::WrongId { .. })
+        ));
+        let mut flipped = before.encode();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 1;
+        // Into an empty replica every op would win, so a damaged signature is caught.
+        assert!(Index::new(*before.name()).merge_encoded(&flipped).is_err());
+    }
+
+    #[test]
     fn a_payload_swapped_between_slots_does_not_open() {
         let a = account(1);
         let mut ix = bucket(&a);
@@ -932,6 +1020,13 @@ mod tests {
                 for expected in [Some(ix.id()), None] {
                     if let Ok(d) = Index::decode(&b, expected) {
                         assert_eq!(d, ix, "flip at {i} bit {bit}");
+                    }
+                }
+                // Merged into an empty replica or a full one, it brings nothing false.
+                for base in [Index::new(*ix.name()), ix.clone()] {
+                    let mut m = base;
+                    if m.merge_encoded(&b).is_ok() {
+                        assert_eq!(m, ix, "flip at {i} bit {bit} merged");
                     }
                 }
             }
@@ -1043,6 +1138,12 @@ mod tests {
             // Merging something already contained is Stale.
             let mut ab = merged(&a, &b);
             prop_assert_eq!(ab.merge(&b), Ok(Merged::Stale));
+            // Merging the encoded copy is the same merge.
+            let mut from_bytes = a.clone();
+            let mut from_index = a.clone();
+            prop_assert_eq!(from_bytes.merge_encoded(&b.encode()), from_index.merge(&b));
+            prop_assert_eq!(&from_bytes, &from_index);
+            prop_assert_eq!(Index::decode_trusted(&from_bytes.encode(), a.id()).unwrap(), from_index);
         }
 
         #[test]

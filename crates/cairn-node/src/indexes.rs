@@ -76,7 +76,8 @@ impl IndexStore {
     /// The index with this id, if kept here.
     pub fn get(&self, id: &IndexId) -> Result<Option<Index>, IndexStoreError> {
         match self.get_encoded(id)? {
-            Some(bytes) => Ok(Some(Index::decode(&bytes, Some(*id))?)),
+            // Checked on the way in; redb checksums its pages.
+            Some(bytes) => Ok(Some(Index::decode_trusted(&bytes, *id)?)),
             None => Ok(None),
         }
     }
@@ -91,23 +92,54 @@ impl IndexStore {
     /// Merges `index` (already decoded, so checked) into the stored copy,
     /// or stores it; returns what happened and the copy now kept.
     pub fn merge(&self, index: &Index) -> Result<(Stored, Index), IndexStoreError> {
-        let id = index.id();
+        self.write(index.id(), |mine| match mine {
+            Some(mut mine) => Ok(match mine.merge(index)? {
+                Merged::Stale => (Stored::Stale, mine),
+                Merged::Changed => (Stored::Merged, mine),
+            }),
+            None => Ok((Stored::New, index.clone())),
+        })
+    }
+
+    /// Merges an encoded index (a peer's `PutIndex` body) into the stored
+    /// copy, checking only the signatures of ops that change it
+    /// ([`Index::merge_encoded`]), or checks all of it and stores it.
+    pub fn merge_encoded(
+        &self,
+        id: IndexId,
+        bytes: &[u8],
+    ) -> Result<(Stored, Index), IndexStoreError> {
+        self.write(id, |mine| match mine {
+            Some(mut mine) => Ok(match mine.merge_encoded(bytes)? {
+                Merged::Stale => (Stored::Stale, mine),
+                Merged::Changed => (Stored::Merged, mine),
+            }),
+            None => Ok((Stored::New, Index::decode(bytes, Some(id))?)),
+        })
+    }
+
+    /// Read-merge-write of index `id` in one write transaction: `merge`
+    /// gets the stored copy and returns what to keep.
+    fn write(
+        &self,
+        id: IndexId,
+        merge: impl FnOnce(Option<Index>) -> Result<(Stored, Index), IndexStoreError>,
+    ) -> Result<(Stored, Index), IndexStoreError> {
         let tx = self.db.begin_write().map_err(db_err)?;
         let outcome = {
             let mut t = tx.open_table(INDEXES).map_err(db_err)?;
             let mut meta = tx.open_table(META).map_err(db_err)?;
             let used = meta.get("bytes").map_err(db_err)?.map_or(0, |v| v.value());
             let existing = t.get(&id.0).map_err(db_err)?.map(|v| v.value().to_vec());
-            let (stored, kept, old_len) = match existing {
-                Some(bytes) => {
-                    let mut mine = Index::decode(&bytes, Some(id))?;
-                    match mine.merge(index)? {
-                        Merged::Stale => return Ok((Stored::Stale, mine)),
-                        Merged::Changed => (Stored::Merged, mine, bytes.len() as u64),
-                    }
-                }
-                None => (Stored::New, index.clone(), 0),
+            let old_len = existing.as_ref().map_or(0, |b| b.len() as u64);
+            let mine = match existing {
+                Some(bytes) => Some(Index::decode_trusted(&bytes, id)?),
+                None => None,
             };
+            let (stored, kept) = merge(mine)?;
+            if stored == Stored::Stale {
+                return Ok((stored, kept));
+            }
             let enc = kept.encode();
             let new_used = (used + enc.len() as u64).saturating_sub(old_len);
             if new_used > used && new_used > self.budget {
@@ -170,6 +202,38 @@ mod tests {
             ]
         );
         assert_eq!(store.get_encoded(&name.id()).unwrap(), Some(back.encode()));
+    }
+
+    #[test]
+    fn encoded_copies_from_peers_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = IndexStore::open(dir.path(), 1 << 20).unwrap();
+        let a = account();
+        let name = a.index_name(b"buckets");
+        let mut ix = Index::new(name);
+        ix.put(&a, b"photos", b"1", 10).unwrap();
+        let mut bytes = ix.encode();
+        // A damaged first copy is refused whole and nothing is stored.
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        assert!(matches!(
+            store.merge_encoded(name.id(), &bytes),
+            Err(IndexStoreError::Index(_))
+        ));
+        assert_eq!(store.get(&name.id()).unwrap(), None);
+        assert_eq!(store.used().unwrap(), 0);
+        let (outcome, _) = store.merge_encoded(name.id(), &ix.encode()).unwrap();
+        assert_eq!(outcome, Stored::New);
+        // A copy under another id is refused.
+        let other = a.index_name(b"bucket/x").id();
+        assert!(store.merge_encoded(other, &ix.encode()).is_err());
+        ix.put(&a, b"videos", b"2", 11).unwrap();
+        let (outcome, kept) = store.merge_encoded(name.id(), &ix.encode()).unwrap();
+        assert_eq!((outcome, &kept), (Stored::Merged, &ix));
+        assert_eq!(
+            store.merge_encoded(name.id(), &ix.encode()).unwrap().0,
+            Stored::Stale
+        );
     }
 
     #[test]

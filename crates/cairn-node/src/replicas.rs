@@ -272,21 +272,14 @@ impl IndexReplicas {
         let mut merged: Option<Index> = None;
         for copy in &copies {
             let Copy::Found(bytes) = copy else { continue };
-            // A replica's bad copy (damaged, or a liar's) is skipped, not fatal.
-            let index = match Index::decode(bytes, Some(id)) {
-                Ok(index) => index,
-                Err(e) => {
-                    tracing::warn!("a replica's copy of account index {id} is refused: {e}");
-                    continue;
-                }
+            // The first good copy is checked whole; the rest only for the
+            // ops they add. A bad copy (damaged, or a liar's) is skipped.
+            let result = match merged.as_mut() {
+                Some(m) => m.merge_encoded(bytes).map(|_| ()),
+                None => Index::decode(bytes, Some(id)).map(|i| merged = Some(i)),
             };
-            match merged.as_mut() {
-                Some(m) => {
-                    if let Err(e) = m.merge(&index) {
-                        tracing::warn!("account index {id}: copies do not merge: {e}");
-                    }
-                }
-                None => merged = Some(index),
+            if let Err(e) = result {
+                tracing::warn!("a replica's copy of account index {id} is refused: {e}");
             }
         }
         let Some(merged) = merged else {

@@ -14,8 +14,9 @@
 //! [`AUTHOR_WINDOW`] closest to the record in this node's routing table, so
 //! a stranger cannot reassign or unassign pieces.
 //!
-//! Account indexes: a `PutIndex` is checked (every op signed by the
-//! account the index id commits to) and merged into the index store; a
+//! Account indexes: a `PutIndex` is checked (every op that changes the
+//! copy here signed by the account the index id commits to) and merged
+//! into the index store; a
 //! `GetIndex` is answered with the stored bytes as they are. Any node may
 //! be asked: an index needs no authority list.
 
@@ -214,21 +215,14 @@ pub fn handle(ctx: &Ctx, peer: PeerId, request: Request, authors: &HashSet<Publi
                 Err(e) => Response::error(ErrorCode::Refused, e.to_string()),
             }
         }
-        RequestHeader::PutIndex { id } => {
-            let merged = cairn_core::index::Index::decode(&request.body, Some(id))
-                .map_err(IndexStoreError::from)
-                .and_then(|index| ctx.indexes.merge(&index));
-            match merged {
-                Ok(_) => Response::header(ResponseHeader::Stored),
-                Err(IndexStoreError::Full { .. }) => {
-                    Response::error(ErrorCode::Full, "this node's account index budget is full")
-                }
-                Err(IndexStoreError::Index(e)) => {
-                    Response::error(ErrorCode::Refused, e.to_string())
-                }
-                Err(e) => Response::error(ErrorCode::Internal, e.to_string()),
+        RequestHeader::PutIndex { id } => match ctx.indexes.merge_encoded(id, &request.body) {
+            Ok(_) => Response::header(ResponseHeader::Stored),
+            Err(IndexStoreError::Full { .. }) => {
+                Response::error(ErrorCode::Full, "this node's account index budget is full")
             }
-        }
+            Err(IndexStoreError::Index(e)) => Response::error(ErrorCode::Refused, e.to_string()),
+            Err(e) => Response::error(ErrorCode::Internal, e.to_string()),
+        },
         RequestHeader::GetIndex { id } => match ctx.indexes.get_encoded(&id) {
             Ok(Some(bytes)) => Response {
                 header: ResponseHeader::Data,
