@@ -55,6 +55,8 @@
 //! other (last writer wins) that keeps its slot as a tombstone, so an older
 //! put that arrives later still loses. Nodes verify and merge without the
 //! [`IndexKey`]: every op must be signed by the account the id commits to.
+//! Any subset of an index's ops is itself a valid index, so a writer may
+//! send just its new ops (a delta) and let the replicas merge it in.
 //!
 //! Tombstones are never dropped in this version. Dropping one safely needs
 //! every replica to forget it and to refuse older puts for its slot (an

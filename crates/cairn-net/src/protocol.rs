@@ -202,13 +202,16 @@ impl RequestHeader {
         }
     }
 
-    /// Largest body this request may carry on `lane`: audits and standing
-    /// queries carry none, so a peer cannot attach a large body to one.
+    /// Largest body this request may carry on `lane`: audits, standing
+    /// queries and index reads carry none, so a peer cannot attach a large
+    /// body to one; an index write carries at most one index.
     fn max_body(&self, lane: Lane) -> u32 {
         match self {
             RequestHeader::Audit { .. }
             | RequestHeader::Standing { .. }
             | RequestHeader::GetIndex { .. } => 0,
+            // An index is refused past its own bound; do not read more.
+            RequestHeader::PutIndex { .. } => lane.max_body().min(MAX_INDEX_BYTES as u32),
             _ => lane.max_body(),
         }
     }
@@ -542,6 +545,18 @@ mod tests {
             err.to_string().contains("exceeds the 0-byte limit"),
             "{err}"
         );
+        // A put carries one index at most, not a whole manifest's worth.
+        let put = RequestHeader::PutIndex {
+            id: IndexId([4; 32]),
+        };
+        let err = decode(
+            &RECORD_PROTOCOL,
+            head_only(&put, MAX_INDEX_BYTES as u32 + 1),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("exceeds"), "{err}");
+        let err = decode(&RECORD_PROTOCOL, head_only(&put, MAX_INDEX_BYTES as u32)).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof, "{err}");
     }
 
     #[test]

@@ -16,7 +16,8 @@
 //! The index routes are what the S3 gateway stores its buckets and object
 //! lists with: it holds the account key, builds and signs ops itself
 //! ([`cairn_core::index`]), and the node only checks, merges and
-//! replicates ([`crate::replicas`]). `{id}` is the index id in hex. A POST
+//! replicates ([`crate::replicas`]). A POST may carry the whole index or
+//! just new ops (any subset of an index is one). `{id}` is the index id in hex. A POST
 //! whose body is not a valid index for that id is a 400; one that fewer
 //! than the quorum of replicas took is a 503 that says how many did.
 //!

@@ -88,6 +88,21 @@ fn an_index_outlives_its_writer_and_concurrent_puts_agree_everywhere() {
             assert_eq!(seen.get(account.key(), b"videos").unwrap().unwrap(), winner);
         }
 
+        // A gateway may send just its new op: a delete, as a one-op index.
+        let mut delta = Index::new(*expected.name());
+        delta
+            .delete(&account, b"photos", expected.next_clock(3_000))
+            .unwrap();
+        let (status, written) = post(&http, net.api(4), &delta).await;
+        assert_eq!(status, 200, "{written}");
+        let seen = get(&http, net.api(5), &buckets).await.unwrap();
+        let keys: Vec<Vec<u8>> = seen
+            .entries(account.key())
+            .unwrap()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(keys, [b"videos".to_vec()]);
+
         // A body that is not that index is refused before anything is sent.
         let other = Index::new(account.index_name(b"bucket/photos"));
         let res = http
