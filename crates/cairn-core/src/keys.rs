@@ -52,6 +52,13 @@ impl SecretKey {
         PublicKey(self.0.verifying_key().to_bytes())
     }
 
+    /// A 32-byte symmetric key derived from this secret for `context`
+    /// (BLAKE3 `derive_key`). Each context names one use, so no derived key
+    /// is another's and none reveals the signing key.
+    pub(crate) fn derive(&self, context: &str) -> [u8; 32] {
+        blake3::derive_key(context, self.0.as_bytes())
+    }
+
     /// Signs `message` under `domain`.
     pub fn sign(&self, domain: &str, message: &[u8]) -> Signature {
         Signature(self.0.sign(&framed(domain, message)).to_bytes())

@@ -5,6 +5,7 @@
 //! - [`buf`]: where the pipeline's large buffers come from.
 //! - [`crypto`]: per-file keys, key derivation, the segment AEAD.
 //! - [`keys`]: node signing keys, signatures, peer ids.
+//! - [`index`]: signed, encrypted, mergeable account indexes (the S3 gateway's buckets).
 //! - [`erasure`]: Reed-Solomon coding of sealed segments into pieces.
 //! - [`capability`]: the `cairn:` read capability and its text form.
 //! - [`manifest`]: the sealed, versioned table of contents of a file.
@@ -25,6 +26,7 @@ pub mod capability;
 pub mod crypto;
 pub mod erasure;
 pub mod ids;
+pub mod index;
 pub mod keys;
 pub mod liveness;
 pub mod manifest;

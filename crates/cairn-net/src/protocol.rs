@@ -6,7 +6,7 @@
 //!   signed [`AuditAnswer`] in the response header (see
 //!   [`cairn_core::audit`]); neither carries a body, and an answer's proof
 //!   is at most [`MAX_PROOF_BYTES`].
-//! - `/cairn/record/2` ([`RECORD_PROTOCOL`]): put and get of small records,
+//! - `/cairn/record/3` ([`RECORD_PROTOCOL`]): put and get of small records,
 //!   bodies up to [`MAX_RECORD_BYTES`]: the sealed manifests, addressed by
 //!   their [`ManifestId`] (the BLAKE3 of the record), and the repair
 //!   records of [`cairn_core::record`], addressed by their
@@ -15,6 +15,12 @@
 //!   of the object with the record: renews their lease, drops pieces
 //!   reassigned elsewhere or deleted by the owner), and `Standing` (how a
 //!   steward sees a holder: its audit score and why it moved).
+//!   Version 3 added `PutIndex` (the receiver merges the body, an encoded
+//!   account index of [`cairn_core::index`], into its copy) and `GetIndex`
+//!   (answered with `Data` and the encoded index, or `NotFound`). An index
+//!   is self-authenticating (every op is signed by the account its
+//!   [`IndexId`] commits to), so any node may be asked; an index is at most
+//!   [`MAX_INDEX_BYTES`], within the lane's body limit.
 //!
 //! Both speak the same envelope; each [`RequestHeader`] belongs to one
 //! [`Lane`], and a header sent on the other protocol is refused.
@@ -37,6 +43,7 @@ use std::io;
 use bytes::Bytes;
 use cairn_core::audit::{AuditAnswer, MAX_PROOF_BYTES};
 use cairn_core::buf::Buffers;
+use cairn_core::index::{IndexId, MAX_INDEX_BYTES};
 use cairn_core::manifest::MAX_MANIFEST_BYTES;
 use cairn_core::params::MAX_PIECE_BYTES;
 use cairn_core::record::RecordId;
@@ -50,13 +57,15 @@ use crate::bufpool::BufPool;
 /// The piece protocol; the trailing number is the wire version.
 pub const PIECE_PROTOCOL: StreamProtocol = StreamProtocol::new("/cairn/piece/3");
 /// The record protocol.
-pub const RECORD_PROTOCOL: StreamProtocol = StreamProtocol::new("/cairn/record/2");
+pub const RECORD_PROTOCOL: StreamProtocol = StreamProtocol::new("/cairn/record/3");
 /// Largest header accepted.
 pub const MAX_HEADER_BYTES: u32 = 256 * 1024;
 /// Largest body on the piece protocol: one piece.
 pub const MAX_BODY_BYTES: u32 = MAX_PIECE_BYTES as u32;
 /// Largest body on the record protocol: one sealed manifest.
 pub const MAX_RECORD_BYTES: u32 = MAX_MANIFEST_BYTES as u32;
+// An account index must fit in one record-lane body.
+const _: () = assert!(MAX_INDEX_BYTES <= MAX_RECORD_BYTES as usize);
 /// Most ids in one `Has` request.
 pub const MAX_HAS_IDS: usize = 4096;
 
@@ -163,6 +172,18 @@ pub enum RequestHeader {
         /// The steward's fresh nonce; it selects the chunk group to prove.
         nonce: [u8; 32],
     },
+    /// Record lane: merge the body, an encoded account index, into your
+    /// copy (or keep it), and answer `Stored`.
+    PutIndex {
+        /// The index's id (checked against the body).
+        id: IndexId,
+    },
+    /// Record lane: send back your copy of an account index (`Data`), or
+    /// `NotFound`.
+    GetIndex {
+        /// The index's id.
+        id: IndexId,
+    },
 }
 
 impl RequestHeader {
@@ -174,16 +195,23 @@ impl RequestHeader {
             | RequestHeader::PutRepair { .. }
             | RequestHeader::GetRepair { .. }
             | RequestHeader::SyncRepair { .. }
-            | RequestHeader::Standing { .. } => Lane::Record,
+            | RequestHeader::Standing { .. }
+            | RequestHeader::PutIndex { .. }
+            | RequestHeader::GetIndex { .. } => Lane::Record,
             _ => Lane::Piece,
         }
     }
 
-    /// Largest body this request may carry on `lane`: audits and standing
-    /// queries carry none, so a peer cannot attach a large body to one.
+    /// Largest body this request may carry on `lane`: audits, standing
+    /// queries and index reads carry none, so a peer cannot attach a large
+    /// body to one; an index write carries at most one index.
     fn max_body(&self, lane: Lane) -> u32 {
         match self {
-            RequestHeader::Audit { .. } | RequestHeader::Standing { .. } => 0,
+            RequestHeader::Audit { .. }
+            | RequestHeader::Standing { .. }
+            | RequestHeader::GetIndex { .. } => 0,
+            // An index is refused past its own bound; do not read more.
+            RequestHeader::PutIndex { .. } => lane.max_body().min(MAX_INDEX_BYTES as u32),
             _ => lane.max_body(),
         }
     }
@@ -489,6 +517,46 @@ mod tests {
             let bytes = encode(&proto, req.clone()).unwrap();
             assert_eq!(decode(&proto, bytes).unwrap(), req);
         }
+    }
+
+    #[test]
+    fn index_requests_travel_on_record_3_only() {
+        assert_eq!(RECORD_PROTOCOL.as_ref(), "/cairn/record/3");
+        let put = Request {
+            header: RequestHeader::PutIndex {
+                id: IndexId([4; 32]),
+            },
+            body: Bytes::from(vec![7; 4096]),
+        };
+        let get = Request {
+            header: RequestHeader::GetIndex {
+                id: IndexId([4; 32]),
+            },
+            body: Bytes::new(),
+        };
+        for req in [put, get.clone()] {
+            let bytes = encode(&RECORD_PROTOCOL, req.clone()).unwrap();
+            assert_eq!(decode(&RECORD_PROTOCOL, bytes).unwrap(), req);
+            assert!(encode(&PIECE_PROTOCOL, req).is_err());
+        }
+        // A get carries no body; a peer cannot attach one.
+        let err = decode(&RECORD_PROTOCOL, head_only(&get.header, 1)).unwrap_err();
+        assert!(
+            err.to_string().contains("exceeds the 0-byte limit"),
+            "{err}"
+        );
+        // A put carries one index at most, not a whole manifest's worth.
+        let put = RequestHeader::PutIndex {
+            id: IndexId([4; 32]),
+        };
+        let err = decode(
+            &RECORD_PROTOCOL,
+            head_only(&put, MAX_INDEX_BYTES as u32 + 1),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("exceeds"), "{err}");
+        let err = decode(&RECORD_PROTOCOL, head_only(&put, MAX_INDEX_BYTES as u32)).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof, "{err}");
     }
 
     #[test]

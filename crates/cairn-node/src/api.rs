@@ -10,6 +10,16 @@
 //! | `POST /v1/put?k=&n=&segment_size=&name=` | the raw file, streamed | [`PutOutcome`] |
 //! | `POST /v1/get` | `{"cap": "cairn:…", "start"?: n, "end"?: n}` | a framed stream of bytes `[start, end)`, see below |
 //! | `POST /v1/stat` | `{"cap": "cairn:…"}` | [`StatReport`] |
+//! | `GET /v1/index/{id}` | | the merged encoded account index (`application/octet-stream`), 404 if no replica has it |
+//! | `POST /v1/index/{id}` | an encoded account index (at most 8 MiB) | [`Written`]: `{"acks": n, "peers": m}` |
+//!
+//! The index routes are what the S3 gateway stores its buckets and object
+//! lists with: it holds the account key, builds and signs ops itself
+//! ([`cairn_core::index`]), and the node only checks, merges and
+//! replicates ([`crate::replicas`]). A POST may carry the whole index or
+//! just new ops (any subset of an index is one). `{id}` is the index id in hex. A POST
+//! whose body is not a valid index for that id is a 400; one that fewer
+//! than the quorum of replicas took is a 503 that says how many did.
 //!
 //! Errors are `{"error": "<sentence>"}` with a 4xx or 5xx status.
 //!
@@ -18,17 +28,19 @@
 //!
 //! [`PutOutcome`]: crate::client::PutOutcome
 //! [`StatReport`]: crate::client::StatReport
+//! [`Written`]: crate::replicas::Written
 
 use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Query, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
 use cairn_core::ReadCap;
+use cairn_core::index::{Index, IndexId, MAX_INDEX_BYTES};
 use cairn_store::PieceStore;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -38,6 +50,7 @@ use crate::catalog::Catalog;
 use crate::client::{Client, ClientError, PutOptions};
 use crate::frames::{DATA, END, ERROR, HEADER, frame};
 use crate::net::NetHandle;
+use crate::replicas::{IndexReplicas, ReplicaError};
 
 /// Largest data frame in a get stream.
 const FRAME: usize = 1 << 20;
@@ -68,6 +81,8 @@ pub struct ApiState {
     pub transfers: Arc<tokio::sync::Semaphore>,
     /// What the steward sees: holders' scores, repairs, evidence.
     pub steward: crate::steward::SharedView,
+    /// Account indexes on their replicas.
+    pub indexes: IndexReplicas,
 }
 
 /// `GET /v1/status`.
@@ -117,6 +132,17 @@ impl From<ClientError> for ApiError {
     }
 }
 
+impl From<ReplicaError> for ApiError {
+    fn from(e: ReplicaError) -> Self {
+        let status = match &e {
+            ReplicaError::Index(_) => StatusCode::BAD_REQUEST,
+            ReplicaError::Quorum { .. } | ReplicaError::Closed => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError(status, e.to_string())
+    }
+}
+
 #[derive(Deserialize)]
 struct CapBody {
     cap: String,
@@ -147,6 +173,12 @@ pub fn router(state: ApiState) -> axum::Router {
         .route("/v1/stat", post(stat))
         .route("/v1/renew", post(renew))
         .route("/v1/rm", post(remove))
+        .route(
+            "/v1/index/{id}",
+            get(get_index)
+                .post(post_index)
+                .layer(DefaultBodyLimit::max(MAX_INDEX_BYTES)),
+        )
         .with_state(state)
 }
 
@@ -363,6 +395,44 @@ async fn get_file(State(s): State<ApiState>, Json(b): Json<GetBody>) -> Result<R
         futures::stream::iter(frames.into_iter().map(Ok::<_, std::io::Error>))
     });
     Ok(Body::from_stream(stream).into_response())
+}
+
+fn parse_index_id(s: &str) -> Result<IndexId, ApiError> {
+    IndexId::from_hex(s).ok_or_else(|| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("{s:?} is not an account index id (64 hex characters)"),
+        )
+    })
+}
+
+async fn get_index(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = parse_index_id(&id)?;
+    match s.indexes.get(&id).await? {
+        Some(index) => Ok((
+            [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
+            index.encode(),
+        )
+            .into_response()),
+        None => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no replica has account index {id}"),
+        )),
+    }
+}
+
+async fn post_index(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    let id = parse_index_id(&id)?;
+    // Checked here so a bad index is a 400 before anything is sent.
+    let index = Index::decode(&body, Some(id)).map_err(ReplicaError::from)?;
+    Ok(Json(s.indexes.put(&index).await?))
 }
 
 /// `stream`, ended with a `TimedOut` error when no item arrives for `idle`.

@@ -7,6 +7,8 @@
 //! - [`catalog`]: the list of files this node has put.
 //! - [`capacity`]: other nodes' free space, for placement.
 //! - [`records`]: the repair records this node keeps as a steward.
+//! - [`indexes`]: the account indexes this node keeps a replica of.
+//! - [`replicas`]: quorum writes and repairing reads of account indexes.
 //! - [`steward`]: audits, liveness and repair of the records it stewards.
 //! - [`observations`]: what the steward learned about holders, kept across restarts.
 //! - [`gc`]: reclaims expired pieces, a batch at a time.
@@ -22,9 +24,11 @@ pub mod client;
 pub mod frames;
 pub mod gc;
 pub mod identity;
+pub mod indexes;
 pub mod net;
 pub mod observations;
 pub mod records;
+pub mod replicas;
 pub mod service;
 pub mod steward;
 #[cfg(test)]
@@ -180,10 +184,16 @@ pub async fn run(
         dir,
         (cfg.storage / 100).max(64 << 20),
     )?);
+    // Account indexes get the same share, separately.
+    let indexes = Arc::new(indexes::IndexStore::open(
+        dir,
+        (cfg.storage / 100).max(64 << 20),
+    )?);
     let steward_view = steward::SharedView::default();
     let ctx = service::Ctx {
         store: store.clone(),
         records: records.clone(),
+        indexes: indexes.clone(),
         bodies: net_cfg.bodies.clone(),
         signer: signer.clone(),
         steward: steward_view.clone(),
@@ -260,6 +270,7 @@ pub async fn run(
         catalog,
         transfers: Arc::new(tokio::sync::Semaphore::new(api::MAX_TRANSFERS)),
         steward: steward_view,
+        indexes: replicas::IndexReplicas::new(net.clone(), indexes),
     });
 
     // Ready once the swarm reports its listen addresses.

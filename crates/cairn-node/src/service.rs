@@ -13,6 +13,12 @@
 //! are accepted only from the owner or from peers among the
 //! [`AUTHOR_WINDOW`] closest to the record in this node's routing table, so
 //! a stranger cannot reassign or unassign pieces.
+//!
+//! Account indexes: a `PutIndex` is checked (every op that changes the
+//! copy here signed by the account the index id commits to) and merged
+//! into the index store; a
+//! `GetIndex` is answered with the stored bytes as they are. Any node may
+//! be asked: an index needs no authority list.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -29,6 +35,7 @@ use cairn_net::{ErrorCode, Request, RequestHeader, Response, ResponseHeader};
 use cairn_store::{Expiry, NewPiece, PieceKind, PieceStore, StoreError};
 use tokio::sync::{Semaphore, mpsc};
 
+use crate::indexes::{IndexStore, IndexStoreError};
 use crate::net::{Inbound, NetHandle};
 use crate::now_secs;
 use crate::records::{RecordStore, RecordStoreError};
@@ -50,6 +57,8 @@ pub struct Ctx {
     pub store: Arc<PieceStore>,
     /// Repair records this node stewards.
     pub records: Arc<RecordStore>,
+    /// Account indexes this node keeps a replica of.
+    pub indexes: Arc<IndexStore>,
     /// Buffers for piece bodies.
     pub bodies: BufPool,
     /// The node's identity key, for audit answers.
@@ -206,6 +215,22 @@ pub fn handle(ctx: &Ctx, peer: PeerId, request: Request, authors: &HashSet<Publi
                 Err(e) => Response::error(ErrorCode::Refused, e.to_string()),
             }
         }
+        RequestHeader::PutIndex { id } => match ctx.indexes.merge_encoded(id, &request.body) {
+            Ok(_) => Response::header(ResponseHeader::Stored),
+            Err(IndexStoreError::Full { .. }) => {
+                Response::error(ErrorCode::Full, "this node's account index budget is full")
+            }
+            Err(IndexStoreError::Index(e)) => Response::error(ErrorCode::Refused, e.to_string()),
+            Err(e) => Response::error(ErrorCode::Internal, e.to_string()),
+        },
+        RequestHeader::GetIndex { id } => match ctx.indexes.get_encoded(&id) {
+            Ok(Some(bytes)) => Response {
+                header: ResponseHeader::Data,
+                body: bytes.into(),
+            },
+            Ok(None) => Response::error(ErrorCode::NotFound, format!("no account index {id} here")),
+            Err(e) => Response::error(ErrorCode::Internal, e.to_string()),
+        },
         // A lost or damaged piece is answered with an error, not a signed
         // answer: the steward records it as missing.
         RequestHeader::Audit { id, nonce } => {

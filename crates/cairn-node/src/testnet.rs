@@ -20,6 +20,8 @@ struct TestNode {
     client: Client,
     net: NetHandle,
     store: Arc<PieceStore>,
+    indexes: Arc<crate::indexes::IndexStore>,
+    replicas: crate::replicas::IndexReplicas,
     stop: watch::Sender<bool>,
     _dir: tempfile::TempDir,
 }
@@ -59,11 +61,13 @@ async fn start_node_as(
     let (stop, stop_rx) = watch::channel(false);
     let (net, inbound, _task) = crate::net::spawn(swarm, bootstrap, stop_rx);
     let records = Arc::new(crate::records::RecordStore::open(dir.path(), 64 << 20).unwrap());
+    let indexes = Arc::new(crate::indexes::IndexStore::open(dir.path(), 64 << 20).unwrap());
     match behaviour {
         Behaviour::Honest => {
             let ctx = crate::service::Ctx {
                 store: store.clone(),
                 records: records.clone(),
+                indexes: indexes.clone(),
                 bodies: cfg.bodies.clone(),
                 signer: signer.clone(),
                 steward: Default::default(),
@@ -76,10 +80,13 @@ async fn start_node_as(
     }
     let client = Client::new(net.clone(), store.clone(), records, signer, catalog);
     let _ = peer;
+    let replicas = crate::replicas::IndexReplicas::new(net.clone(), indexes.clone());
     TestNode {
         client,
         net,
         store,
+        indexes,
+        replicas,
         stop,
         _dir: dir,
     }
@@ -387,4 +394,103 @@ async fn audits_over_the_wire_prove_holding_and_catch_loss() {
             ..
         }
     ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn account_indexes_replicate_repair_on_read_and_agree_on_one_winner() {
+    use cairn_core::index::{Account, Index};
+    use cairn_core::keys::SecretKey;
+
+    let nodes = testnet(6, 4_000_000 + u64::from(std::process::id()) * 100).await;
+    let account = Account::new(SecretKey::from_bytes([7; 32]));
+    let name = account.index_name(b"buckets");
+    let id = name.id();
+    let replica_of = |i: usize| nodes[i].indexes.get(&id).unwrap();
+
+    // A write through node 0 reaches the five closest of six nodes.
+    let mut first = Index::new(name);
+    first.put(&account, b"photos", b"bucket meta", 1).unwrap();
+    let written = nodes[0].replicas.put(&first).await.unwrap();
+    assert_eq!((written.acks, written.peers), (5, 5));
+    let set = nodes[0].replicas.replica_set(&id).await;
+    assert_eq!(set.len(), 5);
+    let holders = (0..6).filter(|&i| replica_of(i).is_some()).count();
+    assert_eq!(holders, 5);
+
+    // A partial write (one replica only) is seen by a read, which repairs the rest.
+    let mut partial = Index::new(name);
+    partial.put(&account, b"videos", b"more meta", 2).unwrap();
+    let lone = (0..6)
+        .find(|&i| set.contains(&nodes[i].net.local_peer_id()))
+        .unwrap();
+    nodes[lone].indexes.merge(&partial).unwrap();
+    let reader = (0..6).rev().find(|&i| i != lone).unwrap();
+    let read = nodes[reader].replicas.get(&id).await.unwrap().unwrap();
+    let keys: Vec<_> = read
+        .entries(account.key())
+        .unwrap()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(keys, [b"photos".to_vec(), b"videos".to_vec()]);
+    for (i, node) in nodes.iter().enumerate() {
+        if set.contains(&node.net.local_peer_id()) {
+            assert_eq!(
+                replica_of(i).as_ref(),
+                Some(&read),
+                "replica {i} was not repaired"
+            );
+        }
+    }
+
+    // Two gateways PUT one key at the same clock through two nodes at once:
+    // every replica keeps the same single winner.
+    let mut g1 = read.clone();
+    let mut g2 = read.clone();
+    g1.put(&account, b"photos", b"gateway 1", 3).unwrap();
+    g2.put(&account, b"photos", b"gateway 2", 3).unwrap();
+    let (w1, w2) = tokio::join!(nodes[1].replicas.put(&g1), nodes[2].replicas.put(&g2));
+    assert!(w1.unwrap().acks >= 3 && w2.unwrap().acks >= 3);
+    let mut expected = g1.clone();
+    expected.merge(&g2).unwrap();
+    let winner = expected.get(account.key(), b"photos").unwrap().unwrap();
+    for i in 0..6 {
+        if let Some(copy) = replica_of(i) {
+            assert_eq!(copy, expected, "replica {i}");
+            assert_eq!(copy.get(account.key(), b"photos").unwrap().unwrap(), winner);
+        }
+    }
+
+    // The writer's node stops; another node still reads it.
+    nodes[1].stop.send(true).unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let after = nodes[4].replicas.get(&id).await.unwrap().unwrap();
+    assert_eq!(after, expected);
+
+    // An index nobody wrote is not found; a forged one is refused by every replica.
+    let other = Account::new(SecretKey::from_bytes([8; 32])).index_name(b"buckets");
+    assert!(nodes[4].replicas.get(&other.id()).await.unwrap().is_none());
+    let request = cairn_net::Request {
+        header: cairn_net::RequestHeader::PutIndex { id: other.id() },
+        body: after.encode().into(),
+    };
+    let res = nodes[0]
+        .net
+        .request(
+            nodes[3].net.local_peer_id(),
+            request,
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            res.header,
+            cairn_net::ResponseHeader::Error {
+                code: cairn_net::ErrorCode::Refused,
+                ..
+            }
+        ),
+        "{:?}",
+        res.header
+    );
 }

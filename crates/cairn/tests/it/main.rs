@@ -5,5 +5,6 @@
 
 mod durability;
 mod harness;
+mod index;
 mod storage;
 mod usage;

@@ -1,0 +1,1178 @@
+//! Account indexes: versioned, signed, encrypted maps owned by an account
+//! key, kept by the network instead of by any one machine.
+//!
+//! The S3 gateway keeps its bucket list and each bucket's object index here,
+//! so a second gateway with the same account sees the same buckets and the
+//! gateway machine holds nothing that is lost with it. This module owns the
+//! data type, its merge rule, its keys and its format; storage and
+//! replication are the node's (`cairn-node`'s `indexes`).
+//!
+//! # Keys
+//! An account is an Ed25519 key ([`SecretKey`]). From its secret, BLAKE3
+//! `derive_key` makes three symmetric keys, one per context string:
+//!
+//! | context | use |
+//! |---|---|
+//! | `"cairn v1 account index seal key"` | XChaCha20-Poly1305 key of every entry |
+//! | `"cairn v1 account index slot key"` | keyed BLAKE3 of map keys into slots |
+//! | `"cairn v1 account index namespace key"` | keyed BLAKE3 of namespace names |
+//!
+//! Together they are the [`IndexKey`]: whoever holds it can list and read,
+//! only the account's signing key can write. A namespace (`"buckets"`, one
+//! bucket's object index, …) is named by its keyed hash, and the
+//! [`IndexId`] (the DHT key) is BLAKE3 in the `"cairn v1 account index id"`
+//! context over the account public key and that hash. The nodes that store
+//! an index thus learn neither bucket names nor object keys, only slots,
+//! clocks, sizes and ciphertext.
+//!
+//! # Ops
+//! The state is one [`Op`] per slot: `slot` is the keyed hash of the index
+//! id and the map key (the id is in it so that one key in two namespaces
+//! does not show as the same slot), `clock` a hybrid logical clock (the
+//! caller passes `max(now_ms, highest clock seen + 1)`, see [`next_clock`]),
+//! `sealed` the map key and value encrypted, `tombstone` whether it deletes.
+//! The account signs `(IndexId, slot, clock, tombstone, sealed)` under the
+//! `"cairn v1 account index op"` domain.
+//!
+//! Entries are sealed with XChaCha20-Poly1305 under a random 24-byte nonce
+//! (stored in front of the ciphertext), with the index id, slot, clock and
+//! tombstone flag as associated data. A random nonce is chosen over
+//! AES-GCM with a nonce derived from slot and clock because two gateways
+//! may well write the same key at the same millisecond with different
+//! values: a derived nonce would then repeat under one key, which breaks
+//! GCM outright, while 192 random bits never collide in practice. The
+//! associated data means a sealed payload moved to another slot, clock or
+//! index does not open; opening also checks that the key inside hashes to
+//! the op's slot.
+//!
+//! # Merge (a state-based CRDT)
+//! Merge is the union of ops followed by compaction to one winner per
+//! slot: the highest clock, then the op's hash (BLAKE3 of its encoding) as
+//! tie-break. The winner of a slot in `A ∪ B` is the winner in `A` or in
+//! `B`, so merge is commutative, associative and idempotent
+//! (property-tested below), and two gateways that PUT one key concurrently
+//! end with the same winner on every replica. A delete is an op like any
+//! other (last writer wins) that keeps its slot as a tombstone, so an older
+//! put that arrives later still loses. Nodes verify and merge without the
+//! [`IndexKey`]: every op must be signed by the account the id commits to.
+//! Any subset of an index's ops is itself a valid index, so a writer may
+//! send just its new ops (a delta) and let the replicas merge it in.
+//!
+//! Tombstones are never dropped in this version. Dropping one safely needs
+//! every replica to forget it and to refuse older puts for its slot (an
+//! owner-signed horizon op, merged as a maximum); until then a tombstone
+//! costs about 150 bytes of the index's budget.
+//!
+//! # Bounds
+//! An index holds at most [`MAX_ENTRIES`] slots and encodes to at most
+//! [`MAX_INDEX_BYTES`] (8 MiB: room for about 19,000 S3 keys with ~300 bytes of
+//! key and metadata each, an op costing ~140 bytes more); keys are at most [`MAX_KEY_BYTES`] and values
+//! [`MAX_VALUE_BYTES`]. A put or merge that would pass a bound is refused
+//! and leaves the index as it was.
+//!
+//! # Format
+//! | bytes | field |
+//! |---|---|
+//! | 4 | magic `CRNX` |
+//! | 2 | format version, big-endian (1) |
+//! | rest | postcard(`account`, `namespace`, `ops` in increasing slot order) |
+//!
+//! Decoding refuses trailing bytes, duplicate or unordered slots, bad
+//! signatures and anything over the bounds, so an index has one encoding.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::fmt;
+
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use serde::{Deserialize, Serialize};
+
+use crate::keys::{PublicKey, SecretKey, Signature};
+pub use crate::record::Merged;
+
+/// Magic bytes of an encoded index.
+pub const MAGIC: &[u8; 4] = b"CRNX";
+/// The index format this build writes and reads.
+pub const INDEX_VERSION: u16 = 1;
+/// The largest encoded index accepted.
+pub const MAX_INDEX_BYTES: usize = 8 << 20;
+/// The most slots (live entries and tombstones) in one index.
+pub const MAX_ENTRIES: usize = 65_536;
+/// The longest map key (S3's key limit).
+pub const MAX_KEY_BYTES: usize = 1024;
+/// The longest value.
+pub const MAX_VALUE_BYTES: usize = 64 * 1024;
+
+const OP_DOMAIN: &str = "cairn v1 account index op";
+const ID_CONTEXT: &str = "cairn v1 account index id";
+const SEAL_CONTEXT: &str = "cairn v1 account index seal key";
+const SLOT_CONTEXT: &str = "cairn v1 account index slot key";
+const NAMESPACE_CONTEXT: &str = "cairn v1 account index namespace key";
+const AD_PREFIX: &[u8] = b"cairn v1 account index entry";
+const NONCE_BYTES: usize = 24;
+const TAG_BYTES: usize = 16;
+/// Nonce, tag, and the two length prefixes of the plaintext (≤ 3 bytes each).
+const MAX_SEALED_BYTES: usize = NONCE_BYTES + TAG_BYTES + 6 + MAX_KEY_BYTES + MAX_VALUE_BYTES;
+/// Magic, version, account and namespace.
+const HEADER_BYTES: usize = 4 + 2 + 32 + 32;
+
+/// An index's id: the DHT key of its replicas.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct IndexId(pub [u8; 32]);
+
+impl IndexId {
+    /// Lower-case hex.
+    pub fn to_hex(&self) -> String {
+        crate::hex(&self.0)
+    }
+
+    /// Parses 64 hex characters.
+    pub fn from_hex(s: &str) -> Option<Self> {
+        crate::unhex32(s).map(Self)
+    }
+}
+
+impl fmt::Debug for IndexId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "IndexId({})", &self.to_hex()[..12])
+    }
+}
+
+impl fmt::Display for IndexId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+/// The public name of an index: whose it is and which namespace (as a
+/// keyed hash). It travels in every encoded index, so any node can check
+/// that the id commits to the account that signed the ops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct IndexName {
+    /// The account key every op must be signed by.
+    pub account: PublicKey,
+    /// Keyed BLAKE3 of the namespace name ([`IndexKey::namespace`]).
+    pub namespace: [u8; 32],
+}
+
+impl IndexName {
+    /// The id this name commits to.
+    pub fn id(&self) -> IndexId {
+        let mut h = blake3::Hasher::new_derive_key(ID_CONTEXT);
+        h.update(&self.account.0);
+        h.update(&self.namespace);
+        IndexId(*h.finalize().as_bytes())
+    }
+}
+
+/// The account holder's read key: opens entries and turns names and map
+/// keys into their keyed hashes. Derived from the account secret; it never
+/// leaves the account holder (the gateway).
+#[derive(Clone)]
+pub struct IndexKey {
+    seal: [u8; 32],
+    slots: [u8; 32],
+    names: [u8; 32],
+}
+
+impl IndexKey {
+    /// The read key of `account` (see the module docs for the contexts).
+    pub fn derive(account: &SecretKey) -> Self {
+        Self {
+            seal: account.derive(SEAL_CONTEXT),
+            slots: account.derive(SLOT_CONTEXT),
+            names: account.derive(NAMESPACE_CONTEXT),
+        }
+    }
+
+    /// The keyed hash of namespace `name`.
+    pub fn namespace(&self, name: &[u8]) -> [u8; 32] {
+        *blake3::keyed_hash(&self.names, name).as_bytes()
+    }
+
+    /// The slot of map key `key` in index `id`.
+    pub fn slot(&self, id: &IndexId, key: &[u8]) -> [u8; 32] {
+        let mut h = blake3::Hasher::new_keyed(&self.slots);
+        h.update(&id.0);
+        h.update(key);
+        *h.finalize().as_bytes()
+    }
+
+    fn cipher(&self) -> XChaCha20Poly1305 {
+        XChaCha20Poly1305::new(&self.seal.into())
+    }
+}
+
+impl fmt::Debug for IndexKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("IndexKey(…)")
+    }
+}
+
+/// An account: its signing key and the read key derived from it.
+pub struct Account {
+    secret: SecretKey,
+    public: PublicKey,
+    key: IndexKey,
+}
+
+impl Account {
+    /// The account of this signing key.
+    pub fn new(secret: SecretKey) -> Self {
+        Self {
+            public: secret.public(),
+            key: IndexKey::derive(&secret),
+            secret,
+        }
+    }
+
+    /// The account's public key.
+    pub fn public(&self) -> PublicKey {
+        self.public
+    }
+
+    /// The read key.
+    pub fn key(&self) -> &IndexKey {
+        &self.key
+    }
+
+    /// The name of this account's index for namespace `namespace`.
+    pub fn index_name(&self, namespace: &[u8]) -> IndexName {
+        IndexName {
+            account: self.public,
+            namespace: self.key.namespace(namespace),
+        }
+    }
+}
+
+impl fmt::Debug for Account {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Account({:?})", self.public)
+    }
+}
+
+/// The clock for a new op: `now_ms`, unless an op already seen is as late
+/// or later (a fast clock elsewhere), then one more than the highest seen.
+pub fn next_clock(now_ms: u64, highest_seen: u64) -> u64 {
+    now_ms.max(highest_seen.saturating_add(1))
+}
+
+/// One signed change to one slot.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Op {
+    /// Keyed hash of the index id and the map key.
+    pub slot: [u8; 32],
+    /// Hybrid logical clock (milliseconds, or one past the highest seen).
+    pub clock: u64,
+    /// Whether this op deletes the key.
+    pub tombstone: bool,
+    /// Nonce, then XChaCha20-Poly1305 of postcard(key, value).
+    pub sealed: Vec<u8>,
+    /// The account's signature.
+    pub signature: Signature,
+}
+
+#[derive(Serialize)]
+struct Signed<'a> {
+    id: &'a IndexId,
+    slot: &'a [u8; 32],
+    clock: u64,
+    tombstone: bool,
+    sealed: &'a [u8],
+}
+
+fn canonical<T: Serialize>(value: &T) -> Vec<u8> {
+    // postcard cannot fail on these plain data types with an allocating sink.
+    postcard::to_allocvec(value).unwrap_or_default()
+}
+
+fn associated_data(id: &IndexId, slot: &[u8; 32], clock: u64, tombstone: bool) -> Vec<u8> {
+    let mut ad = Vec::with_capacity(AD_PREFIX.len() + 73);
+    ad.extend_from_slice(AD_PREFIX);
+    ad.extend_from_slice(&id.0);
+    ad.extend_from_slice(slot);
+    ad.extend_from_slice(&clock.to_be_bytes());
+    ad.push(u8::from(tombstone));
+    ad
+}
+
+impl Op {
+    fn signed_bytes(&self, id: &IndexId) -> Vec<u8> {
+        canonical(&Signed {
+            id,
+            slot: &self.slot,
+            clock: self.clock,
+            tombstone: self.tombstone,
+            sealed: &self.sealed,
+        })
+    }
+
+    /// Checks the op's shape and that `account` signed it for index `id`.
+    pub fn verify(&self, id: &IndexId, account: &PublicKey) -> Result<(), IndexError> {
+        if self.sealed.len() < NONCE_BYTES + TAG_BYTES || self.sealed.len() > MAX_SEALED_BYTES {
+            return Err(IndexError::Malformed(format!(
+                "a sealed entry of {} bytes",
+                self.sealed.len()
+            )));
+        }
+        account
+            .verify(OP_DOMAIN, &self.signed_bytes(id), &self.signature)
+            .map_err(|_| IndexError::Forged { clock: self.clock })
+    }
+
+    /// The op's identity and tie-break: BLAKE3 of its encoding.
+    pub fn hash(&self) -> [u8; 32] {
+        *blake3::hash(&canonical(self)).as_bytes()
+    }
+
+    fn order(&self) -> (u64, [u8; 32]) {
+        (self.clock, self.hash())
+    }
+
+    fn encoded_len(&self) -> usize {
+        canonical(self).len()
+    }
+}
+
+/// An index was refused, or an entry could not be made or opened.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum IndexError {
+    /// Not an encoded index.
+    #[error("not a Cairn account index (bad magic bytes)")]
+    Magic,
+    /// Written by a newer Cairn.
+    #[error("account index format version {0} is not supported (this Cairn reads {INDEX_VERSION})")]
+    Version(u16),
+    /// The encoding, or the result of a put or merge, is over the byte bound.
+    #[error("account index of {0} bytes is over the {MAX_INDEX_BYTES}-byte limit")]
+    TooLarge(usize),
+    /// The index, or the result of a put or merge, has too many slots.
+    #[error("account index of {0} entries is over the {MAX_ENTRIES}-entry limit")]
+    TooManyEntries(usize),
+    /// A key or value is over its bound.
+    #[error("{what} of {len} bytes is over the {max}-byte limit")]
+    EntryTooLarge {
+        /// `"key"` or `"value"`.
+        what: &'static str,
+        /// Its length.
+        len: usize,
+        /// The bound.
+        max: usize,
+    },
+    /// Undecodable or inconsistent.
+    #[error("account index is malformed: {0}")]
+    Malformed(String),
+    /// The index is not the one asked for.
+    #[error("account index is {actual}, not the requested {expected}")]
+    WrongId {
+        /// What was asked for.
+        expected: IndexId,
+        /// What its name commits to.
+        actual: IndexId,
+    },
+    /// An op's signature does not verify under the index's account for
+    /// this index (forged, altered, or made for another index).
+    #[error("account index op with clock {clock} is not signed by the index's account")]
+    Forged {
+        /// The op's clock.
+        clock: u64,
+    },
+    /// The signing key is not the index's account.
+    #[error("{0:?} does not own this account index")]
+    NotOwner(PublicKey),
+    /// Two different indexes were merged.
+    #[error("cannot merge account index {theirs} into {ours}")]
+    DifferentIndex {
+        /// This index.
+        ours: IndexId,
+        /// The other.
+        theirs: IndexId,
+    },
+    /// An entry does not open with this key (wrong key, or a payload that
+    /// was moved from another slot, clock or index).
+    #[error("an account index entry does not open with this key")]
+    Open,
+}
+
+/// An account index: the winning op of every slot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Index {
+    name: IndexName,
+    id: IndexId,
+    /// Slot → its winning op. Every op here verified under `name`.
+    ops: BTreeMap<[u8; 32], Op>,
+    /// Sum of the ops' encoded lengths (for the byte bound).
+    op_bytes: usize,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Wire<'a> {
+    name: IndexName,
+    ops: Vec<Cow<'a, Op>>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Plain<'a> {
+    #[serde(borrow)]
+    key: Cow<'a, [u8]>,
+    #[serde(borrow)]
+    value: Cow<'a, [u8]>,
+}
+
+impl Index {
+    /// An empty index.
+    pub fn new(name: IndexName) -> Self {
+        Self {
+            id: name.id(),
+            name,
+            ops: BTreeMap::new(),
+            op_bytes: 0,
+        }
+    }
+
+    /// Its id.
+    pub fn id(&self) -> IndexId {
+        self.id
+    }
+
+    /// Its name.
+    pub fn name(&self) -> &IndexName {
+        &self.name
+    }
+
+    /// Slots in use, tombstones included.
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// Whether no slot is in use.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// The winning ops, by slot.
+    pub fn ops(&self) -> impl Iterator<Item = &Op> {
+        self.ops.values()
+    }
+
+    /// The highest clock of any op (0 if empty).
+    pub fn clock(&self) -> u64 {
+        self.ops.values().map(|o| o.clock).max().unwrap_or(0)
+    }
+
+    /// The clock for a new op at `now_ms` ([`next_clock`] over this index).
+    pub fn next_clock(&self, now_ms: u64) -> u64 {
+        next_clock(now_ms, self.clock())
+    }
+
+    /// Sets `key` to `value` as of `clock`. `Stale` if the slot already
+    /// holds a later op (the put lost).
+    pub fn put(
+        &mut self,
+        account: &Account,
+        key: &[u8],
+        value: &[u8],
+        clock: u64,
+    ) -> Result<Merged, IndexError> {
+        let op = self.make_op(account, key, value, clock, false, rand::random())?;
+        self.apply(op)
+    }
+
+    /// Deletes `key` as of `clock` (a tombstone that keeps the slot).
+    pub fn delete(
+        &mut self,
+        account: &Account,
+        key: &[u8],
+        clock: u64,
+    ) -> Result<Merged, IndexError> {
+        let op = self.make_op(account, key, &[], clock, true, rand::random())?;
+        self.apply(op)
+    }
+
+    fn make_op(
+        &self,
+        account: &Account,
+        key: &[u8],
+        value: &[u8],
+        clock: u64,
+        tombstone: bool,
+        nonce: [u8; NONCE_BYTES],
+    ) -> Result<Op, IndexError> {
+        if account.public != self.name.account {
+            return Err(IndexError::NotOwner(account.public));
+        }
+        for (what, len, max) in [
+            ("key", key.len(), MAX_KEY_BYTES),
+            ("value", value.len(), MAX_VALUE_BYTES),
+        ] {
+            if len > max {
+                return Err(IndexError::EntryTooLarge { what, len, max });
+            }
+        }
+        let slot = account.key.slot(&self.id, key);
+        let plain = canonical(&Plain {
+            key: Cow::Borrowed(key),
+            value: Cow::Borrowed(value),
+        });
+        let aad = associated_data(&self.id, &slot, clock, tombstone);
+        let nonce = XNonce::from(nonce);
+        let ct = account
+            .key
+            .cipher()
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: &plain,
+                    aad: &aad,
+                },
+            )
+            .map_err(|_| IndexError::Malformed("entry too large to seal".into()))?;
+        let mut sealed = Vec::with_capacity(NONCE_BYTES + ct.len());
+        sealed.extend_from_slice(&nonce);
+        sealed.extend_from_slice(&ct);
+        let mut op = Op {
+            slot,
+            clock,
+            tombstone,
+            sealed,
+            signature: Signature([0; 64]),
+        };
+        op.signature = account.secret.sign(OP_DOMAIN, &op.signed_bytes(&self.id));
+        Ok(op)
+    }
+
+    /// Adds one op (from the account, for this index) if it wins its slot.
+    pub fn apply(&mut self, op: Op) -> Result<Merged, IndexError> {
+        op.verify(&self.id, &self.name.account)?;
+        self.absorb([op].into_iter())
+    }
+
+    /// Merges `other` (an index of the same name) into this one.
+    pub fn merge(&mut self, other: &Index) -> Result<Merged, IndexError> {
+        if other.id != self.id {
+            return Err(IndexError::DifferentIndex {
+                ours: self.id,
+                theirs: other.id,
+            });
+        }
+        // `other`'s ops verified when it was built or decoded.
+        self.absorb(other.ops.values().cloned())
+    }
+
+    /// Takes every op that wins its slot, if the result stays in bounds;
+    /// otherwise changes nothing.
+    fn absorb(&mut self, ops: impl Iterator<Item = Op>) -> Result<Merged, IndexError> {
+        let mut winners: BTreeMap<[u8; 32], Op> = BTreeMap::new();
+        for op in ops {
+            let best = match (winners.get(&op.slot), self.ops.get(&op.slot)) {
+                (Some(w), _) => Some(w.order()),
+                (None, Some(mine)) => Some(mine.order()),
+                (None, None) => None,
+            };
+            if best.is_none_or(|b| op.order() > b) {
+                winners.insert(op.slot, op);
+            }
+        }
+        if winners.is_empty() {
+            return Ok(Merged::Stale);
+        }
+        let added = winners
+            .keys()
+            .filter(|s| !self.ops.contains_key(*s))
+            .count();
+        let entries = self.ops.len() + added;
+        if entries > MAX_ENTRIES {
+            return Err(IndexError::TooManyEntries(entries));
+        }
+        let mut bytes = self.op_bytes;
+        for (slot, op) in &winners {
+            bytes += op.encoded_len();
+            bytes -= self.ops.get(slot).map_or(0, Op::encoded_len);
+        }
+        let total = HEADER_BYTES + varint_len(entries) + bytes;
+        if total > MAX_INDEX_BYTES {
+            return Err(IndexError::TooLarge(total));
+        }
+        self.ops.extend(winners);
+        self.op_bytes = bytes;
+        Ok(Merged::Changed)
+    }
+
+    /// The value of `key`, if it is set (not deleted).
+    pub fn get(&self, key: &IndexKey, map_key: &[u8]) -> Result<Option<Vec<u8>>, IndexError> {
+        let slot = key.slot(&self.id, map_key);
+        match self.ops.get(&slot) {
+            Some(op) if !op.tombstone => Ok(Some(self.open(key, op)?.1)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Every live entry, `(key, value)` sorted by key; tombstones skipped.
+    /// Fails if any entry does not open with `key`.
+    pub fn entries(
+        &self,
+        key: &IndexKey,
+    ) -> Result<std::collections::btree_map::IntoIter<Vec<u8>, Vec<u8>>, IndexError> {
+        let mut out = BTreeMap::new();
+        for op in self.ops.values().filter(|o| !o.tombstone) {
+            let (k, v) = self.open(key, op)?;
+            out.insert(k, v);
+        }
+        Ok(out.into_iter())
+    }
+
+    /// Live entries whose key starts with `prefix` and sorts after
+    /// `start_after` (if given), in key order: an S3 listing page.
+    pub fn list<'a>(
+        &self,
+        key: &IndexKey,
+        prefix: &'a [u8],
+        start_after: Option<&'a [u8]>,
+    ) -> Result<impl Iterator<Item = (Vec<u8>, Vec<u8>)> + use<'a>, IndexError> {
+        Ok(self.entries(key)?.filter(move |(k, _)| {
+            k.starts_with(prefix) && start_after.is_none_or(|after| k.as_slice() > after)
+        }))
+    }
+
+    fn open(&self, key: &IndexKey, op: &Op) -> Result<(Vec<u8>, Vec<u8>), IndexError> {
+        let (nonce, ct) = op
+            .sealed
+            .split_at_checked(NONCE_BYTES)
+            .ok_or(IndexError::Open)?;
+        let nonce = XNonce::from_slice(nonce);
+        let aad = associated_data(&self.id, &op.slot, op.clock, op.tombstone);
+        let plain = key
+            .cipher()
+            .decrypt(nonce, Payload { msg: ct, aad: &aad })
+            .map_err(|_| IndexError::Open)?;
+        let (p, rest) =
+            postcard::take_from_bytes::<Plain<'_>>(&plain).map_err(|_| IndexError::Open)?;
+        if !rest.is_empty() || key.slot(&self.id, &p.key) != op.slot {
+            return Err(IndexError::Open);
+        }
+        Ok((p.key.into_owned(), p.value.into_owned()))
+    }
+
+    /// The encoded index (see the module docs).
+    pub fn encode(&self) -> Vec<u8> {
+        let wire = Wire {
+            name: self.name,
+            ops: self.ops.values().map(Cow::Borrowed).collect(),
+        };
+        let mut out = Vec::with_capacity(self.encoded_len());
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&INDEX_VERSION.to_be_bytes());
+        out.extend_from_slice(&canonical(&wire));
+        out
+    }
+
+    /// The length of [`Index::encode`]'s output.
+    pub fn encoded_len(&self) -> usize {
+        HEADER_BYTES + varint_len(self.ops.len()) + self.op_bytes
+    }
+
+    /// Decodes and checks an index: format, bounds, canonical slot order,
+    /// and every op's signature by the account its name commits to; if
+    /// `expected` is given, the name must commit to it.
+    pub fn decode(bytes: &[u8], expected: Option<IndexId>) -> Result<Self, IndexError> {
+        let (name, ops) = parse(bytes, expected)?;
+        let id = name.id();
+        for op in &ops {
+            op.verify(&id, &name.account)?;
+        }
+        Ok(Self::from_parts(name, ops))
+    }
+
+    /// Decodes an index without checking its signatures again: only for
+    /// bytes this process checked with [`Index::decode`] before it stored
+    /// them (a node's own database). Everything else is checked.
+    pub fn decode_trusted(bytes: &[u8], expected: IndexId) -> Result<Self, IndexError> {
+        let (name, ops) = parse(bytes, Some(expected))?;
+        Ok(Self::from_parts(name, ops))
+    }
+
+    /// Merges an encoded copy of this index. Format, bounds, id and order
+    /// are checked as [`Index::decode`] does, but only the ops that would
+    /// win their slot have their signatures checked: one that loses, or is
+    /// already here, cannot change anything (and a copy that is mostly
+    /// what this index holds costs hashes, not signature checks). A forged
+    /// op that would win refuses the whole copy; one that would lose is
+    /// ignored.
+    pub fn merge_encoded(&mut self, bytes: &[u8]) -> Result<Merged, IndexError> {
+        let (name, ops) = parse(bytes, Some(self.id))?;
+        let mut winners = Vec::new();
+        for op in ops {
+            if self
+                .ops
+                .get(&op.slot)
+                .is_none_or(|mine| op.order() > mine.order())
+            {
+                op.verify(&self.id, &name.account)?;
+                winners.push(op);
+            }
+        }
+        self.absorb(winners.into_iter())
+    }
+
+    fn from_parts(name: IndexName, ops: Vec<Op>) -> Self {
+        let mut index = Index::new(name);
+        for op in ops {
+            index.op_bytes += op.encoded_len();
+            index.ops.insert(op.slot, op);
+        }
+        index
+    }
+}
+
+/// An encoded index's name and ops, checked for everything but signatures.
+fn parse(bytes: &[u8], expected: Option<IndexId>) -> Result<(IndexName, Vec<Op>), IndexError> {
+    if bytes.len() > MAX_INDEX_BYTES {
+        return Err(IndexError::TooLarge(bytes.len()));
+    }
+    if bytes.len() < 6 || &bytes[..4] != MAGIC {
+        return Err(IndexError::Magic);
+    }
+    let version = u16::from_be_bytes([bytes[4], bytes[5]]);
+    if version != INDEX_VERSION {
+        return Err(IndexError::Version(version));
+    }
+    let (wire, rest) = postcard::take_from_bytes::<Wire<'_>>(&bytes[6..])
+        .map_err(|e| IndexError::Malformed(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(IndexError::Malformed(format!(
+            "{} trailing bytes",
+            rest.len()
+        )));
+    }
+    if wire.ops.len() > MAX_ENTRIES {
+        return Err(IndexError::TooManyEntries(wire.ops.len()));
+    }
+    let id = wire.name.id();
+    if let Some(expected) = expected
+        && expected != id
+    {
+        return Err(IndexError::WrongId {
+            expected,
+            actual: id,
+        });
+    }
+    let mut ops: Vec<Op> = Vec::with_capacity(wire.ops.len());
+    for op in wire.ops {
+        if ops.last().is_some_and(|last| last.slot >= op.slot) {
+            return Err(IndexError::Malformed("slots out of order".into()));
+        }
+        if op.sealed.len() < NONCE_BYTES + TAG_BYTES || op.sealed.len() > MAX_SEALED_BYTES {
+            return Err(IndexError::Malformed(format!(
+                "a sealed entry of {} bytes",
+                op.sealed.len()
+            )));
+        }
+        ops.push(op.into_owned());
+    }
+    Ok((wire.name, ops))
+}
+
+/// Bytes of postcard's varint for `n`.
+fn varint_len(n: usize) -> usize {
+    let bits = usize::BITS - n.leading_zeros();
+    (bits.max(1) as usize).div_ceil(7)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use proptest::prelude::*;
+
+    fn account(seed: u8) -> Account {
+        Account::new(SecretKey::from_bytes([seed; 32]))
+    }
+
+    fn bucket(a: &Account) -> Index {
+        Index::new(a.index_name(b"bucket/photos"))
+    }
+
+    #[test]
+    fn put_get_delete_and_sorted_listing() {
+        let a = account(1);
+        let mut ix = bucket(&a);
+        for (i, k) in ["b/2", "a", "b/1", "c", "b/3"].iter().enumerate() {
+            let v = format!("value {k}");
+            assert_eq!(
+                ix.put(&a, k.as_bytes(), v.as_bytes(), 10 + i as u64),
+                Ok(Merged::Changed)
+            );
+        }
+        assert_eq!(ix.get(a.key(), b"a").unwrap(), Some(b"value a".to_vec()));
+        assert_eq!(ix.get(a.key(), b"zzz").unwrap(), None);
+        assert_eq!(ix.delete(&a, b"c", 20), Ok(Merged::Changed));
+        assert_eq!(ix.get(a.key(), b"c").unwrap(), None);
+        let keys: Vec<Vec<u8>> = ix.entries(a.key()).unwrap().map(|(k, _)| k).collect();
+        assert_eq!(keys, [&b"a"[..], b"b/1", b"b/2", b"b/3"]);
+        let page: Vec<Vec<u8>> = ix
+            .list(a.key(), b"b/", Some(b"b/1"))
+            .unwrap()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(page, [&b"b/2"[..], b"b/3"]);
+        // The tombstone keeps its slot.
+        assert_eq!(ix.len(), 5);
+        assert_eq!(ix.clock(), 20);
+        assert_eq!(ix.next_clock(5), 21);
+        assert_eq!(ix.next_clock(1_000), 1_000);
+        let back = Index::decode(&ix.encode(), Some(ix.id())).unwrap();
+        assert_eq!(back, ix);
+        assert_eq!(ix.encode().len(), ix.encoded_len());
+    }
+
+    #[test]
+    fn names_and_keys_are_hidden_from_the_nodes() {
+        let a = account(1);
+        let ix = {
+            let mut ix = bucket(&a);
+            ix.put(&a, b"secret-object-name", b"secret-meta", 1)
+                .unwrap();
+            ix
+        };
+        let bytes = ix.encode();
+        for needle in [&b"secret"[..], b"photos"] {
+            assert!(!bytes.windows(needle.len()).any(|w| w == needle));
+        }
+        // Another account's namespace of the same name is another index.
+        assert_ne!(account(2).index_name(b"bucket/photos").id(), ix.id());
+        assert_ne!(a.index_name(b"bucket/other").id(), ix.id());
+        // One key in two namespaces is two unrelated slots.
+        let other = Index::new(a.index_name(b"bucket/other"));
+        assert_ne!(
+            a.key().slot(&ix.id(), b"k"),
+            a.key().slot(&other.id(), b"k")
+        );
+        // Without the account's key nothing opens.
+        assert_eq!(ix.entries(account(2).key()).err(), Some(IndexError::Open));
+    }
+
+    #[test]
+    fn later_clock_wins_and_tombstones_beat_older_puts() {
+        let a = account(1);
+        let mut ix = bucket(&a);
+        ix.put(&a, b"k", b"new", 10).unwrap();
+        assert_eq!(ix.put(&a, b"k", b"old", 5), Ok(Merged::Stale));
+        assert_eq!(ix.get(a.key(), b"k").unwrap(), Some(b"new".to_vec()));
+        ix.delete(&a, b"k", 11).unwrap();
+        // An older put arriving after the delete loses.
+        let mut late = bucket(&a);
+        late.put(&a, b"k", b"older", 10).unwrap();
+        assert_eq!(ix.merge(&late), Ok(Merged::Stale));
+        assert_eq!(ix.get(a.key(), b"k").unwrap(), None);
+        // A later put resurrects it.
+        ix.put(&a, b"k", b"again", 12).unwrap();
+        assert_eq!(ix.get(a.key(), b"k").unwrap(), Some(b"again".to_vec()));
+    }
+
+    #[test]
+    fn concurrent_puts_at_one_clock_resolve_to_one_winner_everywhere() {
+        let a = account(1);
+        for round in 0..20u64 {
+            let mut g1 = bucket(&a);
+            let mut g2 = bucket(&a);
+            g1.put(&a, b"k", b"from gateway 1", round).unwrap();
+            g2.put(&a, b"k", b"from gateway 2", round).unwrap();
+            let mut x = g1.clone();
+            x.merge(&g2).unwrap();
+            let mut y = g2.clone();
+            y.merge(&g1).unwrap();
+            assert_eq!(x, y);
+            let winner = x.get(a.key(), b"k").unwrap().unwrap();
+            let expected = if g1.ops().next().unwrap().hash() > g2.ops().next().unwrap().hash() {
+                b"from gateway 1".to_vec()
+            } else {
+                b"from gateway 2".to_vec()
+            };
+            assert_eq!(winner, expected);
+        }
+    }
+
+    #[test]
+    fn forged_and_misdirected_ops_are_refused() {
+        let a = account(1);
+        let mallory = account(9);
+        let mut ix = bucket(&a);
+        ix.put(&a, b"k", b"v", 1).unwrap();
+        // Mallory cannot write to a's index.
+        assert_eq!(
+            ix.put(&mallory, b"k", b"x", 2),
+            Err(IndexError::NotOwner(mallory.public()))
+        );
+        // An op she signs herself for a's index id does not verify.
+        let mut hers = Index::new(IndexName {
+            account: mallory.public(),
+            namespace: ix.name().namespace,
+        });
+        hers.put(&mallory, b"k", b"x", 2).unwrap();
+        let forged = hers.ops().next().unwrap().clone();
+        assert_eq!(
+            ix.apply(forged.clone()),
+            Err(IndexError::Forged { clock: 2 })
+        );
+        // An encoded index claiming a's name with her op is refused.
+        let mut wire = ix.encode();
+        let mine = ix.ops().next().unwrap().clone();
+        let (m, f) = (canonical(&mine), canonical(&forged));
+        let at = wire.windows(m.len()).position(|w| w == m).unwrap();
+        wire.splice(at..at + m.len(), f);
+        assert!(matches!(
+            Index::decode(&wire, Some(ix.id())),
+            Err(IndexError::Forged { .. } | IndexError::Malformed(_))
+        ));
+        // A genuine op of a's other index is refused here: it is signed for that id.
+        let mut other = Index::new(a.index_name(b"bucket/other"));
+        other.put(&a, b"k", b"v", 3).unwrap();
+        let moved = other.ops().next().unwrap().clone();
+        assert_eq!(ix.apply(moved), Err(IndexError::Forged { clock: 3 }));
+        assert!(matches!(
+            ix.merge(&other),
+            Err(IndexError::DifferentIndex { .. })
+        ));
+        assert!(matches!(
+            Index::decode(&other.encode(), Some(ix.id())),
+            Err(IndexError::WrongId { .. })
+        ));
+    }
+
+    #[test]
+    fn merging_an_encoded_copy_checks_every_op_that_would_win() {
+        let a = account(1);
+        let mallory = account(9);
+        let mut ix = bucket(&a);
+        ix.put(&a, b"k", b"v", 10).unwrap();
+        let id = ix.id();
+        // Mallory's op claims a's slot in a copy that names a's index.
+        let forged = |clock: u64| {
+            let mut hers = bucket(&a);
+            let mut op = hers.make_op(&a, b"k", b"x", clock, false, [3; 24]).unwrap();
+            op.signature = mallory.secret.sign(OP_DOMAIN, &op.signed_bytes(&id));
+            hers.ops.insert(op.slot, op.clone());
+            hers.op_bytes = op.encoded_len();
+            hers.encode()
+        };
+        // Winning: the whole copy is refused and nothing changes.
+        let before = ix.clone();
+        assert_eq!(
+            ix.merge_encoded(&forged(11)),
+            Err(IndexError::Forged { clock: 11 })
+        );
+        assert_eq!(ix, before);
+        // Losing: it cannot change anything, so it is ignored.
+        assert_eq!(ix.merge_encoded(&forged(9)), Ok(Merged::Stale));
+        assert_eq!(ix, before);
+        // Another index's copy is refused by its id.
+        let other = Index::new(a.index_name(b"bucket/other"));
+        assert!(matches!(
+            ix.merge_encoded(&other.encode()),
+            Err(IndexError::WrongId { .. })
+        ));
+        let mut flipped = before.encode();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 1;
+        // Into an empty replica every op would win, so a damaged signature is caught.
+        assert!(Index::new(*before.name()).merge_encoded(&flipped).is_err());
+    }
+
+    #[test]
+    fn a_payload_swapped_between_slots_does_not_open() {
+        let a = account(1);
+        let mut ix = bucket(&a);
+        ix.put(&a, b"one", b"1", 1).unwrap();
+        ix.put(&a, b"two", b"2", 1).unwrap();
+        let ops: Vec<Op> = ix.ops().cloned().collect();
+        // Even re-signed by the owner, a payload sealed for another slot (or
+        // another clock) fails its associated data.
+        for (sealed_from, clock) in [(&ops[1], ops[0].clock), (&ops[0], ops[0].clock + 1)] {
+            let mut swapped = Op {
+                slot: ops[0].slot,
+                clock,
+                tombstone: false,
+                sealed: sealed_from.sealed.clone(),
+                signature: Signature([0; 64]),
+            };
+            swapped.signature = a.secret.sign(OP_DOMAIN, &swapped.signed_bytes(&ix.id()));
+            let mut bad = bucket(&a);
+            bad.apply(swapped).unwrap();
+            assert_eq!(bad.entries(a.key()).err(), Some(IndexError::Open));
+        }
+    }
+
+    /// Regression guard like the repair record's: postcard ignores trailing
+    /// bytes, so a shortened count must not decode to a smaller index.
+    #[test]
+    fn no_single_bit_flip_decodes_to_another_index() {
+        let a = account(1);
+        let mut ix = bucket(&a);
+        ix.put(&a, b"alpha", b"1", 7).unwrap();
+        ix.delete(&a, b"beta", 8).unwrap();
+        let bytes = ix.encode();
+        for i in 0..bytes.len() {
+            for bit in 0..8 {
+                let mut b = bytes.clone();
+                b[i] ^= 1 << bit;
+                // Without an expected id a flipped name must still fail the signatures.
+                for expected in [Some(ix.id()), None] {
+                    if let Ok(d) = Index::decode(&b, expected) {
+                        assert_eq!(d, ix, "flip at {i} bit {bit}");
+                    }
+                }
+                // Merged into an empty replica or a full one, it brings nothing false.
+                for base in [Index::new(*ix.name()), ix.clone()] {
+                    let mut m = base;
+                    if m.merge_encoded(&b).is_ok() {
+                        assert_eq!(m, ix, "flip at {i} bit {bit} merged");
+                    }
+                }
+            }
+        }
+        let mut trailing = bytes.clone();
+        trailing.push(0);
+        assert!(matches!(
+            Index::decode(&trailing, None),
+            Err(IndexError::Malformed(_))
+        ));
+        assert_eq!(Index::decode(b"CRNR\0\x01", None), Err(IndexError::Magic));
+        assert_eq!(
+            Index::decode(b"CRNX\0\x02", None),
+            Err(IndexError::Version(2))
+        );
+    }
+
+    #[test]
+    fn size_bounds_hold() {
+        let a = account(1);
+        let mut ix = bucket(&a);
+        let big = vec![7u8; MAX_VALUE_BYTES];
+        assert!(matches!(
+            ix.put(&a, &vec![1; MAX_KEY_BYTES + 1], b"", 1),
+            Err(IndexError::EntryTooLarge { what: "key", .. })
+        ));
+        assert!(matches!(
+            ix.put(&a, b"k", &vec![1; MAX_VALUE_BYTES + 1], 1),
+            Err(IndexError::EntryTooLarge { what: "value", .. })
+        ));
+        let mut i = 0u32;
+        let err = loop {
+            match ix.put(&a, &i.to_be_bytes(), &big, 1) {
+                Ok(_) => i += 1,
+                Err(e) => break e,
+            }
+        };
+        assert!(
+            matches!(err, IndexError::TooLarge(n) if n > MAX_INDEX_BYTES),
+            "{err}"
+        );
+        // The refused put changed nothing, and the full index still decodes.
+        assert_eq!(ix.len(), i as usize);
+        assert!(ix.encoded_len() <= MAX_INDEX_BYTES);
+        assert_eq!(ix.encode().len(), ix.encoded_len());
+        assert_eq!(Index::decode(&ix.encode(), Some(ix.id())).unwrap(), ix);
+        let mut over = ix.encode();
+        over.resize(MAX_INDEX_BYTES + 1, 0);
+        assert_eq!(
+            Index::decode(&over, None),
+            Err(IndexError::TooLarge(MAX_INDEX_BYTES + 1))
+        );
+        // 10,000 S3-sized entries (~300 bytes of key and metadata) fit.
+        let mut s3 = bucket(&a);
+        for i in 0..10_000u32 {
+            let key = format!("photos/2026/{i:08}.jpg");
+            s3.put(&a, key.as_bytes(), &[0u8; 270], u64::from(i))
+                .unwrap();
+        }
+        // About 440 bytes each with the op's slot, clock, nonce, tag and signature.
+        assert!(s3.encoded_len() < 10_000 * 450, "{}", s3.encoded_len());
+    }
+
+    /// A random op on a 4-key space, built deterministically from its inputs.
+    fn arb_op() -> impl Strategy<Value = Op> {
+        (
+            0u8..4,
+            1u64..5,
+            any::<bool>(),
+            any::<u8>(),
+            any::<[u8; NONCE_BYTES]>(),
+        )
+            .prop_map(|(key, clock, tombstone, value, nonce)| {
+                let a = account(1);
+                bucket(&a)
+                    .make_op(&a, &[key], &[value], clock, tombstone, nonce)
+                    .unwrap()
+            })
+    }
+
+    fn replica(ops: &[Op]) -> Index {
+        let mut ix = bucket(&account(1));
+        for op in ops {
+            ix.apply(op.clone()).unwrap();
+        }
+        ix
+    }
+
+    fn merged(a: &Index, b: &Index) -> Index {
+        let mut m = a.clone();
+        m.merge(b).unwrap();
+        m
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn merge_is_commutative_associative_and_idempotent(
+            a in proptest::collection::vec(arb_op(), 0..6),
+            b in proptest::collection::vec(arb_op(), 0..6),
+            c in proptest::collection::vec(arb_op(), 0..6),
+        ) {
+            let (a, b, c) = (replica(&a), replica(&b), replica(&c));
+            prop_assert_eq!(merged(&a, &b), merged(&b, &a));
+            prop_assert_eq!(merged(&merged(&a, &b), &c), merged(&a, &merged(&b, &c)));
+            prop_assert_eq!(merged(&a, &a), a.clone());
+            prop_assert_eq!(merged(&a, &b).encode(), merged(&b, &a).encode());
+            // Merging something already contained is Stale.
+            let mut ab = merged(&a, &b);
+            prop_assert_eq!(ab.merge(&b), Ok(Merged::Stale));
+            // Merging the encoded copy is the same merge.
+            let mut from_bytes = a.clone();
+            let mut from_index = a.clone();
+            prop_assert_eq!(from_bytes.merge_encoded(&b.encode()), from_index.merge(&b));
+            prop_assert_eq!(&from_bytes, &from_index);
+            prop_assert_eq!(Index::decode_trusted(&from_bytes.encode(), a.id()).unwrap(), from_index);
+        }
+
+        #[test]
+        fn every_replica_agrees_with_the_last_writer(ops in proptest::collection::vec(arb_op(), 1..10)) {
+            let a = account(1);
+            let forward = replica(&ops);
+            let mut rev = ops.clone();
+            rev.reverse();
+            prop_assert_eq!(&forward, &replica(&rev));
+            prop_assert!(forward.len() <= 4);
+            // Each key shows the op with the greatest (clock, hash), or nothing if that deletes.
+            for key in 0u8..4 {
+                let slot = a.key().slot(&forward.id(), &[key]);
+                let want = ops.iter().filter(|o| o.slot == slot).max_by_key(|o| o.order());
+                let got = forward.get(a.key(), &[key]).unwrap();
+                match want {
+                    Some(o) if !o.tombstone => {
+                        prop_assert_eq!(got, Some(forward.open(a.key(), o).unwrap().1));
+                    }
+                    _ => prop_assert_eq!(got, None),
+                }
+            }
+            let listed: Vec<Vec<u8>> = forward.entries(a.key()).unwrap().map(|(k, _)| k).collect();
+            let mut sorted = listed.clone();
+            sorted.sort();
+            prop_assert_eq!(listed, sorted);
+            prop_assert_eq!(Index::decode(&forward.encode(), Some(forward.id())).unwrap(), forward);
+        }
+    }
+}
