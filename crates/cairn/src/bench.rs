@@ -307,7 +307,7 @@ async fn end_to_end(args: &BenchArgs) -> Result<String> {
         args.nodes,
         args.dir.display()
     );
-    let mut nodes = crate::devnet::start(&dev).await?;
+    let (mut nodes, _) = crate::devnet::start(&dev).await?;
     let result = async {
         let input = args.dir.join("bench-input.bin");
         write_random(&input, args.size)?;

@@ -48,6 +48,10 @@ pub struct DevnetArgs {
     /// zone i mod Z); 0 declares none.
     #[arg(long, default_value_t = 0)]
     zones: usize,
+    /// Also start an S3 gateway against node-00 (in DIR/gateway) and make
+    /// it a key; its endpoint and credentials go into devnet.json.
+    #[arg(long)]
+    gateway: bool,
 }
 
 impl DevnetArgs {
@@ -73,6 +77,7 @@ impl DevnetArgs {
             grace: std::time::Duration::from_secs(3600),
             repair: cairn_core::repair::Threshold::Lazy,
             zones: 0,
+            gateway: false,
         }
     }
 }
@@ -92,11 +97,108 @@ pub struct DevnetNode {
     pub listen: Vec<String>,
 }
 
+/// The devnet's S3 gateway, as written to `devnet.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DevnetGateway {
+    /// S3 endpoint URL.
+    pub endpoint: String,
+    /// A key made for it.
+    pub access_key_id: String,
+    /// Its secret.
+    pub secret_access_key: String,
+    /// The gateway's directory (keys, account, cache, log).
+    pub dir: PathBuf,
+    /// Process id.
+    pub pid: u32,
+}
+
 /// `devnet.json`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct DevnetFile {
     /// The nodes, in start order.
     pub nodes: Vec<DevnetNode>,
+    /// The S3 gateway, with `--gateway`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<DevnetGateway>,
+}
+
+/// The devnet's gateway process.
+pub struct GatewayProcess {
+    child: Child,
+    /// What it reported.
+    pub info: DevnetGateway,
+}
+
+impl GatewayProcess {
+    /// Stops it: SIGTERM, then SIGKILL after 5 s.
+    pub async fn stop(mut self) {
+        signal(self.info.pid, false);
+        if tokio::time::timeout(Duration::from_secs(5), self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
+    }
+}
+
+/// Starts `cairn gateway s3` against `api` in `dir` and makes it a key.
+async fn start_gateway(dir: &Path, api: &str) -> Result<GatewayProcess> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let _ = std::fs::remove_file(dir.join("gateway.json"));
+    let key = cairn_gateway::KeyStore::new(dir)
+        .create()
+        .context("cannot create a gateway key")?;
+    let log = std::fs::File::create(dir.join("gateway.log"))
+        .with_context(|| format!("cannot create a log in {}", dir.display()))?;
+    let exe = std::env::current_exe().context("cannot find the cairn executable")?;
+    let mut child = Command::new(exe)
+        .args([
+            "gateway",
+            "s3",
+            "--listen",
+            "127.0.0.1:0",
+            "--api",
+            api,
+            "--dir",
+        ])
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .context("cannot start the gateway process")?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(bytes) = std::fs::read(dir.join("gateway.json"))
+            && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes)
+            && let Some(endpoint) = v["endpoint"].as_str()
+        {
+            let pid = child.id().unwrap_or(0);
+            return Ok(GatewayProcess {
+                child,
+                info: DevnetGateway {
+                    endpoint: endpoint.to_string(),
+                    access_key_id: key.access_key_id,
+                    secret_access_key: key.secret_access_key,
+                    dir: dir.to_path_buf(),
+                    pid,
+                },
+            });
+        }
+        if let Some(status) = child.try_wait()? {
+            let log = std::fs::read_to_string(dir.join("gateway.log")).unwrap_or_default();
+            bail!("the gateway exited ({status}) before it was ready:\n{log}");
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the gateway did not start within 30 s; see {}",
+                dir.join("gateway.log").display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// A node process the devnet started.
@@ -187,8 +289,9 @@ pub fn signal(pid: u32, hard: bool) {
     }
 }
 
-/// Starts the nodes and waits until they know each other.
-pub async fn start(args: &DevnetArgs) -> Result<Vec<Running>> {
+/// Starts the nodes (and with `--gateway` a gateway against node-00) and
+/// waits until they know each other.
+pub async fn start(args: &DevnetArgs) -> Result<(Vec<Running>, Option<GatewayProcess>)> {
     if args.nodes == 0 {
         bail!("--nodes must be at least 1");
     }
@@ -237,16 +340,23 @@ pub async fn start(args: &DevnetArgs) -> Result<Vec<Running>> {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+    let gateway = if args.gateway {
+        let api = nodes[0].info.api.clone();
+        Some(start_gateway(&args.dir.join("gateway"), &api).await?)
+    } else {
+        None
+    };
     // Written last, through a rename: its presence means the network is ready.
     let file = DevnetFile {
         nodes: nodes.iter().map(|n| n.info.clone()).collect(),
+        gateway: gateway.as_ref().map(|g| g.info.clone()),
     };
     let path = args.dir.join("devnet.json");
     let tmp = args.dir.join("devnet.json.tmp");
     std::fs::write(&tmp, serde_json::to_vec_pretty(&file)?)
         .with_context(|| format!("cannot write {}", tmp.display()))?;
     std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(nodes)
+    Ok((nodes, gateway))
 }
 
 /// Stops the nodes: SIGTERM, then SIGKILL after 10 s.
@@ -272,13 +382,23 @@ pub async fn run(args: DevnetArgs) -> Result<()> {
         args.nodes,
         args.dir.display()
     );
-    let mut nodes = start(&args).await?;
+    let (mut nodes, gateway) = start(&args).await?;
     eprintln!("{} nodes are up and know each other:", nodes.len());
     for (i, n) in nodes.iter().enumerate() {
         eprintln!(
             "  node-{i:02}  {}  api {}  pid {}",
             n.info.peer_id, n.info.api, n.info.pid
         );
+    }
+    if let Some(g) = &gateway {
+        eprintln!(
+            "S3 gateway on node-00: {} (dir {})",
+            g.info.endpoint,
+            g.info.dir.display()
+        );
+        eprintln!("  AWS_ACCESS_KEY_ID={}", g.info.access_key_id);
+        eprintln!("  AWS_SECRET_ACCESS_KEY={}", g.info.secret_access_key);
+        eprintln!("  aws --endpoint-url {} s3 ls", g.info.endpoint);
     }
     eprintln!("wrote {}", args.dir.join("devnet.json").display());
     let result = if args.demo {
@@ -299,6 +419,9 @@ pub async fn run(args: DevnetArgs) -> Result<()> {
         eprintln!("  cairn status / cairn ls");
         eprintln!("press Ctrl-C to stop the network");
         crate::shutdown_signal().await;
+    }
+    if let Some(g) = gateway {
+        g.stop().await;
     }
     eprintln!("stopping the nodes ...");
     stop(&mut nodes).await;

@@ -4,6 +4,7 @@
 mod api;
 mod bench;
 mod devnet;
+mod gateway;
 mod sim;
 mod size;
 
@@ -115,6 +116,11 @@ enum Command {
         json: bool,
         #[command(flatten)]
         api: ApiArg,
+    },
+    /// The S3-compatible gateway and its credentials.
+    Gateway {
+        #[command(subcommand)]
+        command: gateway::GatewayCommand,
     },
     /// Run a local network of real node processes on 127.0.0.1.
     Devnet(devnet::DevnetArgs),
@@ -318,6 +324,7 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Status { json, api } => status(&Api::new(&api.api)?, json).await,
         Command::Ls { json, api } => ls(&Api::new(&api.api)?, json).await,
+        Command::Gateway { command } => gateway::run(command).await,
         Command::Devnet(a) => devnet::run(a).await,
         Command::Bench(a) => bench::run(a).await,
         Command::Sim(a) => sim::run(a),

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod durability;
+mod gateway;
 mod harness;
 mod index;
 mod storage;

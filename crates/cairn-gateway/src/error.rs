@@ -1,0 +1,204 @@
+//! The gateway's errors and the one place they become S3 error codes and
+//! HTTP statuses.
+
+use s3s::{S3Error, S3ErrorCode};
+
+/// Why a gateway operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GatewayError {
+    /// No such bucket.
+    #[error("the bucket {0:?} does not exist")]
+    NoSuchBucket(String),
+    /// No such key.
+    #[error("the key {0:?} does not exist")]
+    NoSuchKey(String),
+    /// No such multipart upload.
+    #[error("the multipart upload {0:?} does not exist (completed, aborted or never started)")]
+    NoSuchUpload(String),
+    /// The bucket exists (and is this account's).
+    #[error("the bucket {0:?} already exists and is yours")]
+    BucketAlreadyOwnedByYou(String),
+    /// The bucket still holds objects or uploads.
+    #[error("the bucket {0:?} is not empty: delete its objects and abort its uploads first")]
+    BucketNotEmpty(String),
+    /// A bucket name S3 does not allow.
+    #[error("{0:?} is not a valid bucket name: {1}")]
+    InvalidBucketName(String, String),
+    /// A key over 1,024 bytes.
+    #[error("an object key of {0} bytes is over S3's 1024-byte limit")]
+    KeyTooLong(usize),
+    /// The body does not match its Content-MD5.
+    #[error("the body's MD5 {actual} does not match Content-MD5 {expected}")]
+    BadDigest {
+        /// Content-MD5, hex.
+        expected: String,
+        /// What arrived, hex.
+        actual: String,
+    },
+    /// A Content-MD5 that is not base64 of 16 bytes.
+    #[error("Content-MD5 {0:?} is not the base64 of an MD5 digest")]
+    InvalidDigest(String),
+    /// Over the object or part size limit.
+    #[error("{size} bytes is over the {max}-byte limit of one object or part")]
+    EntityTooLarge {
+        /// Declared or received size.
+        size: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// The body ended before its declared length, or stalled.
+    #[error("the request body ended early: {0}")]
+    IncompleteBody(String),
+    /// A range outside the object.
+    #[error("the requested range is not satisfiable for an object of {size} bytes")]
+    InvalidRange {
+        /// The object's size.
+        size: u64,
+    },
+    /// A failed If-Match or If-Unmodified-Since.
+    #[error("a precondition (If-Match or If-Unmodified-Since) failed")]
+    PreconditionFailed,
+    /// If-None-Match matched or If-Modified-Since says unchanged.
+    #[error("not modified")]
+    NotModified,
+    /// A part list that does not match the uploaded parts.
+    #[error("invalid part: {0}")]
+    InvalidPart(String),
+    /// Parts not in ascending order.
+    #[error("the part list is not in ascending order of part number")]
+    InvalidPartOrder,
+    /// Some other bad argument.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The bucket's index is at its size limit.
+    #[error(
+        "the bucket {0:?} is full: one bucket holds about 19,000 objects and uploads in this version of the gateway; use another bucket"
+    )]
+    BucketFull(String),
+    /// The node could not be reached or could not reach a quorum.
+    #[error("the Cairn node is unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else, with the node's sentence.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<GatewayError> for S3Error {
+    fn from(e: GatewayError) -> Self {
+        use GatewayError as G;
+        let code = match &e {
+            G::NoSuchBucket(_) => S3ErrorCode::NoSuchBucket,
+            G::NoSuchKey(_) => S3ErrorCode::NoSuchKey,
+            G::NoSuchUpload(_) => S3ErrorCode::NoSuchUpload,
+            G::BucketAlreadyOwnedByYou(_) => S3ErrorCode::BucketAlreadyOwnedByYou,
+            G::BucketNotEmpty(_) => S3ErrorCode::BucketNotEmpty,
+            G::InvalidBucketName(..) => S3ErrorCode::InvalidBucketName,
+            G::KeyTooLong(_) => S3ErrorCode::KeyTooLongError,
+            G::BadDigest { .. } => S3ErrorCode::BadDigest,
+            G::InvalidDigest(_) => S3ErrorCode::InvalidDigest,
+            G::EntityTooLarge { .. } => S3ErrorCode::EntityTooLarge,
+            G::IncompleteBody(_) => S3ErrorCode::IncompleteBody,
+            G::InvalidRange { .. } => S3ErrorCode::InvalidRange,
+            G::PreconditionFailed => S3ErrorCode::PreconditionFailed,
+            G::NotModified => S3ErrorCode::NotModified,
+            G::InvalidPart(_) => S3ErrorCode::InvalidPart,
+            G::InvalidPartOrder => S3ErrorCode::InvalidPartOrder,
+            G::InvalidArgument(_) => S3ErrorCode::InvalidArgument,
+            G::BucketFull(_) => S3ErrorCode::Custom("BucketFull".into()),
+            G::Unavailable(_) => S3ErrorCode::ServiceUnavailable,
+            G::Internal(_) => S3ErrorCode::InternalError,
+        };
+        let mut err = S3Error::with_message(code, e.to_string());
+        if let G::BucketFull(_) = e {
+            // 507 Insufficient Storage: clients do not retry it.
+            err.set_status_code(hyper::StatusCode::INSUFFICIENT_STORAGE);
+        }
+        err
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(e: GatewayError) -> (String, u16) {
+        let e = S3Error::from(e);
+        let status = e
+            .status_code()
+            .or_else(|| e.code().status_code())
+            .map_or(0, |s| s.as_u16());
+        (e.code().as_str().to_string(), status)
+    }
+
+    #[test]
+    fn errors_map_to_s3_codes_and_statuses() {
+        let cases = [
+            (GatewayError::NoSuchBucket("b".into()), "NoSuchBucket", 404),
+            (GatewayError::NoSuchKey("k".into()), "NoSuchKey", 404),
+            (GatewayError::NoSuchUpload("u".into()), "NoSuchUpload", 404),
+            (
+                GatewayError::BucketAlreadyOwnedByYou("b".into()),
+                "BucketAlreadyOwnedByYou",
+                409,
+            ),
+            (
+                GatewayError::BucketNotEmpty("b".into()),
+                "BucketNotEmpty",
+                409,
+            ),
+            (
+                GatewayError::InvalidBucketName("B".into(), "x".into()),
+                "InvalidBucketName",
+                400,
+            ),
+            (GatewayError::KeyTooLong(2000), "KeyTooLongError", 400),
+            (
+                GatewayError::BadDigest {
+                    expected: "a".into(),
+                    actual: "b".into(),
+                },
+                "BadDigest",
+                400,
+            ),
+            (
+                GatewayError::InvalidDigest("x".into()),
+                "InvalidDigest",
+                400,
+            ),
+            (
+                GatewayError::EntityTooLarge { size: 2, max: 1 },
+                "EntityTooLarge",
+                400,
+            ),
+            (
+                GatewayError::IncompleteBody("cut".into()),
+                "IncompleteBody",
+                400,
+            ),
+            (GatewayError::InvalidRange { size: 1 }, "InvalidRange", 416),
+            (GatewayError::PreconditionFailed, "PreconditionFailed", 412),
+            (GatewayError::NotModified, "NotModified", 304),
+            (GatewayError::InvalidPart("p".into()), "InvalidPart", 400),
+            (GatewayError::InvalidPartOrder, "InvalidPartOrder", 400),
+            (GatewayError::BucketFull("b".into()), "BucketFull", 507),
+            (
+                GatewayError::Unavailable("down".into()),
+                "ServiceUnavailable",
+                503,
+            ),
+            (GatewayError::Internal("oops".into()), "InternalError", 500),
+        ];
+        for (e, code, st) in cases {
+            assert_eq!(status(e), (code.to_string(), st));
+        }
+    }
+
+    #[test]
+    fn the_message_carries_the_nodes_sentence() {
+        let e = S3Error::from(GatewayError::Unavailable(
+            "only 2 of 3 replicas took the write".into(),
+        ));
+        assert!(e.message().unwrap().contains("only 2 of 3 replicas"));
+    }
+}

@@ -1,0 +1,346 @@
+//! Cairn's S3-compatible gateway.
+//!
+//! The gateway speaks S3 to applications (HTTP, XML and SigV4 are the
+//! [s3s](https://docs.rs/s3s) crate's) and is itself a client of one node's
+//! loopback control API: object data goes in and out as Cairn objects, and
+//! everything it knows about buckets and objects lives in the network as
+//! account indexes ([`cairn_core::index`]) signed and encrypted with the
+//! account key. A second gateway given the same account file sees the same
+//! buckets and objects; the gateway machine holds nothing that is lost
+//! with it (its redb cache only saves round trips).
+//!
+//! # Modules
+//! - [`s3`]: the S3 operations.
+//! - [`indexes`]: reading and writing account indexes through the node, with the cache.
+//! - [`meta`]: the versioned values stored in the indexes.
+//! - [`body`]: streaming bodies into and out of the node, hashing on the way.
+//! - [`node`]: the node API client.
+//! - [`listing`]: S3 listing pages as a pure function.
+//! - [`rules`]: names, ranges, conditionals, ETags as pure functions.
+//! - [`keys`]: S3 credentials and the account key on disk; s3s auth and access.
+//! - [`server`]: the HTTP server and its limits.
+//! - [`error`]: the errors and their one mapping to S3 codes.
+//!
+//! # Index layout
+//! One account index per namespace; every value is postcard with a
+//! leading `version` (1):
+//!
+//! | namespace | key | value |
+//! |---|---|---|
+//! | `buckets` | bucket name | [`meta::BucketMeta`] `{version, created_at_ms}` |
+//! | `objects/<bucket>` | object key | [`meta::ObjectMeta`] `{version, size, etag, content_type, user_metadata, last_modified_ms, parts: [{cap, size}], lease_expires_at}` |
+//! | `uploads/<bucket>` | upload id | [`meta::UploadMeta`] `{version, key, initiated_ms, content_type, user_metadata}` |
+//! | `uploads/<bucket>` | `<upload id>/<part number, 5 digits>` | [`meta::PartMeta`] `{version, cap, size, etag, last_modified_ms}` |
+//!
+//! Parts are separate entries because clients upload them concurrently and
+//! one entry would lose parts to last-writer-wins. Object data is one Cairn
+//! object per PUT or per part, owned by a key derived from the account
+//! (`derive_key("cairn v1 gateway object owner key", seed)`, sent to the
+//! node as `x-cairn-owner`), stored with `catalog=false` and the gateway's
+//! lease. A completed multipart object lists its parts' objects in order
+//! (no data is copied); CopyObject streams the source into a new Cairn
+//! object, so no Cairn object is ever shared by two S3 objects and a
+//! delete may always remove its parts.
+//!
+//! # Consistency
+//! An entry is written only after its data is stored, so a listing never
+//! shows an incomplete object. Two PUTs of one key: the index's LWW picks
+//! one winner everywhere; each writer re-reads, and the loser removes its
+//! own data, the winner the data it displaced (best effort: leftovers
+//! expire with their lease, which nobody renews).
+//!
+//! # Limits (and what is unfinished)
+//! - An object or part is at most [`MAX_OBJECT_BYTES`] (5 GiB).
+//! - A bucket holds about 19,000 objects and uploads: its index is one
+//!   account index, bounded by `MAX_INDEX_BYTES`/`MAX_ENTRIES`; past that
+//!   writes fail with `BucketFull` (507). Deleted keys leave tombstones
+//!   that count too. Sharding a bucket over several indexes is unfinished.
+//! - A completed multipart object's part list must fit one index value
+//!   (64 KiB: about 500 parts); more is refused. Unfinished.
+//! - Listings read the whole bucket index (decrypting every entry).
+//! - ListMultipartUploads ignores `delimiter`.
+//! - No versioning, ACLs, policies, tagging or SSE (s3s answers
+//!   NotImplemented).
+
+pub mod body;
+pub mod error;
+pub mod indexes;
+pub mod keys;
+pub mod listing;
+pub mod meta;
+pub mod node;
+pub mod rules;
+pub mod s3;
+pub mod server;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_core::index::Account;
+use cairn_core::keys::SecretKey;
+
+pub use error::GatewayError;
+pub use keys::{AccessKey, KeyStore};
+
+/// The largest object or part.
+pub const MAX_OBJECT_BYTES: u64 = 5 << 30;
+/// The lease of stored data (renewed when a third is left).
+pub const DEFAULT_LEASE_SECS: u64 = 90 * 24 * 3600;
+/// Uploads older than this are aborted by the sweeper.
+pub const DEFAULT_UPLOAD_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+const OWNER_CONTEXT: &str = "cairn v1 gateway object owner key";
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// How to run a gateway.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// The node's control API (`http://127.0.0.1:PORT`).
+    pub api: String,
+    /// `GATEWAY_DIR`: keys, cache, endpoint file.
+    pub dir: PathBuf,
+    /// The account key file (default `GATEWAY_DIR/account.key`, created if absent).
+    pub account_file: Option<PathBuf>,
+    /// The region reported to clients.
+    pub region: String,
+    /// Lease of stored data.
+    pub lease_secs: u64,
+    /// Age past which uploads are aborted.
+    pub upload_max_age: Duration,
+    /// How often the sweeper and lease renewal run.
+    pub maintenance_interval: Duration,
+    /// Serving limits.
+    pub limits: server::Limits,
+}
+
+impl Config {
+    /// Defaults for everything but the addresses and directory.
+    pub fn new(listen: SocketAddr, api: String, dir: PathBuf) -> Self {
+        Self {
+            listen,
+            api,
+            dir,
+            account_file: None,
+            region: "us-east-1".into(),
+            lease_secs: DEFAULT_LEASE_SECS,
+            upload_max_age: DEFAULT_UPLOAD_MAX_AGE,
+            maintenance_interval: Duration::from_secs(3600),
+            limits: server::Limits::default(),
+        }
+    }
+}
+
+/// Why a gateway did not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// A key file.
+    #[error(transparent)]
+    Keys(#[from] keys::KeyError),
+    /// The node client or cache.
+    #[error(transparent)]
+    Gateway(#[from] GatewayError),
+    /// Binding the listen address.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// A gateway that is listening.
+pub struct Started {
+    /// The bound address.
+    pub addr: SocketAddr,
+    gateway: Arc<s3::Gateway>,
+    listener: tokio::net::TcpListener,
+    service: s3s::service::S3Service,
+    limits: server::Limits,
+    config: Config,
+}
+
+/// The account key file used by `config`.
+pub fn account_path(config_dir: &Path, account_file: Option<&Path>) -> PathBuf {
+    account_file.map_or_else(|| config_dir.join("account.key"), Path::to_path_buf)
+}
+
+/// Opens the account, cache and keys and binds the listen address.
+pub async fn start(config: Config) -> Result<Started, StartError> {
+    std::fs::create_dir_all(&config.dir).map_err(|e| {
+        StartError::Keys(keys::KeyError::Io {
+            path: config.dir.clone(),
+            source: e,
+        })
+    })?;
+    let account_file = account_path(&config.dir, config.account_file.as_deref());
+    // An explicitly given account file must exist: a typo must not make a new account.
+    let seed = keys::load_account(&account_file, config.account_file.is_none())?;
+    let owner = blake3::derive_key(OWNER_CONTEXT, &seed);
+    let account = Arc::new(Account::new(SecretKey::from_bytes(seed)));
+    let node = node::Node::new(&config.api, owner, config.lease_secs)?;
+    let idx = Arc::new(indexes::Indexes::open(
+        node.clone(),
+        account,
+        &config.dir.join("cache.redb"),
+    )?);
+    let gateway = Arc::new(s3::Gateway::new(
+        node,
+        idx,
+        s3::Settings {
+            region: config.region.clone(),
+            max_object: config.limits.max_body,
+            body_idle: config.limits.body_idle,
+        },
+    ));
+    let mut builder = s3s::service::S3ServiceBuilder::new(SharedGateway(gateway.clone()));
+    builder.set_auth(KeyStore::new(&config.dir));
+    builder.set_access(keys::SignedOnly);
+    let service = builder.build();
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| StartError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Listen {
+        addr: config.listen,
+        source,
+    })?;
+    Ok(Started {
+        addr,
+        gateway,
+        listener,
+        service,
+        limits: config.limits.clone(),
+        config,
+    })
+}
+
+impl Started {
+    /// Serves until `shutdown`, with the maintenance task alongside.
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
+        let maintenance = tokio::spawn(maintain(
+            self.gateway.clone(),
+            self.config.maintenance_interval,
+            self.config.upload_max_age,
+        ));
+        server::serve(self.listener, self.service, self.limits, shutdown).await;
+        maintenance.abort();
+    }
+}
+
+/// s3s wants the service by value; the gateway is shared with maintenance.
+struct SharedGateway(Arc<s3::Gateway>);
+
+macro_rules! delegate {
+    ($($name:ident: $input:ident => $output:ident;)*) => {
+        #[async_trait::async_trait]
+        impl s3s::S3 for SharedGateway {
+            $(
+                async fn $name(
+                    &self,
+                    req: s3s::S3Request<s3s::dto::$input>,
+                ) -> s3s::S3Result<s3s::S3Response<s3s::dto::$output>> {
+                    s3s::S3::$name(&*self.0, req).await
+                }
+            )*
+        }
+    };
+}
+
+delegate! {
+    create_bucket: CreateBucketInput => CreateBucketOutput;
+    delete_bucket: DeleteBucketInput => DeleteBucketOutput;
+    head_bucket: HeadBucketInput => HeadBucketOutput;
+    get_bucket_location: GetBucketLocationInput => GetBucketLocationOutput;
+    list_buckets: ListBucketsInput => ListBucketsOutput;
+    put_object: PutObjectInput => PutObjectOutput;
+    get_object: GetObjectInput => GetObjectOutput;
+    head_object: HeadObjectInput => HeadObjectOutput;
+    delete_object: DeleteObjectInput => DeleteObjectOutput;
+    delete_objects: DeleteObjectsInput => DeleteObjectsOutput;
+    copy_object: CopyObjectInput => CopyObjectOutput;
+    list_objects_v2: ListObjectsV2Input => ListObjectsV2Output;
+    list_objects: ListObjectsInput => ListObjectsOutput;
+    create_multipart_upload: CreateMultipartUploadInput => CreateMultipartUploadOutput;
+    upload_part: UploadPartInput => UploadPartOutput;
+    upload_part_copy: UploadPartCopyInput => UploadPartCopyOutput;
+    complete_multipart_upload: CompleteMultipartUploadInput => CompleteMultipartUploadOutput;
+    abort_multipart_upload: AbortMultipartUploadInput => AbortMultipartUploadOutput;
+    list_parts: ListPartsInput => ListPartsOutput;
+    list_multipart_uploads: ListMultipartUploadsInput => ListMultipartUploadsOutput;
+}
+
+/// Every `interval`: aborts uploads older than `max_age` and renews the
+/// leases of objects with less than a third of their lease left.
+async fn maintain(gw: Arc<s3::Gateway>, interval: Duration, max_age: Duration) {
+    // Not at once: a restarting gateway should serve first.
+    tokio::time::sleep(Duration::from_secs(60).min(interval)).await;
+    loop {
+        if let Err(e) = maintenance_pass(&gw, max_age).await {
+            tracing::warn!("gateway maintenance pass failed (retried next interval): {e}");
+        }
+        tokio::time::sleep(interval).await;
+    }
+}
+
+/// One pass of the sweeper and lease renewal.
+pub async fn maintenance_pass(gw: &s3::Gateway, max_age: Duration) -> Result<(), GatewayError> {
+    let now = now_ms();
+    let cutoff = now.saturating_sub(u64::try_from(max_age.as_millis()).unwrap_or(u64::MAX));
+    let lease = gw.node.lease_secs();
+    for (bucket, _) in gw.idx.entries(s3::BUCKETS).await? {
+        let bucket = String::from_utf8_lossy(&bucket).into_owned();
+        for (id, value) in gw.idx.entries(&s3::uploads_ns(&bucket)).await? {
+            if id.contains(&b'/') {
+                continue;
+            }
+            let Ok(u) = meta::decode::<meta::UploadMeta>(&value) else {
+                continue;
+            };
+            if u.initiated_ms < cutoff {
+                let id = String::from_utf8_lossy(&id).into_owned();
+                tracing::info!("aborting abandoned upload {id} of {bucket}/{}", u.key);
+                gw.abort(&bucket, &id).await?;
+            }
+        }
+        let ns = s3::objects_ns(&bucket);
+        for (key, value) in gw.idx.entries(&ns).await? {
+            let Ok(mut m) = meta::decode::<meta::ObjectMeta>(&value) else {
+                continue;
+            };
+            if m.lease_expires_at.saturating_sub(now / 1000) > lease / 3 {
+                continue;
+            }
+            let mut expires = u64::MAX;
+            for p in &m.parts {
+                expires = expires.min(gw.node.renew(&p.cap).await?);
+            }
+            m.lease_expires_at = if m.parts.is_empty() {
+                now / 1000 + lease
+            } else {
+                expires
+            };
+            // Only if the entry is unchanged: a newer PUT must not be overwritten.
+            let k = String::from_utf8_lossy(&key).into_owned();
+            if gw.idx.get_aged(&ns, &k, Duration::ZERO).await?.as_deref() == Some(value.as_slice())
+            {
+                gw.idx
+                    .write(&ns, &bucket, &[(key, Some(meta::encode(&m)?))])
+                    .await?;
+            }
+        }
+    }
+    Ok(())
+}

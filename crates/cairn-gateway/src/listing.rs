@@ -1,0 +1,225 @@
+//! One page of an S3 listing over a sorted key list, as a pure function.
+//!
+//! The entries of a listing are the keys under `prefix`, each replaced by
+//! its common prefix (the key up to and including the first `delimiter`
+//! after `prefix`) when it has one, without duplicates, in key order. A
+//! page holds the entries that sort strictly after `after` (S3's
+//! `start-after`, `marker` or the decoded continuation token), at most
+//! `max_keys` of them. When more remain, the page is truncated and its
+//! last entry is the marker to continue from; since a common prefix sorts
+//! before every key it covers, continuing after it skips them all.
+
+/// What to list.
+#[derive(Debug, Clone, Default)]
+pub struct ListParams<'a> {
+    /// Only keys that start with this.
+    pub prefix: &'a str,
+    /// Group keys by the text up to this after the prefix (`None` or empty: no grouping).
+    pub delimiter: Option<&'a str>,
+    /// Only entries that sort after this.
+    pub after: Option<&'a str>,
+    /// At most this many entries (objects plus common prefixes).
+    pub max_keys: usize,
+}
+
+/// One page.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Page {
+    /// Indices into the key list of the objects on this page.
+    pub objects: Vec<usize>,
+    /// Common prefixes on this page.
+    pub prefixes: Vec<String>,
+    /// Whether entries remain after this page.
+    pub truncated: bool,
+    /// The last entry of a truncated page: where the next page starts.
+    pub next_marker: Option<String>,
+}
+
+/// The common prefix of `key` (which starts with `prefix`), if any.
+fn common_prefix<'k>(key: &'k str, prefix: &str, delimiter: Option<&str>) -> Option<&'k str> {
+    let d = delimiter.filter(|d| !d.is_empty())?;
+    let rest = &key[prefix.len()..];
+    rest.find(d).map(|at| &key[..prefix.len() + at + d.len()])
+}
+
+/// The page of `keys` (sorted, unique) that `p` asks for.
+pub fn list_page<S: AsRef<str>>(keys: &[S], p: &ListParams<'_>) -> Page {
+    let mut page = Page::default();
+    if p.max_keys == 0 {
+        return page;
+    }
+    // The first key that can be on the page: after `after`, or the prefix.
+    let from = keys.partition_point(|k| {
+        let k = k.as_ref();
+        k < p.prefix || p.after.is_some_and(|a| k <= a)
+    });
+    let mut last_prefix: Option<&str> = None;
+    let mut count = 0;
+    for (i, key) in keys.iter().enumerate().skip(from) {
+        let key = key.as_ref();
+        if !key.starts_with(p.prefix) {
+            if key > p.prefix {
+                break;
+            }
+            continue;
+        }
+        let entry = match common_prefix(key, p.prefix, p.delimiter) {
+            Some(cp) => {
+                if last_prefix == Some(cp) || p.after.is_some_and(|a| cp <= a) {
+                    continue;
+                }
+                Some(cp)
+            }
+            None => None,
+        };
+        if count == p.max_keys {
+            page.truncated = true;
+            break;
+        }
+        count += 1;
+        match entry {
+            Some(cp) => {
+                last_prefix = Some(cp);
+                page.prefixes.push(cp.to_string());
+                page.next_marker = Some(cp.to_string());
+            }
+            None => {
+                page.objects.push(i);
+                page.next_marker = Some(key.to_string());
+            }
+        }
+    }
+    if !page.truncated {
+        page.next_marker = None;
+    }
+    page
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeSet;
+
+    /// The model: every entry of the listing, then filter, then cut.
+    fn naive(keys: &[String], p: &ListParams<'_>) -> (Vec<String>, bool) {
+        let mut entries = BTreeSet::new();
+        for k in keys.iter().filter(|k| k.starts_with(p.prefix)) {
+            let e = common_prefix(k, p.prefix, p.delimiter).unwrap_or(k);
+            if p.after.is_none_or(|a| e > a) {
+                entries.insert(e.to_string());
+            }
+        }
+        let all: Vec<String> = entries.into_iter().collect();
+        if p.max_keys == 0 {
+            return (vec![], false);
+        }
+        let truncated = all.len() > p.max_keys;
+        (all.into_iter().take(p.max_keys).collect(), truncated)
+    }
+
+    fn entries(keys: &[String], page: &Page) -> Vec<String> {
+        let mut out: Vec<String> = page.objects.iter().map(|&i| keys[i].clone()).collect();
+        out.extend(page.prefixes.iter().cloned());
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn delimiter_groups_into_common_prefixes() {
+        let keys: Vec<String> = [
+            "a.txt",
+            "photos/2024/a.jpg",
+            "photos/2024/b.jpg",
+            "photos/c.jpg",
+            "z",
+        ]
+        .map(String::from)
+        .to_vec();
+        let p = ListParams {
+            delimiter: Some("/"),
+            max_keys: 1000,
+            ..Default::default()
+        };
+        let page = list_page(&keys, &p);
+        assert_eq!(page.objects, vec![0, 4]);
+        assert_eq!(page.prefixes, vec!["photos/"]);
+        assert!(!page.truncated);
+        let p = ListParams {
+            prefix: "photos/",
+            delimiter: Some("/"),
+            max_keys: 1000,
+            ..Default::default()
+        };
+        let page = list_page(&keys, &p);
+        assert_eq!(page.objects, vec![3]);
+        assert_eq!(page.prefixes, vec!["photos/2024/"]);
+    }
+
+    #[test]
+    fn pages_continue_after_a_common_prefix() {
+        let keys: Vec<String> = ["a/1", "a/2", "b", "c/1"].map(String::from).to_vec();
+        let mut after = None;
+        let mut seen = vec![];
+        loop {
+            let p = ListParams {
+                delimiter: Some("/"),
+                after: after.as_deref(),
+                max_keys: 1,
+                ..Default::default()
+            };
+            let page = list_page(&keys, &p);
+            seen.extend(entries(&keys, &page));
+            if !page.truncated {
+                break;
+            }
+            after = page.next_marker;
+        }
+        assert_eq!(seen, vec!["a/", "b", "c/"]);
+    }
+
+    fn key() -> impl Strategy<Value = String> {
+        proptest::string::string_regex("[ab/]{0,5}").unwrap()
+    }
+
+    proptest! {
+        #[test]
+        fn a_page_is_the_naive_models_page(
+            keys in proptest::collection::btree_set(key(), 0..40),
+            prefix in "[ab/]{0,2}",
+            delim in prop_oneof![Just(None), Just(Some("/")), Just(Some("b")), Just(Some("ab"))],
+            after in proptest::option::of(key()),
+            max_keys in 0usize..8,
+        ) {
+            let keys: Vec<String> = keys.into_iter().collect();
+            let p = ListParams { prefix: &prefix, delimiter: delim, after: after.as_deref(), max_keys };
+            let page = list_page(&keys, &p);
+            let (want, truncated) = naive(&keys, &p);
+            prop_assert_eq!(entries(&keys, &page), want.clone());
+            prop_assert_eq!(page.truncated, truncated);
+            if truncated {
+                prop_assert_eq!(page.next_marker, want.last().cloned());
+            }
+        }
+
+        #[test]
+        fn paging_visits_every_entry_once(
+            keys in proptest::collection::btree_set(key(), 0..40),
+            delim in prop_oneof![Just(None), Just(Some("/"))],
+            max_keys in 1usize..5,
+        ) {
+            let keys: Vec<String> = keys.into_iter().collect();
+            let all = naive(&keys, &ListParams { delimiter: delim, max_keys: usize::MAX, ..Default::default() }).0;
+            let mut seen = vec![];
+            let mut after: Option<String> = None;
+            for _ in 0..100 {
+                let p = ListParams { delimiter: delim, after: after.as_deref(), max_keys, ..Default::default() };
+                let page = list_page(&keys, &p);
+                seen.extend(entries(&keys, &page));
+                if !page.truncated { break; }
+                after = page.next_marker;
+            }
+            prop_assert_eq!(seen, all);
+        }
+    }
+}

@@ -1,0 +1,1160 @@
+//! The S3 operations (s3s's [`S3`] trait) over the account indexes and the
+//! node's objects. Each handler checks its input with [`crate::rules`],
+//! reads or writes index entries ([`crate::indexes`]) and moves bytes with
+//! [`crate::body`]; errors become S3 errors only in [`crate::error`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use s3s::dto::*;
+use s3s::{S3, S3Request, S3Response, S3Result};
+
+use crate::body::{self, BodyRules, ChannelStream};
+use crate::error::GatewayError;
+use crate::indexes::{Change, Indexes};
+use crate::listing::{ListParams, list_page};
+use crate::meta::{self, BucketMeta, META_VERSION, ObjectMeta, PartMeta, PartRef, UploadMeta};
+use crate::node::Node;
+use crate::rules::{self, Condition, Conditions};
+
+/// The index namespace of the bucket list.
+pub const BUCKETS: &str = "buckets";
+/// S3's smallest part, except the last.
+const MIN_PART: u64 = 5 << 20;
+/// S3's part numbers.
+const MAX_PART_NUMBER: i32 = 10_000;
+
+/// The index namespace of a bucket's objects.
+pub fn objects_ns(bucket: &str) -> String {
+    format!("objects/{bucket}")
+}
+
+/// The index namespace of a bucket's multipart uploads.
+pub fn uploads_ns(bucket: &str) -> String {
+    format!("uploads/{bucket}")
+}
+
+/// How the gateway behaves.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The region it reports.
+    pub region: String,
+    /// The largest object or part.
+    pub max_object: u64,
+    /// A request body that sends nothing this long is cut.
+    pub body_idle: Duration,
+}
+
+/// The S3 service.
+pub struct Gateway {
+    pub(crate) node: Node,
+    pub(crate) idx: Arc<Indexes>,
+    settings: Settings,
+}
+
+fn ms_to_ts(ms: u64) -> Timestamp {
+    Timestamp::from(UNIX_EPOCH + Duration::from_millis(ms))
+}
+
+fn ts_secs(ts: Timestamp) -> i64 {
+    time::OffsetDateTime::from(ts).unix_timestamp()
+}
+
+fn etag(s: &str) -> ETag {
+    ETag::Strong(s.to_string())
+}
+
+fn ok<T>(output: T) -> S3Result<S3Response<T>> {
+    Ok(S3Response::new(output))
+}
+
+fn sorted_metadata(m: Option<Metadata>) -> Vec<(String, String)> {
+    let mut v: Vec<_> = m.unwrap_or_default().into_iter().collect();
+    v.sort();
+    v
+}
+
+fn to_metadata(v: &[(String, String)]) -> Option<Metadata> {
+    (!v.is_empty()).then(|| v.iter().cloned().collect::<HashMap<_, _>>())
+}
+
+/// Percent-encodes for `encoding-type=url` listings (all but unreserved and `/`).
+fn url_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~/".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn encode_token(marker: &str) -> String {
+    hex::encode(marker)
+}
+
+fn decode_token(token: &str) -> Result<String, GatewayError> {
+    hex::decode(token)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| {
+            GatewayError::InvalidArgument(
+                "the continuation token is not one this gateway gave".into(),
+            )
+        })
+}
+
+impl Gateway {
+    /// A gateway over these indexes and node.
+    pub fn new(node: Node, idx: Arc<Indexes>, settings: Settings) -> Self {
+        Self {
+            node,
+            idx,
+            settings,
+        }
+    }
+
+    async fn require_bucket(&self, bucket: &str) -> Result<(), GatewayError> {
+        match self.idx.get(BUCKETS, bucket).await? {
+            Some(_) => Ok(()),
+            None => Err(GatewayError::NoSuchBucket(bucket.into())),
+        }
+    }
+
+    async fn object(&self, bucket: &str, key: &str) -> Result<Option<ObjectMeta>, GatewayError> {
+        self.idx
+            .get(&objects_ns(bucket), key)
+            .await?
+            .map(|v| meta::decode(&v))
+            .transpose()
+    }
+
+    async fn existing_object(&self, bucket: &str, key: &str) -> Result<ObjectMeta, GatewayError> {
+        match self.object(bucket, key).await? {
+            Some(m) => Ok(m),
+            None => {
+                self.require_bucket(bucket).await?;
+                Err(GatewayError::NoSuchKey(key.into()))
+            }
+        }
+    }
+
+    fn rules(&self, declared: Option<i64>, md5: Option<&str>) -> Result<BodyRules, GatewayError> {
+        Ok(BodyRules {
+            max: self.settings.max_object,
+            declared: declared.and_then(|d| u64::try_from(d).ok()),
+            md5: md5.map(rules::parse_content_md5).transpose()?,
+            idle: self.settings.body_idle,
+        })
+    }
+
+    /// Removes Cairn objects in the background (best effort: an object
+    /// left behind expires with its lease).
+    fn forget(&self, caps: Vec<String>) {
+        if caps.is_empty() {
+            return;
+        }
+        let node = self.node.clone();
+        tokio::spawn(async move {
+            for cap in caps {
+                if let Err(e) = node.rm(&cap).await {
+                    tracing::warn!(
+                        "removing a displaced object failed (it expires with its lease): {e}"
+                    );
+                }
+            }
+        });
+    }
+
+    /// Writes an object's entry, then settles who won: if a concurrent
+    /// write to the key won, our data is removed; if ours won, the data of
+    /// the object it replaced is.
+    async fn commit_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        meta: &ObjectMeta,
+        previous: Option<ObjectMeta>,
+    ) -> Result<(), GatewayError> {
+        let ns = objects_ns(bucket);
+        let value = meta::encode(meta)?;
+        let won = self
+            .idx
+            .write(
+                &ns,
+                bucket,
+                &[(key.as_bytes().to_vec(), Some(value.clone()))],
+            )
+            .await?;
+        let now = self.idx.get_aged(&ns, key, Duration::ZERO).await?;
+        let mine: Vec<String> = meta.parts.iter().map(|p| p.cap.clone()).collect();
+        if !won || now.as_deref() != Some(value.as_slice()) {
+            // Another PUT of this key won the index's last-writer-wins.
+            let winner: Option<ObjectMeta> = now.as_deref().and_then(|v| meta::decode(v).ok());
+            let keep: Vec<&String> = winner
+                .iter()
+                .flat_map(|w| w.parts.iter().map(|p| &p.cap))
+                .collect();
+            self.forget(mine.into_iter().filter(|c| !keep.contains(&c)).collect());
+            return Ok(());
+        }
+        if let Some(old) = previous {
+            self.forget(
+                old.parts
+                    .into_iter()
+                    .map(|p| p.cap)
+                    .filter(|c| !mine.contains(c))
+                    .collect(),
+            );
+        }
+        Ok(())
+    }
+
+    fn lease_end(&self) -> u64 {
+        crate::now_ms() / 1000 + self.node.lease_secs()
+    }
+
+    /// The copy source's bytes `[start, end)` as a stream.
+    fn read_stream(&self, src: &ObjectMeta, start: u64, end: u64) -> ChannelStream {
+        let (tx, rx) = ChannelStream::channel(Some(end - start));
+        let parts = src.parts.iter().map(|p| (p.cap.clone(), p.size)).collect();
+        body::spawn_read(self.node.clone(), parts, start, end, tx);
+        rx
+    }
+
+    async fn copy_source(
+        &self,
+        source: &CopySource,
+    ) -> Result<(String, String, ObjectMeta), GatewayError> {
+        let CopySource::Bucket { bucket, key, .. } = source else {
+            return Err(GatewayError::InvalidArgument(
+                "only bucket/key copy sources are supported".into(),
+            ));
+        };
+        let m = self.existing_object(bucket, key).await?;
+        Ok((bucket.to_string(), key.to_string(), m))
+    }
+
+    async fn upload(
+        &self,
+        bucket: &str,
+        upload_id: &str,
+        key: &str,
+    ) -> Result<UploadMeta, GatewayError> {
+        self.require_bucket(bucket).await?;
+        if upload_id.contains('/') {
+            return Err(GatewayError::NoSuchUpload(upload_id.into()));
+        }
+        let u: UploadMeta = match self.idx.get(&uploads_ns(bucket), upload_id).await? {
+            Some(v) => meta::decode(&v)?,
+            None => return Err(GatewayError::NoSuchUpload(upload_id.into())),
+        };
+        if u.key != key {
+            return Err(GatewayError::NoSuchUpload(upload_id.into()));
+        }
+        Ok(u)
+    }
+
+    async fn upload_parts(
+        &self,
+        bucket: &str,
+        upload_id: &str,
+    ) -> Result<Vec<(i32, PartMeta)>, GatewayError> {
+        let prefix = format!("{upload_id}/");
+        let mut out = vec![];
+        for (k, v) in self.idx.entries(&uploads_ns(bucket)).await? {
+            let Some(num) = std::str::from_utf8(&k)
+                .ok()
+                .and_then(|k| k.strip_prefix(&prefix))
+                .and_then(|n| n.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            out.push((num, meta::decode::<PartMeta>(&v)?));
+        }
+        out.sort_by_key(|(n, _)| *n);
+        Ok(out)
+    }
+
+    async fn store_part(
+        &self,
+        bucket: &str,
+        upload_id: &str,
+        number: i32,
+        stored: body::StoredBody,
+    ) -> Result<String, GatewayError> {
+        let ns = uploads_ns(bucket);
+        let key = meta::part_key(upload_id, number);
+        let old: Option<PartMeta> = self
+            .idx
+            .get(&ns, &key)
+            .await?
+            .map(|v| meta::decode(&v))
+            .transpose()?;
+        let part = PartMeta {
+            version: META_VERSION,
+            cap: stored.stored.cap.clone(),
+            size: stored.size,
+            etag: stored.md5.clone(),
+            last_modified_ms: crate::now_ms(),
+        };
+        let value = meta::encode(&part)?;
+        let won = self
+            .idx
+            .write(
+                &ns,
+                bucket,
+                &[(key.clone().into_bytes(), Some(value.clone()))],
+            )
+            .await?;
+        if !won {
+            self.forget(vec![part.cap]);
+        } else if let Some(old) = old.filter(|o| o.cap != part.cap) {
+            self.forget(vec![old.cap]);
+        }
+        Ok(stored.md5)
+    }
+
+    /// Aborts an upload: its entries become tombstones, its parts are removed.
+    pub(crate) async fn abort(&self, bucket: &str, upload_id: &str) -> Result<(), GatewayError> {
+        let parts = self.upload_parts(bucket, upload_id).await?;
+        let mut changes: Vec<Change> = vec![(upload_id.as_bytes().to_vec(), None)];
+        changes.extend(
+            parts
+                .iter()
+                .map(|(n, _)| (meta::part_key(upload_id, *n).into_bytes(), None)),
+        );
+        self.idx
+            .write(&uploads_ns(bucket), bucket, &changes)
+            .await?;
+        self.forget(parts.into_iter().map(|(_, p)| p.cap).collect());
+        Ok(())
+    }
+
+    fn check_conditions(&self, c: &Conditions, m: &ObjectMeta) -> Result<(), GatewayError> {
+        match rules::evaluate(c, &m.etag, m.last_modified_ms) {
+            Condition::Proceed => Ok(()),
+            Condition::NotModified => Err(GatewayError::NotModified),
+            Condition::PreconditionFailed => Err(GatewayError::PreconditionFailed),
+        }
+    }
+
+    fn object_entry(&self, key: String, m: &ObjectMeta, url: bool) -> Object {
+        Object {
+            key: Some(if url { url_encode(&key) } else { key }),
+            size: Some(i64::try_from(m.size).unwrap_or(i64::MAX)),
+            e_tag: Some(etag(&m.etag)),
+            last_modified: Some(ms_to_ts(m.last_modified_ms)),
+            storage_class: Some(ObjectStorageClass::from_static(
+                ObjectStorageClass::STANDARD,
+            )),
+            ..Default::default()
+        }
+    }
+
+    /// One listing page of a bucket.
+    async fn list(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        delimiter: Option<&str>,
+        after: Option<&str>,
+        max_keys: Option<i32>,
+        url: bool,
+    ) -> Result<(Vec<Object>, Vec<CommonPrefix>, bool, Option<String>, i32), GatewayError> {
+        self.require_bucket(bucket).await?;
+        let entries = self.idx.entries(&objects_ns(bucket)).await?;
+        let keys: Vec<String> = entries
+            .iter()
+            .map(|(k, _)| String::from_utf8_lossy(k).into_owned())
+            .collect();
+        let max = max_keys.unwrap_or(1000).clamp(0, 1000);
+        let page = list_page(
+            &keys,
+            &ListParams {
+                prefix,
+                delimiter,
+                after,
+                max_keys: usize::try_from(max).unwrap_or(0),
+            },
+        );
+        let mut objects = Vec::with_capacity(page.objects.len());
+        for i in page.objects {
+            let m: ObjectMeta = meta::decode(&entries[i].1)?;
+            objects.push(self.object_entry(keys[i].clone(), &m, url));
+        }
+        let prefixes = page
+            .prefixes
+            .into_iter()
+            .map(|p| CommonPrefix {
+                prefix: Some(if url { url_encode(&p) } else { p }),
+            })
+            .collect();
+        Ok((objects, prefixes, page.truncated, page.next_marker, max))
+    }
+}
+
+fn is_url(e: &Option<EncodingType>) -> bool {
+    e.as_ref().is_some_and(|e| e.as_str() == EncodingType::URL)
+}
+
+#[async_trait::async_trait]
+impl S3 for Gateway {
+    async fn create_bucket(
+        &self,
+        req: S3Request<CreateBucketInput>,
+    ) -> S3Result<S3Response<CreateBucketOutput>> {
+        let bucket = req.input.bucket;
+        rules::validate_bucket_name(&bucket)?;
+        if self
+            .idx
+            .get_aged(BUCKETS, &bucket, Duration::ZERO)
+            .await?
+            .is_some()
+        {
+            return Err(GatewayError::BucketAlreadyOwnedByYou(bucket).into());
+        }
+        let value = meta::encode(&BucketMeta {
+            version: META_VERSION,
+            created_at_ms: crate::now_ms(),
+        })?;
+        self.idx
+            .write(
+                BUCKETS,
+                &bucket,
+                &[(bucket.clone().into_bytes(), Some(value))],
+            )
+            .await?;
+        ok(CreateBucketOutput {
+            location: Some(format!("/{bucket}")),
+        })
+    }
+
+    async fn delete_bucket(
+        &self,
+        req: S3Request<DeleteBucketInput>,
+    ) -> S3Result<S3Response<DeleteBucketOutput>> {
+        let bucket = req.input.bucket;
+        self.require_bucket(&bucket).await?;
+        if !self.idx.entries(&objects_ns(&bucket)).await?.is_empty()
+            || !self.idx.entries(&uploads_ns(&bucket)).await?.is_empty()
+        {
+            return Err(GatewayError::BucketNotEmpty(bucket).into());
+        }
+        self.idx
+            .write(BUCKETS, &bucket, &[(bucket.clone().into_bytes(), None)])
+            .await?;
+        ok(DeleteBucketOutput {})
+    }
+
+    async fn head_bucket(
+        &self,
+        req: S3Request<HeadBucketInput>,
+    ) -> S3Result<S3Response<HeadBucketOutput>> {
+        self.require_bucket(&req.input.bucket).await?;
+        ok(HeadBucketOutput {
+            bucket_region: Some(self.settings.region.clone()),
+            ..Default::default()
+        })
+    }
+
+    async fn get_bucket_location(
+        &self,
+        req: S3Request<GetBucketLocationInput>,
+    ) -> S3Result<S3Response<GetBucketLocationOutput>> {
+        self.require_bucket(&req.input.bucket).await?;
+        // S3 reports us-east-1 as an empty constraint.
+        let location_constraint = (self.settings.region != "us-east-1")
+            .then(|| BucketLocationConstraint::from(self.settings.region.clone()));
+        ok(GetBucketLocationOutput {
+            location_constraint,
+        })
+    }
+
+    async fn list_buckets(
+        &self,
+        _req: S3Request<ListBucketsInput>,
+    ) -> S3Result<S3Response<ListBucketsOutput>> {
+        let mut buckets = vec![];
+        for (name, value) in self.idx.entries(BUCKETS).await? {
+            let m: BucketMeta = meta::decode(&value)?;
+            buckets.push(Bucket {
+                name: Some(String::from_utf8_lossy(&name).into_owned()),
+                creation_date: Some(ms_to_ts(m.created_at_ms)),
+                bucket_region: Some(self.settings.region.clone()),
+            });
+        }
+        ok(ListBucketsOutput {
+            buckets: Some(buckets),
+            owner: Some(Owner {
+                display_name: Some("cairn".into()),
+                id: Some(
+                    self.idx
+                        .account()
+                        .public()
+                        .0
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect(),
+                ),
+            }),
+            ..Default::default()
+        })
+    }
+
+    async fn put_object(
+        &self,
+        req: S3Request<PutObjectInput>,
+    ) -> S3Result<S3Response<PutObjectOutput>> {
+        let input = req.input;
+        rules::validate_key(&input.key)?;
+        self.require_bucket(&input.bucket).await?;
+        let rules = self.rules(input.content_length, input.content_md5.as_deref())?;
+        let previous = self.object(&input.bucket, &input.key).await?;
+        let stored = body::store(&self.node, body::s3_body(input.body), rules).await?;
+        let meta = ObjectMeta {
+            version: META_VERSION,
+            size: stored.size,
+            etag: stored.md5.clone(),
+            content_type: input.content_type,
+            user_metadata: sorted_metadata(input.metadata),
+            last_modified_ms: crate::now_ms(),
+            parts: vec![PartRef {
+                cap: stored.stored.cap.clone(),
+                size: stored.size,
+            }],
+            lease_expires_at: self.lease_end(),
+        };
+        if let Err(e) = self
+            .commit_object(&input.bucket, &input.key, &meta, previous)
+            .await
+        {
+            // Not indexed, so not visible: the data must not linger either.
+            self.forget(vec![stored.stored.cap]);
+            return Err(e.into());
+        }
+        ok(PutObjectOutput {
+            e_tag: Some(etag(&meta.etag)),
+            ..Default::default()
+        })
+    }
+
+    async fn get_object(
+        &self,
+        req: S3Request<GetObjectInput>,
+    ) -> S3Result<S3Response<GetObjectOutput>> {
+        let input = req.input;
+        let m = self.existing_object(&input.bucket, &input.key).await?;
+        self.check_conditions(
+            &Conditions {
+                if_match: input.if_match,
+                if_none_match: input.if_none_match,
+                if_modified_since: input.if_modified_since.map(ts_secs),
+                if_unmodified_since: input.if_unmodified_since.map(ts_secs),
+            },
+            &m,
+        )?;
+        let (start, end) = match &input.range {
+            Some(r) => rules::resolve_range(r, m.size)?,
+            None => (0, m.size),
+        };
+        let content_range = input
+            .range
+            .is_some()
+            .then(|| format!("bytes {start}-{}/{}", end.saturating_sub(1), m.size));
+        let stream = self.read_stream(&m, start, end);
+        ok(GetObjectOutput {
+            body: Some(StreamingBlob::wrap(stream)),
+            content_length: Some(i64::try_from(end - start).unwrap_or(i64::MAX)),
+            content_range,
+            accept_ranges: Some("bytes".into()),
+            e_tag: Some(etag(&m.etag)),
+            last_modified: Some(ms_to_ts(m.last_modified_ms)),
+            content_type: Some(
+                m.content_type
+                    .clone()
+                    .unwrap_or_else(|| "binary/octet-stream".into()),
+            ),
+            metadata: to_metadata(&m.user_metadata),
+            parts_count: (m.parts.len() > 1)
+                .then(|| i32::try_from(m.parts.len()).unwrap_or(i32::MAX)),
+            ..Default::default()
+        })
+    }
+
+    async fn head_object(
+        &self,
+        req: S3Request<HeadObjectInput>,
+    ) -> S3Result<S3Response<HeadObjectOutput>> {
+        let input = req.input;
+        let m = self.existing_object(&input.bucket, &input.key).await?;
+        self.check_conditions(
+            &Conditions {
+                if_match: input.if_match,
+                if_none_match: input.if_none_match,
+                if_modified_since: input.if_modified_since.map(ts_secs),
+                if_unmodified_since: input.if_unmodified_since.map(ts_secs),
+            },
+            &m,
+        )?;
+        ok(HeadObjectOutput {
+            content_length: Some(i64::try_from(m.size).unwrap_or(i64::MAX)),
+            accept_ranges: Some("bytes".into()),
+            e_tag: Some(etag(&m.etag)),
+            last_modified: Some(ms_to_ts(m.last_modified_ms)),
+            content_type: Some(
+                m.content_type
+                    .clone()
+                    .unwrap_or_else(|| "binary/octet-stream".into()),
+            ),
+            metadata: to_metadata(&m.user_metadata),
+            ..Default::default()
+        })
+    }
+
+    async fn delete_object(
+        &self,
+        req: S3Request<DeleteObjectInput>,
+    ) -> S3Result<S3Response<DeleteObjectOutput>> {
+        let input = req.input;
+        self.require_bucket(&input.bucket).await?;
+        if let Some(m) = self.object(&input.bucket, &input.key).await? {
+            self.idx
+                .write(
+                    &objects_ns(&input.bucket),
+                    &input.bucket,
+                    &[(input.key.into_bytes(), None)],
+                )
+                .await?;
+            self.forget(m.parts.into_iter().map(|p| p.cap).collect());
+        }
+        ok(DeleteObjectOutput::default())
+    }
+
+    async fn delete_objects(
+        &self,
+        req: S3Request<DeleteObjectsInput>,
+    ) -> S3Result<S3Response<DeleteObjectsOutput>> {
+        let input = req.input;
+        self.require_bucket(&input.bucket).await?;
+        let ns = objects_ns(&input.bucket);
+        let quiet = input.delete.quiet.unwrap_or(false);
+        let mut changes = vec![];
+        let mut caps = vec![];
+        let mut deleted = vec![];
+        for o in input.delete.objects {
+            if let Some(v) = self.idx.get(&ns, &o.key).await? {
+                if let Ok(m) = meta::decode::<ObjectMeta>(&v) {
+                    caps.extend(m.parts.into_iter().map(|p| p.cap));
+                }
+                changes.push((o.key.clone().into_bytes(), None));
+            }
+            if !quiet {
+                deleted.push(DeletedObject {
+                    key: Some(o.key),
+                    ..Default::default()
+                });
+            }
+        }
+        // One delta for the whole batch.
+        let errors = match self.idx.write(&ns, &input.bucket, &changes).await {
+            Ok(_) => {
+                self.forget(caps);
+                vec![]
+            }
+            Err(e) => {
+                let message = e.to_string();
+                let errs = changes
+                    .iter()
+                    .map(|(k, _)| Error {
+                        code: Some("InternalError".into()),
+                        key: Some(String::from_utf8_lossy(k).into_owned()),
+                        message: Some(message.clone()),
+                        ..Default::default()
+                    })
+                    .collect();
+                deleted.retain(|d| {
+                    !changes
+                        .iter()
+                        .any(|(k, _)| d.key.as_deref().map(str::as_bytes) == Some(k.as_slice()))
+                });
+                errs
+            }
+        };
+        ok(DeleteObjectsOutput {
+            deleted: Some(deleted),
+            errors: Some(errors),
+            ..Default::default()
+        })
+    }
+
+    async fn copy_object(
+        &self,
+        req: S3Request<CopyObjectInput>,
+    ) -> S3Result<S3Response<CopyObjectOutput>> {
+        let input = req.input;
+        rules::validate_key(&input.key)?;
+        self.require_bucket(&input.bucket).await?;
+        let (_, _, src) = self.copy_source(&input.copy_source).await?;
+        self.check_conditions(
+            &Conditions {
+                if_match: input.copy_source_if_match,
+                if_none_match: input.copy_source_if_none_match,
+                if_modified_since: input.copy_source_if_modified_since.map(ts_secs),
+                if_unmodified_since: input.copy_source_if_unmodified_since.map(ts_secs),
+            },
+            &src,
+        )
+        .map_err(|e| match e {
+            GatewayError::NotModified => GatewayError::PreconditionFailed,
+            e => e,
+        })?;
+        let replace = input
+            .metadata_directive
+            .as_ref()
+            .is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
+        let previous = self.object(&input.bucket, &input.key).await?;
+        // A copy is a new Cairn object: parts are never shared between S3
+        // objects, so deleting one never affects another.
+        let stream = self.read_stream(&src, 0, src.size);
+        let rules = BodyRules {
+            max: self.settings.max_object.max(src.size),
+            declared: Some(src.size),
+            md5: None,
+            idle: self.settings.body_idle,
+        };
+        let stored = body::store(&self.node, body::from_channel(stream), rules).await?;
+        let now = crate::now_ms();
+        let meta = ObjectMeta {
+            version: META_VERSION,
+            size: stored.size,
+            etag: stored.md5.clone(),
+            content_type: if replace {
+                input.content_type
+            } else {
+                src.content_type.clone()
+            },
+            user_metadata: if replace {
+                sorted_metadata(input.metadata)
+            } else {
+                src.user_metadata.clone()
+            },
+            last_modified_ms: now,
+            parts: vec![PartRef {
+                cap: stored.stored.cap.clone(),
+                size: stored.size,
+            }],
+            lease_expires_at: self.lease_end(),
+        };
+        if let Err(e) = self
+            .commit_object(&input.bucket, &input.key, &meta, previous)
+            .await
+        {
+            self.forget(vec![stored.stored.cap]);
+            return Err(e.into());
+        }
+        ok(CopyObjectOutput {
+            copy_object_result: Some(CopyObjectResult {
+                e_tag: Some(etag(&meta.etag)),
+                last_modified: Some(ms_to_ts(now)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+    }
+
+    async fn list_objects_v2(
+        &self,
+        req: S3Request<ListObjectsV2Input>,
+    ) -> S3Result<S3Response<ListObjectsV2Output>> {
+        let input = req.input;
+        let url = is_url(&input.encoding_type);
+        let token = input
+            .continuation_token
+            .as_deref()
+            .map(decode_token)
+            .transpose()?;
+        let after = token.as_deref().or(input.start_after.as_deref());
+        let prefix = input.prefix.clone().unwrap_or_default();
+        let (objects, prefixes, truncated, next, max) = self
+            .list(
+                &input.bucket,
+                &prefix,
+                input.delimiter.as_deref(),
+                after,
+                input.max_keys,
+                url,
+            )
+            .await?;
+        let key_count = i32::try_from(objects.len() + prefixes.len()).unwrap_or(i32::MAX);
+        ok(ListObjectsV2Output {
+            name: Some(input.bucket),
+            prefix: Some(if url { url_encode(&prefix) } else { prefix }),
+            max_keys: Some(max),
+            key_count: Some(key_count),
+            continuation_token: input.continuation_token,
+            is_truncated: Some(truncated),
+            next_continuation_token: next.map(|n| encode_token(&n)),
+            contents: Some(objects),
+            common_prefixes: Some(prefixes),
+            delimiter: input
+                .delimiter
+                .map(|d| if url { url_encode(&d) } else { d }),
+            encoding_type: input.encoding_type,
+            start_after: input
+                .start_after
+                .map(|s| if url { url_encode(&s) } else { s }),
+            ..Default::default()
+        })
+    }
+
+    async fn list_objects(
+        &self,
+        req: S3Request<ListObjectsInput>,
+    ) -> S3Result<S3Response<ListObjectsOutput>> {
+        let input = req.input;
+        let url = is_url(&input.encoding_type);
+        let prefix = input.prefix.clone().unwrap_or_default();
+        let (objects, prefixes, truncated, next, max) = self
+            .list(
+                &input.bucket,
+                &prefix,
+                input.delimiter.as_deref(),
+                input.marker.as_deref().filter(|m| !m.is_empty()),
+                input.max_keys,
+                url,
+            )
+            .await?;
+        ok(ListObjectsOutput {
+            name: Some(input.bucket),
+            prefix: Some(if url { url_encode(&prefix) } else { prefix }),
+            marker: input.marker,
+            max_keys: Some(max),
+            is_truncated: Some(truncated),
+            contents: Some(objects),
+            common_prefixes: Some(prefixes),
+            delimiter: input.delimiter,
+            next_marker: next.map(|n| if url { url_encode(&n) } else { n }),
+            encoding_type: input.encoding_type,
+            ..Default::default()
+        })
+    }
+
+    async fn create_multipart_upload(
+        &self,
+        req: S3Request<CreateMultipartUploadInput>,
+    ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+        let input = req.input;
+        rules::validate_key(&input.key)?;
+        self.require_bucket(&input.bucket).await?;
+        let upload_id = hex::encode(rand::random::<[u8; 16]>());
+        let value = meta::encode(&UploadMeta {
+            version: META_VERSION,
+            key: input.key.clone(),
+            initiated_ms: crate::now_ms(),
+            content_type: input.content_type,
+            user_metadata: sorted_metadata(input.metadata),
+        })?;
+        self.idx
+            .write(
+                &uploads_ns(&input.bucket),
+                &input.bucket,
+                &[(upload_id.clone().into_bytes(), Some(value))],
+            )
+            .await?;
+        ok(CreateMultipartUploadOutput {
+            bucket: Some(input.bucket),
+            key: Some(input.key),
+            upload_id: Some(upload_id),
+            ..Default::default()
+        })
+    }
+
+    async fn upload_part(
+        &self,
+        req: S3Request<UploadPartInput>,
+    ) -> S3Result<S3Response<UploadPartOutput>> {
+        let input = req.input;
+        if !(1..=MAX_PART_NUMBER).contains(&input.part_number) {
+            return Err(GatewayError::InvalidArgument(
+                "a part number is between 1 and 10000".into(),
+            )
+            .into());
+        }
+        self.upload(&input.bucket, &input.upload_id, &input.key)
+            .await?;
+        let rules = self.rules(input.content_length, input.content_md5.as_deref())?;
+        let stored = body::store(&self.node, body::s3_body(input.body), rules).await?;
+        let md5 = self
+            .store_part(&input.bucket, &input.upload_id, input.part_number, stored)
+            .await?;
+        ok(UploadPartOutput {
+            e_tag: Some(etag(&md5)),
+            ..Default::default()
+        })
+    }
+
+    async fn upload_part_copy(
+        &self,
+        req: S3Request<UploadPartCopyInput>,
+    ) -> S3Result<S3Response<UploadPartCopyOutput>> {
+        let input = req.input;
+        if !(1..=MAX_PART_NUMBER).contains(&input.part_number) {
+            return Err(GatewayError::InvalidArgument(
+                "a part number is between 1 and 10000".into(),
+            )
+            .into());
+        }
+        self.upload(&input.bucket, &input.upload_id, &input.key)
+            .await?;
+        let (_, _, src) = self.copy_source(&input.copy_source).await?;
+        let (start, end) = match input.copy_source_range.as_deref() {
+            Some(r) => {
+                let range = Range::parse(r).map_err(|_| {
+                    GatewayError::InvalidArgument(format!("{r:?} is not a byte range"))
+                })?;
+                rules::resolve_range(&range, src.size)?
+            }
+            None => (0, src.size),
+        };
+        let rules = BodyRules {
+            max: self.settings.max_object,
+            declared: Some(end - start),
+            md5: None,
+            idle: self.settings.body_idle,
+        };
+        let stored = body::store(
+            &self.node,
+            body::from_channel(self.read_stream(&src, start, end)),
+            rules,
+        )
+        .await?;
+        let md5 = self
+            .store_part(&input.bucket, &input.upload_id, input.part_number, stored)
+            .await?;
+        ok(UploadPartCopyOutput {
+            copy_part_result: Some(CopyPartResult {
+                e_tag: Some(etag(&md5)),
+                last_modified: Some(ms_to_ts(crate::now_ms())),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+    }
+
+    async fn complete_multipart_upload(
+        &self,
+        req: S3Request<CompleteMultipartUploadInput>,
+    ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        let input = req.input;
+        let (bucket, key, upload_id) = (input.bucket, input.key, input.upload_id);
+        let upload = self.upload(&bucket, &upload_id, &key).await?;
+        let asked = input
+            .multipart_upload
+            .and_then(|m| m.parts)
+            .unwrap_or_default();
+        if asked.is_empty() {
+            return Err(GatewayError::InvalidArgument(
+                "a completed upload lists at least one part".into(),
+            )
+            .into());
+        }
+        let have: HashMap<i32, PartMeta> = self
+            .upload_parts(&bucket, &upload_id)
+            .await?
+            .into_iter()
+            .collect();
+        let mut chosen: Vec<&PartMeta> = vec![];
+        let mut last = 0;
+        for (i, p) in asked.iter().enumerate() {
+            let n = p.part_number.unwrap_or(0);
+            if n <= last {
+                return Err(GatewayError::InvalidPartOrder.into());
+            }
+            last = n;
+            let part = have
+                .get(&n)
+                .ok_or_else(|| GatewayError::InvalidPart(format!("part {n} was not uploaded")))?;
+            if let Some(e) = &p.e_tag
+                && e.value().trim_matches('"') != part.etag
+            {
+                return Err(GatewayError::InvalidPart(format!(
+                    "part {n}'s ETag is not {}",
+                    e.value()
+                ))
+                .into());
+            }
+            if i + 1 < asked.len() && part.size < MIN_PART {
+                return Err(s3s::s3_error!(
+                    EntityTooSmall,
+                    "part {n} has {} bytes; every part but the last needs at least 5 MiB",
+                    part.size
+                ));
+            }
+            chosen.push(part);
+        }
+        let etags: Vec<&str> = chosen.iter().map(|p| p.etag.as_str()).collect();
+        let etag_value = rules::multipart_etag(&etags)?;
+        let previous = self.object(&bucket, &key).await?;
+        let meta = ObjectMeta {
+            version: META_VERSION,
+            size: chosen.iter().map(|p| p.size).sum(),
+            etag: etag_value.clone(),
+            content_type: upload.content_type,
+            user_metadata: upload.user_metadata,
+            last_modified_ms: crate::now_ms(),
+            parts: chosen
+                .iter()
+                .map(|p| PartRef {
+                    cap: p.cap.clone(),
+                    size: p.size,
+                })
+                .collect(),
+            lease_expires_at: self.lease_end(),
+        };
+        self.commit_object(&bucket, &key, &meta, previous).await?;
+        // The upload's entries go; parts it did not use are removed.
+        let used: Vec<&String> = meta.parts.iter().map(|p| &p.cap).collect();
+        let unused: Vec<String> = have
+            .values()
+            .map(|p| p.cap.clone())
+            .filter(|c| !used.contains(&c))
+            .collect();
+        let mut changes: Vec<Change> = vec![(upload_id.clone().into_bytes(), None)];
+        changes.extend(
+            have.keys()
+                .map(|n| (meta::part_key(&upload_id, *n).into_bytes(), None)),
+        );
+        if let Err(e) = self
+            .idx
+            .write(&uploads_ns(&bucket), &bucket, &changes)
+            .await
+        {
+            // The object is complete; the sweeper clears the upload later.
+            tracing::warn!("clearing completed upload {upload_id} failed: {e}");
+        }
+        self.forget(unused);
+        ok(CompleteMultipartUploadOutput {
+            bucket: Some(bucket.clone()),
+            key: Some(key.clone()),
+            e_tag: Some(etag(&etag_value)),
+            location: Some(format!("/{bucket}/{key}")),
+            ..Default::default()
+        })
+    }
+
+    async fn abort_multipart_upload(
+        &self,
+        req: S3Request<AbortMultipartUploadInput>,
+    ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+        let input = req.input;
+        self.upload(&input.bucket, &input.upload_id, &input.key)
+            .await?;
+        self.abort(&input.bucket, &input.upload_id).await?;
+        ok(AbortMultipartUploadOutput::default())
+    }
+
+    async fn list_parts(
+        &self,
+        req: S3Request<ListPartsInput>,
+    ) -> S3Result<S3Response<ListPartsOutput>> {
+        let input = req.input;
+        self.upload(&input.bucket, &input.upload_id, &input.key)
+            .await?;
+        let marker = input.part_number_marker.unwrap_or(0);
+        let max = input.max_parts.unwrap_or(1000).clamp(1, 1000);
+        let all: Vec<(i32, PartMeta)> = self
+            .upload_parts(&input.bucket, &input.upload_id)
+            .await?
+            .into_iter()
+            .filter(|(n, _)| *n > marker)
+            .collect();
+        let truncated = all.len() > usize::try_from(max).unwrap_or(1000);
+        let page: Vec<_> = all
+            .into_iter()
+            .take(usize::try_from(max).unwrap_or(1000))
+            .collect();
+        let next = truncated.then(|| page.last().map_or(0, |(n, _)| *n));
+        ok(ListPartsOutput {
+            bucket: Some(input.bucket),
+            key: Some(input.key),
+            upload_id: Some(input.upload_id),
+            part_number_marker: input.part_number_marker,
+            next_part_number_marker: next,
+            max_parts: Some(max),
+            is_truncated: Some(truncated),
+            parts: Some(
+                page.into_iter()
+                    .map(|(n, p)| Part {
+                        part_number: Some(n),
+                        e_tag: Some(etag(&p.etag)),
+                        size: Some(i64::try_from(p.size).unwrap_or(i64::MAX)),
+                        last_modified: Some(ms_to_ts(p.last_modified_ms)),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+            ..Default::default()
+        })
+    }
+
+    async fn list_multipart_uploads(
+        &self,
+        req: S3Request<ListMultipartUploadsInput>,
+    ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
+        let input = req.input;
+        self.require_bucket(&input.bucket).await?;
+        let prefix = input.prefix.clone().unwrap_or_default();
+        let mut uploads: Vec<(String, String, UploadMeta)> = vec![];
+        for (k, v) in self.idx.entries(&uploads_ns(&input.bucket)).await? {
+            if k.contains(&b'/') {
+                continue;
+            }
+            let u: UploadMeta = meta::decode(&v)?;
+            if u.key.starts_with(&prefix) {
+                uploads.push((u.key.clone(), String::from_utf8_lossy(&k).into_owned(), u));
+            }
+        }
+        uploads.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        let key_marker = input.key_marker.clone().unwrap_or_default();
+        let id_marker = input.upload_id_marker.clone().unwrap_or_default();
+        uploads.retain(|(k, id, _)| {
+            key_marker.is_empty()
+                || k.as_str() > key_marker.as_str()
+                || (k == &key_marker && !id_marker.is_empty() && id.as_str() > id_marker.as_str())
+        });
+        let max = input.max_uploads.unwrap_or(1000).clamp(1, 1000);
+        let max_n = usize::try_from(max).unwrap_or(1000);
+        let truncated = uploads.len() > max_n;
+        uploads.truncate(max_n);
+        let (next_key, next_id) = match uploads.last() {
+            Some((k, id, _)) if truncated => (Some(k.clone()), Some(id.clone())),
+            _ => (None, None),
+        };
+        ok(ListMultipartUploadsOutput {
+            bucket: Some(input.bucket),
+            prefix: input.prefix,
+            key_marker: input.key_marker,
+            upload_id_marker: input.upload_id_marker,
+            max_uploads: Some(max),
+            is_truncated: Some(truncated),
+            next_key_marker: next_key,
+            next_upload_id_marker: next_id,
+            uploads: Some(
+                uploads
+                    .into_iter()
+                    .map(|(k, id, u)| MultipartUpload {
+                        key: Some(k),
+                        upload_id: Some(id),
+                        initiated: Some(ms_to_ts(u.initiated_ms)),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+            ..Default::default()
+        })
+    }
+}

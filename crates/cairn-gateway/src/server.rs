@@ -1,0 +1,217 @@
+//! Serving: the TCP accept loop, hyper's HTTP/1 connections and the limits
+//! s3s does not have. A request first passes the per-client concurrency
+//! limit (by remote IP; over it, `SlowDown` 503) and the declared-size
+//! check (a Content-Length over the object limit is `EntityTooLarge`
+//! before any byte is read); its body is wrapped so that one which sends
+//! nothing for the idle time ends with an error instead of holding the
+//! connection. hyper's header read timeout covers slow headers.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use s3s::service::S3Service;
+use s3s::{HttpError, S3Error, s3_error};
+
+/// The serving limits.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// The largest object or part body accepted.
+    pub max_body: u64,
+    /// Requests one client IP may have in flight.
+    pub per_client: usize,
+    /// Time to read a request's headers.
+    pub header_timeout: Duration,
+    /// A body that sends nothing this long fails.
+    pub body_idle: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body: crate::MAX_OBJECT_BYTES,
+            per_client: 64,
+            header_timeout: Duration::from_secs(30),
+            body_idle: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Requests in flight per client IP; an entry lives while it has any.
+#[derive(Default)]
+struct Clients(Mutex<HashMap<IpAddr, usize>>);
+
+struct Slot {
+    clients: Arc<Clients>,
+    ip: IpAddr,
+}
+
+impl Clients {
+    fn enter(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<Slot> {
+        let mut map = self.0.lock().ok()?;
+        let n = map.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(Slot {
+            clients: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Ok(mut map) = self.clients.0.lock()
+            && let Some(n) = map.get_mut(&self.ip)
+        {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// A request body that fails after `idle` without data. It holds the
+/// client's concurrency slot until it is dropped.
+struct IdleBody {
+    inner: Incoming,
+    idle: Duration,
+    timer: Pin<Box<tokio::time::Sleep>>,
+    _slot: Option<Arc<Slot>>,
+}
+
+impl HttpBody for IdleBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(r) => {
+                let idle = self.idle;
+                self.timer
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + idle);
+                Poll::Ready(r.map(|f| f.map_err(std::io::Error::other)))
+            }
+            Poll::Pending => match self.timer.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("the client sent nothing for {} s", self.idle.as_secs()),
+                )))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+fn error_response(e: S3Error) -> Result<s3s::HttpResponse, HttpError> {
+    e.to_http_response()
+        .map_err(|e| HttpError::new(Box::new(e)))
+}
+
+/// The size a request declares for its payload: the decoded length of an
+/// aws-chunked body, else Content-Length.
+fn declared_size(req: &hyper::Request<Incoming>) -> Option<u64> {
+    let h = req.headers();
+    h.get("x-amz-decoded-content-length")
+        .or_else(|| h.get(hyper::header::CONTENT_LENGTH))
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Serves `service` on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    service: S3Service,
+    limits: Limits,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let clients = Arc::new(Clients::default());
+    let limits = Arc::new(limits);
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer): (tokio::net::TcpStream, SocketAddr) = tokio::select! {
+            () = &mut shutdown => return,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait, do not spin.
+                    tracing::warn!("accepting a connection failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let service = service.clone();
+        let clients = clients.clone();
+        let limits = limits.clone();
+        let header_timeout = limits.header_timeout;
+        tokio::spawn(async move {
+            let handler = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+                let service = service.clone();
+                let slot = clients.enter(peer.ip(), limits.per_client);
+                let limits = limits.clone();
+                async move {
+                    let Some(slot) = slot else {
+                        return error_response(s3_error!(
+                            SlowDown,
+                            "this client has {} requests in flight; retry later",
+                            limits.per_client
+                        ));
+                    };
+                    if let Some(size) = declared_size(&req)
+                        && size > limits.max_body + (1 << 20)
+                    {
+                        return error_response(
+                            crate::error::GatewayError::EntityTooLarge {
+                                size,
+                                max: limits.max_body,
+                            }
+                            .into(),
+                        );
+                    }
+                    let slot = Arc::new(slot);
+                    let req = req.map(|inner| {
+                        s3s::Body::http_body_unsync(IdleBody {
+                            inner,
+                            idle: limits.body_idle,
+                            timer: Box::pin(tokio::time::sleep(limits.body_idle)),
+                            _slot: Some(slot.clone()),
+                        })
+                    });
+                    let resp = service.call(req).await;
+                    drop(slot);
+                    resp
+                }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), handler);
+            if let Err(e) = conn.await {
+                tracing::debug!("connection from {peer} ended: {e}");
+            }
+        });
+    }
+}

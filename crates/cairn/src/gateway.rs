@@ -1,0 +1,166 @@
+//! `cairn gateway`: run the S3 gateway against a node, and manage its
+//! credentials.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use cairn_gateway::KeyStore;
+use clap::{Args, Subcommand};
+
+/// `cairn gateway …`.
+#[derive(Subcommand)]
+pub enum GatewayCommand {
+    /// Run the S3-compatible gateway until Ctrl-C or SIGTERM.
+    S3(S3Args),
+    /// Create, list or revoke S3 credentials.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+/// Where a gateway keeps its keys and cache.
+#[derive(Args, Clone, Debug)]
+pub struct DirArg {
+    /// The gateway's directory (keys.json, account.key, cache.redb, gateway.json).
+    #[arg(long, env = "CAIRN_GATEWAY_DIR", default_value = "cairn-gateway")]
+    pub dir: PathBuf,
+}
+
+/// `cairn gateway s3`.
+#[derive(Args, Clone, Debug)]
+pub struct S3Args {
+    /// Address to serve S3 on.
+    #[arg(long, default_value = "127.0.0.1:9000")]
+    pub listen: SocketAddr,
+    /// The node's control API.
+    #[arg(long, env = "CAIRN_API", default_value = "http://127.0.0.1:7070")]
+    pub api: String,
+    #[command(flatten)]
+    pub dir: DirArg,
+    /// The account key (default DIR/account.key, created on first start).
+    /// Give a second gateway the same file to share buckets.
+    #[arg(long)]
+    pub account_file: Option<PathBuf>,
+    /// The region reported to clients.
+    #[arg(long, default_value = "us-east-1")]
+    pub region: String,
+    /// Multipart uploads older than this are aborted and their parts removed.
+    #[arg(long, default_value = "7d", value_parser = crate::size::parse_duration)]
+    pub upload_max_age: std::time::Duration,
+}
+
+/// `cairn gateway keys …`.
+#[derive(Subcommand)]
+pub enum KeysCommand {
+    /// Make a new access key id and secret.
+    Create {
+        #[command(flatten)]
+        dir: DirArg,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List access key ids.
+    List {
+        #[command(flatten)]
+        dir: DirArg,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key; the running gateway refuses it from its next request.
+    Revoke {
+        /// The access key id.
+        access_key_id: String,
+        #[command(flatten)]
+        dir: DirArg,
+    },
+}
+
+/// Runs a `cairn gateway` command.
+pub async fn run(command: GatewayCommand) -> Result<()> {
+    match command {
+        GatewayCommand::S3(a) => serve(a).await,
+        GatewayCommand::Keys { command } => keys(command),
+    }
+}
+
+fn keys(command: KeysCommand) -> Result<()> {
+    match command {
+        KeysCommand::Create { dir, json } => {
+            let key = KeyStore::new(&dir.dir).create()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&key)?);
+            } else {
+                println!("access key id:     {}", key.access_key_id);
+                println!("secret access key: {}", key.secret_access_key);
+            }
+        }
+        KeysCommand::List { dir, json } => {
+            let keys = KeyStore::new(&dir.dir).list()?;
+            if json {
+                let ids: Vec<_> = keys
+                    .iter()
+                    .map(|k| serde_json::json!({"access_key_id": k.access_key_id, "created_ms": k.created_ms}))
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&ids)?);
+            } else if keys.is_empty() {
+                eprintln!(
+                    "no keys; make one with `cairn gateway keys create --dir {}`",
+                    dir.dir.display()
+                );
+            } else {
+                for k in keys {
+                    println!("{}", k.access_key_id);
+                }
+            }
+        }
+        KeysCommand::Revoke { access_key_id, dir } => {
+            if !KeyStore::new(&dir.dir).revoke(&access_key_id)? {
+                bail!(
+                    "there is no key {access_key_id:?} in {}; `cairn gateway keys list` shows them",
+                    dir.dir.display()
+                );
+            }
+            eprintln!("revoked {access_key_id}");
+        }
+    }
+    Ok(())
+}
+
+/// The endpoint file a running gateway writes (like a node's node.json).
+pub fn write_endpoint(dir: &Path, endpoint: &str) -> Result<()> {
+    let info = serde_json::json!({ "version": 1, "endpoint": endpoint, "pid": std::process::id() });
+    cairn_gateway::keys::write_private(
+        &dir.join("gateway.json"),
+        serde_json::to_vec_pretty(&info)?.as_slice(),
+    )
+    .context("cannot write gateway.json")
+}
+
+async fn serve(a: S3Args) -> Result<()> {
+    let mut config = cairn_gateway::Config::new(a.listen, a.api.clone(), a.dir.dir.clone());
+    config.account_file = a.account_file;
+    config.region = a.region;
+    config.upload_max_age = a.upload_max_age;
+    let started = cairn_gateway::start(config)
+        .await
+        .with_context(|| format!("the S3 gateway did not start (node API {})", a.api))?;
+    let endpoint = format!("http://{}", started.addr);
+    write_endpoint(&a.dir.dir, &endpoint)?;
+    eprintln!(
+        "S3 gateway listening on {endpoint} (node API {}, dir {})",
+        a.api,
+        a.dir.dir.display()
+    );
+    if KeyStore::new(&a.dir.dir).list()?.is_empty() {
+        eprintln!(
+            "no credentials yet: make one with `cairn gateway keys create --dir {}`",
+            a.dir.dir.display()
+        );
+    }
+    started.run(crate::shutdown_signal()).await;
+    Ok(())
+}
