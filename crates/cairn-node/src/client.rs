@@ -111,6 +111,12 @@ pub enum ClientError {
         /// Why the rest failed.
         failures: Failures,
     },
+    /// The repair record could not be stored on any steward.
+    #[error("the file's repair record could not be stored: none of its {wanted} stewards took it")]
+    RecordUpload {
+        /// Stewards asked.
+        wanted: usize,
+    },
     /// The manifest could not be stored anywhere.
     #[error("the file's manifest could not be stored: only {stored} of {wanted} nodes took it")]
     ManifestUpload {
@@ -996,8 +1002,7 @@ impl Client {
             .filter(|ok| *ok)
             .count();
         if stored == 0 {
-            return Err(ClientError::ManifestUpload {
-                stored: 0,
+            return Err(ClientError::RecordUpload {
                 wanted: stewards.len(),
             });
         }
