@@ -123,7 +123,7 @@ pub struct Behaviour {
 /// Which transport a swarm uses.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum TransportKind {
-    /// TCP + Noise + Yamux: real sockets.
+    /// TCP + Noise + Yamux, and QUIC (TLS 1.3 inside): real sockets.
     #[default]
     Tcp,
     /// In-process memory transport + Noise + Yamux, for fast multi-node unit tests.
@@ -206,6 +206,9 @@ pub fn build_swarm(
                 yamux::Config::default,
             )
             .map_err(|e| NetError::Transport(e.to_string()))?
+            // QUIC beside TCP: a node listens on whichever addresses it is
+            // given (`/udp/PORT/quic-v1` for QUIC) and dials either.
+            .with_quic()
             .with_behaviour(|key| behaviour(key, cfg))
             .map_err(|e| NetError::Mdns(e.to_string()))?
             .with_swarm_config(idle)

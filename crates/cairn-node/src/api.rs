@@ -7,9 +7,12 @@
 //! |---|---|---|
 //! | `GET /v1/status` | | [`StatusReport`] |
 //! | `GET /v1/files` | | `[FileRecord]` |
-//! | `POST /v1/put?k=&n=&segment_size=&name=` | the raw file, streamed | [`PutOutcome`] |
+//! | `POST /v1/put?k=&n=&segment_size=&name=&lease_secs=&catalog=` | the raw file, streamed | [`PutOutcome`] |
 //! | `POST /v1/get` | `{"cap": "cairn:…", "start"?: n, "end"?: n}` | a framed stream of bytes `[start, end)`, see below |
 //! | `POST /v1/stat` | `{"cap": "cairn:…"}` | [`StatReport`] |
+//! | `POST /v1/renew` | `{"cap": "cairn:…", "lease_secs"?: n}` | `{"expires_at": n}` |
+//! | `POST /v1/rm` | `{"cap": "cairn:…"}` | `{"deleted": true}` |
+//! | `GET /v1/steward`, `GET /v1/standing` | | the steward's view; this node's standing |
 //! | `GET /v1/index/{id}` | | the merged encoded account index (`application/octet-stream`), 404 if no replica has it |
 //! | `POST /v1/index/{id}` | an encoded account index (at most 8 MiB) | [`Written`]: `{"acks": n, "peers": m}` |
 //!
@@ -20,6 +23,11 @@
 //! just new ops (any subset of an index is one). `{id}` is the index id in hex. A POST
 //! whose body is not a valid index for that id is a 400; one that fewer
 //! than the quorum of replicas took is a 503 that says how many did.
+//!
+//! Put, renew and rm act as the object's owner: this node's key, or the key
+//! in the `x-cairn-owner` header (64 hex characters; the S3 gateway's
+//! account-derived object key), so an object put through one node can be
+//! renewed or deleted through another that is given the same key.
 //!
 //! Errors are `{"error": "<sentence>"}` with a 4xx or 5xx status.
 //!
@@ -41,6 +49,7 @@ use axum::routing::{get, post};
 use bytes::Bytes;
 use cairn_core::ReadCap;
 use cairn_core::index::{Index, IndexId, MAX_INDEX_BYTES};
+use cairn_core::keys::SecretKey;
 use cairn_store::PieceStore;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -159,6 +168,36 @@ struct PutQuery {
     n: Option<u16>,
     segment_size: Option<u64>,
     name: Option<String>,
+    /// Lease in seconds (default 90 days).
+    lease_secs: Option<u64>,
+    /// Whether the file goes on this node's list (default true).
+    catalog: Option<bool>,
+}
+
+/// Header naming the owner key of an object (64 hex characters, an Ed25519
+/// secret seed) for put, renew and rm; this node's key when absent.
+pub const OWNER_HEADER: &str = "x-cairn-owner";
+
+fn owner_of(headers: &axum::http::HeaderMap) -> Result<Option<Arc<SecretKey>>, ApiError> {
+    let Some(v) = headers.get(OWNER_HEADER) else {
+        return Ok(None);
+    };
+    let bad = || {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("{OWNER_HEADER} must be 64 hex characters (a 32-byte secret key)"),
+        )
+    };
+    let text = v.to_str().map_err(|_| bad())?;
+    let mut seed = [0u8; 32];
+    if text.len() != 64 {
+        return Err(bad());
+    }
+    for (i, b) in seed.iter_mut().enumerate() {
+        *b = u8::from_str_radix(text.get(2 * i..2 * i + 2).ok_or_else(bad)?, 16)
+            .map_err(|_| bad())?;
+    }
+    Ok(Some(Arc::new(SecretKey::from_bytes(seed))))
 }
 
 /// The API's routes.
@@ -275,8 +314,10 @@ async fn transfer_permit(s: &ApiState) -> Result<tokio::sync::OwnedSemaphorePerm
 async fn put(
     State(s): State<ApiState>,
     Query(q): Query<PutQuery>,
+    headers: axum::http::HeaderMap,
     body: Body,
 ) -> Result<impl IntoResponse, ApiError> {
+    let owner = owner_of(&headers)?;
     let _permit = transfer_permit(&s).await?;
     // Boxed: the reader needs an `Unpin` stream.
     let stream = Box::pin(idle_timeout(
@@ -291,7 +332,9 @@ async fn put(
         n: q.n,
         segment_size: q.segment_size.unwrap_or(defaults.segment_size),
         name: q.name,
-        lease_secs: defaults.lease_secs,
+        lease_secs: q.lease_secs.unwrap_or(defaults.lease_secs),
+        owner,
+        catalog: q.catalog.unwrap_or(true),
     };
     match s.client.put(&mut reader, opts).await {
         Ok(outcome) => Ok(Json(outcome)),
@@ -324,20 +367,24 @@ struct RenewBody {
 
 async fn renew(
     State(s): State<ApiState>,
+    headers: axum::http::HeaderMap,
     Json(b): Json<RenewBody>,
 ) -> Result<impl IntoResponse, ApiError> {
+    let owner = owner_of(&headers)?;
     let cap = parse_cap(&b.cap)?;
     let lease = b.lease_secs.unwrap_or(crate::client::DEFAULT_LEASE_SECS);
-    let expires_at = s.client.renew(&cap, lease).await?;
+    let expires_at = s.client.renew(&cap, lease, owner.as_deref()).await?;
     Ok(Json(serde_json::json!({ "expires_at": expires_at })))
 }
 
 async fn remove(
     State(s): State<ApiState>,
+    headers: axum::http::HeaderMap,
     Json(b): Json<CapBody>,
 ) -> Result<impl IntoResponse, ApiError> {
+    let owner = owner_of(&headers)?;
     let cap = parse_cap(&b.cap)?;
-    s.client.remove(&cap).await?;
+    s.client.remove(&cap, owner.as_deref()).await?;
     Ok(Json(serde_json::json!({ "deleted": true })))
 }
 

@@ -111,6 +111,12 @@ pub enum ClientError {
         /// Why the rest failed.
         failures: Failures,
     },
+    /// The repair record could not be stored on any steward.
+    #[error("the file's repair record could not be stored: none of its {wanted} stewards took it")]
+    RecordUpload {
+        /// Stewards asked.
+        wanted: usize,
+    },
     /// The manifest could not be stored anywhere.
     #[error("the file's manifest could not be stored: only {stored} of {wanted} nodes took it")]
     ManifestUpload {
@@ -181,6 +187,13 @@ pub struct PutOptions {
     pub name: Option<String>,
     /// Seconds the pieces are kept unless the lease is renewed.
     pub lease_secs: u64,
+    /// Who owns the object (signs its repair record, may renew and delete
+    /// it): this node's key if `None`. The S3 gateway passes a key derived
+    /// from its account, so that any node given it can manage the object.
+    pub owner: Option<Arc<SecretKey>>,
+    /// Whether the file goes on this node's list (`cairn ls`), whose
+    /// leases the node renews by itself.
+    pub catalog: bool,
 }
 
 impl Default for PutOptions {
@@ -191,6 +204,8 @@ impl Default for PutOptions {
             segment_size: params::DEFAULT_SEGMENT_SIZE,
             name: None,
             lease_secs: DEFAULT_LEASE_SECS,
+            owner: None,
+            catalog: true,
         }
     }
 }
@@ -474,6 +489,12 @@ impl Client {
         placement::select(key, candidates.len(), 0, candidates, &[], &self.placement).len()
     }
 
+    /// This node's list of files it put.
+    #[cfg(test)]
+    pub(crate) fn catalog(&self) -> &Arc<Catalog> {
+        &self.catalog
+    }
+
     /// This node's piece store.
     pub(crate) fn store(&self) -> &Arc<PieceStore> {
         &self.store
@@ -685,7 +706,7 @@ impl Client {
         drop(uploads);
         let genesis = Genesis {
             file_id,
-            owner: self.key.public(),
+            owner: opts.owner.as_deref().unwrap_or(&self.key).public(),
             k: p.k,
             n: p.n,
             coded,
@@ -701,7 +722,8 @@ impl Client {
                     .map(move |piece| (s as u32, piece.index, piece.holder.clone()))
             })
             .collect();
-        let record = Record::create(genesis, &self.key, assignments, expires_at)
+        let signer = opts.owner.as_deref().unwrap_or(&self.key);
+        let record = Record::create(genesis, signer, assignments, expires_at)
             .map_err(|e| ClientError::Internal(format!("cannot build the repair record: {e}")))?;
         self.put_record(&record).await?;
         let manifest = Manifest {
@@ -733,6 +755,9 @@ impl Client {
             k: p.k,
             n: p.n,
         };
+        if !opts.catalog {
+            return Ok(outcome);
+        }
         self.lease_seen(&outcome.cap, expires_at);
         let record = FileRecord {
             name: opts.name,
@@ -977,8 +1002,7 @@ impl Client {
             .filter(|ok| *ok)
             .count();
         if stored == 0 {
-            return Err(ClientError::ManifestUpload {
-                stored: 0,
+            return Err(ClientError::RecordUpload {
                 wanted: stewards.len(),
             });
         }
@@ -1022,7 +1046,7 @@ impl Client {
     }
 
     /// The repair record of the file `cap` names, newest copy found.
-    async fn record_of(&self, cap: &ReadCap) -> Result<Record, ClientError> {
+    pub(crate) async fn record_of(&self, cap: &ReadCap) -> Result<Record, ClientError> {
         let m = self.manifest(cap).await?;
         let id = m.record.ok_or(ClientError::NoRecord)?;
         self.record(&id)
@@ -1036,13 +1060,15 @@ impl Client {
         &self,
         mut record: Record,
         change: cairn_core::record::Change,
+        owner: Option<&SecretKey>,
     ) -> Result<Record, ClientError> {
-        if record.genesis().owner != self.key.public() {
+        let signer = owner.unwrap_or(&self.key);
+        if record.genesis().owner != signer.public() {
             return Err(ClientError::NotOwner);
         }
-        let mine = self.key.public();
+        let mine = signer.public();
         record
-            .update(&self.key, now_secs(), vec![change], &|k: &PublicKey| {
+            .update(signer, now_secs(), vec![change], &|k: &PublicKey| {
                 *k == mine
             })
             .map_err(|e| ClientError::Internal(e.to_string()))?;
@@ -1087,13 +1113,23 @@ impl Client {
         Ok(record)
     }
 
-    /// Extends the lease of the file `cap` names to `lease_secs` from now.
-    /// Returns the new expiry (unix seconds).
-    pub async fn renew(&self, cap: &ReadCap, lease_secs: u64) -> Result<u64, ClientError> {
+    /// Extends the lease of the file `cap` names to `lease_secs` from now,
+    /// as its owner (`owner`, or this node's key). Returns the new expiry
+    /// (unix seconds).
+    pub async fn renew(
+        &self,
+        cap: &ReadCap,
+        lease_secs: u64,
+        owner: Option<&SecretKey>,
+    ) -> Result<u64, ClientError> {
         let record = self.record_of(cap).await?;
         let expires_at = now_secs().saturating_add(lease_secs);
         let record = self
-            .owner_update(record, cairn_core::record::Change::Lease { expires_at })
+            .owner_update(
+                record,
+                cairn_core::record::Change::Lease { expires_at },
+                owner,
+            )
             .await?;
         Ok(record.expires_at())
     }
@@ -1127,7 +1163,7 @@ impl Client {
             if !due(record.expires_at()) {
                 continue;
             }
-            match self.renew(&cap, DEFAULT_LEASE_SECS).await {
+            match self.renew(&cap, DEFAULT_LEASE_SECS, None).await {
                 Ok(expires_at) => {
                     self.lease_seen(&f.cap, expires_at);
                     renewed += 1;
@@ -1148,19 +1184,23 @@ impl Client {
     /// Deletes the file `cap` names: the owner's signed delete goes to the
     /// stewards and the holders, which drop the pieces; the manifest copies
     /// are deleted and the file leaves this node's list.
-    pub async fn remove(&self, cap: &ReadCap) -> Result<(), ClientError> {
+    pub async fn remove(
+        &self,
+        cap: &ReadCap,
+        owner: Option<&SecretKey>,
+    ) -> Result<(), ClientError> {
         let record = self.record_of(cap).await?;
         if let Ok(mut l) = self.leases.lock() {
             l.remove(&cap.to_string());
         }
         let g = record.genesis().clone();
         let record = self
-            .owner_update(record, cairn_core::record::Change::Delete)
+            .owner_update(record, cairn_core::record::Change::Delete, owner)
             .await?;
         // This node's own pieces and record copy.
         let store = self.store.clone();
         let records = self.records.clone();
-        let mine = self.key.public();
+        let mine = owner.unwrap_or(&self.key).public();
         let _ = tokio::task::spawn_blocking(move || {
             for s in 0..g.segments.len() as u32 {
                 for i in 0..g.coded {

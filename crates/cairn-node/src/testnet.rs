@@ -494,3 +494,38 @@ async fn account_indexes_replicate_repair_on_read_and_agree_on_one_winner() {
         res.header
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_owned_by_a_given_key_is_managed_through_any_node_with_it() {
+    let nodes = testnet(5, 1_300_000 + u64::from(std::process::id()) * 100).await;
+    let owner = Arc::new(cairn_core::keys::SecretKey::generate());
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    let opts = PutOptions {
+        k: Some(2),
+        n: Some(4),
+        owner: Some(owner.clone()),
+        catalog: false,
+        ..PutOptions::default()
+    };
+    let out = nodes[0].client.put(&data[..], opts).await.unwrap();
+    let cap: ReadCap = out.cap.parse().unwrap();
+    // Not on the putting node's own list (nor renewed by it).
+    assert!(nodes[0].client.catalog().list().unwrap().is_empty());
+    let record = nodes[3].client.record_of(&cap).await.unwrap();
+    assert_eq!(record.genesis().owner, owner.public());
+    // Without the key no node may manage it, not even the one that put it.
+    assert!(matches!(
+        nodes[0].client.renew(&cap, 1000, None).await,
+        Err(ClientError::NotOwner)
+    ));
+    // With it, any node may.
+    let until = nodes[2]
+        .client
+        .renew(&cap, 7 * 86_400, Some(&owner))
+        .await
+        .unwrap();
+    assert!(until >= crate::now_secs() + 7 * 86_400 - 5);
+    nodes[3].client.remove(&cap, Some(&owner)).await.unwrap();
+    let record = nodes[1].client.record_of(&cap).await.unwrap();
+    assert!(record.is_deleted());
+}

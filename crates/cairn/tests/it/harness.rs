@@ -154,6 +154,11 @@ pub struct Node {
 
 impl Node {
     pub fn start(dir: &Path, storage: &str, bootstrap: Option<&str>) -> Self {
+        Self::start_on(dir, storage, bootstrap, "/ip4/127.0.0.1/tcp/0")
+    }
+
+    /// A node listening on `listen` only (e.g. a QUIC address).
+    pub fn start_on(dir: &Path, storage: &str, bootstrap: Option<&str>, listen: &str) -> Self {
         std::fs::create_dir_all(dir).unwrap();
         let log = std::fs::File::create(dir.join("node.log")).unwrap();
         let mut cmd = Command::new(CAIRN);
@@ -161,7 +166,7 @@ impl Node {
             "node",
             "run",
             "--listen",
-            "/ip4/127.0.0.1/tcp/0",
+            listen,
             "--api",
             "127.0.0.1:0",
             "--no-mdns",

@@ -190,3 +190,56 @@ fn a_full_node_refuses_and_the_piece_goes_elsewhere() {
     );
     assert!(o.stdout.is_empty(), "no capability for a failed put");
 }
+
+#[test]
+fn nodes_that_speak_only_quic_store_and_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let quic = "/ip4/127.0.0.1/udp/0/quic-v1";
+    let first = Node::start_on(&dir.path().join("q0"), "1GiB", None, quic);
+    let boot = first.info.listen[0].clone();
+    assert!(boot.contains("/quic-v1/"), "{boot}");
+    let mut nodes = vec![first];
+    for i in 1..4 {
+        nodes.push(Node::start_on(
+            &dir.path().join(format!("q{i}")),
+            "1GiB",
+            Some(&boot),
+            quic,
+        ));
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let s: serde_json::Value =
+            serde_json::from_str(&ok(cairn(&nodes[0].info.api, &["status", "--json"]))).unwrap();
+        if s["known_peers"].as_u64().unwrap() >= 3 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "QUIC nodes did not meet: {s}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let file = dir.path().join("f");
+    let bytes = data(5 << 20, 3);
+    std::fs::write(&file, &bytes).unwrap();
+    let cap = put(&nodes[0].info.api, &file, &["--k", "2", "--n", "4"]);
+    let s = stat_json(&nodes[3].info.api, &cap);
+    let holders: std::collections::HashSet<&str> = s["segments"][0]["pieces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["peer_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        holders.len(),
+        4,
+        "four nodes hold a piece each over QUIC: {s}"
+    );
+    let out = dir.path().join("out");
+    ok(cairn(
+        &nodes[3].info.api,
+        &["get", &cap, "-o", out.to_str().unwrap()],
+    ));
+    assert!(std::fs::read(&out).unwrap() == bytes);
+}
