@@ -72,6 +72,8 @@ pub mod node;
 pub mod rules;
 pub mod s3;
 pub mod server;
+#[cfg(test)]
+mod service_tests;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -94,7 +94,7 @@ impl Node {
             .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
             .unwrap_or_else(|| format!("the node answered {status}: {text}"));
         Err(match status.as_u16() {
-            404 => GatewayError::NoSuchKey(msg),
+            404 => GatewayError::Internal(format!("the node does not find the data: {msg}")),
             503 | 502 | 504 | 507 => GatewayError::Unavailable(msg),
             _ => GatewayError::Internal(format!("the node refused: {msg}")),
         })

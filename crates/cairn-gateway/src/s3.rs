@@ -967,14 +967,12 @@ impl S3 for Gateway {
             .await?
             .into_iter()
             .collect();
+        let numbers: Vec<i32> = asked.iter().map(|p| p.part_number.unwrap_or(0)).collect();
+        if numbers.first().is_some_and(|&n| n < 1) || !numbers.windows(2).all(|w| w[0] < w[1]) {
+            return Err(GatewayError::InvalidPartOrder.into());
+        }
         let mut chosen: Vec<&PartMeta> = vec![];
-        let mut last = 0;
-        for (i, p) in asked.iter().enumerate() {
-            let n = p.part_number.unwrap_or(0);
-            if n <= last {
-                return Err(GatewayError::InvalidPartOrder.into());
-            }
-            last = n;
+        for (i, (p, &n)) in asked.iter().zip(&numbers).enumerate() {
             let part = have
                 .get(&n)
                 .ok_or_else(|| GatewayError::InvalidPart(format!("part {n} was not uploaded")))?;

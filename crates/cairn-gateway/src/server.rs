@@ -190,6 +190,7 @@ pub async fn serve(
                             .into(),
                         );
                     }
+                    let (method, path) = (req.method().clone(), req.uri().path().to_string());
                     let slot = Arc::new(slot);
                     let req = req.map(|inner| {
                         s3s::Body::http_body_unsync(IdleBody {
@@ -201,6 +202,13 @@ pub async fn serve(
                     });
                     let resp = service.call(req).await;
                     drop(slot);
+                    match &resp {
+                        Ok(r) if r.status().is_server_error() => {
+                            tracing::warn!("{method} {path} from {peer}: {}", r.status());
+                        }
+                        Err(e) => tracing::warn!("{method} {path} from {peer} failed: {e:?}"),
+                        Ok(_) => {}
+                    }
                     resp
                 }
             });
@@ -213,5 +221,28 @@ pub async fn serve(
                 tracing::debug!("connection from {peer} ended: {e}");
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_gets_at_most_its_share_of_slots() {
+        let clients = Arc::new(Clients::default());
+        let a: IpAddr = "127.0.0.1".parse().unwrap();
+        let b: IpAddr = "127.0.0.2".parse().unwrap();
+        let held: Vec<Slot> = (0..3).map(|_| clients.enter(a, 3).unwrap()).collect();
+        assert!(
+            clients.enter(a, 3).is_none(),
+            "a fourth request waits its turn"
+        );
+        let other = clients.enter(b, 3).expect("another client is not affected");
+        drop(held);
+        drop(other);
+        // Entries go with their last request, so the table stays bounded.
+        assert!(clients.0.lock().unwrap().is_empty());
+        assert!(clients.enter(a, 3).is_some());
     }
 }

@@ -260,7 +260,11 @@ fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG")
-                .unwrap_or_else(|_| "warn,cairn=info,cairn_node=info".into()),
+                // s3s logs every refused client request as an error; the gateway
+                // logs its own failures (5xx) instead.
+                .unwrap_or_else(|_| {
+                    "warn,cairn=info,cairn_node=info,cairn_gateway=info,s3s=off".into()
+                }),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -1,0 +1,693 @@
+//! The S3 operations against an in-memory fake of the node's control API:
+//! the routes the gateway uses, with real account-index merging, so the
+//! gateway's logic (LWW settling, multipart checks, cleanup, maintenance)
+//! is tested without a network.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use bytes::Bytes;
+use cairn_core::index::{Account, Index, IndexId};
+use cairn_core::keys::SecretKey;
+use cairn_node::frames::{DATA, END, HEADER, frame};
+use futures::StreamExt;
+use s3s::dto::*;
+use s3s::{S3, S3Request};
+
+use crate::indexes::Indexes;
+use crate::node::Node;
+use crate::s3::{Gateway, Settings};
+
+#[derive(Default)]
+struct Fake {
+    objects: HashMap<String, Bytes>,
+    removed: Vec<String>,
+    renewed: Vec<String>,
+    indexes: HashMap<String, Index>,
+    next: u64,
+    /// Puts whose body ended with an error.
+    failed_puts: u64,
+}
+
+type Shared = Arc<Mutex<Fake>>;
+
+async fn put(
+    State(s): State<Shared>,
+    Query(_q): Query<HashMap<String, String>>,
+    body: Body,
+) -> (StatusCode, String) {
+    let mut stream = body.into_data_stream();
+    let mut data = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(c) => data.extend_from_slice(&c),
+            Err(e) => {
+                s.lock().unwrap().failed_puts += 1;
+                return (StatusCode::BAD_REQUEST, format!(r#"{{"error": "{e}"}}"#));
+            }
+        }
+    }
+    let mut f = s.lock().unwrap();
+    f.next += 1;
+    let cap = format!("cairn:fake{}", f.next);
+    let size = data.len();
+    f.objects.insert(cap.clone(), Bytes::from(data));
+    (
+        StatusCode::OK,
+        serde_json::json!({"cap": cap, "size": size, "segments": 1, "k": 1, "n": 1}).to_string(),
+    )
+}
+
+async fn get_obj(
+    State(s): State<Shared>,
+    axum::Json(b): axum::Json<serde_json::Value>,
+) -> (StatusCode, Vec<u8>) {
+    let cap = b["cap"].as_str().unwrap_or_default();
+    let Some(data) = s.lock().unwrap().objects.get(cap).cloned() else {
+        return (
+            StatusCode::NOT_FOUND,
+            br#"{"error": "no such object"}"#.to_vec(),
+        );
+    };
+    let size = data.len() as u64;
+    let start = b["start"].as_u64().unwrap_or(0).min(size);
+    let end = b["end"].as_u64().unwrap_or(size).min(size);
+    let header =
+        serde_json::json!({"size": size, "segments": 1, "start": start, "length": end - start});
+    let mut out = Vec::new();
+    for part in frame(HEADER, Bytes::from(header.to_string()))
+        .into_iter()
+        .chain(frame(DATA, data.slice(start as usize..end as usize)))
+        .chain(frame(END, Bytes::new()))
+    {
+        out.extend_from_slice(&part);
+    }
+    (StatusCode::OK, out)
+}
+
+async fn rm(State(s): State<Shared>, axum::Json(b): axum::Json<serde_json::Value>) -> String {
+    let cap = b["cap"].as_str().unwrap_or_default().to_string();
+    let mut f = s.lock().unwrap();
+    f.objects.remove(&cap);
+    f.removed.push(cap);
+    r#"{"deleted": true}"#.into()
+}
+
+async fn renew(State(s): State<Shared>, axum::Json(b): axum::Json<serde_json::Value>) -> String {
+    let cap = b["cap"].as_str().unwrap_or_default().to_string();
+    s.lock().unwrap().renewed.push(cap);
+    serde_json::json!({"expires_at": crate::now_ms() / 1000 + b["lease_secs"].as_u64().unwrap_or(0)}).to_string()
+}
+
+async fn get_index(State(s): State<Shared>, Path(id): Path<String>) -> (StatusCode, Vec<u8>) {
+    match s.lock().unwrap().indexes.get(&id) {
+        Some(i) => (StatusCode::OK, i.encode()),
+        None => (StatusCode::NOT_FOUND, br#"{"error": "none"}"#.to_vec()),
+    }
+}
+
+async fn post_index(
+    State(s): State<Shared>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> (StatusCode, String) {
+    let delta = match Index::decode(&body, IndexId::from_hex(&id)) {
+        Ok(d) => d,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!(r#"{{"error": "{e}"}}"#)),
+    };
+    let mut f = s.lock().unwrap();
+    let current = f
+        .indexes
+        .entry(id)
+        .or_insert_with(|| Index::new(*delta.name()));
+    match current.merge(&delta) {
+        Ok(_) => (StatusCode::OK, r#"{"acks": 3, "peers": 3}"#.into()),
+        Err(e) => (StatusCode::BAD_REQUEST, format!(r#"{{"error": "{e}"}}"#)),
+    }
+}
+
+struct Harness {
+    fake: Shared,
+    gw: Gateway,
+    api: String,
+    seed: [u8; 32],
+    _dir: tempfile::TempDir,
+}
+
+async fn fake_node() -> (Shared, String) {
+    let fake: Shared = Arc::default();
+    let app = axum::Router::new()
+        .route("/v1/put", post(put))
+        .route("/v1/get", post(get_obj))
+        .route("/v1/rm", post(rm))
+        .route("/v1/renew", post(renew))
+        .route("/v1/index/{id}", get(get_index).post(post_index))
+        .with_state(fake.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (fake, format!("http://{addr}"))
+}
+
+fn gateway(api: &str, seed: [u8; 32], dir: &std::path::Path) -> Gateway {
+    let node = Node::new(api, [7; 32], 3600).unwrap();
+    let account = Arc::new(Account::new(SecretKey::from_bytes(seed)));
+    let idx = Arc::new(Indexes::open(node.clone(), account, &dir.join("cache.redb")).unwrap());
+    Gateway::new(
+        node,
+        idx,
+        Settings {
+            region: "us-east-1".into(),
+            max_object: 64 << 20,
+            body_idle: Duration::from_secs(5),
+        },
+    )
+}
+
+impl Harness {
+    async fn new() -> Self {
+        let (fake, api) = fake_node().await;
+        let dir = tempfile::tempdir().unwrap();
+        let seed = [9; 32];
+        let gw = gateway(&api, seed, dir.path());
+        Self {
+            fake,
+            gw,
+            api,
+            seed,
+            _dir: dir,
+        }
+    }
+
+    async fn bucket(&self, name: &str) {
+        self.gw
+            .create_bucket(req(CreateBucketInput {
+                bucket: name.into(),
+                ..Default::default()
+            }))
+            .await
+            .unwrap();
+    }
+
+    async fn put(&self, bucket: &str, key: &str, data: &[u8]) -> Result<String, s3s::S3Error> {
+        let out = self
+            .gw
+            .put_object(req(PutObjectInput {
+                bucket: bucket.into(),
+                key: key.into(),
+                content_length: Some(data.len() as i64),
+                body: Some(blob(data)),
+                ..Default::default()
+            }))
+            .await?;
+        Ok(out.output.e_tag.unwrap().value().to_string())
+    }
+
+    async fn get(
+        &self,
+        bucket: &str,
+        key: &str,
+        range: Option<&str>,
+    ) -> Result<Vec<u8>, s3s::S3Error> {
+        let out = self
+            .gw
+            .get_object(req(GetObjectInput {
+                bucket: bucket.into(),
+                key: key.into(),
+                range: range.map(|r| Range::parse(r).unwrap()),
+                ..Default::default()
+            }))
+            .await?;
+        let mut body = out.output.body.unwrap();
+        let mut data = Vec::new();
+        while let Some(c) = body.next().await {
+            data.extend_from_slice(&c.unwrap());
+        }
+        Ok(data)
+    }
+
+    async fn keys(&self, bucket: &str) -> Vec<String> {
+        let out = self
+            .gw
+            .list_objects_v2(req(ListObjectsV2Input {
+                bucket: bucket.into(),
+                ..Default::default()
+            }))
+            .await
+            .unwrap();
+        out.output
+            .contents
+            .unwrap()
+            .into_iter()
+            .map(|o| o.key.unwrap())
+            .collect()
+    }
+
+    fn stored(&self) -> usize {
+        self.fake.lock().unwrap().objects.len()
+    }
+}
+
+fn req<T>(input: T) -> S3Request<T> {
+    S3Request {
+        input,
+        method: hyper::Method::GET,
+        uri: hyper::Uri::from_static("/"),
+        headers: Default::default(),
+        extensions: Default::default(),
+        credentials: None,
+        region: None,
+        service: None,
+        trailing_headers: None,
+    }
+}
+
+fn blob(data: &[u8]) -> StreamingBlob {
+    // Two chunks, so streaming is exercised.
+    let data = Bytes::copy_from_slice(data);
+    let mid = data.len() / 2;
+    let chunks = vec![
+        Ok::<_, std::io::Error>(data.slice(..mid)),
+        Ok(data.slice(mid..)),
+    ];
+    StreamingBlob::wrap(futures::stream::iter(chunks))
+}
+
+fn code(e: s3s::S3Error) -> String {
+    e.code().as_str().to_string()
+}
+
+#[tokio::test]
+async fn objects_round_trip_with_ranges_and_conditionals() {
+    let h = Harness::new().await;
+    h.bucket("data").await;
+    let body: Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
+    let etag = h.put("data", "a/b", &body).await.unwrap();
+    assert_eq!(etag, crate::rules::md5_hex(&body));
+    assert_eq!(h.get("data", "a/b", None).await.unwrap(), body);
+    assert_eq!(
+        h.get("data", "a/b", Some("bytes=-10")).await.unwrap(),
+        &body[9_990..]
+    );
+    assert_eq!(
+        h.get("data", "a/b", Some("bytes=100-199")).await.unwrap(),
+        &body[100..200]
+    );
+    assert_eq!(
+        code(
+            h.get("data", "a/b", Some("bytes=10000-"))
+                .await
+                .unwrap_err()
+        ),
+        "InvalidRange"
+    );
+    assert_eq!(
+        code(h.get("data", "nope", None).await.unwrap_err()),
+        "NoSuchKey"
+    );
+    assert_eq!(
+        code(h.get("nobucket", "a/b", None).await.unwrap_err()),
+        "NoSuchBucket"
+    );
+    let not_modified =
+        h.gw.get_object(req(GetObjectInput {
+            bucket: "data".into(),
+            key: "a/b".into(),
+            if_none_match: Some(ETagCondition::ETag(ETag::Strong(etag.clone()))),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(code(not_modified), "NotModified");
+    // An empty object.
+    h.put("data", "empty", b"").await.unwrap();
+    assert_eq!(h.get("data", "empty", None).await.unwrap(), b"");
+}
+
+#[tokio::test]
+async fn a_bad_digest_stores_nothing_and_shows_nothing() {
+    let h = Harness::new().await;
+    h.bucket("data").await;
+    let err =
+        h.gw.put_object(req(PutObjectInput {
+            bucket: "data".into(),
+            key: "k".into(),
+            content_md5: Some("1B2M2Y8AsgTpgAmY7PhCfg==".into()),
+            body: Some(blob(b"not empty")),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(code(err), "BadDigest");
+    assert!(h.keys("data").await.is_empty());
+    assert_eq!(h.stored(), 0, "the node's put failed with the body");
+    // A body shorter than declared.
+    let err =
+        h.gw.put_object(req(PutObjectInput {
+            bucket: "data".into(),
+            key: "k".into(),
+            content_length: Some(100),
+            body: Some(blob(b"short")),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(code(err), "IncompleteBody");
+    assert_eq!(h.stored(), 0);
+}
+
+#[tokio::test]
+async fn an_overwrite_removes_the_displaced_data_and_a_delete_its_own() {
+    let h = Harness::new().await;
+    h.bucket("data").await;
+    h.put("data", "k", b"one").await.unwrap();
+    h.put("data", "k", b"two").await.unwrap();
+    assert_eq!(h.get("data", "k", None).await.unwrap(), b"two");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(h.stored(), 1, "the first version's data is gone");
+    h.gw.delete_object(req(DeleteObjectInput {
+        bucket: "data".into(),
+        key: "k".into(),
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    // Idempotent.
+    h.gw.delete_object(req(DeleteObjectInput {
+        bucket: "data".into(),
+        key: "k".into(),
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(h.stored(), 0);
+    assert!(h.keys("data").await.is_empty());
+}
+
+#[tokio::test]
+async fn two_gateways_share_an_account_and_concurrent_puts_keep_one_winner() {
+    let h = Harness::new().await;
+    let dir2 = tempfile::tempdir().unwrap();
+    let other = gateway(&h.api, h.seed, dir2.path());
+    h.bucket("shared").await;
+    // The second gateway sees the bucket (its cache is cold).
+    let (a, b) = futures::join!(
+        h.put("shared", "race", b"from the first gateway"),
+        other.put_object(req(PutObjectInput {
+            bucket: "shared".into(),
+            key: "race".into(),
+            body: Some(blob(b"from the second gateway")),
+            ..Default::default()
+        }))
+    );
+    a.unwrap();
+    b.unwrap();
+    // Past the cache's freshness: a gateway may serve its own copy that long.
+    tokio::time::sleep(crate::indexes::FRESH + Duration::from_millis(300)).await;
+    let seen = h.get("shared", "race", None).await.unwrap();
+    assert!(seen == b"from the first gateway" || seen == b"from the second gateway");
+    assert_eq!(h.stored(), 1, "the loser removed its data");
+    let via_other = other
+        .get_object(req(GetObjectInput {
+            bucket: "shared".into(),
+            key: "race".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    assert_eq!(via_other.output.content_length, Some(seen.len() as i64));
+}
+
+async fn upload_part(h: &Harness, id: &str, n: i32, data: &[u8]) -> String {
+    h.gw.upload_part(req(UploadPartInput {
+        bucket: "mpu".into(),
+        key: "big".into(),
+        upload_id: id.into(),
+        part_number: n,
+        body: Some(blob(data)),
+        ..Default::default()
+    }))
+    .await
+    .unwrap()
+    .output
+    .e_tag
+    .unwrap()
+    .value()
+    .to_string()
+}
+
+fn completed(parts: &[(i32, &str)]) -> Option<CompletedMultipartUpload> {
+    Some(CompletedMultipartUpload {
+        parts: Some(
+            parts
+                .iter()
+                .map(|(n, e)| CompletedPart {
+                    part_number: Some(*n),
+                    e_tag: Some(ETag::Strong(e.to_string())),
+                    ..Default::default()
+                })
+                .collect(),
+        ),
+    })
+}
+
+#[tokio::test]
+async fn multipart_checks_its_part_list_stitches_and_cleans_up() {
+    let h = Harness::new().await;
+    h.bucket("mpu").await;
+    let id =
+        h.gw.create_multipart_upload(req(CreateMultipartUploadInput {
+            bucket: "mpu".into(),
+            key: "big".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .output
+        .upload_id
+        .unwrap();
+    let p1: Vec<u8> = vec![1; 5 << 20];
+    let p2: Vec<u8> = vec![2; 1000];
+    let (e1, e2) = (
+        upload_part(&h, &id, 1, &p1).await,
+        upload_part(&h, &id, 2, &p2).await,
+    );
+    upload_part(&h, &id, 3, b"unused").await;
+    // Not visible before completion.
+    assert!(h.keys("mpu").await.is_empty());
+    let complete = |parts: Option<CompletedMultipartUpload>| {
+        h.gw.complete_multipart_upload(req(CompleteMultipartUploadInput {
+            bucket: "mpu".into(),
+            key: "big".into(),
+            upload_id: id.clone(),
+            multipart_upload: parts,
+            ..Default::default()
+        }))
+    };
+    assert_eq!(
+        code(
+            complete(completed(&[(2, &e2), (1, &e1)]))
+                .await
+                .unwrap_err()
+        ),
+        "InvalidPartOrder"
+    );
+    assert_eq!(
+        code(
+            complete(completed(&[(1, &e2), (2, &e2)]))
+                .await
+                .unwrap_err()
+        ),
+        "InvalidPart"
+    );
+    assert_eq!(
+        code(
+            complete(completed(&[(1, &e1), (4, &e2)]))
+                .await
+                .unwrap_err()
+        ),
+        "InvalidPart"
+    );
+    assert_eq!(
+        code(
+            complete(completed(&[(1, &e1), (3, "x")]))
+                .await
+                .unwrap_err()
+        ),
+        "InvalidPart"
+    );
+    let small_first = upload_part(&h, &id, 4, b"tiny").await;
+    assert_eq!(
+        code(
+            complete(completed(&[(2, &e2), (4, &small_first)]))
+                .await
+                .unwrap_err()
+        ),
+        "EntityTooSmall"
+    );
+    let out = complete(completed(&[(1, &e1), (2, &e2)])).await.unwrap();
+    let etag = out.output.e_tag.unwrap().value().to_string();
+    assert_eq!(etag, crate::rules::multipart_etag(&[&e1, &e2]).unwrap());
+    let mut whole = p1.clone();
+    whole.extend(&p2);
+    assert_eq!(h.get("mpu", "big", None).await.unwrap(), whole);
+    // A range across the part boundary.
+    let at = (5 << 20) - 3;
+    assert_eq!(
+        h.get("mpu", "big", Some(&format!("bytes={at}-{}", at + 5)))
+            .await
+            .unwrap(),
+        &whole[at..at + 6]
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(h.stored(), 2, "the unused parts are removed");
+    let uploads =
+        h.gw.list_multipart_uploads(req(ListMultipartUploadsInput {
+            bucket: "mpu".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    assert!(uploads.output.uploads.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn the_sweeper_aborts_old_uploads_and_leases_are_renewed() {
+    let h = Harness::new().await;
+    h.bucket("mpu").await;
+    let id =
+        h.gw.create_multipart_upload(req(CreateMultipartUploadInput {
+            bucket: "mpu".into(),
+            key: "big".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .output
+        .upload_id
+        .unwrap();
+    upload_part(&h, &id, 1, b"abandoned").await;
+    // Leases of 3600 s: a fresh object is not due; after the pass with a
+    // zero max age the upload is gone.
+    h.put("mpu", "obj", b"kept").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    crate::maintenance_pass(&h.gw, Duration::ZERO)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let parts =
+        h.gw.list_parts(req(ListPartsInput {
+            bucket: "mpu".into(),
+            key: "big".into(),
+            upload_id: id.clone(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(code(parts), "NoSuchUpload");
+    assert_eq!(
+        h.stored(),
+        1,
+        "the abandoned part is removed, the object kept"
+    );
+    assert!(h.fake.lock().unwrap().renewed.is_empty(), "nothing was due");
+}
+
+#[tokio::test]
+async fn buckets_are_validated_unique_and_only_deleted_when_empty() {
+    let h = Harness::new().await;
+    let bad =
+        h.gw.create_bucket(req(CreateBucketInput {
+            bucket: "Bad_Name".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(code(bad), "InvalidBucketName");
+    h.bucket("b1x").await;
+    let again =
+        h.gw.create_bucket(req(CreateBucketInput {
+            bucket: "b1x".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(code(again), "BucketAlreadyOwnedByYou");
+    h.put("b1x", "k", b"v").await.unwrap();
+    let del = |b: &str| {
+        h.gw.delete_bucket(req(DeleteBucketInput {
+            bucket: b.into(),
+            ..Default::default()
+        }))
+    };
+    assert_eq!(code(del("b1x").await.unwrap_err()), "BucketNotEmpty");
+    h.gw.delete_object(req(DeleteObjectInput {
+        bucket: "b1x".into(),
+        key: "k".into(),
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    del("b1x").await.unwrap();
+    let list =
+        h.gw.list_buckets(req(ListBucketsInput::default()))
+            .await
+            .unwrap();
+    assert!(list.output.buckets.unwrap().is_empty());
+    assert_eq!(code(del("b1x").await.unwrap_err()), "NoSuchBucket");
+}
+
+#[tokio::test]
+async fn listings_page_through_many_keys() {
+    let h = Harness::new().await;
+    h.bucket("many").await;
+    for i in 0..25 {
+        h.put("many", &format!("d{}/k{i:02}", i % 3), b"x")
+            .await
+            .unwrap();
+    }
+    let mut token = None;
+    let mut seen = vec![];
+    loop {
+        let out =
+            h.gw.list_objects_v2(req(ListObjectsV2Input {
+                bucket: "many".into(),
+                max_keys: Some(7),
+                continuation_token: token.clone(),
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .output;
+        assert!(out.key_count.unwrap() <= 7);
+        seen.extend(out.contents.unwrap().into_iter().map(|o| o.key.unwrap()));
+        if !out.is_truncated.unwrap() {
+            break;
+        }
+        token = out.next_continuation_token;
+    }
+    assert_eq!(seen.len(), 25);
+    assert!(seen.windows(2).all(|w| w[0] < w[1]));
+    let grouped =
+        h.gw.list_objects(req(ListObjectsInput {
+            bucket: "many".into(),
+            delimiter: Some("/".into()),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .output;
+    let prefixes: Vec<String> = grouped
+        .common_prefixes
+        .unwrap()
+        .into_iter()
+        .map(|p| p.prefix.unwrap())
+        .collect();
+    assert_eq!(prefixes, vec!["d0/", "d1/", "d2/"]);
+}
