@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cairn_core::index::{Account, Index, IndexError, IndexName, Merged};
-use redb::{ReadableDatabase, TableDefinition};
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::error::GatewayError;
 use crate::node::Node;
@@ -76,22 +76,48 @@ impl Indexes {
         (c.at.elapsed() < max_age).then(|| c.index.clone())
     }
 
-    fn remember(&self, index: Arc<Index>) {
-        if let Ok(mut memory) = self.memory.lock() {
-            if memory.len() >= MEMORY_SLOTS && !memory.contains_key(&index.id().0) {
-                // Drop the oldest copy: the cache file still has it.
-                if let Some(oldest) = memory.iter().min_by_key(|(_, c)| c.at).map(|(k, _)| *k) {
-                    memory.remove(&oldest);
-                }
+    /// Merges `index` (a whole copy or a delta) into the memory copy and
+    /// returns the result. Merging, not replacing, keeps concurrent
+    /// requests from dropping each other's writes: the copy only grows.
+    /// `fetched` marks the result fresh (it includes the network's copy).
+    fn remember(&self, index: &Index, fetched: bool) -> Arc<Index> {
+        let Ok(mut memory) = self.memory.lock() else {
+            return Arc::new(index.clone());
+        };
+        let id = index.id().0;
+        if memory.len() >= MEMORY_SLOTS && !memory.contains_key(&id) {
+            // Drop the oldest copy: the cache file still has it.
+            if let Some(oldest) = memory.iter().min_by_key(|(_, c)| c.at).map(|(k, _)| *k) {
+                memory.remove(&oldest);
             }
-            memory.insert(
-                index.id().0,
-                Cached {
-                    at: Instant::now(),
-                    index,
-                },
-            );
         }
+        let (merged, at) = match memory.get(&id) {
+            Some(c) => {
+                let mut m = (*c.index).clone();
+                // Both copies were checked; past a bound, keep the newer view.
+                if m.merge(index).is_err() {
+                    m = index.clone();
+                }
+                (m, if fetched { Instant::now() } else { c.at })
+            }
+            // A delta alone is not a whole copy: it is never fresh.
+            None if !fetched => (
+                index.clone(),
+                Instant::now()
+                    .checked_sub(FRESH)
+                    .unwrap_or_else(Instant::now),
+            ),
+            None => (index.clone(), Instant::now()),
+        };
+        let merged = Arc::new(merged);
+        memory.insert(
+            id,
+            Cached {
+                at,
+                index: merged.clone(),
+            },
+        );
+        merged
     }
 
     async fn load_cached(&self, name: IndexName) -> Result<Index, GatewayError> {
@@ -110,16 +136,29 @@ impl Indexes {
         .map_err(cache_err)?
     }
 
+    /// Merges `index` into the cache file (read, merge and write in one
+    /// transaction, so concurrent writers never drop each other's ops).
     async fn store_cached(&self, index: &Index) -> Result<(), GatewayError> {
         let db = self.cache.clone();
-        let id = index.id();
-        let bytes = index.encode();
+        let index = index.clone();
         tokio::task::spawn_blocking(move || {
+            let id = index.id();
             let tx = db.begin_write().map_err(cache_err)?;
             {
                 let mut table = tx.open_table(TABLE).map_err(cache_err)?;
+                let stored = table
+                    .get(id.0.as_slice())
+                    .map_err(cache_err)?
+                    .and_then(|v| Index::decode_trusted(v.value(), id).ok());
+                let merged = match stored {
+                    Some(mut m) => match m.merge(&index) {
+                        Ok(_) => m,
+                        Err(_) => index,
+                    },
+                    None => index,
+                };
                 table
-                    .insert(id.0.as_slice(), bytes.as_slice())
+                    .insert(id.0.as_slice(), merged.encode().as_slice())
                     .map_err(cache_err)?;
             }
             tx.commit().map_err(cache_err)
@@ -151,9 +190,7 @@ impl Indexes {
                 self.store_cached(&index).await?;
             }
         }
-        let index = Arc::new(index);
-        self.remember(index.clone());
-        Ok(index)
+        Ok(self.remember(&index, true))
     }
 
     /// The value of `key` in `namespace` (read at most [`FRESH`] old).
@@ -176,7 +213,16 @@ impl Indexes {
 
     /// Every live entry of `namespace`, sorted by key.
     pub async fn entries(&self, namespace: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>, GatewayError> {
-        let index = self.read(namespace, FRESH).await?;
+        self.entries_aged(namespace, FRESH).await
+    }
+
+    /// Every live entry of `namespace`, read at most `max_age` ago.
+    pub async fn entries_aged(
+        &self,
+        namespace: &str,
+        max_age: Duration,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, GatewayError> {
+        let index = self.read(namespace, max_age).await?;
         Ok(index
             .entries(self.account.key())
             .map_err(open_err)?
@@ -206,13 +252,14 @@ impl Indexes {
             };
             all_won &= r.map_err(|e| bound_err(e, bucket))? == Merged::Changed;
         }
+        // Checked against the bounds before anything is sent.
         let mut merged = (*current).clone();
         all_won &= merged.merge(&delta).map_err(|e| bound_err(e, bucket))? == Merged::Changed;
         self.node
             .post_index(&delta.id().to_hex(), delta.encode())
             .await?;
-        self.store_cached(&merged).await?;
-        self.remember(Arc::new(merged));
+        self.store_cached(&delta).await?;
+        self.remember(&delta, false);
         Ok(all_won)
     }
 }

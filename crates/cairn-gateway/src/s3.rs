@@ -258,14 +258,22 @@ impl Gateway {
         Ok(u)
     }
 
+    /// The parts of an upload; `fresh` reads the network's copy now (to
+    /// complete an upload whose parts other gateways may have taken).
     async fn upload_parts(
         &self,
         bucket: &str,
         upload_id: &str,
+        fresh: bool,
     ) -> Result<Vec<(i32, PartMeta)>, GatewayError> {
         let prefix = format!("{upload_id}/");
+        let age = if fresh {
+            Duration::ZERO
+        } else {
+            crate::indexes::FRESH
+        };
         let mut out = vec![];
-        for (k, v) in self.idx.entries(&uploads_ns(bucket)).await? {
+        for (k, v) in self.idx.entries_aged(&uploads_ns(bucket), age).await? {
             let Some(num) = std::str::from_utf8(&k)
                 .ok()
                 .and_then(|k| k.strip_prefix(&prefix))
@@ -320,7 +328,7 @@ impl Gateway {
 
     /// Aborts an upload: its entries become tombstones, its parts are removed.
     pub(crate) async fn abort(&self, bucket: &str, upload_id: &str) -> Result<(), GatewayError> {
-        let parts = self.upload_parts(bucket, upload_id).await?;
+        let parts = self.upload_parts(bucket, upload_id, false).await?;
         let mut changes: Vec<Change> = vec![(upload_id.as_bytes().to_vec(), None)];
         changes.extend(
             parts
@@ -963,7 +971,7 @@ impl S3 for Gateway {
             .into());
         }
         let have: HashMap<i32, PartMeta> = self
-            .upload_parts(&bucket, &upload_id)
+            .upload_parts(&bucket, &upload_id, true)
             .await?
             .into_iter()
             .collect();
@@ -1065,7 +1073,7 @@ impl S3 for Gateway {
         let marker = input.part_number_marker.unwrap_or(0);
         let max = input.max_parts.unwrap_or(1000).clamp(1, 1000);
         let all: Vec<(i32, PartMeta)> = self
-            .upload_parts(&input.bucket, &input.upload_id)
+            .upload_parts(&input.bucket, &input.upload_id, false)
             .await?
             .into_iter()
             .filter(|(n, _)| *n > marker)

@@ -691,3 +691,45 @@ async fn listings_page_through_many_keys() {
         .collect();
     assert_eq!(prefixes, vec!["d0/", "d1/", "d2/"]);
 }
+
+/// Regression: concurrent UploadParts each replaced the cached index with
+/// their own snapshot plus their part, so a completion right after saw
+/// only some parts ("part 1 was not uploaded" from `aws s3 cp`).
+#[tokio::test]
+async fn concurrent_part_uploads_are_all_seen_by_the_completion() {
+    let h = Harness::new().await;
+    h.bucket("mpu").await;
+    let id =
+        h.gw.create_multipart_upload(req(CreateMultipartUploadInput {
+            bucket: "mpu".into(),
+            key: "big".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .output
+        .upload_id
+        .unwrap();
+    let data: Vec<Vec<u8>> = (0..6u8).map(|i| vec![i; 5 << 20]).collect();
+    let etags = futures::future::join_all(
+        data.iter()
+            .enumerate()
+            .map(|(i, d)| upload_part(&h, &id, i as i32 + 1, d)),
+    )
+    .await;
+    let list: Vec<(i32, &str)> = etags
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (i as i32 + 1, e.as_str()))
+        .collect();
+    h.gw.complete_multipart_upload(req(CompleteMultipartUploadInput {
+        bucket: "mpu".into(),
+        key: "big".into(),
+        upload_id: id,
+        multipart_upload: completed(&list),
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    assert_eq!(h.get("mpu", "big", None).await.unwrap(), data.concat());
+}
