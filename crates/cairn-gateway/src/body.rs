@@ -184,14 +184,19 @@ where
 
 /// Streams bytes `[start, end)` of the object made of `parts` (cap and
 /// size, in order) into `tx`; a failure is sent as the stream's last item.
+/// The returned receiver says whether the node began to answer: a failure
+/// before the first byte is reported there instead, so the S3 client gets a
+/// proper error rather than a cut body.
 pub fn spawn_read(
     node: Node,
     parts: Vec<(String, u64)>,
     start: u64,
     end: u64,
     tx: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
-) {
+) -> tokio::sync::oneshot::Receiver<Result<(), GatewayError>> {
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
+        let mut started = Some(started_tx);
         let mut offset = 0u64;
         for (cap, size) in parts {
             let (p_start, p_end) = (offset, offset + size);
@@ -204,16 +209,28 @@ pub fn spawn_read(
             }
             let s = start.max(p_start) - p_start;
             let e = end.min(p_end) - p_start;
-            if let Err(err) = node.get_into(&cap, s, e, &tx).await {
-                tracing::warn!("reading an object from the node failed: {err}");
-                let _ = tx.send(Err(std::io::Error::other(err.to_string()))).await;
+            if let Err(err) = node.get_into(&cap, s, e, &tx, &mut started).await {
+                match started.take() {
+                    Some(st) => {
+                        let _ = st.send(Err(err));
+                    }
+                    None => {
+                        tracing::warn!("reading an object from the node failed: {err}");
+                        let _ = tx.send(Err(std::io::Error::other(err.to_string()))).await;
+                    }
+                }
                 return;
             }
             if tx.is_closed() {
                 return;
             }
         }
+        // Nothing to fetch (an empty range or object).
+        if let Some(st) = started.take() {
+            let _ = st.send(Ok(()));
+        }
     });
+    started_rx
 }
 
 /// The bytes of an S3 request body, with its errors as [`GatewayError`]s.

@@ -79,6 +79,10 @@ pub enum GatewayError {
     /// The node could not be reached or could not reach a quorum.
     #[error("the Cairn node is unavailable: {0}")]
     Unavailable(String),
+    /// The node found no Cairn object for a capability the index names
+    /// (removed by a newer write this gateway has not seen yet, or lost).
+    #[error("the object's data is not in the network: {0}")]
+    DataNotFound(String),
     /// Anything else, with the node's sentence.
     #[error("{0}")]
     Internal(String),
@@ -107,7 +111,7 @@ impl From<GatewayError> for S3Error {
             G::InvalidArgument(_) => S3ErrorCode::InvalidArgument,
             G::BucketFull(_) => S3ErrorCode::Custom("BucketFull".into()),
             G::Unavailable(_) => S3ErrorCode::ServiceUnavailable,
-            G::Internal(_) => S3ErrorCode::InternalError,
+            G::DataNotFound(_) | G::Internal(_) => S3ErrorCode::InternalError,
         };
         let mut err = S3Error::with_message(code, e.to_string());
         if let G::BucketFull(_) = e {

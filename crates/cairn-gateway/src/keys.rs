@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 #[non_exhaustive]
 pub enum KeyError {
     /// Reading or writing a file failed.
-    #[error("{path}: {source}")]
+    #[error("cannot access {path}")]
     Io {
         /// Which file.
         path: PathBuf,
@@ -151,8 +151,28 @@ impl KeyStore {
         write_private(&self.path, &bytes)
     }
 
+    /// Holds an exclusive lock on `keys.lock` beside the file, so two
+    /// `keys create` or `revoke` runs do not lose each other's change.
+    fn lock(&self) -> Result<std::fs::File, KeyError> {
+        let path = self.path.with_extension("lock");
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        }
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(|e| io_err(&path)(e.into()))?;
+        Ok(f)
+    }
+
     /// Makes and stores a new random credential.
     pub fn create(&self) -> Result<AccessKey, KeyError> {
+        let _lock = self.lock()?;
         let mut rng = rand::thread_rng();
         let mut pick = |chars: &[u8], n: usize| -> String {
             (0..n)
@@ -172,6 +192,7 @@ impl KeyStore {
 
     /// Removes a credential; whether it existed.
     pub fn revoke(&self, access_key_id: &str) -> Result<bool, KeyError> {
+        let _lock = self.lock()?;
         let mut keys = self.list()?;
         let before = keys.len();
         keys.retain(|k| k.access_key_id != access_key_id);
@@ -288,11 +309,15 @@ mod tests {
         assert_eq!(store.list().unwrap(), vec![b]);
         assert_eq!(mode(store.path()), 0o600);
         // No temp file is left behind.
-        let names: Vec<_> = std::fs::read_dir(dir.path())
+        let mut names: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name())
             .collect();
-        assert_eq!(names, vec![std::ffi::OsString::from("keys.json")]);
+        names.sort();
+        assert_eq!(
+            names,
+            vec![std::ffi::OsString::from("keys.json"), "keys.lock".into()]
+        );
     }
 
     #[tokio::test]

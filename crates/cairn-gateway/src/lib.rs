@@ -152,7 +152,7 @@ pub enum StartError {
     #[error(transparent)]
     Gateway(#[from] GatewayError),
     /// Binding the listen address.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Listen {
         /// The address.
         addr: SocketAddr,
@@ -326,8 +326,23 @@ pub async fn maintenance_pass(gw: &s3::Gateway, max_age: Duration) -> Result<(),
                 continue;
             }
             let mut expires = u64::MAX;
+            let mut renewed = true;
             for p in &m.parts {
-                expires = expires.min(gw.node.renew(&p.cap).await?);
+                match gw.node.renew(&p.cap).await {
+                    Ok(e) => expires = expires.min(e),
+                    Err(e) => {
+                        // The next pass tries again; one object must not stop the rest.
+                        tracing::warn!(
+                            "renewing {bucket}/{} failed: {e}",
+                            String::from_utf8_lossy(&key)
+                        );
+                        renewed = false;
+                        break;
+                    }
+                }
+            }
+            if !renewed {
+                continue;
             }
             m.lease_expires_at = if m.parts.is_empty() {
                 now / 1000 + lease

@@ -94,7 +94,7 @@ impl Node {
             .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
             .unwrap_or_else(|| format!("the node answered {status}: {text}"));
         Err(match status.as_u16() {
-            404 => GatewayError::Internal(format!("the node does not find the data: {msg}")),
+            404 => GatewayError::DataNotFound(msg),
             503 | 502 | 504 | 507 => GatewayError::Unavailable(msg),
             _ => GatewayError::Internal(format!("the node refused: {msg}")),
         })
@@ -125,12 +125,14 @@ impl Node {
 
     /// Streams bytes `[start, end)` of a Cairn object into `out`; returns
     /// when all have been sent. Each item is a slice of the node's frames.
+    /// `started`, if still set, is told once the node has begun to answer.
     pub async fn get_into(
         &self,
         cap: &str,
         start: u64,
         end: u64,
         out: &tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+        started: &mut Option<tokio::sync::oneshot::Sender<Result<(), GatewayError>>>,
     ) -> Result<(), GatewayError> {
         let resp = self
             .http
@@ -158,6 +160,9 @@ impl Node {
                             ))
                         })?;
                         left = Some(h.length);
+                        if let Some(tx) = started.take() {
+                            let _ = tx.send(Ok(()));
+                        }
                     }
                     Frame::Data(d) => {
                         let n = d.len() as u64;

@@ -219,10 +219,40 @@ impl Gateway {
 
     /// The copy source's bytes `[start, end)` as a stream.
     fn read_stream(&self, src: &ObjectMeta, start: u64, end: u64) -> ChannelStream {
+        self.start_read(src, start, end).0
+    }
+
+    fn start_read(
+        &self,
+        src: &ObjectMeta,
+        start: u64,
+        end: u64,
+    ) -> (
+        ChannelStream,
+        tokio::sync::oneshot::Receiver<Result<(), GatewayError>>,
+    ) {
         let (tx, rx) = ChannelStream::channel(Some(end - start));
         let parts = src.parts.iter().map(|p| (p.cap.clone(), p.size)).collect();
-        body::spawn_read(self.node.clone(), parts, start, end, tx);
-        rx
+        let started = body::spawn_read(self.node.clone(), parts, start, end, tx);
+        (rx, started)
+    }
+
+    /// Starts reading bytes `[start, end)` of `m` and waits until the node
+    /// answers. Data that is not found may have been replaced by a newer
+    /// write from another gateway that this one's cached index does not
+    /// show yet: the caller re-reads the entry once.
+    async fn open_read(
+        &self,
+        m: &ObjectMeta,
+        start: u64,
+        end: u64,
+    ) -> Result<ChannelStream, GatewayError> {
+        let (stream, started) = self.start_read(m, start, end);
+        match started.await {
+            Ok(Ok(())) => Ok(stream),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(GatewayError::Internal("the object reader stopped".into())),
+        }
     }
 
     async fn copy_source(
@@ -555,25 +585,40 @@ impl S3 for Gateway {
         req: S3Request<GetObjectInput>,
     ) -> S3Result<S3Response<GetObjectOutput>> {
         let input = req.input;
-        let m = self.existing_object(&input.bucket, &input.key).await?;
-        self.check_conditions(
-            &Conditions {
-                if_match: input.if_match,
-                if_none_match: input.if_none_match,
-                if_modified_since: input.if_modified_since.map(ts_secs),
-                if_unmodified_since: input.if_unmodified_since.map(ts_secs),
-            },
-            &m,
-        )?;
-        let (start, end) = match &input.range {
-            Some(r) => rules::resolve_range(r, m.size)?,
-            None => (0, m.size),
+        let conditions = Conditions {
+            if_match: input.if_match,
+            if_none_match: input.if_none_match,
+            if_modified_since: input.if_modified_since.map(ts_secs),
+            if_unmodified_since: input.if_unmodified_since.map(ts_secs),
+        };
+        let mut fresh = false;
+        let (m, start, end, stream) = loop {
+            let m = if fresh {
+                self.idx
+                    .get_aged(&objects_ns(&input.bucket), &input.key, Duration::ZERO)
+                    .await?
+                    .map(|v| meta::decode::<ObjectMeta>(&v))
+                    .transpose()?
+                    .ok_or_else(|| GatewayError::NoSuchKey(input.key.clone()))?
+            } else {
+                self.existing_object(&input.bucket, &input.key).await?
+            };
+            self.check_conditions(&conditions, &m)?;
+            let (start, end) = match &input.range {
+                Some(r) => rules::resolve_range(r, m.size)?,
+                None => (0, m.size),
+            };
+            match self.open_read(&m, start, end).await {
+                Ok(stream) => break (m, start, end, stream),
+                // Replaced through another gateway: read the entry afresh, once.
+                Err(GatewayError::DataNotFound(_)) if !fresh => fresh = true,
+                Err(e) => return Err(e.into()),
+            }
         };
         let content_range = input
             .range
             .is_some()
             .then(|| format!("bytes {start}-{}/{}", end.saturating_sub(1), m.size));
-        let stream = self.read_stream(&m, start, end);
         ok(GetObjectOutput {
             body: Some(StreamingBlob::wrap(stream)),
             content_length: Some(i64::try_from(end - start).unwrap_or(i64::MAX)),
