@@ -734,3 +734,59 @@ async fn concurrent_part_uploads_are_all_seen_by_the_completion() {
     .unwrap();
     assert_eq!(h.get("mpu", "big", None).await.unwrap(), data.concat());
 }
+
+async fn raw_request(addr: std::net::SocketAddr, text: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(text.as_bytes()).await.unwrap();
+    let mut out = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut out))
+        .await
+        .expect("the gateway answers")
+        .unwrap();
+    String::from_utf8_lossy(&out[..n]).into_owned()
+}
+
+#[tokio::test]
+async fn the_server_refuses_anonymous_oversized_and_slow_requests() {
+    let (_fake, api) = fake_node().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = crate::Config::new(
+        "127.0.0.1:0".parse().unwrap(),
+        api,
+        dir.path().to_path_buf(),
+    );
+    config.limits.header_timeout = Duration::from_millis(500);
+    let started = crate::start(config).await.unwrap();
+    let addr = started.addr;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(started.run(async {
+        let _ = stop_rx.await;
+    }));
+    assert!(dir.path().join("account.key").exists());
+
+    let anon = raw_request(addr, "GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(anon.starts_with("HTTP/1.1 403"), "{anon}");
+    assert!(anon.contains("AccessDenied"), "{anon}");
+
+    let huge = raw_request(
+        addr,
+        "PUT /b/k HTTP/1.1\r\nHost: x\r\nContent-Length: 6442450944\r\n\r\n",
+    )
+    .await;
+    assert!(huge.starts_with("HTTP/1.1 400"), "{huge}");
+    assert!(huge.contains("EntityTooLarge"), "{huge}");
+
+    // Headers that never finish: the connection is closed, not held.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let mut buf = [0u8; 256];
+    let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+        .await
+        .expect("the gateway gives up on slow headers")
+        .unwrap_or(0);
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(n == 0 || text.starts_with("HTTP/1.1 408"), "{text}");
+    let _ = stop_tx.send(());
+}
