@@ -790,3 +790,135 @@ async fn the_server_refuses_anonymous_oversized_and_slow_requests() {
     assert!(n == 0 || text.starts_with("HTTP/1.1 408"), "{text}");
     let _ = stop_tx.send(());
 }
+
+#[tokio::test]
+async fn copies_are_independent_and_batch_deletes_report_each_key() {
+    let h = Harness::new().await;
+    h.bucket("src").await;
+    h.bucket("dst").await;
+    let data: Vec<u8> = (0..50_000u32).map(|i| (i % 251) as u8).collect();
+    h.put("src", "orig", &data).await.unwrap();
+    let out =
+        h.gw.copy_object(req(CopyObjectInput::builder()
+            .bucket("dst".into())
+            .key("copy".into())
+            .copy_source(CopySource::Bucket {
+                bucket: "src".into(),
+                key: "orig".into(),
+                version_id: None,
+            })
+            .build()
+            .unwrap()))
+            .await
+            .unwrap();
+    let etag = out.output.copy_object_result.unwrap().e_tag.unwrap();
+    assert_eq!(etag.value(), crate::rules::md5_hex(&data));
+    // Deleting the source leaves the copy whole.
+    let del =
+        h.gw.delete_objects(req(DeleteObjectsInput::builder()
+            .bucket("src".into())
+            .delete(Delete {
+                objects: ["orig", "never-existed"]
+                    .map(|k| ObjectIdentifier {
+                        key: k.into(),
+                        ..Default::default()
+                    })
+                    .to_vec(),
+                quiet: None,
+            })
+            .build()
+            .unwrap()))
+            .await
+            .unwrap()
+            .output;
+    assert_eq!(
+        del.deleted.unwrap().len(),
+        2,
+        "S3 reports absent keys as deleted"
+    );
+    assert!(del.errors.unwrap().is_empty());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(h.keys("src").await.is_empty());
+    assert_eq!(h.get("dst", "copy", None).await.unwrap(), data);
+
+    // UploadPartCopy of a range, completed as the last (only) part.
+    let id =
+        h.gw.create_multipart_upload(req(CreateMultipartUploadInput {
+            bucket: "dst".into(),
+            key: "slice".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .output
+        .upload_id
+        .unwrap();
+    let part =
+        h.gw.upload_part_copy(req(UploadPartCopyInput::builder()
+            .bucket("dst".into())
+            .key("slice".into())
+            .upload_id(id.clone())
+            .part_number(1)
+            .copy_source(CopySource::Bucket {
+                bucket: "dst".into(),
+                key: "copy".into(),
+                version_id: None,
+            })
+            .copy_source_range(Some("bytes=100-1099".into()))
+            .build()
+            .unwrap()))
+            .await
+            .unwrap()
+            .output;
+    let e = part
+        .copy_part_result
+        .unwrap()
+        .e_tag
+        .unwrap()
+        .value()
+        .to_string();
+    h.gw.complete_multipart_upload(req(CompleteMultipartUploadInput {
+        bucket: "dst".into(),
+        key: "slice".into(),
+        upload_id: id,
+        multipart_upload: completed(&[(1, &e)]),
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    assert_eq!(h.get("dst", "slice", None).await.unwrap(), &data[100..1100]);
+}
+
+#[tokio::test]
+async fn url_encoded_listings_encode_keys_and_prefixes() {
+    let h = Harness::new().await;
+    h.bucket("enc").await;
+    h.put("enc", "a b/c+d", b"x").await.unwrap();
+    let out =
+        h.gw.list_objects_v2(req(ListObjectsV2Input {
+            bucket: "enc".into(),
+            encoding_type: Some(EncodingType::from_static(EncodingType::URL)),
+            delimiter: Some("/".into()),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .output;
+    let prefixes: Vec<String> = out
+        .common_prefixes
+        .unwrap()
+        .into_iter()
+        .map(|p| p.prefix.unwrap())
+        .collect();
+    assert_eq!(prefixes, vec!["a%20b/"]);
+    let out =
+        h.gw.list_objects_v2(req(ListObjectsV2Input {
+            bucket: "enc".into(),
+            encoding_type: Some(EncodingType::from_static(EncodingType::URL)),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .output;
+    assert_eq!(out.contents.unwrap()[0].key.as_deref(), Some("a%20b/c%2Bd"));
+}
