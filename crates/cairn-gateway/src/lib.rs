@@ -28,9 +28,10 @@
 //! | namespace | key | value |
 //! |---|---|---|
 //! | `buckets` | bucket name | [`meta::BucketMeta`] `{version, created_at_ms}` |
-//! | `objects/<bucket>` | object key | [`meta::ObjectMeta`] `{version, size, etag, content_type, user_metadata, last_modified_ms, parts: [{cap, size}], lease_expires_at}` |
+//! | `objects/<bucket>` | object key | [`meta::ObjectMeta`] `{version, size, etag, content_type, user_metadata, last_modified_ms, parts: [{cap, size}], lease_expires_at, part_lists}` |
 //! | `uploads/<bucket>` | upload id | [`meta::UploadMeta`] `{version, key, initiated_ms, content_type, user_metadata}` |
 //! | `uploads/<bucket>` | `<upload id>/<part number, 5 digits>` | [`meta::PartMeta`] `{version, cap, size, etag, last_modified_ms}` |
+//! | `partlists/<bucket>` | `<list id>/<5 digits>` | [`meta::PartList`] `{version, parts}`: the parts of an object with more than 400, 400 per entry |
 //!
 //! Parts are separate entries because clients upload them concurrently and
 //! one entry would lose parts to last-writer-wins. Object data is one Cairn
@@ -55,8 +56,9 @@
 //!   account index, bounded by `MAX_INDEX_BYTES`/`MAX_ENTRIES`; past that
 //!   writes fail with `BucketFull` (507). Deleted keys leave tombstones
 //!   that count too. Sharding a bucket over several indexes is unfinished.
-//! - A completed multipart object's part list must fit one index value
-//!   (64 KiB: about 500 parts); more is refused. Unfinished.
+//! - A multipart object of more than 400 parts keeps its part list in
+//!   `partlists/<bucket>` entries (written before the object's entry), so
+//!   S3's 10,000 parts fit; each 400 parts cost one more index slot.
 //! - Listings read the whole bucket index (decrypting every entry).
 //! - ListMultipartUploads ignores `delimiter`.
 //! - No versioning, ACLs, policies, tagging or SSE (s3s answers
@@ -203,6 +205,7 @@ pub async fn start(config: Config) -> Result<Started, StartError> {
             region: config.region.clone(),
             max_object: config.limits.max_body,
             body_idle: config.limits.body_idle,
+            min_part: s3::MIN_PART,
         },
     ));
     let mut builder = s3s::service::S3ServiceBuilder::new(SharedGateway(gateway.clone()));
@@ -325,9 +328,16 @@ pub async fn maintenance_pass(gw: &s3::Gateway, max_age: Duration) -> Result<(),
             if m.lease_expires_at.saturating_sub(now / 1000) > lease / 3 {
                 continue;
             }
+            let parts = match gw.resolve(&bucket, m.clone()).await {
+                Ok(r) => r.parts,
+                Err(e) => {
+                    tracing::warn!("renewing {bucket}/{}: {e}", String::from_utf8_lossy(&key));
+                    continue;
+                }
+            };
             let mut expires = u64::MAX;
             let mut renewed = true;
-            for p in &m.parts {
+            for p in &parts {
                 match gw.node.renew(&p.cap).await {
                     Ok(e) => expires = expires.min(e),
                     Err(e) => {
@@ -344,7 +354,7 @@ pub async fn maintenance_pass(gw: &s3::Gateway, max_age: Duration) -> Result<(),
             if !renewed {
                 continue;
             }
-            m.lease_expires_at = if m.parts.is_empty() {
+            m.lease_expires_at = if parts.is_empty() {
                 now / 1000 + lease
             } else {
                 expires

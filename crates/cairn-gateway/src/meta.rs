@@ -48,7 +48,25 @@ pub struct ObjectMeta {
     pub parts: Vec<PartRef>,
     /// When the parts' lease ends (Unix seconds); renewed in the background.
     pub lease_expires_at: u64,
+    /// Keys of [`PartList`] entries in namespace `partlists/<bucket>` that
+    /// hold the parts instead, in order, when there are too many for one
+    /// index value (then `parts` is empty here).
+    pub part_lists: Vec<String>,
 }
+
+/// Up to [`PARTS_PER_LIST`] parts of a large multipart object, in
+/// namespace `partlists/<bucket>` under `<list id>/<5-digit n>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartList {
+    /// [`META_VERSION`].
+    pub version: u16,
+    /// The parts.
+    pub parts: Vec<PartRef>,
+}
+
+/// Parts kept in an object's own entry, and in each [`PartList`]: about
+/// 106 bytes each, so a list stays well under the 64 KiB value bound.
+pub const PARTS_PER_LIST: usize = 400;
 
 /// A multipart upload in progress, in namespace `uploads/<bucket>` under its id.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -123,6 +141,7 @@ mod tests {
                 size: 5,
             }],
             lease_expires_at: 9,
+            part_lists: vec![],
         };
         let bytes = encode(&m).unwrap();
         assert_eq!(decode::<ObjectMeta>(&bytes).unwrap(), m);

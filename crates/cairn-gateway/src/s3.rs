@@ -14,14 +14,17 @@ use crate::body::{self, BodyRules, ChannelStream};
 use crate::error::GatewayError;
 use crate::indexes::{Change, Indexes};
 use crate::listing::{ListParams, list_page};
-use crate::meta::{self, BucketMeta, META_VERSION, ObjectMeta, PartMeta, PartRef, UploadMeta};
+use crate::meta::{
+    self, BucketMeta, META_VERSION, ObjectMeta, PARTS_PER_LIST, PartList, PartMeta, PartRef,
+    UploadMeta,
+};
 use crate::node::Node;
 use crate::rules::{self, Condition, Conditions};
 
 /// The index namespace of the bucket list.
 pub const BUCKETS: &str = "buckets";
 /// S3's smallest part, except the last.
-const MIN_PART: u64 = 5 << 20;
+pub const MIN_PART: u64 = 5 << 20;
 /// S3's part numbers.
 const MAX_PART_NUMBER: i32 = 10_000;
 
@@ -35,6 +38,11 @@ pub fn uploads_ns(bucket: &str) -> String {
     format!("uploads/{bucket}")
 }
 
+/// The index namespace of a bucket's long part lists.
+pub fn partlists_ns(bucket: &str) -> String {
+    format!("partlists/{bucket}")
+}
+
 /// How the gateway behaves.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -44,6 +52,8 @@ pub struct Settings {
     pub max_object: u64,
     /// A request body that sends nothing this long is cut.
     pub body_idle: Duration,
+    /// The smallest part but the last of a multipart upload ([`MIN_PART`]).
+    pub min_part: u64,
 }
 
 /// The S3 service.
@@ -125,11 +135,47 @@ impl Gateway {
     }
 
     async fn object(&self, bucket: &str, key: &str) -> Result<Option<ObjectMeta>, GatewayError> {
-        self.idx
-            .get(&objects_ns(bucket), key)
-            .await?
-            .map(|v| meta::decode(&v))
-            .transpose()
+        match self.idx.get(&objects_ns(bucket), key).await? {
+            Some(v) => Ok(Some(self.resolve(bucket, meta::decode(&v)?).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// `m` with its parts in `parts`, read from its part lists if it has any.
+    pub(crate) async fn resolve(
+        &self,
+        bucket: &str,
+        mut m: ObjectMeta,
+    ) -> Result<ObjectMeta, GatewayError> {
+        let ns = partlists_ns(bucket);
+        for key in &m.part_lists {
+            let value = match self.idx.get(&ns, key).await? {
+                Some(v) => Some(v),
+                // Written just before the object entry, maybe by another gateway.
+                None => self.idx.get_aged(&ns, key, Duration::ZERO).await?,
+            };
+            let value = value.ok_or_else(|| {
+                GatewayError::Internal(format!("the object's part list {key} is missing"))
+            })?;
+            m.parts.extend(meta::decode::<PartList>(&value)?.parts);
+        }
+        Ok(m)
+    }
+
+    /// Tombstones part lists in the background (best effort: a leftover
+    /// entry costs index room, not data).
+    fn forget_lists(&self, bucket: &str, lists: Vec<String>) {
+        if lists.is_empty() {
+            return;
+        }
+        let idx = self.idx.clone();
+        let bucket = bucket.to_string();
+        tokio::spawn(async move {
+            let changes: Vec<Change> = lists.into_iter().map(|k| (k.into_bytes(), None)).collect();
+            if let Err(e) = idx.write(&partlists_ns(&bucket), &bucket, &changes).await {
+                tracing::warn!("removing part lists of {bucket} failed: {e}");
+            }
+        });
     }
 
     async fn existing_object(&self, bucket: &str, key: &str) -> Result<ObjectMeta, GatewayError> {
@@ -180,6 +226,28 @@ impl Gateway {
         previous: Option<ObjectMeta>,
     ) -> Result<(), GatewayError> {
         let ns = objects_ns(bucket);
+        let resolved_parts = meta.parts.clone();
+        // Too many parts for one entry: they go to part lists first, so an
+        // object entry never names a list that is not there.
+        let mut stored = meta.clone();
+        if meta.parts.len() > PARTS_PER_LIST {
+            let id = hex::encode(rand::random::<[u8; 8]>());
+            let mut changes: Vec<Change> = vec![];
+            for (n, chunk) in meta.parts.chunks(PARTS_PER_LIST).enumerate() {
+                let key = format!("{id}/{n:05}");
+                let list = PartList {
+                    version: META_VERSION,
+                    parts: chunk.to_vec(),
+                };
+                changes.push((key.clone().into_bytes(), Some(meta::encode(&list)?)));
+                stored.part_lists.push(key);
+            }
+            stored.parts.clear();
+            self.idx
+                .write(&partlists_ns(bucket), bucket, &changes)
+                .await?;
+        }
+        let meta = &stored;
         let value = meta::encode(meta)?;
         let won = self
             .idx
@@ -190,10 +258,14 @@ impl Gateway {
             )
             .await?;
         let now = self.idx.get_aged(&ns, key, Duration::ZERO).await?;
-        let mine: Vec<String> = meta.parts.iter().map(|p| p.cap.clone()).collect();
+        let mine: Vec<String> = resolved_parts.iter().map(|p| p.cap.clone()).collect();
         if !won || now.as_deref() != Some(value.as_slice()) {
             // Another PUT of this key won the index's last-writer-wins.
-            let winner: Option<ObjectMeta> = now.as_deref().and_then(|v| meta::decode(v).ok());
+            let winner: Option<ObjectMeta> = match now.as_deref().map(meta::decode::<ObjectMeta>) {
+                Some(Ok(w)) => self.resolve(bucket, w).await.ok(),
+                _ => None,
+            };
+            self.forget_lists(bucket, meta.part_lists.clone());
             let keep: Vec<&String> = winner
                 .iter()
                 .flat_map(|w| w.parts.iter().map(|p| &p.cap))
@@ -202,6 +274,7 @@ impl Gateway {
             return Ok(());
         }
         if let Some(old) = previous {
+            self.forget_lists(bucket, old.part_lists.clone());
             self.forget(
                 old.parts
                     .into_iter()
@@ -565,6 +638,7 @@ impl S3 for Gateway {
                 size: stored.size,
             }],
             lease_expires_at: self.lease_end(),
+            part_lists: vec![],
         };
         if let Err(e) = self
             .commit_object(&input.bucket, &input.key, &meta, previous)
@@ -594,12 +668,14 @@ impl S3 for Gateway {
         let mut fresh = false;
         let (m, start, end, stream) = loop {
             let m = if fresh {
-                self.idx
+                let m = self
+                    .idx
                     .get_aged(&objects_ns(&input.bucket), &input.key, Duration::ZERO)
                     .await?
                     .map(|v| meta::decode::<ObjectMeta>(&v))
                     .transpose()?
-                    .ok_or_else(|| GatewayError::NoSuchKey(input.key.clone()))?
+                    .ok_or_else(|| GatewayError::NoSuchKey(input.key.clone()))?;
+                self.resolve(&input.bucket, m).await?
             } else {
                 self.existing_object(&input.bucket, &input.key).await?
             };
@@ -682,6 +758,7 @@ impl S3 for Gateway {
                     &[(input.key.into_bytes(), None)],
                 )
                 .await?;
+            self.forget_lists(&input.bucket, m.part_lists.clone());
             self.forget(m.parts.into_iter().map(|p| p.cap).collect());
         }
         ok(DeleteObjectOutput::default())
@@ -697,10 +774,14 @@ impl S3 for Gateway {
         let quiet = input.delete.quiet.unwrap_or(false);
         let mut changes = vec![];
         let mut caps = vec![];
+        let mut lists = vec![];
         let mut deleted = vec![];
         for o in input.delete.objects {
             if let Some(v) = self.idx.get(&ns, &o.key).await? {
-                if let Ok(m) = meta::decode::<ObjectMeta>(&v) {
+                if let Ok(m) = meta::decode::<ObjectMeta>(&v)
+                    && let Ok(m) = self.resolve(&input.bucket, m).await
+                {
+                    lists.extend(m.part_lists);
                     caps.extend(m.parts.into_iter().map(|p| p.cap));
                 }
                 changes.push((o.key.clone().into_bytes(), None));
@@ -716,6 +797,7 @@ impl S3 for Gateway {
         let errors = match self.idx.write(&ns, &input.bucket, &changes).await {
             Ok(_) => {
                 self.forget(caps);
+                self.forget_lists(&input.bucket, lists);
                 vec![]
             }
             Err(e) => {
@@ -801,6 +883,7 @@ impl S3 for Gateway {
                 size: stored.size,
             }],
             lease_expires_at: self.lease_end(),
+            part_lists: vec![],
         };
         if let Err(e) = self
             .commit_object(&input.bucket, &input.key, &meta, previous)
@@ -1038,7 +1121,7 @@ impl S3 for Gateway {
                 ))
                 .into());
             }
-            if i + 1 < asked.len() && part.size < MIN_PART {
+            if i + 1 < asked.len() && part.size < self.settings.min_part {
                 return Err(s3s::s3_error!(
                     EntityTooSmall,
                     "part {n} has {} bytes; every part but the last needs at least 5 MiB",
@@ -1065,6 +1148,7 @@ impl S3 for Gateway {
                 })
                 .collect(),
             lease_expires_at: self.lease_end(),
+            part_lists: vec![],
         };
         self.commit_object(&bucket, &key, &meta, previous).await?;
         // The upload's entries go; parts it did not use are removed.

@@ -155,6 +155,10 @@ async fn fake_node() -> (Shared, String) {
 }
 
 fn gateway(api: &str, seed: [u8; 32], dir: &std::path::Path) -> Gateway {
+    gateway_with(api, seed, dir, crate::s3::MIN_PART)
+}
+
+fn gateway_with(api: &str, seed: [u8; 32], dir: &std::path::Path, min_part: u64) -> Gateway {
     let node = Node::new(api, [7; 32], 3600).unwrap();
     let account = Arc::new(Account::new(SecretKey::from_bytes(seed)));
     let idx = Arc::new(Indexes::open(node.clone(), account, &dir.join("cache.redb")).unwrap());
@@ -165,6 +169,7 @@ fn gateway(api: &str, seed: [u8; 32], dir: &std::path::Path) -> Gateway {
             region: "us-east-1".into(),
             max_object: 64 << 20,
             body_idle: Duration::from_secs(5),
+            min_part,
         },
     )
 }
@@ -921,4 +926,71 @@ async fn url_encoded_listings_encode_keys_and_prefixes() {
         .unwrap()
         .output;
     assert_eq!(out.contents.unwrap()[0].key.as_deref(), Some("a%20b/c%2Bd"));
+}
+
+#[tokio::test]
+async fn an_upload_of_more_parts_than_one_entry_holds_keeps_them_in_part_lists() {
+    let (fake, api) = fake_node().await;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = gateway_with(&api, [3; 32], dir.path(), 1);
+    let h = Harness {
+        fake,
+        gw,
+        api,
+        seed: [3; 32],
+        _dir: dir,
+    };
+    h.bucket("mpu").await;
+    let id =
+        h.gw.create_multipart_upload(req(CreateMultipartUploadInput {
+            bucket: "mpu".into(),
+            key: "big".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .output
+        .upload_id
+        .unwrap();
+    let n = crate::meta::PARTS_PER_LIST * 2 + 10;
+    let mut etags = vec![];
+    for i in 0..n {
+        etags.push(upload_part(&h, &id, i as i32 + 1, &(i as u32).to_be_bytes()).await);
+    }
+    let list: Vec<(i32, &str)> = etags
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (i as i32 + 1, e.as_str()))
+        .collect();
+    h.gw.complete_multipart_upload(req(CompleteMultipartUploadInput {
+        bucket: "mpu".into(),
+        key: "big".into(),
+        upload_id: id,
+        multipart_upload: completed(&list),
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    let want: Vec<u8> = (0..n as u32).flat_map(|i| i.to_be_bytes()).collect();
+    assert_eq!(h.get("mpu", "big", None).await.unwrap(), want);
+    assert_eq!(
+        h.get("mpu", "big", Some("bytes=1600-1607")).await.unwrap(),
+        &want[1600..1608]
+    );
+    // Deleting it removes every part and its lists.
+    h.gw.delete_object(req(DeleteObjectInput {
+        bucket: "mpu".into(),
+        key: "big".into(),
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(h.stored(), 0);
+    let lists =
+        h.gw.idx
+            .entries_aged("partlists/mpu", Duration::ZERO)
+            .await
+            .unwrap();
+    assert!(lists.is_empty(), "{} part lists left", lists.len());
 }
