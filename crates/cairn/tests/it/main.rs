@@ -6,5 +6,6 @@
 mod durability;
 mod harness;
 mod index;
+mod s3_clients;
 mod storage;
 mod usage;
