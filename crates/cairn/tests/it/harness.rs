@@ -18,9 +18,20 @@ pub struct NodeEntry {
     pub listen: Vec<String>,
 }
 
+/// The S3 gateway a devnet started (`cairn devnet --gateway`).
+#[derive(Clone, Debug, Deserialize)]
+pub struct GatewayInfo {
+    pub endpoint: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub dir: PathBuf,
+}
+
 #[derive(Debug, Deserialize)]
 struct DevnetFile {
     nodes: Vec<NodeEntry>,
+    #[serde(default)]
+    gateway: Option<GatewayInfo>,
 }
 
 /// A `cairn devnet` process and its nodes; stopped on drop, even on panic.
@@ -28,6 +39,7 @@ pub struct Devnet {
     pub dir: tempfile::TempDir,
     child: Child,
     pub nodes: Vec<NodeEntry>,
+    pub gateway: Option<GatewayInfo>,
 }
 
 fn kill(pid: u32, sig: rustix::process::Signal) {
@@ -72,6 +84,7 @@ impl Devnet {
             dir,
             child,
             nodes: Vec::new(),
+            gateway: None,
         };
         let path = net.dir.path().join("devnet.json");
         let deadline = Instant::now() + Duration::from_secs(120);
@@ -79,6 +92,7 @@ impl Devnet {
             if let Ok(bytes) = std::fs::read(&path) {
                 let f: DevnetFile = serde_json::from_slice(&bytes).unwrap();
                 net.nodes = f.nodes;
+                net.gateway = f.gateway;
                 break;
             }
             if let Some(status) = net.child.try_wait().unwrap() {

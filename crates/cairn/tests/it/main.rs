@@ -7,5 +7,6 @@ mod durability;
 mod gateway;
 mod harness;
 mod index;
+mod s3_clients;
 mod storage;
 mod usage;

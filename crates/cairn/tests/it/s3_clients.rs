@@ -1,0 +1,369 @@
+//! Real S3 clients against the gateway on a devnet: boto3 (every operation
+//! and bad input, `tests/s3/boto3_suite.py`), Debian's aws CLI and rclone;
+//! a second gateway over the same account; reads after losing n − k nodes.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::harness::*;
+
+/// The repository root (for `tests/s3/`).
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The devnet every test here runs: 12 nodes (so n = 12, k = 8: each node
+/// holds one piece of each segment) and a gateway on node 0.
+fn devnet() -> (Devnet, GatewayInfo) {
+    let net = Devnet::start_with(12, "2GiB", &["--gateway"]);
+    let gw = net
+        .gateway
+        .clone()
+        .unwrap_or_else(|| panic!("devnet.json names no gateway: {}", net.log()));
+    (net, gw)
+}
+
+/// A command with the gateway's endpoint and credentials in its environment.
+fn with_creds(program: &str, gw: &GatewayInfo) -> Command {
+    let mut c = Command::new(program);
+    c.env("S3_ENDPOINT", &gw.endpoint)
+        .env("AWS_ACCESS_KEY_ID", &gw.access_key_id)
+        .env("AWS_SECRET_ACCESS_KEY", &gw.secret_access_key)
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        // rclone: a remote named `cairn`, configured from the environment.
+        .env("RCLONE_CONFIG", "/dev/null")
+        .env("RCLONE_CONFIG_CAIRN_TYPE", "s3")
+        .env("RCLONE_CONFIG_CAIRN_PROVIDER", "Other")
+        .env("RCLONE_CONFIG_CAIRN_ENDPOINT", &gw.endpoint)
+        .env("RCLONE_CONFIG_CAIRN_ACCESS_KEY_ID", &gw.access_key_id)
+        .env(
+            "RCLONE_CONFIG_CAIRN_SECRET_ACCESS_KEY",
+            &gw.secret_access_key,
+        )
+        .env("RCLONE_CONFIG_CAIRN_REGION", "us-east-1")
+        .env("RCLONE_CONFIG_CAIRN_FORCE_PATH_STYLE", "true")
+        .stdin(Stdio::null());
+    c
+}
+
+fn run(mut c: Command) -> Output {
+    c.output()
+        .unwrap_or_else(|e| panic!("cannot run {c:?}: {e}"))
+}
+
+fn must(c: Command, net: &Devnet) -> String {
+    let what = format!("{c:?}");
+    let out = run(c);
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{}\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        net.log()
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn aws(gw: &GatewayInfo, args: &[&str]) -> Command {
+    let mut c = with_creds("aws", gw);
+    c.args(["--endpoint-url", &gw.endpoint]).args(args);
+    c
+}
+
+fn rclone(gw: &GatewayInfo, args: &[&str]) -> Command {
+    let mut c = with_creds("rclone", gw);
+    c.args(args);
+    c
+}
+
+#[test]
+fn boto3_covers_every_operation_and_bad_input() {
+    let (net, gw) = devnet();
+    let mut c = with_creds("python3", &gw);
+    c.arg(repo().join("tests/s3/boto3_suite.py"));
+    let out = must(c, &net);
+    assert!(out.contains("passed"), "{out}");
+}
+
+#[test]
+fn aws_cli_and_rclone_store_list_copy_and_delete() {
+    let (net, gw) = devnet();
+    let work = tempfile::tempdir().unwrap();
+    // aws s3: a 100 MiB file goes up as a multipart upload (8 MiB parts).
+    let big = work.path().join("big.bin");
+    std::fs::write(&big, data(100 << 20, 77)).unwrap();
+    must(aws(&gw, &["s3", "mb", "s3://awsb"]), &net);
+    must(
+        aws(
+            &gw,
+            &["s3", "cp", big.to_str().unwrap(), "s3://awsb/dir/big.bin"],
+        ),
+        &net,
+    );
+    let head: serde_json::Value = serde_json::from_str(&must(
+        aws(
+            &gw,
+            &[
+                "s3api",
+                "head-object",
+                "--bucket",
+                "awsb",
+                "--key",
+                "dir/big.bin",
+            ],
+        ),
+        &net,
+    ))
+    .unwrap();
+    assert_eq!(head["ContentLength"], 100 << 20);
+    assert!(
+        head["ETag"].as_str().unwrap().ends_with("-13\""),
+        "a multipart ETag: {head}"
+    );
+    let back = work.path().join("back.bin");
+    must(
+        aws(
+            &gw,
+            &["s3", "cp", "s3://awsb/dir/big.bin", back.to_str().unwrap()],
+        ),
+        &net,
+    );
+    assert!(std::fs::read(&back).unwrap() == std::fs::read(&big).unwrap());
+    // Range read.
+    let part = work.path().join("part.bin");
+    must(
+        aws(
+            &gw,
+            &[
+                "s3api",
+                "get-object",
+                "--bucket",
+                "awsb",
+                "--key",
+                "dir/big.bin",
+                "--range",
+                "bytes=8388600-8388700",
+                part.to_str().unwrap(),
+            ],
+        ),
+        &net,
+    );
+    assert_eq!(
+        std::fs::read(&part).unwrap(),
+        data(100 << 20, 77)[8_388_600..=8_388_700]
+    );
+    // Listing, copy, presigned GET, recursive delete.
+    must(
+        aws(
+            &gw,
+            &["s3", "cp", "s3://awsb/dir/big.bin", "s3://awsb/copy.bin"],
+        ),
+        &net,
+    );
+    let ls = must(aws(&gw, &["s3", "ls", "s3://awsb", "--recursive"]), &net);
+    assert!(
+        ls.contains("dir/big.bin") && ls.contains("copy.bin"),
+        "{ls}"
+    );
+    let small = work.path().join("small.txt");
+    std::fs::write(&small, b"presign me").unwrap();
+    must(
+        aws(
+            &gw,
+            &["s3", "cp", small.to_str().unwrap(), "s3://awsb/small.txt"],
+        ),
+        &net,
+    );
+    let url = must(
+        aws(
+            &gw,
+            &[
+                "s3",
+                "presign",
+                "s3://awsb/small.txt",
+                "--expires-in",
+                "300",
+            ],
+        ),
+        &net,
+    );
+    let mut curl = Command::new("python3");
+    curl.args([
+        "-c",
+        "import sys,urllib.request;sys.stdout.buffer.write(urllib.request.urlopen(sys.argv[1]).read())",
+        url.trim(),
+    ]);
+    assert_eq!(must(curl, &net), "presign me");
+    must(aws(&gw, &["s3", "rm", "s3://awsb", "--recursive"]), &net);
+    let ls = must(aws(&gw, &["s3", "ls", "s3://awsb", "--recursive"]), &net);
+    assert!(ls.trim().is_empty(), "{ls}");
+    must(aws(&gw, &["s3", "rb", "s3://awsb"]), &net);
+    // Wrong credentials are refused.
+    let bad = GatewayInfo {
+        secret_access_key: format!("{}x", &gw.secret_access_key[1..]),
+        ..gw.clone()
+    };
+    let out = run(aws(&bad, &["s3", "ls"]));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("SignatureDoesNotMatch") || err.contains("AccessDenied"),
+        "{err}"
+    );
+
+    // rclone: a tree of files up, checked by hash, listed, deleted.
+    let tree = work.path().join("tree");
+    for (i, name) in ["a.txt", "sub/b.bin", "sub/deeper/c.bin", "empty"]
+        .iter()
+        .enumerate()
+    {
+        let p = tree.join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        let len = if *name == "empty" {
+            0
+        } else {
+            70_000 * (i + 1)
+        };
+        std::fs::write(&p, data(len, i as u64)).unwrap();
+    }
+    must(rclone(&gw, &["mkdir", "cairn:rcl"]), &net);
+    must(
+        rclone(&gw, &["copy", tree.to_str().unwrap(), "cairn:rcl/tree"]),
+        &net,
+    );
+    must(
+        rclone(&gw, &["check", tree.to_str().unwrap(), "cairn:rcl/tree"]),
+        &net,
+    );
+    let lsf = must(rclone(&gw, &["lsf", "-R", "cairn:rcl/tree"]), &net);
+    for name in ["a.txt", "sub/b.bin", "sub/deeper/c.bin", "empty"] {
+        assert!(lsf.lines().any(|l| l == name), "{name} not in {lsf}");
+    }
+    let cat = run(rclone(&gw, &["cat", "cairn:rcl/tree/sub/b.bin"]));
+    assert!(cat.status.success() && cat.stdout == data(140_000, 1));
+    must(rclone(&gw, &["purge", "cairn:rcl"]), &net);
+    let out = run(rclone(&gw, &["lsf", "cairn:rcl"]));
+    assert!(
+        !out.status.success() || out.stdout.is_empty(),
+        "purged bucket still lists: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn a_second_gateway_over_the_same_account_and_reads_after_losing_n_minus_k_nodes() {
+    let (net, gw) = devnet();
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("f.bin");
+    let bytes = data(3 << 20, 5);
+    std::fs::write(&file, &bytes).unwrap();
+    must(aws(&gw, &["s3", "mb", "s3://shared"]), &net);
+    must(
+        aws(
+            &gw,
+            &["s3", "cp", file.to_str().unwrap(), "s3://shared/f.bin"],
+        ),
+        &net,
+    );
+    // A second gateway, on another node, with the same account key.
+    let dir2 = work.path().join("gw2");
+    std::fs::create_dir_all(&dir2).unwrap();
+    let keys: serde_json::Value = serde_json::from_str(&must(
+        {
+            let mut c = Command::new(CAIRN);
+            c.args(["gateway", "keys", "create", "--json", "--dir"])
+                .arg(&dir2);
+            c
+        },
+        &net,
+    ))
+    .unwrap();
+    let log = std::fs::File::create(work.path().join("gw2.log")).unwrap();
+    let mut child = Command::new(CAIRN)
+        .args([
+            "gateway",
+            "s3",
+            "--listen",
+            "127.0.0.1:0",
+            "--api",
+            net.api(7),
+        ])
+        .arg("--dir")
+        .arg(&dir2)
+        .arg("--account-file")
+        .arg(gw.dir.join("account.key"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let endpoint = loop {
+        if let Ok(b) = std::fs::read(dir2.join("gateway.json")) {
+            let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+            break v["endpoint"].as_str().unwrap().to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "second gateway did not start: {}",
+            std::fs::read_to_string(work.path().join("gw2.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let gw2 = GatewayInfo {
+        endpoint,
+        access_key_id: keys["access_key_id"].as_str().unwrap().to_string(),
+        secret_access_key: keys["secret_access_key"].as_str().unwrap().to_string(),
+        dir: dir2.clone(),
+    };
+    let ls = must(aws(&gw2, &["s3", "ls"]), &net);
+    assert!(ls.contains("shared"), "{ls}");
+    let back = work.path().join("back2.bin");
+    must(
+        aws(
+            &gw2,
+            &["s3", "cp", "s3://shared/f.bin", back.to_str().unwrap()],
+        ),
+        &net,
+    );
+    assert!(std::fs::read(&back).unwrap() == bytes);
+    // What the second one writes, the first one sees.
+    must(
+        aws(
+            &gw2,
+            &["s3", "cp", file.to_str().unwrap(), "s3://shared/from-2.bin"],
+        ),
+        &net,
+    );
+    let ls = must(aws(&gw, &["s3", "ls", "s3://shared"]), &net);
+    assert!(ls.contains("from-2.bin"), "{ls}");
+
+    // Kill n − k = 4 nodes (not the gateways' nodes 0 and 7): every segment
+    // keeps k = 8 of its 12 pieces, and GETs still return the exact bytes.
+    for i in [2, 4, 9, 11] {
+        net.kill_node(i);
+    }
+    for (g, name) in [(&gw, "f.bin"), (&gw2, "from-2.bin"), (&gw2, "f.bin")] {
+        let out = work.path().join(format!("after-{name}"));
+        must(
+            aws(
+                g,
+                &[
+                    "s3",
+                    "cp",
+                    &format!("s3://shared/{name}"),
+                    out.to_str().unwrap(),
+                ],
+            ),
+            &net,
+        );
+        assert!(std::fs::read(&out).unwrap() == bytes, "{name}");
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -1,0 +1,147 @@
+#!/usr/bin/env python3
+"""PUT and GET of one large object through Cairn's S3 gateway with rclone and
+the aws CLI, next to direct `cairn put`/`get`, on a local devnet; prints a
+Markdown table for BENCHMARKS.md (MiB/s, ratio to direct, gateway peak RSS).
+
+Usage: scripts/s3bench.py [path/to/cairn] [--size-mib 1024] [--nodes 12] [--dir DIR]
+"""
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+
+
+def rss_peak_kib(pid):
+    """VmHWM of a live process, in KiB (0 if gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def gateway_pids(marker):
+    """Processes whose command line runs a gateway under `marker` (a dir)."""
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            cmd = open(f"/proc/{d}/cmdline", "rb").read().split(b"\0")
+        except OSError:
+            continue
+        text = b" ".join(cmd).decode(errors="replace")
+        if "gateway" in text and " s3" in text and marker in text:
+            out.append(int(d))
+    return out
+
+
+def timed(cmd, env, **kw):
+    t = time.time()
+    subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, **kw)
+    return time.time() - t
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("cairn", nargs="?", default="target/release/cairn")
+    p.add_argument("--size-mib", type=int, default=1024)
+    p.add_argument("--nodes", type=int, default=12)
+    p.add_argument("--dir", default=None)
+    a = p.parse_args()
+    cairn = os.path.abspath(a.cairn)
+    work = a.dir or tempfile.mkdtemp(prefix="cairn-s3bench-")
+    os.makedirs(work, exist_ok=True)
+    net_dir = os.path.join(work, "net")
+    shutil.rmtree(net_dir, ignore_errors=True)
+    log = open(os.path.join(work, "devnet.log"), "w")
+    devnet = subprocess.Popen([cairn, "devnet", "--nodes", str(a.nodes), "--storage", "8GiB",
+                               "--dir", net_dir, "--gateway"],
+                              stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
+    try:
+        info_path = os.path.join(net_dir, "devnet.json")
+        deadline = time.time() + 120
+        while not os.path.exists(info_path):
+            if devnet.poll() is not None or time.time() > deadline:
+                raise SystemExit(f"devnet did not start; see {log.name}")
+            time.sleep(0.2)
+        time.sleep(1)
+        info = json.load(open(info_path))
+        gw = info["gateway"]
+        api = info["nodes"][0]["api"]
+        size = a.size_mib << 20
+        src = os.path.join(work, "object.bin")
+        with open(src, "wb") as f:
+            chunk = os.urandom(8 << 20)
+            for _ in range(size // len(chunk)):
+                f.write(chunk)
+        env = dict(os.environ,
+                   CAIRN_API=api,
+                   AWS_ACCESS_KEY_ID=gw["access_key_id"],
+                   AWS_SECRET_ACCESS_KEY=gw["secret_access_key"],
+                   AWS_DEFAULT_REGION="us-east-1",
+                   AWS_EC2_METADATA_DISABLED="true",
+                   AWS_CONFIG_FILE="/dev/null",
+                   AWS_SHARED_CREDENTIALS_FILE="/dev/null",
+                   RCLONE_CONFIG="/dev/null",
+                   RCLONE_CONFIG_CAIRN_TYPE="s3",
+                   RCLONE_CONFIG_CAIRN_PROVIDER="Other",
+                   RCLONE_CONFIG_CAIRN_ENDPOINT=gw["endpoint"],
+                   RCLONE_CONFIG_CAIRN_ACCESS_KEY_ID=gw["access_key_id"],
+                   RCLONE_CONFIG_CAIRN_SECRET_ACCESS_KEY=gw["secret_access_key"],
+                   RCLONE_CONFIG_CAIRN_REGION="us-east-1",
+                   RCLONE_CONFIG_CAIRN_FORCE_PATH_STYLE="true")
+        out = os.path.join(work, "back.bin")
+        rows = []
+        # Direct, for the ratio.
+        t = time.time()
+        cap = subprocess.run([cairn, "put", src], env=env, check=True, capture_output=True,
+                             text=True).stdout.strip().splitlines()[-1]
+        direct_put = time.time() - t
+        direct_get = timed([cairn, "get", cap, "-o", out], env)
+        os.remove(out)
+        subprocess.run(["aws", "--endpoint-url", gw["endpoint"], "s3", "mb", "s3://bench"], env=env,
+                       check=True, stdout=subprocess.DEVNULL)
+        pids = gateway_pids(net_dir) or gateway_pids(work)
+        for tool, put_cmd, get_cmd in [
+            ("rclone", ["rclone", "copyto", "--s3-upload-concurrency", "4", "--s3-chunk-size", "64M",
+                        src, "cairn:bench/rclone.bin"],
+             ["rclone", "copyto", "--multi-thread-streams", "0", "cairn:bench/rclone.bin", out]),
+            ("aws CLI", ["aws", "--endpoint-url", gw["endpoint"], "s3", "cp", src, "s3://bench/aws.bin"],
+             ["aws", "--endpoint-url", gw["endpoint"], "s3", "cp", "s3://bench/aws.bin", out]),
+        ]:
+            put_s = timed(put_cmd, env)
+            get_s = timed(get_cmd, env)
+            if os.path.getsize(out) != size:
+                raise SystemExit(f"{tool}: got {os.path.getsize(out)} bytes back, not {size}")
+            os.remove(out)
+            rows.append((tool, put_s, get_s))
+        peak = max((rss_peak_kib(p) for p in pids), default=0)
+        mib = size / (1 << 20)
+        print(f"S3 gateway, {a.nodes}-node devnet, {a.size_mib} MiB object, "
+              f"{platform.node()} ({os.cpu_count()} cores), {time.strftime('%Y-%m-%d')}:\n")
+        print("| client | PUT (MiB/s) | GET (MiB/s) | PUT vs direct | GET vs direct |")
+        print("|---|---|---|---|---|")
+        print(f"| direct `cairn put`/`get` | {mib / direct_put:.0f} | {mib / direct_get:.0f} | 1.00 | 1.00 |")
+        for tool, put_s, get_s in rows:
+            print(f"| {tool} | {mib / put_s:.0f} | {mib / get_s:.0f} | "
+                  f"{direct_put / put_s:.2f} | {direct_get / get_s:.2f} |")
+        print(f"\nGateway peak RSS: {peak / 1024:.0f} MiB" if peak else "\nGateway peak RSS: not found")
+    finally:
+        os.killpg(devnet.pid, signal.SIGTERM)
+        try:
+            devnet.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(devnet.pid, signal.SIGKILL)
+
+
+if __name__ == "__main__":
+    main()

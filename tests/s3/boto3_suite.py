@@ -1,0 +1,513 @@
+#!/usr/bin/env python3
+"""Cairn's S3 gateway, driven by boto3 (the AWS SDK for Python).
+
+Every S3 operation the gateway offers, plus bad input, against a running
+gateway. Usage:
+
+    S3_ENDPOINT=http://127.0.0.1:9000 AWS_ACCESS_KEY_ID=… AWS_SECRET_ACCESS_KEY=… \
+        python3 tests/s3/boto3_suite.py [test-name-substring]
+
+Exits non-zero and names each failed check. Each test uses its own bucket.
+"""
+import datetime
+import hashlib
+import http.client
+import os
+import socket
+import sys
+import time
+import traceback
+import urllib.parse
+import urllib.request
+
+import boto3
+import botocore
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+ENDPOINT = os.environ["S3_ENDPOINT"]
+KEY_ID = os.environ["AWS_ACCESS_KEY_ID"]
+SECRET = os.environ["AWS_SECRET_ACCESS_KEY"]
+REGION = os.environ.get("AWS_DEFAULT_REGION", "us-east-1")
+RUN = f"{os.getpid():x}"
+
+
+def client(key_id=KEY_ID, secret=SECRET, **cfg):
+    return boto3.client(
+        "s3",
+        endpoint_url=ENDPOINT,
+        aws_access_key_id=key_id,
+        aws_secret_access_key=secret,
+        region_name=REGION,
+        config=Config(
+            s3={"addressing_style": "path"},
+            retries={"max_attempts": 1},
+            connect_timeout=10,
+            read_timeout=120,
+            **cfg,
+        ),
+    )
+
+
+S3 = client()
+
+
+def blob(n, seed):
+    """n deterministic bytes."""
+    out = bytearray()
+    block = hashlib.sha256(str(seed).encode()).digest()
+    while len(out) < n:
+        out += block
+        block = hashlib.sha256(block).digest()
+    return bytes(out[:n])
+
+
+def code(e):
+    return e.response["Error"]["Code"]
+
+
+def status(e):
+    return e.response["ResponseMetadata"]["HTTPStatusCode"]
+
+
+def expect_error(fn, codes, statuses=None):
+    try:
+        fn()
+    except ClientError as e:
+        assert code(e) in codes, f"expected {codes}, got {code(e)}: {e}"
+        if statuses:
+            assert status(e) in statuses, f"expected HTTP {statuses}, got {status(e)}"
+        return e
+    raise AssertionError(f"expected an error {codes}, but the call succeeded")
+
+
+def bucket(name):
+    b = f"{name}-{RUN}"
+    S3.create_bucket(Bucket=b)
+    return b
+
+
+# ---------------------------------------------------------------- buckets
+
+def test_buckets():
+    b = bucket("buckets")
+    names = [x["Name"] for x in S3.list_buckets()["Buckets"]]
+    assert b in names, names
+    S3.head_bucket(Bucket=b)
+    loc = S3.get_bucket_location(Bucket=b)
+    assert loc.get("LocationConstraint") in (None, "", REGION), loc
+    # Creating it again: already yours.
+    expect_error(lambda: S3.create_bucket(Bucket=b),
+                 {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}, {409})
+    # Not empty: refused.
+    S3.put_object(Bucket=b, Key="x", Body=b"1")
+    expect_error(lambda: S3.delete_bucket(Bucket=b), {"BucketNotEmpty"}, {409})
+    S3.delete_object(Bucket=b, Key="x")
+    S3.delete_bucket(Bucket=b)
+    expect_error(lambda: S3.head_bucket(Bucket=b), {"404", "NoSuchBucket"}, {404})
+    assert b not in [x["Name"] for x in S3.list_buckets()["Buckets"]]
+    expect_error(lambda: S3.put_object(Bucket=b, Key="y", Body=b"1"), {"NoSuchBucket"}, {404})
+
+
+def test_invalid_bucket_names():
+    for bad in ["a" * 64, "ab", "UPPER", "under_score", "-dash", "a..b", "192.168.1.1"]:
+        # boto3 validates some names itself; send the request raw to be sure
+        # the gateway answers with an S3 error.
+        st, body = raw_signed("PUT", f"/{bad}", b"")
+        assert st == 400 and b"InvalidBucketName" in body, (bad, st, body[:300])
+
+
+# ---------------------------------------------------------------- objects
+
+def test_put_get_head_metadata():
+    b = bucket("objects")
+    data = blob(300_000, 1)
+    r = S3.put_object(Bucket=b, Key="dir/a.bin", Body=data, ContentType="application/x-test",
+                      Metadata={"colour": "blue", "n": "7"})
+    md5 = hashlib.md5(data).hexdigest()
+    assert r["ETag"].strip('"') == md5, (r["ETag"], md5)
+    g = S3.get_object(Bucket=b, Key="dir/a.bin")
+    assert g["Body"].read() == data
+    assert g["ContentLength"] == len(data)
+    assert g["ContentType"] == "application/x-test", g["ContentType"]
+    assert g["Metadata"] == {"colour": "blue", "n": "7"}, g["Metadata"]
+    assert g["ETag"].strip('"') == md5
+    h = S3.head_object(Bucket=b, Key="dir/a.bin")
+    assert h["ContentLength"] == len(data)
+    assert h["ETag"].strip('"') == md5
+    age = datetime.datetime.now(datetime.timezone.utc) - h["LastModified"]
+    assert abs(age.total_seconds()) < 300, h["LastModified"]
+    # Empty object.
+    S3.put_object(Bucket=b, Key="empty", Body=b"")
+    assert S3.get_object(Bucket=b, Key="empty")["Body"].read() == b""
+    assert S3.head_object(Bucket=b, Key="empty")["ETag"].strip('"') == hashlib.md5(b"").hexdigest()
+    # Overwrite: the new bytes win.
+    S3.put_object(Bucket=b, Key="dir/a.bin", Body=b"second")
+    assert S3.get_object(Bucket=b, Key="dir/a.bin")["Body"].read() == b"second"
+    # Missing key.
+    expect_error(lambda: S3.get_object(Bucket=b, Key="nope"), {"NoSuchKey"}, {404})
+    expect_error(lambda: S3.head_object(Bucket=b, Key="nope"), {"404", "NoSuchKey"}, {404})
+
+
+def test_ranges():
+    b = bucket("ranges")
+    data = blob(1_000_000, 2)
+    S3.put_object(Bucket=b, Key="r", Body=data)
+    for rng, want in [
+        ("bytes=0-0", data[0:1]),
+        ("bytes=10-19", data[10:20]),
+        ("bytes=999990-", data[999990:]),
+        ("bytes=-100", data[-100:]),
+        ("bytes=500000-2000000", data[500000:]),
+        ("bytes=0-999999", data),
+    ]:
+        g = S3.get_object(Bucket=b, Key="r", Range=rng)
+        got = g["Body"].read()
+        assert got == want, (rng, len(got), len(want))
+        assert g["ContentLength"] == len(want), (rng, g["ContentLength"])
+        assert g["ContentRange"].startswith("bytes "), g.get("ContentRange")
+        assert g["ContentRange"].endswith(f"/{len(data)}"), g["ContentRange"]
+    expect_error(lambda: S3.get_object(Bucket=b, Key="r", Range="bytes=2000000-"),
+                 {"InvalidRange"}, {416})
+
+
+def test_conditional_gets():
+    b = bucket("cond")
+    r = S3.put_object(Bucket=b, Key="c", Body=b"conditional")
+    etag = r["ETag"]
+    assert S3.get_object(Bucket=b, Key="c", IfMatch=etag)["Body"].read() == b"conditional"
+    expect_error(lambda: S3.get_object(Bucket=b, Key="c", IfMatch='"0000"'),
+                 {"PreconditionFailed"}, {412})
+    expect_error(lambda: S3.get_object(Bucket=b, Key="c", IfNoneMatch=etag), {"304", "NotModified"}, {304})
+    assert S3.get_object(Bucket=b, Key="c", IfNoneMatch='"0000"')["Body"].read() == b"conditional"
+    future = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=1)
+    past = datetime.datetime(2000, 1, 1, tzinfo=datetime.timezone.utc)
+    expect_error(lambda: S3.get_object(Bucket=b, Key="c", IfModifiedSince=future), {"304", "NotModified"}, {304})
+    assert S3.get_object(Bucket=b, Key="c", IfModifiedSince=past)["Body"].read() == b"conditional"
+    expect_error(lambda: S3.get_object(Bucket=b, Key="c", IfUnmodifiedSince=past),
+                 {"PreconditionFailed"}, {412})
+    expect_error(lambda: S3.head_object(Bucket=b, Key="c", IfNoneMatch=etag), {"304", "NotModified"}, {304})
+
+
+def test_delete_and_batch_delete():
+    b = bucket("delete")
+    for i in range(10):
+        S3.put_object(Bucket=b, Key=f"k{i}", Body=b"x" * i)
+    S3.delete_object(Bucket=b, Key="k0")
+    S3.delete_object(Bucket=b, Key="k0")  # idempotent
+    S3.delete_object(Bucket=b, Key="never-existed")
+    r = S3.delete_objects(Bucket=b, Delete={"Objects": [{"Key": f"k{i}"} for i in range(1, 6)] + [{"Key": "ghost"}]})
+    deleted = sorted(d["Key"] for d in r.get("Deleted", []))
+    assert set(deleted) >= {f"k{i}" for i in range(1, 6)}, r
+    assert not r.get("Errors"), r
+    left = sorted(o["Key"] for o in S3.list_objects_v2(Bucket=b).get("Contents", []))
+    assert left == [f"k{i}" for i in range(6, 10)], left
+
+
+def test_copy():
+    b = bucket("copy")
+    data = blob(200_000, 3)
+    S3.put_object(Bucket=b, Key="src", Body=data, Metadata={"a": "1"}, ContentType="text/x-src")
+    S3.copy_object(Bucket=b, Key="dst", CopySource={"Bucket": b, "Key": "src"})
+    g = S3.get_object(Bucket=b, Key="dst")
+    assert g["Body"].read() == data
+    assert g["Metadata"] == {"a": "1"}, g["Metadata"]
+    # Replace the metadata while copying.
+    S3.copy_object(Bucket=b, Key="dst2", CopySource=f"{b}/src", MetadataDirective="REPLACE",
+                   Metadata={"b": "2"}, ContentType="text/x-new")
+    h = S3.head_object(Bucket=b, Key="dst2")
+    assert h["Metadata"] == {"b": "2"} and h["ContentType"] == "text/x-new", h
+    # The copy outlives its source.
+    S3.delete_object(Bucket=b, Key="src")
+    assert S3.get_object(Bucket=b, Key="dst")["Body"].read() == data
+    expect_error(lambda: S3.copy_object(Bucket=b, Key="x", CopySource={"Bucket": b, "Key": "src"}),
+                 {"NoSuchKey"}, {404})
+
+
+def test_presigned_get():
+    b = bucket("presign")
+    S3.put_object(Bucket=b, Key="p", Body=b"presigned bytes")
+    url = S3.generate_presigned_url("get_object", Params={"Bucket": b, "Key": "p"}, ExpiresIn=300)
+    with urllib.request.urlopen(url, timeout=30) as r:
+        assert r.read() == b"presigned bytes"
+    # A tampered signature is refused.
+    bad = url.replace("X-Amz-Signature=", "X-Amz-Signature=0")
+    try:
+        urllib.request.urlopen(bad, timeout=30)
+        raise AssertionError("a tampered presigned URL was accepted")
+    except urllib.error.HTTPError as e:
+        assert e.code == 403, e.code
+
+
+# ---------------------------------------------------------------- listings
+
+def test_listings_with_pagination_and_delimiters():
+    b = bucket("list")
+    keys = [f"logs/2026/{d:02}/{i:04}.txt" for d in range(1, 4) for i in range(350)]  # 1,050 keys
+    keys += ["top-a", "top-b", "photos/x.jpg", "photos/y.jpg"]
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(16) as ex:
+        list(ex.map(lambda k: S3.put_object(Bucket=b, Key=k, Body=k.encode()), keys))
+    want = sorted(keys)
+    # v2, 1,000 per page by default, continuation tokens.
+    got, token, pages = [], None, 0
+    while True:
+        kw = {"Bucket": b}
+        if token:
+            kw["ContinuationToken"] = token
+        r = S3.list_objects_v2(**kw)
+        got += [o["Key"] for o in r.get("Contents", [])]
+        assert r["KeyCount"] == len(r.get("Contents", [])), r["KeyCount"]
+        pages += 1
+        if not r["IsTruncated"]:
+            break
+        token = r["NextContinuationToken"]
+    assert got == want, (len(got), len(want))
+    assert pages == 2, pages
+    # The paginator with small pages.
+    pg = S3.get_paginator("list_objects_v2")
+    got = [o["Key"] for p in pg.paginate(Bucket=b, PaginationConfig={"PageSize": 77}) for o in p.get("Contents", [])]
+    assert got == want
+    # Prefix and delimiter: CommonPrefixes.
+    r = S3.list_objects_v2(Bucket=b, Delimiter="/")
+    assert [p["Prefix"] for p in r["CommonPrefixes"]] == ["logs/", "photos/"], r["CommonPrefixes"]
+    assert [o["Key"] for o in r["Contents"]] == ["top-a", "top-b"]
+    r = S3.list_objects_v2(Bucket=b, Prefix="logs/2026/", Delimiter="/")
+    assert [p["Prefix"] for p in r["CommonPrefixes"]] == ["logs/2026/01/", "logs/2026/02/", "logs/2026/03/"]
+    assert "Contents" not in r or not r["Contents"]
+    # Prefixes paginate too.
+    got = []
+    for p in pg.paginate(Bucket=b, Prefix="logs/2026/02/", PaginationConfig={"PageSize": 100}):
+        got += [o["Key"] for o in p.get("Contents", [])]
+    assert got == [k for k in want if k.startswith("logs/2026/02/")]
+    # StartAfter and MaxKeys.
+    r = S3.list_objects_v2(Bucket=b, StartAfter="photos/x.jpg", MaxKeys=3)
+    assert [o["Key"] for o in r["Contents"]] == ["photos/y.jpg", "top-a", "top-b"], r["Contents"]
+    # v1 with markers.
+    got, marker = [], ""
+    while True:
+        r = S3.list_objects(Bucket=b, Marker=marker, MaxKeys=400)
+        page = [o["Key"] for o in r.get("Contents", [])]
+        got += page
+        if not r["IsTruncated"]:
+            break
+        marker = r.get("NextMarker") or page[-1]
+    assert got == want
+    r = S3.list_objects(Bucket=b, Delimiter="/", Prefix="photos/")
+    assert [o["Key"] for o in r["Contents"]] == ["photos/x.jpg", "photos/y.jpg"]
+    # Sizes and ETags in listings.
+    r = S3.list_objects_v2(Bucket=b, Prefix="top-a")
+    o = r["Contents"][0]
+    assert o["Size"] == len(b"top-a") and o["ETag"].strip('"') == hashlib.md5(b"top-a").hexdigest(), o
+
+
+# ---------------------------------------------------------------- multipart
+
+def test_multipart():
+    b = bucket("multipart")
+    part = 5 << 20
+    parts = [blob(part, 10), blob(part, 11), blob(1234, 12)]
+    up = S3.create_multipart_upload(Bucket=b, Key="big", ContentType="application/x-big",
+                                    Metadata={"m": "1"})
+    uid = up["UploadId"]
+    # Not visible until complete.
+    assert "Contents" not in S3.list_objects_v2(Bucket=b)
+    ups = S3.list_multipart_uploads(Bucket=b)
+    assert [u["UploadId"] for u in ups.get("Uploads", [])] == [uid], ups
+    etags = []
+    for i, p in enumerate(parts, start=1):
+        r = S3.upload_part(Bucket=b, Key="big", UploadId=uid, PartNumber=i, Body=p)
+        etags.append(r["ETag"])
+        assert r["ETag"].strip('"') == hashlib.md5(p).hexdigest()
+    lp = S3.list_parts(Bucket=b, Key="big", UploadId=uid)
+    assert [p["PartNumber"] for p in lp["Parts"]] == [1, 2, 3]
+    assert [p["Size"] for p in lp["Parts"]] == [len(p) for p in parts]
+    # Wrong ETag: refused.
+    expect_error(lambda: S3.complete_multipart_upload(
+        Bucket=b, Key="big", UploadId=uid,
+        MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": '"00"'}]}), {"InvalidPart"}, {400})
+    r = S3.complete_multipart_upload(
+        Bucket=b, Key="big", UploadId=uid,
+        MultipartUpload={"Parts": [{"PartNumber": i + 1, "ETag": e} for i, e in enumerate(etags)]})
+    digest = hashlib.md5(b"".join(hashlib.md5(p).digest() for p in parts)).hexdigest()
+    assert r["ETag"].strip('"') == f"{digest}-3", (r["ETag"], digest)
+    whole = b"".join(parts)
+    g = S3.get_object(Bucket=b, Key="big")
+    assert g["Body"].read() == whole
+    assert g["ContentType"] == "application/x-big" and g["Metadata"] == {"m": "1"}, g
+    # A range across the part boundary.
+    g = S3.get_object(Bucket=b, Key="big", Range=f"bytes={part - 10}-{part + 9}")
+    assert g["Body"].read() == whole[part - 10:part + 10]
+    assert not S3.list_multipart_uploads(Bucket=b).get("Uploads")
+    # Abort: the upload is gone.
+    up = S3.create_multipart_upload(Bucket=b, Key="aborted")
+    S3.upload_part(Bucket=b, Key="aborted", UploadId=up["UploadId"], PartNumber=1, Body=b"x" * 100)
+    S3.abort_multipart_upload(Bucket=b, Key="aborted", UploadId=up["UploadId"])
+    expect_error(lambda: S3.list_parts(Bucket=b, Key="aborted", UploadId=up["UploadId"]),
+                 {"NoSuchUpload"}, {404})
+    expect_error(lambda: S3.get_object(Bucket=b, Key="aborted"), {"NoSuchKey"}, {404})
+
+
+def test_upload_part_copy():
+    b = bucket("partcopy")
+    src = blob(6 << 20, 20)
+    S3.put_object(Bucket=b, Key="src", Body=src)
+    up = S3.create_multipart_upload(Bucket=b, Key="dst")
+    try:
+        r1 = S3.upload_part_copy(Bucket=b, Key="dst", UploadId=up["UploadId"], PartNumber=1,
+                                 CopySource={"Bucket": b, "Key": "src"}, CopySourceRange="bytes=0-5242879")
+    except ClientError as e:
+        if code(e) == "NotImplemented":
+            S3.abort_multipart_upload(Bucket=b, Key="dst", UploadId=up["UploadId"])
+            print("  (UploadPartCopy is not implemented; skipped)")
+            return
+        raise
+    r2 = S3.upload_part(Bucket=b, Key="dst", UploadId=up["UploadId"], PartNumber=2, Body=b"tail")
+    S3.complete_multipart_upload(Bucket=b, Key="dst", UploadId=up["UploadId"], MultipartUpload={"Parts": [
+        {"PartNumber": 1, "ETag": r1["CopyPartResult"]["ETag"]}, {"PartNumber": 2, "ETag": r2["ETag"]}]})
+    assert S3.get_object(Bucket=b, Key="dst")["Body"].read() == src[:5 << 20] + b"tail"
+
+
+# ---------------------------------------------------------------- credentials
+
+def test_wrong_credentials_are_refused():
+    bad = client(secret=SECRET[:-1] + ("A" if SECRET[-1] != "A" else "B"))
+    expect_error(lambda: bad.list_buckets(), {"SignatureDoesNotMatch", "AccessDenied"}, {403})
+    unknown = client(key_id="AKIAUNKNOWNUNKNOWN00")
+    expect_error(lambda: unknown.list_buckets(),
+                 {"InvalidAccessKeyId", "AccessDenied", "SignatureDoesNotMatch"}, {403})
+    anon = boto3.client("s3", endpoint_url=ENDPOINT, region_name=REGION,
+                        config=Config(signature_version=botocore.UNSIGNED, s3={"addressing_style": "path"}))
+    expect_error(lambda: anon.list_buckets(), {"AccessDenied", "InvalidAccessKeyId"}, {403})
+
+
+# ---------------------------------------------------------------- bad input
+
+def raw_signed(method, path, body, headers=None):
+    """A SigV4-signed request sent by hand (so boto3's own checks do not get
+    in the way); returns (status, body)."""
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+    url = ENDPOINT + urllib.parse.quote(path)
+    req = AWSRequest(method=method, url=url, data=body, headers=dict(headers or {}))
+    req.headers["x-amz-content-sha256"] = hashlib.sha256(body).hexdigest()
+    SigV4Auth(Credentials(KEY_ID, SECRET), "s3", REGION).add_auth(req)
+    u = urllib.parse.urlparse(url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+    conn.request(method, u.path, body=body, headers=dict(req.headers))
+    r = conn.getresponse()
+    out = r.read()
+    conn.close()
+    return r.status, out
+
+
+def test_bad_input():
+    b = bucket("bad")
+    # Key over 1,024 bytes.
+    st, body = raw_signed("PUT", f"/{b}/" + "k" * 1100, b"x")
+    assert st == 400 and b"KeyTooLong" in body, (st, body[:300])
+    # Wrong Content-MD5.
+    expect_error(lambda: S3.put_object(Bucket=b, Key="md5", Body=b"hello",
+                                       ContentMD5="XrY7u+Ae7tCTyyK7j1rNww=="), {"BadDigest"}, {400})
+    expect_error(lambda: S3.head_object(Bucket=b, Key="md5"), {"404", "NoSuchKey"}, {404})
+    # Malformed Content-MD5.
+    expect_error(lambda: S3.put_object(Bucket=b, Key="md5", Body=b"hello", ContentMD5="not base64!"),
+                 {"InvalidDigest", "InvalidArgument", "BadDigest"}, {400})
+    # A huge declared Content-Length is refused before any body is read.
+    st, body = raw_signed_headers_only(f"/{b}/huge", 50 << 40)
+    assert st in (400, 413) and (b"EntityTooLarge" in body or b"MaxMessageLengthExceeded" in body), (st, body[:300])
+    # A truncated body: the connection closes with an error or the request
+    # is answered with one, and nothing becomes visible.
+    truncated_put(f"/{b}/trunc", 100_000, 1000)
+    expect_error(lambda: S3.head_object(Bucket=b, Key="trunc"), {"404", "NoSuchKey"}, {404})
+    # The gateway is still fine afterwards.
+    S3.put_object(Bucket=b, Key="after", Body=b"ok")
+    assert S3.get_object(Bucket=b, Key="after")["Body"].read() == b"ok"
+
+
+def signed_headers(method, path, length):
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+    url = ENDPOINT + urllib.parse.quote(path)
+    req = AWSRequest(method=method, url=url, headers={"Content-Length": str(length),
+                                                       "x-amz-content-sha256": "UNSIGNED-PAYLOAD"})
+    SigV4Auth(Credentials(KEY_ID, SECRET), "s3", REGION).add_auth(req)
+    return url, dict(req.headers)
+
+
+def send_head(path, length):
+    url, headers = signed_headers("PUT", path, length)
+    u = urllib.parse.urlparse(url)
+    s = socket.create_connection((u.hostname, u.port), timeout=30)
+    lines = [f"PUT {u.path} HTTP/1.1", f"Host: {u.netloc}"] + [f"{k}: {v}" for k, v in headers.items() if k.lower() != "host"]
+    s.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+    return s
+
+
+def read_response(s):
+    s.settimeout(60)
+    data = b""
+    try:
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+            if b"\r\n\r\n" in data:
+                head, _, rest = data.partition(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n")[1:]:
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                if len(rest) >= length:
+                    break
+    except ConnectionResetError:
+        pass
+    return data
+
+
+def raw_signed_headers_only(path, length):
+    s = send_head(path, length)
+    data = read_response(s)
+    s.close()
+    status_line = data.split(b"\r\n", 1)[0]
+    st = int(status_line.split()[1]) if status_line else 0
+    return st, data
+
+
+def truncated_put(path, declared, sent):
+    s = send_head(path, declared)
+    s.sendall(b"t" * sent)
+    s.shutdown(socket.SHUT_WR)
+    started = time.time()
+    data = read_response(s)
+    s.close()
+    assert time.time() - started < 90, "a truncated body hung the connection"
+    if data:
+        status_line = data.split(b"\r\n", 1)[0]
+        st = int(status_line.split()[1])
+        assert st >= 400, data[:300]
+
+
+def main():
+    only = sys.argv[1] if len(sys.argv) > 1 else ""
+    tests = [(n, f) for n, f in sorted(globals().items()) if n.startswith("test_") and only in n]
+    failed = []
+    for name, fn in tests:
+        t = time.time()
+        try:
+            fn()
+            print(f"ok   {name} ({time.time() - t:.1f} s)", flush=True)
+        except Exception:
+            failed.append(name)
+            print(f"FAIL {name}\n{traceback.format_exc()}", flush=True)
+    if failed:
+        print(f"{len(failed)} of {len(tests)} failed: {', '.join(failed)}")
+        sys.exit(1)
+    print(f"all {len(tests)} passed")
+
+
+if __name__ == "__main__":
+    main()
