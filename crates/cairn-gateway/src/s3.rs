@@ -1166,11 +1166,12 @@ impl S3 for Gateway {
                 .into());
             }
             if i + 1 < asked.len() && part.size < self.settings.min_part {
-                return Err(s3s::s3_error!(
-                    EntityTooSmall,
-                    "part {n} has {} bytes; every part but the last needs at least 5 MiB",
-                    part.size
-                ));
+                return Err(GatewayError::EntityTooSmall {
+                    number: n,
+                    size: part.size,
+                    min: self.settings.min_part,
+                }
+                .into());
             }
             chosen.push(part);
         }
