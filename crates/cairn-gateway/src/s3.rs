@@ -25,6 +25,9 @@ use crate::rules::{self, Condition, Conditions};
 pub const BUCKETS: &str = "buckets";
 /// S3's smallest part, except the last.
 pub const MIN_PART: u64 = 5 << 20;
+/// How long a GET waits for the node to begin sending (it fetches and
+/// decodes the first segment first).
+const FIRST_ANSWER: Duration = Duration::from_secs(120);
 /// S3's part numbers.
 const MAX_PART_NUMBER: i32 = 10_000;
 
@@ -365,10 +368,14 @@ impl Gateway {
         end: u64,
     ) -> Result<ChannelStream, GatewayError> {
         let (stream, started) = self.start_read(m, start, end);
-        match started.await {
-            Ok(Ok(())) => Ok(stream),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(GatewayError::Internal("the object reader stopped".into())),
+        match tokio::time::timeout(FIRST_ANSWER, started).await {
+            Ok(Ok(Ok(()))) => Ok(stream),
+            Ok(Ok(Err(e))) => Err(e),
+            Ok(Err(_)) => Err(GatewayError::Internal("the object reader stopped".into())),
+            Err(_) => Err(GatewayError::Unavailable(format!(
+                "the node did not begin to send the object within {} s",
+                FIRST_ANSWER.as_secs()
+            ))),
         }
     }
 
