@@ -65,6 +65,27 @@ pub enum GatewayError {
     /// A part list that does not match the uploaded parts.
     #[error("invalid part: {0}")]
     InvalidPart(String),
+    /// A part but the last is under the smallest part size.
+    #[error("part {number} has {size} bytes; every part but the last needs at least {min} bytes")]
+    EntityTooSmall {
+        /// The part number.
+        number: i32,
+        /// Its size.
+        size: u64,
+        /// The smallest allowed.
+        min: u64,
+    },
+    /// A client with too many requests in flight.
+    #[error("this client has {0} requests in flight; retry later")]
+    SlowDown(usize),
+    /// An unsigned request.
+    #[error(
+        "anonymous requests are refused: sign requests with a key from `cairn gateway keys create`"
+    )]
+    Anonymous,
+    /// An access key that is not in `keys.json` (never made, or revoked).
+    #[error("unknown or revoked access key")]
+    UnknownAccessKey,
     /// Parts not in ascending order.
     #[error("the part list is not in ascending order of part number")]
     InvalidPartOrder,
@@ -108,6 +129,10 @@ impl From<GatewayError> for S3Error {
             G::NotModified => S3ErrorCode::NotModified,
             G::InvalidPart(_) => S3ErrorCode::InvalidPart,
             G::InvalidPartOrder => S3ErrorCode::InvalidPartOrder,
+            G::EntityTooSmall { .. } => S3ErrorCode::EntityTooSmall,
+            G::SlowDown(_) => S3ErrorCode::SlowDown,
+            G::Anonymous => S3ErrorCode::AccessDenied,
+            G::UnknownAccessKey => S3ErrorCode::InvalidAccessKeyId,
             G::InvalidArgument(_) => S3ErrorCode::InvalidArgument,
             G::BucketFull(_) => S3ErrorCode::Custom("BucketFull".into()),
             G::Unavailable(_) => S3ErrorCode::ServiceUnavailable,
@@ -185,6 +210,18 @@ mod tests {
             (GatewayError::NotModified, "NotModified", 304),
             (GatewayError::InvalidPart("p".into()), "InvalidPart", 400),
             (GatewayError::InvalidPartOrder, "InvalidPartOrder", 400),
+            (
+                GatewayError::EntityTooSmall {
+                    number: 1,
+                    size: 1,
+                    min: 2,
+                },
+                "EntityTooSmall",
+                400,
+            ),
+            (GatewayError::SlowDown(64), "SlowDown", 503),
+            (GatewayError::Anonymous, "AccessDenied", 403),
+            (GatewayError::UnknownAccessKey, "InvalidAccessKeyId", 403),
             (GatewayError::BucketFull("b".into()), "BucketFull", 507),
             (
                 GatewayError::Unavailable("down".into()),

@@ -17,10 +17,12 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use rand::Rng;
+use s3s::S3Result;
 use s3s::access::{S3Access, S3AccessContext};
 use s3s::auth::{S3Auth, SecretKey};
-use s3s::{S3Result, s3_error};
 use serde::{Deserialize, Serialize};
+
+use crate::error::GatewayError;
 
 /// Errors of the key files.
 #[derive(Debug, thiserror::Error)]
@@ -220,14 +222,11 @@ impl S3Auth for KeyStore {
         let id = access_key.to_string();
         let found = tokio::task::spawn_blocking(move || store.secret(&id))
             .await
-            .map_err(|e| s3_error!(InternalError, "the key lookup failed: {e}"))?;
+            .map_err(|e| GatewayError::Internal(format!("the key lookup failed: {e}")))?;
         match found {
             Ok(Some(secret)) => Ok(SecretKey::from(secret)),
-            Ok(None) => Err(s3_error!(
-                InvalidAccessKeyId,
-                "unknown or revoked access key"
-            )),
-            Err(e) => Err(s3_error!(InternalError, "{e}")),
+            Ok(None) => Err(GatewayError::UnknownAccessKey.into()),
+            Err(e) => Err(GatewayError::Internal(e.to_string()).into()),
         }
     }
 }
@@ -242,10 +241,7 @@ impl S3Access for SignedOnly {
     async fn check(&self, cx: &mut S3AccessContext<'_>) -> S3Result<()> {
         match cx.credentials() {
             Some(_) => Ok(()),
-            None => Err(s3_error!(
-                AccessDenied,
-                "anonymous requests are refused: sign requests with a key from `cairn gateway keys create`"
-            )),
+            None => Err(GatewayError::Anonymous.into()),
         }
     }
 }

@@ -25,6 +25,9 @@ use crate::rules::{self, Condition, Conditions};
 pub const BUCKETS: &str = "buckets";
 /// S3's smallest part, except the last.
 pub const MIN_PART: u64 = 5 << 20;
+/// How long a GET waits for the node to begin sending (it fetches and
+/// decodes the first segment first).
+const FIRST_ANSWER: Duration = Duration::from_secs(120);
 /// S3's part numbers.
 const MAX_PART_NUMBER: i32 = 10_000;
 
@@ -61,6 +64,53 @@ pub struct Gateway {
     pub(crate) node: Node,
     pub(crate) idx: Arc<Indexes>,
     settings: Settings,
+    cleanup: tokio::sync::mpsc::Sender<Cleanup>,
+}
+
+/// Data and part lists no entry names any more, removed in the background.
+enum Cleanup {
+    Caps(Vec<String>),
+    Lists { bucket: String, keys: Vec<String> },
+}
+
+/// Cleanups waiting; past this they are dropped (with a warning): the data
+/// expires with its lease, which nobody renews.
+const CLEANUP_QUEUE: usize = 1024;
+/// Removals run at once by the cleanup worker.
+const CLEANUP_PARALLEL: usize = 8;
+
+/// Removes what it is sent, a bounded number at a time.
+async fn cleanup_worker(
+    node: Node,
+    idx: Arc<Indexes>,
+    mut rx: tokio::sync::mpsc::Receiver<Cleanup>,
+) {
+    use futures::StreamExt;
+    while let Some(job) = rx.recv().await {
+        match job {
+            Cleanup::Caps(caps) => {
+                futures::stream::iter(caps)
+                    .for_each_concurrent(CLEANUP_PARALLEL, |cap| {
+                        let node = node.clone();
+                        async move {
+                            if let Err(e) = node.rm(&cap).await {
+                                tracing::warn!(
+                                    "removing unreferenced data failed (it expires with its lease): {e}"
+                                );
+                            }
+                        }
+                    })
+                    .await;
+            }
+            Cleanup::Lists { bucket, keys } => {
+                let changes: Vec<Change> =
+                    keys.into_iter().map(|k| (k.into_bytes(), None)).collect();
+                if let Err(e) = idx.write(&partlists_ns(&bucket), &bucket, &changes).await {
+                    tracing::warn!("removing part lists of {bucket} failed: {e}");
+                }
+            }
+        }
+    }
 }
 
 fn ms_to_ts(ms: u64) -> Timestamp {
@@ -119,11 +169,23 @@ fn decode_token(token: &str) -> Result<String, GatewayError> {
 
 impl Gateway {
     /// A gateway over these indexes and node.
+    /// Must be called within a tokio runtime (it starts the cleanup worker).
     pub fn new(node: Node, idx: Arc<Indexes>, settings: Settings) -> Self {
+        let (cleanup, rx) = tokio::sync::mpsc::channel(CLEANUP_QUEUE);
+        tokio::spawn(cleanup_worker(node.clone(), idx.clone(), rx));
         Self {
             node,
             idx,
             settings,
+            cleanup,
+        }
+    }
+
+    fn enqueue(&self, job: Cleanup) {
+        if self.cleanup.try_send(job).is_err() {
+            tracing::warn!(
+                "the cleanup queue is full; unreferenced data expires with its lease instead"
+            );
         }
     }
 
@@ -165,17 +227,12 @@ impl Gateway {
     /// Tombstones part lists in the background (best effort: a leftover
     /// entry costs index room, not data).
     fn forget_lists(&self, bucket: &str, lists: Vec<String>) {
-        if lists.is_empty() {
-            return;
+        if !lists.is_empty() {
+            self.enqueue(Cleanup::Lists {
+                bucket: bucket.to_string(),
+                keys: lists,
+            });
         }
-        let idx = self.idx.clone();
-        let bucket = bucket.to_string();
-        tokio::spawn(async move {
-            let changes: Vec<Change> = lists.into_iter().map(|k| (k.into_bytes(), None)).collect();
-            if let Err(e) = idx.write(&partlists_ns(&bucket), &bucket, &changes).await {
-                tracing::warn!("removing part lists of {bucket} failed: {e}");
-            }
-        });
     }
 
     async fn existing_object(&self, bucket: &str, key: &str) -> Result<ObjectMeta, GatewayError> {
@@ -200,19 +257,9 @@ impl Gateway {
     /// Removes Cairn objects in the background (best effort: an object
     /// left behind expires with its lease).
     fn forget(&self, caps: Vec<String>) {
-        if caps.is_empty() {
-            return;
+        if !caps.is_empty() {
+            self.enqueue(Cleanup::Caps(caps));
         }
-        let node = self.node.clone();
-        tokio::spawn(async move {
-            for cap in caps {
-                if let Err(e) = node.rm(&cap).await {
-                    tracing::warn!(
-                        "removing a displaced object failed (it expires with its lease): {e}"
-                    );
-                }
-            }
-        });
     }
 
     /// Writes an object's entry, then settles who won: if a concurrent
@@ -321,10 +368,14 @@ impl Gateway {
         end: u64,
     ) -> Result<ChannelStream, GatewayError> {
         let (stream, started) = self.start_read(m, start, end);
-        match started.await {
-            Ok(Ok(())) => Ok(stream),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(GatewayError::Internal("the object reader stopped".into())),
+        match tokio::time::timeout(FIRST_ANSWER, started).await {
+            Ok(Ok(Ok(()))) => Ok(stream),
+            Ok(Ok(Err(e))) => Err(e),
+            Ok(Err(_)) => Err(GatewayError::Internal("the object reader stopped".into())),
+            Err(_) => Err(GatewayError::Unavailable(format!(
+                "the node did not begin to send the object within {} s",
+                FIRST_ANSWER.as_secs()
+            ))),
         }
     }
 
@@ -1122,11 +1173,12 @@ impl S3 for Gateway {
                 .into());
             }
             if i + 1 < asked.len() && part.size < self.settings.min_part {
-                return Err(s3s::s3_error!(
-                    EntityTooSmall,
-                    "part {n} has {} bytes; every part but the last needs at least 5 MiB",
-                    part.size
-                ));
+                return Err(GatewayError::EntityTooSmall {
+                    number: n,
+                    size: part.size,
+                    min: self.settings.min_part,
+                }
+                .into());
             }
             chosen.push(part);
         }

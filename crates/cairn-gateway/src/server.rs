@@ -17,7 +17,7 @@ use bytes::Bytes;
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use s3s::service::S3Service;
-use s3s::{HttpError, S3Error, s3_error};
+use s3s::{HttpError, S3Error};
 
 /// The serving limits.
 #[derive(Debug, Clone)]
@@ -173,11 +173,9 @@ pub async fn serve(
                 let limits = limits.clone();
                 async move {
                     let Some(slot) = slot else {
-                        return error_response(s3_error!(
-                            SlowDown,
-                            "this client has {} requests in flight; retry later",
-                            limits.per_client
-                        ));
+                        return error_response(
+                            crate::error::GatewayError::SlowDown(limits.per_client).into(),
+                        );
                     };
                     if let Some(size) = declared_size(&req)
                         && size > limits.max_body + (1 << 20)
