@@ -795,6 +795,21 @@ impl S3 for Gateway {
         })
     }
 
+    /// Objects carry no tags (tagging is not supported), so an existing
+    /// object's tag set is empty. Clients ask for it before copying (the aws
+    /// CLI's multipart copy does), so answering beats NotImplemented.
+    async fn get_object_tagging(
+        &self,
+        req: S3Request<GetObjectTaggingInput>,
+    ) -> S3Result<S3Response<GetObjectTaggingOutput>> {
+        let input = req.input;
+        self.existing_object(&input.bucket, &input.key).await?;
+        ok(GetObjectTaggingOutput {
+            tag_set: Vec::new(),
+            version_id: None,
+        })
+    }
+
     async fn delete_object(
         &self,
         req: S3Request<DeleteObjectInput>,

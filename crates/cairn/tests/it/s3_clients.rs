@@ -69,8 +69,18 @@ fn must(c: Command, net: &Devnet) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Debian's aws CLI (v2) when installed: a user-installed v1 may come first
+/// on PATH.
+fn aws_program() -> &'static str {
+    if Path::new("/usr/bin/aws").exists() {
+        "/usr/bin/aws"
+    } else {
+        "aws"
+    }
+}
+
 fn aws(gw: &GatewayInfo, args: &[&str]) -> Command {
-    let mut c = with_creds("aws", gw);
+    let mut c = with_creds(aws_program(), gw);
     c.args(["--endpoint-url", &gw.endpoint]).args(args);
     c
 }
