@@ -1,0 +1,541 @@
+//! Job descriptions: the job file's shape, its validation, and the job-wide
+//! status.
+//!
+//! The binary reads a TOML job file into [`JobFile`] (serde; unknown keys
+//! are refused so a typo is an error, not a silent default) and calls
+//! [`JobFile::validate`], which checks every limit and turns text sizes and
+//! durations into numbers: the result, [`Job`], is what is stored and sent
+//! (postcard, with a `version`). The core does not parse TOML itself; the
+//! tests do, with the `toml` crate as a dev-dependency, so the shape below
+//! is the one users write:
+//!
+//! ```toml
+//! module = "prog.wasm"        # a path (relative to the job file) or a cairn: capability
+//! quorum = 2                  # distinct providers that must agree (default 2, 1..=8)
+//! max_attempts = 3            # attempts per replica (default 3, 1..=10)
+//! deadline = "10m"            # wall clock per attempt (default 10m, 1s..=7d)
+//! memory = "64MiB"            # memory limit per unit (default 64MiB, 64KiB..=4GiB)
+//! fuel = 1_000_000_000        # optional fuel limit per attempt
+//! estimate = "2m"             # optional expected run time, to fit windows
+//! output_dir = true           # also collect files the unit writes under /out (default false)
+//! adaptive = false            # adaptive replication for trusted providers (default false)
+//! [env]                       # environment for every unit
+//! MODE = "fast"
+//! [[unit]]
+//! name = "u1"                 # 1..=64 of A-Z a-z 0-9 . _ -, not starting with '.'; unique
+//! args = ["--size", "10"]
+//! stdin = "data/part1.txt"    # optional: a path or a cairn: capability
+//! env = { SEED = "1" }        # optional, overrides the job's env
+//! ```
+//!
+//! Unit names become file names (`DIR/<unit>.out`), so they cannot contain
+//! a path separator or start with a dot. Arguments and environment entries
+//! are C strings in WASI, so they cannot contain NUL.
+
+use std::collections::{BTreeMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+
+use super::resources::{Need, QuantityError, parse_duration, parse_size};
+use super::unit::{MAX_ATTEMPTS, MAX_QUORUM, Unit, UnitSpec, UnitState, UnitStatus};
+use super::validate::TrustPolicy;
+use super::{JobId, UnitId};
+
+/// Format version of a serialized [`Job`].
+pub const JOB_VERSION: u16 = 1;
+/// Most units in one job.
+pub const MAX_UNITS: usize = 10_000;
+/// Most arguments per unit.
+pub const MAX_ARGS: usize = 256;
+/// Longest argument, in bytes.
+pub const MAX_ARG_LEN: usize = 4096;
+/// Most environment entries (job and unit together).
+pub const MAX_ENV: usize = 64;
+/// Longest environment key or value, in bytes.
+pub const MAX_ENV_LEN: usize = 4096;
+/// Longest module or stdin path or capability, in bytes.
+pub const MAX_SOURCE_LEN: usize = 4096;
+/// Longest unit name, in bytes.
+pub const MAX_UNIT_NAME: usize = super::unit::MAX_NAME_LEN;
+/// Smallest memory limit: one wasm page.
+pub const MIN_MEMORY: u64 = 64 << 10;
+/// Largest memory limit: the wasm32 address space.
+pub const MAX_MEMORY: u64 = 4 << 30;
+/// Longest per-attempt deadline: 7 days.
+pub const MAX_DEADLINE_SECS: u64 = 7 * 86_400;
+
+fn default_quorum() -> u16 {
+    2
+}
+fn default_max_attempts() -> u16 {
+    3
+}
+fn default_deadline() -> String {
+    "10m".into()
+}
+fn default_memory() -> String {
+    "64MiB".into()
+}
+
+/// The job file as written (see the module docs for the shape).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobFile {
+    /// The WebAssembly module: a path or a `cairn:` capability.
+    pub module: String,
+    /// Distinct providers that must agree on each unit's output.
+    #[serde(default = "default_quorum")]
+    pub quorum: u16,
+    /// Attempts per replica slot.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u16,
+    /// Wall-clock limit of one attempt, like `10m`.
+    #[serde(default = "default_deadline")]
+    pub deadline: String,
+    /// Memory limit of one unit, like `64MiB`.
+    #[serde(default = "default_memory")]
+    pub memory: String,
+    /// Fuel limit of one attempt.
+    #[serde(default)]
+    pub fuel: Option<u64>,
+    /// Expected run time of one unit, like `2m`.
+    #[serde(default)]
+    pub estimate: Option<String>,
+    /// Collect the files units write under their output dir.
+    #[serde(default)]
+    pub output_dir: bool,
+    /// Adaptive replication (trusted providers run units alone, spot-checked).
+    #[serde(default)]
+    pub adaptive: bool,
+    /// Environment for every unit.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// The units.
+    #[serde(default, rename = "unit")]
+    pub units: Vec<UnitFile>,
+}
+
+/// One `[[unit]]` of a job file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnitFile {
+    /// Its name, unique in the job.
+    pub name: String,
+    /// Its arguments (after the program name).
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Its stdin: a path or a `cairn:` capability.
+    #[serde(default)]
+    pub stdin: Option<String>,
+    /// Environment entries that override the job's.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
+
+/// Where bytes come from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Source {
+    /// A local path, relative to the job file (the CLI uploads it).
+    Path(String),
+    /// A stored object, by its read capability (checked, in canonical
+    /// text form).
+    Cap(String),
+}
+
+/// A validated job: what is stored and sent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Job {
+    /// Format version, [`JOB_VERSION`].
+    pub version: u16,
+    /// The module.
+    pub module: Source,
+    /// Distinct providers that must agree.
+    pub quorum: u16,
+    /// Attempts per replica slot.
+    pub max_attempts: u16,
+    /// Wall-clock limit of one attempt, in seconds.
+    pub deadline_secs: u64,
+    /// Memory limit of one unit.
+    pub memory_bytes: u64,
+    /// Fuel limit of one attempt.
+    pub fuel: Option<u64>,
+    /// Expected run time, in seconds (0 if not given).
+    pub estimate_secs: u64,
+    /// Collect output dirs.
+    pub output_dir: bool,
+    /// Adaptive replication.
+    pub adaptive: bool,
+    /// The units, in file order.
+    pub units: Vec<JobUnit>,
+}
+
+/// A validated unit.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobUnit {
+    /// Its name.
+    pub name: String,
+    /// Its arguments.
+    pub args: Vec<String>,
+    /// Its stdin, if any.
+    pub stdin: Option<Source>,
+    /// Its whole environment (the job's, overridden by the unit's), sorted.
+    pub env: Vec<(String, String)>,
+}
+
+/// A job file is not acceptable. Each variant names the field and, for a
+/// unit, the unit.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum JobError {
+    /// `module` is empty or too long.
+    #[error("`module` must name a .wasm file or a cairn: capability")]
+    Module,
+    /// A source is not a usable path or capability.
+    #[error("{field} {value:?}: {why}")]
+    Source {
+        /// `module` or `unit <name>: stdin`.
+        field: String,
+        /// The value (cut).
+        value: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// `quorum` out of range.
+    #[error("`quorum` is {0}; it must be 1 to {MAX_QUORUM}")]
+    Quorum(u16),
+    /// `max_attempts` out of range.
+    #[error("`max_attempts` is {0}; it must be 1 to {MAX_ATTEMPTS}")]
+    MaxAttempts(u16),
+    /// A duration field does not parse or is out of range.
+    #[error("`{field}`: {why}")]
+    Duration {
+        /// The field.
+        field: &'static str,
+        /// What is wrong.
+        why: String,
+    },
+    /// `memory` does not parse or is out of range.
+    #[error("`memory`: {0}")]
+    Memory(String),
+    /// `fuel` is zero.
+    #[error("`fuel` must be positive (leave it out for no fuel limit)")]
+    Fuel,
+    /// No `[[unit]]`.
+    #[error("the job has no units: add at least one [[unit]] with a name")]
+    NoUnits,
+    /// Too many units.
+    #[error("the job has {0} units; at most {MAX_UNITS} are accepted (split it into several jobs)")]
+    TooManyUnits(usize),
+    /// A unit name is not usable.
+    #[error("unit name {name:?}: {why}")]
+    UnitName {
+        /// The name.
+        name: String,
+        /// What is wrong.
+        why: &'static str,
+    },
+    /// Two units share a name.
+    #[error("two units are named {0:?}; unit names must be unique")]
+    DuplicateUnit(String),
+    /// A unit's arguments are not acceptable.
+    #[error("unit {unit:?}: {why}")]
+    Args {
+        /// The unit.
+        unit: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// An environment entry is not acceptable.
+    #[error("{scope} env {key:?}: {why}")]
+    Env {
+        /// `job` or `unit <name>`.
+        scope: String,
+        /// The key (cut).
+        key: String,
+        /// What is wrong.
+        why: &'static str,
+    },
+}
+
+fn cut(s: &str) -> String {
+    s.chars().take(80).collect()
+}
+
+fn source(field: String, text: &str) -> Result<Source, JobError> {
+    let err = |why: String| JobError::Source {
+        field: field.clone(),
+        value: cut(text),
+        why,
+    };
+    if text.trim().is_empty() {
+        return Err(err("is empty".into()));
+    }
+    if text.len() > MAX_SOURCE_LEN {
+        return Err(err(format!("is longer than {MAX_SOURCE_LEN} bytes")));
+    }
+    if text.contains('\0') {
+        return Err(err("contains a NUL byte".into()));
+    }
+    if text.starts_with("cairn:") {
+        let cap = text
+            .parse::<crate::ReadCap>()
+            .map_err(|e| err(format!("is not a valid capability ({e})")))?;
+        return Ok(Source::Cap(cap.to_string()));
+    }
+    Ok(Source::Path(text.to_string()))
+}
+
+fn check_env(scope: &str, env: &BTreeMap<String, String>) -> Result<(), JobError> {
+    for (k, v) in env {
+        let err = |why| JobError::Env {
+            scope: scope.to_string(),
+            key: cut(k),
+            why,
+        };
+        if k.is_empty() {
+            return Err(err("the key is empty"));
+        }
+        if k.contains('=') || k.contains('\0') {
+            return Err(err("keys cannot contain '=' or NUL"));
+        }
+        if v.contains('\0') {
+            return Err(err("values cannot contain NUL"));
+        }
+        if k.len() > MAX_ENV_LEN || v.len() > MAX_ENV_LEN {
+            return Err(err("keys and values are at most 4096 bytes"));
+        }
+    }
+    Ok(())
+}
+
+fn check_name(name: &str) -> Result<(), JobError> {
+    let err = |why| JobError::UnitName {
+        name: cut(name),
+        why,
+    };
+    if name.is_empty() || name.len() > MAX_UNIT_NAME {
+        return Err(err("a name is 1 to 64 bytes"));
+    }
+    if name.starts_with('.') {
+        return Err(err("a name cannot start with '.' (it becomes a file name)"));
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        return Err(err(
+            "use only letters, digits, '.', '_' and '-' (it becomes a file name)",
+        ));
+    }
+    Ok(())
+}
+
+impl JobFile {
+    /// Checks every field and limit; returns the job to store and send.
+    pub fn validate(&self) -> Result<Job, JobError> {
+        if self.module.trim().is_empty() {
+            return Err(JobError::Module);
+        }
+        let module = source("`module`".into(), &self.module)?;
+        if self.quorum == 0 || self.quorum > MAX_QUORUM {
+            return Err(JobError::Quorum(self.quorum));
+        }
+        if self.max_attempts == 0 || self.max_attempts > MAX_ATTEMPTS {
+            return Err(JobError::MaxAttempts(self.max_attempts));
+        }
+        let duration = |field, text: &str| {
+            let secs = parse_duration(text).map_err(|e: QuantityError| JobError::Duration {
+                field,
+                why: e.to_string(),
+            })?;
+            if secs == 0 || secs > MAX_DEADLINE_SECS {
+                return Err(JobError::Duration {
+                    field,
+                    why: format!("{text:?} must be between 1s and 7d"),
+                });
+            }
+            Ok(secs)
+        };
+        let deadline_secs = duration("deadline", &self.deadline)?;
+        let estimate_secs = match &self.estimate {
+            Some(e) => duration("estimate", e)?,
+            None => 0,
+        };
+        let memory_bytes = parse_size(&self.memory).map_err(|e| JobError::Memory(e.to_string()))?;
+        if !(MIN_MEMORY..=MAX_MEMORY).contains(&memory_bytes) {
+            return Err(JobError::Memory(format!(
+                "{:?} must be between 64KiB (one wasm page) and 4GiB (all a wasm32 module can address)",
+                self.memory
+            )));
+        }
+        if self.fuel == Some(0) {
+            return Err(JobError::Fuel);
+        }
+        check_env("job", &self.env)?;
+        if self.units.is_empty() {
+            return Err(JobError::NoUnits);
+        }
+        if self.units.len() > MAX_UNITS {
+            return Err(JobError::TooManyUnits(self.units.len()));
+        }
+        let mut names = HashSet::new();
+        let mut units = Vec::with_capacity(self.units.len());
+        for u in &self.units {
+            check_name(&u.name)?;
+            if !names.insert(u.name.as_str()) {
+                return Err(JobError::DuplicateUnit(u.name.clone()));
+            }
+            let args_err = |why: String| JobError::Args {
+                unit: u.name.clone(),
+                why,
+            };
+            if u.args.len() > MAX_ARGS {
+                return Err(args_err(format!(
+                    "{} arguments; at most {MAX_ARGS}",
+                    u.args.len()
+                )));
+            }
+            for (i, a) in u.args.iter().enumerate() {
+                if a.len() > MAX_ARG_LEN {
+                    return Err(args_err(format!(
+                        "argument {} is longer than {MAX_ARG_LEN} bytes",
+                        i + 1
+                    )));
+                }
+                if a.contains('\0') {
+                    return Err(args_err(format!("argument {} contains a NUL byte", i + 1)));
+                }
+            }
+            let scope = format!("unit {:?}", u.name);
+            check_env(&scope, &u.env)?;
+            let mut env = self.env.clone();
+            env.extend(u.env.clone());
+            if env.len() > MAX_ENV {
+                return Err(JobError::Env {
+                    scope,
+                    key: String::new(),
+                    why: "more than 64 environment entries",
+                });
+            }
+            let stdin = match &u.stdin {
+                Some(s) => Some(source(format!("unit {:?}: `stdin`", u.name), s)?),
+                None => None,
+            };
+            units.push(JobUnit {
+                name: u.name.clone(),
+                args: u.args.clone(),
+                stdin,
+                env: env.into_iter().collect(),
+            });
+        }
+        Ok(Job {
+            version: JOB_VERSION,
+            module,
+            quorum: self.quorum,
+            max_attempts: self.max_attempts,
+            deadline_secs,
+            memory_bytes,
+            fuel: self.fuel,
+            estimate_secs,
+            output_dir: self.output_dir,
+            adaptive: self.adaptive,
+            units,
+        })
+    }
+}
+
+impl Job {
+    /// What one unit needs.
+    pub fn need(&self) -> Need {
+        Need {
+            memory_bytes: self.memory_bytes,
+            fuel: self.fuel,
+            estimate_secs: self.estimate_secs,
+            deadline_secs: self.deadline_secs,
+        }
+    }
+
+    /// The adaptive-replication policy: the default when `adaptive`, off
+    /// otherwise.
+    pub fn trust_policy(&self) -> TrustPolicy {
+        if self.adaptive {
+            TrustPolicy::default()
+        } else {
+            TrustPolicy::OFF
+        }
+    }
+
+    /// A fresh state machine for every unit of job `id`, in file order.
+    /// Inputs for locality are left to the caller, who knows which objects
+    /// the sources resolved to.
+    pub fn units(&self, id: &JobId) -> Result<Vec<Unit>, super::unit::UnitError> {
+        self.units
+            .iter()
+            .map(|u| {
+                Unit::new(
+                    UnitSpec {
+                        id: UnitId::of(id, &u.name),
+                        name: u.name.clone(),
+                        need: self.need(),
+                        inputs: Vec::new(),
+                    },
+                    self.quorum,
+                    self.max_attempts,
+                    self.deadline_secs,
+                )
+            })
+            .collect()
+    }
+}
+
+/// A job's overall state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    /// Some unit is not finished.
+    Running,
+    /// Every unit is done.
+    Done,
+    /// Every unit is finished and at least one failed.
+    Failed,
+}
+
+/// `cairn job status --json`: `{"state": …, "units": [{"name", "state",
+/// "attempts", "providers", …}]}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobStatus {
+    /// The job's state.
+    pub state: JobState,
+    /// Units done.
+    pub done: usize,
+    /// Units failed.
+    pub failed: usize,
+    /// Every unit, in the order given.
+    pub units: Vec<UnitStatus>,
+}
+
+impl JobStatus {
+    /// The status of a job made of `units`. A job keeps running while any
+    /// unit may still finish, so one failed unit does not stop the others.
+    pub fn of<'a>(units: impl IntoIterator<Item = &'a Unit>) -> Self {
+        let units: Vec<UnitStatus> = units.into_iter().map(Unit::status).collect();
+        let done = units.iter().filter(|u| u.state == UnitState::Done).count();
+        let failed = units
+            .iter()
+            .filter(|u| u.state == UnitState::Failed)
+            .count();
+        let state = if done + failed < units.len() {
+            JobState::Running
+        } else if failed > 0 {
+            JobState::Failed
+        } else {
+            JobState::Done
+        };
+        Self {
+            state,
+            done,
+            failed,
+            units,
+        }
+    }
+}
