@@ -539,3 +539,214 @@ impl JobStatus {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compute::unit::Event;
+    use crate::compute::{OutputHash, unit::Action};
+    use crate::keys::PublicKey;
+    use proptest::prelude::*;
+
+    const ISSUE_EXAMPLE: &str = r#"
+module = "prog.wasm"
+quorum = 2            # distinct providers that must agree
+max_attempts = 3
+deadline = "10m"      # per unit
+memory = "64MiB"
+[[unit]]
+name = "u1"
+args = ["--size", "10"]
+stdin = "data/part1.txt"
+"#;
+
+    fn parse(text: &str) -> Result<Job, String> {
+        let file: JobFile = toml::from_str(text).map_err(|e| e.to_string())?;
+        file.validate().map_err(|e| e.to_string())
+    }
+
+    fn cap() -> String {
+        crate::ReadCap {
+            key: crate::FileKey([1; 32]),
+            manifest: crate::ManifestId([2; 32]),
+        }
+        .to_string()
+    }
+
+    #[test]
+    fn the_issue_example_parses() {
+        let job = parse(ISSUE_EXAMPLE).unwrap();
+        assert_eq!(job.module, Source::Path("prog.wasm".into()));
+        assert_eq!((job.quorum, job.max_attempts), (2, 3));
+        assert_eq!((job.deadline_secs, job.memory_bytes), (600, 64 << 20));
+        assert_eq!(job.units.len(), 1);
+        let u = &job.units[0];
+        assert_eq!(u.args, ["--size", "10"]);
+        assert_eq!(u.stdin, Some(Source::Path("data/part1.txt".into())));
+        assert_eq!(job.trust_policy(), TrustPolicy::OFF);
+    }
+
+    #[test]
+    fn defaults_and_extras() {
+        let text = format!(
+            r#"
+module = "{}"
+fuel = 1_000_000
+estimate = "2m"
+output_dir = true
+adaptive = true
+env = {{ MODE = "fast", SEED = "0" }}
+[[unit]]
+name = "map-1"
+stdin = "{}"
+env = {{ SEED = "1" }}
+[[unit]]
+name = "reduce"
+"#,
+            cap(),
+            cap()
+        );
+        let job = parse(&text).unwrap();
+        assert_eq!((job.quorum, job.max_attempts), (2, 3));
+        assert_eq!((job.deadline_secs, job.memory_bytes), (600, 64 << 20));
+        assert_eq!((job.fuel, job.estimate_secs), (Some(1_000_000), 120));
+        assert!(job.output_dir && job.adaptive);
+        assert_eq!(job.trust_policy(), TrustPolicy::default());
+        assert!(matches!(job.module, Source::Cap(_)));
+        assert_eq!(
+            job.units[0].env,
+            vec![("MODE".into(), "fast".into()), ("SEED".into(), "1".into())]
+        );
+        assert_eq!(job.units[1].env[1], ("SEED".into(), "0".into()));
+        // Stored and sent with postcard.
+        let bytes = postcard::to_allocvec(&job).unwrap();
+        assert_eq!(postcard::from_bytes::<Job>(&bytes).unwrap(), job);
+    }
+
+    #[test]
+    fn bad_job_files_say_what_is_wrong() {
+        let base = "module = \"p.wasm\"\n";
+        let unit = "[[unit]]\nname = \"u1\"\n";
+        let err = |extra: &str, units: &str| parse(&format!("{base}{extra}\n{units}")).unwrap_err();
+        assert!(err("quorom = 2", unit).contains("unknown field `quorom`"));
+        assert!(err("", "").contains("no units"));
+        assert!(err("quorum = 0", unit).contains("`quorum` is 0"));
+        assert!(err("max_attempts = 11", unit).contains("`max_attempts` is 11"));
+        assert!(err("deadline = \"10 minutes\"", unit).contains("`deadline`"));
+        assert!(err("deadline = \"0s\"", unit).contains("between 1s and 7d"));
+        assert!(err("memory = \"8GiB\"", unit).contains("4GiB"));
+        assert!(err("memory = \"lots\"", unit).contains("`memory`"));
+        assert!(err("fuel = 0", unit).contains("`fuel` must be positive"));
+        assert!(err("", &format!("{unit}{unit}")).contains("two units are named \"u1\""));
+        assert!(err("", "[[unit]]\nname = \"a/../../b\"\n").contains("only letters"));
+        assert!(err("", "[[unit]]\nname = \".hidden\"\n").contains("cannot start with '.'"));
+        assert!(err("", "[[unit]]\nname = \"\"\n").contains("1 to 64 bytes"));
+        assert!(
+            err("", "[[unit]]\nname = \"u\"\nstdin = \"cairn:AAAA\"\n")
+                .contains("not a valid capability")
+        );
+        assert!(err("", "[[unit]]\nname = \"u\"\nargs = [\"a\\u0000b\"]\n").contains("NUL"));
+        assert!(err("env = { \"A=B\" = \"1\" }", unit).contains("'='"));
+        assert!(
+            parse("module = \"\"\n[[unit]]\nname = \"u\"\n")
+                .unwrap_err()
+                .contains("`module`")
+        );
+        let many: String = (0..MAX_ARGS + 1).map(|i| format!("\"{i}\",")).collect();
+        assert!(
+            err("", &format!("[[unit]]\nname = \"u\"\nargs = [{many}]\n")).contains("arguments")
+        );
+    }
+
+    #[test]
+    fn status_follows_the_units() {
+        let job = parse(&format!(
+            "{ISSUE_EXAMPLE}[[unit]]\nname = \"u2\"\nargs = []\n"
+        ))
+        .unwrap();
+        let id = JobId([4; 32]);
+        let mut units = job.units(&id).unwrap();
+        assert_eq!(units[0].spec().id, UnitId::of(&id, "u1"));
+        assert_eq!(units[0].spec().need.deadline_secs, 600);
+        let s = JobStatus::of(&units);
+        assert_eq!(s.state, JobState::Running);
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["state"], "running");
+        assert_eq!(json["units"][0]["name"], "u1");
+        assert_eq!(json["units"][0]["state"], "waiting");
+        assert_eq!(json["units"][0]["attempts"], 0);
+        assert!(json["units"][0]["providers"].as_array().unwrap().is_empty());
+
+        let key = |i| PublicKey([i; 32]);
+        for (p, out) in [(1, 1), (2, 1)] {
+            units[0]
+                .handle(Event::Assigned {
+                    provider: key(p),
+                    operator: key(p),
+                    trusted: false,
+                    at: 0,
+                })
+                .unwrap();
+            units[0]
+                .handle(Event::Finished {
+                    provider: key(p),
+                    output: OutputHash([out; 32]),
+                    fuel_used: 5,
+                    at: 1,
+                })
+                .unwrap();
+        }
+        assert_eq!(units[0].state(), UnitState::Done);
+        let a = units[1].handle(Event::Cancel { at: 2 }).unwrap();
+        assert!(matches!(a.last(), Some(Action::GiveUp { .. })));
+        let s = JobStatus::of(&units);
+        assert_eq!((s.state, s.done, s.failed), (JobState::Failed, 1, 1));
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["state"], "failed");
+        assert_eq!(json["units"][0]["state"], "done");
+        assert_eq!(json["units"][0]["providers"].as_array().unwrap().len(), 2);
+    }
+
+    proptest! {
+        /// Validation never panics, and what it accepts is within bounds.
+        #[test]
+        fn validation_bounds(
+            quorum in 0u16..12,
+            attempts in 0u16..12,
+            deadline in "[0-9]{1,4}[smhd]?",
+            memory in "[0-9]{1,5}(KiB|MiB|GiB|B)?",
+            names in prop::collection::vec("[a-z0-9._/-]{0,8}", 0..6),
+        ) {
+            let file = JobFile {
+                module: "m.wasm".into(),
+                quorum,
+                max_attempts: attempts,
+                deadline,
+                memory,
+                fuel: None,
+                estimate: None,
+                output_dir: false,
+                adaptive: false,
+                env: BTreeMap::new(),
+                units: names
+                    .into_iter()
+                    .map(|name| UnitFile { name, args: vec![], stdin: None, env: BTreeMap::new() })
+                    .collect(),
+            };
+            if let Ok(job) = file.validate() {
+                prop_assert!((1..=MAX_QUORUM).contains(&job.quorum));
+                prop_assert!((1..=MAX_ATTEMPTS).contains(&job.max_attempts));
+                prop_assert!((1..=MAX_DEADLINE_SECS).contains(&job.deadline_secs));
+                prop_assert!((MIN_MEMORY..=MAX_MEMORY).contains(&job.memory_bytes));
+                prop_assert!(!job.units.is_empty());
+                let mut seen = HashSet::new();
+                for u in &job.units {
+                    prop_assert!(!u.name.contains('/') && !u.name.starts_with('.'));
+                    prop_assert!(seen.insert(u.name.clone()));
+                }
+                // Every validated job makes valid unit state machines.
+                prop_assert!(job.units(&JobId([0; 32])).is_ok());
+            }
+        }
+    }
+}
