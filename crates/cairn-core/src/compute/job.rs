@@ -142,8 +142,10 @@ pub enum Source {
     Cap(String),
 }
 
-/// A validated job: what is stored and sent.
+/// A validated job: what is stored and sent. Deserializing checks the
+/// version and validates again (a job from the network is untrusted).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "StoredJob")]
 pub struct Job {
     /// Format version, [`JOB_VERSION`].
     pub version: u16,
@@ -167,6 +169,51 @@ pub struct Job {
     pub adaptive: bool,
     /// The units, in file order.
     pub units: Vec<JobUnit>,
+}
+
+/// [`Job`] as it arrives, before it is checked.
+#[derive(Deserialize)]
+struct StoredJob {
+    version: u16,
+    module: Source,
+    quorum: u16,
+    max_attempts: u16,
+    deadline_secs: u64,
+    memory_bytes: u64,
+    fuel: Option<u64>,
+    estimate_secs: u64,
+    output_dir: bool,
+    adaptive: bool,
+    units: Vec<JobUnit>,
+}
+
+impl TryFrom<StoredJob> for Job {
+    type Error = JobError;
+
+    fn try_from(s: StoredJob) -> Result<Self, JobError> {
+        if s.version != JOB_VERSION {
+            return Err(JobError::Version(s.version));
+        }
+        let job = Job {
+            version: s.version,
+            module: s.module,
+            quorum: s.quorum,
+            max_attempts: s.max_attempts,
+            deadline_secs: s.deadline_secs,
+            memory_bytes: s.memory_bytes,
+            fuel: s.fuel,
+            estimate_secs: s.estimate_secs,
+            output_dir: s.output_dir,
+            adaptive: s.adaptive,
+            units: s.units,
+        };
+        // One set of rules: a stored job must be what validating its own
+        // file form gives back.
+        if job.to_file().validate()? != job {
+            return Err(JobError::NotCanonical);
+        }
+        Ok(job)
+    }
 }
 
 /// A validated unit.
@@ -255,6 +302,14 @@ pub enum JobError {
         /// What is wrong.
         why: &'static str,
     },
+    /// A stored or received job has a format this build does not read.
+    #[error("job format version {0} is not supported (this build reads {JOB_VERSION})")]
+    Version(u16),
+    /// A stored or received job is not in the form validation produces
+    /// (unsorted or duplicate environment entries, a path that reads as a
+    /// capability).
+    #[error("the job is not in canonical form")]
+    NotCanonical,
 }
 
 fn cut(s: &str) -> String {
@@ -445,6 +500,36 @@ impl JobFile {
 }
 
 impl Job {
+    /// The job file that validates to this job (sizes in bytes, durations
+    /// in seconds, the environment on each unit).
+    pub fn to_file(&self) -> JobFile {
+        let text = |s: &Source| match s {
+            Source::Path(p) | Source::Cap(p) => p.clone(),
+        };
+        JobFile {
+            module: text(&self.module),
+            quorum: self.quorum,
+            max_attempts: self.max_attempts,
+            deadline: self.deadline_secs.to_string(),
+            memory: self.memory_bytes.to_string(),
+            fuel: self.fuel,
+            estimate: (self.estimate_secs > 0).then(|| self.estimate_secs.to_string()),
+            output_dir: self.output_dir,
+            adaptive: self.adaptive,
+            env: BTreeMap::new(),
+            units: self
+                .units
+                .iter()
+                .map(|u| UnitFile {
+                    name: u.name.clone(),
+                    args: u.args.clone(),
+                    stdin: u.stdin.as_ref().map(text),
+                    env: u.env.iter().cloned().collect(),
+                })
+                .collect(),
+        }
+    }
+
     /// What one unit needs.
     pub fn need(&self) -> Need {
         Need {
@@ -621,6 +706,25 @@ name = "reduce"
         // Stored and sent with postcard.
         let bytes = postcard::to_allocvec(&job).unwrap();
         assert_eq!(postcard::from_bytes::<Job>(&bytes).unwrap(), job);
+        // A received job is checked again.
+        let mut bad = job.clone();
+        bad.quorum = 99;
+        let bytes = postcard::to_allocvec(&bad).unwrap();
+        assert!(postcard::from_bytes::<Job>(&bytes).is_err());
+        let mut bad = job.clone();
+        bad.units[0].env.push(("MODE".into(), "again".into()));
+        let json = serde_json::to_string(&bad).unwrap();
+        let err = serde_json::from_str::<Job>(&json).unwrap_err().to_string();
+        assert!(err.contains("canonical"), "{err}");
+        let mut old = job.clone();
+        old.version = 0;
+        let json = serde_json::to_string(&old).unwrap();
+        assert!(
+            serde_json::from_str::<Job>(&json)
+                .unwrap_err()
+                .to_string()
+                .contains("version 0")
+        );
     }
 
     #[test]

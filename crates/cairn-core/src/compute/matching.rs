@@ -184,7 +184,7 @@ impl fmt::Display for WaitReason {
                 write!(f, "no provider offers {} of memory", format_size(*memory))
             }
             Self::AlreadyRan => f.write_str(
-                "already ran on every eligible provider (a unit runs once per provider and operator)",
+                "already ran or runs on every eligible provider (a unit runs once per provider and operator)",
             ),
             Self::NotIdle { memory } => write!(
                 f,
@@ -498,7 +498,7 @@ mod tests {
         ran.exclude = vec![key(2)];
         assert_eq!(
             reason(&assign(&[ran], &[small.clone(), night.clone()], NOON)),
-            "already ran on every eligible provider (a unit runs once per provider and operator)"
+            "already ran or runs on every eligible provider (a unit runs once per provider and operator)"
         );
         let mut short = u.clone();
         short.need.estimate_secs = 2 * 3600;

@@ -17,7 +17,9 @@
 //!   adaptive replication with spot checks.
 //! - [`unit`]: the per-unit state machine: attempts, deadlines,
 //!   checkpoints, reassignment, validation.
-//! - [`job`]: the job file's types and their validation.
+//! - [`job`]: the job file's types, their validation, the job's status.
+//! - [`dispatch`]: one scheduling round over a job's units (matching,
+//!   trust and spot checks, assignment) and reliability bookkeeping.
 //!
 //! Time is passed in as unix seconds everywhere. Every collection that comes
 //! from outside is bounded (the limits are constants in each module).
@@ -26,6 +28,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+pub mod dispatch;
 pub mod job;
 pub mod matching;
 pub mod resources;

@@ -81,6 +81,9 @@ pub const MAX_ATTEMPTS: u16 = 10;
 pub const MAX_SLOTS: usize = 16;
 /// Longest error text kept, in bytes.
 pub const MAX_ERROR_LEN: usize = 512;
+/// Most assignments a unit can have had: every slot it can have, each
+/// with every attempt (slots dropped by adaptive replication included).
+pub const MAX_HISTORY: usize = 2 * MAX_SLOTS * MAX_ATTEMPTS as usize;
 /// Most input objects per unit.
 pub const MAX_UNIT_INPUTS: usize = 64;
 /// Longest unit name, in bytes.
@@ -425,8 +428,10 @@ enum Outcome {
     Failed(GiveUpReason),
 }
 
-/// One unit's state. Persisted by the scheduler, so versioned.
+/// One unit's state. Persisted by the scheduler, so versioned; reading it
+/// back checks the version and the bounds.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "StoredUnit")]
 pub struct Unit {
     version: u16,
     spec: UnitSpec,
@@ -442,6 +447,72 @@ pub struct Unit {
     last_error: Option<String>,
     wait: Option<WaitReason>,
     outcome: Option<Outcome>,
+}
+
+/// [`Unit`] as read back, before it is checked.
+#[derive(Deserialize)]
+struct StoredUnit {
+    version: u16,
+    spec: UnitSpec,
+    quorum: u16,
+    max_attempts: u16,
+    relaxed: bool,
+    assigned_once: bool,
+    slots: Vec<Slot>,
+    history: Vec<(ProviderId, OperatorId)>,
+    attempts: u32,
+    last_error: Option<String>,
+    wait: Option<WaitReason>,
+    outcome: Option<Outcome>,
+}
+
+impl TryFrom<StoredUnit> for Unit {
+    type Error = UnitError;
+
+    fn try_from(s: StoredUnit) -> Result<Self, UnitError> {
+        if s.version != UNIT_VERSION {
+            return Err(UnitError::Invalid {
+                name: "version",
+                why: format!(
+                    "{} is not supported (this build reads {UNIT_VERSION})",
+                    s.version
+                ),
+            });
+        }
+        // The same checks as a new unit, then the state's own bounds.
+        let fresh = Unit::new(
+            s.spec.clone(),
+            s.quorum,
+            s.max_attempts,
+            s.spec.need.deadline_secs,
+        )?;
+        let bad = |why: &str| {
+            Err(UnitError::Invalid {
+                name: "state",
+                why: why.to_string(),
+            })
+        };
+        if s.slots.len() > MAX_SLOTS {
+            return bad("too many slots");
+        }
+        if s.slots.iter().any(|slot| slot.attempts > s.max_attempts) {
+            return bad("a slot has more attempts than allowed");
+        }
+        if s.history.len() > MAX_HISTORY {
+            return bad("too many assignments");
+        }
+        Ok(Unit {
+            slots: s.slots,
+            relaxed: s.relaxed,
+            assigned_once: s.assigned_once,
+            history: s.history,
+            attempts: s.attempts,
+            last_error: s.last_error.map(cut),
+            wait: s.wait,
+            outcome: s.outcome,
+            ..fresh
+        })
+    }
 }
 
 /// A unit as `cairn job status --json` shows it.
@@ -1220,6 +1291,30 @@ mod tests {
                 }
             }]
         );
+    }
+
+    #[test]
+    fn state_survives_a_restart() {
+        let mut u = unit(2, 3);
+        assign(&mut u, 1, 0);
+        u.handle(Event::Checkpointed {
+            provider: key(1),
+            checkpoint: CheckpointRef("cairn:c".into()),
+            at: 3,
+        })
+        .unwrap();
+        finish(&mut u, 1, HONEST, 5);
+        let bytes = postcard::to_allocvec(&u).unwrap();
+        let mut back: Unit = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(back, u);
+        assign(&mut back, 2, 6);
+        assert!(done(&finish(&mut back, 2, HONEST, 7)).is_some());
+        let mut bad = u.clone();
+        bad.version = 9;
+        assert!(postcard::from_bytes::<Unit>(&postcard::to_allocvec(&bad).unwrap()).is_err());
+        let mut bad = u.clone();
+        bad.slots[0].attempts = 50;
+        assert!(postcard::from_bytes::<Unit>(&postcard::to_allocvec(&bad).unwrap()).is_err());
     }
 
     #[test]
