@@ -28,6 +28,13 @@
 //! `quorum × max_attempts` slots, and never more than [`MAX_SLOTS`]; when
 //! no quorum can be reached within them it gives up.
 //!
+//! When `quorum` distinct operators report the same deterministic error
+//! ([`RunError::is_deterministic`]: a trap, the fuel or memory limit, an
+//! exit code), the error is the unit's own and it fails at once
+//! ([`GiveUpReason::UnitFails`]) instead of using up its attempts; a
+//! single provider cannot fail a unit this way unless the quorum is 1, the
+//! same trust as for outputs.
+//!
 //! A unit never runs twice on one provider, nor on two providers of one
 //! operator, across all its slots and attempts ([`Unit::request`] excludes
 //! them and [`Event::Assigned`] refuses them), so votes are independent.
@@ -130,6 +137,17 @@ pub enum RunError {
 }
 
 impl RunError {
+    /// Whether every correct provider would hit the same error on the same
+    /// inputs: traps, fuel and memory limits and exit codes are functions
+    /// of the module and its inputs (the sandbox is deterministic); a wall
+    /// clock limit or a runtime failure is not.
+    pub fn is_deterministic(&self) -> bool {
+        matches!(
+            self,
+            Self::Trap { .. } | Self::OutOfFuel | Self::OutOfMemory | Self::Exit { .. }
+        )
+    }
+
     fn bounded(self) -> Self {
         match self {
             Self::Trap { message } => Self::Trap {
@@ -247,6 +265,14 @@ pub enum GiveUpReason {
         /// runtime's).
         last_error: String,
     },
+    /// `quorum` distinct providers hit the same deterministic error: the
+    /// unit itself fails (see [`RunError::is_deterministic`]).
+    UnitFails {
+        /// The error.
+        error: RunError,
+        /// How many providers agree on it.
+        providers: usize,
+    },
     /// Results disagree and no more replicas are allowed.
     NoQuorum {
         /// Results received.
@@ -265,6 +291,9 @@ impl fmt::Display for GiveUpReason {
                 attempts,
                 last_error,
             } => write!(f, "{attempts} attempts failed; the last: {last_error}"),
+            Self::UnitFails { error, providers } => {
+                write!(f, "{error} (the same on {providers} providers)")
+            }
             Self::NoQuorum { results, distinct } => write!(
                 f,
                 "no quorum: {results} results with {distinct} different outputs, and no more replicas allowed"
@@ -445,6 +474,8 @@ pub struct Unit {
     history: Vec<(ProviderId, OperatorId)>,
     attempts: u32,
     last_error: Option<String>,
+    /// Deterministic errors reported, one per operator.
+    errors: Vec<(OperatorId, RunError)>,
     wait: Option<WaitReason>,
     outcome: Option<Outcome>,
 }
@@ -462,6 +493,7 @@ struct StoredUnit {
     history: Vec<(ProviderId, OperatorId)>,
     attempts: u32,
     last_error: Option<String>,
+    errors: Vec<(OperatorId, RunError)>,
     wait: Option<WaitReason>,
     outcome: Option<Outcome>,
 }
@@ -498,7 +530,7 @@ impl TryFrom<StoredUnit> for Unit {
         if s.slots.iter().any(|slot| slot.attempts > s.max_attempts) {
             return bad("a slot has more attempts than allowed");
         }
-        if s.history.len() > MAX_HISTORY {
+        if s.history.len() > MAX_HISTORY || s.errors.len() > MAX_HISTORY {
             return bad("too many assignments");
         }
         Ok(Unit {
@@ -508,6 +540,11 @@ impl TryFrom<StoredUnit> for Unit {
             history: s.history,
             attempts: s.attempts,
             last_error: s.last_error.map(cut),
+            errors: s
+                .errors
+                .into_iter()
+                .map(|(o, e)| (o, e.bounded()))
+                .collect(),
             wait: s.wait,
             outcome: s.outcome,
             ..fresh
@@ -585,6 +622,7 @@ impl Unit {
             history: Vec::new(),
             attempts: 0,
             last_error: None,
+            errors: Vec::new(),
             wait: None,
             outcome: None,
         })
@@ -767,7 +805,35 @@ impl Unit {
                 at: _,
             } => {
                 let slot = self.slot_of(&provider)?;
-                self.end_attempt(slot, provider, error.bounded().to_string(), false, &mut out);
+                let error = error.bounded();
+                if error.is_deterministic()
+                    && let SlotState::Running { operator, .. } = &self.slots[slot].state
+                {
+                    let operator = *operator;
+                    if !self.errors.iter().any(|(o, _)| *o == operator) {
+                        self.errors.push((operator, error.clone()));
+                    }
+                    let agree = self.errors.iter().filter(|(_, e)| *e == error).count();
+                    if agree >= usize::from(self.quorum) {
+                        // The unit's own fault: retrying elsewhere would
+                        // fail the same way.
+                        self.slots[slot].state = SlotState::Waiting;
+                        out.push(Action::Errored { provider });
+                        for p in self.running().copied().collect::<Vec<_>>() {
+                            out.push(Action::Cancel { provider: p });
+                        }
+                        self.last_error = Some(error.to_string());
+                        self.give_up(
+                            GiveUpReason::UnitFails {
+                                error,
+                                providers: agree,
+                            },
+                            &mut out,
+                        );
+                        return Ok(out);
+                    }
+                }
+                self.end_attempt(slot, provider, error.to_string(), false, &mut out);
             }
             Event::ProviderLost { provider, at: _ } => {
                 let slot = self.slot_of(&provider)?;
@@ -1149,7 +1215,9 @@ mod tests {
         let a = u
             .handle(Event::Failed {
                 provider: key(2),
-                error: RunError::OutOfFuel,
+                error: RunError::Other {
+                    message: "the stdin object is missing".into(),
+                },
                 at: 900,
             })
             .unwrap();
@@ -1158,12 +1226,17 @@ mod tests {
             Some(&Action::GiveUp {
                 reason: GiveUpReason::AttemptsExhausted {
                     attempts: 2,
-                    last_error: RunError::OutOfFuel.to_string()
+                    last_error: "the stdin object is missing".into()
                 }
             })
         );
         assert_eq!(u.state(), UnitState::Failed);
-        assert!(u.status().error.unwrap().contains("ran out of fuel"));
+        assert!(
+            u.status()
+                .error
+                .unwrap()
+                .contains("stdin object is missing")
+        );
         assert_eq!(u.replicas_needed(), 0);
     }
 
@@ -1315,6 +1388,41 @@ mod tests {
         let mut bad = u.clone();
         bad.slots[0].attempts = 50;
         assert!(postcard::from_bytes::<Unit>(&postcard::to_allocvec(&bad).unwrap()).is_err());
+    }
+
+    #[test]
+    fn a_deterministic_error_on_a_quorum_fails_the_unit_at_once() {
+        let mut u = unit(2, 3);
+        assign(&mut u, 1, 0);
+        assign(&mut u, 2, 0);
+        let fail = |u: &mut Unit, p, error| {
+            u.handle(Event::Failed {
+                provider: key(p),
+                error,
+                at: 1,
+            })
+            .unwrap()
+        };
+        let a = fail(&mut u, 1, RunError::OutOfFuel);
+        assert!(a.contains(&Action::Schedule { replicas_needed: 1 }));
+        // A different error does not agree with it.
+        let a = fail(&mut u, 2, RunError::Exit { code: 3 });
+        assert!(a.contains(&Action::Schedule { replicas_needed: 2 }));
+        assign(&mut u, 3, 2);
+        assign(&mut u, 4, 2);
+        // A wall-clock error is not evidence about the unit.
+        fail(&mut u, 4, RunError::TimeLimit);
+        let a = fail(&mut u, 3, RunError::OutOfFuel);
+        assert_eq!(
+            a.last(),
+            Some(&Action::GiveUp {
+                reason: GiveUpReason::UnitFails {
+                    error: RunError::OutOfFuel,
+                    providers: 2
+                }
+            })
+        );
+        assert!(u.status().error.unwrap().contains("fuel (raise `fuel`"));
     }
 
     #[test]

@@ -93,7 +93,8 @@ pub struct Reliability {
     pub valid: u64,
     /// Results that lost a vote.
     pub invalid: u64,
-    /// Attempts that ended in an error (trap, limit, bad exit) or timed out.
+    /// Attempts that ended without a result: an error (trap, limit, bad
+    /// exit), a timeout, or the provider leaving mid-run.
     pub errors: u64,
 }
 

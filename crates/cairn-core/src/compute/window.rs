@@ -11,7 +11,8 @@
 //! schedule := clause ( ";" clause )*
 //! clause   := days times | "always" | offset
 //! days     := "daily" | "every day" | day-item ( "," day-item )*
-//! day-item := day | day "-" day          (mon..sun; a range may wrap: fri-mon)
+//! day-item := day | day "-" day | "weekdays" | "weekends"
+//!             (days are mon..sun, full names too; a range may wrap: fri-mon)
 //! times    := "all-day" | range ( "," range )*
 //! range    := HH:MM "-" HH:MM            (00:00..23:59, the end may be 24:00)
 //! offset   := "utc" | "utc+HH:MM" | "utc-HH:MM" | "utc+H"
@@ -62,6 +63,15 @@ const DAY: u64 = 86_400;
 const WEEK: u64 = 7 * DAY;
 const MINUTES_PER_DAY: u16 = 24 * 60;
 const DAY_NAMES: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+const FULL_DAY_NAMES: [&str; 7] = [
+    "monday",
+    "tuesday",
+    "wednesday",
+    "thursday",
+    "friday",
+    "saturday",
+    "sunday",
+];
 
 /// A schedule could not be parsed. Each variant names the clause (1-based)
 /// and the text that is wrong.
@@ -422,11 +432,23 @@ fn parse_days(n: usize, word: &str) -> Result<Days, ScheduleError> {
             DAY_NAMES
                 .iter()
                 .position(|&d| d == w)
+                .or_else(|| FULL_DAY_NAMES.iter().position(|&d| d == w))
                 .ok_or_else(|| ScheduleError::BadDay {
                     clause: n,
                     word: w.to_string(),
                 })
         };
+        match item {
+            "weekdays" => {
+                bits |= 0x1f;
+                continue;
+            }
+            "weekends" => {
+                bits |= 0x60;
+                continue;
+            }
+            _ => {}
+        }
         match item.split_once('-') {
             Some((a, b)) => {
                 let (a, b) = (day(a)?, day(b)?);
@@ -602,6 +624,17 @@ mod tests {
         assert_eq!(s.open_until(at(4, 22, 0)), Some(at(7, 0, 0)));
         assert!(!s.is_open(at(7, 3, 0)), "sunday has no night range");
         assert_eq!(s.to_string(), "mon-fri 19:00-07:00; sat,sun all-day");
+    }
+
+    #[test]
+    fn day_aliases() {
+        let a = Schedule::parse("weekdays 19:00-07:00; weekends all-day").unwrap();
+        let b = Schedule::parse("Monday-Friday 19:00-07:00; saturday,sun all-day").unwrap();
+        let c = Schedule::parse("mon-fri 19:00-07:00; sat,sun all-day").unwrap();
+        assert_eq!(a, c);
+        assert_eq!(b, c);
+        let wrap = Schedule::parse("fri-mon 10:00-11:00").unwrap();
+        assert_eq!(wrap.to_string(), "mon,fri-sun 10:00-11:00");
     }
 
     #[test]
