@@ -63,6 +63,9 @@ pub const MIN_MEMORY: u64 = 64 << 10;
 pub const MAX_MEMORY: u64 = 4 << 30;
 /// Longest per-attempt deadline: 7 days.
 pub const MAX_DEADLINE_SECS: u64 = 7 * 86_400;
+/// Most bytes of names, arguments, environments and sources in one job, so
+/// a stored job stays small whatever the per-unit limits multiply to.
+pub const MAX_JOB_BYTES: usize = 16 << 20;
 
 fn default_quorum() -> u16 {
     2
@@ -302,6 +305,21 @@ pub enum JobError {
         /// What is wrong.
         why: &'static str,
     },
+    /// The estimate is longer than the deadline.
+    #[error(
+        "`estimate` ({estimate}s) is longer than `deadline` ({deadline}s): every attempt would time out"
+    )]
+    EstimatePastDeadline {
+        /// The estimate, in seconds.
+        estimate: u64,
+        /// The deadline, in seconds.
+        deadline: u64,
+    },
+    /// The job's text adds up to more than [`MAX_JOB_BYTES`].
+    #[error(
+        "the job's names, arguments, environments and inputs add up to more than 16 MiB; split it into several jobs"
+    )]
+    TooLarge,
     /// A stored or received job has a format this build does not read.
     #[error("job format version {0} is not supported (this build reads {JOB_VERSION})")]
     Version(u16),
@@ -416,6 +434,12 @@ impl JobFile {
             Some(e) => duration("estimate", e)?,
             None => 0,
         };
+        if estimate_secs > deadline_secs {
+            return Err(JobError::EstimatePastDeadline {
+                estimate: estimate_secs,
+                deadline: deadline_secs,
+            });
+        }
         let memory_bytes = parse_size(&self.memory).map_err(|e| JobError::Memory(e.to_string()))?;
         if !(MIN_MEMORY..=MAX_MEMORY).contains(&memory_bytes) {
             return Err(JobError::Memory(format!(
@@ -435,6 +459,7 @@ impl JobFile {
         }
         let mut names = HashSet::new();
         let mut units = Vec::with_capacity(self.units.len());
+        let mut bytes = self.module.len();
         for u in &self.units {
             check_name(&u.name)?;
             if !names.insert(u.name.as_str()) {
@@ -471,6 +496,13 @@ impl JobFile {
                     key: String::new(),
                     why: "more than 64 environment entries",
                 });
+            }
+            bytes += u.name.len()
+                + u.args.iter().map(String::len).sum::<usize>()
+                + env.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+                + u.stdin.as_ref().map_or(0, String::len);
+            if bytes > MAX_JOB_BYTES {
+                return Err(JobError::TooLarge);
             }
             let stdin = match &u.stdin {
                 Some(s) => Some(source(format!("unit {:?}: `stdin`", u.name), s)?),
@@ -741,6 +773,7 @@ name = "reduce"
         assert!(err("memory = \"8GiB\"", unit).contains("4GiB"));
         assert!(err("memory = \"lots\"", unit).contains("`memory`"));
         assert!(err("fuel = 0", unit).contains("`fuel` must be positive"));
+        assert!(err("estimate = \"1h\"", unit).contains("every attempt would time out"));
         assert!(err("", &format!("{unit}{unit}")).contains("two units are named \"u1\""));
         assert!(err("", "[[unit]]\nname = \"a/../../b\"\n").contains("only letters"));
         assert!(err("", "[[unit]]\nname = \".hidden\"\n").contains("cannot start with '.'"));
@@ -760,6 +793,22 @@ name = "reduce"
         assert!(
             err("", &format!("[[unit]]\nname = \"u\"\nargs = [{many}]\n")).contains("arguments")
         );
+    }
+
+    #[test]
+    fn a_job_is_bounded_as_a_whole() {
+        let arg = "x".repeat(MAX_ARG_LEN);
+        let unit = |i: usize| UnitFile {
+            name: format!("u{i}"),
+            args: vec![arg.clone(); MAX_ARGS],
+            stdin: None,
+            env: BTreeMap::new(),
+        };
+        let mut file: JobFile = toml::from_str(ISSUE_EXAMPLE).unwrap();
+        file.units = (0..15).map(unit).collect();
+        assert!(file.validate().is_ok(), "15 MiB of arguments");
+        file.units = (0..17).map(unit).collect();
+        assert_eq!(file.validate(), Err(JobError::TooLarge));
     }
 
     #[test]

@@ -584,7 +584,9 @@ pub struct UnitStatus {
 impl Unit {
     /// A new unit wanting `quorum` agreeing results, with at most
     /// `max_attempts` attempts per slot, each with `deadline_secs` of wall
-    /// clock (stored as `spec.need.deadline_secs`).
+    /// clock (stored as `spec.need.deadline_secs`). It starts waiting with
+    /// `quorum` slots: [`Unit::request`] asks for them; no action is
+    /// emitted for that.
     pub fn new(
         mut spec: UnitSpec,
         quorum: u16,
