@@ -11,6 +11,8 @@
 //!   all-day`): open now, next open, open until.
 //! - [`resources`]: what a provider offers, what a unit needs, and the size
 //!   and duration syntax of job files and flags.
+//! - [`idle`]: whether the machine is otherwise idle, for idle-only
+//!   providers (quiet for a while to start, busy at once to stop).
 //! - [`matching`]: two-sided matching of units to providers, and why a unit
 //!   waits.
 //! - [`validate`]: voting on output hashes, provider reliability and
@@ -29,6 +31,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 pub mod dispatch;
+pub mod idle;
 pub mod job;
 pub mod matching;
 pub mod resources;
