@@ -88,14 +88,15 @@ pub fn account<'a>(
 mod tests {
     use super::*;
     use crate::compute::resources::{Need, Offer};
-    use crate::compute::unit::{UnitSpec, UnitState};
+    use crate::compute::unit::{RunError, UnitSpec, UnitState};
     use crate::compute::window::Schedule;
     use crate::compute::{CheckpointRef, JobId, OutputHash};
     use crate::keys::PublicKey;
+    use proptest::prelude::*;
 
     /// Monday 2024-01-01 00:00 UTC.
     const MONDAY: u64 = 1_704_067_200;
-    const WORK: u64 = 100;
+    const STEP: u64 = 10;
     const CHECKPOINT_EVERY: u64 = 30;
 
     fn key(i: u8) -> PublicKey {
@@ -106,27 +107,54 @@ mod tests {
         OutputHash(*blake3::hash(&unit.0).as_bytes())
     }
 
+    #[derive(Clone, Debug)]
+    struct SimProvider {
+        id: u8,
+        operator: u8,
+        schedule: &'static str,
+        cpus: u16,
+        /// Outputs a wrong hash (the same one as every other liar: collusion).
+        liar: bool,
+        /// Leaves the network at this step.
+        dies_at: Option<u64>,
+        /// Every run on it fails with a runtime error (not the unit's fault).
+        flaky: bool,
+    }
+
+    struct Sim {
+        units: usize,
+        work: u64,
+        quorum: u16,
+        attempts: u16,
+        steps: u64,
+        providers: Vec<SimProvider>,
+    }
+
+    struct Outcome {
+        units: Vec<Unit>,
+        book: BTreeMap<ProviderId, Reliability>,
+        resumed: usize,
+    }
+
     struct Run {
         unit: UnitId,
         provider: ProviderId,
         progress: u64,
     }
 
-    /// The devnet scenarios, at the core: five providers, one lies,
-    /// one dies mid-unit after a checkpoint, one is outside its window at
-    /// the start. Every unit ends with the honest output, the liar is
-    /// recorded invalid, the dead provider's units resume from their
-    /// checkpoints, and nothing runs outside a window.
-    #[test]
-    fn five_providers_one_liar_one_death_one_window() {
+    /// Drives a job through `dispatch` and the unit state machines, with
+    /// providers that work, checkpoint, lie, fail and die. Asserts on every
+    /// step that no provider runs more than it offered and that nothing
+    /// starts outside a window.
+    fn simulate(sim: &Sim) -> Outcome {
         let job = JobId([1; 32]);
         let need = Need {
             memory_bytes: 64 << 20,
             fuel: None,
-            estimate_secs: WORK,
-            deadline_secs: 600,
+            estimate_secs: sim.work,
+            deadline_secs: sim.work * 3,
         };
-        let mut units: Vec<Unit> = (0..6)
+        let mut units: Vec<Unit> = (0..sim.units)
             .map(|i| {
                 let name = format!("u{i}");
                 let spec = UnitSpec {
@@ -135,104 +163,113 @@ mod tests {
                     need: need.clone(),
                     inputs: vec![],
                 };
-                Unit::new(spec, 2, 3, 600).unwrap()
+                Unit::new(spec, sim.quorum, sim.attempts, need.deadline_secs).unwrap()
             })
             .collect();
-        let liar = key(5);
-        let doomed = key(2);
-        let night = key(4);
-        let offers: Vec<(ProviderId, Offer)> = (1..=5)
-            .map(|i| {
-                // Provider 4 opens at 00:01 Monday.
-                let schedule = if key(i) == night {
-                    "daily 00:01-23:00"
-                } else {
-                    "always"
-                };
-                let offer = Offer::new(2, 1 << 30, Schedule::parse(schedule).unwrap()).unwrap();
-                (key(i), offer)
+        let spec = |id: &ProviderId| sim.providers.iter().find(|p| key(p.id) == *id).unwrap();
+        let offers: BTreeMap<ProviderId, Offer> = sim
+            .providers
+            .iter()
+            .map(|p| {
+                let schedule = Schedule::parse(p.schedule).unwrap();
+                (key(p.id), Offer::new(p.cpus, 1 << 30, schedule).unwrap())
             })
             .collect();
         let mut book: BTreeMap<ProviderId, Reliability> = BTreeMap::new();
         let mut runs: Vec<Run> = Vec::new();
-        let mut alive: Vec<ProviderId> = offers.iter().map(|o| o.0).collect();
         let mut resumed = 0;
-        let policy = TrustPolicy::OFF;
-        for step in 0..200 {
-            let now = MONDAY + step * 10;
+        for step in 0..sim.steps {
+            let now = MONDAY + step * STEP;
             let mut actions: Vec<(UnitId, Action)> = Vec::new();
-            if step == 5 {
-                // Provider 2 dies at 50 s, after its first checkpoint.
-                alive.retain(|p| *p != doomed);
-                for r in runs.iter().filter(|r| r.provider == doomed) {
-                    let u = units.iter_mut().find(|u| u.spec().id == r.unit).unwrap();
-                    if let Ok(a) = u.handle(Event::ProviderLost {
-                        provider: doomed,
-                        at: now,
-                    }) {
-                        actions.extend(a.into_iter().map(|a| (r.unit, a)));
-                    }
+            let mut handle = |units: &mut [Unit], unit: UnitId, event: Event| {
+                let u = units.iter_mut().find(|u| u.spec().id == unit).unwrap();
+                if let Ok(a) = u.handle(event) {
+                    actions.extend(a.into_iter().map(|a| (unit, a)));
                 }
-                runs.retain(|r| r.provider != doomed);
-            }
-            // Runs progress; they checkpoint and finish.
+            };
             for r in &mut runs {
-                let before = r.progress;
-                r.progress += 10;
-                let u = units.iter_mut().find(|u| u.spec().id == r.unit).unwrap();
-                if r.progress / CHECKPOINT_EVERY > before / CHECKPOINT_EVERY && r.progress < WORK {
-                    let checkpoint = CheckpointRef(format!("cairn:{}", r.progress));
-                    let a = u
-                        .handle(Event::Checkpointed {
-                            provider: r.provider,
-                            checkpoint,
-                            at: now,
-                        })
-                        .unwrap();
-                    actions.extend(a.into_iter().map(|a| (r.unit, a)));
+                let p = spec(&r.provider);
+                if p.dies_at == Some(step) {
+                    let event = Event::ProviderLost {
+                        provider: r.provider,
+                        at: now,
+                    };
+                    handle(&mut units, r.unit, event);
+                    r.progress = u64::MAX;
+                    continue;
                 }
-                if r.progress >= WORK {
-                    let output = if r.provider == liar {
+                if p.flaky && r.progress >= STEP {
+                    let event = Event::Failed {
+                        provider: r.provider,
+                        error: RunError::Other {
+                            message: "disk full".into(),
+                        },
+                        at: now,
+                    };
+                    handle(&mut units, r.unit, event);
+                    r.progress = u64::MAX;
+                    continue;
+                }
+                let before = r.progress;
+                r.progress += STEP;
+                if r.progress / CHECKPOINT_EVERY > before / CHECKPOINT_EVERY
+                    && r.progress < sim.work
+                {
+                    let event = Event::Checkpointed {
+                        provider: r.provider,
+                        checkpoint: CheckpointRef(format!("cairn:{}", r.progress)),
+                        at: now,
+                    };
+                    handle(&mut units, r.unit, event);
+                }
+                if r.progress >= sim.work {
+                    let output = if p.liar {
                         OutputHash([0xba; 32])
                     } else {
                         honest(&r.unit)
                     };
-                    if let Ok(a) = u.handle(Event::Finished {
+                    let event = Event::Finished {
                         provider: r.provider,
                         output,
-                        fuel_used: WORK,
+                        fuel_used: sim.work,
                         at: now,
-                    }) {
-                        actions.extend(a.into_iter().map(|a| (r.unit, a)));
-                    }
+                    };
+                    handle(&mut units, r.unit, event);
                 }
             }
-            runs.retain(|r| r.progress < WORK);
+            runs.retain(|r| r.progress < sim.work);
             for u in &mut units {
                 if let Ok(a) = u.handle(Event::Tick { now }) {
                     let id = u.spec().id;
                     actions.extend(a.into_iter().map(|a| (id, a)));
                 }
             }
-            let providers: Vec<ProviderState> = offers
+            let providers: Vec<ProviderState> = sim
+                .providers
                 .iter()
-                .filter(|(id, _)| alive.contains(id))
-                .map(|(id, offer)| {
-                    let running = runs.iter().filter(|r| r.provider == *id).count() as u16;
+                .filter(|p| p.dies_at.is_none_or(|d| step < d))
+                .map(|p| {
+                    let id = key(p.id);
+                    let running = runs.iter().filter(|r| r.provider == id).count() as u16;
                     ProviderState {
-                        id: *id,
-                        operator: *id,
-                        offer: offer.clone(),
+                        id,
+                        operator: key(100 + p.operator),
+                        offer: offers[&id].clone(),
                         running,
                         memory_in_use: u64::from(running) * need.memory_bytes,
                         idle: true,
-                        reliability: book.get(id).cloned().unwrap_or_default(),
+                        reliability: book.get(&id).cloned().unwrap_or_default(),
                         holds: vec![],
                     }
                 })
                 .collect();
             actions.extend(dispatch(
-                &mut units, &providers, &policy, &[9; 32], None, now,
+                &mut units,
+                &providers,
+                &TrustPolicy::OFF,
+                &[9; 32],
+                None,
+                now,
             ));
             account(actions.iter().map(|(_, a)| a), &mut book);
             for (unit, a) in actions {
@@ -241,8 +278,10 @@ mod tests {
                         provider,
                         resume_from,
                     } => {
-                        let offer = &offers.iter().find(|o| o.0 == provider).unwrap().1;
-                        assert!(offer.schedule.is_open(now), "started outside a window");
+                        assert!(
+                            offers[&provider].schedule.is_open(now),
+                            "started outside a window"
+                        );
                         let progress = resume_from
                             .map(|c| c.0.trim_start_matches("cairn:").parse::<u64>().unwrap())
                             .unwrap_or(0);
@@ -261,25 +300,137 @@ mod tests {
                     _ => {}
                 }
             }
-            let capacity_ok = providers.iter().all(|p| {
-                runs.iter().filter(|r| r.provider == p.id).count() <= usize::from(p.offer.cpus)
-            });
-            assert!(capacity_ok, "a provider ran more than it offered");
-            if units.iter().all(|u| u.state() == UnitState::Done) {
+            for p in &providers {
+                let n = runs.iter().filter(|r| r.provider == p.id).count();
+                assert!(
+                    n <= usize::from(p.offer.cpus),
+                    "a provider ran more than it offered"
+                );
+            }
+            if units
+                .iter()
+                .all(|u| matches!(u.state(), UnitState::Done | UnitState::Failed))
+            {
                 break;
             }
         }
-        for u in &units {
+        Outcome {
+            units,
+            book,
+            resumed,
+        }
+    }
+
+    fn provider(id: u8) -> SimProvider {
+        SimProvider {
+            id,
+            operator: id,
+            schedule: "always",
+            cpus: 2,
+            liar: false,
+            dies_at: None,
+            flaky: false,
+        }
+    }
+
+    /// The devnet scenarios, at the core: five providers, one lies,
+    /// one dies mid-unit after a checkpoint, one is outside its window at
+    /// the start. Every unit ends with the honest output, the liar is
+    /// recorded invalid, the dead provider's units resume from their
+    /// checkpoints, and nothing runs outside a window.
+    #[test]
+    fn five_providers_one_liar_one_death_one_window() {
+        let mut providers: Vec<SimProvider> = (1..=5).map(provider).collect();
+        providers[4].liar = true;
+        providers[1].dies_at = Some(5);
+        // Opens at 00:01 Monday, after the first round.
+        providers[3].schedule = "daily 00:01-23:00";
+        let sim = Sim {
+            units: 6,
+            work: 100,
+            quorum: 2,
+            attempts: 3,
+            steps: 200,
+            providers,
+        };
+        let out = simulate(&sim);
+        for u in &out.units {
             assert_eq!(u.state(), UnitState::Done, "{:?}", u.status());
             assert_eq!(u.output(), Some(honest(&u.spec().id)));
         }
-        assert!(book[&liar].invalid > 0, "the liar was never outvoted");
-        assert_eq!(book[&liar].valid, 0);
-        assert!(resumed > 0, "no unit resumed from a checkpoint");
-        assert!(book[&doomed].errors > 0);
+        assert!(out.book[&key(5)].invalid > 0, "the liar was never outvoted");
+        assert_eq!(out.book[&key(5)].valid, 0);
+        assert!(out.resumed > 0, "no unit resumed from a checkpoint");
+        assert!(out.book[&key(2)].errors > 0);
         assert!(
-            book.get(&night).is_some_and(|r| r.valid > 0),
+            out.book.get(&key(4)).is_some_and(|r| r.valid > 0),
             "the night provider never worked"
         );
+    }
+
+    fn sim_provider() -> impl Strategy<Value = SimProvider> {
+        (
+            0u8..6,
+            prop_oneof![
+                Just("always"),
+                Just("daily 00:02-23:00"),
+                Just("mon 00:00-00:05")
+            ],
+            1u16..3,
+            any::<bool>(),
+            prop::option::of(1u64..60),
+            prop::bool::weighted(0.15),
+        )
+            .prop_map(
+                |(operator, schedule, cpus, liar, dies_at, flaky)| SimProvider {
+                    id: 0,
+                    operator,
+                    schedule,
+                    cpus,
+                    liar,
+                    dies_at,
+                    flaky,
+                },
+            )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Random networks: liars, deaths, flaky providers, windows. While
+        /// fewer operators collude than the quorum, every unit that is done
+        /// has the honest output; and with an honest, reliable provider per
+        /// quorum seat that never dies, every unit is done.
+        #[test]
+        fn random_networks_never_accept_a_minority_lie(
+            mut providers in prop::collection::vec(sim_provider(), 1..9),
+            units in 1usize..8,
+            quorum in 1u16..4,
+            attempts in 1u16..4,
+        ) {
+            for (i, p) in providers.iter_mut().enumerate() {
+                p.id = i as u8 + 1;
+            }
+            let liar_operators: std::collections::HashSet<u8> =
+                providers.iter().filter(|p| p.liar).map(|p| p.operator).collect();
+            let reliable_operators: std::collections::HashSet<u8> = providers
+                .iter()
+                .filter(|p| !p.liar && !p.flaky && p.dies_at.is_none() && p.schedule == "always")
+                .map(|p| p.operator)
+                .filter(|o| !liar_operators.contains(o))
+                .collect();
+            let sim = Sim { units, work: 40, quorum, attempts, steps: 400, providers };
+            let out = simulate(&sim);
+            for u in &out.units {
+                if liar_operators.len() < usize::from(quorum) && u.state() == UnitState::Done {
+                    prop_assert_eq!(u.output(), Some(honest(&u.spec().id)));
+                }
+                if liar_operators.is_empty() && reliable_operators.len() >= usize::from(quorum) {
+                    // Failures can still exhaust a slot's attempts; but a
+                    // unit never hangs: it ends one way or the other.
+                    prop_assert!(matches!(u.state(), UnitState::Done | UnitState::Failed), "{:?}", u.status());
+                }
+            }
+        }
     }
 }
