@@ -220,8 +220,10 @@ pub fn format_duration(secs: u64) -> String {
     }
 }
 
-/// What a provider advertises. Persisted and sent in offers, so versioned.
+/// What a provider advertises. Persisted and sent in offers, so versioned;
+/// deserializing runs [`Offer::validate`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "StoredOffer")]
 pub struct Offer {
     /// Format version, [`OFFER_VERSION`].
     pub version: u16,
@@ -237,6 +239,33 @@ pub struct Offer {
     /// Measured wasm speed in fuel per second (0 if unknown), to turn a
     /// unit's fuel limit into a run time.
     pub fuel_per_sec: u64,
+}
+
+#[derive(Deserialize)]
+struct StoredOffer {
+    version: u16,
+    cpus: u16,
+    memory_bytes: u64,
+    schedule: Schedule,
+    idle_only: bool,
+    fuel_per_sec: u64,
+}
+
+impl TryFrom<StoredOffer> for Offer {
+    type Error = OfferError;
+
+    fn try_from(s: StoredOffer) -> Result<Self, OfferError> {
+        let offer = Offer {
+            version: s.version,
+            cpus: s.cpus,
+            memory_bytes: s.memory_bytes,
+            schedule: s.schedule,
+            idle_only: s.idle_only,
+            fuel_per_sec: s.fuel_per_sec,
+        };
+        offer.validate()?;
+        Ok(offer)
+    }
 }
 
 /// An offer is not usable.
@@ -419,6 +448,11 @@ mod tests {
             Offer::new(1, 0, Schedule::always()),
             Err(OfferError::Memory(0))
         );
+        let bytes = postcard::to_allocvec(&o).unwrap();
+        assert_eq!(postcard::from_bytes::<Offer>(&bytes).unwrap(), o);
+        o.cpus = 0;
+        let bytes = postcard::to_allocvec(&o).unwrap();
+        assert!(postcard::from_bytes::<Offer>(&bytes).is_err());
     }
 
     proptest! {

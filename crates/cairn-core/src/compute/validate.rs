@@ -82,8 +82,10 @@ impl TrustPolicy {
 }
 
 /// One provider's validation record. Persisted by the scheduler, so
-/// versioned.
+/// versioned; deserializing checks the version and that the valid run is
+/// no longer than the valid total.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "StoredReliability")]
 pub struct Reliability {
     /// Format version, [`RELIABILITY_VERSION`].
     pub version: u16,
@@ -96,6 +98,49 @@ pub struct Reliability {
     /// Attempts that ended without a result: an error (trap, limit, bad
     /// exit), a timeout, or the provider leaving mid-run.
     pub errors: u64,
+}
+
+#[derive(Deserialize)]
+struct StoredReliability {
+    version: u16,
+    consecutive_valid: u32,
+    valid: u64,
+    invalid: u64,
+    errors: u64,
+}
+
+/// A stored [`Reliability`] cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReliabilityError {
+    /// A format this build does not read.
+    #[error(
+        "reliability format version {0} is not supported (this build reads {RELIABILITY_VERSION})"
+    )]
+    Version(u16),
+    /// The counters contradict each other.
+    #[error("damaged reliability record: {0} consecutive valid results but {1} in all")]
+    Inconsistent(u32, u64),
+}
+
+impl TryFrom<StoredReliability> for Reliability {
+    type Error = ReliabilityError;
+
+    fn try_from(s: StoredReliability) -> Result<Self, ReliabilityError> {
+        if s.version != RELIABILITY_VERSION {
+            return Err(ReliabilityError::Version(s.version));
+        }
+        if u64::from(s.consecutive_valid) > s.valid {
+            return Err(ReliabilityError::Inconsistent(s.consecutive_valid, s.valid));
+        }
+        Ok(Self {
+            version: s.version,
+            consecutive_valid: s.consecutive_valid,
+            valid: s.valid,
+            invalid: s.invalid,
+            errors: s.errors,
+        })
+    }
 }
 
 impl Default for Reliability {
@@ -332,6 +377,11 @@ mod tests {
             r.record_valid();
         }
         assert!(!r.is_trusted(&TrustPolicy::OFF));
+        let bytes = postcard::to_allocvec(&r).unwrap();
+        assert_eq!(postcard::from_bytes::<Reliability>(&bytes).unwrap(), r);
+        r.consecutive_valid = 1000;
+        let bytes = postcard::to_allocvec(&r).unwrap();
+        assert!(postcard::from_bytes::<Reliability>(&bytes).is_err());
     }
 
     #[test]
