@@ -8,7 +8,9 @@
 //! [`validate::spot_check`]ed), feeds [`Event::Assigned`] to the unit and
 //! returns the actions, tagged with their unit. A placement the unit
 //! refuses (a trusted first replica made the others unnecessary) is
-//! dropped: nothing was started. Units left waiting get the matching's
+//! dropped: nothing was started, though the matching counted the slot for
+//! this round, so with adaptive replication a round can leave a little
+//! capacity unused until the next one. Units left waiting get the matching's
 //! [`WaitReason`] for their status. [`account`] applies the reliability
 //! actions to the scheduler's records.
 //!

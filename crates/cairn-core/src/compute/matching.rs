@@ -297,13 +297,19 @@ pub fn assign(units: &[UnitReq], providers: &[ProviderState], now: u64) -> Assig
     sorted.sort_by_key(|p| p.id);
     sorted.dedup_by_key(|p| p.id);
     sorted.truncate(MAX_PROVIDERS_PER_CALL);
+    // Locality sets are built only when some unit has inputs to look up.
+    let locality = units.iter().any(|u| !u.inputs.is_empty());
     let mut candidates: Vec<Candidate<'_>> = sorted
         .into_iter()
         .map(|p| Candidate {
             state: p,
             running: p.running,
             memory_in_use: p.memory_in_use,
-            holds: p.holds.iter().take(MAX_HOLDINGS).copied().collect(),
+            holds: if locality {
+                p.holds.iter().take(MAX_HOLDINGS).copied().collect()
+            } else {
+                HashSet::new()
+            },
         })
         .collect();
 
