@@ -3,9 +3,9 @@
 //! run the same round.
 //!
 //! [`dispatch`] asks every unit what it wants ([`Unit::request`]), matches
-//! ([`matching::assign`]), decides per placement whether the provider may
+//! ([`assign`]), decides per placement whether the provider may
 //! stand alone (trusted under the job's [`TrustPolicy`] and the unit not
-//! [`validate::spot_check`]ed), feeds [`Event::Assigned`] to the unit and
+//! [`spot_check`]ed), feeds [`Event::Assigned`] to the unit and
 //! returns the actions, tagged with their unit. A placement the unit
 //! refuses (a trusted first replica made the others unnecessary) is
 //! dropped: nothing was started, though the matching counted the slot for
@@ -16,7 +16,7 @@
 //!
 //! [`matching`]: super::matching
 //! [`validate`]: super::validate
-//! [`unit`]: super::unit
+//! [`unit`]: mod@super::unit
 //! [`WaitReason`]: super::matching::WaitReason
 
 use std::collections::{BTreeMap, HashMap};

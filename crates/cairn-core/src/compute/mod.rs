@@ -17,7 +17,7 @@
 //!   waits.
 //! - [`validate`]: voting on output hashes, provider reliability and
 //!   adaptive replication with spot checks.
-//! - [`unit`]: the per-unit state machine: attempts, deadlines,
+//! - [`unit`](mod@unit): the per-unit state machine: attempts, deadlines,
 //!   checkpoints, reassignment, validation.
 //! - [`job`]: the job file's types, their validation, the job's status.
 //! - [`dispatch`]: one scheduling round over a job's units (matching,
