@@ -8,6 +8,8 @@
 //! - [`index`]: signed, encrypted, mergeable account indexes (the S3 gateway's buckets).
 //! - [`erasure`]: Reed-Solomon coding of sealed segments into pieces.
 //! - [`capability`]: the `cairn:` read capability and its text form.
+//! - [`compute`]: distributed compute: schedules, matching, unit state
+//!   machines, redundant validation, job files.
 //! - [`manifest`]: the sealed, versioned table of contents of a file.
 //! - [`params`]: choosing k, n and segment sizes.
 //! - [`placement`]: which nodes get a segment's pieces.
@@ -23,6 +25,7 @@
 pub mod audit;
 pub mod buf;
 pub mod capability;
+pub mod compute;
 pub mod crypto;
 pub mod erasure;
 pub mod ids;
