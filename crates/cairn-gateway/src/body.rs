@@ -182,6 +182,62 @@ where
     }
 }
 
+/// Reads a body of at most [`crate::meta::INLINE_MAX`] bytes whole, under the
+/// same rules as [`store`]; returns it and its MD5 (hex).
+pub async fn read_small<S>(mut body: S, rules: BodyRules) -> Result<(Vec<u8>, String), GatewayError>
+where
+    S: Stream<Item = Result<Bytes, GatewayError>> + Unpin,
+{
+    let max = rules
+        .declared
+        .unwrap_or(0)
+        .min(crate::meta::INLINE_MAX)
+        .min(rules.max);
+    let mut out = Vec::new();
+    loop {
+        let next = match tokio::time::timeout(rules.idle, body.next()).await {
+            Ok(n) => n,
+            Err(_) => {
+                return Err(GatewayError::IncompleteBody(format!(
+                    "the client sent nothing for {} s",
+                    rules.idle.as_secs()
+                )));
+            }
+        };
+        match next {
+            Some(Ok(chunk)) => {
+                if out.len() as u64 + chunk.len() as u64 > max {
+                    return Err(GatewayError::EntityTooLarge {
+                        size: out.len() as u64 + chunk.len() as u64,
+                        max,
+                    });
+                }
+                out.extend_from_slice(&chunk);
+            }
+            Some(Err(e)) => return Err(e),
+            None => break,
+        }
+    }
+    if let Some(d) = rules.declared
+        && (out.len() as u64) < d
+    {
+        return Err(GatewayError::IncompleteBody(format!(
+            "{} of the declared {d} bytes arrived",
+            out.len()
+        )));
+    }
+    let digest: [u8; 16] = Md5::digest(&out).into();
+    if let Some(expected) = rules.md5
+        && expected != digest
+    {
+        return Err(GatewayError::BadDigest {
+            expected: hex::encode(expected),
+            actual: hex::encode(digest),
+        });
+    }
+    Ok((out, hex::encode(digest)))
+}
+
 /// Streams bytes `[start, end)` of the object made of `parts` (cap and
 /// size, in order) into `tx`; a failure is sent as the stream's last item.
 /// The returned receiver says whether the node began to answer: a failure

@@ -28,7 +28,7 @@
 //! | namespace | key | value |
 //! |---|---|---|
 //! | `buckets` | bucket name | [`meta::BucketMeta`] `{version, created_at_ms}` |
-//! | `objects/<bucket>` | object key | [`meta::ObjectMeta`] `{version, size, etag, content_type, user_metadata, last_modified_ms, parts: [{cap, size}], lease_expires_at, part_lists}` |
+//! | `objects/<bucket>` | object key | [`meta::ObjectMeta`] `{version, size, etag, content_type, user_metadata, last_modified_ms, parts: [{cap, size}], lease_expires_at, part_lists, inline}` |
 //! | `uploads/<bucket>` | upload id | [`meta::UploadMeta`] `{version, key, initiated_ms, content_type, user_metadata}` |
 //! | `uploads/<bucket>` | `<upload id>/<part number, 5 digits>` | [`meta::PartMeta`] `{version, cap, size, etag, last_modified_ms}` |
 //! | `partlists/<bucket>` | `<list id>/<5 digits>` | [`meta::PartList`] `{version, parts}`: the parts of an object with more than 400, 400 per entry |
@@ -42,6 +42,12 @@
 //! (no data is copied); CopyObject streams the source into a new Cairn
 //! object, so no Cairn object is ever shared by two S3 objects and a
 //! delete may always remove its parts.
+//!
+//! Objects of at most [`meta::INLINE_MAX`] (4 KiB) put in one request
+//! keep their bytes in the entry itself (`inline`): one encrypted index
+//! write instead of a Cairn object, so small-object workloads (and
+//! listings over thousands of small keys) are not bound by the cost of a
+//! whole erasure-coded put.
 //!
 //! # Consistency
 //! An entry is written only after its data is stored, so a listing never

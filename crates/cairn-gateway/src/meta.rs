@@ -52,7 +52,15 @@ pub struct ObjectMeta {
     /// hold the parts instead, in order, when there are too many for one
     /// index value (then `parts` is empty here).
     pub part_lists: Vec<String>,
+    /// The bytes themselves, for an object of at most [`INLINE_MAX`] bytes
+    /// put in one request (then `parts` is empty): a tiny object costs one
+    /// encrypted index entry instead of a Cairn object of its own, as
+    /// Garage keeps small objects in its metadata.
+    pub inline: Option<Vec<u8>>,
 }
+
+/// Objects up to this size are kept inline in their index entry.
+pub const INLINE_MAX: u64 = 4096;
 
 /// Up to [`PARTS_PER_LIST`] parts of a large multipart object, in
 /// namespace `partlists/<bucket>` under `<list id>/<5-digit n>`.
@@ -142,6 +150,7 @@ mod tests {
             }],
             lease_expires_at: 9,
             part_lists: vec![],
+            inline: None,
         };
         let bytes = encode(&m).unwrap();
         assert_eq!(decode::<ObjectMeta>(&bytes).unwrap(), m);

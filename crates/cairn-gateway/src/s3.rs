@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
+use bytes::Bytes;
 use s3s::dto::*;
 use s3s::{S3, S3Request, S3Response, S3Result};
 
@@ -15,8 +16,8 @@ use crate::error::GatewayError;
 use crate::indexes::{Change, Indexes};
 use crate::listing::{ListParams, list_page};
 use crate::meta::{
-    self, BucketMeta, META_VERSION, ObjectMeta, PARTS_PER_LIST, PartList, PartMeta, PartRef,
-    UploadMeta,
+    self, BucketMeta, INLINE_MAX, META_VERSION, ObjectMeta, PARTS_PER_LIST, PartList, PartMeta,
+    PartRef, UploadMeta,
 };
 use crate::node::Node;
 use crate::rules::{self, Condition, Conditions};
@@ -352,6 +353,18 @@ impl Gateway {
         tokio::sync::oneshot::Receiver<Result<(), GatewayError>>,
     ) {
         let (tx, rx) = ChannelStream::channel(Some(end - start));
+        if let Some(data) = &src.inline {
+            let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+            let from = usize::try_from(start).unwrap_or(usize::MAX).min(data.len());
+            let to = usize::try_from(end)
+                .unwrap_or(usize::MAX)
+                .clamp(from, data.len());
+            let bytes = Bytes::copy_from_slice(&data[from..to]);
+            // The channel holds a few chunks, so this one fits at once.
+            let _ = tx.try_send(Ok(bytes));
+            let _ = started_tx.send(Ok(()));
+            return (rx, started_rx);
+        }
         let parts = src.parts.iter().map(|p| (p.cap.clone(), p.size)).collect();
         let started = body::spawn_read(self.node.clone(), parts, start, end, tx);
         (rx, started)
@@ -676,6 +689,29 @@ impl S3 for Gateway {
         self.require_bucket(&input.bucket).await?;
         let rules = self.rules(input.content_length, input.content_md5.as_deref())?;
         let previous = self.object(&input.bucket, &input.key).await?;
+        if rules.declared.is_some_and(|d| d <= INLINE_MAX) {
+            // Small enough to live in its index entry.
+            let (data, md5) = body::read_small(body::s3_body(input.body), rules).await?;
+            let meta = ObjectMeta {
+                version: META_VERSION,
+                size: data.len() as u64,
+                etag: md5,
+                content_type: input.content_type,
+                user_metadata: sorted_metadata(input.metadata),
+                last_modified_ms: crate::now_ms(),
+                parts: vec![],
+                // No Cairn object to renew: it lives as long as its entry.
+                lease_expires_at: u64::MAX,
+                part_lists: vec![],
+                inline: Some(data),
+            };
+            self.commit_object(&input.bucket, &input.key, &meta, previous)
+                .await?;
+            return ok(PutObjectOutput {
+                e_tag: Some(etag(&meta.etag)),
+                ..Default::default()
+            });
+        }
         let stored = body::store(&self.node, body::s3_body(input.body), rules).await?;
         let meta = ObjectMeta {
             version: META_VERSION,
@@ -690,6 +726,7 @@ impl S3 for Gateway {
             }],
             lease_expires_at: self.lease_end(),
             part_lists: vec![],
+            inline: None,
         };
         if let Err(e) = self
             .commit_object(&input.bucket, &input.key, &meta, previous)
@@ -950,6 +987,7 @@ impl S3 for Gateway {
             }],
             lease_expires_at: self.lease_end(),
             part_lists: vec![],
+            inline: None,
         };
         if let Err(e) = self
             .commit_object(&input.bucket, &input.key, &meta, previous)
@@ -1216,6 +1254,7 @@ impl S3 for Gateway {
                 .collect(),
             lease_expires_at: self.lease_end(),
             part_lists: vec![],
+            inline: None,
         };
         self.commit_object(&bucket, &key, &meta, previous).await?;
         // The upload's entries go; parts it did not use are removed.

@@ -205,12 +205,28 @@ impl Harness {
             .put_object(req(PutObjectInput {
                 bucket: bucket.into(),
                 key: key.into(),
-                content_length: Some(data.len() as i64),
+                // No declared length (a streamed upload): the data becomes
+                // a Cairn object whatever its size, as the tests here expect.
+                content_length: None,
                 body: Some(blob(data)),
                 ..Default::default()
             }))
             .await?;
         Ok(out.output.e_tag.unwrap().value().to_string())
+    }
+
+    /// A PUT with a declared length (small ones are kept inline).
+    async fn put_sized(&self, bucket: &str, key: &str, data: &[u8]) -> Result<(), s3s::S3Error> {
+        self.gw
+            .put_object(req(PutObjectInput {
+                bucket: bucket.into(),
+                key: key.into(),
+                content_length: Some(data.len() as i64),
+                body: Some(blob(data)),
+                ..Default::default()
+            }))
+            .await?;
+        Ok(())
     }
 
     async fn get(
@@ -993,4 +1009,32 @@ async fn an_upload_of_more_parts_than_one_entry_holds_keeps_them_in_part_lists()
             .await
             .unwrap();
     assert!(lists.is_empty(), "{} part lists left", lists.len());
+}
+
+#[tokio::test]
+async fn small_objects_live_in_their_index_entry() {
+    let h = Harness::new().await;
+    h.bucket("small").await;
+    let small = vec![7u8; crate::meta::INLINE_MAX as usize];
+    h.put_sized("small", "s", &small).await.unwrap();
+    assert_eq!(h.stored(), 0, "no Cairn object for a small object");
+    assert_eq!(h.get("small", "s", None).await.unwrap(), small);
+    assert_eq!(
+        h.get("small", "s", Some("bytes=10-19")).await.unwrap(),
+        small[10..20]
+    );
+    let big = vec![8u8; crate::meta::INLINE_MAX as usize + 1];
+    h.put_sized("small", "b", &big).await.unwrap();
+    assert_eq!(h.stored(), 1, "a larger one is a Cairn object");
+    assert_eq!(h.get("small", "b", None).await.unwrap(), big);
+    // Deleting an inline object leaves nothing to clean up.
+    h.gw.delete_object(req(DeleteObjectInput {
+        bucket: "small".into(),
+        key: "s".into(),
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    assert!(h.get("small", "s", None).await.is_err());
+    assert_eq!(h.stored(), 1);
 }
