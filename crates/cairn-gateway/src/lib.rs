@@ -280,6 +280,7 @@ delegate! {
     get_object: GetObjectInput => GetObjectOutput;
     head_object: HeadObjectInput => HeadObjectOutput;
     delete_object: DeleteObjectInput => DeleteObjectOutput;
+    get_object_tagging: GetObjectTaggingInput => GetObjectTaggingOutput;
     delete_objects: DeleteObjectsInput => DeleteObjectsOutput;
     copy_object: CopyObjectInput => CopyObjectOutput;
     list_objects_v2: ListObjectsV2Input => ListObjectsV2Output;
