@@ -66,7 +66,14 @@ pub struct Gateway {
     pub(crate) idx: Arc<Indexes>,
     settings: Settings,
     cleanup: tokio::sync::mpsc::Sender<Cleanup>,
+    /// Copies running at once. A copy holds two of the node's transfer
+    /// slots (a get feeding a put); unbounded, concurrent copies could hold
+    /// every slot with puts whose gets then wait forever.
+    copies: Arc<tokio::sync::Semaphore>,
 }
+
+/// Copies at once: half of the node's transfer slots at most.
+const COPIES: usize = 2;
 
 /// Data and part lists no entry names any more, removed in the background.
 enum Cleanup {
@@ -179,6 +186,7 @@ impl Gateway {
             idx,
             settings,
             cleanup,
+            copies: Arc::new(tokio::sync::Semaphore::new(COPIES)),
         }
     }
 
@@ -338,9 +346,13 @@ impl Gateway {
         crate::now_ms() / 1000 + self.node.lease_secs()
     }
 
-    /// The copy source's bytes `[start, end)` as a stream.
-    fn read_stream(&self, src: &ObjectMeta, start: u64, end: u64) -> ChannelStream {
-        self.start_read(src, start, end).0
+    /// A slot to copy in (see [`COPIES`]).
+    async fn copy_permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, GatewayError> {
+        self.copies
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| GatewayError::Internal("the gateway is stopping".into()))
     }
 
     fn start_read(
@@ -957,7 +969,9 @@ impl S3 for Gateway {
         let previous = self.object(&input.bucket, &input.key).await?;
         // A copy is a new Cairn object: parts are never shared between S3
         // objects, so deleting one never affects another.
-        let stream = self.read_stream(&src, 0, src.size);
+        let _copy = self.copy_permit().await?;
+        // The get first, so it holds its node slot before the put takes one.
+        let stream = self.open_read(&src, 0, src.size).await?;
         let rules = BodyRules {
             max: self.settings.max_object.max(src.size),
             declared: Some(src.size),
@@ -1166,12 +1180,9 @@ impl S3 for Gateway {
             md5: None,
             idle: self.settings.body_idle,
         };
-        let stored = body::store(
-            &self.node,
-            body::from_channel(self.read_stream(&src, start, end)),
-            rules,
-        )
-        .await?;
+        let _copy = self.copy_permit().await?;
+        let stream = self.open_read(&src, start, end).await?;
+        let stored = body::store(&self.node, body::from_channel(stream), rules).await?;
         let md5 = self
             .store_part(&input.bucket, &input.upload_id, input.part_number, stored)
             .await?;

@@ -34,7 +34,9 @@ fn with_creds(program: &str, gw: &GatewayInfo) -> Command {
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("AWS_CONFIG_FILE", "/dev/null")
         .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-        // rclone: a remote named `cairn`, configured from the environment.
+        // rclone: a remote named `cairn`, configured from the environment
+        // (a CA bundle for plain-HTTP loopback only confuses its AWS SDK).
+        .env_remove("AWS_CA_BUNDLE")
         .env("RCLONE_CONFIG", "/dev/null")
         .env("RCLONE_CONFIG_CAIRN_TYPE", "s3")
         .env("RCLONE_CONFIG_CAIRN_PROVIDER", "Other")
