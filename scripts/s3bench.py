@@ -15,6 +15,9 @@ import subprocess
 import tempfile
 import time
 
+# Debian's aws CLI v2 when installed (a user-installed v1 may come first on PATH).
+AWS = "/usr/bin/aws" if os.path.exists("/usr/bin/aws") else "aws"
+
 
 def rss_peak_kib(pid):
     """VmHWM of a live process, in KiB (0 if gone)."""
@@ -99,6 +102,8 @@ def main():
                    RCLONE_CONFIG_CAIRN_SECRET_ACCESS_KEY=gw["secret_access_key"],
                    RCLONE_CONFIG_CAIRN_REGION="us-east-1",
                    RCLONE_CONFIG_CAIRN_FORCE_PATH_STYLE="true")
+        # A CA bundle for plain-HTTP loopback only confuses rclone's AWS SDK.
+        env.pop("AWS_CA_BUNDLE", None)
         out = os.path.join(work, "back.bin")
         rows = []
         # Direct, for the ratio.
@@ -108,15 +113,15 @@ def main():
         direct_put = time.time() - t
         direct_get = timed([cairn, "get", cap, "-o", out], env)
         os.remove(out)
-        subprocess.run(["aws", "--endpoint-url", gw["endpoint"], "s3", "mb", "s3://bench"], env=env,
+        subprocess.run([AWS, "--endpoint-url", gw["endpoint"], "s3", "mb", "s3://bench"], env=env,
                        check=True, stdout=subprocess.DEVNULL)
         pids = gateway_pids(net_dir) or gateway_pids(work)
         for tool, put_cmd, get_cmd in [
             ("rclone", ["rclone", "copyto", "--s3-upload-concurrency", "4", "--s3-chunk-size", "64M",
                         src, "cairn:bench/rclone.bin"],
              ["rclone", "copyto", "--multi-thread-streams", "0", "cairn:bench/rclone.bin", out]),
-            ("aws CLI", ["aws", "--endpoint-url", gw["endpoint"], "s3", "cp", src, "s3://bench/aws.bin"],
-             ["aws", "--endpoint-url", gw["endpoint"], "s3", "cp", "s3://bench/aws.bin", out]),
+            ("aws CLI", [AWS, "--endpoint-url", gw["endpoint"], "s3", "cp", src, "s3://bench/aws.bin"],
+             [AWS, "--endpoint-url", gw["endpoint"], "s3", "cp", "s3://bench/aws.bin", out]),
         ]:
             put_s = timed(put_cmd, env)
             get_s = timed(get_cmd, env)
