@@ -67,8 +67,9 @@
 //!   S3's 10,000 parts fit; each 400 parts cost one more index slot.
 //! - Listings read the whole bucket index (decrypting every entry).
 //! - ListMultipartUploads ignores `delimiter`.
-//! - No versioning, ACLs, policies, tagging or SSE (s3s answers
-//!   NotImplemented).
+//! - Unfinished: versioning, ACLs, bucket policies, setting tags and
+//!   server-side encryption options (data is always encrypted by Cairn);
+//!   those requests get S3's `NotImplemented` error.
 
 pub mod body;
 pub mod error;

@@ -342,6 +342,40 @@ impl Gateway {
         Ok(())
     }
 
+    /// Indexes one stored Cairn object as `bucket/key` with its content
+    /// type and user metadata; if that fails the data is removed (it is not
+    /// visible, so it must not linger either).
+    async fn commit_stored(
+        &self,
+        bucket: &str,
+        key: &str,
+        stored: body::StoredBody,
+        (content_type, user_metadata): (Option<String>, Vec<(String, String)>),
+        modified_ms: u64,
+        previous: Option<ObjectMeta>,
+    ) -> Result<ObjectMeta, GatewayError> {
+        let meta = ObjectMeta {
+            version: META_VERSION,
+            size: stored.size,
+            etag: stored.md5.clone(),
+            content_type,
+            user_metadata,
+            last_modified_ms: modified_ms,
+            parts: vec![PartRef {
+                cap: stored.stored.cap.clone(),
+                size: stored.size,
+            }],
+            lease_expires_at: self.lease_end(),
+            part_lists: vec![],
+            inline: None,
+        };
+        if let Err(e) = self.commit_object(bucket, key, &meta, previous).await {
+            self.forget(vec![stored.stored.cap]);
+            return Err(e);
+        }
+        Ok(meta)
+    }
+
     fn lease_end(&self) -> u64 {
         crate::now_ms() / 1000 + self.node.lease_secs()
     }
@@ -725,29 +759,16 @@ impl S3 for Gateway {
             });
         }
         let stored = body::store(&self.node, body::s3_body(input.body), rules).await?;
-        let meta = ObjectMeta {
-            version: META_VERSION,
-            size: stored.size,
-            etag: stored.md5.clone(),
-            content_type: input.content_type,
-            user_metadata: sorted_metadata(input.metadata),
-            last_modified_ms: crate::now_ms(),
-            parts: vec![PartRef {
-                cap: stored.stored.cap.clone(),
-                size: stored.size,
-            }],
-            lease_expires_at: self.lease_end(),
-            part_lists: vec![],
-            inline: None,
-        };
-        if let Err(e) = self
-            .commit_object(&input.bucket, &input.key, &meta, previous)
-            .await
-        {
-            // Not indexed, so not visible: the data must not linger either.
-            self.forget(vec![stored.stored.cap]);
-            return Err(e.into());
-        }
+        let meta = self
+            .commit_stored(
+                &input.bucket,
+                &input.key,
+                stored,
+                (input.content_type, sorted_metadata(input.metadata)),
+                crate::now_ms(),
+                previous,
+            )
+            .await?;
         ok(PutObjectOutput {
             e_tag: Some(etag(&meta.etag)),
             ..Default::default()
@@ -846,7 +867,7 @@ impl S3 for Gateway {
 
     /// Objects carry no tags (tagging is not supported), so an existing
     /// object's tag set is empty. Clients ask for it before copying (the aws
-    /// CLI's multipart copy does), so answering beats NotImplemented.
+    /// CLI's multipart copy does), so they get the empty set, not an error.
     async fn get_object_tagging(
         &self,
         req: S3Request<GetObjectTaggingInput>,
@@ -980,36 +1001,14 @@ impl S3 for Gateway {
         };
         let stored = body::store(&self.node, body::from_channel(stream), rules).await?;
         let now = crate::now_ms();
-        let meta = ObjectMeta {
-            version: META_VERSION,
-            size: stored.size,
-            etag: stored.md5.clone(),
-            content_type: if replace {
-                input.content_type
-            } else {
-                src.content_type.clone()
-            },
-            user_metadata: if replace {
-                sorted_metadata(input.metadata)
-            } else {
-                src.user_metadata.clone()
-            },
-            last_modified_ms: now,
-            parts: vec![PartRef {
-                cap: stored.stored.cap.clone(),
-                size: stored.size,
-            }],
-            lease_expires_at: self.lease_end(),
-            part_lists: vec![],
-            inline: None,
+        let described = if replace {
+            (input.content_type, sorted_metadata(input.metadata))
+        } else {
+            (src.content_type.clone(), src.user_metadata.clone())
         };
-        if let Err(e) = self
-            .commit_object(&input.bucket, &input.key, &meta, previous)
-            .await
-        {
-            self.forget(vec![stored.stored.cap]);
-            return Err(e.into());
-        }
+        let meta = self
+            .commit_stored(&input.bucket, &input.key, stored, described, now, previous)
+            .await?;
         ok(CopyObjectOutput {
             copy_object_result: Some(CopyObjectResult {
                 e_tag: Some(etag(&meta.etag)),
