@@ -137,6 +137,27 @@ impl Devnet {
         while alive(pid) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
+        // A killed multi-threaded process shows as a zombie as soon as its
+        // main thread is gone, while other threads may still be exiting and
+        // holding its files, the data dir lock among them. A restart on the
+        // same dir needs that lock, so wait for it too.
+        let lock = self.nodes[i].data_dir.join("LOCK");
+        while !lock_is_free(&lock) {
+            assert!(
+                Instant::now() < deadline,
+                "node {i} still holds {} 10 s after SIGKILL",
+                lock.display()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Whether no process holds the lock file `path` (or it does not exist).
+fn lock_is_free(path: &Path) -> bool {
+    match std::fs::File::open(path) {
+        Ok(f) => f.try_lock().is_ok(),
+        Err(_) => true,
     }
 }
 
