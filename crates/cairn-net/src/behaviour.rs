@@ -13,7 +13,7 @@ use libp2p::{
 };
 
 use crate::bufpool::BufPool;
-use crate::protocol::{PIECE_PROTOCOL, RECORD_PROTOCOL, WireCodec};
+use crate::protocol::{COMPUTE_PROTOCOL, PIECE_PROTOCOL, RECORD_PROTOCOL, WireCodec};
 
 /// Kademlia under Cairn's own protocol name, so Cairn nodes form their own DHT.
 pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/cairn/kad/1");
@@ -118,6 +118,8 @@ pub struct Behaviour {
     pub piece: request_response::Behaviour<WireCodec>,
     /// The record protocol (manifests).
     pub record: request_response::Behaviour<WireCodec>,
+    /// The compute protocol (adverts, tasks, reports).
+    pub compute: request_response::Behaviour<WireCodec>,
 }
 
 /// Which transport a swarm uses.
@@ -179,6 +181,7 @@ fn behaviour(key: &Keypair, cfg: &NetConfig) -> Result<Behaviour, BoxError> {
     };
     let piece = lane(PIECE_PROTOCOL);
     let record = lane(RECORD_PROTOCOL);
+    let compute = lane(COMPUTE_PROTOCOL);
     Ok(Behaviour {
         limits,
         kad,
@@ -187,6 +190,7 @@ fn behaviour(key: &Keypair, cfg: &NetConfig) -> Result<Behaviour, BoxError> {
         mdns: mdns.into(),
         piece,
         record,
+        compute,
     })
 }
 

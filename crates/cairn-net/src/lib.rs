@@ -1,4 +1,4 @@
-//! Cairn's libp2p layer: the piece and record wire protocols with their codec and limits,
+//! Cairn's libp2p layer: the piece, record and compute wire protocols with their codec and limits,
 //! and the swarm behaviour (Kademlia, identify, ping, mDNS, connection limits).
 //!
 //! The codec is runtime-free; only [`build_swarm`] picks tokio.
@@ -11,6 +11,6 @@ pub use behaviour::{Behaviour, BehaviourEvent, NetConfig, NetError, TransportKin
 pub use bufpool::BufPool;
 pub use libp2p;
 pub use protocol::{
-    ErrorCode, Lane, PIECE_PROTOCOL, RECORD_PROTOCOL, Request, RequestHeader, Response,
-    ResponseHeader, WireCodec,
+    COMPUTE_PROTOCOL, ErrorCode, Lane, PIECE_PROTOCOL, RECORD_PROTOCOL, Request, RequestHeader,
+    Response, ResponseHeader, WireCodec,
 };

@@ -22,7 +22,14 @@
 //!   [`IndexId`] commits to), so any node may be asked; an index is at most
 //!   [`MAX_INDEX_BYTES`], within the lane's body limit.
 //!
-//! Both speak the same envelope; each [`RequestHeader`] belongs to one
+//! - `/cairn/compute/1` ([`COMPUTE_PROTOCOL`]): distributed compute
+//!   (see [`cairn_core::compute::task`]). A scheduler asks a provider for
+//!   its `Advert`, sends it one attempt of a unit (`RunUnit`, the body a
+//!   postcard [`Task`]) or stops one (`CancelUnit`); the provider tells the
+//!   scheduler what became of it (`UnitReport`, the body a postcard
+//!   [`Report`]). Bodies are at most [`MAX_COMPUTE_BYTES`].
+//!
+//! All three speak the same envelope; each [`RequestHeader`] belongs to one
 //! [`Lane`], and a header sent on the other protocol is refused.
 //! One request and one response per stream. Each message is framed as
 //!
@@ -43,6 +50,10 @@ use std::io;
 use bytes::Bytes;
 use cairn_core::audit::{AuditAnswer, MAX_PROOF_BYTES};
 use cairn_core::buf::Buffers;
+use cairn_core::compute::task::Advert;
+#[cfg(doc)]
+use cairn_core::compute::task::{Report, Task};
+use cairn_core::compute::{JobId, UnitId};
 use cairn_core::index::{IndexId, MAX_INDEX_BYTES};
 use cairn_core::manifest::MAX_MANIFEST_BYTES;
 use cairn_core::params::MAX_PIECE_BYTES;
@@ -58,6 +69,11 @@ use crate::bufpool::BufPool;
 pub const PIECE_PROTOCOL: StreamProtocol = StreamProtocol::new("/cairn/piece/3");
 /// The record protocol.
 pub const RECORD_PROTOCOL: StreamProtocol = StreamProtocol::new("/cairn/record/3");
+/// The compute protocol.
+pub const COMPUTE_PROTOCOL: StreamProtocol = StreamProtocol::new("/cairn/compute/1");
+/// Largest body on the compute lane: one task (a unit's arguments and
+/// environment are at most about 1.3 MiB) or report.
+pub const MAX_COMPUTE_BYTES: u32 = 2 << 20;
 /// Largest header accepted.
 pub const MAX_HEADER_BYTES: u32 = 256 * 1024;
 /// Largest body on the piece protocol: one piece.
@@ -76,6 +92,8 @@ pub enum Lane {
     Piece,
     /// [`RECORD_PROTOCOL`].
     Record,
+    /// [`COMPUTE_PROTOCOL`].
+    Compute,
 }
 
 impl Lane {
@@ -85,6 +103,8 @@ impl Lane {
             Some(Lane::Piece)
         } else if *protocol == RECORD_PROTOCOL {
             Some(Lane::Record)
+        } else if *protocol == COMPUTE_PROTOCOL {
+            Some(Lane::Compute)
         } else {
             None
         }
@@ -95,6 +115,7 @@ impl Lane {
         match self {
             Lane::Piece => MAX_BODY_BYTES,
             Lane::Record => MAX_RECORD_BYTES,
+            Lane::Compute => MAX_COMPUTE_BYTES,
         }
     }
 }
@@ -184,6 +205,35 @@ pub enum RequestHeader {
         /// The index's id.
         id: IndexId,
     },
+    /// Compute lane: what do you offer, and how loaded are you? Answered
+    /// with [`ResponseHeader::Advert`].
+    Advert,
+    /// Compute lane: run one attempt of unit `unit` of job `job`; the body
+    /// is the postcard [`Task`]. Answered `Stored` (accepted) or `Error`
+    /// (`Busy`: no room now; `Refused`: never).
+    RunUnit {
+        /// The job.
+        job: JobId,
+        /// The unit.
+        unit: UnitId,
+    },
+    /// Compute lane: stop your attempt of `unit`. Answered `Deleted`.
+    CancelUnit {
+        /// The job.
+        job: JobId,
+        /// The unit.
+        unit: UnitId,
+    },
+    /// Compute lane: what became of your attempt of `unit` of `job` (you
+    /// are its scheduler); the body is the postcard [`Report`]. Answered
+    /// `Stored`, or `Error` (`NotFound` if the scheduler has no such
+    /// attempt: stop it).
+    UnitReport {
+        /// The job.
+        job: JobId,
+        /// The unit.
+        unit: UnitId,
+    },
 }
 
 impl RequestHeader {
@@ -198,6 +248,10 @@ impl RequestHeader {
             | RequestHeader::Standing { .. }
             | RequestHeader::PutIndex { .. }
             | RequestHeader::GetIndex { .. } => Lane::Record,
+            RequestHeader::Advert
+            | RequestHeader::RunUnit { .. }
+            | RequestHeader::CancelUnit { .. }
+            | RequestHeader::UnitReport { .. } => Lane::Compute,
             _ => Lane::Piece,
         }
     }
@@ -209,7 +263,9 @@ impl RequestHeader {
         match self {
             RequestHeader::Audit { .. }
             | RequestHeader::Standing { .. }
-            | RequestHeader::GetIndex { .. } => 0,
+            | RequestHeader::GetIndex { .. }
+            | RequestHeader::Advert
+            | RequestHeader::CancelUnit { .. } => 0,
             // An index is refused past its own bound; do not read more.
             RequestHeader::PutIndex { .. } => lane.max_body().min(MAX_INDEX_BYTES as u32),
             _ => lane.max_body(),
@@ -263,6 +319,8 @@ pub enum ResponseHeader {
     },
     /// The holder's signed answer to an `Audit` request.
     Audited(AuditAnswer),
+    /// The answer to `Advert`.
+    Advert(Advert),
     /// The answer to `SyncRepair`: pieces whose lease was renewed, and
     /// pieces dropped because the record no longer assigns them here.
     Synced {
@@ -277,7 +335,7 @@ impl ResponseHeader {
     /// Largest body this response may carry on `lane`.
     fn max_body(&self, lane: Lane) -> u32 {
         match self {
-            ResponseHeader::Audited(_) => 0,
+            ResponseHeader::Audited(_) | ResponseHeader::Advert(_) => 0,
             _ => lane.max_body(),
         }
     }
@@ -517,6 +575,36 @@ mod tests {
             let bytes = encode(&proto, req.clone()).unwrap();
             assert_eq!(decode(&proto, bytes).unwrap(), req);
         }
+    }
+
+    #[test]
+    fn compute_requests_travel_on_compute_1_only_within_its_limits() {
+        assert_eq!(COMPUTE_PROTOCOL.as_ref(), "/cairn/compute/1");
+        let job = JobId([1; 32]);
+        let unit = UnitId([2; 32]);
+        let run = Request {
+            header: RequestHeader::RunUnit { job, unit },
+            body: Bytes::from(vec![7; 4096]),
+        };
+        let advert = Request {
+            header: RequestHeader::Advert,
+            body: Bytes::new(),
+        };
+        for req in [run, advert.clone()] {
+            let bytes = encode(&COMPUTE_PROTOCOL, req.clone()).unwrap();
+            assert_eq!(decode(&COMPUTE_PROTOCOL, bytes).unwrap(), req);
+            assert!(encode(&RECORD_PROTOCOL, req.clone()).is_err());
+            assert!(encode(&PIECE_PROTOCOL, req).is_err());
+        }
+        // An advert query or a cancel carries no body.
+        let err = decode(&COMPUTE_PROTOCOL, head_only(&advert.header, 1)).unwrap_err();
+        assert!(err.to_string().contains("0-byte limit"), "{err}");
+        let cancel = RequestHeader::CancelUnit { job, unit };
+        assert!(decode(&COMPUTE_PROTOCOL, head_only(&cancel, 1)).is_err());
+        // A task body is bounded by the lane.
+        let report = RequestHeader::UnitReport { job, unit };
+        let err = decode(&COMPUTE_PROTOCOL, head_only(&report, MAX_COMPUTE_BYTES + 1)).unwrap_err();
+        assert!(err.to_string().contains("limit"), "{err}");
     }
 
     #[test]

@@ -16,6 +16,17 @@
 //! | `GET /v1/index/{id}` | | the merged encoded account index (`application/octet-stream`), 404 if no replica has it |
 //! | `POST /v1/index/{id}` | an encoded account index (at most 8 MiB) | [`Written`]: `{"acks": n, "peers": m}` |
 //!
+//! | `POST /v1/jobs` | a validated job (JSON of [`Job`], every source a capability) | `{"id": "<hex>"}` |
+//! | `GET /v1/jobs` | | `[JobView]`, newest first |
+//! | `GET /v1/compute` | | this node's compute offer and load (an `Advert`), 404 if it offers none |
+//! | `GET /v1/compute/providers` | | `[ProviderRecord]`: providers' validation records as this node's scheduler keeps them |
+//! | `GET /v1/jobs/{id}` | | [`JobView`] |
+//! | `GET /v1/jobs/{id}/results` | | `[UnitResult]`: each unit's accepted output capabilities |
+//! | `POST /v1/jobs/{id}/cancel` | | `{"cancelled": true}` |
+//!
+//! The job routes are the scheduler's ([`crate::jobs`]): this node
+//! schedules the jobs submitted to it.
+//!
 //! The index routes are what the S3 gateway stores its buckets and object
 //! lists with: it holds the account key, builds and signs ops itself
 //! ([`cairn_core::index`]), and the node only checks, merges and
@@ -37,6 +48,8 @@
 //! [`PutOutcome`]: crate::client::PutOutcome
 //! [`StatReport`]: crate::client::StatReport
 //! [`Written`]: crate::replicas::Written
+//! [`Job`]: cairn_core::compute::job::Job
+//! [`JobView`]: crate::jobs::JobView
 
 use std::sync::Arc;
 
@@ -48,6 +61,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
 use cairn_core::ReadCap;
+use cairn_core::compute::JobId;
+use cairn_core::compute::job::{Job, MAX_JOB_BYTES};
 use cairn_core::index::{Index, IndexId, MAX_INDEX_BYTES};
 use cairn_core::keys::SecretKey;
 use cairn_store::PieceStore;
@@ -58,6 +73,7 @@ use tokio_util::io::StreamReader;
 use crate::catalog::Catalog;
 use crate::client::{Client, ClientError, PutOptions};
 use crate::frames::{DATA, END, ERROR, HEADER, frame};
+use crate::jobs::{JobView, JobsError, UnitResult};
 use crate::net::NetHandle;
 use crate::replicas::{IndexReplicas, ReplicaError};
 
@@ -92,6 +108,10 @@ pub struct ApiState {
     pub steward: crate::steward::SharedView,
     /// Account indexes on their replicas.
     pub indexes: IndexReplicas,
+    /// The job scheduler.
+    pub jobs: crate::jobs::Scheduler,
+    /// This node's compute provider, if it offers compute.
+    pub provider: Option<crate::provider::Provider>,
 }
 
 /// `GET /v1/status`.
@@ -218,7 +238,108 @@ pub fn router(state: ApiState) -> axum::Router {
                 .post(post_index)
                 .layer(DefaultBodyLimit::max(MAX_INDEX_BYTES)),
         )
+        .route(
+            "/v1/jobs",
+            get(list_jobs)
+                .post(submit_job)
+                .layer(DefaultBodyLimit::max(2 * MAX_JOB_BYTES)),
+        )
+        .route("/v1/compute", get(compute))
+        .route("/v1/compute/providers", get(compute_providers))
+        .route("/v1/jobs/{id}", get(job_status))
+        .route("/v1/jobs/{id}/results", get(job_results))
+        .route("/v1/jobs/{id}/cancel", post(cancel_job))
         .with_state(state)
+}
+
+fn parse_job_id(text: &str) -> Result<JobId, ApiError> {
+    let bad = || {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("{text:?} is not a job id (64 hex characters)"),
+        )
+    };
+    if text.len() != 64 {
+        return Err(bad());
+    }
+    let mut id = [0u8; 32];
+    for (i, b) in id.iter_mut().enumerate() {
+        *b = u8::from_str_radix(text.get(2 * i..2 * i + 2).ok_or_else(bad)?, 16)
+            .map_err(|_| bad())?;
+    }
+    Ok(JobId(id))
+}
+
+fn no_job(id: &JobId) -> ApiError {
+    ApiError(
+        StatusCode::NOT_FOUND,
+        format!("no job {id} on this node (a job is known to the node it was submitted to)"),
+    )
+}
+
+async fn submit_job(
+    State(s): State<ApiState>,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    // Deserializing checks the version and validates the whole job again.
+    let job: Job = serde_json::from_slice(&body)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("not a valid job: {e}")))?;
+    let id = s.jobs.submit(job).await.map_err(|e| {
+        let status = match e {
+            JobsError::Invalid(_) | JobsError::Input(_) => StatusCode::BAD_REQUEST,
+            JobsError::Full => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError(status, e.to_string())
+    })?;
+    Ok(Json(serde_json::json!({ "id": id.to_string() })))
+}
+
+async fn compute(
+    State(s): State<ApiState>,
+) -> Result<Json<cairn_core::compute::task::Advert>, ApiError> {
+    match &s.provider {
+        Some(p) => Ok(Json(p.advert())),
+        None => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            "this node offers no compute (start it with --cpus)".into(),
+        )),
+    }
+}
+
+async fn compute_providers(State(s): State<ApiState>) -> Json<Vec<crate::jobs::ProviderRecord>> {
+    Json(s.jobs.providers())
+}
+
+async fn list_jobs(State(s): State<ApiState>) -> Json<Vec<JobView>> {
+    Json(s.jobs.list())
+}
+
+async fn job_status(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<JobView>, ApiError> {
+    let id = parse_job_id(&id)?;
+    s.jobs.status(&id).map(Json).ok_or_else(|| no_job(&id))
+}
+
+async fn job_results(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<UnitResult>>, ApiError> {
+    let id = parse_job_id(&id)?;
+    s.jobs.results(&id).map(Json).ok_or_else(|| no_job(&id))
+}
+
+async fn cancel_job(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = parse_job_id(&id)?;
+    if !s.jobs.cancel(&id).await {
+        return Err(no_job(&id));
+    }
+    Ok(Json(serde_json::json!({ "cancelled": true })))
 }
 
 async fn status(State(s): State<ApiState>) -> Result<Json<StatusReport>, ApiError> {

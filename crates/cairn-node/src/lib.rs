@@ -25,8 +25,10 @@ pub mod frames;
 pub mod gc;
 pub mod identity;
 pub mod indexes;
+pub mod jobs;
 pub mod net;
 pub mod observations;
+pub mod provider;
 pub mod records;
 pub mod replicas;
 pub mod service;
@@ -104,6 +106,12 @@ pub struct NodeConfig {
     /// This node's failure domain (`--zone`): no two pieces of a segment go
     /// to nodes of one zone.
     pub zone: Option<String>,
+    /// What this node offers for compute (`--cpus`, `--memory`,
+    /// `--schedule`, `--idle-only`); `None` runs no one's work units. A
+    /// node schedules the jobs submitted to it either way.
+    pub compute: Option<cairn_core::compute::resources::Offer>,
+    /// Fault injection for tests: the provider reports wrong outputs.
+    pub compute_wrong_outputs: bool,
 }
 
 /// What a running node writes to `DATA_DIR/node.json` once it is ready.
@@ -178,7 +186,7 @@ pub async fn run(
             .map_err(|e| NodeError::Config(format!("cannot listen on {addr}: {e}")))?;
     }
     let (stop_tx, stop_rx) = watch::channel(false);
-    let (net, inbound, driver) = net::spawn(swarm, cfg.bootstrap.clone(), stop_rx);
+    let (net, streams, driver) = net::spawn(swarm, cfg.bootstrap.clone(), stop_rx);
     // Repair records get 1 % of the storage offered, at least 64 MiB.
     let records = Arc::new(records::RecordStore::open(
         dir,
@@ -198,7 +206,7 @@ pub async fn run(
         signer: signer.clone(),
         steward: steward_view.clone(),
     };
-    let service = tokio::spawn(service::run(ctx, net.clone(), inbound));
+    let service = tokio::spawn(service::run(ctx, net.clone(), streams.pieces));
 
     // Re-announce the manifests this node holds, so readers find them after a restart.
     let held = {
@@ -226,6 +234,46 @@ pub async fn run(
     )
     .with_zone(cfg.zone.as_deref())
     .with_scores(steward_view.clone());
+    // Compute: this node schedules the jobs submitted to it and, if it
+    // offers compute, runs units for any scheduler.
+    let (scheduler, reports, local_reports) =
+        jobs::Scheduler::open(dir, net.clone(), client.clone())?;
+    let provider = match &cfg.compute {
+        Some(offer) => Some(
+            provider::Provider::new(
+                offer.clone(),
+                signer.public(),
+                client.clone(),
+                net.clone(),
+                dir.join("compute"),
+                local_reports,
+            )
+            .map(|p| {
+                if cfg.compute_wrong_outputs {
+                    tracing::warn!("fault injection: this node reports wrong compute outputs");
+                    p.with_wrong_outputs()
+                } else {
+                    p
+                }
+            })?,
+        ),
+        None => None,
+    };
+    let scheduler = match &provider {
+        Some(p) => scheduler.with_provider(p.clone()),
+        None => scheduler,
+    };
+    let idle_task = provider
+        .as_ref()
+        .filter(|p| p.offer().idle_only)
+        .map(|p| tokio::spawn(p.clone().watch_idle()));
+    let compute_service = tokio::spawn(jobs::serve(
+        provider.clone(),
+        scheduler.clone(),
+        net.clone(),
+        streams.compute,
+    ));
+    let scheduler_task = tokio::spawn(scheduler.clone().run(reports));
     let steward = steward::Steward::new(
         net.clone(),
         client.clone(),
@@ -271,6 +319,8 @@ pub async fn run(
         transfers: Arc::new(tokio::sync::Semaphore::new(api::MAX_TRANSFERS)),
         steward: steward_view,
         indexes: replicas::IndexReplicas::new(net.clone(), indexes),
+        jobs: scheduler,
+        provider,
     });
 
     // Ready once the swarm reports its listen addresses.
@@ -304,6 +354,11 @@ pub async fn run(
     let _ = stop_tx.send(true);
     let _ = driver.await;
     service.abort();
+    compute_service.abort();
+    scheduler_task.abort();
+    if let Some(t) = idle_task {
+        t.abort();
+    }
     trimmer.abort();
     steward_task.abort();
     gc_task.abort();

@@ -27,6 +27,9 @@ pub const MAX_INBOUND_PER_PEER: usize = 16;
 const COMMAND_QUEUE: usize = 256;
 /// Depth of the inbound request channel.
 pub const INBOUND_QUEUE: usize = 64;
+/// Depth of the inbound compute request channel (its own, so compute
+/// traffic cannot crowd out piece requests, nor the reverse).
+pub const COMPUTE_QUEUE: usize = 64;
 
 /// A request to a peer failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -261,6 +264,7 @@ type Parked = Vec<(
 struct Driver {
     swarm: Swarm<Behaviour>,
     inbound: mpsc::Sender<Inbound>,
+    compute: mpsc::Sender<Inbound>,
     inbound_per_peer: HashMap<PeerId, usize>,
     /// Request ids are per protocol, so the lane is part of the key.
     pending: HashMap<(Lane, OutboundRequestId), oneshot::Sender<Result<Response, RequestError>>>,
@@ -274,18 +278,23 @@ struct Driver {
     zones: HashMap<PeerId, String>,
 }
 
-/// Starts the driver task; returns its handle and the inbound request stream.
+/// The inbound request streams of a node.
+pub struct InboundStreams {
+    /// Piece and record requests, for the piece service.
+    pub pieces: mpsc::Receiver<Inbound>,
+    /// Compute requests, for the compute service.
+    pub compute: mpsc::Receiver<Inbound>,
+}
+
+/// Starts the driver task; returns its handle and the inbound request streams.
 pub fn spawn(
     mut swarm: Swarm<Behaviour>,
     bootstrap: Vec<Multiaddr>,
     mut shutdown: watch::Receiver<bool>,
-) -> (
-    NetHandle,
-    mpsc::Receiver<Inbound>,
-    tokio::task::JoinHandle<()>,
-) {
+) -> (NetHandle, InboundStreams, tokio::task::JoinHandle<()>) {
     let (tx, mut rx) = mpsc::channel(COMMAND_QUEUE);
     let (in_tx, in_rx) = mpsc::channel(INBOUND_QUEUE);
+    let (compute_tx, compute_rx) = mpsc::channel(COMPUTE_QUEUE);
     let local = *swarm.local_peer_id();
     for addr in bootstrap {
         if let Err(e) = swarm.dial(addr.clone()) {
@@ -295,6 +304,7 @@ pub fn spawn(
     let mut d = Driver {
         swarm,
         inbound: in_tx,
+        compute: compute_tx,
         inbound_per_peer: HashMap::new(),
         pending: HashMap::new(),
         parked: HashMap::new(),
@@ -321,7 +331,11 @@ pub fn spawn(
             }
         }
     });
-    (NetHandle { tx, local }, in_rx, task)
+    let streams = InboundStreams {
+        pieces: in_rx,
+        compute: compute_rx,
+    };
+    (NetHandle { tx, local }, streams, task)
 }
 
 impl Driver {
@@ -330,6 +344,7 @@ impl Driver {
         match lane {
             Lane::Piece => &mut b.piece,
             Lane::Record => &mut b.record,
+            Lane::Compute => &mut b.compute,
         }
     }
 
@@ -447,6 +462,9 @@ impl Driver {
             SwarmEvent::Behaviour(BehaviourEvent::Record(ev)) => {
                 self.request_event(Lane::Record, ev)
             }
+            SwarmEvent::Behaviour(BehaviourEvent::Compute(ev)) => {
+                self.request_event(Lane::Compute, ev)
+            }
             SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
                 id,
                 result,
@@ -519,7 +537,11 @@ impl Driver {
                     return;
                 }
                 *n += 1;
-                if let Err(e) = self.inbound.try_send(Inbound {
+                let queue = match lane {
+                    Lane::Compute => &self.compute,
+                    Lane::Piece | Lane::Record => &self.inbound,
+                };
+                if let Err(e) = queue.try_send(Inbound {
                     request,
                     reply: Reply {
                         peer,

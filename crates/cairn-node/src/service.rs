@@ -231,6 +231,15 @@ pub fn handle(ctx: &Ctx, peer: PeerId, request: Request, authors: &HashSet<Publi
             Ok(None) => Response::error(ErrorCode::NotFound, format!("no account index {id} here")),
             Err(e) => Response::error(ErrorCode::Internal, e.to_string()),
         },
+        // The driver routes the compute lane to the compute service; a
+        // compute header here came in on the wrong lane.
+        RequestHeader::Advert
+        | RequestHeader::RunUnit { .. }
+        | RequestHeader::CancelUnit { .. }
+        | RequestHeader::UnitReport { .. } => Response::error(
+            ErrorCode::Refused,
+            "compute requests go on /cairn/compute/1",
+        ),
         // A lost or damaged piece is answered with an error, not a signed
         // answer: the steward records it as missing.
         RequestHeader::Audit { id, nonce } => {

@@ -59,7 +59,8 @@ async fn start_node_as(
     let addr: Multiaddr = format!("/memory/{port}").parse().unwrap();
     swarm.listen_on(addr.clone()).unwrap();
     let (stop, stop_rx) = watch::channel(false);
-    let (net, inbound, _task) = crate::net::spawn(swarm, bootstrap, stop_rx);
+    let (net, streams, _task) = crate::net::spawn(swarm, bootstrap, stop_rx);
+    let inbound = streams.pieces;
     let records = Arc::new(crate::records::RecordStore::open(dir.path(), 64 << 20).unwrap());
     let indexes = Arc::new(crate::indexes::IndexStore::open(dir.path(), 64 << 20).unwrap());
     match behaviour {

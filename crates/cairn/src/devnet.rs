@@ -52,9 +52,31 @@ pub struct DevnetArgs {
     /// it a key; its endpoint and credentials go into devnet.json.
     #[arg(long)]
     gateway: bool,
+    /// Cpus each node offers for compute (work units run at once).
+    #[arg(long, default_value_t = 1)]
+    cpus: u16,
+    /// Memory each node offers for compute.
+    #[arg(long, default_value = "1GiB", value_parser = parse_size)]
+    compute_memory: u64,
+    /// Nodes offer no compute.
+    #[arg(long)]
+    no_compute: bool,
 }
 
 impl DevnetArgs {
+    /// The `cairn node run` flags of the compute offer.
+    fn compute_args(&self) -> Vec<String> {
+        if self.no_compute {
+            return Vec::new();
+        }
+        vec![
+            "--cpus".into(),
+            self.cpus.to_string(),
+            "--memory".into(),
+            self.compute_memory.to_string(),
+        ]
+    }
+
     fn steward(&self) -> crate::StewardArgs {
         crate::StewardArgs {
             steward_interval: self.steward_interval,
@@ -78,6 +100,9 @@ impl DevnetArgs {
             repair: cairn_core::repair::Threshold::Lazy,
             zones: 0,
             gateway: false,
+            cpus: 1,
+            compute_memory: 1 << 30,
+            no_compute: true,
         }
     }
 }
@@ -214,6 +239,7 @@ fn spawn_node(
     bootstrap: Option<&str>,
     steward: &crate::StewardArgs,
     zone: Option<String>,
+    compute: &[String],
 ) -> Result<Child> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let log = std::fs::File::create(dir.join("node.log"))
@@ -234,6 +260,7 @@ fn spawn_node(
     .arg("--storage")
     .arg(storage.to_string())
     .args(steward.to_args())
+    .args(compute)
     .stdin(Stdio::null())
     .stdout(Stdio::null())
     .stderr(log)
@@ -301,8 +328,9 @@ pub async fn start(args: &DevnetArgs) -> Result<(Vec<Running>, Option<GatewayPro
     let mut nodes = Vec::new();
     let d0 = args.dir.join("node-00");
     let steward = args.steward();
+    let compute = args.compute_args();
     let zone = |i: usize| (args.zones > 0).then(|| format!("zone-{}", i % args.zones));
-    let mut c0 = spawn_node(&d0, args.storage, None, &steward, zone(0))?;
+    let mut c0 = spawn_node(&d0, args.storage, None, &steward, zone(0), &compute)?;
     let i0 = wait_ready(&d0, &mut c0).await?;
     let boot = i0
         .listen
@@ -318,7 +346,7 @@ pub async fn start(args: &DevnetArgs) -> Result<(Vec<Running>, Option<GatewayPro
         let d = args.dir.join(format!("node-{i:02}"));
         pending.push((
             d.clone(),
-            spawn_node(&d, args.storage, Some(&boot), &steward, zone(i))?,
+            spawn_node(&d, args.storage, Some(&boot), &steward, zone(i), &compute)?,
         ));
     }
     for (d, mut c) in pending {

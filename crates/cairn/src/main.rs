@@ -5,6 +5,7 @@ mod api;
 mod bench;
 mod devnet;
 mod gateway;
+mod job;
 mod sim;
 mod size;
 
@@ -122,6 +123,11 @@ enum Command {
         #[command(subcommand)]
         command: gateway::GatewayCommand,
     },
+    /// Submit WebAssembly jobs to the network and follow them.
+    Job {
+        #[command(subcommand)]
+        command: job::JobCommand,
+    },
     /// Run a local network of real node processes on 127.0.0.1.
     Devnet(devnet::DevnetArgs),
     /// Measure the pipeline and a local network; write BENCHMARKS.md.
@@ -133,7 +139,7 @@ enum Command {
 #[derive(Subcommand)]
 enum NodeCommand {
     /// Run a node until Ctrl-C or SIGTERM.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// What this node's steward sees: the holders it audits, their scores
     /// and why they moved, repairs done, and evidence of failed audits.
     Score {
@@ -171,6 +177,8 @@ struct RunArgs {
     zone: Option<String>,
     #[command(flatten)]
     steward: StewardArgs,
+    #[command(flatten)]
+    compute: job::ComputeArgs,
 }
 
 /// How a node audits and repairs the objects it stewards.
@@ -291,7 +299,7 @@ async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Node {
             command: NodeCommand::Run(a),
-        } => node_run(a).await,
+        } => node_run(*a).await,
         Command::Node {
             command: NodeCommand::Score { json, api },
         } => score(&Api::new(&api.api)?, json).await,
@@ -329,6 +337,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Status { json, api } => status(&Api::new(&api.api)?, json).await,
         Command::Ls { json, api } => ls(&Api::new(&api.api)?, json).await,
         Command::Gateway { command } => gateway::run(command).await,
+        Command::Job { command } => job::run(command).await,
         Command::Devnet(a) => devnet::run(a).await,
         Command::Bench(a) => bench::run(a).await,
         Command::Sim(a) => sim::run(a),
@@ -373,6 +382,8 @@ async fn node_run(a: RunArgs) -> Result<()> {
         mdns: !a.no_mdns,
         steward: a.steward.config(),
         zone: a.zone,
+        compute: a.compute.offer()?,
+        compute_wrong_outputs: a.compute.fault_wrong_outputs,
     };
     cairn_node::run(cfg, shutdown_signal()).await?;
     Ok(())

@@ -20,6 +20,7 @@
 //! - [`unit`](mod@unit): the per-unit state machine: attempts, deadlines,
 //!   checkpoints, reassignment, validation.
 //! - [`job`]: the job file's types, their validation, the job's status.
+//! - [`task`]: the messages of the compute lane (advert, task, report).
 //! - [`dispatch`]: one scheduling round over a job's units (matching,
 //!   trust and spot checks, assignment) and reliability bookkeeping.
 //!
@@ -35,6 +36,7 @@ pub mod idle;
 pub mod job;
 pub mod matching;
 pub mod resources;
+pub mod task;
 pub mod unit;
 pub mod validate;
 pub mod window;

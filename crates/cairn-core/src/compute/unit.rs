@@ -696,9 +696,12 @@ impl Unit {
         self.slots.iter().filter_map(|s| s.checkpoint.as_ref())
     }
 
+    /// Providers running the unit. None once it is done or failed: every
+    /// run still going was told to stop when it finished.
     fn running(&self) -> impl Iterator<Item = &ProviderId> {
-        self.slots.iter().filter_map(|s| match &s.state {
-            SlotState::Running { provider, .. } => Some(provider),
+        let finished = self.outcome.is_some();
+        self.slots.iter().filter_map(move |s| match &s.state {
+            SlotState::Running { provider, .. } if !finished => Some(provider),
             _ => None,
         })
     }
@@ -1442,6 +1445,10 @@ mod tests {
             ]
         );
         assert_eq!(u.status().state, UnitState::Failed);
+        assert!(
+            u.status().running.is_empty(),
+            "a cancelled unit runs nowhere"
+        );
     }
 
     #[test]

@@ -192,8 +192,23 @@ impl Node {
         Self::start_on(dir, storage, bootstrap, "/ip4/127.0.0.1/tcp/0")
     }
 
+    /// A node with extra `cairn node run` flags (e.g. a compute offer).
+    pub fn start_with(dir: &Path, storage: &str, bootstrap: Option<&str>, extra: &[&str]) -> Self {
+        Self::start_full(dir, storage, bootstrap, "/ip4/127.0.0.1/tcp/0", extra)
+    }
+
     /// A node listening on `listen` only (e.g. a QUIC address).
     pub fn start_on(dir: &Path, storage: &str, bootstrap: Option<&str>, listen: &str) -> Self {
+        Self::start_full(dir, storage, bootstrap, listen, &[])
+    }
+
+    fn start_full(
+        dir: &Path,
+        storage: &str,
+        bootstrap: Option<&str>,
+        listen: &str,
+        extra: &[&str],
+    ) -> Self {
         std::fs::create_dir_all(dir).unwrap();
         let log = std::fs::File::create(dir.join("node.log")).unwrap();
         let mut cmd = Command::new(CAIRN);
@@ -210,6 +225,7 @@ impl Node {
         ])
         .arg("--data-dir")
         .arg(dir)
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log);

@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod compute;
 mod durability;
 mod gateway;
 mod harness;

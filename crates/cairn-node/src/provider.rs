@@ -1,0 +1,575 @@
+//! The compute provider: runs other nodes' work units in the WebAssembly
+//! sandbox, never more than this node offers (`--cpus`, `--memory`,
+//! `--schedule`, `--idle-only`).
+//!
+//! A scheduler sends a [`Task`]; [`Provider::accept`] takes it only inside
+//! the availability window, while the machine is idle if the offer says so,
+//! and while a cpu and the unit's memory are free; otherwise it answers
+//! `Busy` with the reason. An accepted attempt runs as one tokio task:
+//! fetch the module (compiled programs are cached), the unit's stdin and
+//! the checkpoint to resume from into the attempt's work dir, run the
+//! sandbox on the blocking pool, store each checkpoint the module takes as
+//! an encrypted Cairn object and report it, then store the output and
+//! report [`Report::Finished`] (or [`Report::Failed`]). The work dir is
+//! removed afterwards, whatever happened. A cancelled attempt stops at the
+//! sandbox's next epoch tick and reports nothing.
+//!
+//! Outputs and checkpoints are stored with the default lease and off this
+//! node's file list: they belong to the job, not to the provider.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use cairn_compute::{Program, RunError, RunSpec, Sandbox};
+use cairn_core::ReadCap;
+use cairn_core::compute::idle::{IdleDetector, IdlePolicy};
+use cairn_core::compute::resources::Offer;
+use cairn_core::compute::task::{Advert, Report, TASK_VERSION, Task};
+use cairn_core::compute::{CheckpointRef, JobId, OperatorId, UnitId};
+use cairn_net::libp2p::PeerId;
+use cairn_net::{ErrorCode, Request, RequestHeader, ResponseHeader};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+
+use crate::client::{Client, PutOptions};
+use crate::net::NetHandle;
+use crate::now_secs;
+
+/// Largest module a provider fetches.
+pub const MAX_MODULE_BYTES: u64 = 64 << 20;
+/// Largest stdin a provider fetches for one unit.
+pub const MAX_STDIN_BYTES: u64 = 4 << 30;
+/// Largest output (stdout and output files together) of one unit.
+pub const MAX_OUTPUT_BYTES: u64 = 1 << 30;
+/// Compiled modules kept for reuse.
+const PROGRAM_CACHE: usize = 8;
+/// Attempts to deliver one report, and the pause between them.
+const REPORT_TRIES: u32 = 5;
+const REPORT_PAUSE: Duration = Duration::from_secs(2);
+/// How often the machine's load is sampled for `--idle-only`.
+pub const IDLE_SAMPLE: Duration = Duration::from_secs(10);
+
+/// A report on its way to a scheduler: `(scheduler, job, unit, report)`.
+pub type Outgoing = (PeerId, JobId, UnitId, Report);
+
+/// Where reports for this node's own scheduler go (a unit the local
+/// scheduler placed on the local provider), with the reporting provider.
+pub type LocalReports = mpsc::Sender<(PeerId, JobId, UnitId, Report)>;
+
+struct Running {
+    scheduler: PeerId,
+    memory: u64,
+    cancel: Arc<AtomicBool>,
+}
+
+struct Inner {
+    offer: Offer,
+    operator: OperatorId,
+    sandbox: Sandbox,
+    client: Client,
+    net: NetHandle,
+    dir: PathBuf,
+    running: Mutex<HashMap<UnitId, Running>>,
+    programs: Mutex<Vec<(String, Program)>>,
+    idle: Mutex<(IdleDetector, bool)>,
+    local: LocalReports,
+    /// Fault injection for tests: report a wrong output for every unit.
+    wrong_outputs: bool,
+}
+
+/// This node's compute provider. Cheap to clone.
+#[derive(Clone)]
+pub struct Provider {
+    inner: Arc<Inner>,
+}
+
+/// Why a task was not taken.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    /// `Busy` (try elsewhere or later) or `Refused` (never).
+    pub code: ErrorCode,
+    /// The sentence.
+    pub message: String,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding the lock cannot leave the maps inconsistent
+    // (each update is one insert or remove), so a poisoned lock is used as is.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Provider {
+    /// A provider offering `offer`, running attempts under `dir` (emptied
+    /// now: attempts of an earlier run are gone with their process).
+    pub fn new(
+        offer: Offer,
+        operator: OperatorId,
+        client: Client,
+        net: NetHandle,
+        dir: PathBuf,
+        local: LocalReports,
+    ) -> Result<Self, crate::NodeError> {
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| crate::NodeError::Io(format!("cannot create {}: {e}", dir.display())))?;
+        let sandbox = Sandbox::new()
+            .map_err(|e| crate::NodeError::Config(format!("cannot start the sandbox: {e}")))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                offer,
+                operator,
+                sandbox,
+                client,
+                net,
+                dir,
+                running: Mutex::new(HashMap::new()),
+                programs: Mutex::new(Vec::new()),
+                idle: Mutex::new((IdleDetector::new(IdlePolicy::default()), false)),
+                local,
+                wrong_outputs: false,
+            }),
+        })
+    }
+
+    /// A provider that lies: every output it reports is wrong (the same
+    /// wrong bytes for every unit, as colluding cheaters would send). For
+    /// tests of validation only.
+    pub fn with_wrong_outputs(mut self) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.wrong_outputs = true;
+        }
+        self
+    }
+
+    /// What this provider offers.
+    pub fn offer(&self) -> &Offer {
+        &self.inner.offer
+    }
+
+    /// The advert a scheduler asks for.
+    pub fn advert(&self) -> Advert {
+        let running = lock(&self.inner.running);
+        Advert {
+            version: TASK_VERSION,
+            operator: self.inner.operator,
+            offer: self.inner.offer.clone(),
+            running: running.len() as u16,
+            memory_in_use: running.values().map(|r| r.memory).sum(),
+            idle: self.is_idle(),
+        }
+    }
+
+    fn is_idle(&self) -> bool {
+        !self.inner.offer.idle_only || lock(&self.inner.idle).1
+    }
+
+    /// Samples the machine's load for `--idle-only` until the task is dropped.
+    pub async fn watch_idle(self) {
+        let mut last = cpu_times();
+        let mut tick = tokio::time::interval(IDLE_SAMPLE);
+        loop {
+            tick.tick().await;
+            let now_times = cpu_times();
+            let other = match (last, now_times) {
+                (Some(a), Some(b)) => other_cpu_percent(a, b),
+                _ => 100,
+            };
+            last = now_times;
+            let mut idle = lock(&self.inner.idle);
+            let is = idle.0.observe(now_secs(), other, None);
+            if is != idle.1 {
+                tracing::info!(idle = is, "the machine's idle state changed");
+            }
+            idle.1 = is;
+        }
+    }
+
+    /// Takes `task` from `scheduler` if there is room now, and starts it.
+    pub fn accept(&self, scheduler: PeerId, task: Task) -> Result<(), Refusal> {
+        let refuse = |code, message: String| Err(Refusal { code, message });
+        if let Err(e) = task.validate() {
+            return refuse(ErrorCode::Refused, e.to_string());
+        }
+        let offer = &self.inner.offer;
+        if !offer.schedule.is_open(now_secs()) {
+            return refuse(
+                ErrorCode::Busy,
+                "outside this node's compute availability window".into(),
+            );
+        }
+        if !self.is_idle() {
+            return refuse(
+                ErrorCode::Busy,
+                "this node runs work only while its machine is idle, and it is in use".into(),
+            );
+        }
+        let cancel = Arc::new(AtomicBool::new(false));
+        {
+            let mut running = lock(&self.inner.running);
+            if running.contains_key(&task.unit) {
+                // A repeated request (the first answer was lost): it runs.
+                return Ok(());
+            }
+            let in_use: u64 = running.values().map(|r| r.memory).sum();
+            if running.len() >= usize::from(offer.cpus) {
+                return refuse(
+                    ErrorCode::Busy,
+                    format!("all {} offered cpus are busy", offer.cpus),
+                );
+            }
+            if in_use + task.need.memory_bytes > offer.memory_bytes {
+                return refuse(
+                    ErrorCode::Busy,
+                    "not enough offered memory is free for this unit".into(),
+                );
+            }
+            running.insert(
+                task.unit,
+                Running {
+                    scheduler,
+                    memory: task.need.memory_bytes,
+                    cancel: cancel.clone(),
+                },
+            );
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            let (job, unit) = (task.job, task.unit);
+            let report = this.attempt(scheduler, task, cancel.clone()).await;
+            lock(&this.inner.running).remove(&unit);
+            if cancel.load(Ordering::Relaxed) {
+                tracing::info!(%unit, "attempt cancelled");
+                return;
+            }
+            this.report(scheduler, job, unit, report).await;
+        });
+        Ok(())
+    }
+
+    /// Stops the attempt of `unit` if `scheduler` started it.
+    pub fn cancel(&self, scheduler: PeerId, unit: &UnitId) -> bool {
+        match lock(&self.inner.running).get(unit) {
+            Some(r) if r.scheduler == scheduler => {
+                r.cancel.store(true, Ordering::Relaxed);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Delivers a report to its scheduler, retrying a few times.
+    async fn report(&self, scheduler: PeerId, job: JobId, unit: UnitId, report: Report) {
+        let me = self.inner.net.local_peer_id();
+        if scheduler == me {
+            let _ = self.inner.local.send((me, job, unit, report)).await;
+            return;
+        }
+        let Ok(body) = postcard::to_stdvec(&report) else {
+            return;
+        };
+        let body = Bytes::from(body);
+        for _ in 0..REPORT_TRIES {
+            let request = Request {
+                header: RequestHeader::UnitReport { job, unit },
+                body: body.clone(),
+            };
+            match self
+                .inner
+                .net
+                .request(scheduler, request, Duration::from_secs(30))
+                .await
+            {
+                Ok(r) => match r.header {
+                    ResponseHeader::Stored => return,
+                    ResponseHeader::Error { code, message } => {
+                        tracing::warn!(%unit, ?code, "the scheduler refused a report: {message}");
+                        if code != ErrorCode::Busy {
+                            return;
+                        }
+                    }
+                    _ => return,
+                },
+                Err(e) => tracing::warn!(%unit, "cannot reach the scheduler: {e}"),
+            }
+            tokio::time::sleep(REPORT_PAUSE).await;
+        }
+    }
+
+    /// One attempt, from fetching the inputs to storing the output.
+    async fn attempt(&self, scheduler: PeerId, task: Task, cancel: Arc<AtomicBool>) -> Report {
+        let mut suffix = [0u8; 8];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut suffix);
+        let work = self
+            .inner
+            .dir
+            .join(format!("{}-{}", task.unit, cairn_core::hex(&suffix)));
+        let result = self.attempt_in(&work, scheduler, &task, cancel).await;
+        let _ = tokio::fs::remove_dir_all(&work).await;
+        match result {
+            Ok(report) => report,
+            Err(error) => {
+                tracing::info!(unit = %task.unit, "attempt failed: {error}");
+                Report::Failed { error }
+            }
+        }
+    }
+
+    async fn attempt_in(
+        &self,
+        work: &Path,
+        scheduler: PeerId,
+        task: &Task,
+        cancel: Arc<AtomicBool>,
+    ) -> Result<Report, RunError> {
+        let other = |m: String| RunError::Other { message: m };
+        tokio::fs::create_dir_all(work)
+            .await
+            .map_err(|e| other(format!("cannot create the work dir: {e}")))?;
+        let program = self.program(&task.module).await?;
+        let stdin = match &task.stdin {
+            Some(cap) => {
+                let path = work.join("stdin");
+                self.fetch(cap, &path, MAX_STDIN_BYTES, "stdin").await?;
+                Some(path)
+            }
+            None => None,
+        };
+        let resume = match &task.resume_from {
+            Some(c) => {
+                let path = work.join("resume");
+                self.fetch(
+                    &c.0,
+                    &path,
+                    cairn_compute::MAX_CHECKPOINT_BYTES,
+                    "checkpoint",
+                )
+                .await?;
+                Some(path)
+            }
+            None => None,
+        };
+        let run_dir = work.join("run");
+        tokio::fs::create_dir_all(&run_dir)
+            .await
+            .map_err(|e| other(format!("cannot create the run dir: {e}")))?;
+        let spec = RunSpec {
+            program_name: task.name.clone(),
+            args: task.args.clone(),
+            env: task.env.clone(),
+            stdin,
+            work_dir: run_dir,
+            memory_bytes: task.need.memory_bytes,
+            fuel: task.need.fuel,
+            wall_secs: task.need.deadline_secs,
+            resume,
+            seed: task.seed(),
+            output_dir: task.output_dir,
+            max_output_bytes: MAX_OUTPUT_BYTES,
+            cancel,
+        };
+        let sandbox = self.inner.sandbox.clone();
+        let rt = tokio::runtime::Handle::current();
+        let this = self.clone();
+        let (job, unit) = (task.job, task.unit);
+        let out = tokio::task::spawn_blocking(move || {
+            let mut on_checkpoint = |path: &Path| -> bool {
+                // The module waits while its checkpoint is stored: a
+                // checkpoint only counts once it is safe in the network.
+                rt.block_on(async {
+                    match this.store(path, "checkpoint").await {
+                        Ok(cap) => {
+                            let report = Report::Checkpointed {
+                                checkpoint: CheckpointRef(cap),
+                            };
+                            this.report(scheduler, job, unit, report).await;
+                            true
+                        }
+                        Err(e) => {
+                            tracing::warn!(%unit, "cannot store a checkpoint: {e}");
+                            false
+                        }
+                    }
+                })
+            };
+            sandbox.run(&program, spec, &mut on_checkpoint)
+        })
+        .await
+        .map_err(|e| other(format!("the sandbox failed: {e}")))??;
+        let mut out = out;
+        if self.inner.wrong_outputs {
+            let lie = b"a wrong answer\n";
+            tokio::fs::write(&out.stdout, lie)
+                .await
+                .map_err(|e| other(format!("cannot write: {e}")))?;
+            out.hash = cairn_core::compute::OutputHash(*blake3::hash(lie).as_bytes());
+        }
+        if out.files.len() > cairn_core::compute::task::MAX_OUTPUT_FILES {
+            return Err(other(format!(
+                "the unit wrote {} output files; at most {} are collected",
+                out.files.len(),
+                cairn_core::compute::task::MAX_OUTPUT_FILES
+            )));
+        }
+        let stdout = self
+            .store(&out.stdout, "output")
+            .await
+            .map_err(|e| other(format!("cannot store the output: {e}")))?;
+        let mut files = Vec::with_capacity(out.files.len());
+        for (name, path) in &out.files {
+            let cap = self
+                .store(path, "output file")
+                .await
+                .map_err(|e| other(format!("cannot store output file {name}: {e}")))?;
+            files.push((name.clone(), cap));
+        }
+        Ok(Report::Finished {
+            output: out.hash,
+            stdout,
+            files,
+            fuel_used: out.fuel_used,
+        })
+    }
+
+    /// The compiled module behind `cap`, from the cache or fetched.
+    async fn program(&self, cap: &str) -> Result<Program, RunError> {
+        if let Some((_, p)) = lock(&self.inner.programs).iter().find(|(c, _)| c == cap) {
+            return Ok(p.clone());
+        }
+        let bytes = self.fetch_bytes(cap, MAX_MODULE_BYTES, "module").await?;
+        let sandbox = self.inner.sandbox.clone();
+        let program = tokio::task::spawn_blocking(move || sandbox.compile(&bytes))
+            .await
+            .map_err(|e| RunError::Other {
+                message: format!("the compiler failed: {e}"),
+            })??;
+        let mut cache = lock(&self.inner.programs);
+        if cache.len() >= PROGRAM_CACHE {
+            cache.remove(0);
+        }
+        cache.push((cap.to_string(), program.clone()));
+        Ok(program)
+    }
+
+    async fn open(
+        &self,
+        cap: &str,
+        limit: u64,
+        what: &str,
+    ) -> Result<mpsc::Receiver<Result<Bytes, crate::client::ClientError>>, RunError> {
+        let other = |m: String| RunError::Other { message: m };
+        let cap: ReadCap = cap
+            .parse()
+            .map_err(|e| other(format!("the {what} capability is malformed: {e}")))?;
+        let (header, rx) = self
+            .inner
+            .client
+            .get(cap)
+            .await
+            .map_err(|e| other(format!("cannot read the {what}: {e}")))?;
+        if header.size > limit {
+            return Err(other(format!(
+                "the {what} is {} bytes, over the {limit}-byte limit",
+                header.size
+            )));
+        }
+        Ok(rx)
+    }
+
+    async fn fetch_bytes(&self, cap: &str, limit: u64, what: &str) -> Result<Vec<u8>, RunError> {
+        let mut rx = self.open(cap, limit, what).await?;
+        let mut out = Vec::new();
+        while let Some(chunk) = rx.recv().await {
+            let chunk = chunk.map_err(|e| RunError::Other {
+                message: format!("cannot read the {what}: {e}"),
+            })?;
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out)
+    }
+
+    async fn fetch(&self, cap: &str, path: &Path, limit: u64, what: &str) -> Result<(), RunError> {
+        let other = |m: String| RunError::Other { message: m };
+        let mut rx = self.open(cap, limit, what).await?;
+        let mut file = tokio::fs::File::create(path)
+            .await
+            .map_err(|e| other(format!("cannot write the {what}: {e}")))?;
+        while let Some(chunk) = rx.recv().await {
+            let chunk = chunk.map_err(|e| other(format!("cannot read the {what}: {e}")))?;
+            file.write_all(&chunk)
+                .await
+                .map_err(|e| other(format!("cannot write the {what}: {e}")))?;
+        }
+        file.flush()
+            .await
+            .map_err(|e| other(format!("cannot write the {what}: {e}")))
+    }
+
+    /// Stores the file at `path` as a Cairn object; returns its capability.
+    async fn store(&self, path: &Path, what: &str) -> Result<String, String> {
+        let file = tokio::fs::File::open(path)
+            .await
+            .map_err(|e| format!("cannot open the {what}: {e}"))?;
+        let opts = PutOptions {
+            catalog: false,
+            ..PutOptions::default()
+        };
+        self.inner
+            .client
+            .put(file, opts)
+            .await
+            .map(|o| o.cap)
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// `(busy, total)` jiffies of the whole machine and this process's own.
+type CpuTimes = (u64, u64, u64);
+
+fn cpu_times() -> Option<CpuTimes> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let total: u64 = v.iter().sum();
+    // idle and iowait are the 4th and 5th fields.
+    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+    let own = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may contain spaces): utime and
+    // stime are the 12th and 13th after the closing parenthesis.
+    let after = own.rsplit_once(')')?.1;
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let own_busy = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some((total - idle, total, own_busy))
+}
+
+/// Other processes' share of all cores between two samples, in percent.
+fn other_cpu_percent(a: CpuTimes, b: CpuTimes) -> u8 {
+    let total = b.1.saturating_sub(a.1);
+    if total == 0 {
+        return 0;
+    }
+    let busy = b.0.saturating_sub(a.0);
+    let own = b.2.saturating_sub(a.2);
+    (busy.saturating_sub(own) * 100 / total).min(100) as u8
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn other_cpu_excludes_our_own_use() {
+        // 1000 jiffies passed, 600 busy, 500 of them ours: others used 10 %.
+        assert_eq!(other_cpu_percent((0, 0, 0), (600, 1000, 500)), 10);
+        assert_eq!(other_cpu_percent((0, 0, 0), (0, 0, 0)), 0);
+        // Our own count may run ahead of the machine's between reads.
+        assert_eq!(other_cpu_percent((0, 0, 0), (100, 1000, 200)), 0);
+        assert!(cpu_times().is_some(), "/proc/stat is readable on Linux");
+    }
+}
