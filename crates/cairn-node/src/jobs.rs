@@ -36,8 +36,8 @@ use bytes::Bytes;
 use cairn_core::compute::dispatch::{account, dispatch};
 use cairn_core::compute::job::{Job, JobState, JobStatus, Source};
 use cairn_core::compute::matching::ProviderState;
-use cairn_core::compute::task::{Advert, Report, TASK_VERSION, Task};
-use cairn_core::compute::unit::{Action, Event, Unit, UnitSpec, UnitStatus};
+use cairn_core::compute::task::{Advert, Blob, Report, TASK_VERSION, Task};
+use cairn_core::compute::unit::{Action, Event, Unit, UnitSpec, UnitState, UnitStatus};
 use cairn_core::compute::validate::Reliability;
 use cairn_core::compute::{JobId, ProviderId, UnitId};
 use cairn_core::keys::PublicKey;
@@ -64,6 +64,10 @@ pub const ADVERT_EVERY: Duration = Duration::from_secs(5);
 pub const MAX_PROVIDERS: usize = 256;
 /// Reports waiting to be applied.
 pub const REPORT_QUEUE: usize = 256;
+/// Shortest time between two rounds woken by events.
+pub const MIN_ROUND_GAP: Duration = Duration::from_millis(5);
+/// Longest time changed jobs wait to be written.
+pub const PERSIST_EVERY: Duration = Duration::from_secs(1);
 /// Consecutive unanswered advert queries after which a provider is lost.
 const LOST_AFTER: u32 = 2;
 /// Format version of a stored job.
@@ -97,10 +101,10 @@ fn db_err(e: impl std::fmt::Display) -> JobsError {
 /// Where a unit's output is stored.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UnitOutput {
-    /// Read capability of its stdout.
-    pub stdout: String,
-    /// Output files: name and read capability.
-    pub files: Vec<(String, String)>,
+    /// Its stdout (inline when small).
+    pub stdout: Blob,
+    /// Output files: name and bytes or read capability.
+    pub files: Vec<(String, Blob)>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -122,6 +126,22 @@ struct JobRecord {
 impl JobRecord {
     fn status(&self) -> JobStatus {
         JobStatus::of(&self.units)
+    }
+
+    /// Whether every unit is done or failed (cheaper than `status`).
+    fn finished(&self) -> bool {
+        self.units
+            .iter()
+            .all(|u| matches!(u.state(), UnitState::Done | UnitState::Failed))
+    }
+}
+
+/// Aborts a task when dropped (the advert loop ends with the scheduler's).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -178,6 +198,29 @@ struct ProviderEntry {
     assigned_memory: u64,
 }
 
+impl ProviderEntry {
+    fn new(advert: Advert, inflight: (u16, u64)) -> Self {
+        Self {
+            advert,
+            failures: 0,
+            // Tasks sent but not answered yet are not in the advert.
+            assigned: inflight.0,
+            assigned_memory: inflight.1,
+        }
+    }
+
+    /// A run on it ended (reported, refused or lost).
+    fn release(&mut self, memory: u64) {
+        if self.assigned > 0 {
+            self.assigned -= 1;
+            self.assigned_memory = self.assigned_memory.saturating_sub(memory);
+        } else {
+            self.advert.running = self.advert.running.saturating_sub(1);
+            self.advert.memory_in_use = self.advert.memory_in_use.saturating_sub(memory);
+        }
+    }
+}
+
 #[derive(Default)]
 struct State {
     jobs: BTreeMap<JobId, JobRecord>,
@@ -185,6 +228,8 @@ struct State {
     book: BTreeMap<ProviderId, Reliability>,
     book_dirty: bool,
     providers: HashMap<ProviderId, ProviderEntry>,
+    /// Tasks sent to each provider and not answered yet: units and memory.
+    inflight: HashMap<ProviderId, (u16, u64)>,
 }
 
 enum Effect {
@@ -208,6 +253,8 @@ struct Inner {
     db: Database,
     state: Mutex<State>,
     reports: mpsc::Sender<(PeerId, JobId, UnitId, Report)>,
+    /// Wakes the loop for a round now.
+    wake: tokio::sync::Notify,
 }
 
 /// This node's scheduler. Cheap to clone.
@@ -303,6 +350,7 @@ impl Scheduler {
                 db,
                 state: Mutex::new(state),
                 reports: tx.clone(),
+                wake: tokio::sync::Notify::new(),
             }),
         };
         Ok((this, rx, tx))
@@ -439,6 +487,7 @@ impl Scheduler {
             self.delete_stored(old).await;
         }
         self.persist().await;
+        self.inner.wake.notify_one();
         tracing::info!(job = %id, "job submitted");
         Ok(id)
     }
@@ -633,6 +682,8 @@ impl Scheduler {
                 },
             };
             let finished = matches!(event, Event::Finished { .. });
+            let ended = !matches!(event, Event::Checkpointed { .. });
+            let memory = rec.job.memory_bytes;
             let actions = match rec.units[i].handle(event) {
                 Ok(a) => a,
                 Err(e) => {
@@ -646,40 +697,65 @@ impl Scheduler {
             apply(job, rec, i, actions, &mut st.book, &mut effects);
             st.book_dirty = true;
             st.dirty.insert(job);
+            // The run ended: its provider has that room again, before its
+            // next advert says so.
+            if ended && let Some(e) = st.providers.get_mut(&provider) {
+                e.release(memory);
+            }
             effects
         };
         self.execute(effects);
+        self.inner.wake.notify_one();
         Ok(())
     }
 
     /// Runs rounds and applies reports until the task is dropped.
+    ///
+    /// A round runs every [`ROUND`], and also as soon as something changed
+    /// (a submission, a report), at most once per [`MIN_ROUND_GAP`]: the
+    /// reports that arrive in between are applied first, so one round
+    /// places the work many finished units made room for. Adverts are
+    /// refreshed on their own task, so a slow peer never holds a round up.
+    /// Changed jobs are written at most every [`PERSIST_EVERY`].
     pub async fn run(self, mut reports: mpsc::Receiver<(PeerId, JobId, UnitId, Report)>) {
+        let adverts = tokio::spawn(self.clone().advert_loop());
+        let _stop = AbortOnDrop(adverts);
         let mut tick = tokio::time::interval(ROUND);
-        let mut last_adverts: Option<Instant> = None;
+        let mut last_persist = Instant::now();
+        let apply = |this: &Self, (peer, job, unit, report)| {
+            if let Err(r) = this.report(peer, job, unit, report) {
+                tracing::debug!(%unit, "report not applied: {}", r.message);
+            }
+        };
         loop {
             tokio::select! {
-                _ = tick.tick() => {
-                    if last_adverts.is_none_or(|t| t.elapsed() >= ADVERT_EVERY) {
-                        last_adverts = Some(Instant::now());
-                        self.refresh_adverts().await;
-                    }
-                    self.round();
-                    self.persist().await;
+                _ = tick.tick() => {}
+                _ = self.inner.wake.notified() => {
+                    tokio::time::sleep(MIN_ROUND_GAP).await;
                 }
-                Some((peer, job, unit, report)) = reports.recv() => {
-                    if let Err(r) = self.report(peer, job, unit, report) {
-                        tracing::debug!(%unit, "report not applied: {}", r.message);
-                    }
-                }
+                Some(r) = reports.recv() => apply(&self, r),
+            }
+            while let Ok(r) = reports.try_recv() {
+                apply(&self, r);
+            }
+            self.round();
+            if last_persist.elapsed() >= PERSIST_EVERY {
+                last_persist = Instant::now();
+                self.persist().await;
             }
         }
     }
 
+    async fn advert_loop(self) {
+        let mut tick = tokio::time::interval(ADVERT_EVERY);
+        loop {
+            tick.tick().await;
+            self.refresh_adverts().await;
+        }
+    }
+
     fn has_running_jobs(&self) -> bool {
-        lock(&self.inner.state)
-            .jobs
-            .values()
-            .any(|j| j.status().state == JobState::Running)
+        lock(&self.inner.state).jobs.values().any(|j| !j.finished())
     }
 
     /// Asks known peers what they offer; a provider that stops answering
@@ -726,15 +802,9 @@ impl Scheduler {
                 };
                 match advert {
                     Some(advert) => {
-                        st.providers.insert(
-                            id,
-                            ProviderEntry {
-                                advert,
-                                failures: 0,
-                                assigned: 0,
-                                assigned_memory: 0,
-                            },
-                        );
+                        let inflight = st.inflight.get(&id).copied().unwrap_or_default();
+                        st.providers
+                            .insert(id, ProviderEntry::new(advert, inflight));
                     }
                     None => {
                         if let Some(e) = st.providers.get_mut(&id) {
@@ -780,16 +850,10 @@ impl Scheduler {
         let effects = {
             let mut guard = lock(&self.inner.state);
             let st = &mut *guard;
+            // This node's own provider is asked directly, every round (its
+            // tasks start synchronously, so its advert is never behind).
             if let Some((Some(id), advert)) = local {
-                st.providers.insert(
-                    id,
-                    ProviderEntry {
-                        advert,
-                        failures: 0,
-                        assigned: 0,
-                        assigned_memory: 0,
-                    },
-                );
+                st.providers.insert(id, ProviderEntry::new(advert, (0, 0)));
             }
             let mut effects = Vec::new();
             let ids: Vec<JobId> = st.jobs.keys().copied().collect();
@@ -804,7 +868,7 @@ impl Scheduler {
                 let Some(rec) = jobs.get_mut(&jid) else {
                     continue;
                 };
-                if rec.status().state != JobState::Running {
+                if rec.finished() {
                     continue;
                 }
                 let mut changed = false;
@@ -862,23 +926,65 @@ impl Scheduler {
     /// Sends tasks and cancellations; a task that cannot be started fails
     /// its attempt.
     fn execute(&self, effects: Vec<Effect>) {
+        let me = self.inner.net.local_peer_id();
+        let refused = |peer, job, unit, why: String| {
+            tracing::info!(%unit, %peer, "could not start: {why}");
+            let report = Report::Failed {
+                error: cairn_core::compute::unit::RunError::Other {
+                    message: format!("the provider did not take the unit: {why}"),
+                },
+            };
+            (peer, job, unit, report)
+        };
         for effect in effects {
+            // This node's own provider starts the task now, so the next
+            // round sees it in its advert.
+            if let Effect::Start { provider, task } = &effect
+                && peer_of(provider) == Some(me)
+            {
+                let (job, unit) = (task.job, task.unit);
+                let result = match &self.inner.provider {
+                    Some(p) => p.accept(me, task.clone()).map_err(|r| r.message),
+                    None => Err("this node offers no compute".into()),
+                };
+                if let Err(why) = result {
+                    let report = refused(me, job, unit, why);
+                    let tx = self.inner.reports.clone();
+                    tokio::spawn(async move {
+                        let _ = tx.send(report).await;
+                    });
+                }
+                continue;
+            }
+            if let Effect::Start { provider, task } = &effect {
+                let mut st = lock(&self.inner.state);
+                let e = st.inflight.entry(*provider).or_default();
+                e.0 = e.0.saturating_add(1);
+                e.1 = e.1.saturating_add(task.need.memory_bytes);
+            }
             let this = self.clone();
             tokio::spawn(async move {
                 match effect {
                     Effect::Start { provider, task } => {
                         let (job, unit) = (task.job, task.unit);
+                        let memory = task.need.memory_bytes;
                         let Some(peer) = peer_of(&provider) else {
                             return;
                         };
-                        if let Err(why) = this.start(peer, task).await {
-                            tracing::info!(%unit, %peer, "could not start: {why}");
-                            let report = Report::Failed {
-                                error: cairn_core::compute::unit::RunError::Other {
-                                    message: format!("the provider did not take the unit: {why}"),
-                                },
-                            };
-                            let _ = this.inner.reports.send((peer, job, unit, report)).await;
+                        let result = this.start(peer, task).await;
+                        {
+                            let mut st = lock(&this.inner.state);
+                            if let Some(e) = st.inflight.get_mut(&provider) {
+                                e.0 = e.0.saturating_sub(1);
+                                e.1 = e.1.saturating_sub(memory);
+                                if e.0 == 0 {
+                                    st.inflight.remove(&provider);
+                                }
+                            }
+                        }
+                        if let Err(why) = result {
+                            let report = refused(peer, job, unit, why);
+                            let _ = this.inner.reports.send(report).await;
                         }
                     }
                     Effect::Cancel {
@@ -912,13 +1018,6 @@ impl Scheduler {
     }
 
     async fn start(&self, peer: PeerId, task: Task) -> Result<(), String> {
-        let me = self.inner.net.local_peer_id();
-        if peer == me {
-            return match &self.inner.provider {
-                Some(p) => p.accept(me, task).map_err(|r| r.message),
-                None => Err("this node offers no compute".into()),
-            };
-        }
         let body = postcard::to_stdvec(&task).map_err(|e| e.to_string())?;
         let req = Request {
             header: RequestHeader::RunUnit {

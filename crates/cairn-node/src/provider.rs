@@ -28,7 +28,7 @@ use cairn_compute::{Program, RunError, RunSpec, Sandbox};
 use cairn_core::ReadCap;
 use cairn_core::compute::idle::{IdleDetector, IdlePolicy};
 use cairn_core::compute::resources::Offer;
-use cairn_core::compute::task::{Advert, Report, TASK_VERSION, Task};
+use cairn_core::compute::task::{Advert, Blob, MAX_INLINE, Report, TASK_VERSION, Task};
 use cairn_core::compute::{CheckpointRef, JobId, OperatorId, UnitId};
 use cairn_net::libp2p::PeerId;
 use cairn_net::{ErrorCode, Request, RequestHeader, ResponseHeader};
@@ -415,16 +415,16 @@ impl Provider {
             )));
         }
         let stdout = self
-            .store(&out.stdout, "output")
+            .blob(&out.stdout, "output")
             .await
             .map_err(|e| other(format!("cannot store the output: {e}")))?;
         let mut files = Vec::with_capacity(out.files.len());
         for (name, path) in &out.files {
-            let cap = self
-                .store(path, "output file")
+            let blob = self
+                .blob(path, "output file")
                 .await
                 .map_err(|e| other(format!("cannot store output file {name}: {e}")))?;
-            files.push((name.clone(), cap));
+            files.push((name.clone(), blob));
         }
         Ok(Report::Finished {
             output: out.hash,
@@ -506,6 +506,25 @@ impl Provider {
         file.flush()
             .await
             .map_err(|e| other(format!("cannot write the {what}: {e}")))
+    }
+
+    /// The file at `path` as a report carries it: inline if small, else
+    /// stored as an object.
+    async fn blob(&self, path: &Path, what: &str) -> Result<Blob, String> {
+        let len = tokio::fs::metadata(path)
+            .await
+            .map_err(|e| format!("cannot read the {what}: {e}"))?
+            .len();
+        if len <= MAX_INLINE as u64 {
+            let bytes = tokio::fs::read(path)
+                .await
+                .map_err(|e| format!("cannot read the {what}: {e}"))?;
+            // The file cannot have grown: the run is over.
+            if bytes.len() <= MAX_INLINE {
+                return Ok(Blob::Inline(bytes));
+            }
+        }
+        self.store(path, what).await.map(Blob::Stored)
     }
 
     /// Stores the file at `path` as a Cairn object; returns its capability.

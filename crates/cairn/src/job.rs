@@ -300,6 +300,20 @@ async fn status(api: &Api, id: &str, json: bool, watch: bool) -> Result<()> {
     Ok(())
 }
 
+/// Writes an output to `target`: its bytes if the report carried them,
+/// else the object they were stored as.
+async fn write_blob(api: &Api, blob: &Value, target: &Path) -> Result<()> {
+    if let Some(cap) = blob["stored"].as_str() {
+        api.get(cap, &target.to_string_lossy()).await?;
+        return Ok(());
+    }
+    let bytes: Vec<u8> = serde_json::from_value(blob["inline"].clone())
+        .context("the node returned an output that is neither inline nor stored")?;
+    let tmp = target.with_extension("out.part");
+    std::fs::write(&tmp, &bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, target).with_context(|| format!("cannot write {}", target.display()))
+}
+
 async fn results(api: &Api, id: &str, dir: &Path) -> Result<()> {
     check_id(id)?;
     let units: Vec<Value> = api.get_json(&format!("/v1/jobs/{id}/results")).await?;
@@ -319,11 +333,10 @@ async fn results(api: &Api, id: &str, dir: &Path) -> Result<()> {
             missing.push(format!("{name}: {why}"));
             continue;
         };
-        let stdout = out["stdout"].as_str().context("an output without stdout")?;
         let target = dir.join(format!("{name}.out"));
-        api.get(stdout, &target.to_string_lossy()).await?;
+        write_blob(api, &out["stdout"], &target).await?;
         for f in out["files"].as_array().into_iter().flatten() {
-            let (Some(rel), Some(cap)) = (f[0].as_str(), f[1].as_str()) else {
+            let Some(rel) = f[0].as_str() else {
                 continue;
             };
             if rel
@@ -337,7 +350,7 @@ async fn results(api: &Api, id: &str, dir: &Path) -> Result<()> {
                 std::fs::create_dir_all(parent)
                     .with_context(|| format!("cannot create {}", parent.display()))?;
             }
-            api.get(cap, &target.to_string_lossy()).await?;
+            write_blob(api, &f[1], &target).await?;
         }
     }
     let written = units.len() - missing.len();

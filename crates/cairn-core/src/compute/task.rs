@@ -28,6 +28,32 @@ pub const TASK_VERSION: u16 = 1;
 pub const MAX_OUTPUT_FILES: usize = 256;
 /// Longest output file name (a path relative to the output dir).
 pub const MAX_OUTPUT_NAME: usize = 255;
+/// Largest output carried in a report itself instead of stored as an
+/// object: small outputs (most units' answers) cost no put and no get.
+pub const MAX_INLINE: usize = 4096;
+
+/// An output's bytes: in the report, or stored as a Cairn object.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Blob {
+    /// The bytes themselves (at most [`MAX_INLINE`]).
+    Inline(Vec<u8>),
+    /// The read capability of the object holding them.
+    Stored(String),
+}
+
+impl Blob {
+    fn validate(&self, what: &str) -> Result<(), TaskError> {
+        match self {
+            Blob::Inline(b) if b.len() > MAX_INLINE => Err(TaskError::Invalid(format!(
+                "{what} of {} bytes inline (at most {MAX_INLINE})",
+                b.len()
+            ))),
+            Blob::Inline(_) => Ok(()),
+            Blob::Stored(cap) => check_cap(what, cap),
+        }
+    }
+}
 
 /// One attempt of one unit, as the scheduler sends it to a provider.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -145,10 +171,10 @@ pub enum Report {
         /// Hash of its output (see `cairn-compute`): replicas are compared
         /// by it.
         output: OutputHash,
-        /// Read capability of its stdout.
-        stdout: String,
-        /// Output files (name relative to `/out`, read capability), sorted.
-        files: Vec<(String, String)>,
+        /// Its stdout.
+        stdout: Blob,
+        /// Output files (name relative to `/out`), sorted.
+        files: Vec<(String, Blob)>,
         /// Fuel it used.
         fuel_used: u64,
     },
@@ -165,7 +191,7 @@ impl Report {
         match self {
             Report::Checkpointed { checkpoint } => check_cap("checkpoint", &checkpoint.0),
             Report::Finished { stdout, files, .. } => {
-                check_cap("stdout", stdout)?;
+                stdout.validate("stdout")?;
                 if files.len() > MAX_OUTPUT_FILES {
                     return Err(TaskError::Invalid(format!("{} output files", files.len())));
                 }
@@ -179,7 +205,7 @@ impl Report {
                     {
                         return Err(TaskError::Invalid(format!("output file name {name:?}")));
                     }
-                    check_cap("output file", cap)?;
+                    cap.validate("output file")?;
                 }
                 Ok(())
             }
@@ -309,22 +335,35 @@ mod tests {
 
     #[test]
     fn reports_with_bad_names_or_caps_are_refused() {
-        let ok = |files: Vec<(String, String)>| Report::Finished {
+        let ok = |files: Vec<(String, Blob)>| Report::Finished {
             output: OutputHash([0; 32]),
-            stdout: cap(1),
+            stdout: Blob::Stored(cap(1)),
             files,
             fuel_used: 1,
         };
-        ok(vec![("a/b.txt".into(), cap(2))]).validate().unwrap();
+        let stored = |b| Blob::Stored(cap(b));
+        ok(vec![("a/b.txt".into(), stored(2))]).validate().unwrap();
+        ok(vec![("a".into(), Blob::Inline(vec![1; MAX_INLINE]))])
+            .validate()
+            .unwrap();
+        assert!(
+            ok(vec![("a".into(), Blob::Inline(vec![1; MAX_INLINE + 1]))])
+                .validate()
+                .is_err()
+        );
         for name in ["", "/etc/passwd", "../x", "a//b", "a/./b"] {
             assert!(
-                ok(vec![(name.into(), cap(2))]).validate().is_err(),
+                ok(vec![(name.into(), stored(2))]).validate().is_err(),
                 "{name}"
             );
         }
-        assert!(ok(vec![("a".into(), "nope".into())]).validate().is_err());
+        assert!(
+            ok(vec![("a".into(), Blob::Stored("nope".into()))])
+                .validate()
+                .is_err()
+        );
         let many = (0..=MAX_OUTPUT_FILES)
-            .map(|i| (format!("f{i}"), cap(2)))
+            .map(|i| (format!("f{i}"), stored(2)))
             .collect();
         assert!(ok(many).validate().is_err());
         let long = Report::Failed {

@@ -626,3 +626,153 @@ fn a_provider_outside_its_window_takes_no_work_and_status_says_why() {
     );
     assert_eq!(get_json(&format!("{api}/v1/compute"))["running"], 0);
 }
+
+/// Builds `examples/jobs/NAME/NAME.c` natively with the host's C compiler
+/// (the one Rust links with) into `dir`.
+fn native(dir: &Path, name: &str) -> std::path::PathBuf {
+    let src =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../examples/jobs/{name}/{name}.c"));
+    let exe = dir.join(format!("{name}-native"));
+    let out = std::process::Command::new("cc")
+        .args(["-O2", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .output()
+        .expect("a C compiler `cc` (Rust links with it)");
+    assert!(
+        out.status.success(),
+        "cc failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    exe
+}
+
+fn run_native(exe: &Path, args: &[&str], stdin: Option<&Path>, cwd: &Path) -> Vec<u8> {
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(args).current_dir(cwd);
+    if let Some(p) = stdin {
+        cmd.stdin(std::fs::File::open(p).unwrap());
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+fn submit_and_collect(api: &str, job: &Path, out: &Path) -> serde_json::Value {
+    let id = ok(cairn(api, &["job", "submit", job.to_str().unwrap()]))
+        .trim()
+        .to_string();
+    let s = wait_for(api, &id, 300, |s| s["state"] != "running");
+    assert_eq!(s["state"], "done", "{s:#}");
+    ok(cairn(
+        api,
+        &["job", "results", &id, "-o", out.to_str().unwrap()],
+    ));
+    s
+}
+
+#[test]
+fn the_c_examples_give_what_their_native_builds_give() {
+    let net = Devnet::start(5, "1GiB");
+    let api = net.api(0);
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path();
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/jobs");
+
+    // Monte-Carlo pi: every unit's counts, byte for byte.
+    let pi = native(dir, "pi");
+    let job: toml_job::Job = toml_job::read(&examples.join("pi/job.toml"));
+    let out = dir.join("pi");
+    submit_and_collect(api, &examples.join("pi/job.toml"), &out);
+    let mut inside = 0u64;
+    let mut total = 0u64;
+    for (name, args) in &job.units {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let want = run_native(&pi, &args, None, dir);
+        let got = std::fs::read(out.join(format!("{name}.out"))).unwrap();
+        assert_eq!(got, want, "pi unit {name}");
+        let fields: Vec<u64> = String::from_utf8(got)
+            .unwrap()
+            .split_whitespace()
+            .map(|f| f.parse().unwrap())
+            .collect();
+        inside += fields[1];
+        total += fields[2];
+    }
+    let estimate = 4.0 * inside as f64 / total as f64;
+    assert!(
+        (estimate - std::f64::consts::PI).abs() < 0.001,
+        "{estimate}"
+    );
+
+    // Word count: the map units, then a reduce unit over their outputs.
+    let wc = native(dir, "wordcount");
+    let out = dir.join("map");
+    submit_and_collect(api, &examples.join("wordcount/map.toml"), &out);
+    let mut pairs = Vec::new();
+    for part in ["part1", "part2", "part3"] {
+        let input = examples.join(format!("wordcount/data/{part}.txt"));
+        let want = run_native(&wc, &["map"], Some(&input), dir);
+        let got = std::fs::read(out.join(format!("{part}.out"))).unwrap();
+        assert_eq!(got, want, "map unit {part}");
+        pairs.extend_from_slice(&got);
+    }
+    std::fs::write(dir.join("pairs.txt"), &pairs).unwrap();
+    std::fs::copy(
+        examples.join("wordcount/wordcount.wasm"),
+        dir.join("wordcount.wasm"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("reduce.toml"),
+        "module = \"wordcount.wasm\"\nmemory = \"64MiB\"\n[[unit]]\nname = \"total\"\nargs = [\"reduce\"]\nstdin = \"pairs.txt\"\n",
+    )
+    .unwrap();
+    let out = dir.join("reduce");
+    submit_and_collect(api, &dir.join("reduce.toml"), &out);
+    let want = run_native(&wc, &["reduce"], Some(&dir.join("pairs.txt")), dir);
+    let got = std::fs::read(out.join("total.out")).unwrap();
+    assert_eq!(got, want, "reduce");
+    assert!(
+        String::from_utf8(got).unwrap().contains("cairn "),
+        "a word of the texts"
+    );
+
+    // Primes with a checkpoint after every block.
+    let primes = native(dir, "primes");
+    std::fs::copy(examples.join("primes/primes.wasm"), dir.join("primes.wasm")).unwrap();
+    std::fs::write(
+        dir.join("primes.toml"),
+        "module = \"primes.wasm\"\nmemory = \"64MiB\"\n[[unit]]\nname = \"p\"\nargs = [\"20000000\", \"4000000\"]\n",
+    )
+    .unwrap();
+    let out = dir.join("primes");
+    let s = submit_and_collect(api, &dir.join("primes.toml"), &out);
+    assert!(
+        !unit(&s, "p")["checkpoint_at"].is_null(),
+        "it checkpointed: {s:#}"
+    );
+    let scratch = tempfile::tempdir().unwrap();
+    let want = run_native(&primes, &["20000000", "4000000"], None, scratch.path());
+    assert_eq!(want, b"1270607 primes below 20000000\n");
+    assert_eq!(std::fs::read(out.join("p.out")).unwrap(), want);
+}
+
+/// Reads the units of an example job file (names and arguments).
+mod toml_job {
+    pub struct Job {
+        pub units: Vec<(String, Vec<String>)>,
+    }
+
+    pub fn read(path: &std::path::Path) -> Job {
+        let file: cairn_core::compute::job::JobFile =
+            toml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        Job {
+            units: file.units.into_iter().map(|u| (u.name, u.args)).collect(),
+        }
+    }
+}
