@@ -65,7 +65,7 @@ pub const MAX_PROVIDERS: usize = 256;
 /// Reports waiting to be applied.
 pub const REPORT_QUEUE: usize = 256;
 /// Shortest time between two rounds woken by events.
-pub const MIN_ROUND_GAP: Duration = Duration::from_millis(5);
+pub const MIN_ROUND_GAP: Duration = Duration::from_millis(10);
 /// Longest time changed jobs wait to be written.
 pub const PERSIST_EVERY: Duration = Duration::from_secs(1);
 /// Consecutive unanswered advert queries after which a provider is lost.
@@ -722,6 +722,7 @@ impl Scheduler {
         let _stop = AbortOnDrop(adverts);
         let mut tick = tokio::time::interval(ROUND);
         let mut last_persist = Instant::now();
+        let mut last_tick = Instant::now();
         let apply = |this: &Self, (peer, job, unit, report)| {
             if let Err(r) = this.report(peer, job, unit, report) {
                 tracing::debug!(%unit, "report not applied: {}", r.message);
@@ -738,7 +739,13 @@ impl Scheduler {
             while let Ok(r) = reports.try_recv() {
                 apply(&self, r);
             }
-            self.round();
+            // Deadlines are in seconds: time passes for the units once per
+            // round period, not in every event-driven round.
+            let tick_units = last_tick.elapsed() >= ROUND;
+            if tick_units {
+                last_tick = Instant::now();
+            }
+            self.round(tick_units);
             if last_persist.elapsed() >= PERSIST_EVERY {
                 last_persist = Instant::now();
                 self.persist().await;
@@ -840,7 +847,7 @@ impl Scheduler {
     }
 
     /// One scheduling round over every running job.
-    fn round(&self) {
+    fn round(&self, tick_units: bool) {
         let now = now_secs();
         let local = self
             .inner
@@ -872,7 +879,7 @@ impl Scheduler {
                     continue;
                 }
                 let mut changed = false;
-                for i in 0..rec.units.len() {
+                for i in (0..rec.units.len()).filter(|_| tick_units) {
                     if let Ok(actions) = rec.units[i].handle(Event::Tick { now })
                         && !actions.is_empty()
                     {

@@ -64,6 +64,8 @@ struct Running {
     scheduler: PeerId,
     memory: u64,
     cancel: Arc<AtomicBool>,
+    /// The work dir slot it uses (`DIR/slot-N`, one per offered cpu).
+    slot: u16,
 }
 
 struct Inner {
@@ -208,7 +210,7 @@ impl Provider {
             );
         }
         let cancel = Arc::new(AtomicBool::new(false));
-        {
+        let slot = {
             let mut running = lock(&self.inner.running);
             if running.contains_key(&task.unit) {
                 // A repeated request (the first answer was lost): it runs.
@@ -227,19 +229,25 @@ impl Provider {
                     "not enough offered memory is free for this unit".into(),
                 );
             }
+            let Some(slot) = (0..offer.cpus).find(|k| !running.values().any(|r| r.slot == *k))
+            else {
+                return refuse(ErrorCode::Busy, "no free work slot".into());
+            };
             running.insert(
                 task.unit,
                 Running {
                     scheduler,
                     memory: task.need.memory_bytes,
                     cancel: cancel.clone(),
+                    slot,
                 },
             );
-        }
+            slot
+        };
         let this = self.clone();
         tokio::spawn(async move {
             let (job, unit) = (task.job, task.unit);
-            let report = this.attempt(scheduler, task, cancel.clone()).await;
+            let report = this.attempt(scheduler, task, slot, cancel.clone()).await;
             lock(&this.inner.running).remove(&unit);
             if cancel.load(Ordering::Relaxed) {
                 tracing::info!(%unit, "attempt cancelled");
@@ -300,15 +308,32 @@ impl Provider {
     }
 
     /// One attempt, from fetching the inputs to storing the output.
-    async fn attempt(&self, scheduler: PeerId, task: Task, cancel: Arc<AtomicBool>) -> Report {
-        let mut suffix = [0u8; 8];
-        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut suffix);
-        let work = self
-            .inner
-            .dir
-            .join(format!("{}-{}", task.unit, cairn_core::hex(&suffix)));
-        let result = self.attempt_in(&work, scheduler, &task, cancel).await;
-        let _ = tokio::fs::remove_dir_all(&work).await;
+    ///
+    /// Each cpu slot keeps its work dir from one attempt to the next and
+    /// only empties it: creating and deleting a handful of directories and
+    /// files per unit made inode allocation the most expensive part of a
+    /// short unit. Nothing of one unit is visible to the next: `scratch/`
+    /// and `out/` are emptied before every run, stdout and stderr are
+    /// truncated when the sandbox opens them, and inputs are removed after.
+    async fn attempt(
+        &self,
+        scheduler: PeerId,
+        task: Task,
+        slot: u16,
+        cancel: Arc<AtomicBool>,
+    ) -> Report {
+        let work = self.inner.dir.join(format!("slot-{slot}"));
+        let result = match empty_work_dir(&work).await {
+            Ok(()) => self.attempt_in(&work, scheduler, &task, cancel).await,
+            Err(e) => Err(RunError::Other {
+                message: format!("cannot prepare the work dir {}: {e}", work.display()),
+            }),
+        };
+        // Do not keep a unit's inputs and outputs on disk after its run.
+        if let Err(e) = empty_work_dir(&work).await {
+            tracing::warn!("cannot empty {}: {e}; removing it", work.display());
+            let _ = tokio::fs::remove_dir_all(&work).await;
+        }
         match result {
             Ok(report) => report,
             Err(error) => {
@@ -543,6 +568,47 @@ impl Provider {
             .map(|o| o.cap)
             .map_err(|e| e.to_string())
     }
+}
+
+/// Empties a slot's work dir, keeping its directories and its stdout and
+/// stderr files (truncated) so the next run creates nothing.
+async fn empty_work_dir(work: &Path) -> std::io::Result<()> {
+    let work = work.to_path_buf();
+    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        for input in ["stdin", "resume"] {
+            match std::fs::remove_file(work.join(input)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        let run = work.join("run");
+        for dir in ["scratch", "out", "checkpoints"] {
+            let dir = run.join(dir);
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            for entry in entries {
+                let entry = entry?;
+                if entry.file_type()?.is_dir() {
+                    std::fs::remove_dir_all(entry.path())?;
+                } else {
+                    std::fs::remove_file(entry.path())?;
+                }
+            }
+        }
+        for file in ["stdout", "stderr"] {
+            match std::fs::OpenOptions::new().write(true).open(run.join(file)) {
+                Ok(f) => f.set_len(0)?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    })
+    .await
+    .map_err(std::io::Error::other)?
 }
 
 /// `(busy, total)` jiffies of the whole machine and this process's own.

@@ -33,6 +33,13 @@ pub struct BenchArgs {
     /// Only the per-core pipeline figures.
     #[arg(long)]
     pipeline_only: bool,
+    /// Only the compute figures (dispatch throughput, first-result
+    /// latency, WASM against native), into their own section.
+    #[arg(long)]
+    compute_only: bool,
+    /// Trivial units in the dispatch throughput job.
+    #[arg(long, default_value_t = 2000)]
+    units: usize,
 }
 
 fn mbps(bytes: usize, d: Duration) -> f64 {
@@ -216,7 +223,7 @@ async fn timed_cli(api: &str, args: &[&str]) -> Result<(Duration, u64, String)> 
     }
 }
 
-fn machine() -> String {
+pub fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {
@@ -246,7 +253,7 @@ fn machine() -> String {
     )
 }
 
-fn today() -> String {
+pub fn today() -> String {
     let out = std::process::Command::new("date")
         .arg("-u")
         .arg("+%Y-%m-%d")
@@ -261,6 +268,9 @@ const KEEP_MARKER: &str = "<!-- cairn bench keeps everything below this line -->
 
 /// Runs `cairn bench`.
 pub async fn run(args: BenchArgs) -> Result<()> {
+    if args.compute_only {
+        return crate::bench_compute::run(&args.dir, args.nodes, args.units, &args.output).await;
+    }
     let mut report = String::new();
     report.push_str("# Benchmarks\n\n");
     report.push_str(&format!(

@@ -77,6 +77,13 @@ impl DevnetArgs {
         ]
     }
 
+    /// Nodes offer `cpus` cpus (and 4 GiB) for compute.
+    pub fn enable_compute(&mut self, cpus: u16) {
+        self.no_compute = false;
+        self.cpus = cpus;
+        self.compute_memory = 4 << 30;
+    }
+
     fn steward(&self) -> crate::StewardArgs {
         crate::StewardArgs {
             steward_interval: self.steward_interval,

@@ -3,6 +3,7 @@
 
 mod api;
 mod bench;
+mod bench_compute;
 mod devnet;
 mod gateway;
 mod job;
