@@ -10,11 +10,13 @@
 //! the checkpoint to resume from into the attempt's work dir, run the
 //! sandbox on the blocking pool, store each checkpoint the module takes as
 //! an encrypted Cairn object and report it, then store the output and
-//! report [`Report::Finished`] (or [`Report::Failed`]). The work dir is
-//! removed afterwards, whatever happened. A cancelled attempt stops at the
-//! sandbox's next epoch tick and reports nothing.
+//! report [`Report::Finished`] (or [`Report::Failed`]). Each offered cpu
+//! has one work dir (`DIR/slot-N`), emptied before and after every attempt
+//! whatever happened. A cancelled attempt stops at the sandbox's next
+//! epoch tick and reports nothing.
 //!
-//! Outputs and checkpoints are stored with the default lease and off this
+//! Outputs of at most [`MAX_INLINE`] bytes travel in the report; larger
+//! ones, and checkpoints, are stored with the default lease and off this
 //! node's file list: they belong to the job, not to the provider.
 
 use std::collections::HashMap;
