@@ -31,8 +31,9 @@ pub struct ComputeArgs {
     /// Memory offered for work units, all together.
     #[arg(long, default_value = "1GiB", value_parser = parse_size)]
     pub memory: u64,
-    /// When work is taken, e.g. "mon-fri 19:00-07:00; sat,sun all-day"
-    /// (local time; "always" by default).
+    /// When work is taken, e.g. "mon-fri 19:00-07:00; sat,sun all-day;
+    /// utc+01:00" (times are UTC unless an offset clause says otherwise;
+    /// "always" by default).
     #[arg(long, default_value = "always")]
     pub schedule: String,
     /// Take work only while the machine is otherwise idle.

@@ -35,15 +35,18 @@ const UPPER: &str = r#"
 "#;
 
 /// By its first argument: `trap` traps, `spin` loops forever, `exit`
-/// exits with code 3, anything else prints `ok`.
+/// exits with code 3, `file` writes `ok` to /out/result.txt (fd 4; fd 3
+/// is /scratch), anything else prints `ok`.
 const MODE: &str = r#"
 (module
+  (import "wasi_snapshot_preview1" "path_open" (func $path_open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
   (import "wasi_snapshot_preview1" "args_sizes_get" (func $sizes (param i32 i32) (result i32)))
   (import "wasi_snapshot_preview1" "args_get" (func $args (param i32 i32) (result i32)))
   (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
   (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
   (memory (export "memory") 1)
   (data (i32.const 900) "ok\n")
+  (data (i32.const 950) "result.txt")
   (func (export "_start")
     (local $c i32)
     (drop (call $sizes (i32.const 0) (i32.const 4)))
@@ -54,6 +57,14 @@ const MODE: &str = r#"
     (if (i32.eq (local.get $c) (i32.const 115)) (then (loop $forever (br $forever))))
     (if (i32.eq (local.get $c) (i32.const 101)) (then (call $exit (i32.const 3))))
     (i32.store (i32.const 0) (i32.const 900))
+    (if (i32.eq (local.get $c) (i32.const 102))
+      (then
+        (if (call $path_open (i32.const 4) (i32.const 0) (i32.const 950) (i32.const 10) (i32.const 9)
+              (i64.const 0x1fffffff) (i64.const 0x1fffffff) (i32.const 0) (i32.const 500))
+          (then unreachable))
+        (i32.store (i32.const 4) (i32.const 3))
+        (drop (call $fd_write (i32.load (i32.const 500)) (i32.const 0) (i32.const 1) (i32.const 16)))
+        (return)))
     (i32.store (i32.const 4) (i32.const 3))
     (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 16)))))
 "#;
@@ -295,9 +306,13 @@ quorum = 2
 max_attempts = 1
 deadline = "3s"
 memory = "1MiB"
+output_dir = true
 [[unit]]
 name = "fine"
 args = ["ok"]
+[[unit]]
+name = "file"
+args = ["file"]
 [[unit]]
 name = "trap"
 args = ["trap"]
@@ -341,6 +356,13 @@ args = ["exit"]
     assert!(stderr(&r).contains("trap:"), "{}", stderr(&r));
     assert_eq!(
         std::fs::read_to_string(out.join("fine.out")).unwrap(),
+        "ok\n"
+    );
+    // A file written under /out comes back under DIR/<unit>/.
+    assert_eq!(unit(&s, "file")["state"], "done");
+    assert_eq!(std::fs::read_to_string(out.join("file.out")).unwrap(), "");
+    assert_eq!(
+        std::fs::read_to_string(out.join("file/result.txt")).unwrap(),
         "ok\n"
     );
 
