@@ -798,3 +798,49 @@ mod toml_job {
         }
     }
 }
+
+#[test]
+fn a_scheduler_killed_mid_job_goes_on_after_a_restart() {
+    let net = Devnet::start(3, "1GiB");
+    let home = tempfile::tempdir().unwrap();
+    let dir_a = home.path().join("submitter");
+    let boot = net.nodes[0].listen[0].clone();
+    let mut submitter = Node::start(&dir_a, "1GiB", Some(&boot));
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path();
+    let wat = COUNT.replace("STEPS", "20").replace("WORK", "20000000");
+    write_wasm(dir, "count.wasm", &wat);
+    std::fs::write(
+        dir.join("job.toml"),
+        "module = \"count.wasm\"\nquorum = 2\ndeadline = \"2m\"\nmemory = \"1MiB\"\n[[unit]]\nname = \"a\"\n[[unit]]\nname = \"b\"\n",
+    )
+    .unwrap();
+    let api = submitter.info.api.clone();
+    let id = ok(cairn(
+        &api,
+        &["job", "submit", dir.join("job.toml").to_str().unwrap()],
+    ))
+    .trim()
+    .to_string();
+    wait_for(&api, &id, 60, |s| unit(s, "a")["state"] == "running");
+    // Kill the scheduler while its units run, and start it again on its data dir.
+    submitter.kill();
+    let _ = std::fs::remove_file(dir_a.join("node.json"));
+    submitter = Node::start(&dir_a, "1GiB", Some(&boot));
+    let api = submitter.info.api.clone();
+    let s = wait_for(&api, &id, 180, |s| s["state"] != "running");
+    assert_eq!(s["state"], "done", "{s:#}");
+    let out = dir.join("out");
+    ok(cairn(
+        &api,
+        &["job", "results", &id, "-o", out.to_str().unwrap()],
+    ));
+    for name in ["a", "b"] {
+        let bytes = std::fs::read(out.join(format!("{name}.out"))).unwrap();
+        assert_eq!(
+            &bytes[4..8],
+            &20u32.to_le_bytes(),
+            "unit {name} counted to the end"
+        );
+    }
+}

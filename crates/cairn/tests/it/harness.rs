@@ -251,6 +251,25 @@ impl Node {
     }
 }
 
+impl Node {
+    /// SIGKILLs the node and waits until it is gone and its data dir lock
+    /// is free (so it can be started again on the same dir).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let lock = self.info.data_dir.join("LOCK");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !lock_is_free(&lock) {
+            assert!(
+                Instant::now() < deadline,
+                "{} is still locked",
+                lock.display()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
 impl Drop for Node {
     fn drop(&mut self) {
         let _ = self.child.kill();
