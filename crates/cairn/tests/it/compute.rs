@@ -145,6 +145,23 @@ fn get_json(url: &str) -> serde_json::Value {
     rt.block_on(async { reqwest::get(url).await.unwrap().json().await.unwrap() })
 }
 
+/// Submits a job file; returns the job id.
+fn submit(api: &str, job: &Path) -> String {
+    let id = ok(cairn(api, &["job", "submit", job.to_str().unwrap()]))
+        .trim()
+        .to_string();
+    assert_eq!(id.len(), 64, "a job id: {id}");
+    id
+}
+
+/// Writes every unit's output of job `id` under `out`.
+fn results(api: &str, id: &str, out: &Path) {
+    ok(cairn(
+        api,
+        &["job", "results", id, "-o", out.to_str().unwrap()],
+    ));
+}
+
 fn status(api: &str, id: &str) -> serde_json::Value {
     serde_json::from_str(&ok(cairn(api, &["job", "status", id, "--json"]))).unwrap()
 }
@@ -199,12 +216,7 @@ fn a_job_runs_on_two_providers_per_unit_and_its_results_come_back() {
         ));
     }
     std::fs::write(dir.join("job.toml"), toml).unwrap();
-    let id = ok(cairn(
-        api,
-        &["job", "submit", dir.join("job.toml").to_str().unwrap()],
-    ))
-    .trim()
-    .to_string();
+    let id = submit(api, &dir.join("job.toml"));
     assert_eq!(id.len(), 64, "a job id: {id}");
 
     let s = wait_for(api, &id, 120, |s| s["state"] != "running");
@@ -232,29 +244,18 @@ fn a_job_runs_on_two_providers_per_unit_and_its_results_come_back() {
     }
 
     let out = dir.join("out");
-    ok(cairn(
-        api,
-        &["job", "results", &id, "-o", out.to_str().unwrap()],
-    ));
+    results(api, &id, &out);
     for (name, text) in &inputs {
         let got = std::fs::read_to_string(out.join(format!("{name}.out"))).unwrap();
         assert_eq!(got, text.to_uppercase(), "unit {name}");
     }
     // The README's example job gives its inputs back upper-cased.
     let example = example_dir();
-    let id = ok(cairn(
-        api,
-        &["job", "submit", example.join("job.toml").to_str().unwrap()],
-    ))
-    .trim()
-    .to_string();
+    let id = submit(api, &example.join("job.toml"));
     let s = wait_for(api, &id, 120, |s| s["state"] != "running");
     assert_eq!(s["state"], "done", "{s:#}");
     let out = dir.join("example-out");
-    ok(cairn(
-        api,
-        &["job", "results", &id, "-o", out.to_str().unwrap()],
-    ));
+    results(api, &id, &out);
     for name in ["greeting", "pangram", "empty"] {
         let input = std::fs::read_to_string(example.join(format!("data/{name}.txt"))).unwrap();
         let got = std::fs::read_to_string(out.join(format!("{name}.out"))).unwrap();
@@ -325,12 +326,7 @@ args = ["exit"]
 "#,
     )
     .unwrap();
-    let id = ok(cairn(
-        api,
-        &["job", "submit", dir.join("job.toml").to_str().unwrap()],
-    ))
-    .trim()
-    .to_string();
+    let id = submit(api, &dir.join("job.toml"));
     let s = wait_for(api, &id, 120, |s| s["state"] != "running");
     assert_eq!(s["state"], "failed", "one failed unit fails the job: {s:#}");
     assert_eq!(unit(&s, "fine")["state"], "done");
@@ -414,12 +410,7 @@ fn a_unit_whose_provider_dies_resumes_elsewhere_from_its_checkpoint() {
         "module = \"count.wasm\"\nquorum = 1\nmax_attempts = 3\ndeadline = \"5m\"\nmemory = \"1MiB\"\n[[unit]]\nname = \"count\"\n",
     )
     .unwrap();
-    let id = ok(cairn(
-        api,
-        &["job", "submit", dir.join("job.toml").to_str().unwrap()],
-    ))
-    .trim()
-    .to_string();
+    let id = submit(api, &dir.join("job.toml"));
     // Once the unit has a checkpoint, kill the node running it.
     let s = wait_for(api, &id, 120, |s| {
         !unit(s, "count")["checkpoint_at"].is_null() || s["state"] != "running"
@@ -453,10 +444,7 @@ fn a_unit_whose_provider_dies_resumes_elsewhere_from_its_checkpoint() {
     assert!(!providers[1..].contains(&first.as_str()));
 
     let out = dir.join("out");
-    ok(cairn(
-        api,
-        &["job", "results", &id, "-o", out.to_str().unwrap()],
-    ));
+    results(api, &id, &out);
     let bytes = std::fs::read(out.join("count.out")).unwrap();
     assert_eq!(bytes.len(), 8, "{bytes:?}");
     let start = u32::from_le_bytes(bytes[0..4].try_into().unwrap());
@@ -478,12 +466,7 @@ fn cancel_stops_a_running_job() {
         "module = \"mode.wasm\"\nquorum = 2\ndeadline = \"10m\"\nmemory = \"1MiB\"\n[[unit]]\nname = \"spin\"\nargs = [\"spin\"]\n",
     )
     .unwrap();
-    let id = ok(cairn(
-        api,
-        &["job", "submit", dir.join("job.toml").to_str().unwrap()],
-    ))
-    .trim()
-    .to_string();
+    let id = submit(api, &dir.join("job.toml"));
     wait_for(api, &id, 60, |s| unit(s, "spin")["state"] == "running");
     ok(cairn(api, &["job", "cancel", &id]));
     let s = status(api, &id);
@@ -554,12 +537,7 @@ fn a_provider_that_returns_wrong_outputs_is_outvoted_and_recorded() {
     std::fs::write(dir.join("job.toml"), toml).unwrap();
     // Let the scheduler learn of the liar before the job is placed.
     std::thread::sleep(Duration::from_secs(6));
-    let id = ok(cairn(
-        api,
-        &["job", "submit", dir.join("job.toml").to_str().unwrap()],
-    ))
-    .trim()
-    .to_string();
+    let id = submit(api, &dir.join("job.toml"));
     let s = wait_for(api, &id, 180, |s| s["state"] != "running");
     assert_eq!(s["state"], "done", "{s:#}");
     let liar_id = liar.info.peer_id.as_str();
@@ -581,10 +559,7 @@ fn a_provider_that_returns_wrong_outputs_is_outvoted_and_recorded() {
         assert!(u["results"].as_u64().unwrap() >= 3, "{u:#}");
     }
     let out = dir.join("out");
-    ok(cairn(
-        api,
-        &["job", "results", &id, "-o", out.to_str().unwrap()],
-    ));
+    results(api, &id, &out);
     for name in &names {
         let got = std::fs::read_to_string(out.join(format!("{name}.out"))).unwrap();
         assert_eq!(got, format!("INPUT OF {}\n", name.to_uppercase()));
@@ -628,12 +603,7 @@ fn a_provider_outside_its_window_takes_no_work_and_status_says_why() {
         "module = \"mode.wasm\"\nquorum = 1\ndeadline = \"1m\"\nmemory = \"1MiB\"\n[[unit]]\nname = \"u\"\nargs = [\"ok\"]\n",
     )
     .unwrap();
-    let id = ok(cairn(
-        api,
-        &["job", "submit", dir.join("job.toml").to_str().unwrap()],
-    ))
-    .trim()
-    .to_string();
+    let id = submit(api, &dir.join("job.toml"));
     let s = wait_for(api, &id, 30, |s| !unit(s, "u")["wait"].is_null());
     let u = unit(&s, "u");
     assert_eq!(u["state"], "waiting");
@@ -685,15 +655,10 @@ fn run_native(exe: &Path, args: &[&str], stdin: Option<&Path>, cwd: &Path) -> Ve
 }
 
 fn submit_and_collect(api: &str, job: &Path, out: &Path) -> serde_json::Value {
-    let id = ok(cairn(api, &["job", "submit", job.to_str().unwrap()]))
-        .trim()
-        .to_string();
+    let id = submit(api, job);
     let s = wait_for(api, &id, 300, |s| s["state"] != "running");
     assert_eq!(s["state"], "done", "{s:#}");
-    ok(cairn(
-        api,
-        &["job", "results", &id, "-o", out.to_str().unwrap()],
-    ));
+    results(api, &id, out);
     s
 }
 
@@ -816,12 +781,7 @@ fn a_scheduler_killed_mid_job_goes_on_after_a_restart() {
     )
     .unwrap();
     let api = submitter.info.api.clone();
-    let id = ok(cairn(
-        &api,
-        &["job", "submit", dir.join("job.toml").to_str().unwrap()],
-    ))
-    .trim()
-    .to_string();
+    let id = submit(&api, &dir.join("job.toml"));
     wait_for(&api, &id, 60, |s| unit(s, "a")["state"] == "running");
     // Kill the scheduler while its units run, and start it again on its data dir.
     submitter.kill();
@@ -831,10 +791,7 @@ fn a_scheduler_killed_mid_job_goes_on_after_a_restart() {
     let s = wait_for(&api, &id, 180, |s| s["state"] != "running");
     assert_eq!(s["state"], "done", "{s:#}");
     let out = dir.join("out");
-    ok(cairn(
-        &api,
-        &["job", "results", &id, "-o", out.to_str().unwrap()],
-    ));
+    results(&api, &id, &out);
     for name in ["a", "b"] {
         let bytes = std::fs::read(out.join(format!("{name}.out"))).unwrap();
         assert_eq!(
