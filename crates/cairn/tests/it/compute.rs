@@ -801,3 +801,38 @@ fn a_scheduler_killed_mid_job_goes_on_after_a_restart() {
         );
     }
 }
+
+#[test]
+fn an_idle_only_provider_waits_for_its_machine_to_be_idle() {
+    // A machine counts as idle only after three quiet minutes, so a
+    // provider that just started takes no work yet, and says so.
+    let home = tempfile::tempdir().unwrap();
+    let node = Node::start_with(
+        &home.path().join("n0"),
+        "1GiB",
+        None,
+        &["--cpus", "1", "--idle-only"],
+    );
+    let api = node.info.api.as_str();
+    assert_eq!(get_json(&format!("{api}/v1/compute"))["idle"], false);
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path();
+    write_wasm(dir, "mode.wasm", MODE);
+    std::fs::write(
+        dir.join("job.toml"),
+        "module = \"mode.wasm\"\nquorum = 1\nmemory = \"1MiB\"\n[[unit]]\nname = \"u\"\nargs = [\"ok\"]\n",
+    )
+    .unwrap();
+    let id = submit(api, &dir.join("job.toml"));
+    let s = wait_for(api, &id, 30, |s| !unit(s, "u")["wait"].is_null());
+    let wait = unit(&s, "u")["wait"].as_str().unwrap().to_string();
+    assert!(wait.contains("only when idle"), "{wait}");
+    assert!(unit(&s, "u")["providers"].as_array().unwrap().is_empty());
+    // --idle-only without --cpus is a mistake, said plainly.
+    let r = cairn(
+        api,
+        &["node", "run", "--data-dir", "/nonexistent", "--idle-only"],
+    );
+    assert!(!r.status.success());
+    assert!(stderr(&r).contains("--cpus"), "{}", stderr(&r));
+}
