@@ -47,6 +47,13 @@ pub const MAX_MODULE_BYTES: u64 = 64 << 20;
 pub const MAX_STDIN_BYTES: u64 = 4 << 30;
 /// Largest output (stdout and output files together) of one unit.
 pub const MAX_OUTPUT_BYTES: u64 = 1 << 30;
+/// Most bytes a unit's files (stdout, stderr, `/scratch`, `/out`) may take
+/// on the provider's disk.
+pub const MAX_WORK_BYTES: u64 = 4 << 30;
+/// Most files and directories a unit may create.
+pub const MAX_WORK_FILES: usize = 100_000;
+/// How often a running unit's disk use is measured.
+const DISK_CHECK: Duration = Duration::from_secs(1);
 /// Compiled modules kept for reuse.
 const PROGRAM_CACHE: usize = 8;
 /// Attempts to deliver one report, and the pause between them.
@@ -379,6 +386,7 @@ impl Provider {
             }
             None => None,
         };
+        let stop = Arc::new(AtomicBool::new(false));
         let run_dir = work.join("run");
         tokio::fs::create_dir_all(&run_dir)
             .await
@@ -396,8 +404,14 @@ impl Provider {
             seed: task.seed(),
             output_dir: task.output_dir,
             max_output_bytes: MAX_OUTPUT_BYTES,
-            cancel,
+            // The run stops on this: set when the job is cancelled, or
+            // when the unit's files outgrow their bound (the sandbox cannot
+            // limit disk use inside its preopened dirs, so a watchdog
+            // measures it).
+            cancel: stop.clone(),
         };
+        let exceeded = Arc::new(AtomicBool::new(false));
+        let watchdog = tokio::spawn(watch_disk(work.join("run"), cancel, stop, exceeded.clone()));
         let sandbox = self.inner.sandbox.clone();
         let rt = tokio::runtime::Handle::current();
         let this = self.clone();
@@ -424,8 +438,15 @@ impl Provider {
             };
             sandbox.run(&program, spec, &mut on_checkpoint)
         })
-        .await
-        .map_err(|e| other(format!("the sandbox failed: {e}")))??;
+        .await;
+        watchdog.abort();
+        if exceeded.load(Ordering::Relaxed) {
+            return Err(other(format!(
+                "the unit wrote more than {} or {MAX_WORK_FILES} files under /scratch and /out",
+                cairn_core::compute::resources::format_size(MAX_WORK_BYTES)
+            )));
+        }
+        let out = out.map_err(|e| other(format!("the sandbox failed: {e}")))??;
         let mut out = out;
         if self.inner.wrong_outputs {
             let lie = b"a wrong answer\n";
@@ -572,6 +593,70 @@ impl Provider {
     }
 }
 
+/// Watches a running unit: passes a job cancellation on to the sandbox at
+/// once, and stops the run if its files outgrow [`MAX_WORK_BYTES`] or
+/// [`MAX_WORK_FILES`] (measured every [`DISK_CHECK`]).
+async fn watch_disk(
+    run: std::path::PathBuf,
+    cancel: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    exceeded: Arc<AtomicBool>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut last_check = std::time::Instant::now();
+    loop {
+        tick.tick().await;
+        if cancel.load(Ordering::Relaxed) {
+            stop.store(true, Ordering::Relaxed);
+            return;
+        }
+        if last_check.elapsed() < DISK_CHECK {
+            continue;
+        }
+        last_check = std::time::Instant::now();
+        let dir = run.clone();
+        let over = tokio::task::spawn_blocking(move || {
+            disk_use_over(&dir, MAX_WORK_BYTES, MAX_WORK_FILES)
+        })
+        .await
+        .unwrap_or(false);
+        if over {
+            exceeded.store(true, Ordering::Relaxed);
+            stop.store(true, Ordering::Relaxed);
+            return;
+        }
+    }
+}
+
+/// Whether the files under `dir` exceed `max_bytes` or `max_files` (the
+/// walk stops as soon as they do).
+fn disk_use_over(dir: &Path, max_bytes: u64, max_files: usize) -> bool {
+    let (mut bytes, mut files) = (0u64, 0usize);
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            files += 1;
+            if files > max_files {
+                return true;
+            }
+            match entry.metadata() {
+                Ok(m) if m.is_dir() => stack.push(entry.path()),
+                Ok(m) => {
+                    bytes += m.len();
+                    if bytes > max_bytes {
+                        return true;
+                    }
+                }
+                Err(_) => {}
+            }
+        }
+    }
+    false
+}
+
 /// Empties a slot's work dir, keeping its directories and its stdout and
 /// stderr files (truncated) so the next run creates nothing.
 async fn empty_work_dir(work: &Path) -> std::io::Result<()> {
@@ -649,6 +734,20 @@ fn other_cpu_percent(a: CpuTimes, b: CpuTimes) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn disk_use_counts_nested_files_and_their_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir_all(d.join("scratch/a/b")).unwrap();
+        std::fs::write(d.join("stdout"), vec![0; 100]).unwrap();
+        std::fs::write(d.join("scratch/a/b/deep"), vec![0; 900]).unwrap();
+        // 1,000 bytes in 5 entries (3 of them directories).
+        assert!(!disk_use_over(d, 1000, 5));
+        assert!(disk_use_over(d, 999, 5));
+        assert!(disk_use_over(d, 1000, 4));
+        assert!(!disk_use_over(&d.join("missing"), 0, 0));
+    }
 
     #[test]
     fn other_cpu_excludes_our_own_use() {

@@ -36,7 +36,8 @@ const UPPER: &str = r#"
 
 /// By its first argument: `trap` traps, `spin` loops forever, `exit`
 /// exits with code 3, `file` writes `ok` to /out/result.txt (fd 4; fd 3
-/// is /scratch), anything else prints `ok`.
+/// is /scratch), `memory` grows its memory by 64 MiB, anything else
+/// prints `ok`.
 const MODE: &str = r#"
 (module
   (import "wasi_snapshot_preview1" "path_open" (func $path_open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
@@ -56,6 +57,7 @@ const MODE: &str = r#"
     (if (i32.eq (local.get $c) (i32.const 116)) (then unreachable))
     (if (i32.eq (local.get $c) (i32.const 115)) (then (loop $forever (br $forever))))
     (if (i32.eq (local.get $c) (i32.const 101)) (then (call $exit (i32.const 3))))
+    (if (i32.eq (local.get $c) (i32.const 109)) (then (drop (memory.grow (i32.const 1024)))))
     (i32.store (i32.const 0) (i32.const 900))
     (if (i32.eq (local.get $c) (i32.const 102))
       (then
@@ -315,6 +317,9 @@ args = ["ok"]
 name = "file"
 args = ["file"]
 [[unit]]
+name = "memory"
+args = ["memory"]
+[[unit]]
 name = "trap"
 args = ["trap"]
 [[unit]]
@@ -335,6 +340,8 @@ args = ["exit"]
     assert!(err("trap").contains("trapped"), "{}", err("trap"));
     assert_eq!(unit(&s, "exit")["state"], "failed");
     assert!(err("exit").contains("code 3"), "{}", err("exit"));
+    assert_eq!(unit(&s, "memory")["state"], "failed");
+    assert!(err("memory").contains("memory limit"), "{}", err("memory"));
     assert_eq!(unit(&s, "spin")["state"], "failed");
     // The provider stops it at the deadline, or the scheduler gives up on
     // it there, whichever comes first.
@@ -380,10 +387,54 @@ args = ["exit"]
         &["job", "submit", dir.join("missing.toml").to_str().unwrap()],
     );
     assert!(stderr(&r).contains("nope.wasm"), "{}", stderr(&r));
+    // A module that is not WebAssembly is refused at submission.
+    std::fs::write(dir.join("junk.wasm"), b"\0asm but not really").unwrap();
+    std::fs::write(
+        dir.join("junk.toml"),
+        "module = \"junk.wasm\"\n[[unit]]\nname = \"u\"\n",
+    )
+    .unwrap();
+    let r = cairn(
+        api,
+        &["job", "submit", dir.join("junk.toml").to_str().unwrap()],
+    );
+    assert!(!r.status.success());
+    assert!(stderr(&r).contains("module cannot run"), "{}", stderr(&r));
+    // So is a stdin capability that names nothing stored.
+    let nothing = cairn_core::ReadCap {
+        key: cairn_core::FileKey([7; 32]),
+        manifest: cairn_core::ManifestId([9; 32]),
+    };
+    std::fs::write(
+        dir.join("nothing.toml"),
+        format!("module = \"mode.wasm\"\n[[unit]]\nname = \"u\"\nstdin = \"{nothing}\"\n"),
+    )
+    .unwrap();
+    let r = cairn(
+        api,
+        &["job", "submit", dir.join("nothing.toml").to_str().unwrap()],
+    );
+    assert!(!r.status.success());
+    assert!(
+        stderr(&r).contains("cannot read stdin of unit u"),
+        "{}",
+        stderr(&r)
+    );
     let r = cairn(api, &["job", "status", "abc"]);
     assert!(stderr(&r).contains("not a job id"), "{}", stderr(&r));
     let r = cairn(api, &["job", "status", &"0".repeat(64)]);
     assert!(stderr(&r).contains("no job"), "{}", stderr(&r));
+
+    // A job-wide fuel limit stops a unit that loops, with its own error.
+    std::fs::write(
+        dir.join("fuel.toml"),
+        "module = \"mode.wasm\"\nquorum = 1\nfuel = 1000000\nmemory = \"1MiB\"\n[[unit]]\nname = \"spin\"\nargs = [\"spin\"]\n",
+    )
+    .unwrap();
+    let id = submit(api, &dir.join("fuel.toml"));
+    let s = wait_for(api, &id, 60, |s| s["state"] != "running");
+    let e = unit(&s, "spin")["error"].as_str().unwrap_or("").to_string();
+    assert!(e.contains("ran out of fuel"), "{s:#}");
 }
 
 #[test]
