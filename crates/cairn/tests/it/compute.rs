@@ -887,3 +887,57 @@ fn an_idle_only_provider_waits_for_its_machine_to_be_idle() {
     assert!(!r.status.success());
     assert!(stderr(&r).contains("--cpus"), "{}", stderr(&r));
 }
+
+#[test]
+fn with_adaptive_replication_trusted_providers_run_units_alone() {
+    let net = Devnet::start(3, "1GiB");
+    let api = net.api(0);
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path();
+    write_wasm(dir, "mode.wasm", MODE);
+    // First a replicated job that gives every provider a record of valid
+    // results, then an adaptive one.
+    let mut plain = String::from("module = \"mode.wasm\"\nquorum = 2\nmemory = \"1MiB\"\n");
+    for i in 0..24 {
+        plain.push_str(&format!("[[unit]]\nname = \"w{i}\"\nargs = [\"ok\"]\n"));
+    }
+    std::fs::write(dir.join("warm.toml"), &plain).unwrap();
+    let id = submit(api, &dir.join("warm.toml"));
+    let s = wait_for(api, &id, 120, |s| s["state"] != "running");
+    assert_eq!(s["state"], "done");
+    // Without `adaptive`, every unit ran on two providers.
+    assert!(
+        s["units"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|u| u["results"] == 2),
+        "{s:#}"
+    );
+    let book = get_json(&format!("{api}/v1/compute/providers"));
+    let trusted = book
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["consecutive_valid"].as_u64().unwrap() >= 10)
+        .count();
+    assert!(
+        trusted >= 2,
+        "providers with 10 valid results in a row: {book:#}"
+    );
+
+    let adaptive = plain.replacen("quorum = 2\n", "quorum = 2\nadaptive = true\n", 1);
+    std::fs::write(dir.join("adaptive.toml"), adaptive).unwrap();
+    let id = submit(api, &dir.join("adaptive.toml"));
+    let s = wait_for(api, &id, 120, |s| s["state"] != "running");
+    assert_eq!(s["state"], "done", "{s:#}");
+    let units = s["units"].as_array().unwrap();
+    let alone = units.iter().filter(|u| u["results"] == 1).count();
+    // Most units ran once on a trusted provider; a spot-checked share
+    // (10 %) still ran twice.
+    assert!(
+        alone >= units.len() / 2,
+        "{alone} of {} ran alone: {s:#}",
+        units.len()
+    );
+}
