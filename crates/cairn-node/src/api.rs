@@ -209,14 +209,7 @@ fn owner_of(headers: &axum::http::HeaderMap) -> Result<Option<Arc<SecretKey>>, A
         )
     };
     let text = v.to_str().map_err(|_| bad())?;
-    let mut seed = [0u8; 32];
-    if text.len() != 64 {
-        return Err(bad());
-    }
-    for (i, b) in seed.iter_mut().enumerate() {
-        *b = u8::from_str_radix(text.get(2 * i..2 * i + 2).ok_or_else(bad)?, 16)
-            .map_err(|_| bad())?;
-    }
+    let seed = cairn_core::unhex32(text).ok_or_else(bad)?;
     Ok(Some(Arc::new(SecretKey::from_bytes(seed))))
 }
 
@@ -253,21 +246,12 @@ pub fn router(state: ApiState) -> axum::Router {
 }
 
 fn parse_job_id(text: &str) -> Result<JobId, ApiError> {
-    let bad = || {
+    cairn_core::unhex32(text).map(JobId).ok_or_else(|| {
         ApiError(
             StatusCode::BAD_REQUEST,
             format!("{text:?} is not a job id (64 hex characters)"),
         )
-    };
-    if text.len() != 64 {
-        return Err(bad());
-    }
-    let mut id = [0u8; 32];
-    for (i, b) in id.iter_mut().enumerate() {
-        *b = u8::from_str_radix(text.get(2 * i..2 * i + 2).ok_or_else(bad)?, 16)
-            .map_err(|_| bad())?;
-    }
-    Ok(JobId(id))
+    })
 }
 
 fn no_job(id: &JobId) -> ApiError {

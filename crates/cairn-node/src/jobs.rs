@@ -52,7 +52,7 @@ use tokio::sync::mpsc;
 use crate::client::Client;
 use crate::net::{Inbound, NetHandle};
 use crate::now_secs;
-use crate::provider::{Provider, Refusal};
+use crate::provider::{LocalReports, Provider, Refusal};
 
 /// Jobs kept.
 pub const MAX_JOBS: usize = 256;
@@ -252,7 +252,7 @@ struct Inner {
     provider: Option<Provider>,
     db: Database,
     state: Mutex<State>,
-    reports: mpsc::Sender<(PeerId, JobId, UnitId, Report)>,
+    reports: LocalReports,
     /// Wakes the loop for a round now.
     wake: tokio::sync::Notify,
 }
@@ -275,15 +275,7 @@ fn provider_of(peer: &PeerId) -> Option<ProviderId> {
 
 /// A provider key in hex as its peer id (unchanged if it is not a key).
 fn peer_id_text(hex: &str) -> String {
-    let mut key = [0u8; 32];
-    let parsed = hex.len() == 64
-        && key.iter_mut().enumerate().all(|(i, b)| {
-            hex.get(2 * i..2 * i + 2)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .map(|v| *b = v)
-                .is_some()
-        });
-    match parsed.then(|| peer_of(&PublicKey(key))).flatten() {
+    match cairn_core::unhex32(hex).and_then(|k| peer_of(&PublicKey(k))) {
         Some(peer) => peer.to_string(),
         None => hex.to_string(),
     }
@@ -294,21 +286,17 @@ fn peer_of(provider: &ProviderId) -> Option<PeerId> {
 }
 
 impl Scheduler {
-    /// Opens `DATA_DIR/jobs.redb`; returns the scheduler and the receiver
-    /// its [`Scheduler::run`] loop takes reports from.
-    #[allow(clippy::type_complexity)]
+    /// Opens `DATA_DIR/jobs.redb`. `reports` is the sending side of the
+    /// channel [`Scheduler::run`] takes reports from (this node's own
+    /// provider sends into it too); `sandbox` compiles submitted modules.
     pub fn open(
         dir: &std::path::Path,
         net: NetHandle,
         client: Client,
-    ) -> Result<
-        (
-            Self,
-            mpsc::Receiver<(PeerId, JobId, UnitId, Report)>,
-            crate::provider::LocalReports,
-        ),
-        crate::NodeError,
-    > {
+        sandbox: cairn_compute::Sandbox,
+        provider: Option<Provider>,
+        reports: LocalReports,
+    ) -> Result<Self, crate::NodeError> {
         let path = dir.join("jobs.redb");
         let err =
             |e: &dyn std::fmt::Display| crate::NodeError::Io(format!("{}: {e}", path.display()));
@@ -338,30 +326,18 @@ impl Scheduler {
                 }
             }
         }
-        let (tx, rx) = mpsc::channel(REPORT_QUEUE);
-        let sandbox = cairn_compute::Sandbox::new()
-            .map_err(|e| crate::NodeError::Config(format!("cannot start the sandbox: {e}")))?;
-        let this = Self {
+        Ok(Self {
             inner: Arc::new(Inner {
                 net,
                 client,
                 sandbox,
-                provider: None,
+                provider,
                 db,
                 state: Mutex::new(state),
-                reports: tx.clone(),
+                reports,
                 wake: tokio::sync::Notify::new(),
             }),
-        };
-        Ok((this, rx, tx))
-    }
-
-    /// Adds this node's own provider (it takes units like any other).
-    pub fn with_provider(mut self, provider: Provider) -> Self {
-        if let Some(inner) = Arc::get_mut(&mut self.inner) {
-            inner.provider = Some(provider);
-        }
-        self
+        })
     }
 
     /// Accepts a validated job whose sources are all capabilities; returns
@@ -496,25 +472,9 @@ impl Scheduler {
     /// or imports what the sandbox does not give, is refused now rather
     /// than failing on every provider.
     async fn check_module(&self, cap: &ReadCap) -> Result<(), JobsError> {
-        let limit = crate::provider::MAX_MODULE_BYTES;
-        let (header, mut rx) = self
-            .inner
-            .client
-            .get(cap.clone())
+        let wasm = crate::provider::read_module(&self.inner.client, &cap.to_string())
             .await
-            .map_err(|e| JobsError::Input(format!("cannot read the module: {e}")))?;
-        if header.size > limit {
-            return Err(JobsError::Invalid(format!(
-                "the module is {} bytes; at most {limit} are accepted",
-                header.size
-            )));
-        }
-        let mut wasm = Vec::with_capacity(header.size as usize);
-        while let Some(chunk) = rx.recv().await {
-            let chunk =
-                chunk.map_err(|e| JobsError::Input(format!("cannot read the module: {e}")))?;
-            wasm.extend_from_slice(&chunk);
-        }
+            .map_err(JobsError::Input)?;
         let sandbox = self.inner.sandbox.clone();
         tokio::task::spawn_blocking(move || sandbox.compile(&wasm).map(|_| ()))
             .await
@@ -1117,12 +1077,8 @@ fn apply(
                 provider,
                 resume_from,
             } => {
-                let Some(u) = rec
-                    .job
-                    .units
-                    .iter()
-                    .find(|u| u.name == rec.units[i].spec().name)
-                else {
+                // Units are built from the job's units, in order.
+                let Some(u) = rec.job.units.get(i) else {
                     continue;
                 };
                 let cap = |s: &Source| match s {

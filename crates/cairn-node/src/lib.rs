@@ -235,34 +235,34 @@ pub async fn run(
     .with_zone(cfg.zone.as_deref())
     .with_scores(steward_view.clone());
     // Compute: this node schedules the jobs submitted to it and, if it
-    // offers compute, runs units for any scheduler.
-    let (scheduler, reports, local_reports) =
-        jobs::Scheduler::open(dir, net.clone(), client.clone())?;
+    // offers compute, runs units for any scheduler. One sandbox engine
+    // serves both (the scheduler compiles submitted modules to check them).
+    let sandbox = cairn_compute::Sandbox::new()
+        .map_err(|e| NodeError::Config(format!("cannot start the sandbox: {e}")))?;
+    let (report_tx, report_rx) = tokio::sync::mpsc::channel(jobs::REPORT_QUEUE);
     let provider = match &cfg.compute {
-        Some(offer) => Some(
-            provider::Provider::new(
-                offer.clone(),
-                signer.public(),
-                client.clone(),
-                net.clone(),
-                dir.join("compute"),
-                local_reports,
-            )
-            .map(|p| {
-                if cfg.compute_wrong_outputs {
-                    tracing::warn!("fault injection: this node reports wrong compute outputs");
-                    p.with_wrong_outputs()
-                } else {
-                    p
-                }
-            })?,
-        ),
+        Some(offer) => Some(provider::Provider::new(
+            provider::ProviderSetup {
+                offer: offer.clone(),
+                operator: signer.public(),
+                dir: dir.join("compute"),
+                wrong_outputs: cfg.compute_wrong_outputs,
+            },
+            sandbox.clone(),
+            client.clone(),
+            net.clone(),
+            report_tx.clone(),
+        )?),
         None => None,
     };
-    let scheduler = match &provider {
-        Some(p) => scheduler.with_provider(p.clone()),
-        None => scheduler,
-    };
+    let scheduler = jobs::Scheduler::open(
+        dir,
+        net.clone(),
+        client.clone(),
+        sandbox,
+        provider.clone(),
+        report_tx,
+    )?;
     let idle_task = provider
         .as_ref()
         .filter(|p| p.offer().idle_only)
@@ -273,7 +273,7 @@ pub async fn run(
         net.clone(),
         streams.compute,
     ));
-    let scheduler_task = tokio::spawn(scheduler.clone().run(reports));
+    let scheduler_task = tokio::spawn(scheduler.clone().run(report_rx));
     let steward = steward::Steward::new(
         net.clone(),
         client.clone(),

@@ -92,6 +92,22 @@ struct Inner {
     wrong_outputs: bool,
 }
 
+/// What a provider is.
+#[derive(Clone, Debug)]
+pub struct ProviderSetup {
+    /// What it offers.
+    pub offer: Offer,
+    /// Who operates it.
+    pub operator: OperatorId,
+    /// Where its cpu slots' work dirs live (emptied at start: attempts of
+    /// an earlier run are gone with their process).
+    pub dir: PathBuf,
+    /// Fault injection for tests of validation: every output it reports is
+    /// wrong (the same wrong bytes for every unit, as colluding cheaters
+    /// would send).
+    pub wrong_outputs: bool,
+}
+
 /// This node's compute provider. Cheap to clone.
 #[derive(Clone)]
 pub struct Provider {
@@ -114,21 +130,26 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Provider {
-    /// A provider offering `offer`, running attempts under `dir` (emptied
-    /// now: attempts of an earlier run are gone with their process).
+    /// A provider as `setup` says, running units in `sandbox`.
     pub fn new(
-        offer: Offer,
-        operator: OperatorId,
+        setup: ProviderSetup,
+        sandbox: Sandbox,
         client: Client,
         net: NetHandle,
-        dir: PathBuf,
         local: LocalReports,
     ) -> Result<Self, crate::NodeError> {
+        let ProviderSetup {
+            offer,
+            operator,
+            dir,
+            wrong_outputs,
+        } = setup;
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)
             .map_err(|e| crate::NodeError::Io(format!("cannot create {}: {e}", dir.display())))?;
-        let sandbox = Sandbox::new()
-            .map_err(|e| crate::NodeError::Config(format!("cannot start the sandbox: {e}")))?;
+        if wrong_outputs {
+            tracing::warn!("fault injection: this node reports wrong compute outputs");
+        }
         Ok(Self {
             inner: Arc::new(Inner {
                 offer,
@@ -141,19 +162,9 @@ impl Provider {
                 programs: Mutex::new(Vec::new()),
                 idle: Mutex::new((IdleDetector::new(IdlePolicy::default()), false)),
                 local,
-                wrong_outputs: false,
+                wrong_outputs,
             }),
         })
-    }
-
-    /// A provider that lies: every output it reports is wrong (the same
-    /// wrong bytes for every unit, as colluding cheaters would send). For
-    /// tests of validation only.
-    pub fn with_wrong_outputs(mut self) -> Self {
-        if let Some(inner) = Arc::get_mut(&mut self.inner) {
-            inner.wrong_outputs = true;
-        }
-        self
     }
 
     /// What this provider offers.
@@ -487,7 +498,9 @@ impl Provider {
         if let Some((_, p)) = lock(&self.inner.programs).iter().find(|(c, _)| c == cap) {
             return Ok(p.clone());
         }
-        let bytes = self.fetch_bytes(cap, MAX_MODULE_BYTES, "module").await?;
+        let bytes = read_module(&self.inner.client, cap)
+            .await
+            .map_err(|message| RunError::Other { message })?;
         let sandbox = self.inner.sandbox.clone();
         let program = tokio::task::spawn_blocking(move || sandbox.compile(&bytes))
             .await
@@ -502,46 +515,11 @@ impl Provider {
         Ok(program)
     }
 
-    async fn open(
-        &self,
-        cap: &str,
-        limit: u64,
-        what: &str,
-    ) -> Result<mpsc::Receiver<Result<Bytes, crate::client::ClientError>>, RunError> {
-        let other = |m: String| RunError::Other { message: m };
-        let cap: ReadCap = cap
-            .parse()
-            .map_err(|e| other(format!("the {what} capability is malformed: {e}")))?;
-        let (header, rx) = self
-            .inner
-            .client
-            .get(cap)
-            .await
-            .map_err(|e| other(format!("cannot read the {what}: {e}")))?;
-        if header.size > limit {
-            return Err(other(format!(
-                "the {what} is {} bytes, over the {limit}-byte limit",
-                header.size
-            )));
-        }
-        Ok(rx)
-    }
-
-    async fn fetch_bytes(&self, cap: &str, limit: u64, what: &str) -> Result<Vec<u8>, RunError> {
-        let mut rx = self.open(cap, limit, what).await?;
-        let mut out = Vec::new();
-        while let Some(chunk) = rx.recv().await {
-            let chunk = chunk.map_err(|e| RunError::Other {
-                message: format!("cannot read the {what}: {e}"),
-            })?;
-            out.extend_from_slice(&chunk);
-        }
-        Ok(out)
-    }
-
     async fn fetch(&self, cap: &str, path: &Path, limit: u64, what: &str) -> Result<(), RunError> {
         let other = |m: String| RunError::Other { message: m };
-        let mut rx = self.open(cap, limit, what).await?;
+        let mut rx = open(&self.inner.client, cap, limit, what)
+            .await
+            .map_err(other)?;
         let mut file = tokio::fs::File::create(path)
             .await
             .map_err(|e| other(format!("cannot write the {what}: {e}")))?;
@@ -591,6 +569,43 @@ impl Provider {
             .map(|o| o.cap)
             .map_err(|e| e.to_string())
     }
+}
+
+/// Starts reading the object `cap` (the `what` of a unit), refusing one
+/// larger than `limit`.
+async fn open(
+    client: &Client,
+    cap: &str,
+    limit: u64,
+    what: &str,
+) -> Result<mpsc::Receiver<Result<Bytes, crate::client::ClientError>>, String> {
+    let cap: ReadCap = cap
+        .parse()
+        .map_err(|e| format!("the {what} capability is malformed: {e}"))?;
+    let (header, rx) = client
+        .get(cap)
+        .await
+        .map_err(|e| format!("cannot read the {what}: {e}"))?;
+    if header.size > limit {
+        return Err(format!(
+            "the {what} is {} bytes, over the {limit}-byte limit",
+            header.size
+        ));
+    }
+    Ok(rx)
+}
+
+/// Reads a job's module (at most [`MAX_MODULE_BYTES`]) into memory, for
+/// compiling.
+pub async fn read_module(client: &Client, cap: &str) -> Result<Vec<u8>, String> {
+    let what = "module";
+    let mut rx = open(client, cap, MAX_MODULE_BYTES, what).await?;
+    let mut out = Vec::new();
+    while let Some(chunk) = rx.recv().await {
+        let chunk = chunk.map_err(|e| format!("cannot read the {what}: {e}"))?;
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
 }
 
 /// Watches a running unit: passes a job cancellation on to the sandbox at
