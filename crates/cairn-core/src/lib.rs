@@ -16,6 +16,7 @@
 //! - [`record`]: the keyless, signed, mergeable repair record of an object.
 //! - [`repair`]: which segments to repair, by whom, in what order, how fast.
 //! - [`score`]: audit reputation, vetting and disqualification.
+//! - [`suspicion`]: audit failures stewards share, and when audits happen.
 //! - [`liveness`]: whether a holder answers; when it counts as lost.
 //! - [`transfer`]: k-of-n upload and fetch state machines.
 //! - [`segment`]: the per-segment pipeline (seal + encode, decode + open).
@@ -39,6 +40,7 @@ pub mod record;
 pub mod repair;
 pub mod score;
 pub mod segment;
+pub mod suspicion;
 pub mod transfer;
 
 pub use capability::{CapError, ReadCap};

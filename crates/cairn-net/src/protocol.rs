@@ -1,4 +1,4 @@
-//! Cairn's two request-response protocols:
+//! Cairn's three request-response protocols:
 //!
 //! - `/cairn/piece/3` ([`PIECE_PROTOCOL`]): store, fetch, has, delete,
 //!   status and audit of erasure-coded pieces, bodies up to one piece.
@@ -6,7 +6,7 @@
 //!   signed [`AuditAnswer`] in the response header (see
 //!   [`cairn_core::audit`]); neither carries a body, and an answer's proof
 //!   is at most [`MAX_PROOF_BYTES`].
-//! - `/cairn/record/3` ([`RECORD_PROTOCOL`]): put and get of small records,
+//! - `/cairn/record/4` ([`RECORD_PROTOCOL`]): put and get of small records,
 //!   bodies up to [`MAX_RECORD_BYTES`]: the sealed manifests, addressed by
 //!   their [`ManifestId`] (the BLAKE3 of the record), and the repair
 //!   records of [`cairn_core::record`], addressed by their
@@ -21,6 +21,9 @@
 //!   is self-authenticating (every op is signed by the account its
 //!   [`IndexId`] commits to), so any node may be asked; an index is at most
 //!   [`MAX_INDEX_BYTES`], within the lane's body limit.
+//!   Version 4 added `Evidence`: a steward passes the signed evidence of an
+//!   audit a holder failed to the record's other stewards (see
+//!   [`cairn_core::suspicion`]), a body of at most [`MAX_EVIDENCE_BYTES`].
 //!
 //! - `/cairn/compute/1` ([`COMPUTE_PROTOCOL`]): distributed compute
 //!   (see [`cairn_core::compute::task`]). A scheduler asks a provider for
@@ -48,7 +51,7 @@
 use std::io;
 
 use bytes::Bytes;
-use cairn_core::audit::{AuditAnswer, MAX_PROOF_BYTES};
+use cairn_core::audit::{AuditAnswer, MAX_EVIDENCE_BYTES, MAX_PROOF_BYTES};
 use cairn_core::buf::Buffers;
 use cairn_core::compute::task::Advert;
 #[cfg(doc)]
@@ -68,7 +71,7 @@ use crate::bufpool::BufPool;
 /// The piece protocol; the trailing number is the wire version.
 pub const PIECE_PROTOCOL: StreamProtocol = StreamProtocol::new("/cairn/piece/3");
 /// The record protocol.
-pub const RECORD_PROTOCOL: StreamProtocol = StreamProtocol::new("/cairn/record/3");
+pub const RECORD_PROTOCOL: StreamProtocol = StreamProtocol::new("/cairn/record/4");
 /// The compute protocol.
 pub const COMPUTE_PROTOCOL: StreamProtocol = StreamProtocol::new("/cairn/compute/1");
 /// Largest body on the compute lane: one task (a unit's arguments and
@@ -234,6 +237,19 @@ pub enum RequestHeader {
         /// The unit.
         unit: UnitId,
     },
+    /// Record lane (since `/cairn/record/4`): the body is signed
+    /// [`AuditEvidence`](cairn_core::audit::AuditEvidence) that you, a
+    /// fellow steward of record `id`, caught the holder of piece
+    /// `(segment, index)` failing an audit. Answered `Stored`, or `Error`
+    /// (`Refused`, `NotFound` if you do not steward `id`).
+    Evidence {
+        /// The record the piece belongs to.
+        id: RecordId,
+        /// The piece's segment.
+        segment: u32,
+        /// The piece's index.
+        index: u16,
+    },
 }
 
 impl RequestHeader {
@@ -247,7 +263,8 @@ impl RequestHeader {
             | RequestHeader::SyncRepair { .. }
             | RequestHeader::Standing { .. }
             | RequestHeader::PutIndex { .. }
-            | RequestHeader::GetIndex { .. } => Lane::Record,
+            | RequestHeader::GetIndex { .. }
+            | RequestHeader::Evidence { .. } => Lane::Record,
             RequestHeader::Advert
             | RequestHeader::RunUnit { .. }
             | RequestHeader::CancelUnit { .. }
@@ -268,6 +285,7 @@ impl RequestHeader {
             | RequestHeader::CancelUnit { .. } => 0,
             // An index is refused past its own bound; do not read more.
             RequestHeader::PutIndex { .. } => lane.max_body().min(MAX_INDEX_BYTES as u32),
+            RequestHeader::Evidence { .. } => lane.max_body().min(MAX_EVIDENCE_BYTES as u32),
             _ => lane.max_body(),
         }
     }
@@ -608,8 +626,8 @@ mod tests {
     }
 
     #[test]
-    fn index_requests_travel_on_record_3_only() {
-        assert_eq!(RECORD_PROTOCOL.as_ref(), "/cairn/record/3");
+    fn index_requests_travel_on_the_record_lane_only() {
+        assert_eq!(RECORD_PROTOCOL.as_ref(), "/cairn/record/4");
         let put = Request {
             header: RequestHeader::PutIndex {
                 id: IndexId([4; 32]),
@@ -644,6 +662,34 @@ mod tests {
         .unwrap_err();
         assert!(err.to_string().contains("exceeds"), "{err}");
         let err = decode(&RECORD_PROTOCOL, head_only(&put, MAX_INDEX_BYTES as u32)).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof, "{err}");
+    }
+
+    #[test]
+    fn evidence_travels_on_the_record_lane_with_at_most_one_piece_of_evidence() {
+        let evidence = RequestHeader::Evidence {
+            id: RecordId([4; 32]),
+            segment: 3,
+            index: 7,
+        };
+        let req = Request {
+            header: evidence.clone(),
+            body: Bytes::from(vec![1; 300]),
+        };
+        let bytes = encode(&RECORD_PROTOCOL, req.clone()).unwrap();
+        assert_eq!(decode(&RECORD_PROTOCOL, bytes).unwrap(), req);
+        assert!(encode(&PIECE_PROTOCOL, req).is_err());
+        let err = decode(
+            &RECORD_PROTOCOL,
+            head_only(&evidence, MAX_EVIDENCE_BYTES as u32 + 1),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("exceeds"), "{err}");
+        let err = decode(
+            &RECORD_PROTOCOL,
+            head_only(&evidence, MAX_EVIDENCE_BYTES as u32),
+        )
+        .unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof, "{err}");
     }
 

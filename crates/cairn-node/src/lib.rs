@@ -198,7 +198,9 @@ pub async fn run(
         (cfg.storage / 100).max(64 << 20),
     )?);
     let steward_view = steward::SharedView::default();
+    let suspects = steward::SharedSuspects::default();
     let ctx = service::Ctx {
+        suspects: suspects.clone(),
         store: store.clone(),
         records: records.clone(),
         indexes: indexes.clone(),
@@ -282,6 +284,7 @@ pub async fn run(
         cfg.steward.clone(),
     )
     .with_view(steward_view.clone())
+    .with_suspects(suspects)
     .with_observations(Arc::new(observations::ObservationStore::open(dir)?))?;
     let steward_task = tokio::spawn(steward.run());
     // Expired pieces (lapsed leases, orphans of repairs) are reclaimed a batch at a time.

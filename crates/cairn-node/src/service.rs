@@ -14,6 +14,11 @@
 //! [`AUTHOR_WINDOW`] closest to the record in this node's routing table, so
 //! a stranger cannot reassign or unassign pieces.
 //!
+//! Evidence: a fellow steward's signed `Evidence` that a holder failed an
+//! audit is taken from the same peers that may write to the record, about
+//! a piece of a record stewarded here, and keeps that holder out of this
+//! node's repairs for a day ([`cairn_core::suspicion`]).
+//!
 //! Account indexes: a `PutIndex` is checked (every op that changes the
 //! copy here signed by the account the index id commits to) and merged
 //! into the index store; a
@@ -24,7 +29,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use cairn_core::PieceId;
-use cairn_core::audit::{AuditAnswer, Challenge};
+use cairn_core::audit::{AuditAnswer, AuditEvidence, Challenge};
 use cairn_core::buf::Buffers;
 use cairn_core::keys::PublicKey;
 use cairn_core::keys::SecretKey;
@@ -65,6 +70,8 @@ pub struct Ctx {
     pub signer: Arc<SecretKey>,
     /// What this node's steward sees, for `Standing` queries.
     pub steward: crate::steward::SharedView,
+    /// Holders caught failing audits, where fellow stewards' `Evidence` goes.
+    pub suspects: crate::steward::SharedSuspects,
 }
 
 /// Serves inbound requests until the channel closes; pieces are read into
@@ -84,9 +91,9 @@ pub async fn run(ctx: Ctx, net: NetHandle, mut inbound: mpsc::Receiver<Inbound>)
                 _ => None,
             };
             let authors = match &request.header {
-                RequestHeader::PutRepair { id } | RequestHeader::SyncRepair { id } => {
-                    allowed_authors(&net, id).await
-                }
+                RequestHeader::PutRepair { id }
+                | RequestHeader::SyncRepair { id }
+                | RequestHeader::Evidence { id, .. } => allowed_authors(&net, id).await,
                 _ => HashSet::new(),
             };
             let peer = reply.peer;
@@ -215,6 +222,9 @@ pub fn handle(ctx: &Ctx, peer: PeerId, request: Request, authors: &HashSet<Publi
                 Err(e) => Response::error(ErrorCode::Refused, e.to_string()),
             }
         }
+        RequestHeader::Evidence { id, segment, index } => {
+            take_evidence(ctx, &owner, id, (segment, index), &request.body, authors)
+        }
         RequestHeader::PutIndex { id } => match ctx.indexes.merge_encoded(id, &request.body) {
             Ok(_) => Response::header(ResponseHeader::Stored),
             Err(IndexStoreError::Full { .. }) => {
@@ -252,6 +262,56 @@ pub fn handle(ctx: &Ctx, peer: PeerId, request: Request, authors: &HashSet<Publi
             }
         }
     }
+}
+
+/// Takes a fellow steward's evidence that a holder failed an audit of a
+/// piece of record `id`: only from a peer that may write to the record,
+/// about a piece of it, checked by [`cairn_core::suspicion::check_shared`].
+fn take_evidence(
+    ctx: &Ctx,
+    sender: &[u8],
+    id: RecordId,
+    (segment, index): (u32, u16),
+    body: &[u8],
+    authors: &HashSet<PublicKey>,
+) -> Response {
+    let refused = |m: String| Response::error(ErrorCode::Refused, m);
+    let Some(sender) = PublicKey::from_peer_bytes(sender) else {
+        return refused("the sender has no Ed25519 identity".into());
+    };
+    if !authors.contains(&sender) {
+        return refused(format!(
+            "only a steward of record {id} may send evidence about it"
+        ));
+    }
+    let record = match ctx.records.get(&id) {
+        Ok(Some(r)) => r,
+        Ok(None) => {
+            return Response::error(ErrorCode::NotFound, format!("no repair record {id} here"));
+        }
+        Err(e) => return Response::error(ErrorCode::Internal, e.to_string()),
+    };
+    let evidence = match AuditEvidence::from_bytes(body) {
+        Ok(e) => e,
+        Err(e) => return refused(e.to_string()),
+    };
+    let now = now_secs();
+    let checked = cairn_core::suspicion::check_shared(
+        &evidence,
+        &sender,
+        record.genesis(),
+        segment,
+        index,
+        now,
+    );
+    if let Err(e) = checked {
+        return refused(e.to_string());
+    }
+    tracing::info!(holder = ?evidence.holder, "a fellow steward caught a holder failing an audit");
+    if let Ok(mut suspects) = ctx.suspects.lock() {
+        suspects.report(evidence.holder, sender, evidence.at, now);
+    }
+    Response::header(ResponseHeader::Stored)
 }
 
 /// Makes this holder's pieces of `record` match it (see the module docs).

@@ -2,7 +2,8 @@
 //! their holders, audits them and repairs segments, without the owner.
 //!
 //! Every [`StewardConfig::interval`] it walks its records (at most
-//! [`StewardConfig::max_records`] per pass). For each:
+//! [`StewardConfig::max_records`] per pass, the next ones at the next pass).
+//! For each:
 //!
 //! 1. **Still mine?** The [`STEWARDS`] peers closest to the record id (by
 //!    the DHT's metric) are its stewards. A node that is no longer among them
@@ -12,12 +13,17 @@
 //!    [`cairn_core::liveness::Liveness`]. A holder unreachable longer than
 //!    [`StewardConfig::grace`] counts as lost for repair; one that comes
 //!    back counts again, unless its pieces were reassigned meanwhile.
-//! 3. **Audits.** Each holder that answered gets one storage-proof
-//!    challenge for a random piece of its (a fresh nonce each time). The
+//! 3. **Audits.** A holder that answered and is due gets one storage-proof
+//!    challenge for a random piece of its (a fresh nonce each time). Audits
+//!    of one holder come at random times, exponential gaps with mean
+//!    [`StewardConfig::audit_interval`], through a random one of its
+//!    records (records are tended in random order). The
 //!    outcome moves its [`cairn_core::score::Reputation`]; a wrong proof or a
 //!    missing piece marks that piece lost in the record (an `Unassign` op,
 //!    so every steward learns it) and is kept as signed
-//!    [`cairn_core::audit::AuditEvidence`].
+//!    [`cairn_core::audit::AuditEvidence`], which goes to the record's
+//!    other stewards too (`Evidence`): for a day none of them gives that
+//!    holder a rebuilt piece ([`cairn_core::suspicion`]).
 //! 4. **Repair.** [`cairn_core::repair::assess`] decides which segments
 //!    need work; for each, the deterministic [`repairer`] among the
 //!    stewards queues it, and the queue is drained most urgent first under
@@ -50,6 +56,7 @@ use cairn_core::placement::{self, Candidate};
 use cairn_core::record::{Change, Record, RecordId};
 use cairn_core::repair::{self, RepairPolicy, RepairQueue, TokenBucket, repairer};
 use cairn_core::score::{AuditOutcome, Reputation, ScoreParams};
+use cairn_core::suspicion::{self, Suspects};
 use cairn_net::libp2p::PeerId;
 use cairn_net::{ErrorCode, Request, RequestHeader, ResponseHeader};
 use futures::StreamExt;
@@ -79,6 +86,10 @@ const STORE_TIMEOUT: Duration = Duration::from_secs(15);
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Holders probed at once.
 const PROBE_CONCURRENCY: usize = 8;
+/// Default mean time between audits of one holder by one steward: ten
+/// minutes. An audit costs the holder a 16 KiB read, the piece's outboard
+/// and about 0.1 ms of CPU (BENCHMARKS.md).
+pub const DEFAULT_AUDIT_SECS: u64 = 600;
 
 /// How a steward works.
 #[derive(Clone, Debug)]
@@ -87,6 +98,10 @@ pub struct StewardConfig {
     pub interval: Duration,
     /// How long a holder may be unreachable before its pieces count as lost.
     pub grace: Duration,
+    /// Mean time between two audits of one holder by this steward; the
+    /// gaps are random (exponential), so a holder cannot tell when the
+    /// next challenge comes.
+    pub audit_interval: Duration,
     /// When a segment is repaired.
     pub policy: RepairPolicy,
     /// Repair bandwidth limit, bytes per second.
@@ -102,6 +117,7 @@ impl Default for StewardConfig {
         Self {
             interval: Duration::from_secs(60),
             grace: Duration::from_secs(cairn_core::liveness::DEFAULT_GRACE_SECS),
+            audit_interval: Duration::from_secs(DEFAULT_AUDIT_SECS),
             policy: RepairPolicy::default(),
             repair_bytes_per_sec: 16 << 20,
             max_records: 1024,
@@ -152,7 +168,27 @@ pub struct StewardView {
     pub audits: u64,
     /// Recent failed audits as hex-encoded signed evidence.
     pub evidence: Vec<String>,
+    /// Holders caught failing audits in the last day, by this steward or
+    /// by the fellow stewards that sent it their evidence: they get no
+    /// rebuilt pieces from this steward.
+    pub suspects: Vec<SuspectView>,
 }
+
+/// One suspected holder, for the API.
+#[derive(Clone, Debug, Serialize)]
+pub struct SuspectView {
+    /// Peer id.
+    pub peer_id: String,
+    /// Unix seconds until which it stays suspect.
+    pub until: u64,
+    /// Peer ids of the stewards whose evidence it is (this node's own among
+    /// them if it caught the holder itself).
+    pub reported_by: Vec<String>,
+}
+
+/// Holders caught failing audits, shared by the steward and the service
+/// (which takes fellow stewards' evidence).
+pub type SharedSuspects = Arc<Mutex<Suspects>>;
 
 /// The steward's shared view, read by the API.
 pub type SharedView = Arc<Mutex<StewardView>>;
@@ -160,6 +196,9 @@ pub type SharedView = Arc<Mutex<StewardView>>;
 struct Holder {
     liveness: Liveness,
     score: Reputation,
+    /// When this steward audits it next (milliseconds on the steward's
+    /// clock); not kept across restarts, a fresh draw is as good.
+    next_audit_ms: u64,
 }
 
 /// The steward actor's state.
@@ -180,6 +219,10 @@ pub struct Steward {
     rebuilt: u64,
     audits: u64,
     view: SharedView,
+    suspects: SharedSuspects,
+    /// Where the last pass stopped, when there are more records than one
+    /// pass looks at.
+    cursor: Option<RecordId>,
     /// Where observations are kept across restarts.
     db: Option<Arc<ObservationStore>>,
     /// Holders observed since the last save.
@@ -227,6 +270,8 @@ impl Steward {
             rebuilt: 0,
             audits: 0,
             view: Arc::new(Mutex::new(StewardView::default())),
+            suspects: SharedSuspects::default(),
+            cursor: None,
             db: None,
             dirty: HashSet::new(),
             forgotten: Vec::new(),
@@ -245,6 +290,7 @@ impl Steward {
                     Holder {
                         liveness: state.liveness,
                         score: state.score,
+                        next_audit_ms: 0,
                     },
                 );
             }
@@ -261,6 +307,13 @@ impl Steward {
     /// A steward whose view is `view` (shared with the service beforehand).
     pub fn with_view(mut self, view: SharedView) -> Self {
         self.view = view;
+        self
+    }
+
+    /// A steward that keeps its suspects in `suspects`, where the service
+    /// adds those its fellow stewards report.
+    pub fn with_suspects(mut self, suspects: SharedSuspects) -> Self {
+        self.suspects = suspects;
         self
     }
 
@@ -283,7 +336,7 @@ impl Steward {
                 return;
             }
         };
-        for id in ids.into_iter().take(self.cfg.max_records) {
+        for id in self.next_batch(ids) {
             if let Err(e) = self.tend(id).await {
                 tracing::warn!(record = %id, "steward pass: {e}");
             }
@@ -291,6 +344,31 @@ impl Steward {
         self.drain().await;
         self.publish();
         self.save().await;
+    }
+
+    /// The records this pass tends: at most `max_records`, starting after
+    /// where the last pass stopped (so every record gets its turn however
+    /// many there are), in random order (so which record a holder is
+    /// audited through, and when in the pass, is not predictable).
+    fn next_batch(&mut self, mut ids: Vec<RecordId>) -> Vec<RecordId> {
+        use rand::seq::SliceRandom;
+        ids.sort();
+        let start = self
+            .cursor
+            .map_or(0, |c| ids.partition_point(|id| *id <= c));
+        let mut batch: Vec<RecordId> = ids[start..]
+            .iter()
+            .chain(&ids[..start])
+            .take(self.cfg.max_records)
+            .copied()
+            .collect();
+        self.cursor = if batch.len() < ids.len() {
+            batch.last().copied()
+        } else {
+            None
+        };
+        batch.shuffle(&mut rand::thread_rng());
+        batch
     }
 
     /// Keeps what this pass observed.
@@ -339,10 +417,30 @@ impl Steward {
             }
         }
         let scores = &self.scores;
+        let first_audit = ms(self.started) + self.audit_gap();
         self.holders.entry(peer).or_insert_with(|| Holder {
             liveness: Liveness::new(),
             score: Reputation::new(scores),
+            next_audit_ms: first_audit,
         })
+    }
+
+    /// A random gap until the next audit of a holder.
+    fn audit_gap(&self) -> u64 {
+        let mean = u64::try_from(self.cfg.audit_interval.as_millis()).unwrap_or(u64::MAX);
+        suspicion::next_audit_in(mean, rand::random::<f64>())
+    }
+
+    /// Whether `peer` is due for an audit now; if so, draws its next one.
+    fn audit_due(&mut self, peer: PeerId) -> bool {
+        let now = ms(self.started);
+        let gap = self.audit_gap();
+        let holder = self.holder(peer);
+        if holder.next_audit_ms > now {
+            return false;
+        }
+        holder.next_audit_ms = now + gap;
+        true
     }
 
     fn is_healthy(&self, peer: &PeerId, now: u64) -> bool {
@@ -442,7 +540,10 @@ impl Steward {
             return Ok(());
         }
         let now = now_secs();
-        let changes = self.check_holders(&record, now).await;
+        let (changes, evidence) = self.check_holders(&record, now).await;
+        if !evidence.is_empty() {
+            self.share(id, &evidence, &others).await;
+        }
         let mut changed = false;
         if !changes.is_empty() {
             self.commit(&mut record, now, changes, &authority)?;
@@ -472,9 +573,14 @@ impl Steward {
         Ok(())
     }
 
-    /// Probes and audits every holder of `record`; returns the changes the
-    /// record needs (pieces proven missing or damaged).
-    async fn check_holders(&mut self, record: &Record, now: u64) -> Vec<Change> {
+    /// Probes every holder of `record` and audits those that are due;
+    /// returns the changes the record needs (pieces proven missing or
+    /// damaged) and the evidence of those failures, for the other stewards.
+    async fn check_holders(
+        &mut self,
+        record: &Record,
+        now: u64,
+    ) -> (Vec<Change>, Vec<(u32, u16, AuditEvidence)>) {
         let g = record.genesis();
         let mut by_holder: BTreeMap<Vec<u8>, Vec<(u32, u16)>> = BTreeMap::new();
         for segment in 0..g.segments.len() as u32 {
@@ -503,6 +609,7 @@ impl Steward {
                 .unwrap_or(0);
             let root = g.piece_hash(s, i).unwrap_or([0; 32]);
             let challenge = Challenge::random(g.piece_id(s, i));
+            let due = peer != me && self.audit_due(peer);
             let net = self.net.clone();
             let store = self.client.store().clone();
             probes.push(async move {
@@ -529,8 +636,8 @@ impl Steward {
                 }
                 let has = probe(&net, peer, ids).await;
                 let audit = match &has {
-                    Some(_) => Some(audit(&net, peer, challenge, root, size).await),
-                    None => None,
+                    Some(_) if due => Some(audit(&net, peer, challenge, root, size).await),
+                    _ => None,
                 };
                 (peer, pieces, has, (s, i), challenge, root, size, audit)
             });
@@ -544,6 +651,7 @@ impl Steward {
             results.push(r);
         }
         let mut changes = Vec::new();
+        let mut shared = Vec::new();
         for (peer, pieces, has, (s, i), challenge, root, size, audit) in results {
             let params = self.live.clone();
             let holder = self.holder(peer);
@@ -580,7 +688,13 @@ impl Steward {
                     self.evidence.pop_front();
                 }
                 self.evidence.push_back(evidence.clone());
-                self.fresh_evidence.push(evidence);
+                self.fresh_evidence.push(evidence.clone());
+                if matches!(outcome, Audit::Missing | Audit::Wrong(_)) {
+                    if let Ok(mut suspects) = self.suspects.lock() {
+                        suspects.report(evidence.holder, self.key.public(), evidence.at, now);
+                    }
+                    shared.push((s, i, evidence));
+                }
             }
             if matches!(outcome, Audit::Missing | Audit::Wrong(_)) {
                 let unassign = Change::Unassign {
@@ -592,7 +706,33 @@ impl Steward {
                 }
             }
         }
-        changes
+        (changes, shared)
+    }
+
+    /// Sends evidence of failed audits to the record's other stewards, so
+    /// they too keep the holder out of repairs (see
+    /// [`cairn_core::suspicion`]).
+    async fn share(&self, id: RecordId, evidence: &[(u32, u16, AuditEvidence)], peers: &[PeerId]) {
+        let sends = evidence.iter().flat_map(|(segment, index, e)| {
+            let body = e.to_bytes().map(Bytes::from).ok();
+            peers.iter().filter_map(move |&peer| {
+                let request = Request {
+                    header: RequestHeader::Evidence {
+                        id,
+                        segment: *segment,
+                        index: *index,
+                    },
+                    body: body.clone()?,
+                };
+                Some(async move {
+                    let answer = self.net.request(peer, request, PROBE_TIMEOUT).await;
+                    if !matches!(&answer, Ok(r) if matches!(r.header, ResponseHeader::Stored)) {
+                        tracing::debug!(%peer, "a fellow steward did not take evidence: {answer:?}");
+                    }
+                })
+            })
+        });
+        futures::future::join_all(sends).await;
     }
 
     /// Signs `changes` into `record` as this steward and keeps the result.
@@ -858,14 +998,18 @@ impl Steward {
         Ok(placed)
     }
 
-    /// A holder that failed an audit in the last day (or is disqualified).
+    /// A holder that failed an audit in the last day (or is disqualified),
+    /// by this steward's audits or by a fellow steward's evidence.
     fn is_suspect(&self, peer: &PeerId, now: u64) -> bool {
-        self.holders.get(peer).is_some_and(|h| {
-            h.score.is_disqualified()
-                || h.score
-                    .penalties()
-                    .any(|p| p.outcome.is_failure() && p.at + 86_400 > now)
-        })
+        let reported = PublicKey::from_peer_bytes(&peer.to_bytes())
+            .is_some_and(|k| self.suspects.lock().is_ok_and(|s| s.is_suspect(&k, now)));
+        reported
+            || self.holders.get(peer).is_some_and(|h| {
+                h.score.is_disqualified()
+                    || h.score
+                        .penalties()
+                        .any(|p| p.outcome.is_failure() && p.at + suspicion::SUSPICION_SECS > now)
+            })
     }
 
     /// Reads back a rebuilt piece from the node that just took it: it must
@@ -898,7 +1042,24 @@ impl Steward {
             })
             .collect();
         holders.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));
+        let peer_name = |k: &PublicKey| {
+            PeerId::from_bytes(&k.peer_bytes())
+                .map_or_else(|_| cairn_core::hex(&k.0), |p| p.to_string())
+        };
+        let suspects = self
+            .suspects
+            .lock()
+            .map(|s| s.current(now))
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, s)| SuspectView {
+                peer_id: peer_name(&k),
+                until: s.until(),
+                reported_by: s.reporters.iter().map(peer_name).collect(),
+            })
+            .collect();
         let view = StewardView {
+            suspects,
             records: self.records.ids().map(|v| v.len()).unwrap_or(0),
             holders,
             repairs: self.repairs,

@@ -72,6 +72,7 @@ async fn start_node_as(
                 bodies: cfg.bodies.clone(),
                 signer: signer.clone(),
                 steward: Default::default(),
+                suspects: Default::default(),
             };
             tokio::spawn(crate::service::run(ctx, net.clone(), inbound));
         }

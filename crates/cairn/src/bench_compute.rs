@@ -229,25 +229,5 @@ pub async fn run(dir: &Path, nodes: usize, units: usize, output: &Path) -> Resul
          after each block is a file write and copy.\n",
     );
     eprint!("{section}");
-    replace_section(output, &section)
-}
-
-/// Replaces the compute section of `path` (or appends it).
-fn replace_section(path: &Path, section: &str) -> Result<()> {
-    let old = std::fs::read_to_string(path).unwrap_or_default();
-    let new = match old.find(SECTION) {
-        Some(at) => {
-            let rest = &old[at + SECTION.len()..];
-            let end = rest.find("\n## ").map(|e| at + SECTION.len() + e + 1);
-            match end {
-                Some(end) => format!("{}{section}\n{}", &old[..at], &old[end..]),
-                None => format!("{}{section}", &old[..at]),
-            }
-        }
-        None => format!(
-            "{}\n{section}",
-            old.trim_end_matches('\n').to_string() + "\n"
-        ),
-    };
-    std::fs::write(path, new).with_context(|| format!("cannot write {}", path.display()))
+    crate::bench::replace_section(output, SECTION, &section)
 }

@@ -41,6 +41,9 @@ pub struct DevnetArgs {
     /// How long a stopped node may stay away before its pieces are rebuilt elsewhere.
     #[arg(long, default_value = "30s", value_parser = crate::size::parse_duration)]
     grace: std::time::Duration,
+    /// Mean time between two audits of one holder by one steward (random gaps).
+    #[arg(long, default_value = "30s", value_parser = crate::size::parse_duration)]
+    audit_interval: std::time::Duration,
     /// When to repair a segment: `lazy`, `halfway`, `eager`, or at a number of healthy pieces.
     #[arg(long, default_value = "lazy", value_parser = crate::size::parse_repair)]
     repair: cairn_core::repair::Threshold,
@@ -84,10 +87,20 @@ impl DevnetArgs {
         self.compute_memory = 4 << 30;
     }
 
+    /// Stewards that act within seconds: a pass a second, audits about
+    /// once a second, a holder lost after 3 s away, every loss repaired.
+    pub fn fast_repair(&mut self) {
+        self.steward_interval = std::time::Duration::from_secs(1);
+        self.audit_interval = std::time::Duration::from_secs(1);
+        self.grace = std::time::Duration::from_secs(3);
+        self.repair = cairn_core::repair::Threshold::Eager;
+    }
+
     fn steward(&self) -> crate::StewardArgs {
         crate::StewardArgs {
             steward_interval: self.steward_interval,
             grace: self.grace,
+            audit_interval: self.audit_interval,
             repair: self.repair,
             repair_bandwidth: 64 << 20,
         }
@@ -104,6 +117,7 @@ impl DevnetArgs {
             keep: false,
             steward_interval: std::time::Duration::from_secs(60),
             grace: std::time::Duration::from_secs(3600),
+            audit_interval: std::time::Duration::from_secs(600),
             repair: cairn_core::repair::Threshold::Lazy,
             zones: 0,
             gateway: false,

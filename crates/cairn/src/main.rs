@@ -4,6 +4,7 @@
 mod api;
 mod bench;
 mod bench_compute;
+mod bench_repair;
 mod devnet;
 mod gateway;
 mod job;
@@ -191,6 +192,10 @@ pub struct StewardArgs {
     /// How long a holder may be unreachable before its pieces are rebuilt elsewhere.
     #[arg(long, default_value = "4h", value_parser = parse_duration)]
     pub grace: std::time::Duration,
+    /// Mean time between two audits of one holder by this node; the times
+    /// are random, so holders cannot tell when the next challenge comes.
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    pub audit_interval: std::time::Duration,
     /// When to repair a segment: `lazy` (k + ⌈3(n − k)/8⌉ healthy pieces),
     /// `halfway` between k and n, `eager` (at the first loss), or at a
     /// number of healthy pieces.
@@ -207,6 +212,7 @@ impl StewardArgs {
         cairn_node::steward::StewardConfig {
             interval: self.steward_interval,
             grace: self.grace,
+            audit_interval: self.audit_interval,
             policy: cairn_core::repair::RepairPolicy {
                 threshold: self.repair,
             },
@@ -229,6 +235,8 @@ impl StewardArgs {
             format!("{}ms", self.steward_interval.as_millis()),
             "--grace".into(),
             format!("{}ms", self.grace.as_millis()),
+            "--audit-interval".into(),
+            format!("{}ms", self.audit_interval.as_millis()),
             "--repair".into(),
             repair,
             "--repair-bandwidth".into(),
@@ -584,6 +592,20 @@ async fn score(api: &Api, json: bool) -> Result<()> {
         if let Some(w) = h["warning"].as_str() {
             println!("    warning: {w}");
         }
+    }
+    for s in r["suspects"].as_array().into_iter().flatten() {
+        let by: Vec<&str> = s["reported_by"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p.as_str())
+            .collect();
+        println!(
+            "suspect {} (failed an audit; no rebuilt pieces for it until {}), caught by {}",
+            s["peer_id"].as_str().unwrap_or("?"),
+            s["until"].as_u64().unwrap_or(0),
+            by.join(", ")
+        );
     }
     Ok(())
 }
