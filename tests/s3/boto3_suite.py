@@ -362,6 +362,38 @@ def test_multipart():
     expect_error(lambda: S3.get_object(Bucket=b, Key="aborted"), {"NoSuchKey"}, {404})
 
 
+def test_list_multipart_uploads_with_delimiter_and_pages():
+    b = bucket("uploadlist")
+    ids = {}
+    for key in ["a.txt", "dir/x", "dir/y", "dir/y", "z.txt"]:
+        ids.setdefault(key, []).append(
+            S3.create_multipart_upload(Bucket=b, Key=key)["UploadId"])
+    r = S3.list_multipart_uploads(Bucket=b, Delimiter="/")
+    assert [u["Key"] for u in r["Uploads"]] == ["a.txt", "z.txt"], r
+    assert [p["Prefix"] for p in r["CommonPrefixes"]] == ["dir/"], r
+    # Under the prefix, the uploads themselves, both of dir/y.
+    r = S3.list_multipart_uploads(Bucket=b, Prefix="dir/", Delimiter="/")
+    assert [u["Key"] for u in r["Uploads"]] == ["dir/x", "dir/y", "dir/y"], r
+    assert "CommonPrefixes" not in r, r
+    # One entry a page: a common prefix is one entry, and paging goes on
+    # after it, through markers, until every entry was seen once.
+    seen, kw = [], {}
+    for _ in range(10):
+        r = S3.list_multipart_uploads(Bucket=b, Delimiter="/", MaxUploads=1, **kw)
+        seen += [u["Key"] for u in r.get("Uploads", [])]
+        seen += [p["Prefix"] for p in r.get("CommonPrefixes", [])]
+        if not r["IsTruncated"]:
+            break
+        kw = {"KeyMarker": r["NextKeyMarker"]}
+        if r.get("NextUploadIdMarker"):
+            kw["UploadIdMarker"] = r["NextUploadIdMarker"]
+    assert seen == ["a.txt", "dir/", "z.txt"], seen
+    for key, uids in ids.items():
+        for uid in uids:
+            S3.abort_multipart_upload(Bucket=b, Key=key, UploadId=uid)
+    assert not S3.list_multipart_uploads(Bucket=b).get("Uploads")
+
+
 def test_upload_part_copy():
     b = bucket("partcopy")
     src = blob(6 << 20, 20)

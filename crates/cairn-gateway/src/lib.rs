@@ -66,7 +66,6 @@
 //!   `partlists/<bucket>` entries (written before the object's entry), so
 //!   S3's 10,000 parts fit; each 400 parts cost one more index slot.
 //! - Listings read the whole bucket index (decrypting every entry).
-//! - ListMultipartUploads ignores `delimiter`.
 //! - Unfinished: versioning, ACLs, bucket policies, setting tags and
 //!   server-side encryption options (data is always encrypted by Cairn);
 //!   those requests get S3's `NotImplemented` error.

@@ -95,6 +95,78 @@ pub fn list_page<S: AsRef<str>>(keys: &[S], p: &ListParams<'_>) -> Page {
     page
 }
 
+/// One page of ListMultipartUploads.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UploadsPage {
+    /// Indices into the upload list of the uploads on this page.
+    pub uploads: Vec<usize>,
+    /// Common prefixes on this page.
+    pub prefixes: Vec<String>,
+    /// Whether entries remain after this page.
+    pub truncated: bool,
+    /// Where the next page starts: S3's `NextKeyMarker` and
+    /// `NextUploadIdMarker` (none after a common prefix).
+    pub next: Option<(String, Option<String>)>,
+}
+
+/// The page of `uploads` (`(key, upload id)`, sorted, unique) that a
+/// ListMultipartUploads asks for: keys under `prefix`, grouped by
+/// `delimiter` as in [`list_page`], after `key_marker` (or, for that very
+/// key, after `id_marker`), at most `max` entries.
+pub fn uploads_page<K: AsRef<str>, I: AsRef<str>>(
+    uploads: &[(K, I)],
+    prefix: &str,
+    delimiter: Option<&str>,
+    (key_marker, id_marker): (Option<&str>, Option<&str>),
+    max: usize,
+) -> UploadsPage {
+    let mut page = UploadsPage::default();
+    if max == 0 {
+        return page;
+    }
+    let key_marker = key_marker.filter(|m| !m.is_empty());
+    let id_marker = id_marker.filter(|m| !m.is_empty());
+    let mut last_prefix: Option<&str> = None;
+    let mut count = 0;
+    for (i, (key, id)) in uploads.iter().enumerate() {
+        let (key, id) = (key.as_ref(), id.as_ref());
+        if !key.starts_with(prefix) {
+            continue;
+        }
+        let entry = common_prefix(key, prefix, delimiter);
+        let after_marker = match (entry, key_marker) {
+            (_, None) => true,
+            // A common prefix sorts before the keys it covers, so a marker
+            // at it skips them all.
+            (Some(cp), Some(m)) => cp > m,
+            (None, Some(m)) => key > m || (key == m && id_marker.is_some_and(|im| id > im)),
+        };
+        if !after_marker || (entry.is_some() && last_prefix == entry) {
+            continue;
+        }
+        if count == max {
+            page.truncated = true;
+            break;
+        }
+        count += 1;
+        match entry {
+            Some(cp) => {
+                last_prefix = Some(cp);
+                page.prefixes.push(cp.to_string());
+                page.next = Some((cp.to_string(), None));
+            }
+            None => {
+                page.uploads.push(i);
+                page.next = Some((key.to_string(), Some(id.to_string())));
+            }
+        }
+    }
+    if !page.truncated {
+        page.next = None;
+    }
+    page
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -221,5 +293,56 @@ mod tests {
             }
             prop_assert_eq!(seen, all);
         }
+    }
+
+    fn uploads(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(k, i)| (k.to_string(), i.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn uploads_group_by_delimiter_and_page_through_markers() {
+        let all = uploads(&[
+            ("a.txt", "u1"),
+            ("dir/x", "u2"),
+            ("dir/y", "u3"),
+            ("dir/y", "u4"),
+            ("other/z", "u5"),
+            ("z.txt", "u6"),
+            ("z.txt", "u7"),
+        ]);
+        let page = uploads_page(&all, "", Some("/"), (None, None), 1000);
+        assert_eq!(page.uploads, vec![0, 5, 6]);
+        assert_eq!(page.prefixes, vec!["dir/", "other/"]);
+        assert!(!page.truncated);
+        assert_eq!(page.next, None);
+        // Two entries a page: a common prefix is one entry however many
+        // uploads it covers, and a marker at it skips them all.
+        let p1 = uploads_page(&all, "", Some("/"), (None, None), 2);
+        assert_eq!(
+            (p1.uploads.clone(), p1.prefixes.clone()),
+            (vec![0], vec!["dir/".to_string()])
+        );
+        assert_eq!(p1.next, Some(("dir/".to_string(), None)));
+        let p2 = uploads_page(&all, "", Some("/"), (Some("dir/"), None), 2);
+        assert_eq!(
+            (p2.uploads.clone(), p2.prefixes.clone()),
+            (vec![5], vec!["other/".to_string()])
+        );
+        assert_eq!(p2.next, Some(("z.txt".to_string(), Some("u6".to_string()))));
+        let p3 = uploads_page(&all, "", Some("/"), (Some("z.txt"), Some("u6")), 2);
+        assert_eq!((p3.uploads.clone(), p3.prefixes.clone()), (vec![6], vec![]));
+        assert!(!p3.truncated);
+        // Under a prefix, the delimiter applies to the rest of the key.
+        let page = uploads_page(&all, "dir/", Some("/"), (None, None), 1000);
+        assert_eq!(page.uploads, vec![1, 2, 3]);
+        assert!(page.prefixes.is_empty());
+        // No delimiter: every upload, and an upload-id marker inside one key.
+        let page = uploads_page(&all, "", None, (Some("dir/y"), Some("u3")), 1000);
+        assert_eq!(page.uploads, vec![3, 4, 5, 6]);
+        // A key marker alone skips every upload of that key.
+        let page = uploads_page(&all, "", None, (Some("dir/y"), None), 1000);
+        assert_eq!(page.uploads, vec![4, 5, 6]);
     }
 }

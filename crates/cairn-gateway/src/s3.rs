@@ -14,7 +14,7 @@ use s3s::{S3, S3Request, S3Response, S3Result};
 use crate::body::{self, BodyRules, ChannelStream};
 use crate::error::GatewayError;
 use crate::indexes::{Change, Indexes};
-use crate::listing::{ListParams, list_page};
+use crate::listing::{ListParams, list_page, uploads_page};
 use crate::meta::{
     self, BucketMeta, INLINE_MAX, META_VERSION, ObjectMeta, PARTS_PER_LIST, PartList, PartMeta,
     PartRef, UploadMeta,
@@ -1370,24 +1370,43 @@ impl S3 for Gateway {
             }
         }
         uploads.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
-        let key_marker = input.key_marker.clone().unwrap_or_default();
-        let id_marker = input.upload_id_marker.clone().unwrap_or_default();
-        uploads.retain(|(k, id, _)| {
-            key_marker.is_empty()
-                || k.as_str() > key_marker.as_str()
-                || (k == &key_marker && !id_marker.is_empty() && id.as_str() > id_marker.as_str())
-        });
         let max = input.max_uploads.unwrap_or(1000).clamp(1, 1000);
-        let max_n = usize::try_from(max).unwrap_or(1000);
-        let truncated = uploads.len() > max_n;
-        uploads.truncate(max_n);
-        let (next_key, next_id) = match uploads.last() {
-            Some((k, id, _)) if truncated => (Some(k.clone()), Some(id.clone())),
-            _ => (None, None),
+        let keys: Vec<(&str, &str)> = uploads
+            .iter()
+            .map(|(k, id, _)| (k.as_str(), id.as_str()))
+            .collect();
+        let page = uploads_page(
+            &keys,
+            &prefix,
+            input.delimiter.as_deref(),
+            (
+                input.key_marker.as_deref(),
+                input.upload_id_marker.as_deref(),
+            ),
+            usize::try_from(max).unwrap_or(1000),
+        );
+        let (next_key, next_id) = match page.next {
+            Some((k, id)) => (Some(k), id),
+            None => (None, None),
         };
+        let truncated = page.truncated;
+        let prefixes = page
+            .prefixes
+            .into_iter()
+            .map(|p| CommonPrefix { prefix: Some(p) })
+            .collect::<Vec<_>>();
+        let mut uploads: Vec<Option<(String, String, UploadMeta)>> =
+            uploads.into_iter().map(Some).collect();
+        let uploads: Vec<(String, String, UploadMeta)> = page
+            .uploads
+            .iter()
+            .filter_map(|&i| uploads.get_mut(i)?.take())
+            .collect();
         ok(ListMultipartUploadsOutput {
             bucket: Some(input.bucket),
             prefix: input.prefix,
+            delimiter: input.delimiter,
+            common_prefixes: (!prefixes.is_empty()).then_some(prefixes),
             key_marker: input.key_marker,
             upload_id_marker: input.upload_id_marker,
             max_uploads: Some(max),
