@@ -42,52 +42,80 @@ fn common_prefix<'k>(key: &'k str, prefix: &str, delimiter: Option<&str>) -> Opt
     rest.find(d).map(|at| &key[..prefix.len() + at + d.len()])
 }
 
+/// One entry of a page: the item at an index, or a common prefix.
+enum Entry<'k> {
+    Item(usize),
+    Prefix(&'k str),
+}
+
+/// The entries of a page over `keys` (sorted by key) from index `from`:
+/// the keys under `prefix`, each grouped under its common prefix (once),
+/// without those `keep` refuses (given the index, the key and its common
+/// prefix), at most `max`. Returns them and whether more remain.
+fn walk<'k, S: AsRef<str>>(
+    keys: &'k [S],
+    from: usize,
+    prefix: &str,
+    delimiter: Option<&str>,
+    max: usize,
+    keep: impl Fn(usize, &str, Option<&str>) -> bool,
+) -> (Vec<Entry<'k>>, bool) {
+    let mut entries = Vec::new();
+    if max == 0 {
+        return (entries, false);
+    }
+    let mut last_prefix: Option<&str> = None;
+    for (i, key) in keys.iter().enumerate().skip(from) {
+        let key = key.as_ref();
+        if !key.starts_with(prefix) {
+            if key > prefix {
+                break;
+            }
+            continue;
+        }
+        let cp = common_prefix(key, prefix, delimiter);
+        if (cp.is_some() && last_prefix == cp) || !keep(i, key, cp) {
+            continue;
+        }
+        if entries.len() == max {
+            return (entries, true);
+        }
+        entries.push(match cp {
+            Some(cp) => {
+                last_prefix = Some(cp);
+                Entry::Prefix(cp)
+            }
+            None => Entry::Item(i),
+        });
+    }
+    (entries, false)
+}
+
 /// The page of `keys` (sorted, unique) that `p` asks for.
 pub fn list_page<S: AsRef<str>>(keys: &[S], p: &ListParams<'_>) -> Page {
-    let mut page = Page::default();
-    if p.max_keys == 0 {
-        return page;
-    }
     // The first key that can be on the page: after `after`, or the prefix.
     let from = keys.partition_point(|k| {
         let k = k.as_ref();
         k < p.prefix || p.after.is_some_and(|a| k <= a)
     });
-    let mut last_prefix: Option<&str> = None;
-    let mut count = 0;
-    for (i, key) in keys.iter().enumerate().skip(from) {
-        let key = key.as_ref();
-        if !key.starts_with(p.prefix) {
-            if key > p.prefix {
-                break;
-            }
-            continue;
-        }
-        let entry = match common_prefix(key, p.prefix, p.delimiter) {
-            Some(cp) => {
-                if last_prefix == Some(cp) || p.after.is_some_and(|a| cp <= a) {
-                    continue;
-                }
-                Some(cp)
-            }
-            None => None,
-        };
-        if count == p.max_keys {
-            page.truncated = true;
-            break;
-        }
-        count += 1;
-        match entry {
-            Some(cp) => {
-                last_prefix = Some(cp);
+    let (entries, truncated) = walk(keys, from, p.prefix, p.delimiter, p.max_keys, |_, _, cp| {
+        cp.is_none_or(|cp| p.after.is_none_or(|a| cp > a))
+    });
+    let mut page = Page {
+        truncated,
+        ..Page::default()
+    };
+    for e in entries {
+        page.next_marker = Some(match e {
+            Entry::Prefix(cp) => {
                 page.prefixes.push(cp.to_string());
-                page.next_marker = Some(cp.to_string());
+                cp.to_string()
             }
-            None => {
+            Entry::Item(i) => {
                 page.objects.push(i);
-                page.next_marker = Some(key.to_string());
+                keys[i].as_ref().to_string()
             }
-        }
+        });
     }
     if !page.truncated {
         page.next_marker = None;
@@ -120,46 +148,36 @@ pub fn uploads_page<K: AsRef<str>, I: AsRef<str>>(
     (key_marker, id_marker): (Option<&str>, Option<&str>),
     max: usize,
 ) -> UploadsPage {
-    let mut page = UploadsPage::default();
-    if max == 0 {
-        return page;
-    }
     let key_marker = key_marker.filter(|m| !m.is_empty());
     let id_marker = id_marker.filter(|m| !m.is_empty());
-    let mut last_prefix: Option<&str> = None;
-    let mut count = 0;
-    for (i, (key, id)) in uploads.iter().enumerate() {
-        let (key, id) = (key.as_ref(), id.as_ref());
-        if !key.starts_with(prefix) {
-            continue;
-        }
-        let entry = common_prefix(key, prefix, delimiter);
-        let after_marker = match (entry, key_marker) {
+    let keys: Vec<&str> = uploads.iter().map(|(k, _)| k.as_ref()).collect();
+    let from = keys.partition_point(|k| *k < prefix);
+    let (entries, truncated) = walk(&keys, from, prefix, delimiter, max, |i, key, cp| {
+        match (cp, key_marker) {
             (_, None) => true,
             // A common prefix sorts before the keys it covers, so a marker
             // at it skips them all.
             (Some(cp), Some(m)) => cp > m,
-            (None, Some(m)) => key > m || (key == m && id_marker.is_some_and(|im| id > im)),
-        };
-        if !after_marker || (entry.is_some() && last_prefix == entry) {
-            continue;
+            (None, Some(m)) => {
+                key > m || (key == m && id_marker.is_some_and(|im| uploads[i].1.as_ref() > im))
+            }
         }
-        if count == max {
-            page.truncated = true;
-            break;
-        }
-        count += 1;
-        match entry {
-            Some(cp) => {
-                last_prefix = Some(cp);
+    });
+    let mut page = UploadsPage {
+        truncated,
+        ..UploadsPage::default()
+    };
+    for e in entries {
+        page.next = Some(match e {
+            Entry::Prefix(cp) => {
                 page.prefixes.push(cp.to_string());
-                page.next = Some((cp.to_string(), None));
+                (cp.to_string(), None)
             }
-            None => {
+            Entry::Item(i) => {
                 page.uploads.push(i);
-                page.next = Some((key.to_string(), Some(id.to_string())));
+                (keys[i].to_string(), Some(uploads[i].1.as_ref().to_string()))
             }
-        }
+        });
     }
     if !page.truncated {
         page.next = None;

@@ -542,7 +542,10 @@ impl Steward {
         let now = now_secs();
         let (changes, evidence) = self.check_holders(&record, now).await;
         if !evidence.is_empty() {
-            self.share(id, &evidence, &others).await;
+            // Only those that answered this pass: a dead steward would hold
+            // the pass up for the request's timeout.
+            let peers: Vec<PeerId> = live_stewards.iter().copied().filter(|p| *p != me).collect();
+            self.share(id, &evidence, &peers).await;
         }
         let mut changed = false;
         if !changes.is_empty() {

@@ -293,7 +293,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             "release"
         }
     ));
-    report.push_str("Regenerate with `cargo run --release -p cairn -- bench` (add `--pipeline-only` for the first table; `cargo bench -p cairn-core` has the same stages under criterion).\n\n");
+    report.push_str("Regenerate with `cargo run --release -p cairn -- bench` (add `--pipeline-only` for the first table; `--compute-only` and `--repair-only` rewrite only their own sections; `cargo bench -p cairn-core` has the same stages under criterion).\n\n");
     eprintln!("measuring the pipeline on one core ...");
     report.push_str(
         "## Pipeline, one core, 64 MiB segment, k = 16, n = 24\n\n| stage | MB/s |\n|---|---|\n",
