@@ -66,7 +66,8 @@
 //! # Bounds
 //! An index holds at most [`MAX_ENTRIES`] slots and encodes to at most
 //! [`MAX_INDEX_BYTES`] (8 MiB: room for about 19,000 S3 keys with ~300 bytes of
-//! key and metadata each, an op costing ~140 bytes more); keys are at most [`MAX_KEY_BYTES`] and values
+//! key and metadata each, an op costing ~140 bytes more; [`crate::shard`]
+//! spreads a larger namespace over a tree of indexes); keys are at most [`MAX_KEY_BYTES`] and values
 //! [`MAX_VALUE_BYTES`]. A put or merge that would pass a bound is refused
 //! and leaves the index as it was.
 //!
@@ -396,6 +397,16 @@ pub enum IndexError {
     Open,
 }
 
+/// One key's op, opened ([`Index::find`], [`Index::all`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Found {
+    /// `(clock, op hash)`: of two ops for one key, in one index or in two,
+    /// the greater is the later write (the merge rule's order).
+    pub order: (u64, [u8; 32]),
+    /// The value, or `None` if the op deletes the key.
+    pub value: Option<Vec<u8>>,
+}
+
 /// An account index: the winning op of every slot.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Index {
@@ -607,6 +618,40 @@ impl Index {
             Some(op) if !op.tombstone => Ok(Some(self.open(key, op)?.1)),
             _ => Ok(None),
         }
+    }
+
+    /// The op that holds `key`'s slot, opened: its clock and hash (to
+    /// compare with the same key's op in another index) and its value, or
+    /// `None` in [`Found::value`] for a tombstone.
+    pub fn find(&self, key: &IndexKey, map_key: &[u8]) -> Result<Option<Found>, IndexError> {
+        let slot = key.slot(&self.id, map_key);
+        match self.ops.get(&slot) {
+            Some(op) => Ok(Some(self.found(key, op)?.1)),
+            None => Ok(None),
+        }
+    }
+
+    /// Every op, opened and sorted by key, tombstones included (a
+    /// tombstone here may hide the same key's older op in another index).
+    pub fn all(&self, key: &IndexKey) -> Result<Vec<(Vec<u8>, Found)>, IndexError> {
+        let mut out = self
+            .ops
+            .values()
+            .map(|op| self.found(key, op))
+            .collect::<Result<Vec<_>, _>>()?;
+        out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    fn found(&self, key: &IndexKey, op: &Op) -> Result<(Vec<u8>, Found), IndexError> {
+        let (k, v) = self.open(key, op)?;
+        Ok((
+            k,
+            Found {
+                order: op.order(),
+                value: (!op.tombstone).then_some(v),
+            },
+        ))
     }
 
     /// Every live entry, `(key, value)` sorted by key; tombstones skipped.
@@ -826,6 +871,29 @@ mod tests {
         let back = Index::decode(&ix.encode(), Some(ix.id())).unwrap();
         assert_eq!(back, ix);
         assert_eq!(ix.encode().len(), ix.encoded_len());
+    }
+
+    #[test]
+    fn find_and_all_show_tombstones_and_order_ops_across_indexes() {
+        let a = account(1);
+        let mut parent = bucket(&a);
+        let mut child = Index::new(a.index_name(b"bucket/photos#3"));
+        parent.put(&a, b"k", b"old", 10).unwrap();
+        parent.put(&a, b"j", b"kept", 11).unwrap();
+        child.delete(&a, b"k", 12).unwrap();
+        let old = parent.find(a.key(), b"k").unwrap().unwrap();
+        let gone = child.find(a.key(), b"k").unwrap().unwrap();
+        assert_eq!(old.value.as_deref(), Some(&b"old"[..]));
+        assert_eq!(gone.value, None);
+        // The later op wins, whichever index holds it.
+        assert!(gone.order > old.order);
+        assert_eq!(child.find(a.key(), b"j").unwrap(), None);
+        let all = child.all(a.key()).unwrap();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].0, b"k");
+        let keys: Vec<Vec<u8>> = parent.all(a.key()).unwrap().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, [&b"j"[..], b"k"]);
+        assert_eq!(parent.all(account(2).key()).err(), Some(IndexError::Open));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! - [`crypto`]: per-file keys, key derivation, the segment AEAD.
 //! - [`keys`]: node signing keys, signatures, peer ids.
 //! - [`index`]: signed, encrypted, mergeable account indexes (the S3 gateway's buckets).
+//! - [`shard`]: one namespace over a tree of indexes that splits as it grows.
 //! - [`erasure`]: Reed-Solomon coding of sealed segments into pieces.
 //! - [`capability`]: the `cairn:` read capability and its text form.
 //! - [`compute`]: distributed compute: schedules, matching, unit state
@@ -39,6 +40,7 @@ pub mod placement;
 pub mod record;
 pub mod repair;
 pub mod score;
+pub mod shard;
 pub mod segment;
 pub mod suspicion;
 pub mod transfer;

@@ -94,7 +94,7 @@ pub enum GatewayError {
     InvalidArgument(String),
     /// The bucket's index is at its size limit.
     #[error(
-        "the bucket {0:?} is full: one bucket holds about 19,000 objects and uploads in this version of the gateway; use another bucket"
+        "the bucket {0:?} is full: one shard of its index passed its bounds before it could split (too many writes at once); retry the request"
     )]
     BucketFull(String),
     /// The node could not be reached or could not reach a quorum.

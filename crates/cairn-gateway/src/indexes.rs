@@ -8,13 +8,20 @@
 //! the size bounds), sends only them, and enters them in the cache once the
 //! node's replicas have taken them. The cache only saves work: deleting it
 //! loses nothing.
+//!
+//! Every namespace is a tree of shards ([`cairn_core::shard`]): a read of
+//! one key walks the shards on its path, a listing reads them all (eight
+//! at a time), and a write goes to the key's leaf, which splits once it
+//! passes the [`SplitRule`]. So a bucket grows past one index's bounds.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cairn_core::index::{Account, Index, IndexError, IndexName, Merged};
+use cairn_core::index::{Account, Index, IndexError, IndexName, Merged, next_clock};
+use cairn_core::shard::{self, SPLIT_MARKER, SPLIT_VALUE, SplitRule, Step, Survey, Walk};
+use futures::StreamExt;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::error::GatewayError;
@@ -22,8 +29,11 @@ use crate::node::Node;
 
 /// A copy younger than this is used without asking the node.
 pub const FRESH: Duration = Duration::from_secs(2);
-/// Namespaces kept in memory at once.
-const MEMORY_SLOTS: usize = 256;
+/// Bytes of index copies kept in memory (the oldest go first; the cache
+/// file still has them). A bucket's shards are at most a few MiB each.
+const MEMORY_BYTES: usize = 64 << 20;
+/// Shards of one tree read at once.
+const PARALLEL_READS: usize = 8;
 const TABLE: TableDefinition<'static, &[u8], &[u8]> = TableDefinition::new("gateway_indexes_v1");
 
 /// One change to an index entry: a value, or `None` to delete.
@@ -34,12 +44,43 @@ struct Cached {
     index: Arc<Index>,
 }
 
+/// The memory copies, bounded by their encoded size.
+#[derive(Default)]
+struct Memory {
+    copies: HashMap<[u8; 32], Cached>,
+    bytes: usize,
+}
+
+impl Memory {
+    fn insert(&mut self, id: [u8; 32], c: Cached) {
+        self.bytes += c.index.encoded_len();
+        if let Some(old) = self.copies.insert(id, c) {
+            self.bytes -= old.index.encoded_len();
+        }
+        while self.bytes > MEMORY_BYTES && self.copies.len() > 1 {
+            let Some(oldest) = self
+                .copies
+                .iter()
+                .filter(|(k, _)| **k != id)
+                .min_by_key(|(_, c)| c.at)
+                .map(|(k, _)| *k)
+            else {
+                break;
+            };
+            if let Some(old) = self.copies.remove(&oldest) {
+                self.bytes -= old.index.encoded_len();
+            }
+        }
+    }
+}
+
 /// The account's indexes, through one node.
 pub struct Indexes {
     node: Node,
     account: Arc<Account>,
     cache: Arc<redb::Database>,
-    memory: Mutex<HashMap<[u8; 32], Cached>>,
+    memory: Mutex<Memory>,
+    split: SplitRule,
 }
 
 fn cache_err(e: impl std::fmt::Display) -> GatewayError {
@@ -57,8 +98,16 @@ impl Indexes {
             node,
             account,
             cache: Arc::new(db),
-            memory: Mutex::new(HashMap::new()),
+            memory: Mutex::new(Memory::default()),
+            split: SplitRule::DEFAULT,
         })
+    }
+
+    /// Splits shards by `rule` instead of [`SplitRule::DEFAULT`] (tests
+    /// use small shards to grow deep trees quickly).
+    pub fn with_split_rule(mut self, rule: SplitRule) -> Self {
+        self.split = rule;
+        self
     }
 
     /// The account.
@@ -72,7 +121,7 @@ impl Indexes {
 
     fn remembered(&self, id: &[u8; 32], max_age: Duration) -> Option<Arc<Index>> {
         let memory = self.memory.lock().ok()?;
-        let c = memory.get(id)?;
+        let c = memory.copies.get(id)?;
         (c.at.elapsed() < max_age).then(|| c.index.clone())
     }
 
@@ -85,13 +134,7 @@ impl Indexes {
             return Arc::new(index.clone());
         };
         let id = index.id().0;
-        if memory.len() >= MEMORY_SLOTS && !memory.contains_key(&id) {
-            // Drop the oldest copy: the cache file still has it.
-            if let Some(oldest) = memory.iter().min_by_key(|(_, c)| c.at).map(|(k, _)| *k) {
-                memory.remove(&oldest);
-            }
-        }
-        let (merged, at) = match memory.get(&id) {
+        let (merged, at) = match memory.copies.get(&id) {
             Some(c) => {
                 let mut m = (*c.index).clone();
                 // Both copies were checked; past a bound, keep the newer view.
@@ -167,12 +210,8 @@ impl Indexes {
         .map_err(cache_err)?
     }
 
-    /// The index of `namespace`, at most `max_age` old.
-    pub async fn read(
-        &self,
-        namespace: &str,
-        max_age: Duration,
-    ) -> Result<Arc<Index>, GatewayError> {
+    /// The shard index named `namespace`, at most `max_age` old.
+    async fn read(&self, namespace: &str, max_age: Duration) -> Result<Arc<Index>, GatewayError> {
         let name = self.name(namespace);
         let id = name.id();
         if let Some(index) = self.remembered(&id.0, max_age) {
@@ -193,6 +232,23 @@ impl Indexes {
         Ok(self.remember(&index, true))
     }
 
+    /// Walks `key`'s path in the tree of `namespace`, reading each shard
+    /// at most `max_age` old.
+    async fn walk(
+        &self,
+        namespace: &str,
+        key: &[u8],
+        max_age: Duration,
+    ) -> Result<Walk, GatewayError> {
+        let mut walk = Walk::new(namespace, key);
+        loop {
+            let index = self.read(&walk.shard(), max_age).await?;
+            if walk.step(&index, self.account.key(), key).map_err(open_err)? == Step::Leaf {
+                return Ok(walk);
+            }
+        }
+    }
+
     /// The value of `key` in `namespace` (read at most [`FRESH`] old).
     pub async fn get(&self, namespace: &str, key: &str) -> Result<Option<Vec<u8>>, GatewayError> {
         self.get_aged(namespace, key, FRESH).await
@@ -205,10 +261,8 @@ impl Indexes {
         key: &str,
         max_age: Duration,
     ) -> Result<Option<Vec<u8>>, GatewayError> {
-        let index = self.read(namespace, max_age).await?;
-        index
-            .get(self.account.key(), key.as_bytes())
-            .map_err(open_err)
+        let walk = self.walk(namespace, key.as_bytes(), max_age).await?;
+        Ok(walk.value().map(<[u8]>::to_vec))
     }
 
     /// Every live entry of `namespace`, sorted by key.
@@ -216,36 +270,77 @@ impl Indexes {
         self.entries_aged(namespace, FRESH).await
     }
 
-    /// Every live entry of `namespace`, read at most `max_age` ago.
+    /// Every live entry of `namespace` (all its shards), read at most
+    /// `max_age` ago.
     pub async fn entries_aged(
         &self,
         namespace: &str,
         max_age: Duration,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, GatewayError> {
-        let index = self.read(namespace, max_age).await?;
-        Ok(index
-            .entries(self.account.key())
-            .map_err(open_err)?
-            .collect())
+        let mut survey = Survey::new(namespace);
+        loop {
+            let pending = survey.take_pending();
+            if pending.is_empty() {
+                return Ok(survey.finish());
+            }
+            let read: Vec<_> = futures::stream::iter(pending)
+                .map(|(name, path)| async move { (path, self.read(&name, max_age).await) })
+                .buffer_unordered(PARALLEL_READS)
+                .collect()
+                .await;
+            for (path, index) in read {
+                survey
+                    .feed(&path, &*index?, self.account.key())
+                    .map_err(open_err)?;
+            }
+        }
     }
 
-    /// Applies `changes` to `namespace` in one delta. `bucket` names the
-    /// bucket in a "full" error. Returns whether every change won its slot
-    /// here (a later write by another gateway may still win later).
+    /// Applies `changes` to `namespace`: each goes to its key's leaf
+    /// shard, one delta per leaf. `bucket` names the bucket in a "full"
+    /// error. Returns whether every change won its slot here (a later
+    /// write by another gateway may still win later).
     pub async fn write(
         &self,
         namespace: &str,
         bucket: &str,
         changes: &[Change],
     ) -> Result<bool, GatewayError> {
-        if changes.is_empty() {
-            return Ok(true);
+        // Leaf → (its depth, the highest clock on the paths, its changes).
+        let mut leaves: BTreeMap<String, (usize, u64, Vec<&Change>)> = BTreeMap::new();
+        for change in changes {
+            let walk = self.walk(namespace, &change.0, FRESH).await?;
+            let leaf = leaves
+                .entry(walk.shard())
+                .or_insert((walk.depth(), 0, vec![]));
+            leaf.1 = leaf.1.max(walk.clock());
+            leaf.2.push(change);
         }
+        let mut all_won = true;
+        for (leaf, (depth, clock, changes)) in leaves {
+            all_won &= self
+                .write_shard(&leaf, depth, clock, bucket, &changes)
+                .await?;
+        }
+        Ok(all_won)
+    }
+
+    /// Writes `changes` to the shard `namespace` at `depth` with clocks
+    /// past `path_clock`, then splits the shard if it has grown past the
+    /// rule.
+    async fn write_shard(
+        &self,
+        namespace: &str,
+        depth: usize,
+        path_clock: u64,
+        bucket: &str,
+        changes: &[&Change],
+    ) -> Result<bool, GatewayError> {
         let current = self.read(namespace, FRESH).await?;
-        let clock = current.next_clock(crate::now_ms());
+        let clock = current.next_clock(next_clock(crate::now_ms(), path_clock));
         let mut delta = Index::new(*current.name());
         let mut all_won = true;
-        for (key, value) in changes {
+        for (key, value) in changes.iter().copied() {
             let r = match value {
                 Some(v) => delta.put(&self.account, key, v, clock),
                 None => delta.delete(&self.account, key, clock),
@@ -255,12 +350,30 @@ impl Indexes {
         // Checked against the bounds before anything is sent.
         let mut merged = (*current).clone();
         all_won &= merged.merge(&delta).map_err(|e| bound_err(e, bucket))? == Merged::Changed;
+        self.send(&delta).await?;
+        if self.split.should_split(&merged, depth)
+            && !shard::is_split(&merged, self.account.key()).map_err(open_err)?
+        {
+            // Every gateway that splits writes the same marker; from now
+            // on writes go to the children.
+            let mut marker = Index::new(*current.name());
+            marker
+                .put(&self.account, SPLIT_MARKER, SPLIT_VALUE, clock + 1)
+                .map_err(|e| bound_err(e, bucket))?;
+            self.send(&marker).await?;
+            tracing::debug!(namespace, depth, slots = merged.len(), "split an index shard");
+        }
+        Ok(all_won)
+    }
+
+    /// Sends a delta to the node's replicas, then enters it in the caches.
+    async fn send(&self, delta: &Index) -> Result<(), GatewayError> {
         self.node
             .post_index(&delta.id().to_hex(), delta.encode())
             .await?;
-        self.store_cached(&delta).await?;
-        self.remember(&delta, false);
-        Ok(all_won)
+        self.store_cached(delta).await?;
+        self.remember(delta, false);
+        Ok(())
     }
 }
 

@@ -58,14 +58,19 @@
 //!
 //! # Limits (and what is unfinished)
 //! - An object or part is at most [`MAX_OBJECT_BYTES`] (5 GiB).
-//! - A bucket holds about 19,000 objects and uploads: its index is one
-//!   account index, bounded by `MAX_INDEX_BYTES`/`MAX_ENTRIES`; past that
-//!   writes fail with `BucketFull` (507). Deleted keys leave tombstones
-//!   that count too. Sharding a bucket over several indexes is unfinished.
+//! - A bucket is not bounded by one index: each namespace above is a tree
+//!   of index shards ([`cairn_core::shard`]) that splits into 16 when a
+//!   shard passes 4,096 entries or 2 MiB (`--shard-entries`), so a million
+//!   objects is a tree three levels deep. A read of one key reads the
+//!   shards on its path; a write goes to its leaf.
+//! - Deleted keys leave tombstones that are never collected (they cost
+//!   shard room, so a bucket with much churn grows more shards).
 //! - A multipart object of more than 400 parts keeps its part list in
 //!   `partlists/<bucket>` entries (written before the object's entry), so
 //!   S3's 10,000 parts fit; each 400 parts cost one more index slot.
-//! - Listings read the whole bucket index (decrypting every entry).
+//! - Listings read the whole bucket tree (every shard, eight at a time,
+//!   decrypting every entry) for each page, so a page of a bucket of
+//!   100,000 objects reads about 40 MiB of index (cached for 2 s).
 //! - Unfinished: versioning, ACLs, bucket policies, setting tags and
 //!   server-side encryption options (data is always encrypted by Cairn);
 //!   those requests get S3's `NotImplemented` error.
@@ -130,6 +135,8 @@ pub struct Config {
     pub maintenance_interval: Duration,
     /// Serving limits.
     pub limits: server::Limits,
+    /// When a shard of a bucket's index splits.
+    pub split: cairn_core::shard::SplitRule,
 }
 
 impl Config {
@@ -145,6 +152,7 @@ impl Config {
             upload_max_age: DEFAULT_UPLOAD_MAX_AGE,
             maintenance_interval: Duration::from_secs(3600),
             limits: server::Limits::default(),
+            split: cairn_core::shard::SplitRule::DEFAULT,
         }
     }
 }
@@ -199,11 +207,10 @@ pub async fn start(config: Config) -> Result<Started, StartError> {
     let owner = blake3::derive_key(OWNER_CONTEXT, &seed);
     let account = Arc::new(Account::new(SecretKey::from_bytes(seed)));
     let node = node::Node::new(&config.api, owner, config.lease_secs)?;
-    let idx = Arc::new(indexes::Indexes::open(
-        node.clone(),
-        account,
-        &config.dir.join("cache.redb"),
-    )?);
+    let idx = Arc::new(
+        indexes::Indexes::open(node.clone(), account, &config.dir.join("cache.redb"))?
+            .with_split_rule(config.split),
+    );
     let gateway = Arc::new(s3::Gateway::new(
         node,
         idx,

@@ -14,6 +14,7 @@ use axum::routing::{get, post};
 use bytes::Bytes;
 use cairn_core::index::{Account, Index, IndexId};
 use cairn_core::keys::SecretKey;
+use cairn_core::shard::SplitRule;
 use cairn_node::frames::{DATA, END, HEADER, frame};
 use futures::StreamExt;
 use s3s::dto::*;
@@ -159,9 +160,23 @@ fn gateway(api: &str, seed: [u8; 32], dir: &std::path::Path) -> Gateway {
 }
 
 fn gateway_with(api: &str, seed: [u8; 32], dir: &std::path::Path, min_part: u64) -> Gateway {
+    gateway_split(api, seed, dir, min_part, SplitRule::DEFAULT)
+}
+
+fn gateway_split(
+    api: &str,
+    seed: [u8; 32],
+    dir: &std::path::Path,
+    min_part: u64,
+    rule: SplitRule,
+) -> Gateway {
     let node = Node::new(api, [7; 32], 3600).unwrap();
     let account = Arc::new(Account::new(SecretKey::from_bytes(seed)));
-    let idx = Arc::new(Indexes::open(node.clone(), account, &dir.join("cache.redb")).unwrap());
+    let idx = Arc::new(
+        Indexes::open(node.clone(), account, &dir.join("cache.redb"))
+            .unwrap()
+            .with_split_rule(rule),
+    );
     Gateway::new(
         node,
         idx,
@@ -1037,4 +1052,133 @@ async fn small_objects_live_in_their_index_entry() {
     .unwrap();
     assert!(h.get("small", "s", None).await.is_err());
     assert_eq!(h.stored(), 1);
+}
+
+/// A bucket outgrows one index: its shards split (here after 16 slots)
+/// and it still lists, reads, overwrites and deletes as one bucket, from
+/// this gateway and from a second one with a cold cache.
+#[tokio::test]
+async fn a_bucket_splits_into_shards_and_still_reads_as_one() {
+    let mut h = Harness::new().await;
+    let rule = SplitRule {
+        max_entries: 16,
+        max_bytes: 1 << 20,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    h.gw = gateway_split(&h.api, h.seed, dir.path(), crate::s3::MIN_PART, rule);
+    h.bucket("big").await;
+    let key = |i: usize| format!("k/{i:04}");
+    for i in 0..400 {
+        h.put_sized("big", &key(i), format!("v{i}").as_bytes())
+            .await
+            .unwrap();
+    }
+    {
+        let f = h.fake.lock().unwrap();
+        // The root, its 16 children and more: a tree, not one index.
+        assert!(f.indexes.len() > 17, "{} indexes", f.indexes.len());
+        let largest = f.indexes.values().map(|i| i.len()).max().unwrap();
+        assert!(largest <= 17, "a shard of {largest} slots did not split");
+    }
+    assert_eq!(list(&h.gw).await, (0..400).map(key).collect::<Vec<_>>());
+    for i in (0..400).step_by(4) {
+        h.gw.delete_object(req(DeleteObjectInput {
+            bucket: "big".into(),
+            key: key(i),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    }
+    for i in (1..400).step_by(8) {
+        h.put_sized("big", &key(i), b"rewritten").await.unwrap();
+    }
+    let live: Vec<String> = (0..400).filter(|i| i % 4 != 0).map(key).collect();
+    assert_eq!(list(&h.gw).await, live);
+    let dir2 = tempfile::tempdir().unwrap();
+    let other = gateway(&h.api, h.seed, dir2.path());
+    assert_eq!(list(&other).await, live);
+    assert_eq!(read(&other, key(9)).await.unwrap(), b"rewritten");
+    assert_eq!(read(&other, key(10)).await.unwrap(), b"v10");
+    assert_eq!(code(read(&other, key(8)).await.unwrap_err()), "NoSuchKey");
+    let refused = other
+        .delete_bucket(req(DeleteBucketInput {
+            bucket: "big".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(code(refused), "BucketNotEmpty");
+    for chunk in live.chunks(100) {
+        other
+            .delete_objects(req(DeleteObjectsInput::builder()
+                .bucket("big".into())
+                .delete(Delete {
+                    objects: chunk
+                        .iter()
+                        .map(|k| ObjectIdentifier {
+                            key: k.clone(),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    quiet: Some(true),
+                })
+                .build()
+                .unwrap()))
+            .await
+            .unwrap();
+    }
+    assert!(list(&other).await.is_empty());
+    other
+        .delete_bucket(req(DeleteBucketInput {
+            bucket: "big".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+}
+
+/// Every key of bucket `big`, paging 37 at a time.
+async fn list(gw: &Gateway) -> Vec<String> {
+    let mut token = None;
+    let mut seen = vec![];
+    loop {
+        let out = gw
+            .list_objects_v2(req(ListObjectsV2Input {
+                bucket: "big".into(),
+                max_keys: Some(37),
+                continuation_token: token.clone(),
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .output;
+        seen.extend(
+            out.contents
+                .unwrap_or_default()
+                .into_iter()
+                .map(|o| o.key.unwrap()),
+        );
+        if !out.is_truncated.unwrap() {
+            return seen;
+        }
+        token = out.next_continuation_token;
+    }
+}
+
+/// Object `key` of bucket `big`.
+async fn read(gw: &Gateway, key: String) -> Result<Vec<u8>, s3s::S3Error> {
+    let out = gw
+        .get_object(req(GetObjectInput {
+            bucket: "big".into(),
+            key,
+            ..Default::default()
+        }))
+        .await?;
+    let mut body = out.output.body.unwrap();
+    let mut data = Vec::new();
+    while let Some(c) = body.next().await {
+        data.extend_from_slice(&c.unwrap());
+    }
+    Ok(data)
 }

@@ -49,6 +49,11 @@ pub struct S3Args {
     /// Multipart uploads older than this are aborted and their parts removed.
     #[arg(long, default_value = "7d", value_parser = crate::size::parse_duration)]
     pub upload_max_age: std::time::Duration,
+    /// A shard of a bucket's index splits into 16 when it holds this many
+    /// entries (or 2 MiB). Smaller shards make writes cheaper and listings
+    /// read more shards; the tests use small ones to grow deep trees.
+    #[arg(long, env = "CAIRN_GATEWAY_SHARD_ENTRIES", default_value_t = cairn_core::shard::SplitRule::DEFAULT.max_entries)]
+    pub shard_entries: usize,
 }
 
 /// `cairn gateway keys …`.
@@ -145,6 +150,13 @@ async fn serve(a: S3Args) -> Result<()> {
     config.account_file = a.account_file;
     config.region = a.region;
     config.upload_max_age = a.upload_max_age;
+    if !(16..=60_000).contains(&a.shard_entries) {
+        bail!(
+            "--shard-entries {} is out of range: a shard splits at 16 to 60,000 entries (an index holds 65,536)",
+            a.shard_entries
+        );
+    }
+    config.split.max_entries = a.shard_entries;
     let started = cairn_gateway::start(config)
         .await
         .with_context(|| format!("the S3 gateway did not start (node API {})", a.api))?;

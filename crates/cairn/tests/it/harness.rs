@@ -62,6 +62,12 @@ impl Devnet {
 
     /// A devnet with extra `cairn devnet` flags (e.g. steward timings).
     pub fn start_with(nodes: usize, storage: &str, extra: &[&str]) -> Self {
+        Self::start_env(nodes, storage, extra, &[])
+    }
+
+    /// As [`Devnet::start_with`], with environment variables for the devnet
+    /// and every process it starts.
+    pub fn start_env(nodes: usize, storage: &str, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let log = std::fs::File::create(dir.path().join("devnet.log")).unwrap();
         let child = Command::new(CAIRN)
@@ -75,6 +81,7 @@ impl Devnet {
             ])
             .arg(dir.path())
             .args(extra)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

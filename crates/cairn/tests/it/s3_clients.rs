@@ -16,7 +16,14 @@ fn repo() -> PathBuf {
 /// The devnet every test here runs: 12 nodes (so n = 12, k = 8: each node
 /// holds one piece of each segment) and a gateway on node 0.
 fn devnet() -> (Devnet, GatewayInfo) {
-    let net = Devnet::start_with(12, "2GiB", &["--gateway"]);
+    // Small index shards, so the listing tests (1,050 keys) run over a
+    // tree of split shards on the real network, not one index.
+    let net = Devnet::start_env(
+        12,
+        "2GiB",
+        &["--gateway"],
+        &[("CAIRN_GATEWAY_SHARD_ENTRIES", "128")],
+    );
     let gw = net
         .gateway
         .clone()

@@ -1,0 +1,448 @@
+//! Sharded account indexes: one namespace spread over a tree of indexes,
+//! so a bucket is not bounded by what one index holds (65,536 slots,
+//! 8 MiB, about 19,000 S3 objects).
+//!
+//! # Layout
+//! A namespace's root shard is the index of the namespace itself (so an
+//! index written before sharding existed is the root of its tree). A
+//! shard that grows past its [`SplitRule`] gets a split marker, the entry
+//! [`SPLIT_MARKER`] (a key no S3 key can be: `0xFF` never starts UTF-8),
+//! and from then on writes go to its [`FANOUT`] children, named by the
+//! next hex digit of the key's path (BLAKE3 of the key in its own
+//! context): shard `photos` splits into `photos#0` … `photos#f`, shard
+//! `photos#3` into `photos#30` … `photos#3f`. Hashing spreads any key
+//! order (backups write keys in ascending order) evenly, so a tree of
+//! `N` keys is about `log16(N / 4096)` deep.
+//!
+//! Nothing moves when a shard splits: its entries stay where they are and
+//! every read of a key looks at each shard on the key's path, root to
+//! leaf, and takes the latest op ([`Found::order`]: clock, then hash, the
+//! index's own merge rule) among them. A write goes to the leaf, with a
+//! clock past every op on the path, so it beats the key's older ops
+//! higher up; a delete is a tombstone in the leaf that hides them.
+//!
+//! # Concurrency
+//! Every gateway that splits a shard writes the same marker and the
+//! children's names follow from the key alone, so two gateways that split
+//! one shard at once agree on the tree. A gateway that has not yet seen a
+//! split keeps writing to the shard it thinks is the leaf; that write is
+//! still on every reader's path, and the latest op wins as in one index.
+//!
+//! [`Walk`] (one key) and [`Survey`] (every key) are state machines: they
+//! say which shard to read next and take it when it is read, so the
+//! gateway drives them over the network and the tests over a map.
+
+use std::collections::BTreeMap;
+
+use crate::index::{Found, Index, IndexError, IndexKey};
+
+/// The map key that marks a shard as split (its value is [`SPLIT_VALUE`]).
+pub const SPLIT_MARKER: &[u8] = b"\xffcairn shard split v1";
+/// The marker's value: the split format's version.
+pub const SPLIT_VALUE: &[u8] = &[1];
+/// Children of a split shard: one per hex digit of the key path.
+pub const FANOUT: usize = 16;
+/// Shards this deep never split (16^8 leaves is more than any bucket).
+pub const MAX_DEPTH: usize = 8;
+const PATH_CONTEXT: &str = "cairn v1 account index shard path";
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// When a shard splits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SplitRule {
+    /// Slots (tombstones included).
+    pub max_entries: usize,
+    /// Encoded bytes.
+    pub max_bytes: usize,
+}
+
+impl SplitRule {
+    /// 4,096 slots or 2 MiB: a quarter of an index's bounds, so writers
+    /// that have not seen the split yet still find room, and a write reads
+    /// at most a few MiB per shard on its path.
+    pub const DEFAULT: Self = Self {
+        max_entries: 4096,
+        max_bytes: 2 << 20,
+    };
+
+    /// Whether `index`, a shard at `depth`, should split now.
+    pub fn should_split(&self, index: &Index, depth: usize) -> bool {
+        depth < MAX_DEPTH
+            && (index.len() >= self.max_entries || index.encoded_len() >= self.max_bytes)
+    }
+}
+
+impl Default for SplitRule {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// Whether `key` is reserved for the tree itself (never a user's key).
+pub fn is_reserved(key: &[u8]) -> bool {
+    key.first() == Some(&0xFF)
+}
+
+/// The hex digits that place `key` in the tree.
+pub fn key_path(key: &[u8]) -> [u8; 64] {
+    let hash = blake3::Hasher::new_derive_key(PATH_CONTEXT)
+        .update(key)
+        .finalize();
+    let mut out = [0u8; 64];
+    for (i, b) in hash.as_bytes().iter().enumerate() {
+        out[2 * i] = HEX[usize::from(b >> 4)];
+        out[2 * i + 1] = HEX[usize::from(b & 15)];
+    }
+    out
+}
+
+/// The namespace of the shard at `path` (hex digits) under `root`.
+pub fn shard_name(root: &str, path: &str) -> String {
+    if path.is_empty() {
+        root.to_string()
+    } else {
+        format!("{root}#{path}")
+    }
+}
+
+/// Whether `index` carries a live split marker.
+pub fn is_split(index: &Index, key: &IndexKey) -> Result<bool, IndexError> {
+    Ok(index
+        .find(key, SPLIT_MARKER)?
+        .is_some_and(|f| f.value.is_some()))
+}
+
+/// The later of two ops for one key.
+fn later(a: Option<Found>, b: Found) -> Found {
+    match a {
+        Some(a) if a.order >= b.order => a,
+        _ => b,
+    }
+}
+
+/// Finds one key's latest op along its path, and the leaf a write of it
+/// goes to.
+#[derive(Clone, Debug)]
+pub struct Walk {
+    root: String,
+    path: [u8; 64],
+    depth: usize,
+    done: bool,
+    latest: Option<Found>,
+    clock: u64,
+}
+
+/// What [`Walk::step`] learned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Read [`Walk::shard`] next.
+    Descend,
+    /// The shard just read is the leaf.
+    Leaf,
+}
+
+impl Walk {
+    /// A walk for `key` in the tree under `root`.
+    pub fn new(root: &str, key: &[u8]) -> Self {
+        Self {
+            root: root.to_string(),
+            path: key_path(key),
+            depth: 0,
+            done: false,
+            latest: None,
+            clock: 0,
+        }
+    }
+
+    fn path(&self) -> &str {
+        // Hex digits are ASCII.
+        std::str::from_utf8(&self.path[..self.depth]).unwrap_or_default()
+    }
+
+    /// The shard to read next (or, once done, the leaf).
+    pub fn shard(&self) -> String {
+        shard_name(&self.root, self.path())
+    }
+
+    /// The leaf's depth (once done) or the next shard's.
+    pub fn depth(&self) -> usize {
+        self.depth
+    }
+
+    /// Takes the shard [`Walk::shard`] named, read, for map key `map_key`.
+    pub fn step(
+        &mut self,
+        index: &Index,
+        key: &IndexKey,
+        map_key: &[u8],
+    ) -> Result<Step, IndexError> {
+        if self.done {
+            return Ok(Step::Leaf);
+        }
+        if let Some(f) = index.find(key, map_key)? {
+            self.latest = Some(later(self.latest.take(), f));
+        }
+        self.clock = self.clock.max(index.clock());
+        if self.depth < MAX_DEPTH && is_split(index, key)? {
+            self.depth += 1;
+            Ok(Step::Descend)
+        } else {
+            self.done = true;
+            Ok(Step::Leaf)
+        }
+    }
+
+    /// The key's latest op on the path read so far.
+    pub fn latest(&self) -> Option<&Found> {
+        self.latest.as_ref()
+    }
+
+    /// The key's value: the latest op, unless it is a tombstone.
+    pub fn value(&self) -> Option<&[u8]> {
+        self.latest.as_ref().and_then(|f| f.value.as_deref())
+    }
+
+    /// The highest clock of any shard on the path: a write's clock must
+    /// pass it (see [`crate::index::next_clock`]).
+    pub fn clock(&self) -> u64 {
+        self.clock
+    }
+}
+
+/// Reads a whole tree: every key's latest op over all shards.
+#[derive(Debug, Default)]
+pub struct Survey {
+    root: String,
+    pending: Vec<String>,
+    merged: BTreeMap<Vec<u8>, Found>,
+    shards: usize,
+}
+
+impl Survey {
+    /// A survey of the tree under `root`.
+    pub fn new(root: &str) -> Self {
+        Self {
+            root: root.to_string(),
+            pending: vec![String::new()],
+            merged: BTreeMap::new(),
+            shards: 0,
+        }
+    }
+
+    /// The shards to read next, by path: read each and pass it to
+    /// [`Survey::feed`]. Empty once the survey is complete.
+    pub fn take_pending(&mut self) -> Vec<(String, String)> {
+        std::mem::take(&mut self.pending)
+            .into_iter()
+            .map(|p| (shard_name(&self.root, &p), p))
+            .collect()
+    }
+
+    /// Takes the shard at `path`.
+    pub fn feed(&mut self, path: &str, index: &Index, key: &IndexKey) -> Result<(), IndexError> {
+        self.shards += 1;
+        for (k, f) in index.all(key)? {
+            if is_reserved(&k) {
+                continue;
+            }
+            let f = later(self.merged.remove(&k), f);
+            self.merged.insert(k, f);
+        }
+        if path.len() < MAX_DEPTH && is_split(index, key)? {
+            for &digit in HEX {
+                let mut child = path.to_string();
+                child.push(char::from(digit));
+                self.pending.push(child);
+            }
+        }
+        Ok(())
+    }
+
+    /// Shards read.
+    pub fn shards(&self) -> usize {
+        self.shards
+    }
+
+    /// Every live key and value, sorted by key.
+    pub fn finish(self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        self.merged
+            .into_iter()
+            .filter_map(|(k, f)| f.value.map(|v| (k, v)))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::index::{Account, next_clock};
+    use crate::keys::SecretKey;
+    use proptest::prelude::*;
+
+    /// A tree of shards in memory, written the way the gateway writes.
+    struct Tree {
+        account: Account,
+        shards: HashMap<String, Index>,
+        rule: SplitRule,
+    }
+
+    impl Tree {
+        fn new(rule: SplitRule) -> Self {
+            Self {
+                account: Account::new(SecretKey::from_bytes([5; 32])),
+                shards: HashMap::new(),
+                rule,
+            }
+        }
+
+        fn shard(&mut self, name: &str) -> &mut Index {
+            let account = &self.account;
+            self.shards
+                .entry(name.to_string())
+                .or_insert_with(|| Index::new(account.index_name(name.as_bytes())))
+        }
+
+        fn walk(&mut self, key: &[u8]) -> Walk {
+            let mut w = Walk::new("objects/b", key);
+            loop {
+                let name = w.shard();
+                let ix = self.shard(&name).clone();
+                if w.step(&ix, self.account.key(), key).unwrap() == Step::Leaf {
+                    return w;
+                }
+            }
+        }
+
+        /// Writes `value` (None: delete) to `key`'s leaf, or, if `stale`
+        /// is set, to a shard that many levels above it (a writer that
+        /// has not seen the splits yet).
+        fn write(&mut self, key: &[u8], value: Option<&[u8]>, now: u64, stale: usize) {
+            let w = self.walk(key);
+            let depth = w.depth().saturating_sub(stale);
+            let path = std::str::from_utf8(&key_path(key)[..depth]).unwrap().to_string();
+            let name = shard_name("objects/b", &path);
+            let clock = next_clock(now, if stale > 0 { 0 } else { w.clock() });
+            let account = Account::new(SecretKey::from_bytes([5; 32]));
+            let rule = self.rule;
+            let ix = self.shard(&name);
+            let clock = ix.next_clock(clock);
+            match value {
+                Some(v) => ix.put(&account, key, v, clock).unwrap(),
+                None => ix.delete(&account, key, clock).unwrap(),
+            };
+            if rule.should_split(ix, depth) && !is_split(ix, account.key()).unwrap() {
+                ix.put(&account, SPLIT_MARKER, SPLIT_VALUE, clock + 1).unwrap();
+            }
+        }
+
+        fn survey(&mut self) -> Vec<(Vec<u8>, Vec<u8>)> {
+            let mut s = Survey::new("objects/b");
+            loop {
+                let pending = s.take_pending();
+                if pending.is_empty() {
+                    return s.finish();
+                }
+                for (name, path) in pending {
+                    let ix = self.shard(&name).clone();
+                    s.feed(&path, &ix, self.account.key()).unwrap();
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_tree_holds_far_more_than_one_index_and_stays_shallow() {
+        let mut t = Tree::new(SplitRule {
+            max_entries: 64,
+            max_bytes: 1 << 20,
+        });
+        // Ascending keys, as a backup tool writes them.
+        for i in 0..5_000u32 {
+            let k = format!("data/{i:08}");
+            t.write(k.as_bytes(), Some(k.as_bytes()), 1_000 + u64::from(i), 0);
+        }
+        let all = t.survey();
+        assert_eq!(all.len(), 5_000);
+        assert!(all.windows(2).all(|w| w[0].0 < w[1].0));
+        // 5,000 / 64 keys a shard: two or three levels of 16, not a spine.
+        let deepest = t.shards.keys().map(|n| n.len() - "objects/b".len()).max().unwrap();
+        assert!(deepest <= 4, "{deepest}");
+        assert!(t.shards.values().all(|ix| ix.len() <= 64 + 1));
+        let w = t.walk(b"data/00000123");
+        assert_eq!(w.value(), Some(&b"data/00000123"[..]));
+        assert_eq!(t.walk(b"data/x").value(), None);
+    }
+
+    #[test]
+    fn the_split_marker_is_not_a_key_and_no_utf8_key_is_reserved() {
+        assert!(is_reserved(SPLIT_MARKER));
+        assert!(!is_reserved("ÿ".as_bytes()));
+        assert!(!is_reserved(b""));
+        assert_eq!(shard_name("objects/b", ""), "objects/b");
+        assert_eq!(shard_name("objects/b", "3a"), "objects/b#3a");
+        let p = key_path(b"k");
+        assert!(p.iter().all(|c| HEX.contains(c)));
+        assert_ne!(key_path(b"k"), key_path(b"l"));
+    }
+
+    #[derive(Clone, Debug)]
+    enum Action {
+        Put(u8, u8),
+        Delete(u8),
+        /// A writer that missed the last split(s) puts to an ancestor.
+        StalePut(u8, u8, usize),
+    }
+
+    fn action() -> impl Strategy<Value = Action> {
+        prop_oneof![
+            4 => (0u8..200, any::<u8>()).prop_map(|(k, v)| Action::Put(k, v)),
+            2 => (0u8..200).prop_map(Action::Delete),
+            1 => (0u8..200, any::<u8>(), 1usize..3).prop_map(|(k, v, s)| Action::StalePut(k, v, s)),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// Whatever splits happen and whoever writes where, the tree reads
+        /// as one map with last-writer-wins: what a model map says.
+        #[test]
+        fn the_tree_reads_as_one_last_writer_wins_map(actions in prop::collection::vec(action(), 1..400)) {
+            let mut t = Tree::new(SplitRule { max_entries: 8, max_bytes: 1 << 20 });
+            let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+            for (i, a) in actions.iter().enumerate() {
+                let now = 10 * i as u64 + 10;
+                match *a {
+                    Action::Put(k, v) => {
+                        let key = format!("k{k:03}").into_bytes();
+                        t.write(&key, Some(&[v]), now, 0);
+                        model.insert(key, vec![v]);
+                    }
+                    Action::Delete(k) => {
+                        let key = format!("k{k:03}").into_bytes();
+                        t.write(&key, None, now, 0);
+                        model.remove(&key);
+                    }
+                    Action::StalePut(k, v, s) => {
+                        let key = format!("k{k:03}").into_bytes();
+                        // Its clock is still the latest in real time.
+                        t.write(&key, Some(&[v]), now, s);
+                        model.insert(key, vec![v]);
+                    }
+                }
+            }
+            let all = t.survey();
+            let expected: Vec<(Vec<u8>, Vec<u8>)> = model.clone().into_iter().collect();
+            prop_assert_eq!(&all, &expected);
+            for k in 0u8..200 {
+                let key = format!("k{k:03}").into_bytes();
+                let w = t.walk(&key);
+                prop_assert_eq!(w.value(), model.get(&key).map(Vec::as_slice));
+            }
+        }
+    }
+}
