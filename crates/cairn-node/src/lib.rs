@@ -238,9 +238,9 @@ pub async fn run(
     .with_scores(steward_view.clone());
     // Compute: this node schedules the jobs submitted to it and, if it
     // offers compute, runs units for any scheduler. One sandbox engine
-    // serves both (the scheduler compiles submitted modules to check them).
-    let sandbox = cairn_compute::Sandbox::new()
-        .map_err(|e| NodeError::Config(format!("cannot start the sandbox: {e}")))?;
+    // serves both (the scheduler compiles submitted modules to check them);
+    // it is built at the first job, so a node without jobs stays small.
+    let sandbox = cairn_compute::Sandbox::lazy();
     let (report_tx, report_rx) = tokio::sync::mpsc::channel(jobs::REPORT_QUEUE);
     let provider = match &cfg.compute {
         Some(offer) => Some(provider::Provider::new(
