@@ -426,7 +426,6 @@ impl Sandbox {
             checkpoints: finished.checkpoints,
         })
     }
-
 }
 
 #[cfg(test)]

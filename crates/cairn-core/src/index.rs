@@ -891,7 +891,12 @@ mod tests {
         let all = child.all(a.key()).unwrap();
         assert_eq!(all.len(), 1);
         assert_eq!(all[0].0, b"k");
-        let keys: Vec<Vec<u8>> = parent.all(a.key()).unwrap().into_iter().map(|(k, _)| k).collect();
+        let keys: Vec<Vec<u8>> = parent
+            .all(a.key())
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
         assert_eq!(keys, [&b"j"[..], b"k"]);
         assert_eq!(parent.all(account(2).key()).err(), Some(IndexError::Open));
     }

@@ -40,8 +40,8 @@ pub mod placement;
 pub mod record;
 pub mod repair;
 pub mod score;
-pub mod shard;
 pub mod segment;
+pub mod shard;
 pub mod suspicion;
 pub mod transfer;
 

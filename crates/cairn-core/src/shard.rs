@@ -323,7 +323,9 @@ mod tests {
         fn write(&mut self, key: &[u8], value: Option<&[u8]>, now: u64, stale: usize) {
             let w = self.walk(key);
             let depth = w.depth().saturating_sub(stale);
-            let path = std::str::from_utf8(&key_path(key)[..depth]).unwrap().to_string();
+            let path = std::str::from_utf8(&key_path(key)[..depth])
+                .unwrap()
+                .to_string();
             let name = shard_name("objects/b", &path);
             let clock = next_clock(now, if stale > 0 { 0 } else { w.clock() });
             let account = Account::new(SecretKey::from_bytes([5; 32]));
@@ -335,7 +337,8 @@ mod tests {
                 None => ix.delete(&account, key, clock).unwrap(),
             };
             if rule.should_split(ix, depth) && !is_split(ix, account.key()).unwrap() {
-                ix.put(&account, SPLIT_MARKER, SPLIT_VALUE, clock + 1).unwrap();
+                ix.put(&account, SPLIT_MARKER, SPLIT_VALUE, clock + 1)
+                    .unwrap();
             }
         }
 
@@ -369,7 +372,12 @@ mod tests {
         assert_eq!(all.len(), 5_000);
         assert!(all.windows(2).all(|w| w[0].0 < w[1].0));
         // 5,000 / 64 keys a shard: two or three levels of 16, not a spine.
-        let deepest = t.shards.keys().map(|n| n.len() - "objects/b".len()).max().unwrap();
+        let deepest = t
+            .shards
+            .keys()
+            .map(|n| n.len() - "objects/b".len())
+            .max()
+            .unwrap();
         assert!(deepest <= 4, "{deepest}");
         assert!(t.shards.values().all(|ix| ix.len() <= 64 + 1));
         let w = t.walk(b"data/00000123");

@@ -92,6 +92,9 @@ pub enum GatewayError {
     /// Some other bad argument.
     #[error("{0}")]
     InvalidArgument(String),
+    /// A tag set S3 would refuse (too many, too long, repeated, `aws:`).
+    #[error("{0}")]
+    InvalidTag(String),
     /// The bucket's index is at its size limit.
     #[error(
         "the bucket {0:?} is full: one shard of its index passed its bounds before it could split (too many writes at once); retry the request"
@@ -134,6 +137,7 @@ impl From<GatewayError> for S3Error {
             G::Anonymous => S3ErrorCode::AccessDenied,
             G::UnknownAccessKey => S3ErrorCode::InvalidAccessKeyId,
             G::InvalidArgument(_) => S3ErrorCode::InvalidArgument,
+            G::InvalidTag(_) => S3ErrorCode::InvalidTag,
             G::BucketFull(_) => S3ErrorCode::Custom("BucketFull".into()),
             G::Unavailable(_) => S3ErrorCode::ServiceUnavailable,
             G::DataNotFound(_) | G::Internal(_) => S3ErrorCode::InternalError,
@@ -223,6 +227,7 @@ mod tests {
             (GatewayError::Anonymous, "AccessDenied", 403),
             (GatewayError::UnknownAccessKey, "InvalidAccessKeyId", 403),
             (GatewayError::BucketFull("b".into()), "BucketFull", 507),
+            (GatewayError::InvalidTag("t".into()), "InvalidTag", 400),
             (
                 GatewayError::Unavailable("down".into()),
                 "ServiceUnavailable",

@@ -243,7 +243,11 @@ impl Indexes {
         let mut walk = Walk::new(namespace, key);
         loop {
             let index = self.read(&walk.shard(), max_age).await?;
-            if walk.step(&index, self.account.key(), key).map_err(open_err)? == Step::Leaf {
+            if walk
+                .step(&index, self.account.key(), key)
+                .map_err(open_err)?
+                == Step::Leaf
+            {
                 return Ok(walk);
             }
         }
@@ -361,7 +365,12 @@ impl Indexes {
                 .put(&self.account, SPLIT_MARKER, SPLIT_VALUE, clock + 1)
                 .map_err(|e| bound_err(e, bucket))?;
             self.send(&marker).await?;
-            tracing::debug!(namespace, depth, slots = merged.len(), "split an index shard");
+            tracing::debug!(
+                namespace,
+                depth,
+                slots = merged.len(),
+                "split an index shard"
+            );
         }
         Ok(all_won)
     }

@@ -288,6 +288,8 @@ delegate! {
     head_object: HeadObjectInput => HeadObjectOutput;
     delete_object: DeleteObjectInput => DeleteObjectOutput;
     get_object_tagging: GetObjectTaggingInput => GetObjectTaggingOutput;
+    put_object_tagging: PutObjectTaggingInput => PutObjectTaggingOutput;
+    delete_object_tagging: DeleteObjectTaggingInput => DeleteObjectTaggingOutput;
     delete_objects: DeleteObjectsInput => DeleteObjectsOutput;
     copy_object: CopyObjectInput => CopyObjectOutput;
     list_objects_v2: ListObjectsV2Input => ListObjectsV2Output;

@@ -1,14 +1,105 @@
 //! The values the gateway keeps in its account indexes (see the crate
 //! docs for the layout). Each is postcard with a leading `version` field,
-//! so a newer gateway can tell an older value from its own and migrate it.
+//! so a newer gateway can tell an older value from its own and migrate it
+//! ([`Value::upgrade`]): objects and uploads are at version 2 (they gained
+//! tags), the rest at 1.
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::error::GatewayError;
 
-/// The value format this build writes and reads.
+/// The format of values that have not changed since the first version.
 pub const META_VERSION: u16 = 1;
+
+/// A value kept in an index, with its format version.
+pub trait Value: Serialize + DeserializeOwned {
+    /// The format this build writes.
+    const VERSION: u16;
+    /// Reads a value of an older format `version` into this one (`None`:
+    /// not a format this build knows).
+    fn upgrade(version: u16, bytes: &[u8]) -> Option<Result<Self, postcard::Error>> {
+        let _ = (version, bytes);
+        None
+    }
+}
+
+impl Value for BucketMeta {
+    const VERSION: u16 = META_VERSION;
+}
+impl Value for PartMeta {
+    const VERSION: u16 = META_VERSION;
+}
+impl Value for PartList {
+    const VERSION: u16 = META_VERSION;
+}
+impl Value for TagsMeta {
+    const VERSION: u16 = META_VERSION;
+}
+
+impl Value for ObjectMeta {
+    const VERSION: u16 = 2;
+    fn upgrade(version: u16, bytes: &[u8]) -> Option<Result<Self, postcard::Error>> {
+        (version == 1).then(|| {
+            postcard::from_bytes::<ObjectMetaV1>(bytes).map(|o| ObjectMeta {
+                version: Self::VERSION,
+                size: o.size,
+                etag: o.etag,
+                content_type: o.content_type,
+                user_metadata: o.user_metadata,
+                last_modified_ms: o.last_modified_ms,
+                parts: o.parts,
+                lease_expires_at: o.lease_expires_at,
+                part_lists: o.part_lists,
+                inline: o.inline,
+                tags: vec![],
+            })
+        })
+    }
+}
+
+impl Value for UploadMeta {
+    const VERSION: u16 = 2;
+    fn upgrade(version: u16, bytes: &[u8]) -> Option<Result<Self, postcard::Error>> {
+        (version == 1).then(|| {
+            postcard::from_bytes::<UploadMetaV1>(bytes).map(|u| UploadMeta {
+                version: Self::VERSION,
+                key: u.key,
+                initiated_ms: u.initiated_ms,
+                content_type: u.content_type,
+                user_metadata: u.user_metadata,
+                tags: vec![],
+            })
+        })
+    }
+}
+
+/// [`ObjectMeta`] as version 1 wrote it (no tags).
+#[derive(Deserialize)]
+struct ObjectMetaV1 {
+    #[allow(dead_code)]
+    version: u16,
+    size: u64,
+    etag: String,
+    content_type: Option<String>,
+    user_metadata: Vec<(String, String)>,
+    last_modified_ms: u64,
+    parts: Vec<PartRef>,
+    lease_expires_at: u64,
+    part_lists: Vec<String>,
+    inline: Option<Vec<u8>>,
+}
+
+/// [`UploadMeta`] as version 1 wrote it (no tags).
+#[derive(Deserialize)]
+struct UploadMetaV1 {
+    #[allow(dead_code)]
+    version: u16,
+    key: String,
+    initiated_ms: u64,
+    content_type: Option<String>,
+    user_metadata: Vec<(String, String)>,
+}
 
 /// A bucket, in namespace `buckets`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,6 +148,40 @@ pub struct ObjectMeta {
     /// encrypted index entry instead of a Cairn object of its own, as
     /// Garage keeps small objects in its metadata.
     pub inline: Option<Vec<u8>>,
+    /// The tags it was written with (`x-amz-tagging`); a later
+    /// PutObjectTagging keeps its set in a [`TagsMeta`] instead.
+    pub tags: Vec<(String, String)>,
+}
+
+/// Tags set on an existing object (PutObjectTagging, DeleteObjectTagging),
+/// in namespace `tags/<bucket>` under the object key. They are an entry of
+/// their own, not a rewrite of the object's entry, so setting tags can
+/// never bring back the data of an object that a concurrent PUT replaced;
+/// they apply only while the object entry is the one they were set on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TagsMeta {
+    /// [`META_VERSION`].
+    pub version: u16,
+    /// [`generation`] of the object entry the tags belong to.
+    pub generation: String,
+    /// The tags, in the order given.
+    pub tags: Vec<(String, String)>,
+}
+
+/// Which write of an object `m` is: a hash of its ETag, time, size and
+/// data (its part lists' random ids, or else its parts' capabilities), so
+/// every PUT, copy or completion is a new generation, and `m` with its part
+/// lists read in is the same generation as without.
+pub fn generation(m: &ObjectMeta) -> String {
+    let caps: Vec<&str> = if m.part_lists.is_empty() {
+        m.parts.iter().map(|p| p.cap.as_str()).collect()
+    } else {
+        vec![]
+    };
+    let described =
+        postcard::to_allocvec(&(&m.etag, m.last_modified_ms, m.size, &m.part_lists, caps))
+            .unwrap_or_default();
+    hex::encode(&blake3::hash(&described).as_bytes()[..16])
 }
 
 /// Objects up to this size are kept inline in their index entry.
@@ -89,6 +214,8 @@ pub struct UploadMeta {
     pub content_type: Option<String>,
     /// `x-amz-meta-*` for the object.
     pub user_metadata: Vec<(String, String)>,
+    /// `x-amz-tagging` for the object.
+    pub tags: Vec<(String, String)>,
 }
 
 /// One uploaded part, in namespace `uploads/<bucket>` under
@@ -113,17 +240,21 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, GatewayError> {
         .map_err(|e| GatewayError::Internal(format!("cannot encode an index value: {e}")))
 }
 
-/// Decodes a value of this build's version.
-pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, GatewayError> {
-    let (version, _) = postcard::take_from_bytes::<u16>(bytes)
-        .map_err(|e| GatewayError::Internal(format!("an index value does not decode: {e}")))?;
-    if version != META_VERSION {
-        return Err(GatewayError::Internal(format!(
-            "an index value has format version {version}; this gateway reads {META_VERSION}: upgrade it"
-        )));
+/// Decodes a value of this build's version or an older one it knows.
+pub fn decode<T: Value>(bytes: &[u8]) -> Result<T, GatewayError> {
+    let bad =
+        |e: postcard::Error| GatewayError::Internal(format!("an index value does not decode: {e}"));
+    let (version, _) = postcard::take_from_bytes::<u16>(bytes).map_err(bad)?;
+    if version == T::VERSION {
+        return postcard::from_bytes(bytes).map_err(bad);
     }
-    postcard::from_bytes(bytes)
-        .map_err(|e| GatewayError::Internal(format!("an index value does not decode: {e}")))
+    match T::upgrade(version, bytes) {
+        Some(v) => v.map_err(bad),
+        None => Err(GatewayError::Internal(format!(
+            "an index value has format version {version}; this gateway reads up to {}: upgrade it",
+            T::VERSION
+        ))),
+    }
 }
 
 /// The map key of part `number` of upload `upload_id`.
@@ -138,7 +269,7 @@ mod tests {
     #[test]
     fn values_round_trip_and_carry_their_version() {
         let m = ObjectMeta {
-            version: META_VERSION,
+            version: ObjectMeta::VERSION,
             size: 5,
             etag: "abc".into(),
             content_type: Some("text/plain".into()),
@@ -151,12 +282,75 @@ mod tests {
             lease_expires_at: 9,
             part_lists: vec![],
             inline: None,
+            tags: vec![("k".into(), "v".into())],
         };
         let bytes = encode(&m).unwrap();
         assert_eq!(decode::<ObjectMeta>(&bytes).unwrap(), m);
         let mut newer = bytes.clone();
-        newer[0] = 2;
+        newer[0] = 3;
         assert!(decode::<ObjectMeta>(&newer).is_err());
+    }
+
+    /// Entries written by version 1 (before tags) still read, with no tags.
+    #[test]
+    fn version_1_objects_and_uploads_upgrade() {
+        #[derive(Serialize)]
+        struct V1<'a> {
+            version: u16,
+            size: u64,
+            etag: &'a str,
+            content_type: Option<&'a str>,
+            user_metadata: Vec<(&'a str, &'a str)>,
+            last_modified_ms: u64,
+            parts: Vec<PartRef>,
+            lease_expires_at: u64,
+            part_lists: Vec<String>,
+            inline: Option<Vec<u8>>,
+        }
+        let old = postcard::to_allocvec(&V1 {
+            version: 1,
+            size: 3,
+            etag: "e",
+            content_type: None,
+            user_metadata: vec![("a", "b")],
+            last_modified_ms: 5,
+            parts: vec![],
+            lease_expires_at: 6,
+            part_lists: vec![],
+            inline: Some(b"abc".to_vec()),
+        })
+        .unwrap();
+        let m = decode::<ObjectMeta>(&old).unwrap();
+        assert_eq!(
+            (m.version, m.size, m.inline.as_deref()),
+            (2, 3, Some(&b"abc"[..]))
+        );
+        assert_eq!(m.user_metadata, [("a".to_string(), "b".to_string())]);
+        assert!(m.tags.is_empty());
+        let upload = postcard::to_allocvec(&(
+            1u16,
+            "key",
+            9u64,
+            Some("text/plain"),
+            Vec::<(String, String)>::new(),
+        ))
+        .unwrap();
+        let u = decode::<UploadMeta>(&upload).unwrap();
+        assert_eq!(
+            (u.key.as_str(), u.initiated_ms, u.tags.len()),
+            ("key", 9, 0)
+        );
+        // Values that never changed stay at version 1.
+        let b = encode(&BucketMeta {
+            version: META_VERSION,
+            created_at_ms: 1,
+        })
+        .unwrap();
+        assert_eq!(decode::<BucketMeta>(&b).unwrap().created_at_ms, 1);
+        let mut again = m.clone();
+        assert_eq!(generation(&again), generation(&m));
+        again.last_modified_ms += 1;
+        assert_ne!(generation(&again), generation(&m));
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! S3's rules as pure functions: bucket names, key lengths, byte ranges,
-//! conditional requests and multipart ETags. No I/O, so each is tested on
+//! conditional requests, multipart ETags and tag sets. No I/O, so each is tested on
 //! its own and the service only wires them up.
 
 use md5::{Digest, Md5};
@@ -211,6 +211,85 @@ fn decode_base64(s: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// Tags on one object, at most.
+pub const MAX_TAGS: usize = 10;
+/// A tag key's length, in characters.
+pub const MAX_TAG_KEY: usize = 128;
+/// A tag value's length, in characters.
+pub const MAX_TAG_VALUE: usize = 256;
+
+/// Checks an object's tag set as S3 does: at most [`MAX_TAGS`], keys of 1
+/// to [`MAX_TAG_KEY`] characters and values of up to [`MAX_TAG_VALUE`],
+/// no key twice, none in the reserved `aws:` space.
+pub fn check_tags(tags: Vec<(String, String)>) -> Result<Vec<(String, String)>, GatewayError> {
+    if tags.len() > MAX_TAGS {
+        return Err(GatewayError::InvalidTag(format!(
+            "an object can have at most {MAX_TAGS} tags, not {}",
+            tags.len()
+        )));
+    }
+    for (i, (k, v)) in tags.iter().enumerate() {
+        let bad = |why: String| Err(GatewayError::InvalidTag(why));
+        let len = k.chars().count();
+        if len == 0 || len > MAX_TAG_KEY {
+            return bad(format!(
+                "a tag key must be 1 to {MAX_TAG_KEY} characters, not {len}"
+            ));
+        }
+        if v.chars().count() > MAX_TAG_VALUE {
+            return bad(format!(
+                "the value of tag {k:?} is longer than {MAX_TAG_VALUE} characters"
+            ));
+        }
+        if k.starts_with("aws:") {
+            return bad(format!("tag key {k:?} is in the reserved aws: prefix"));
+        }
+        if tags[..i].iter().any(|(other, _)| other == k) {
+            return bad(format!("tag key {k:?} appears twice"));
+        }
+    }
+    Ok(tags)
+}
+
+/// Parses and checks an `x-amz-tagging` header: URL-encoded query
+/// parameters (`k1=v1&k2=v2`, `+` for a space).
+pub fn parse_tagging(header: &str) -> Result<Vec<(String, String)>, GatewayError> {
+    let mut tags = vec![];
+    for pair in header.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let decode = |s: &str| {
+            percent_decode(s).ok_or_else(|| {
+                GatewayError::InvalidTag(format!(
+                    "the x-amz-tagging header has a bad escape in {pair:?}"
+                ))
+            })
+        };
+        tags.push((decode(k)?, decode(v)?));
+    }
+    check_tags(tags)
+}
+
+/// Form-urlencoded text to a string; `None` on a bad `%` escape or bytes
+/// that are not UTF-8.
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = s.get(i + 1..i + 3)?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 2;
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -370,5 +449,32 @@ mod tests {
             Err(GatewayError::InvalidDigest(_))
         ));
         assert!(parse_content_md5("AAAA").is_err());
+    }
+
+    #[test]
+    fn tag_sets_follow_s3() {
+        let t = |k: &str, v: &str| (k.to_string(), v.to_string());
+        assert_eq!(
+            parse_tagging("project=cairn&team=storage+core&empty=&%C3%A9t%C3%A9=%3D").unwrap(),
+            vec![
+                t("project", "cairn"),
+                t("team", "storage core"),
+                t("empty", ""),
+                t("été", "=")
+            ]
+        );
+        assert_eq!(parse_tagging("").unwrap(), vec![]);
+        for bad in ["a=1&a=2", "aws:x=1", "=v", "k=%zz", "k=%C3", "k=%4"] {
+            assert!(
+                matches!(parse_tagging(bad), Err(GatewayError::InvalidTag(_))),
+                "{bad}"
+            );
+        }
+        let eleven: Vec<_> = (0..11).map(|i| t(&format!("k{i}"), "v")).collect();
+        assert!(check_tags(eleven[..10].to_vec()).is_ok());
+        assert!(check_tags(eleven).is_err());
+        assert!(check_tags(vec![t(&"k".repeat(128), &"é".repeat(256))]).is_ok());
+        assert!(check_tags(vec![t(&"k".repeat(129), "")]).is_err());
+        assert!(check_tags(vec![t("k", &"v".repeat(257))]).is_err());
     }
 }

@@ -17,7 +17,7 @@ use crate::indexes::{Change, Indexes};
 use crate::listing::{ListParams, list_page, uploads_page};
 use crate::meta::{
     self, BucketMeta, INLINE_MAX, META_VERSION, ObjectMeta, PARTS_PER_LIST, PartList, PartMeta,
-    PartRef, UploadMeta,
+    PartRef, TagsMeta, UploadMeta, Value,
 };
 use crate::node::Node;
 use crate::rules::{self, Condition, Conditions};
@@ -42,9 +42,22 @@ pub fn uploads_ns(bucket: &str) -> String {
     format!("uploads/{bucket}")
 }
 
+/// The index namespace of tags set on a bucket's existing objects.
+pub fn tags_ns(bucket: &str) -> String {
+    format!("tags/{bucket}")
+}
+
 /// The index namespace of a bucket's long part lists.
 pub fn partlists_ns(bucket: &str) -> String {
     format!("partlists/{bucket}")
+}
+
+/// What describes a new object: Content-Type, user metadata, tags.
+type Described = (Option<String>, Vec<(String, String)>, Vec<(String, String)>);
+
+/// `x-amz-tagging`, checked.
+fn tagging(header: Option<&str>) -> Result<Vec<(String, String)>, GatewayError> {
+    header.map_or(Ok(vec![]), rules::parse_tagging)
 }
 
 /// How the gateway behaves.
@@ -254,6 +267,60 @@ impl Gateway {
         }
     }
 
+    /// The tags of object `m` at `bucket/key`: those set on it since it
+    /// was written, or else those it was written with.
+    async fn tags(
+        &self,
+        bucket: &str,
+        key: &str,
+        m: &ObjectMeta,
+    ) -> Result<Vec<(String, String)>, GatewayError> {
+        if let Some(v) = self.idx.get(&tags_ns(bucket), key).await? {
+            let set: TagsMeta = meta::decode(&v)?;
+            if set.generation == meta::generation(m) {
+                return Ok(set.tags);
+            }
+        }
+        Ok(m.tags.clone())
+    }
+
+    /// Sets the tags of the existing object `bucket/key`.
+    async fn set_tags(
+        &self,
+        bucket: &str,
+        key: &str,
+        tags: Vec<(String, String)>,
+    ) -> Result<(), GatewayError> {
+        let m = self.existing_object(bucket, key).await?;
+        let set = TagsMeta {
+            version: TagsMeta::VERSION,
+            generation: meta::generation(&m),
+            tags,
+        };
+        self.idx
+            .write(
+                &tags_ns(bucket),
+                bucket,
+                &[(key.as_bytes().to_vec(), Some(meta::encode(&set)?))],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Removes the tag entries of deleted `keys` that have one (they
+    /// would apply to nothing, but cost index room).
+    async fn forget_tags(&self, bucket: &str, keys: &[&str]) -> Result<(), GatewayError> {
+        let ns = tags_ns(bucket);
+        let mut changes: Vec<Change> = vec![];
+        for key in keys {
+            if self.idx.get(&ns, key).await?.is_some() {
+                changes.push((key.as_bytes().to_vec(), None));
+            }
+        }
+        self.idx.write(&ns, bucket, &changes).await?;
+        Ok(())
+    }
+
     fn rules(&self, declared: Option<i64>, md5: Option<&str>) -> Result<BodyRules, GatewayError> {
         Ok(BodyRules {
             max: self.settings.max_object,
@@ -350,12 +417,12 @@ impl Gateway {
         bucket: &str,
         key: &str,
         stored: body::StoredBody,
-        (content_type, user_metadata): (Option<String>, Vec<(String, String)>),
+        (content_type, user_metadata, tags): Described,
         modified_ms: u64,
         previous: Option<ObjectMeta>,
     ) -> Result<ObjectMeta, GatewayError> {
         let meta = ObjectMeta {
-            version: META_VERSION,
+            version: ObjectMeta::VERSION,
             size: stored.size,
             etag: stored.md5.clone(),
             content_type,
@@ -368,6 +435,7 @@ impl Gateway {
             lease_expires_at: self.lease_end(),
             part_lists: vec![],
             inline: None,
+            tags,
         };
         if let Err(e) = self.commit_object(bucket, key, &meta, previous).await {
             self.forget(vec![stored.stored.cap]);
@@ -734,12 +802,13 @@ impl S3 for Gateway {
         rules::validate_key(&input.key)?;
         self.require_bucket(&input.bucket).await?;
         let rules = self.rules(input.content_length, input.content_md5.as_deref())?;
+        let tags = tagging(input.tagging.as_deref())?;
         let previous = self.object(&input.bucket, &input.key).await?;
         if rules.declared.is_some_and(|d| d <= INLINE_MAX) {
             // Small enough to live in its index entry.
             let (data, md5) = body::read_small(body::s3_body(input.body), rules).await?;
             let meta = ObjectMeta {
-                version: META_VERSION,
+                version: ObjectMeta::VERSION,
                 size: data.len() as u64,
                 etag: md5,
                 content_type: input.content_type,
@@ -750,6 +819,7 @@ impl S3 for Gateway {
                 lease_expires_at: u64::MAX,
                 part_lists: vec![],
                 inline: Some(data),
+                tags,
             };
             self.commit_object(&input.bucket, &input.key, &meta, previous)
                 .await?;
@@ -764,7 +834,7 @@ impl S3 for Gateway {
                 &input.bucket,
                 &input.key,
                 stored,
-                (input.content_type, sorted_metadata(input.metadata)),
+                (input.content_type, sorted_metadata(input.metadata), tags),
                 crate::now_ms(),
                 previous,
             )
@@ -816,6 +886,7 @@ impl S3 for Gateway {
             .range
             .is_some()
             .then(|| format!("bytes {start}-{}/{}", end.saturating_sub(1), m.size));
+        let tag_count = self.tags(&input.bucket, &input.key, &m).await?.len();
         ok(GetObjectOutput {
             body: Some(StreamingBlob::wrap(stream)),
             content_length: Some(i64::try_from(end - start).unwrap_or(i64::MAX)),
@@ -831,6 +902,7 @@ impl S3 for Gateway {
             metadata: to_metadata(&m.user_metadata),
             parts_count: (m.parts.len() > 1)
                 .then(|| i32::try_from(m.parts.len()).unwrap_or(i32::MAX)),
+            tag_count: (tag_count > 0).then(|| i32::try_from(tag_count).unwrap_or(i32::MAX)),
             ..Default::default()
         })
     }
@@ -865,19 +937,49 @@ impl S3 for Gateway {
         })
     }
 
-    /// Objects carry no tags (tagging is not supported), so an existing
-    /// object's tag set is empty. Clients ask for it before copying (the aws
-    /// CLI's multipart copy does), so they get the empty set, not an error.
     async fn get_object_tagging(
         &self,
         req: S3Request<GetObjectTaggingInput>,
     ) -> S3Result<S3Response<GetObjectTaggingOutput>> {
         let input = req.input;
-        self.existing_object(&input.bucket, &input.key).await?;
+        let m = self.existing_object(&input.bucket, &input.key).await?;
+        let tags = self.tags(&input.bucket, &input.key, &m).await?;
         ok(GetObjectTaggingOutput {
-            tag_set: Vec::new(),
+            tag_set: tags
+                .into_iter()
+                .map(|(k, v)| Tag {
+                    key: Some(k),
+                    value: Some(v),
+                })
+                .collect(),
             version_id: None,
         })
+    }
+
+    async fn put_object_tagging(
+        &self,
+        req: S3Request<PutObjectTaggingInput>,
+    ) -> S3Result<S3Response<PutObjectTaggingOutput>> {
+        let input = req.input;
+        let tags = rules::check_tags(
+            input
+                .tagging
+                .tag_set
+                .into_iter()
+                .map(|t| (t.key.unwrap_or_default(), t.value.unwrap_or_default()))
+                .collect(),
+        )?;
+        self.set_tags(&input.bucket, &input.key, tags).await?;
+        ok(PutObjectTaggingOutput::default())
+    }
+
+    async fn delete_object_tagging(
+        &self,
+        req: S3Request<DeleteObjectTaggingInput>,
+    ) -> S3Result<S3Response<DeleteObjectTaggingOutput>> {
+        let input = req.input;
+        self.set_tags(&input.bucket, &input.key, vec![]).await?;
+        ok(DeleteObjectTaggingOutput::default())
     }
 
     async fn delete_object(
@@ -891,11 +993,12 @@ impl S3 for Gateway {
                 .write(
                     &objects_ns(&input.bucket),
                     &input.bucket,
-                    &[(input.key.into_bytes(), None)],
+                    &[(input.key.clone().into_bytes(), None)],
                 )
                 .await?;
             self.forget_lists(&input.bucket, m.part_lists.clone());
             self.forget(m.parts.into_iter().map(|p| p.cap).collect());
+            self.forget_tags(&input.bucket, &[&input.key]).await?;
         }
         ok(DeleteObjectOutput::default())
     }
@@ -934,6 +1037,14 @@ impl S3 for Gateway {
             Ok(_) => {
                 self.forget(caps);
                 self.forget_lists(&input.bucket, lists);
+                let keys: Vec<&str> = changes
+                    .iter()
+                    .filter_map(|(k, _)| std::str::from_utf8(k).ok())
+                    .collect();
+                if let Err(e) = self.forget_tags(&input.bucket, &keys).await {
+                    // The objects are gone; a leftover tag entry applies to nothing.
+                    tracing::warn!("could not remove the tags of deleted objects: {e}");
+                }
                 vec![]
             }
             Err(e) => {
@@ -969,7 +1080,7 @@ impl S3 for Gateway {
         let input = req.input;
         rules::validate_key(&input.key)?;
         self.require_bucket(&input.bucket).await?;
-        let (_, _, src) = self.copy_source(&input.copy_source).await?;
+        let (src_bucket, src_key, src) = self.copy_source(&input.copy_source).await?;
         self.check_conditions(
             &Conditions {
                 if_match: input.copy_source_if_match,
@@ -987,6 +1098,15 @@ impl S3 for Gateway {
             .metadata_directive
             .as_ref()
             .is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
+        let tags = if input
+            .tagging_directive
+            .as_ref()
+            .is_some_and(|d| d.as_str() == TaggingDirective::REPLACE)
+        {
+            tagging(input.tagging.as_deref())?
+        } else {
+            self.tags(&src_bucket, &src_key, &src).await?
+        };
         let previous = self.object(&input.bucket, &input.key).await?;
         // A copy is a new Cairn object: parts are never shared between S3
         // objects, so deleting one never affects another.
@@ -1002,9 +1122,9 @@ impl S3 for Gateway {
         let stored = body::store(&self.node, body::from_channel(stream), rules).await?;
         let now = crate::now_ms();
         let described = if replace {
-            (input.content_type, sorted_metadata(input.metadata))
+            (input.content_type, sorted_metadata(input.metadata), tags)
         } else {
-            (src.content_type.clone(), src.user_metadata.clone())
+            (src.content_type.clone(), src.user_metadata.clone(), tags)
         };
         let meta = self
             .commit_stored(&input.bucket, &input.key, stored, described, now, previous)
@@ -1105,11 +1225,12 @@ impl S3 for Gateway {
         self.require_bucket(&input.bucket).await?;
         let upload_id = hex::encode(rand::random::<[u8; 16]>());
         let value = meta::encode(&UploadMeta {
-            version: META_VERSION,
+            version: UploadMeta::VERSION,
             key: input.key.clone(),
             initiated_ms: crate::now_ms(),
             content_type: input.content_type,
             user_metadata: sorted_metadata(input.metadata),
+            tags: tagging(input.tagging.as_deref())?,
         })?;
         self.idx
             .write(
@@ -1249,7 +1370,7 @@ impl S3 for Gateway {
         let etag_value = rules::multipart_etag(&etags)?;
         let previous = self.object(&bucket, &key).await?;
         let meta = ObjectMeta {
-            version: META_VERSION,
+            version: ObjectMeta::VERSION,
             size: chosen.iter().map(|p| p.size).sum(),
             etag: etag_value.clone(),
             content_type: upload.content_type,
@@ -1265,6 +1386,7 @@ impl S3 for Gateway {
             lease_expires_at: self.lease_end(),
             part_lists: vec![],
             inline: None,
+            tags: upload.tags,
         };
         self.commit_object(&bucket, &key, &meta, previous).await?;
         // The upload's entries go; parts it did not use are removed.

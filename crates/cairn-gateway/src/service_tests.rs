@@ -1182,3 +1182,223 @@ async fn read(gw: &Gateway, key: String) -> Result<Vec<u8>, s3s::S3Error> {
     }
     Ok(data)
 }
+
+impl Harness {
+    async fn tags(&self, bucket: &str, key: &str) -> Result<Vec<(String, String)>, s3s::S3Error> {
+        let out = self
+            .gw
+            .get_object_tagging(req(GetObjectTaggingInput {
+                bucket: bucket.into(),
+                key: key.into(),
+                ..Default::default()
+            }))
+            .await?;
+        Ok(out
+            .output
+            .tag_set
+            .into_iter()
+            .map(|t| (t.key.unwrap(), t.value.unwrap()))
+            .collect())
+    }
+
+    async fn set_tags(
+        &self,
+        bucket: &str,
+        key: &str,
+        tags: &[(&str, &str)],
+    ) -> Result<(), s3s::S3Error> {
+        self.gw
+            .put_object_tagging(req(PutObjectTaggingInput::builder()
+                .bucket(bucket.into())
+                .key(key.into())
+                .tagging(Tagging {
+                    tag_set: tags
+                        .iter()
+                        .map(|(k, v)| Tag {
+                            key: Some(k.to_string()),
+                            value: Some(v.to_string()),
+                        })
+                        .collect(),
+                })
+                .build()
+                .unwrap()))
+            .await?;
+        Ok(())
+    }
+}
+
+fn pairs(tags: &[(&str, &str)]) -> Vec<(String, String)> {
+    tags.iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// Tags given at PUT, set and removed later, copied or replaced by a copy,
+/// carried through a multipart upload; a new PUT starts with its own tags
+/// and a delete takes the object's tag entry with it.
+#[tokio::test]
+async fn objects_keep_tags_through_puts_copies_and_uploads() {
+    let h = Harness::new().await;
+    h.bucket("tags").await;
+    h.gw.put_object(req(PutObjectInput {
+        bucket: "tags".into(),
+        key: "a".into(),
+        body: Some(blob(b"tagged")),
+        tagging: Some("project=cairn&team=storage+core".into()),
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    assert_eq!(
+        h.tags("tags", "a").await.unwrap(),
+        pairs(&[("project", "cairn"), ("team", "storage core")])
+    );
+    let got =
+        h.gw.get_object(req(GetObjectInput {
+            bucket: "tags".into(),
+            key: "a".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    assert_eq!(got.output.tag_count, Some(2));
+    h.set_tags("tags", "a", &[("x", "y")]).await.unwrap();
+    assert_eq!(h.tags("tags", "a").await.unwrap(), pairs(&[("x", "y")]));
+    // A copy takes the source's current tags unless told to replace them.
+    let copy = |key: &str, replace: Option<&str>| {
+        let mut b = CopyObjectInput::builder();
+        b.set_bucket("tags".into());
+        b.set_key(key.into());
+        b.set_copy_source(CopySource::Bucket {
+            bucket: "tags".into(),
+            key: "a".into(),
+            version_id: None,
+        });
+        if let Some(r) = replace {
+            b.set_tagging_directive(Some(TaggingDirective::from_static(
+                TaggingDirective::REPLACE,
+            )));
+            b.set_tagging(Some(r.into()));
+        }
+        h.gw.copy_object(req(b.build().unwrap()))
+    };
+    copy("copied", None).await.unwrap();
+    copy("replaced", Some("k=v")).await.unwrap();
+    assert_eq!(
+        h.tags("tags", "copied").await.unwrap(),
+        pairs(&[("x", "y")])
+    );
+    assert_eq!(
+        h.tags("tags", "replaced").await.unwrap(),
+        pairs(&[("k", "v")])
+    );
+    // A new PUT of the key is a new object: the old tag entry no longer applies.
+    h.put("tags", "a", b"again").await.unwrap();
+    assert!(h.tags("tags", "a").await.unwrap().is_empty());
+    h.set_tags("tags", "a", &[("n", "1")]).await.unwrap();
+    h.gw.delete_object_tagging(req(DeleteObjectTaggingInput {
+        bucket: "tags".into(),
+        key: "a".into(),
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    assert!(h.tags("tags", "a").await.unwrap().is_empty());
+    // S3's limits, and only existing objects.
+    let eleven: Vec<(String, String)> = (0..11).map(|i| (format!("k{i}"), "v".into())).collect();
+    let eleven: Vec<(&str, &str)> = eleven
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(
+        code(h.set_tags("tags", "a", &eleven).await.unwrap_err()),
+        "InvalidTag"
+    );
+    assert_eq!(
+        code(
+            h.set_tags("tags", "a", &[("aws:x", "1")])
+                .await
+                .unwrap_err()
+        ),
+        "InvalidTag"
+    );
+    assert_eq!(
+        code(
+            h.set_tags("tags", "ghost", &[("k", "v")])
+                .await
+                .unwrap_err()
+        ),
+        "NoSuchKey"
+    );
+    let refused =
+        h.gw.put_object(req(PutObjectInput {
+            bucket: "tags".into(),
+            key: "dup".into(),
+            body: Some(blob(b"x")),
+            tagging: Some("a=1&a=2".into()),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(code(refused), "InvalidTag");
+    assert!(!h.keys("tags").await.contains(&"dup".to_string()));
+    // Multipart: the upload's tags are the object's.
+    let id =
+        h.gw.create_multipart_upload(req(CreateMultipartUploadInput {
+            bucket: "tags".into(),
+            key: "mpu".into(),
+            tagging: Some("stage=final".into()),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .output
+        .upload_id
+        .unwrap();
+    let e =
+        h.gw.upload_part(req(UploadPartInput {
+            bucket: "tags".into(),
+            key: "mpu".into(),
+            upload_id: id.clone(),
+            part_number: 1,
+            body: Some(blob(b"only part")),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .output
+        .e_tag
+        .unwrap();
+    h.gw.complete_multipart_upload(req(CompleteMultipartUploadInput {
+        bucket: "tags".into(),
+        key: "mpu".into(),
+        upload_id: id,
+        multipart_upload: completed(&[(1, e.value())]),
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    assert_eq!(
+        h.tags("tags", "mpu").await.unwrap(),
+        pairs(&[("stage", "final")])
+    );
+    // Deleting an object removes its tag entry.
+    h.set_tags("tags", "copied", &[("k", "v")]).await.unwrap();
+    h.gw.delete_object(req(DeleteObjectInput {
+        bucket: "tags".into(),
+        key: "copied".into(),
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    let left =
+        h.gw.idx
+            .entries_aged(&crate::s3::tags_ns("tags"), Duration::ZERO)
+            .await
+            .unwrap();
+    let left: Vec<String> = left
+        .into_iter()
+        .map(|(k, _)| String::from_utf8(k).unwrap())
+        .collect();
+    assert_eq!(left, ["a"]);
+}
