@@ -92,6 +92,15 @@ pub enum GatewayError {
     /// Some other bad argument.
     #[error("{0}")]
     InvalidArgument(String),
+    /// An ACL other than the owner's full control.
+    #[error("{0}")]
+    AclNotSupported(String),
+    /// A feature S3 has and this gateway does not (named in the crate docs).
+    #[error("{0}")]
+    NotImplemented(String),
+    /// The bucket has no policy.
+    #[error("the bucket {0:?} has no bucket policy")]
+    NoSuchBucketPolicy(String),
     /// A tag set S3 would refuse (too many, too long, repeated, `aws:`).
     #[error("{0}")]
     InvalidTag(String),
@@ -138,6 +147,9 @@ impl From<GatewayError> for S3Error {
             G::UnknownAccessKey => S3ErrorCode::InvalidAccessKeyId,
             G::InvalidArgument(_) => S3ErrorCode::InvalidArgument,
             G::InvalidTag(_) => S3ErrorCode::InvalidTag,
+            G::AclNotSupported(_) => S3ErrorCode::AccessControlListNotSupported,
+            G::NotImplemented(_) => S3ErrorCode::NotImplemented,
+            G::NoSuchBucketPolicy(_) => S3ErrorCode::NoSuchBucketPolicy,
             G::BucketFull(_) => S3ErrorCode::Custom("BucketFull".into()),
             G::Unavailable(_) => S3ErrorCode::ServiceUnavailable,
             G::DataNotFound(_) | G::Internal(_) => S3ErrorCode::InternalError,
@@ -228,6 +240,21 @@ mod tests {
             (GatewayError::UnknownAccessKey, "InvalidAccessKeyId", 403),
             (GatewayError::BucketFull("b".into()), "BucketFull", 507),
             (GatewayError::InvalidTag("t".into()), "InvalidTag", 400),
+            (
+                GatewayError::AclNotSupported("a".into()),
+                "AccessControlListNotSupported",
+                400,
+            ),
+            (
+                GatewayError::NotImplemented("n".into()),
+                "NotImplemented",
+                501,
+            ),
+            (
+                GatewayError::NoSuchBucketPolicy("b".into()),
+                "NoSuchBucketPolicy",
+                404,
+            ),
             (
                 GatewayError::Unavailable("down".into()),
                 "ServiceUnavailable",

@@ -16,20 +16,23 @@
 //! - [`body`]: streaming bodies into and out of the node, hashing on the way.
 //! - [`node`]: the node API client.
 //! - [`listing`]: S3 listing pages as a pure function.
-//! - [`rules`]: names, ranges, conditionals, ETags as pure functions.
+//! - [`rules`]: names, ranges, conditionals, ETags, tags as pure functions.
+//! - [`policy`]: ACLs, versioning and encryption settings: what is true of Cairn.
 //! - [`keys`]: S3 credentials and the account key on disk; s3s auth and access.
 //! - [`server`]: the HTTP server and its limits.
 //! - [`error`]: the errors and their one mapping to S3 codes.
 //!
 //! # Index layout
-//! One account index per namespace; every value is postcard with a
-//! leading `version` (1):
+//! One tree of account indexes per namespace (see the limits below); every
+//! value is postcard with a leading `version` (objects and uploads 2, the
+//! rest 1; version-1 objects and uploads are read and upgraded):
 //!
 //! | namespace | key | value |
 //! |---|---|---|
 //! | `buckets` | bucket name | [`meta::BucketMeta`] `{version, created_at_ms}` |
-//! | `objects/<bucket>` | object key | [`meta::ObjectMeta`] `{version, size, etag, content_type, user_metadata, last_modified_ms, parts: [{cap, size}], lease_expires_at, part_lists, inline}` |
-//! | `uploads/<bucket>` | upload id | [`meta::UploadMeta`] `{version, key, initiated_ms, content_type, user_metadata}` |
+//! | `objects/<bucket>` | object key | [`meta::ObjectMeta`] `{version, size, etag, content_type, user_metadata, last_modified_ms, parts: [{cap, size}], lease_expires_at, part_lists, inline, tags}` |
+//! | `tags/<bucket>` | object key | [`meta::TagsMeta`] `{version, generation, tags}`: tags set after the object was written, valid while `generation` is the object entry's |
+//! | `uploads/<bucket>` | upload id | [`meta::UploadMeta`] `{version, key, initiated_ms, content_type, user_metadata, tags}` |
 //! | `uploads/<bucket>` | `<upload id>/<part number, 5 digits>` | [`meta::PartMeta`] `{version, cap, size, etag, last_modified_ms}` |
 //! | `partlists/<bucket>` | `<list id>/<5 digits>` | [`meta::PartList`] `{version, parts}`: the parts of an object with more than 400, 400 per entry |
 //!
@@ -71,9 +74,15 @@
 //! - Listings read the whole bucket tree (every shard, eight at a time,
 //!   decrypting every entry) for each page, so a page of a bucket of
 //!   100,000 objects reads about 40 MiB of index (cached for 2 s).
-//! - Unfinished: versioning, ACLs, bucket policies, setting tags and
-//!   server-side encryption options (data is always encrypted by Cairn);
-//!   those requests get S3's `NotImplemented` error.
+//! - ACLs work as S3's bucket-owner-enforced mode (the account owns
+//!   everything; only `private` is accepted, anything else is
+//!   `AccessControlListNotSupported`), and every object reports `AES256`
+//!   encryption, which is what the node does; see [`policy`].
+//! - Unfinished: object versioning (a bucket reports it as never enabled,
+//!   and enabling it is `NotImplemented`), bucket policies (none exist;
+//!   setting one is `NotImplemented`), KMS and customer-provided (SSE-C)
+//!   keys (`NotImplemented`), and bucket tagging, lifecycle rules, CORS
+//!   and website hosting (s3s answers `NotImplemented`).
 
 pub mod body;
 pub mod error;
@@ -82,6 +91,7 @@ pub mod keys;
 pub mod listing;
 pub mod meta;
 pub mod node;
+pub mod policy;
 pub mod rules;
 pub mod s3;
 pub mod server;
@@ -290,6 +300,19 @@ delegate! {
     get_object_tagging: GetObjectTaggingInput => GetObjectTaggingOutput;
     put_object_tagging: PutObjectTaggingInput => PutObjectTaggingOutput;
     delete_object_tagging: DeleteObjectTaggingInput => DeleteObjectTaggingOutput;
+    get_bucket_acl: GetBucketAclInput => GetBucketAclOutput;
+    put_bucket_acl: PutBucketAclInput => PutBucketAclOutput;
+    get_object_acl: GetObjectAclInput => GetObjectAclOutput;
+    put_object_acl: PutObjectAclInput => PutObjectAclOutput;
+    get_bucket_ownership_controls: GetBucketOwnershipControlsInput => GetBucketOwnershipControlsOutput;
+    get_bucket_versioning: GetBucketVersioningInput => GetBucketVersioningOutput;
+    put_bucket_versioning: PutBucketVersioningInput => PutBucketVersioningOutput;
+    get_bucket_policy: GetBucketPolicyInput => GetBucketPolicyOutput;
+    put_bucket_policy: PutBucketPolicyInput => PutBucketPolicyOutput;
+    delete_bucket_policy: DeleteBucketPolicyInput => DeleteBucketPolicyOutput;
+    get_bucket_encryption: GetBucketEncryptionInput => GetBucketEncryptionOutput;
+    put_bucket_encryption: PutBucketEncryptionInput => PutBucketEncryptionOutput;
+    delete_bucket_encryption: DeleteBucketEncryptionInput => DeleteBucketEncryptionOutput;
     delete_objects: DeleteObjectsInput => DeleteObjectsOutput;
     copy_object: CopyObjectInput => CopyObjectOutput;
     list_objects_v2: ListObjectsV2Input => ListObjectsV2Output;

@@ -20,6 +20,7 @@ use crate::meta::{
     PartRef, TagsMeta, UploadMeta, Value,
 };
 use crate::node::Node;
+use crate::policy::{self, AclRequest};
 use crate::rules::{self, Condition, Conditions};
 
 /// The index namespace of the bucket list.
@@ -54,6 +55,11 @@ pub fn partlists_ns(bucket: &str) -> String {
 
 /// What describes a new object: Content-Type, user metadata, tags.
 type Described = (Option<String>, Vec<(String, String)>, Vec<(String, String)>);
+
+/// What every object is: encrypted with AES-256 (by the node, before coding).
+fn encrypted() -> ServerSideEncryption {
+    ServerSideEncryption::from_static(ServerSideEncryption::AES256)
+}
 
 /// `x-amz-tagging`, checked.
 fn tagging(header: Option<&str>) -> Result<Vec<(String, String)>, GatewayError> {
@@ -319,6 +325,19 @@ impl Gateway {
         }
         self.idx.write(&ns, bucket, &changes).await?;
         Ok(())
+    }
+
+    /// Checks a new object's ACL and encryption headers; returns the
+    /// encryption to report.
+    fn check_new_object(
+        &self,
+        acl: AclRequest<'_>,
+        sse: Option<&ServerSideEncryption>,
+        kms_key: bool,
+        customer_key: bool,
+    ) -> Result<Option<ServerSideEncryption>, GatewayError> {
+        policy::check_acl(&acl, &self.idx.account().public())?;
+        policy::check_sse(sse, kms_key, customer_key)
     }
 
     fn rules(&self, declared: Option<i64>, md5: Option<&str>) -> Result<BodyRules, GatewayError> {
@@ -696,8 +715,30 @@ impl S3 for Gateway {
         &self,
         req: S3Request<CreateBucketInput>,
     ) -> S3Result<S3Response<CreateBucketOutput>> {
-        let bucket = req.input.bucket;
+        let i = req.input;
+        let bucket = i.bucket;
         rules::validate_bucket_name(&bucket)?;
+        policy::check_acl(
+            &AclRequest {
+                canned: i.acl.as_ref().map(BucketCannedACL::as_str),
+                grants: i.grant_full_control.is_some()
+                    || i.grant_read.is_some()
+                    || i.grant_read_acp.is_some()
+                    || i.grant_write.is_some()
+                    || i.grant_write_acp.is_some(),
+                policy: None,
+            },
+            &self.idx.account().public(),
+        )?;
+        if let Some(o) = &i.object_ownership
+            && o.as_str() != ObjectOwnership::BUCKET_OWNER_ENFORCED
+        {
+            return Err(GatewayError::AclNotSupported(format!(
+                "object ownership {:?} is not supported: objects are always owned by the bucket's account (BucketOwnerEnforced)",
+                o.as_str()
+            ))
+            .into());
+        }
         if self
             .idx
             .get_aged(BUCKETS, &bucket, Duration::ZERO)
@@ -803,6 +844,19 @@ impl S3 for Gateway {
         self.require_bucket(&input.bucket).await?;
         let rules = self.rules(input.content_length, input.content_md5.as_deref())?;
         let tags = tagging(input.tagging.as_deref())?;
+        let sse = self.check_new_object(
+            AclRequest {
+                canned: input.acl.as_ref().map(ObjectCannedACL::as_str),
+                grants: input.grant_full_control.is_some()
+                    || input.grant_read.is_some()
+                    || input.grant_read_acp.is_some()
+                    || input.grant_write_acp.is_some(),
+                policy: None,
+            },
+            input.server_side_encryption.as_ref(),
+            input.ssekms_key_id.is_some(),
+            input.sse_customer_algorithm.is_some() || input.sse_customer_key.is_some(),
+        )?;
         let previous = self.object(&input.bucket, &input.key).await?;
         if rules.declared.is_some_and(|d| d <= INLINE_MAX) {
             // Small enough to live in its index entry.
@@ -825,6 +879,7 @@ impl S3 for Gateway {
                 .await?;
             return ok(PutObjectOutput {
                 e_tag: Some(etag(&meta.etag)),
+                server_side_encryption: sse,
                 ..Default::default()
             });
         }
@@ -841,6 +896,7 @@ impl S3 for Gateway {
             .await?;
         ok(PutObjectOutput {
             e_tag: Some(etag(&meta.etag)),
+            server_side_encryption: sse,
             ..Default::default()
         })
     }
@@ -903,6 +959,7 @@ impl S3 for Gateway {
             parts_count: (m.parts.len() > 1)
                 .then(|| i32::try_from(m.parts.len()).unwrap_or(i32::MAX)),
             tag_count: (tag_count > 0).then(|| i32::try_from(tag_count).unwrap_or(i32::MAX)),
+            server_side_encryption: Some(encrypted()),
             ..Default::default()
         })
     }
@@ -933,8 +990,172 @@ impl S3 for Gateway {
                     .unwrap_or_else(|| "binary/octet-stream".into()),
             ),
             metadata: to_metadata(&m.user_metadata),
+            server_side_encryption: Some(encrypted()),
             ..Default::default()
         })
+    }
+
+    async fn get_bucket_acl(
+        &self,
+        req: S3Request<GetBucketAclInput>,
+    ) -> S3Result<S3Response<GetBucketAclOutput>> {
+        self.require_bucket(&req.input.bucket).await?;
+        let me = self.idx.account().public();
+        ok(GetBucketAclOutput {
+            grants: Some(policy::owner_grants(&me)),
+            owner: Some(policy::owner(&me)),
+        })
+    }
+
+    async fn put_bucket_acl(
+        &self,
+        req: S3Request<PutBucketAclInput>,
+    ) -> S3Result<S3Response<PutBucketAclOutput>> {
+        let i = req.input;
+        self.require_bucket(&i.bucket).await?;
+        let grants = i.grant_full_control.is_some()
+            || i.grant_read.is_some()
+            || i.grant_read_acp.is_some()
+            || i.grant_write.is_some()
+            || i.grant_write_acp.is_some();
+        policy::check_acl(
+            &AclRequest {
+                canned: i.acl.as_ref().map(BucketCannedACL::as_str),
+                grants,
+                policy: i.access_control_policy.as_ref(),
+            },
+            &self.idx.account().public(),
+        )?;
+        ok(PutBucketAclOutput::default())
+    }
+
+    async fn get_object_acl(
+        &self,
+        req: S3Request<GetObjectAclInput>,
+    ) -> S3Result<S3Response<GetObjectAclOutput>> {
+        self.existing_object(&req.input.bucket, &req.input.key)
+            .await?;
+        let me = self.idx.account().public();
+        ok(GetObjectAclOutput {
+            grants: Some(policy::owner_grants(&me)),
+            owner: Some(policy::owner(&me)),
+            request_charged: None,
+        })
+    }
+
+    async fn put_object_acl(
+        &self,
+        req: S3Request<PutObjectAclInput>,
+    ) -> S3Result<S3Response<PutObjectAclOutput>> {
+        let i = req.input;
+        self.existing_object(&i.bucket, &i.key).await?;
+        let grants = i.grant_full_control.is_some()
+            || i.grant_read.is_some()
+            || i.grant_read_acp.is_some()
+            || i.grant_write.is_some()
+            || i.grant_write_acp.is_some();
+        policy::check_acl(
+            &AclRequest {
+                canned: i.acl.as_ref().map(ObjectCannedACL::as_str),
+                grants,
+                policy: i.access_control_policy.as_ref(),
+            },
+            &self.idx.account().public(),
+        )?;
+        ok(PutObjectAclOutput::default())
+    }
+
+    async fn get_bucket_ownership_controls(
+        &self,
+        req: S3Request<GetBucketOwnershipControlsInput>,
+    ) -> S3Result<S3Response<GetBucketOwnershipControlsOutput>> {
+        self.require_bucket(&req.input.bucket).await?;
+        ok(GetBucketOwnershipControlsOutput {
+            ownership_controls: Some(OwnershipControls {
+                rules: vec![OwnershipControlsRule {
+                    object_ownership: ObjectOwnership::from_static(
+                        ObjectOwnership::BUCKET_OWNER_ENFORCED,
+                    ),
+                }],
+            }),
+        })
+    }
+
+    /// Never enabled: a key holds one version.
+    async fn get_bucket_versioning(
+        &self,
+        req: S3Request<GetBucketVersioningInput>,
+    ) -> S3Result<S3Response<GetBucketVersioningOutput>> {
+        self.require_bucket(&req.input.bucket).await?;
+        ok(GetBucketVersioningOutput::default())
+    }
+
+    async fn put_bucket_versioning(
+        &self,
+        req: S3Request<PutBucketVersioningInput>,
+    ) -> S3Result<S3Response<PutBucketVersioningOutput>> {
+        self.require_bucket(&req.input.bucket).await?;
+        Err(GatewayError::NotImplemented(
+            "object versioning is not supported yet: a key holds one version, and an overwrite or delete replaces it"
+                .into(),
+        )
+        .into())
+    }
+
+    async fn get_bucket_policy(
+        &self,
+        req: S3Request<GetBucketPolicyInput>,
+    ) -> S3Result<S3Response<GetBucketPolicyOutput>> {
+        self.require_bucket(&req.input.bucket).await?;
+        Err(GatewayError::NoSuchBucketPolicy(req.input.bucket).into())
+    }
+
+    async fn put_bucket_policy(
+        &self,
+        req: S3Request<PutBucketPolicyInput>,
+    ) -> S3Result<S3Response<PutBucketPolicyOutput>> {
+        self.require_bucket(&req.input.bucket).await?;
+        Err(GatewayError::NotImplemented(
+            "bucket policies are not supported: the gateway's account alone has access, and anonymous access is not offered"
+                .into(),
+        )
+        .into())
+    }
+
+    async fn delete_bucket_policy(
+        &self,
+        req: S3Request<DeleteBucketPolicyInput>,
+    ) -> S3Result<S3Response<DeleteBucketPolicyOutput>> {
+        self.require_bucket(&req.input.bucket).await?;
+        ok(DeleteBucketPolicyOutput::default())
+    }
+
+    async fn get_bucket_encryption(
+        &self,
+        req: S3Request<GetBucketEncryptionInput>,
+    ) -> S3Result<S3Response<GetBucketEncryptionOutput>> {
+        self.require_bucket(&req.input.bucket).await?;
+        ok(GetBucketEncryptionOutput {
+            server_side_encryption_configuration: Some(policy::encryption()),
+        })
+    }
+
+    async fn put_bucket_encryption(
+        &self,
+        req: S3Request<PutBucketEncryptionInput>,
+    ) -> S3Result<S3Response<PutBucketEncryptionOutput>> {
+        self.require_bucket(&req.input.bucket).await?;
+        policy::check_encryption(&req.input.server_side_encryption_configuration)?;
+        ok(PutBucketEncryptionOutput::default())
+    }
+
+    /// Encryption stays on (as S3's does: it falls back to AES256).
+    async fn delete_bucket_encryption(
+        &self,
+        req: S3Request<DeleteBucketEncryptionInput>,
+    ) -> S3Result<S3Response<DeleteBucketEncryptionOutput>> {
+        self.require_bucket(&req.input.bucket).await?;
+        ok(DeleteBucketEncryptionOutput::default())
     }
 
     async fn get_object_tagging(
@@ -1080,6 +1301,21 @@ impl S3 for Gateway {
         let input = req.input;
         rules::validate_key(&input.key)?;
         self.require_bucket(&input.bucket).await?;
+        let sse = self.check_new_object(
+            AclRequest {
+                canned: input.acl.as_ref().map(ObjectCannedACL::as_str),
+                grants: input.grant_full_control.is_some()
+                    || input.grant_read.is_some()
+                    || input.grant_read_acp.is_some()
+                    || input.grant_write_acp.is_some(),
+                policy: None,
+            },
+            input.server_side_encryption.as_ref(),
+            input.ssekms_key_id.is_some(),
+            input.sse_customer_algorithm.is_some()
+                || input.sse_customer_key.is_some()
+                || input.copy_source_sse_customer_algorithm.is_some(),
+        )?;
         let (src_bucket, src_key, src) = self.copy_source(&input.copy_source).await?;
         self.check_conditions(
             &Conditions {
@@ -1135,6 +1371,7 @@ impl S3 for Gateway {
                 last_modified: Some(ms_to_ts(now)),
                 ..Default::default()
             }),
+            server_side_encryption: sse,
             ..Default::default()
         })
     }
@@ -1222,6 +1459,19 @@ impl S3 for Gateway {
     ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
         let input = req.input;
         rules::validate_key(&input.key)?;
+        let sse = self.check_new_object(
+            AclRequest {
+                canned: input.acl.as_ref().map(ObjectCannedACL::as_str),
+                grants: input.grant_full_control.is_some()
+                    || input.grant_read.is_some()
+                    || input.grant_read_acp.is_some()
+                    || input.grant_write_acp.is_some(),
+                policy: None,
+            },
+            input.server_side_encryption.as_ref(),
+            input.ssekms_key_id.is_some(),
+            input.sse_customer_algorithm.is_some() || input.sse_customer_key.is_some(),
+        )?;
         self.require_bucket(&input.bucket).await?;
         let upload_id = hex::encode(rand::random::<[u8; 16]>());
         let value = meta::encode(&UploadMeta {
@@ -1243,6 +1493,7 @@ impl S3 for Gateway {
             bucket: Some(input.bucket),
             key: Some(input.key),
             upload_id: Some(upload_id),
+            server_side_encryption: sse,
             ..Default::default()
         })
     }

@@ -1402,3 +1402,58 @@ async fn objects_keep_tags_through_puts_copies_and_uploads() {
         .collect();
     assert_eq!(left, ["a"]);
 }
+
+/// A PUT with a customer key (SSE-C), a KMS key or a public ACL is refused
+/// before its body is read, and nothing is stored.
+#[tokio::test]
+async fn customer_keys_kms_and_public_acls_are_refused_and_store_nothing() {
+    let h = Harness::new().await;
+    h.bucket("settings").await;
+    let put = |f: fn(&mut PutObjectInput)| {
+        let mut input = PutObjectInput {
+            bucket: "settings".into(),
+            key: "k".into(),
+            body: Some(blob(b"secret")),
+            ..Default::default()
+        };
+        f(&mut input);
+        h.gw.put_object(req(input))
+    };
+    let e = put(|i| i.sse_customer_algorithm = Some("AES256".into()))
+        .await
+        .unwrap_err();
+    assert_eq!(code(e), "NotImplemented");
+    let e = put(|i| {
+        i.server_side_encryption = Some(ServerSideEncryption::from_static(
+            ServerSideEncryption::AWS_KMS,
+        ))
+    })
+    .await
+    .unwrap_err();
+    assert_eq!(code(e), "NotImplemented");
+    let e = put(|i| i.acl = Some(ObjectCannedACL::from_static(ObjectCannedACL::PUBLIC_READ)))
+        .await
+        .unwrap_err();
+    assert_eq!(code(e), "AccessControlListNotSupported");
+    let e =
+        put(|i| i.grant_read = Some("uri=http://acs.amazonaws.com/groups/global/AllUsers".into()))
+            .await
+            .unwrap_err();
+    assert_eq!(code(e), "AccessControlListNotSupported");
+    assert_eq!(h.stored(), 0);
+    assert!(h.keys("settings").await.is_empty());
+    let ok = put(|i| {
+        i.server_side_encryption = Some(ServerSideEncryption::from_static(
+            ServerSideEncryption::AES256,
+        ))
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        ok.output
+            .server_side_encryption
+            .as_ref()
+            .map(ServerSideEncryption::as_str),
+        Some("AES256")
+    );
+}
