@@ -209,23 +209,41 @@ impl Walk {
     }
 }
 
-/// Reads a whole tree: every key's latest op over all shards.
+/// Reads a tree: every key's latest op over all shards, or, as a
+/// window, the first `limit` keys from a bound on (so a listing of a
+/// bucket of any size holds one window and one shard in memory).
+///
+/// A window is exact: if a key is among the first `limit` keys (live or
+/// deleted) of the whole tree, it is among the first `limit` of every
+/// shard that holds an op for it, so keeping each shard's first `limit`
+/// and then the first `limit` of their union loses none of its ops.
 #[derive(Debug, Default)]
 pub struct Survey {
     root: String,
     pending: Vec<String>,
     merged: BTreeMap<Vec<u8>, Found>,
     shards: usize,
+    from: Vec<u8>,
+    limit: Option<usize>,
+    cut: bool,
 }
 
 impl Survey {
-    /// A survey of the tree under `root`.
+    /// A survey of the whole tree under `root`.
     pub fn new(root: &str) -> Self {
         Self {
             root: root.to_string(),
             pending: vec![String::new()],
-            merged: BTreeMap::new(),
-            shards: 0,
+            ..Self::default()
+        }
+    }
+
+    /// A survey of the first `limit` (at least 1) keys at or after `from`.
+    pub fn window(root: &str, from: &[u8], limit: usize) -> Self {
+        Self {
+            from: from.to_vec(),
+            limit: Some(limit.max(1)),
+            ..Self::new(root)
         }
     }
 
@@ -241,12 +259,23 @@ impl Survey {
     /// Takes the shard at `path`.
     pub fn feed(&mut self, path: &str, index: &Index, key: &IndexKey) -> Result<(), IndexError> {
         self.shards += 1;
+        let limit = self.limit.unwrap_or(usize::MAX);
+        let mut taken = 0;
         for (k, f) in index.all(key)? {
-            if is_reserved(&k) {
+            if is_reserved(&k) || k < self.from {
                 continue;
             }
+            if taken == limit {
+                self.cut = true;
+                break;
+            }
+            taken += 1;
             let f = later(self.merged.remove(&k), f);
             self.merged.insert(k, f);
+        }
+        while self.merged.len() > limit {
+            self.merged.pop_last();
+            self.cut = true;
         }
         if path.len() < MAX_DEPTH && is_split(index, key)? {
             for &digit in HEX {
@@ -265,11 +294,47 @@ impl Survey {
 
     /// Every live key and value, sorted by key.
     pub fn finish(self) -> Vec<(Vec<u8>, Vec<u8>)> {
-        self.merged
+        self.finish_window().0
+    }
+
+    /// The live keys and values of the window, sorted by key, and the
+    /// bound the next window starts from (`None`: the tree holds no more).
+    pub fn finish_window(self) -> Window {
+        let next = if self.cut {
+            self.merged.last_key_value().map(|(k, _)| after(k))
+        } else {
+            None
+        };
+        let live = self
+            .merged
             .into_iter()
             .filter_map(|(k, f)| f.value.map(|v| (k, v)))
-            .collect()
+            .collect();
+        (live, next)
     }
+}
+
+/// A window's live entries (key, value), and where the next one starts.
+pub type Window = (Vec<(Vec<u8>, Vec<u8>)>, Option<Vec<u8>>);
+
+/// The least byte string greater than `key`.
+pub fn after(key: &[u8]) -> Vec<u8> {
+    let mut k = key.to_vec();
+    k.push(0);
+    k
+}
+
+/// The least byte string greater than every string that starts with
+/// `prefix` (`None`: there is none, `prefix` is empty or all `0xFF`).
+pub fn past_prefix(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut p = prefix.to_vec();
+    while let Some(last) = p.pop() {
+        if last < 0xFF {
+            p.push(last + 1);
+            return Some(p);
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -385,6 +450,47 @@ mod tests {
         assert_eq!(t.walk(b"data/x").value(), None);
     }
 
+    impl Tree {
+        /// Every live entry, read window by window.
+        fn windows(&mut self, limit: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
+            let mut out = vec![];
+            let mut from = vec![];
+            loop {
+                let mut s = Survey::window("objects/b", &from, limit);
+                loop {
+                    let pending = s.take_pending();
+                    if pending.is_empty() {
+                        break;
+                    }
+                    for (name, path) in pending {
+                        let ix = self.shard(&name).clone();
+                        s.feed(&path, &ix, self.account.key()).unwrap();
+                    }
+                }
+                let (live, next) = s.finish_window();
+                assert!(live.len() <= limit);
+                if let (Some((last, _)), Some((first, _))) = (out.last(), live.first()) {
+                    assert!(last < first, "windows overlap");
+                }
+                out.extend(live);
+                match next {
+                    Some(n) => from = n,
+                    None => return out,
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bounds_after_a_key_and_past_a_prefix() {
+        assert_eq!(after(b"a"), b"a\0");
+        assert_eq!(past_prefix(b"d0/"), Some(b"d00".to_vec()));
+        assert_eq!(past_prefix(b"a\xff\xff"), Some(b"b".to_vec()));
+        assert_eq!(past_prefix(b"\xff"), None);
+        assert_eq!(past_prefix(b""), None);
+        assert!(b"d0/zzz".as_slice() < past_prefix(b"d0/").unwrap().as_slice());
+    }
+
     #[test]
     fn the_split_marker_is_not_a_key_and_no_utf8_key_is_reserved() {
         assert!(is_reserved(SPLIT_MARKER));
@@ -450,6 +556,11 @@ mod tests {
                 let key = format!("k{k:03}").into_bytes();
                 let w = t.walk(&key);
                 prop_assert_eq!(w.value(), model.get(&key).map(Vec::as_slice));
+            }
+            // Window by window, the same entries, each window bounded.
+            for limit in [1, 7, 64] {
+                let windowed = t.windows(limit);
+                prop_assert_eq!(&windowed, &expected);
             }
         }
     }

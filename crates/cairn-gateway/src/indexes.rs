@@ -32,6 +32,8 @@ pub const FRESH: Duration = Duration::from_secs(2);
 /// Bytes of index copies kept in memory (the oldest go first; the cache
 /// file still has them). A bucket's shards are at most a few MiB each.
 const MEMORY_BYTES: usize = 64 << 20;
+/// Keys a window of a listing or scan holds.
+pub const WINDOW: usize = 1000;
 /// Shards of one tree read at once.
 const PARALLEL_READS: usize = 8;
 const TABLE: TableDefinition<'static, &[u8], &[u8]> = TableDefinition::new("gateway_indexes_v1");
@@ -81,6 +83,7 @@ pub struct Indexes {
     cache: Arc<redb::Database>,
     memory: Mutex<Memory>,
     split: SplitRule,
+    window: usize,
 }
 
 fn cache_err(e: impl std::fmt::Display) -> GatewayError {
@@ -100,7 +103,20 @@ impl Indexes {
             cache: Arc::new(db),
             memory: Mutex::new(Memory::default()),
             split: SplitRule::DEFAULT,
+            window: WINDOW,
         })
+    }
+
+    /// Reads listings and scans `keys` at a time instead of [`WINDOW`]
+    /// (tests use small windows to cross many).
+    pub fn with_window(mut self, keys: usize) -> Self {
+        self.window = keys.max(1);
+        self
+    }
+
+    /// Keys a listing or scan reads at a time.
+    pub fn window_size(&self) -> usize {
+        self.window
     }
 
     /// Splits shards by `rule` instead of [`SplitRule::DEFAULT`] (tests
@@ -275,17 +291,55 @@ impl Indexes {
     }
 
     /// Every live entry of `namespace` (all its shards), read at most
-    /// `max_age` ago.
+    /// `max_age` ago. Holds them all: for namespaces that stay small
+    /// (buckets, one upload's parts); listings use [`Indexes::window`].
     pub async fn entries_aged(
         &self,
         namespace: &str,
         max_age: Duration,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, GatewayError> {
-        let mut survey = Survey::new(namespace);
+        self.survey(Survey::new(namespace), max_age)
+            .await
+            .map(|(entries, _)| entries)
+    }
+
+    /// The live entries among the first `limit` keys (live or deleted) at
+    /// or after `from`, sorted, and where the next window starts (`None`:
+    /// no more). Memory stays at one window and the shards being read.
+    pub async fn window(
+        &self,
+        namespace: &str,
+        from: &[u8],
+        limit: usize,
+    ) -> Result<shard::Window, GatewayError> {
+        self.survey(Survey::window(namespace, from, limit), FRESH)
+            .await
+    }
+
+    /// Whether `namespace` has any live entry.
+    pub async fn any(&self, namespace: &str) -> Result<bool, GatewayError> {
+        let mut from = vec![];
+        loop {
+            let (live, next) = self.window(namespace, &from, self.window).await?;
+            if !live.is_empty() {
+                return Ok(true);
+            }
+            match next {
+                Some(n) => from = n,
+                None => return Ok(false),
+            }
+        }
+    }
+
+    async fn survey(
+        &self,
+        mut survey: Survey,
+        max_age: Duration,
+    ) -> Result<shard::Window, GatewayError> {
         loop {
             let pending = survey.take_pending();
             if pending.is_empty() {
-                return Ok(survey.finish());
+                return Ok(survey.finish_window());
             }
             let read: Vec<_> = futures::stream::iter(pending)
                 .map(|(name, path)| async move { (path, self.read(&name, max_age).await) })

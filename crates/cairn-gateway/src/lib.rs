@@ -71,9 +71,14 @@
 //! - A multipart object of more than 400 parts keeps its part list in
 //!   `partlists/<bucket>` entries (written before the object's entry), so
 //!   S3's 10,000 parts fit; each 400 parts cost one more index slot.
-//! - Listings read the whole bucket tree (every shard, eight at a time,
-//!   decrypting every entry) for each page, so a page of a bucket of
-//!   100,000 objects reads about 40 MiB of index (cached for 2 s).
+//! - Listings and scans read a bucket window by window (1,000 keys: the
+//!   first ones after the page's start in every shard, merged), keeping
+//!   only the page and skipping past a common prefix in one step, so
+//!   memory is bounded whatever the bucket's size. But keys are spread
+//!   over shards by hash, so each window still reads and decrypts every
+//!   shard: a page of a bucket of 100,000 objects reads about 40 MiB of
+//!   index (cached for 2 s). Range-partitioned shards would make that
+//!   cost follow the page instead; they are unfinished.
 //! - ACLs work as S3's bucket-owner-enforced mode (the account owns
 //!   everything; only `private` is accepted, anything else is
 //!   `AccessControlListNotSupported`), and every object reports `AES256`
@@ -360,52 +365,74 @@ pub async fn maintenance_pass(gw: &s3::Gateway, max_age: Duration) -> Result<(),
             }
         }
         let ns = s3::objects_ns(&bucket);
-        for (key, value) in gw.idx.entries(&ns).await? {
-            let Ok(mut m) = meta::decode::<meta::ObjectMeta>(&value) else {
-                continue;
-            };
-            if m.lease_expires_at.saturating_sub(now / 1000) > lease / 3 {
+        // Window by window: a bucket of any size is renewed in bounded memory.
+        let mut from = vec![];
+        loop {
+            let (live, next) = gw.idx.window(&ns, &from, gw.idx.window_size()).await?;
+            renew_window(gw, &bucket, &ns, live, now, lease).await?;
+            match next {
+                Some(n) => from = n,
+                None => break,
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Renews the objects among `live` (a window of `ns`) whose lease is
+/// more than two thirds gone.
+async fn renew_window(
+    gw: &s3::Gateway,
+    bucket: &str,
+    ns: &str,
+    live: Vec<(Vec<u8>, Vec<u8>)>,
+    now: u64,
+    lease: u64,
+) -> Result<(), GatewayError> {
+    for (key, value) in live {
+        let Ok(mut m) = meta::decode::<meta::ObjectMeta>(&value) else {
+            continue;
+        };
+        if m.lease_expires_at.saturating_sub(now / 1000) > lease / 3 {
+            continue;
+        }
+        let parts = match gw.resolve(bucket, m.clone()).await {
+            Ok(r) => r.parts,
+            Err(e) => {
+                tracing::warn!("renewing {bucket}/{}: {e}", String::from_utf8_lossy(&key));
                 continue;
             }
-            let parts = match gw.resolve(&bucket, m.clone()).await {
-                Ok(r) => r.parts,
+        };
+        let mut expires = u64::MAX;
+        let mut renewed = true;
+        for p in &parts {
+            match gw.node.renew(&p.cap).await {
+                Ok(e) => expires = expires.min(e),
                 Err(e) => {
-                    tracing::warn!("renewing {bucket}/{}: {e}", String::from_utf8_lossy(&key));
-                    continue;
-                }
-            };
-            let mut expires = u64::MAX;
-            let mut renewed = true;
-            for p in &parts {
-                match gw.node.renew(&p.cap).await {
-                    Ok(e) => expires = expires.min(e),
-                    Err(e) => {
-                        // The next pass tries again; one object must not stop the rest.
-                        tracing::warn!(
-                            "renewing {bucket}/{} failed: {e}",
-                            String::from_utf8_lossy(&key)
-                        );
-                        renewed = false;
-                        break;
-                    }
+                    // The next pass tries again; one object must not stop the rest.
+                    tracing::warn!(
+                        "renewing {bucket}/{} failed: {e}",
+                        String::from_utf8_lossy(&key)
+                    );
+                    renewed = false;
+                    break;
                 }
             }
-            if !renewed {
-                continue;
-            }
-            m.lease_expires_at = if parts.is_empty() {
-                now / 1000 + lease
-            } else {
-                expires
-            };
-            // Only if the entry is unchanged: a newer PUT must not be overwritten.
-            let k = String::from_utf8_lossy(&key).into_owned();
-            if gw.idx.get_aged(&ns, &k, Duration::ZERO).await?.as_deref() == Some(value.as_slice())
-            {
-                gw.idx
-                    .write(&ns, &bucket, &[(key, Some(meta::encode(&m)?))])
-                    .await?;
-            }
+        }
+        if !renewed {
+            continue;
+        }
+        m.lease_expires_at = if parts.is_empty() {
+            now / 1000 + lease
+        } else {
+            expires
+        };
+        // Only if the entry is unchanged: a newer PUT must not be overwritten.
+        let k = String::from_utf8_lossy(&key).into_owned();
+        if gw.idx.get_aged(ns, &k, Duration::ZERO).await?.as_deref() == Some(value.as_slice()) {
+            gw.idx
+                .write(ns, bucket, &[(key, Some(meta::encode(&m)?))])
+                .await?;
         }
     }
     Ok(())

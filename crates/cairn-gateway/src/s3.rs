@@ -14,7 +14,7 @@ use s3s::{S3, S3Request, S3Response, S3Result};
 use crate::body::{self, BodyRules, ChannelStream};
 use crate::error::GatewayError;
 use crate::indexes::{Change, Indexes};
-use crate::listing::{ListParams, list_page, uploads_page};
+use crate::listing::{self, ListParams, list_page, uploads_page};
 use crate::meta::{
     self, BucketMeta, INLINE_MAX, META_VERSION, ObjectMeta, PARTS_PER_LIST, PartList, PartMeta,
     PartRef, TagsMeta, UploadMeta, Value,
@@ -22,6 +22,7 @@ use crate::meta::{
 use crate::node::Node;
 use crate::policy::{self, AclRequest};
 use crate::rules::{self, Condition, Conditions};
+use cairn_core::shard;
 
 /// The index namespace of the bucket list.
 pub const BUCKETS: &str = "buckets";
@@ -674,25 +675,18 @@ impl Gateway {
         url: bool,
     ) -> Result<(Vec<Object>, Vec<CommonPrefix>, bool, Option<String>, i32), GatewayError> {
         self.require_bucket(bucket).await?;
-        let entries = self.idx.entries(&objects_ns(bucket)).await?;
-        let keys: Vec<String> = entries
-            .iter()
-            .map(|(k, _)| String::from_utf8_lossy(k).into_owned())
-            .collect();
         let max = max_keys.unwrap_or(1000).clamp(0, 1000);
-        let page = list_page(
-            &keys,
-            &ListParams {
-                prefix,
-                delimiter,
-                after,
-                max_keys: usize::try_from(max).unwrap_or(0),
-            },
-        );
+        let params = ListParams {
+            prefix,
+            delimiter,
+            after,
+            max_keys: usize::try_from(max).unwrap_or(0),
+        };
+        let (kept, page) = self.list_window(&objects_ns(bucket), &params).await?;
         let mut objects = Vec::with_capacity(page.objects.len());
         for i in page.objects {
-            let m: ObjectMeta = meta::decode(&entries[i].1)?;
-            objects.push(self.object_entry(keys[i].clone(), &m, url));
+            let m: ObjectMeta = meta::decode(&kept[i].1)?;
+            objects.push(self.object_entry(kept[i].0.clone(), &m, url));
         }
         let prefixes = page
             .prefixes
@@ -702,6 +696,81 @@ impl Gateway {
             })
             .collect();
         Ok((objects, prefixes, page.truncated, page.next_marker, max))
+    }
+}
+
+/// An entry a listing keeps: its key and value.
+#[derive(Default)]
+struct Kept(String, Vec<u8>);
+
+impl AsRef<str> for Kept {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Gateway {
+    /// One listing page of namespace `ns`, read window by window so that
+    /// memory holds one window and the page, whatever the bucket's size:
+    /// after each window only the page's objects and one key per common
+    /// prefix are kept, and a common prefix is skipped past in one step.
+    /// Returns the kept entries and the page (indices into them).
+    async fn list_window(
+        &self,
+        ns: &str,
+        params: &ListParams<'_>,
+    ) -> Result<(Vec<Kept>, listing::Page), GatewayError> {
+        let mut from = params.prefix.as_bytes().to_vec();
+        if let Some(a) = params.after {
+            from = from.max(shard::after(a.as_bytes()));
+        }
+        let end = shard::past_prefix(params.prefix.as_bytes());
+        let limit = self.idx.window_size().max(params.max_keys + 1);
+        let mut kept: Vec<Kept> = vec![];
+        loop {
+            let (entries, next) = self.idx.window(ns, &from, limit).await?;
+            let mut done = next.is_none() || params.max_keys == 0;
+            for (k, v) in entries {
+                if end.as_ref().is_some_and(|e| &k >= e) {
+                    done = true;
+                    break;
+                }
+                kept.push(Kept(String::from_utf8_lossy(&k).into_owned(), v));
+            }
+            let page = list_page(&kept, params);
+            if page.truncated || done {
+                return Ok((kept, page));
+            }
+            // Keep what the page is made of: its objects, and the first
+            // key under each of its common prefixes.
+            let mut used: Vec<usize> = page.objects.clone();
+            for cp in &page.prefixes {
+                if let Some(i) = kept.iter().position(|k| k.0.starts_with(cp.as_str())) {
+                    used.push(i);
+                }
+            }
+            used.sort_unstable();
+            kept = used
+                .into_iter()
+                .map(|i| std::mem::take(&mut kept[i]))
+                .collect();
+            let Some(mut next) = next else {
+                return Ok((kept, page));
+            };
+            // Nothing under the page's last common prefix can add to it.
+            if let Some(cp) = page.prefixes.last()
+                && page.next_marker.as_deref() == Some(cp.as_str())
+            {
+                match shard::past_prefix(cp.as_bytes()) {
+                    Some(past) => next = next.max(past),
+                    None => {
+                        let page = list_page(&kept, params);
+                        return Ok((kept, page));
+                    }
+                }
+            }
+            from = next;
+        }
     }
 }
 
@@ -769,9 +838,7 @@ impl S3 for Gateway {
     ) -> S3Result<S3Response<DeleteBucketOutput>> {
         let bucket = req.input.bucket;
         self.require_bucket(&bucket).await?;
-        if !self.idx.entries(&objects_ns(&bucket)).await?.is_empty()
-            || !self.idx.entries(&uploads_ns(&bucket)).await?.is_empty()
-        {
+        if self.idx.any(&objects_ns(&bucket)).await? || self.idx.any(&uploads_ns(&bucket)).await? {
             return Err(GatewayError::BucketNotEmpty(bucket).into());
         }
         self.idx

@@ -175,7 +175,9 @@ fn gateway_split(
     let idx = Arc::new(
         Indexes::open(node.clone(), account, &dir.join("cache.redb"))
             .unwrap()
-            .with_split_rule(rule),
+            .with_split_rule(rule)
+            // Small windows, so listings and scans cross many of them.
+            .with_window(if rule == SplitRule::DEFAULT { 1000 } else { 10 }),
     );
     Gateway::new(
         node,
@@ -1095,6 +1097,73 @@ async fn a_bucket_splits_into_shards_and_still_reads_as_one() {
     }
     let live: Vec<String> = (0..400).filter(|i| i % 4 != 0).map(key).collect();
     assert_eq!(list(&h.gw).await, live);
+    // Grouped by a delimiter, window by window: the 300 keys under `k/`
+    // are one common prefix, whichever window they fall in.
+    for k in ["a/1", "a/2", "m", "z/1"] {
+        h.put_sized("big", k, b"x").await.unwrap();
+    }
+    let mut token = None;
+    let mut pages = vec![];
+    loop {
+        let out =
+            h.gw.list_objects_v2(req(ListObjectsV2Input {
+                bucket: "big".into(),
+                delimiter: Some("/".into()),
+                max_keys: Some(2),
+                continuation_token: token.clone(),
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .output;
+        let mut page: Vec<String> = out
+            .common_prefixes
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| p.prefix.unwrap())
+            .collect();
+        page.extend(
+            out.contents
+                .unwrap_or_default()
+                .into_iter()
+                .map(|o| o.key.unwrap()),
+        );
+        page.sort();
+        pages.push(page);
+        if !out.is_truncated.unwrap() {
+            break;
+        }
+        token = out.next_continuation_token;
+    }
+    assert_eq!(pages, [vec!["a/", "k/"], vec!["m", "z/"]]);
+    let under_k =
+        h.gw.list_objects_v2(req(ListObjectsV2Input {
+            bucket: "big".into(),
+            prefix: Some("k/01".into()),
+            start_after: Some("k/0105".into()),
+            max_keys: Some(3),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .output;
+    let keys: Vec<String> = under_k
+        .contents
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key.unwrap())
+        .collect();
+    assert_eq!(keys, ["k/0106", "k/0107", "k/0109"]);
+    assert_eq!(under_k.is_truncated, Some(true));
+    for k in ["a/1", "a/2", "m", "z/1"] {
+        h.gw.delete_object(req(DeleteObjectInput {
+            bucket: "big".into(),
+            key: k.into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    }
     let dir2 = tempfile::tempdir().unwrap();
     let other = gateway(&h.api, h.seed, dir2.path());
     assert_eq!(list(&other).await, live);
