@@ -3,7 +3,12 @@
 the aws CLI, next to direct `cairn put`/`get`, on a local devnet; prints a
 Markdown table for BENCHMARKS.md (MiB/s, ratio to direct, gateway peak RSS).
 
-Usage: scripts/s3bench.py [path/to/cairn] [--size-mib 1024] [--nodes 12] [--dir DIR]
+With --small N it instead PUTs N small objects into one bucket with boto3
+(16 threads), lists them all back (1,000 a page), reads a sample, and prints
+objects/s: a bucket past the ~19,000 objects one account index held before
+buckets were sharded, through the real network.
+
+Usage: scripts/s3bench.py [path/to/cairn] [--size-mib 1024] [--nodes 12] [--dir DIR] [--small N]
 """
 import argparse
 import json
@@ -53,12 +58,63 @@ def timed(cmd, env, **kw):
     return time.time() - t
 
 
+def small_objects(gw, n, pids):
+    """PUT n 1 KiB objects, list them all, GET a sample; prints a table."""
+    import concurrent.futures
+    import boto3
+    from botocore.config import Config
+    s3 = boto3.client("s3", endpoint_url=gw["endpoint"], aws_access_key_id=gw["access_key_id"],
+                      aws_secret_access_key=gw["secret_access_key"], region_name="us-east-1",
+                      config=Config(s3={"addressing_style": "path"}, max_pool_connections=32,
+                                    retries={"max_attempts": 3}))
+    s3.create_bucket(Bucket="many")
+    body = os.urandom(1024)
+    keys = [f"photos/{i // 1000:03}/{i:06}.jpg" for i in range(n)]
+    t = time.time()
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda k: s3.put_object(Bucket="many", Key=k, Body=body), keys))
+    put_s = time.time() - t
+    t = time.time()
+    listed, pages = 0, 0
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket="many"):
+        listed += len(page.get("Contents", []))
+        pages += 1
+    list_s = time.time() - t
+    if listed != n:
+        raise SystemExit(f"listed {listed} objects, not {n}")
+    t = time.time()
+    grouped = s3.list_objects_v2(Bucket="many", Prefix="photos/", Delimiter="/")
+    group_s = time.time() - t
+    want = (n + 999) // 1000
+    if len(grouped.get("CommonPrefixes", [])) != min(want, 1000):
+        raise SystemExit(f"{len(grouped.get('CommonPrefixes', []))} common prefixes, not {want}")
+    sample = keys[:: max(1, n // 200)]
+    t = time.time()
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        got = list(pool.map(lambda k: s3.get_object(Bucket="many", Key=k)["Body"].read(), sample))
+    get_s = time.time() - t
+    if any(g != body for g in got):
+        raise SystemExit("a small object came back different")
+    peak = max((rss_peak_kib(p) for p in pids), default=0)
+    print(f"S3 gateway, small objects: {n} objects of 1 KiB in one bucket, boto3 with 16 threads, "
+          f"{platform.node()} ({os.cpu_count()} cores), {time.strftime('%Y-%m-%d')}:\n")
+    print("| operation | figure |")
+    print("|---|---|")
+    print(f"| PUT | {n / put_s:.0f} objects/s ({put_s:.0f} s) |")
+    print(f"| list all ({pages} pages of 1,000) | {listed / list_s:.0f} keys/s ({list_s / pages * 1000:.0f} ms a page) |")
+    print(f"| list with delimiter ({want} common prefixes) | {group_s * 1000:.0f} ms |")
+    print(f"| GET ({len(sample)} of them) | {len(sample) / get_s:.0f} objects/s |")
+    print(f"\nGateway peak RSS: {peak / 1024:.0f} MiB" if peak else "\nGateway peak RSS: not found")
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("cairn", nargs="?", default="target/release/cairn")
     p.add_argument("--size-mib", type=int, default=1024)
     p.add_argument("--nodes", type=int, default=12)
     p.add_argument("--dir", default=None)
+    p.add_argument("--small", type=int, default=0,
+                   help="instead: PUT and list this many small objects in one bucket")
     a = p.parse_args()
     cairn = os.path.abspath(a.cairn)
     work = a.dir or tempfile.mkdtemp(prefix="cairn-s3bench-")
@@ -80,6 +136,9 @@ def main():
         info = json.load(open(info_path))
         gw = info["gateway"]
         api = info["nodes"][0]["api"]
+        if a.small:
+            small_objects(gw, a.small, gateway_pids(net_dir) or gateway_pids(work))
+            return
         size = a.size_mib << 20
         src = os.path.join(work, "object.bin")
         with open(src, "wb") as f:

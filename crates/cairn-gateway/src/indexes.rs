@@ -316,6 +316,33 @@ impl Indexes {
             .await
     }
 
+    /// Every live entry whose key starts with `prefix`, sorted, read
+    /// window by window (the first window's shards at most `max_age` old;
+    /// later windows reuse those copies), so memory holds the matches and
+    /// one window, not the whole namespace.
+    pub async fn prefixed(
+        &self,
+        namespace: &str,
+        prefix: &[u8],
+        max_age: Duration,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, GatewayError> {
+        let mut out = vec![];
+        let mut from = prefix.to_vec();
+        let mut age = max_age;
+        loop {
+            let survey = Survey::window(namespace, &from, self.window);
+            let (live, next) = self.survey(survey, age).await?;
+            age = FRESH.max(max_age);
+            out.extend(live.into_iter().filter(|(k, _)| k.starts_with(prefix)));
+            // Every key is at or after the prefix: once the window ends
+            // past the keys that start with it, none are left.
+            match next {
+                Some(n) if n.starts_with(prefix) => from = n,
+                _ => return Ok(out),
+            }
+        }
+    }
+
     /// Whether `namespace` has any live entry.
     pub async fn any(&self, namespace: &str) -> Result<bool, GatewayError> {
         let mut from = vec![];

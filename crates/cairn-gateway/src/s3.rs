@@ -574,7 +574,11 @@ impl Gateway {
             crate::indexes::FRESH
         };
         let mut out = vec![];
-        for (k, v) in self.idx.entries_aged(&uploads_ns(bucket), age).await? {
+        for (k, v) in self
+            .idx
+            .prefixed(&uploads_ns(bucket), prefix.as_bytes(), age)
+            .await?
+        {
             let Some(num) = std::str::from_utf8(&k)
                 .ok()
                 .and_then(|k| k.strip_prefix(&prefix))

@@ -1067,7 +1067,7 @@ async fn a_bucket_splits_into_shards_and_still_reads_as_one() {
         max_bytes: 1 << 20,
     };
     let dir = tempfile::tempdir().unwrap();
-    h.gw = gateway_split(&h.api, h.seed, dir.path(), crate::s3::MIN_PART, rule);
+    h.gw = gateway_split(&h.api, h.seed, dir.path(), 1, rule);
     h.bucket("big").await;
     let key = |i: usize| format!("k/{i:04}");
     for i in 0..400 {
@@ -1155,7 +1155,49 @@ async fn a_bucket_splits_into_shards_and_still_reads_as_one() {
         .collect();
     assert_eq!(keys, ["k/0106", "k/0107", "k/0109"]);
     assert_eq!(under_k.is_truncated, Some(true));
-    for k in ["a/1", "a/2", "m", "z/1"] {
+    // An upload of more parts than a window: completion finds them all.
+    let id =
+        h.gw.create_multipart_upload(req(CreateMultipartUploadInput {
+            bucket: "big".into(),
+            key: "mp".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .output
+        .upload_id
+        .unwrap();
+    let mut parts = vec![];
+    for n in 1..=25 {
+        let e =
+            h.gw.upload_part(req(UploadPartInput {
+                bucket: "big".into(),
+                key: "mp".into(),
+                upload_id: id.clone(),
+                part_number: n,
+                body: Some(blob(format!("{n:03}").as_bytes())),
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .output
+            .e_tag
+            .unwrap();
+        parts.push((n, e.value().to_string()));
+    }
+    let parts_ref: Vec<(i32, &str)> = parts.iter().map(|(n, e)| (*n, e.as_str())).collect();
+    h.gw.complete_multipart_upload(req(CompleteMultipartUploadInput {
+        bucket: "big".into(),
+        key: "mp".into(),
+        upload_id: id,
+        multipart_upload: completed(&parts_ref),
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    let whole: String = (1..=25).map(|n| format!("{n:03}")).collect();
+    assert_eq!(read(&h.gw, "mp".into()).await.unwrap(), whole.as_bytes());
+    for k in ["a/1", "a/2", "m", "z/1", "mp"] {
         h.gw.delete_object(req(DeleteObjectInput {
             bucket: "big".into(),
             key: k.into(),
