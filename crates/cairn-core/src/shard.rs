@@ -12,7 +12,7 @@
 //! context): shard `photos` splits into `photos#0` … `photos#f`, shard
 //! `photos#3` into `photos#30` … `photos#3f`. Hashing spreads any key
 //! order (backups write keys in ascending order) evenly, so a tree of
-//! `N` keys is about `log16(N / 4096)` deep.
+//! `N` keys is about `log16(N / 1024)` deep.
 //!
 //! Nothing moves when a shard splits: its entries stay where they are and
 //! every read of a key looks at each shard on the key's path, root to
@@ -57,12 +57,14 @@ pub struct SplitRule {
 }
 
 impl SplitRule {
-    /// 4,096 slots or 2 MiB: a quarter of an index's bounds, so writers
-    /// that have not seen the split yet still find room, and a write reads
-    /// at most a few MiB per shard on its path.
+    /// 1,024 slots or 512 KiB: far inside an index's bounds, so writers
+    /// that have not seen the split yet still find room. Every write makes
+    /// each replica re-read and re-store its shard, so small shards keep
+    /// small-object PUTs cheap; a million objects is still only four
+    /// levels deep.
     pub const DEFAULT: Self = Self {
-        max_entries: 4096,
-        max_bytes: 2 << 20,
+        max_entries: 1024,
+        max_bytes: 512 << 10,
     };
 
     /// Whether `index`, a shard at `depth`, should split now.

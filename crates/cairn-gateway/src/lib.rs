@@ -63,8 +63,8 @@
 //! - An object or part is at most [`MAX_OBJECT_BYTES`] (5 GiB).
 //! - A bucket is not bounded by one index: each namespace above is a tree
 //!   of index shards ([`cairn_core::shard`]) that splits into 16 when a
-//!   shard passes 4,096 entries or 2 MiB (`--shard-entries`), so a million
-//!   objects is a tree three levels deep. A read of one key reads the
+//!   shard passes 1,024 entries or 512 KiB (`--shard-entries`), so a
+//!   million objects is a tree four levels deep. A read of one key reads the
 //!   shards on its path; a write goes to its leaf.
 //! - Deleted keys leave tombstones that are never collected (they cost
 //!   shard room, so a bucket with much churn grows more shards).

@@ -50,7 +50,7 @@ pub struct S3Args {
     #[arg(long, default_value = "7d", value_parser = crate::size::parse_duration)]
     pub upload_max_age: std::time::Duration,
     /// A shard of a bucket's index splits into 16 when it holds this many
-    /// entries (or 2 MiB). Smaller shards make writes cheaper and listings
+    /// entries (or 512 KiB). Smaller shards make writes cheaper and listings
     /// read more shards; the tests use small ones to grow deep trees.
     #[arg(long, env = "CAIRN_GATEWAY_SHARD_ENTRIES", default_value_t = cairn_core::shard::SplitRule::DEFAULT.max_entries)]
     pub shard_entries: usize,
