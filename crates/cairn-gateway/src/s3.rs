@@ -745,6 +745,13 @@ impl Gateway {
             if page.truncated || done {
                 return Ok((kept, page));
             }
+            // The page's last entry, if it is a common prefix: nothing
+            // under it can add to the page.
+            let last_prefix = match (page.prefixes.last(), page.objects.last()) {
+                (Some(cp), Some(&i)) => (cp.as_str() > kept[i].0.as_str()).then(|| cp.clone()),
+                (Some(cp), None) => Some(cp.clone()),
+                _ => None,
+            };
             // Keep what the page is made of: its objects, and the first
             // key under each of its common prefixes.
             let mut used: Vec<usize> = page.objects.clone();
@@ -759,12 +766,10 @@ impl Gateway {
                 .map(|i| std::mem::take(&mut kept[i]))
                 .collect();
             let Some(mut next) = next else {
+                let page = list_page(&kept, params);
                 return Ok((kept, page));
             };
-            // Nothing under the page's last common prefix can add to it.
-            if let Some(cp) = page.prefixes.last()
-                && page.next_marker.as_deref() == Some(cp.as_str())
-            {
+            if let Some(cp) = last_prefix {
                 match shard::past_prefix(cp.as_bytes()) {
                     Some(past) => next = next.max(past),
                     None => {
