@@ -32,6 +32,8 @@ pub const FRESH: Duration = Duration::from_secs(2);
 /// Bytes of index copies kept in memory (the oldest go first; the cache
 /// file still has them). A bucket's shards are at most a few MiB each.
 const MEMORY_BYTES: usize = 64 << 20;
+/// Memory redb may use to cache pages of `cache.redb`.
+const CACHE_FILE_MEMORY: usize = 16 << 20;
 /// Keys a window of a listing or scan holds.
 pub const WINDOW: usize = 1000;
 /// Shards of one tree read at once.
@@ -93,7 +95,11 @@ fn cache_err(e: impl std::fmt::Display) -> GatewayError {
 impl Indexes {
     /// Opens (or creates) the cache at `path`.
     pub fn open(node: Node, account: Arc<Account>, path: &Path) -> Result<Self, GatewayError> {
-        let db = redb::Database::create(path).map_err(cache_err)?;
+        // redb's page cache would otherwise grow toward 1 GiB with the file.
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_FILE_MEMORY)
+            .create(path)
+            .map_err(cache_err)?;
         let tx = db.begin_write().map_err(cache_err)?;
         tx.open_table(TABLE).map_err(cache_err)?;
         tx.commit().map_err(cache_err)?;
