@@ -60,6 +60,11 @@ pub struct AclRequest<'a> {
     pub policy: Option<&'a AccessControlPolicy>,
 }
 
+/// Whether any `x-amz-grant-*` header is among `grants`.
+pub fn any_grant(grants: &[&Option<String>]) -> bool {
+    grants.iter().any(|g| g.is_some())
+}
+
 /// Refuses any ACL other than the owner's full control.
 pub fn check_acl(req: &AclRequest<'_>, account: &PublicKey) -> Result<(), GatewayError> {
     let refuse = |what: String| {

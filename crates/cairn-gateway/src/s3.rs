@@ -328,6 +328,11 @@ impl Gateway {
         Ok(())
     }
 
+    /// Refuses any ACL but the account's own full control.
+    fn check_acl(&self, acl: &AclRequest<'_>) -> Result<(), GatewayError> {
+        policy::check_acl(acl, &self.idx.account().public())
+    }
+
     /// Checks a new object's ACL and encryption headers; returns the
     /// encryption to report.
     fn check_new_object(
@@ -337,7 +342,7 @@ impl Gateway {
         kms_key: bool,
         customer_key: bool,
     ) -> Result<Option<ServerSideEncryption>, GatewayError> {
-        policy::check_acl(&acl, &self.idx.account().public())?;
+        self.check_acl(&acl)?;
         policy::check_sse(sse, kms_key, customer_key)
     }
 
@@ -796,18 +801,17 @@ impl S3 for Gateway {
         let i = req.input;
         let bucket = i.bucket;
         rules::validate_bucket_name(&bucket)?;
-        policy::check_acl(
-            &AclRequest {
-                canned: i.acl.as_ref().map(BucketCannedACL::as_str),
-                grants: i.grant_full_control.is_some()
-                    || i.grant_read.is_some()
-                    || i.grant_read_acp.is_some()
-                    || i.grant_write.is_some()
-                    || i.grant_write_acp.is_some(),
-                policy: None,
-            },
-            &self.idx.account().public(),
-        )?;
+        self.check_acl(&AclRequest {
+            canned: i.acl.as_ref().map(BucketCannedACL::as_str),
+            grants: policy::any_grant(&[
+                &i.grant_full_control,
+                &i.grant_read,
+                &i.grant_read_acp,
+                &i.grant_write,
+                &i.grant_write_acp,
+            ]),
+            policy: None,
+        })?;
         if let Some(o) = &i.object_ownership
             && o.as_str() != ObjectOwnership::BUCKET_OWNER_ENFORCED
         {
@@ -923,10 +927,12 @@ impl S3 for Gateway {
         let sse = self.check_new_object(
             AclRequest {
                 canned: input.acl.as_ref().map(ObjectCannedACL::as_str),
-                grants: input.grant_full_control.is_some()
-                    || input.grant_read.is_some()
-                    || input.grant_read_acp.is_some()
-                    || input.grant_write_acp.is_some(),
+                grants: policy::any_grant(&[
+                    &input.grant_full_control,
+                    &input.grant_read,
+                    &input.grant_read_acp,
+                    &input.grant_write_acp,
+                ]),
                 policy: None,
             },
             input.server_side_encryption.as_ref(),
@@ -1089,19 +1095,18 @@ impl S3 for Gateway {
     ) -> S3Result<S3Response<PutBucketAclOutput>> {
         let i = req.input;
         self.require_bucket(&i.bucket).await?;
-        let grants = i.grant_full_control.is_some()
-            || i.grant_read.is_some()
-            || i.grant_read_acp.is_some()
-            || i.grant_write.is_some()
-            || i.grant_write_acp.is_some();
-        policy::check_acl(
-            &AclRequest {
-                canned: i.acl.as_ref().map(BucketCannedACL::as_str),
-                grants,
-                policy: i.access_control_policy.as_ref(),
-            },
-            &self.idx.account().public(),
-        )?;
+        let grants = policy::any_grant(&[
+            &i.grant_full_control,
+            &i.grant_read,
+            &i.grant_read_acp,
+            &i.grant_write,
+            &i.grant_write_acp,
+        ]);
+        self.check_acl(&AclRequest {
+            canned: i.acl.as_ref().map(BucketCannedACL::as_str),
+            grants,
+            policy: i.access_control_policy.as_ref(),
+        })?;
         ok(PutBucketAclOutput::default())
     }
 
@@ -1125,19 +1130,18 @@ impl S3 for Gateway {
     ) -> S3Result<S3Response<PutObjectAclOutput>> {
         let i = req.input;
         self.existing_object(&i.bucket, &i.key).await?;
-        let grants = i.grant_full_control.is_some()
-            || i.grant_read.is_some()
-            || i.grant_read_acp.is_some()
-            || i.grant_write.is_some()
-            || i.grant_write_acp.is_some();
-        policy::check_acl(
-            &AclRequest {
-                canned: i.acl.as_ref().map(ObjectCannedACL::as_str),
-                grants,
-                policy: i.access_control_policy.as_ref(),
-            },
-            &self.idx.account().public(),
-        )?;
+        let grants = policy::any_grant(&[
+            &i.grant_full_control,
+            &i.grant_read,
+            &i.grant_read_acp,
+            &i.grant_write,
+            &i.grant_write_acp,
+        ]);
+        self.check_acl(&AclRequest {
+            canned: i.acl.as_ref().map(ObjectCannedACL::as_str),
+            grants,
+            policy: i.access_control_policy.as_ref(),
+        })?;
         ok(PutObjectAclOutput::default())
     }
 
@@ -1380,10 +1384,12 @@ impl S3 for Gateway {
         let sse = self.check_new_object(
             AclRequest {
                 canned: input.acl.as_ref().map(ObjectCannedACL::as_str),
-                grants: input.grant_full_control.is_some()
-                    || input.grant_read.is_some()
-                    || input.grant_read_acp.is_some()
-                    || input.grant_write_acp.is_some(),
+                grants: policy::any_grant(&[
+                    &input.grant_full_control,
+                    &input.grant_read,
+                    &input.grant_read_acp,
+                    &input.grant_write_acp,
+                ]),
                 policy: None,
             },
             input.server_side_encryption.as_ref(),
@@ -1538,10 +1544,12 @@ impl S3 for Gateway {
         let sse = self.check_new_object(
             AclRequest {
                 canned: input.acl.as_ref().map(ObjectCannedACL::as_str),
-                grants: input.grant_full_control.is_some()
-                    || input.grant_read.is_some()
-                    || input.grant_read_acp.is_some()
-                    || input.grant_write_acp.is_some(),
+                grants: policy::any_grant(&[
+                    &input.grant_full_control,
+                    &input.grant_read,
+                    &input.grant_read_acp,
+                    &input.grant_write_acp,
+                ]),
                 policy: None,
             },
             input.server_side_encryption.as_ref(),
