@@ -171,7 +171,10 @@ def test_tagging():
     assert S3.get_object_tagging(Bucket=b, Key="t")["TagSet"] == []
     eleven = {"TagSet": [{"Key": f"k{i}", "Value": "v"} for i in range(11)]}
     expect_error(lambda: S3.put_object_tagging(Bucket=b, Key="t", Tagging=eleven), {"InvalidTag"}, {400})
-    expect_error(lambda: S3.put_object(Bucket=b, Key="dup", Body=b"x", Tagging="a=1&a=2"), {"InvalidTag"}, {400})
+    # Refused before its body is read; on its own connection (a CI run once
+    # saw the next request on a shared connection fail its signature).
+    expect_error(lambda: client().put_object(Bucket=b, Key="dup", Body=b"x", Tagging="a=1&a=2"),
+                 {"InvalidTag"}, {400})
     expect_error(lambda: S3.put_object_tagging(Bucket=b, Key="ghost", Tagging={"TagSet": []}),
                  {"NoSuchKey"}, {404})
     # Multipart: the upload's tags become the object's.
