@@ -2,9 +2,10 @@
 //! short-lived memory copy and a write-through redb cache
 //! (`GATEWAY_DIR/cache.redb`), and writes as deltas (only the new ops).
 //!
-//! A read older than [`FRESH`] asks the node again and merges its copy into
-//! the cached one, so only ops that win a slot have their signatures
-//! checked. A write builds its ops over the cached copy (for the clock and
+//! A read older than [`FRESH`] asks the node again, naming the digest of
+//! the copy here: the node answers "unchanged" if its merged copy is the
+//! same, else sends it, and it is merged into the cached one, so only ops
+//! that win a slot have their signatures checked. A write builds its ops over the cached copy (for the clock and
 //! the size bounds), sends only them, and enters them in the cache once the
 //! node's replicas have taken them. The cache only saves work: deleting it
 //! loses nothing.
@@ -25,7 +26,7 @@ use futures::StreamExt;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::error::GatewayError;
-use crate::node::Node;
+use crate::node::{IndexCopy, Node};
 
 /// A copy younger than this is used without asking the node.
 pub const FRESH: Duration = Duration::from_secs(2);
@@ -232,26 +233,55 @@ impl Indexes {
         .map_err(cache_err)?
     }
 
-    /// The shard index named `namespace`, at most `max_age` old.
+    /// The shard index named `namespace`, at most `max_age` old. The node
+    /// is asked with the digest of the copy here and answers "unchanged"
+    /// if it has the same, so an up-to-date copy is not sent again.
     async fn read(&self, namespace: &str, max_age: Duration) -> Result<Arc<Index>, GatewayError> {
         let name = self.name(namespace);
         let id = name.id();
         if let Some(index) = self.remembered(&id.0, max_age) {
             return Ok(index);
         }
-        let mut index = match self.remembered(&id.0, Duration::MAX) {
-            Some(i) => (*i).clone(),
-            None => self.load_cached(name).await?,
+        let held = match self.remembered(&id.0, Duration::MAX) {
+            Some(i) => i,
+            None => Arc::new(self.load_cached(name).await?),
         };
-        if let Some(bytes) = self.node.get_index(&id.to_hex()).await? {
-            let merged = index.merge_encoded(&bytes).map_err(|e| {
-                GatewayError::Internal(format!("the network's copy of an index was refused: {e}"))
-            })?;
-            if merged == Merged::Changed {
-                self.store_cached(&index).await?;
+        match self.node.get_index(&id.to_hex(), Some(held.digest())).await? {
+            IndexCopy::Unchanged | IndexCopy::Missing => Ok(self.refresh(held)),
+            IndexCopy::Found(bytes) => {
+                let mut index = (*held).clone();
+                let merged = index.merge_encoded(&bytes).map_err(|e| {
+                    GatewayError::Internal(format!(
+                        "the network's copy of an index was refused: {e}"
+                    ))
+                })?;
+                if merged == Merged::Changed {
+                    self.store_cached(&index).await?;
+                }
+                Ok(self.remember(&index, true))
             }
         }
-        Ok(self.remember(&index, true))
+    }
+
+    /// Marks the memory copy of `index` fresh (entering `index` if there
+    /// is none) and returns it: the node had nothing it lacks.
+    fn refresh(&self, index: Arc<Index>) -> Arc<Index> {
+        let Ok(mut memory) = self.memory.lock() else {
+            return index;
+        };
+        let id = index.id().0;
+        if let Some(c) = memory.copies.get_mut(&id) {
+            c.at = Instant::now();
+            return c.index.clone();
+        }
+        memory.insert(
+            id,
+            Cached {
+                at: Instant::now(),
+                index: index.clone(),
+            },
+        );
+        index
     }
 
     /// Walks `key`'s path in the tree of `namespace`, reading each shard

@@ -17,6 +17,17 @@ const OWNER_HEADER: &str = "x-cairn-owner";
 /// waits are shorter than this.
 const SMALL_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The node's answer to an index read.
+#[derive(Debug)]
+pub enum IndexCopy {
+    /// The encoded merged index.
+    Found(bytes::Bytes),
+    /// The same as the copy whose digest the gateway named.
+    Unchanged,
+    /// No replica has it.
+    Missing,
+}
+
 /// What the node answered to a put.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Stored {
@@ -243,20 +254,33 @@ impl Node {
             })
     }
 
-    /// The encoded account index `id` (hex), or `None` if no replica has it.
-    pub async fn get_index(&self, id: &str) -> Result<Option<Bytes>, GatewayError> {
-        let resp = self
+    /// The node's merged copy of account index `id` (hex), unless its
+    /// digest is `have`.
+    pub async fn get_index(
+        &self,
+        id: &str,
+        have: Option<[u8; 32]>,
+    ) -> Result<IndexCopy, GatewayError> {
+        let mut req = self
             .http
             .get(self.url(&format!("/v1/index/{id}")))
-            .timeout(SMALL_TIMEOUT)
-            .send()
-            .await
-            .map_err(|e| self.send_error(e))?;
-        if resp.status() == reqwest::StatusCode::NOT_FOUND {
-            return Ok(None);
+            .timeout(SMALL_TIMEOUT);
+        if let Some(d) = have {
+            req = req.header(
+                reqwest::header::IF_NONE_MATCH,
+                format!("\"{}\"", hex::encode(d)),
+            );
+        }
+        let resp = req.send().await.map_err(|e| self.send_error(e))?;
+        match resp.status() {
+            reqwest::StatusCode::NOT_FOUND => return Ok(IndexCopy::Missing),
+            reqwest::StatusCode::NOT_MODIFIED if have.is_some() => {
+                return Ok(IndexCopy::Unchanged);
+            }
+            _ => {}
         }
         let resp = self.check(resp).await?;
-        resp.bytes().await.map(Some).map_err(|e| {
+        resp.bytes().await.map(IndexCopy::Found).map_err(|e| {
             GatewayError::Unavailable(format!("reading an index from the node failed: {e}"))
         })
     }

@@ -6,7 +6,7 @@
 //!   signed [`AuditAnswer`] in the response header (see
 //!   [`cairn_core::audit`]); neither carries a body, and an answer's proof
 //!   is at most [`MAX_PROOF_BYTES`].
-//! - `/cairn/record/4` ([`RECORD_PROTOCOL`]): put and get of small records,
+//! - `/cairn/record/5` ([`RECORD_PROTOCOL`]): put and get of small records,
 //!   bodies up to [`MAX_RECORD_BYTES`]: the sealed manifests, addressed by
 //!   their [`ManifestId`] (the BLAKE3 of the record), and the repair
 //!   records of [`cairn_core::record`], addressed by their
@@ -24,6 +24,9 @@
 //!   Version 4 added `Evidence`: a steward passes the signed evidence of an
 //!   audit a holder failed to the record's other stewards (see
 //!   [`cairn_core::suspicion`]), a body of at most [`MAX_EVIDENCE_BYTES`].
+//!   Version 5 gave `GetIndex` a `have` digest: a replica whose copy has
+//!   that [`digest`](cairn_core::index::digest) answers `Unchanged` without
+//!   a body, so a reader that is up to date does not move the whole index.
 //!
 //! - `/cairn/compute/1` ([`COMPUTE_PROTOCOL`]): distributed compute
 //!   (see [`cairn_core::compute::task`]). A scheduler asks a provider for
@@ -71,7 +74,7 @@ use crate::bufpool::BufPool;
 /// The piece protocol; the trailing number is the wire version.
 pub const PIECE_PROTOCOL: StreamProtocol = StreamProtocol::new("/cairn/piece/3");
 /// The record protocol.
-pub const RECORD_PROTOCOL: StreamProtocol = StreamProtocol::new("/cairn/record/4");
+pub const RECORD_PROTOCOL: StreamProtocol = StreamProtocol::new("/cairn/record/5");
 /// The compute protocol.
 pub const COMPUTE_PROTOCOL: StreamProtocol = StreamProtocol::new("/cairn/compute/1");
 /// Largest body on the compute lane: one task (a unit's arguments and
@@ -203,10 +206,12 @@ pub enum RequestHeader {
         id: IndexId,
     },
     /// Record lane: send back your copy of an account index (`Data`), or
-    /// `NotFound`.
+    /// `NotFound`; `Unchanged` if its digest is `have`.
     GetIndex {
         /// The index's id.
         id: IndexId,
+        /// The [`digest`](cairn_core::index::digest) of the requester's copy.
+        have: Option<[u8; 32]>,
     },
     /// Compute lane: what do you offer, and how loaded are you? Answered
     /// with [`ResponseHeader::Advert`].
@@ -347,13 +352,16 @@ pub enum ResponseHeader {
         /// Pieces deleted.
         dropped: u32,
     },
+    /// The answer to `GetIndex` when the copy's digest is the one the
+    /// requester has.
+    Unchanged,
 }
 
 impl ResponseHeader {
     /// Largest body this response may carry on `lane`.
     fn max_body(&self, lane: Lane) -> u32 {
         match self {
-            ResponseHeader::Audited(_) | ResponseHeader::Advert(_) => 0,
+            ResponseHeader::Audited(_) | ResponseHeader::Advert(_) | ResponseHeader::Unchanged => 0,
             _ => lane.max_body(),
         }
     }

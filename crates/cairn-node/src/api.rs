@@ -13,7 +13,7 @@
 //! | `POST /v1/renew` | `{"cap": "cairn:…", "lease_secs"?: n}` | `{"expires_at": n}` |
 //! | `POST /v1/rm` | `{"cap": "cairn:…"}` | `{"deleted": true}` |
 //! | `GET /v1/steward`, `GET /v1/standing` | | the steward's view; this node's standing |
-//! | `GET /v1/index/{id}` | | the merged encoded account index (`application/octet-stream`), 404 if no replica has it |
+//! | `GET /v1/index/{id}` | | the merged encoded account index (`application/octet-stream`) with its digest as `ETag`; 304 without a body if `If-None-Match` names that digest; 404 if no replica has it |
 //! | `POST /v1/index/{id}` | an encoded account index (at most 8 MiB) | [`Written`]: `{"acks": n, "peers": m}` |
 //!
 //! | `POST /v1/jobs` | a validated job (JSON of [`Job`], every source a capability) | `{"id": "<hex>"}` |
@@ -561,14 +561,24 @@ fn parse_index_id(s: &str) -> Result<IndexId, ApiError> {
 async fn get_index(
     State(s): State<ApiState>,
     Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
 ) -> Result<Response, ApiError> {
     let id = parse_index_id(&id)?;
     match s.indexes.get(&id).await? {
-        Some(index) => Ok((
-            [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
-            index.encode(),
-        )
-            .into_response()),
+        Some(read) => {
+            let etag = format!("\"{}\"", cairn_core::ids::hex(&read.digest));
+            let unchanged = headers
+                .get(axum::http::header::IF_NONE_MATCH)
+                .is_some_and(|v| v.as_bytes() == etag.as_bytes());
+            let headers = [
+                (axum::http::header::CONTENT_TYPE, "application/octet-stream".to_string()),
+                (axum::http::header::ETAG, etag),
+            ];
+            if unchanged {
+                return Ok((StatusCode::NOT_MODIFIED, headers).into_response());
+            }
+            Ok((headers, read.index.encode()).into_response())
+        }
         None => Err(ApiError(
             StatusCode::NOT_FOUND,
             format!("no replica has account index {id}"),

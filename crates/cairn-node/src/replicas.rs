@@ -16,6 +16,11 @@
 //!   read after a partial write still sees it), and writes the merged index
 //!   back to each replica that answered with less (read repair). Replicas
 //!   that did not answer are left to the next read.
+//!   A node that read an index lately asks with the
+//!   [`digest`](cairn_core::index::digest) of its copy, and a replica with
+//!   the same copy answers `Unchanged` instead of sending it; after a
+//!   write, the written ops join that copy, so the replicas that took the
+//!   write still answer `Unchanged`.
 //!
 //! At most [`MAX_CALLS`] reads and writes run at once (each may hold a few
 //! 8 MiB copies); more wait their turn.
@@ -32,6 +37,7 @@
 //! the nodes only check signatures and merge.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -132,28 +138,30 @@ pub struct IndexReplicas {
     quorum: Quorum,
     calls: Arc<tokio::sync::Semaphore>,
     recent: Arc<Mutex<Recent>>,
+    fetched: Arc<AtomicU64>,
 }
 
-/// Checked, merged copies of indexes read lately, bounded by their size.
+/// Checked, merged copies of indexes read lately, with their digests,
+/// bounded by their size.
 #[derive(Default)]
 struct Recent {
-    copies: HashMap<IndexId, (Instant, Arc<Index>)>,
+    copies: HashMap<IndexId, (Instant, Arc<Index>, [u8; 32])>,
     bytes: usize,
 }
 
 impl Recent {
-    fn get(&self, id: &IndexId) -> Option<Arc<Index>> {
-        self.copies.get(id).map(|(_, i)| i.clone())
+    fn get(&self, id: &IndexId) -> Option<(Arc<Index>, [u8; 32])> {
+        self.copies.get(id).map(|(_, i, d)| (i.clone(), *d))
     }
 
-    fn put(&mut self, index: Arc<Index>) {
+    fn put(&mut self, index: Arc<Index>, digest: [u8; 32]) {
         let id = index.id();
         let len = index.encoded_len();
         if len > RECENT_BYTES {
             return;
         }
         self.bytes += len;
-        if let Some((_, old)) = self.copies.insert(id, (Instant::now(), index)) {
+        if let Some((_, old, _)) = self.copies.insert(id, (Instant::now(), index, digest)) {
             self.bytes -= old.encoded_len();
         }
         while self.bytes > RECENT_BYTES {
@@ -161,22 +169,33 @@ impl Recent {
                 .copies
                 .iter()
                 .filter(|(k, _)| **k != id)
-                .min_by_key(|(_, (at, _))| *at)
+                .min_by_key(|(_, (at, _, _))| *at)
                 .map(|(k, _)| *k)
             else {
                 break;
             };
-            if let Some((_, old)) = self.copies.remove(&oldest) {
+            if let Some((_, old, _)) = self.copies.remove(&oldest) {
                 self.bytes -= old.encoded_len();
             }
         }
     }
 }
 
+/// A read's merged index and its [`digest`](cairn_core::index::digest).
+#[derive(Clone, Debug)]
+pub struct IndexRead {
+    /// The merged index.
+    pub index: Arc<Index>,
+    /// Its digest.
+    pub digest: [u8; 32],
+}
+
 /// One replica's answer to a read.
 enum Copy {
     /// Its index (as encoded, for comparing with the merged one).
     Found(Vec<u8>),
+    /// Its copy has the digest this node asked with.
+    Same,
     /// It has none.
     Missing,
     /// It did not answer usefully; left alone.
@@ -192,6 +211,7 @@ impl IndexReplicas {
             quorum: Quorum::default(),
             calls: Arc::new(tokio::sync::Semaphore::new(MAX_CALLS)),
             recent: Arc::default(),
+            fetched: Arc::default(),
         }
     }
 
@@ -245,10 +265,38 @@ impl IndexReplicas {
                 required: required.max(1),
             });
         }
+        self.note_written(index).await;
         Ok(Written {
             acks,
             peers: peers.len(),
         })
+    }
+
+    /// Adds a written index to the recent copy of it, if there is one, so
+    /// the next read finds the replicas that took the write unchanged. Two
+    /// writes at once may drop each other's ops here; that only costs the
+    /// next read a whole copy, since the recent copy is a cache.
+    async fn note_written(&self, written: &Index) {
+        let Some((copy, _)) = self.recent.lock().ok().and_then(|r| r.get(&written.id())) else {
+            return;
+        };
+        let written = written.clone();
+        let updated = tokio::task::spawn_blocking(move || {
+            let mut m = (*copy).clone();
+            m.merge(&written).ok()?;
+            let digest = m.digest();
+            Some((m, digest))
+        })
+        .await;
+        if let (Ok(Some((m, digest))), Ok(mut r)) = (updated, self.recent.lock()) {
+            r.put(Arc::new(m), digest);
+        }
+    }
+
+    /// Bytes of index copies this node has received from other replicas
+    /// (unchanged answers carry none).
+    pub fn fetched_bytes(&self) -> u64 {
+        self.fetched.load(Ordering::Relaxed)
     }
 
     async fn permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, ReplicaError> {
@@ -287,23 +335,32 @@ impl IndexReplicas {
         }
     }
 
-    /// Asks `peer` (or this node's store) for its copy of `id`.
-    async fn fetch(&self, peer: PeerId, id: IndexId) -> Copy {
+    /// Asks `peer` (or this node's store) for its copy of `id`, unless its
+    /// digest is `have`.
+    async fn fetch(&self, peer: PeerId, id: IndexId, have: Option<[u8; 32]>) -> Copy {
         if peer == self.net.local_peer_id() {
             let store = self.store.clone();
             return match tokio::task::spawn_blocking(move || store.get_encoded(&id)).await {
+                Ok(Ok(Some(bytes))) if have == Some(cairn_core::index::digest(&bytes)) => {
+                    Copy::Same
+                }
                 Ok(Ok(Some(bytes))) => Copy::Found(bytes),
                 Ok(Ok(None)) => Copy::Missing,
                 _ => Copy::Unknown,
             };
         }
         let request = Request {
-            header: RequestHeader::GetIndex { id },
+            header: RequestHeader::GetIndex { id, have },
             body: Bytes::new(),
         };
         match self.net.request(peer, request, self.quorum.request).await {
             Ok(r) => match r.header {
-                ResponseHeader::Data => Copy::Found(r.body.to_vec()),
+                ResponseHeader::Data => {
+                    self.fetched
+                        .fetch_add(r.body.len() as u64, Ordering::Relaxed);
+                    Copy::Found(r.body.to_vec())
+                }
+                ResponseHeader::Unchanged if have.is_some() => Copy::Same,
                 ResponseHeader::Error {
                     code: ErrorCode::NotFound,
                     ..
@@ -316,57 +373,85 @@ impl IndexReplicas {
 
     /// Every copy of `id` the replica set has, merged; replicas that were
     /// behind get the merged index back. `None` if no replica has it.
-    pub async fn get(&self, id: &IndexId) -> Result<Option<Index>, ReplicaError> {
+    ///
+    /// With a recent copy of `id`, each replica is asked with its digest
+    /// and one that has the same copy answers without sending it.
+    pub async fn get(&self, id: &IndexId) -> Result<Option<IndexRead>, ReplicaError> {
         let _permit = self.permit().await?;
         let id = *id;
         let peers = self.replica_set(&id).await;
-        let copies = futures::future::join_all(peers.iter().map(|&p| self.fetch(p, id))).await;
         let recent = self.recent.lock().ok().and_then(|r| r.get(&id));
-        // Checking signatures is CPU work: off the async threads.
-        let (merged, copies) = tokio::task::spawn_blocking(move || {
-            let mut merged: Option<Index> = recent.map(|r| (*r).clone());
-            for copy in &copies {
-                let Copy::Found(bytes) = copy else { continue };
-                // The first good copy is checked whole (unless a recent
-                // read's copy is here); the rest only for the ops they
-                // add. A bad copy (damaged, or a liar's) is skipped.
-                let result = match merged.as_mut() {
-                    Some(m) => m.merge_encoded(bytes).map(|_| ()),
-                    None => Index::decode(bytes, Some(id)).map(|i| merged = Some(i)),
-                };
-                if let Err(e) = result {
-                    tracing::warn!("a replica's copy of account index {id} is refused: {e}");
-                }
+        let have = recent.as_ref().map(|(_, d)| *d);
+        let copies =
+            futures::future::join_all(peers.iter().map(|&p| self.fetch(p, id, have))).await;
+        let found = copies.iter().any(|c| matches!(c, Copy::Found(_)));
+        let missing = copies.iter().any(|c| matches!(c, Copy::Missing));
+        let (read, body, copies) = match recent {
+            // Every replica that answered has this node's copy (or none).
+            Some((index, digest)) if !found => {
+                let body = missing.then(|| Bytes::from(index.encode()));
+                (IndexRead { index, digest }, body, copies)
             }
-            (merged, copies)
-        })
-        .await
-        .map_err(|_| ReplicaError::Closed)?;
-        let Some(merged) = merged else {
-            return Ok(None);
+            recent => {
+                // Checking signatures is CPU work: off the async threads.
+                let merged = tokio::task::spawn_blocking(move || {
+                    let mut merged: Option<Index> = recent.map(|(r, _)| (*r).clone());
+                    for copy in &copies {
+                        let Copy::Found(bytes) = copy else { continue };
+                        // The first good copy is checked whole (unless a
+                        // recent read's copy is here); the rest only for the
+                        // ops they add. A bad copy (damaged, or a liar's) is
+                        // skipped.
+                        let result = match merged.as_mut() {
+                            Some(m) => m.merge_encoded(bytes).map(|_| ()),
+                            None => Index::decode(bytes, Some(id)).map(|i| merged = Some(i)),
+                        };
+                        if let Err(e) = result {
+                            tracing::warn!(
+                                "a replica's copy of account index {id} is refused: {e}"
+                            );
+                        }
+                    }
+                    merged.map(|m| {
+                        let body = Bytes::from(m.encode());
+                        let digest = cairn_core::index::digest(&body);
+                        (m, body, digest, copies)
+                    })
+                })
+                .await
+                .map_err(|_| ReplicaError::Closed)?;
+                let Some((merged, body, digest, copies)) = merged else {
+                    return Ok(None);
+                };
+                let index = Arc::new(merged);
+                if let Ok(mut r) = self.recent.lock() {
+                    r.put(index.clone(), digest);
+                }
+                (IndexRead { index, digest }, Some(body), copies)
+            }
         };
-        if let Ok(mut r) = self.recent.lock() {
-            r.put(Arc::new(merged.clone()));
-        }
         // Read repair: whoever answered with less gets the merged index.
-        let body = Bytes::from(merged.encode());
-        let behind = peers
+        let behind: Vec<PeerId> = peers
             .iter()
             .zip(&copies)
             .filter_map(|(&peer, copy)| match copy {
-                Copy::Found(bytes) if bytes[..] == body[..] => None,
-                Copy::Found(_) | Copy::Missing => Some(peer),
+                Copy::Found(bytes) if Some(&bytes[..]) == body.as_deref() => None,
+                Copy::Same if have == Some(read.digest) => None,
+                Copy::Found(_) | Copy::Same | Copy::Missing => Some(peer),
                 Copy::Unknown => None,
-            });
-        let repairs = behind.map(|peer| self.send(peer, &merged, body.clone()));
-        let repaired = futures::future::join_all(repairs).await;
-        if !repaired.is_empty() {
+            })
+            .collect();
+        if let Some(body) = body.filter(|_| !behind.is_empty()) {
+            let repairs = behind
+                .iter()
+                .map(|&peer| self.send(peer, &read.index, body.clone()));
+            let repaired = futures::future::join_all(repairs).await;
             tracing::debug!(
                 "account index {id}: read repair reached {} of {} replicas",
                 repaired.iter().filter(|ok| **ok).count(),
                 repaired.len()
             );
         }
-        Ok(Some(merged))
+        Ok(Some(read))
     }
 }

@@ -22,7 +22,8 @@
 //! Account indexes: a `PutIndex` is checked (every op that changes the
 //! copy here signed by the account the index id commits to) and merged
 //! into the index store; a
-//! `GetIndex` is answered with the stored bytes as they are. Any node may
+//! `GetIndex` is answered with the stored bytes as they are, or
+//! `Unchanged` if their digest is the one the requester has. Any node may
 //! be asked: an index needs no authority list.
 
 use std::collections::HashSet;
@@ -233,7 +234,10 @@ pub fn handle(ctx: &Ctx, peer: PeerId, request: Request, authors: &HashSet<Publi
             Err(IndexStoreError::Index(e)) => Response::error(ErrorCode::Refused, e.to_string()),
             Err(e) => Response::error(ErrorCode::Internal, e.to_string()),
         },
-        RequestHeader::GetIndex { id } => match ctx.indexes.get_encoded(&id) {
+        RequestHeader::GetIndex { id, have } => match ctx.indexes.get_encoded(&id) {
+            Ok(Some(bytes)) if have == Some(cairn_core::index::digest(&bytes)) => {
+                Response::header(ResponseHeader::Unchanged)
+            }
             Ok(Some(bytes)) => Response {
                 header: ResponseHeader::Data,
                 body: bytes.into(),

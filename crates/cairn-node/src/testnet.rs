@@ -419,15 +419,27 @@ async fn account_indexes_replicate_repair_on_read_and_agree_on_one_winner() {
     let holders = (0..6).filter(|&i| replica_of(i).is_some()).count();
     assert_eq!(holders, 5);
 
-    // A partial write (one replica only) is seen by a read, which repairs the rest.
-    let mut partial = Index::new(name);
-    partial.put(&account, b"videos", b"more meta", 2).unwrap();
     let lone = (0..6)
         .find(|&i| set.contains(&nodes[i].net.local_peer_id()))
         .unwrap();
-    nodes[lone].indexes.merge(&partial).unwrap();
     let reader = (0..6).rev().find(|&i| i != lone).unwrap();
+    // A second read of an index nobody changed moves no copy: every
+    // replica answers that it has the reader's digest.
+    let first_read = nodes[reader].replicas.get(&id).await.unwrap().unwrap();
+    assert_eq!(*first_read.index, first);
+    assert_eq!(first_read.digest, first.digest());
+    let fetched = nodes[reader].replicas.fetched_bytes();
+    assert!(fetched > 0, "the first read fetched copies");
+    let again = nodes[reader].replicas.get(&id).await.unwrap().unwrap();
+    assert_eq!((*again.index).clone(), first);
+    assert_eq!(nodes[reader].replicas.fetched_bytes(), fetched);
+
+    // A partial write (one replica only) is seen by a read, which repairs the rest.
+    let mut partial = Index::new(name);
+    partial.put(&account, b"videos", b"more meta", 2).unwrap();
+    nodes[lone].indexes.merge(&partial).unwrap();
     let read = nodes[reader].replicas.get(&id).await.unwrap().unwrap();
+    let read = (*read.index).clone();
     let keys: Vec<_> = read
         .entries(account.key())
         .unwrap()
@@ -443,6 +455,21 @@ async fn account_indexes_replicate_repair_on_read_and_agree_on_one_winner() {
             );
         }
     }
+    // Only the replica that had the partial write sent its copy.
+    let one_copy = partial.encoded_len().max(read.encoded_len()) as u64;
+    let moved = nodes[reader].replicas.fetched_bytes() - fetched;
+    assert!(moved > 0 && moved <= one_copy, "{moved} bytes moved");
+    // A write through the reader's node joins its recent copy, so reading
+    // the index back moves no copy either.
+    let before = nodes[reader].replicas.fetched_bytes();
+    let mut delta = Index::new(name);
+    delta.put(&account, b"music", b"meta", 2).unwrap();
+    nodes[reader].replicas.put(&delta).await.unwrap();
+    let back = nodes[reader].replicas.get(&id).await.unwrap().unwrap();
+    let mut read = read;
+    read.merge(&delta).unwrap();
+    assert_eq!(*back.index, read);
+    assert_eq!(nodes[reader].replicas.fetched_bytes(), before);
 
     // Two gateways PUT one key at the same clock through two nodes at once:
     // every replica keeps the same single winner.
@@ -466,7 +493,8 @@ async fn account_indexes_replicate_repair_on_read_and_agree_on_one_winner() {
     nodes[1].stop.send(true).unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let after = nodes[4].replicas.get(&id).await.unwrap().unwrap();
-    assert_eq!(after, expected);
+    assert_eq!(*after.index, expected);
+    let after = (*after.index).clone();
 
     // An index nobody wrote is not found; a forged one is refused by every replica.
     let other = Account::new(SecretKey::from_bytes([8; 32])).index_name(b"buckets");
