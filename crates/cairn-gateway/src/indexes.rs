@@ -1,14 +1,15 @@
 //! The gateway's view of its account indexes: reads from the node with a
-//! short-lived memory copy and a write-through redb cache
-//! (`GATEWAY_DIR/cache.redb`), and writes as deltas (only the new ops).
+//! short-lived memory copy and a redb cache file (`GATEWAY_DIR/cache.redb`)
+//! written behind, and writes as deltas (only the new ops).
 //!
 //! A read older than [`FRESH`] asks the node again, naming the digest of
 //! the copy here: the node answers "unchanged" if its merged copy is the
 //! same, else sends it, and it is merged into the cached one, so only ops
-//! that win a slot have their signatures checked. A write builds its ops over the cached copy (for the clock and
-//! the size bounds), sends only them, and enters them in the cache once the
-//! node's replicas have taken them. The cache only saves work: deleting it
-//! loses nothing.
+//! that win a slot have their signatures checked. A write builds its ops
+//! over the cached copy (for the clock and the size bounds), sends only
+//! them, and enters them in the memory copy once the node's replicas have
+//! taken them; [`Indexes::flush`] writes them to the file. The cache only
+//! saves work: deleting it, or losing ops not yet flushed, loses nothing.
 //!
 //! Every namespace is a tree of shards ([`cairn_core::shard`]): a read of
 //! one key walks the shards on its path, a listing reads them all (eight
@@ -35,6 +36,8 @@ pub const FRESH: Duration = Duration::from_secs(2);
 const MEMORY_BYTES: usize = 64 << 20;
 /// Memory redb may use to cache pages of `cache.redb`.
 const CACHE_FILE_MEMORY: usize = 16 << 20;
+/// How often the gateway writes new ops from memory into the cache file.
+pub const FLUSH_INTERVAL: Duration = Duration::from_secs(2);
 /// Keys a window of a listing or scan holds.
 pub const WINDOW: usize = 1000;
 /// Shards of one tree read at once.
@@ -47,13 +50,22 @@ pub type Change = (Vec<u8>, Option<Vec<u8>>);
 struct Cached {
     at: Instant,
     index: Arc<Index>,
+    /// `index`'s digest, once computed.
+    digest: Option<[u8; 32]>,
+    /// Holds ops the cache file has not had yet.
+    dirty: bool,
 }
+
+/// Dirty copies evicted from memory that wait for the next flush, at most.
+const EVICTED_DIRTY: usize = 64;
 
 /// The memory copies, bounded by their encoded size.
 #[derive(Default)]
 struct Memory {
     copies: HashMap<[u8; 32], Cached>,
     bytes: usize,
+    /// Dirty copies pushed out of memory, for the next flush.
+    evicted: Vec<Arc<Index>>,
 }
 
 impl Memory {
@@ -74,6 +86,14 @@ impl Memory {
             };
             if let Some(old) = self.copies.remove(&oldest) {
                 self.bytes -= old.index.encoded_len();
+                if old.dirty {
+                    // The cache file only saves work: past the bound, the
+                    // next read fetches these ops again instead.
+                    if self.evicted.len() == EVICTED_DIRTY {
+                        self.evicted.remove(0);
+                    }
+                    self.evicted.push(old.index);
+                }
             }
         }
     }
@@ -151,20 +171,25 @@ impl Indexes {
     /// Merges `index` (a whole copy or a delta) into the memory copy and
     /// returns the result. Merging, not replacing, keeps concurrent
     /// requests from dropping each other's writes: the copy only grows.
-    /// `fetched` marks the result fresh (it includes the network's copy).
-    fn remember(&self, index: &Index, fetched: bool) -> Arc<Index> {
+    /// `fetched` marks the result fresh (it includes the network's copy);
+    /// `dirty`, that `index` has ops the cache file lacks.
+    fn remember(&self, index: &Index, fetched: bool, dirty: bool) -> Arc<Index> {
         let Ok(mut memory) = self.memory.lock() else {
             return Arc::new(index.clone());
         };
         let id = index.id().0;
-        let (merged, at) = match memory.copies.get(&id) {
+        let (merged, at, dirty) = match memory.copies.get(&id) {
             Some(c) => {
                 let mut m = (*c.index).clone();
                 // Both copies were checked; past a bound, keep the newer view.
                 if m.merge(index).is_err() {
                     m = index.clone();
                 }
-                (m, if fetched { Instant::now() } else { c.at })
+                (
+                    m,
+                    if fetched { Instant::now() } else { c.at },
+                    c.dirty || dirty,
+                )
             }
             // A delta alone is not a whole copy: it is never fresh.
             None if !fetched => (
@@ -172,8 +197,9 @@ impl Indexes {
                 Instant::now()
                     .checked_sub(FRESH)
                     .unwrap_or_else(Instant::now),
+                dirty,
             ),
-            None => (index.clone(), Instant::now()),
+            None => (index.clone(), Instant::now(), dirty),
         };
         let merged = Arc::new(merged);
         memory.insert(
@@ -181,9 +207,54 @@ impl Indexes {
             Cached {
                 at,
                 index: merged.clone(),
+                digest: None,
+                dirty,
             },
         );
         merged
+    }
+
+    /// The digest of `index`, a memory copy: computed once per copy.
+    fn digest_of(&self, index: &Arc<Index>) -> [u8; 32] {
+        let id = index.id().0;
+        if let Ok(memory) = self.memory.lock()
+            && let Some(c) = memory.copies.get(&id)
+            && Arc::ptr_eq(&c.index, index)
+            && let Some(d) = c.digest
+        {
+            return d;
+        }
+        let digest = index.digest();
+        if let Ok(mut memory) = self.memory.lock()
+            && let Some(c) = memory.copies.get_mut(&id)
+            && Arc::ptr_eq(&c.index, index)
+        {
+            c.digest = Some(digest);
+        }
+        digest
+    }
+
+    /// Writes the memory copies holding ops the cache file lacks into it
+    /// (each merged with the file's copy). Writes add ops to memory only,
+    /// so a burst of PUTs to one shard costs one file write per flush
+    /// rather than one per PUT; the gateway flushes every
+    /// [`FLUSH_INTERVAL`] and when it stops.
+    pub async fn flush(&self) -> Result<usize, GatewayError> {
+        let dirty: Vec<Arc<Index>> = match self.memory.lock() {
+            Ok(mut memory) => {
+                let mut out = std::mem::take(&mut memory.evicted);
+                for c in memory.copies.values_mut().filter(|c| c.dirty) {
+                    c.dirty = false;
+                    out.push(c.index.clone());
+                }
+                out
+            }
+            Err(_) => return Ok(0),
+        };
+        for index in &dirty {
+            self.store_cached(index).await?;
+        }
+        Ok(dirty.len())
     }
 
     async fn load_cached(&self, name: IndexName) -> Result<Index, GatewayError> {
@@ -246,7 +317,8 @@ impl Indexes {
             Some(i) => i,
             None => Arc::new(self.load_cached(name).await?),
         };
-        match self.node.get_index(&id.to_hex(), Some(held.digest())).await? {
+        let have = self.digest_of(&held);
+        match self.node.get_index(&id.to_hex(), Some(have)).await? {
             IndexCopy::Unchanged | IndexCopy::Missing => Ok(self.refresh(held)),
             IndexCopy::Found(bytes) => {
                 let mut index = (*held).clone();
@@ -258,7 +330,7 @@ impl Indexes {
                 if merged == Merged::Changed {
                     self.store_cached(&index).await?;
                 }
-                Ok(self.remember(&index, true))
+                Ok(self.remember(&index, true, false))
             }
         }
     }
@@ -279,6 +351,8 @@ impl Indexes {
             Cached {
                 at: Instant::now(),
                 index: index.clone(),
+                digest: None,
+                dirty: false,
             },
         );
         index
@@ -492,13 +566,13 @@ impl Indexes {
         Ok(all_won)
     }
 
-    /// Sends a delta to the node's replicas, then enters it in the caches.
+    /// Sends a delta to the node's replicas, then enters it in the memory
+    /// copy (the cache file gets it at the next [`Indexes::flush`]).
     async fn send(&self, delta: &Index) -> Result<(), GatewayError> {
         self.node
             .post_index(&delta.id().to_hex(), delta.encode())
             .await?;
-        self.store_cached(delta).await?;
-        self.remember(delta, false);
+        self.remember(delta, false, true);
         Ok(())
     }
 }

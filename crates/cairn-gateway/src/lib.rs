@@ -268,8 +268,13 @@ impl Started {
             self.config.maintenance_interval,
             self.config.upload_max_age,
         ));
+        let flusher = tokio::spawn(flush_cache(self.gateway.clone()));
         server::serve(self.listener, self.service, self.limits, shutdown).await;
         maintenance.abort();
+        flusher.abort();
+        if let Err(e) = self.gateway.idx.flush().await {
+            tracing::warn!("writing the index cache at shutdown failed: {e}");
+        }
     }
 }
 
@@ -329,6 +334,16 @@ delegate! {
     abort_multipart_upload: AbortMultipartUploadInput => AbortMultipartUploadOutput;
     list_parts: ListPartsInput => ListPartsOutput;
     list_multipart_uploads: ListMultipartUploadsInput => ListMultipartUploadsOutput;
+}
+
+/// Writes new index ops into the cache file every [`indexes::FLUSH_INTERVAL`].
+async fn flush_cache(gw: Arc<s3::Gateway>) {
+    loop {
+        tokio::time::sleep(indexes::FLUSH_INTERVAL).await;
+        if let Err(e) = gw.idx.flush().await {
+            tracing::warn!("writing the index cache failed (retried): {e}");
+        }
+    }
 }
 
 /// Every `interval`: aborts uploads older than `max_age` and renews the

@@ -33,6 +33,8 @@ struct Fake {
     next: u64,
     /// Puts whose body ended with an error.
     failed_puts: u64,
+    /// Index reads answered "unchanged".
+    unchanged: u64,
 }
 
 type Shared = Arc<Mutex<Fake>>;
@@ -105,11 +107,25 @@ async fn renew(State(s): State<Shared>, axum::Json(b): axum::Json<serde_json::Va
     serde_json::json!({"expires_at": crate::now_ms() / 1000 + b["lease_secs"].as_u64().unwrap_or(0)}).to_string()
 }
 
-async fn get_index(State(s): State<Shared>, Path(id): Path<String>) -> (StatusCode, Vec<u8>) {
-    match s.lock().unwrap().indexes.get(&id) {
-        Some(i) => (StatusCode::OK, i.encode()),
-        None => (StatusCode::NOT_FOUND, br#"{"error": "none"}"#.to_vec()),
+async fn get_index(
+    State(s): State<Shared>,
+    Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
+) -> (StatusCode, Vec<u8>) {
+    let mut f = s.lock().unwrap();
+    let Some(i) = f.indexes.get(&id) else {
+        return (StatusCode::NOT_FOUND, br#"{"error": "none"}"#.to_vec());
+    };
+    // As the node does: the digest of the copy is its ETag.
+    let etag = format!("\"{}\"", hex::encode(i.digest()));
+    if headers
+        .get("if-none-match")
+        .is_some_and(|v| v.as_bytes() == etag.as_bytes())
+    {
+        f.unchanged += 1;
+        return (StatusCode::NOT_MODIFIED, vec![]);
     }
+    (StatusCode::OK, i.encode())
 }
 
 async fn post_index(
@@ -1567,4 +1583,61 @@ async fn customer_keys_kms_and_public_acls_are_refused_and_store_nothing() {
             .map(ServerSideEncryption::as_str),
         Some("AES256")
     );
+}
+
+/// An up-to-date copy is not sent again; new ops reach the cache file at
+/// the next flush, so a gateway that restarts with the node unreachable
+/// still has them.
+#[tokio::test]
+async fn unchanged_indexes_are_not_resent_and_the_cache_file_is_written_behind() {
+    let (fake, api) = fake_node().await;
+    let dir = tempfile::tempdir().unwrap();
+    let seed = [4; 32];
+    let open = |api: &str, dir: &std::path::Path| {
+        let node = Node::new(api, [7; 32], 3600).unwrap();
+        let account = Arc::new(Account::new(SecretKey::from_bytes(seed)));
+        Indexes::open(node, account, &dir.join("cache.redb")).unwrap()
+    };
+    let gw = open(&api, dir.path());
+    gw.write("objects/b", "b", &[(b"k".to_vec(), Some(b"v1".to_vec()))])
+        .await
+        .unwrap();
+    // The write joined the copy here, which is the node's: no copy moves.
+    assert_eq!(read_fresh(&gw, "k").await.as_deref(), Some(&b"v1"[..]));
+    assert_eq!(fake.lock().unwrap().unchanged, 1);
+    // Another gateway's write changes the node's copy: it is sent again.
+    let other = tempfile::tempdir().unwrap();
+    let gw2 = open(&api, other.path());
+    gw2.write("objects/b", "b", &[(b"k".to_vec(), Some(b"v2".to_vec()))])
+        .await
+        .unwrap();
+    assert_eq!(read_fresh(&gw, "k").await.as_deref(), Some(&b"v2"[..]));
+    assert_eq!(fake.lock().unwrap().unchanged, 1);
+    assert_eq!(read_fresh(&gw, "k").await.as_deref(), Some(&b"v2"[..]));
+    assert_eq!(fake.lock().unwrap().unchanged, 2);
+
+    // Written behind: the first write is in the file only after a flush.
+    gw.write("objects/b", "b", &[(b"new".to_vec(), Some(b"n".to_vec()))])
+        .await
+        .unwrap();
+    assert!(gw.flush().await.unwrap() >= 1);
+    assert_eq!(gw.flush().await.unwrap(), 0, "nothing is left to write");
+    gw2.write("objects/b", "b", &[(b"late".to_vec(), Some(b"l".to_vec()))])
+        .await
+        .unwrap();
+    drop((gw, gw2));
+    // Reopened over a node that has nothing: only the cache file answers.
+    let (_empty, empty_api) = fake_node().await;
+    let back = open(&empty_api, dir.path());
+    let new = back.get("objects/b", "new").await.unwrap();
+    assert_eq!(new.as_deref(), Some(&b"n"[..]));
+    let back2 = open(&empty_api, other.path());
+    let late = back2.get("objects/b", "late").await.unwrap();
+    assert_eq!(late, None, "an unflushed write is not in the file");
+}
+
+async fn read_fresh(idx: &Indexes, key: &str) -> Option<Vec<u8>> {
+    idx.get_aged("objects/b", key, Duration::ZERO)
+        .await
+        .unwrap()
 }

@@ -635,7 +635,7 @@ mod tests {
 
     #[test]
     fn index_requests_travel_on_the_record_lane_only() {
-        assert_eq!(RECORD_PROTOCOL.as_ref(), "/cairn/record/4");
+        assert_eq!(RECORD_PROTOCOL.as_ref(), "/cairn/record/5");
         let put = Request {
             header: RequestHeader::PutIndex {
                 id: IndexId([4; 32]),
@@ -645,6 +645,7 @@ mod tests {
         let get = Request {
             header: RequestHeader::GetIndex {
                 id: IndexId([4; 32]),
+                have: Some([9; 32]),
             },
             body: Bytes::new(),
         };

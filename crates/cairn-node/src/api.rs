@@ -571,7 +571,10 @@ async fn get_index(
                 .get(axum::http::header::IF_NONE_MATCH)
                 .is_some_and(|v| v.as_bytes() == etag.as_bytes());
             let headers = [
-                (axum::http::header::CONTENT_TYPE, "application/octet-stream".to_string()),
+                (
+                    axum::http::header::CONTENT_TYPE,
+                    "application/octet-stream".to_string(),
+                ),
                 (axum::http::header::ETAG, etag),
             ];
             if unchanged {
