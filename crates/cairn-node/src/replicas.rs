@@ -4,7 +4,8 @@
 //! An index lives on its replica set: the [`REPLICAS`] peers closest to its
 //! [`IndexId`] in Kademlia's metric (this node included if it is one of
 //! them), found by a DHT lookup bounded in time, else from the routing
-//! table, as the steward finds a record's stewards. The policy is one value,
+//! table, as the steward finds a record's stewards, and reused for
+//! [`SET_TTL`] unless a call finds one of them silent. The policy is one value,
 //! [`Quorum`]:
 //!
 //! - a **write** sends the index to every replica (each merges it into its
@@ -56,6 +57,10 @@ pub const REPLICAS: usize = crate::steward::STEWARDS;
 
 /// Index reads and writes served at once.
 pub const MAX_CALLS: usize = 8;
+/// How long a replica set found by a DHT lookup is reused.
+pub const SET_TTL: Duration = Duration::from_secs(30);
+/// Replica sets remembered at most.
+const MAX_SETS: usize = 4096;
 /// Bytes of recently read, checked index copies kept in memory.
 pub const RECENT_BYTES: usize = 32 << 20;
 
@@ -139,6 +144,28 @@ pub struct IndexReplicas {
     calls: Arc<tokio::sync::Semaphore>,
     recent: Arc<Mutex<Recent>>,
     fetched: Arc<AtomicU64>,
+    sets: Arc<Mutex<Sets>>,
+}
+
+/// Replica sets found lately, by index.
+#[derive(Default)]
+struct Sets(HashMap<IndexId, (Instant, Vec<PeerId>)>);
+
+impl Sets {
+    fn get(&self, id: &IndexId, now: Instant) -> Option<Vec<PeerId>> {
+        let (at, peers) = self.0.get(id)?;
+        (now.duration_since(*at) < SET_TTL).then(|| peers.clone())
+    }
+
+    fn put(&mut self, id: IndexId, peers: Vec<PeerId>, now: Instant) {
+        if self.0.len() >= MAX_SETS {
+            self.0
+                .retain(|_, (at, _)| now.duration_since(*at) < SET_TTL);
+        }
+        if self.0.len() < MAX_SETS {
+            self.0.insert(id, (now, peers));
+        }
+    }
 }
 
 /// Checked, merged copies of indexes read lately, with their digests,
@@ -212,6 +239,7 @@ impl IndexReplicas {
             calls: Arc::new(tokio::sync::Semaphore::new(MAX_CALLS)),
             recent: Arc::default(),
             fetched: Arc::default(),
+            sets: Arc::default(),
         }
     }
 
@@ -222,8 +250,28 @@ impl IndexReplicas {
     }
 
     /// The replica set of `id`: the peers closest to it, this node included
-    /// if it is one of them.
+    /// if it is one of them. A set found lately is reused for
+    /// [`SET_TTL`]: a burst of writes to one shard costs one DHT lookup,
+    /// not one each. A call that finds a replica silent forgets the set.
     pub async fn replica_set(&self, id: &IndexId) -> Vec<PeerId> {
+        let now = Instant::now();
+        if let Some(peers) = self.sets.lock().ok().and_then(|s| s.get(id, now)) {
+            return peers;
+        }
+        let peers = self.look_up(id).await;
+        if let Ok(mut sets) = self.sets.lock() {
+            sets.put(*id, peers.clone(), Instant::now());
+        }
+        peers
+    }
+
+    fn forget_set(&self, id: &IndexId) {
+        if let Ok(mut sets) = self.sets.lock() {
+            sets.0.remove(id);
+        }
+    }
+
+    async fn look_up(&self, id: &IndexId) -> Vec<PeerId> {
         let count = self.quorum.replicas;
         let mut peers =
             match tokio::time::timeout(self.quorum.lookup, self.net.closest_peers(&id.0, count))
@@ -256,6 +304,9 @@ impl IndexReplicas {
         .into_iter()
         .filter(|ok| *ok)
         .count();
+        if acks < peers.len() {
+            self.forget_set(&id);
+        }
         let required = self.quorum.required(peers.len());
         if acks < required || acks == 0 {
             return Err(ReplicaError::Quorum {
@@ -384,6 +435,9 @@ impl IndexReplicas {
         let have = recent.as_ref().map(|(_, d)| *d);
         let copies =
             futures::future::join_all(peers.iter().map(|&p| self.fetch(p, id, have))).await;
+        if copies.iter().any(|c| matches!(c, Copy::Unknown)) {
+            self.forget_set(&id);
+        }
         let found = copies.iter().any(|c| matches!(c, Copy::Found(_)));
         let missing = copies.iter().any(|c| matches!(c, Copy::Missing));
         let (read, body, copies) = match recent {
@@ -453,5 +507,42 @@ impl IndexReplicas {
             );
         }
         Ok(Some(read))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replica_sets_are_reused_for_their_ttl_and_bounded() {
+        let t0 = Instant::now();
+        let peers = vec![PeerId::random(), PeerId::random()];
+        let mut sets = Sets::default();
+        let id = IndexId([1; 32]);
+        sets.put(id, peers.clone(), t0);
+        assert_eq!(sets.get(&id, t0 + SET_TTL / 2), Some(peers.clone()));
+        assert_eq!(sets.get(&id, t0 + SET_TTL), None, "looked up again");
+        assert_eq!(sets.get(&IndexId([2; 32]), t0), None);
+        // Full: expired sets make room, live ones are kept.
+        for i in 0..MAX_SETS as u32 {
+            let mut b = [0; 32];
+            b[..4].copy_from_slice(&i.to_be_bytes());
+            b[31] = 9;
+            sets.put(IndexId(b), peers.clone(), t0 + SET_TTL);
+        }
+        assert!(sets.0.len() <= MAX_SETS);
+        let late = t0 + SET_TTL + SET_TTL / 2;
+        sets.put(IndexId([3; 32]), peers.clone(), late);
+        assert_eq!(
+            sets.0.len(),
+            MAX_SETS,
+            "nothing had expired: the new set is not kept"
+        );
+        assert_eq!(sets.get(&IndexId([3; 32]), late), None);
+        let later = t0 + 3 * SET_TTL;
+        sets.put(IndexId([3; 32]), peers.clone(), later);
+        assert_eq!(sets.get(&IndexId([3; 32]), later), Some(peers));
+        assert_eq!(sets.0.len(), 1);
     }
 }
