@@ -222,6 +222,35 @@ impl Harness {
         }
     }
 
+    /// Starts a multipart upload of `bucket/key`; returns its id.
+    async fn create_upload(&self, bucket: &str, key: &str) -> String {
+        self.gw
+            .create_multipart_upload(req(CreateMultipartUploadInput {
+                bucket: bucket.into(),
+                key: key.into(),
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .output
+            .upload_id
+            .unwrap()
+    }
+
+    /// Completes upload `id` of `bucket/key` with `parts` (number, ETag).
+    async fn complete(&self, bucket: &str, key: &str, id: String, parts: &[(i32, &str)]) {
+        self.gw
+            .complete_multipart_upload(req(CompleteMultipartUploadInput {
+                bucket: bucket.into(),
+                key: key.into(),
+                upload_id: id,
+                multipart_upload: completed(parts),
+                ..Default::default()
+            }))
+            .await
+            .unwrap();
+    }
+
     async fn bucket(&self, name: &str) {
         self.gw
             .create_bucket(req(CreateBucketInput {
@@ -516,17 +545,7 @@ fn completed(parts: &[(i32, &str)]) -> Option<CompletedMultipartUpload> {
 async fn multipart_checks_its_part_list_stitches_and_cleans_up() {
     let h = Harness::new().await;
     h.bucket("mpu").await;
-    let id =
-        h.gw.create_multipart_upload(req(CreateMultipartUploadInput {
-            bucket: "mpu".into(),
-            key: "big".into(),
-            ..Default::default()
-        }))
-        .await
-        .unwrap()
-        .output
-        .upload_id
-        .unwrap();
+    let id = h.create_upload("mpu", "big").await;
     let p1: Vec<u8> = vec![1; 5 << 20];
     let p2: Vec<u8> = vec![2; 1000];
     let (e1, e2) = (
@@ -616,17 +635,7 @@ async fn multipart_checks_its_part_list_stitches_and_cleans_up() {
 async fn the_sweeper_aborts_old_uploads_and_leases_are_renewed() {
     let h = Harness::new().await;
     h.bucket("mpu").await;
-    let id =
-        h.gw.create_multipart_upload(req(CreateMultipartUploadInput {
-            bucket: "mpu".into(),
-            key: "big".into(),
-            ..Default::default()
-        }))
-        .await
-        .unwrap()
-        .output
-        .upload_id
-        .unwrap();
+    let id = h.create_upload("mpu", "big").await;
     upload_part(&h, &id, 1, b"abandoned").await;
     // Leases of 3600 s: a fresh object is not due; after the pass with a
     // zero max age the upload is gone.
@@ -754,17 +763,7 @@ async fn listings_page_through_many_keys() {
 async fn concurrent_part_uploads_are_all_seen_by_the_completion() {
     let h = Harness::new().await;
     h.bucket("mpu").await;
-    let id =
-        h.gw.create_multipart_upload(req(CreateMultipartUploadInput {
-            bucket: "mpu".into(),
-            key: "big".into(),
-            ..Default::default()
-        }))
-        .await
-        .unwrap()
-        .output
-        .upload_id
-        .unwrap();
+    let id = h.create_upload("mpu", "big").await;
     let data: Vec<Vec<u8>> = (0..6u8).map(|i| vec![i; 5 << 20]).collect();
     let etags = futures::future::join_all(
         data.iter()
@@ -777,15 +776,7 @@ async fn concurrent_part_uploads_are_all_seen_by_the_completion() {
         .enumerate()
         .map(|(i, e)| (i as i32 + 1, e.as_str()))
         .collect();
-    h.gw.complete_multipart_upload(req(CompleteMultipartUploadInput {
-        bucket: "mpu".into(),
-        key: "big".into(),
-        upload_id: id,
-        multipart_upload: completed(&list),
-        ..Default::default()
-    }))
-    .await
-    .unwrap();
+    h.complete("mpu", "big", id, &list).await;
     assert_eq!(h.get("mpu", "big", None).await.unwrap(), data.concat());
 }
 
@@ -920,17 +911,7 @@ async fn copies_are_independent_and_batch_deletes_report_each_key() {
     assert_eq!(h.get("dst", "copy", None).await.unwrap(), data);
 
     // UploadPartCopy of a range, completed as the last (only) part.
-    let id =
-        h.gw.create_multipart_upload(req(CreateMultipartUploadInput {
-            bucket: "dst".into(),
-            key: "slice".into(),
-            ..Default::default()
-        }))
-        .await
-        .unwrap()
-        .output
-        .upload_id
-        .unwrap();
+    let id = h.create_upload("dst", "slice").await;
     let part =
         h.gw.upload_part_copy(req(UploadPartCopyInput::builder()
             .bucket("dst".into())
@@ -955,15 +936,7 @@ async fn copies_are_independent_and_batch_deletes_report_each_key() {
         .unwrap()
         .value()
         .to_string();
-    h.gw.complete_multipart_upload(req(CompleteMultipartUploadInput {
-        bucket: "dst".into(),
-        key: "slice".into(),
-        upload_id: id,
-        multipart_upload: completed(&[(1, &e)]),
-        ..Default::default()
-    }))
-    .await
-    .unwrap();
+    h.complete("dst", "slice", id, &[(1, &e)]).await;
     assert_eq!(h.get("dst", "slice", None).await.unwrap(), &data[100..1100]);
 }
 
@@ -1014,17 +987,7 @@ async fn an_upload_of_more_parts_than_one_entry_holds_keeps_them_in_part_lists()
         _dir: dir,
     };
     h.bucket("mpu").await;
-    let id =
-        h.gw.create_multipart_upload(req(CreateMultipartUploadInput {
-            bucket: "mpu".into(),
-            key: "big".into(),
-            ..Default::default()
-        }))
-        .await
-        .unwrap()
-        .output
-        .upload_id
-        .unwrap();
+    let id = h.create_upload("mpu", "big").await;
     let n = crate::meta::PARTS_PER_LIST * 2 + 10;
     let mut etags = vec![];
     for i in 0..n {
@@ -1035,15 +998,7 @@ async fn an_upload_of_more_parts_than_one_entry_holds_keeps_them_in_part_lists()
         .enumerate()
         .map(|(i, e)| (i as i32 + 1, e.as_str()))
         .collect();
-    h.gw.complete_multipart_upload(req(CompleteMultipartUploadInput {
-        bucket: "mpu".into(),
-        key: "big".into(),
-        upload_id: id,
-        multipart_upload: completed(&list),
-        ..Default::default()
-    }))
-    .await
-    .unwrap();
+    h.complete("mpu", "big", id, &list).await;
     let want: Vec<u8> = (0..n as u32).flat_map(|i| i.to_be_bytes()).collect();
     assert_eq!(h.get("mpu", "big", None).await.unwrap(), want);
     assert_eq!(
@@ -1196,17 +1151,7 @@ async fn a_bucket_splits_into_shards_and_still_reads_as_one() {
     assert_eq!(keys, ["k/0106", "k/0107", "k/0109"]);
     assert_eq!(under_k.is_truncated, Some(true));
     // An upload of more parts than a window: completion finds them all.
-    let id =
-        h.gw.create_multipart_upload(req(CreateMultipartUploadInput {
-            bucket: "big".into(),
-            key: "mp".into(),
-            ..Default::default()
-        }))
-        .await
-        .unwrap()
-        .output
-        .upload_id
-        .unwrap();
+    let id = h.create_upload("big", "mp").await;
     let mut parts = vec![];
     for n in 1..=25 {
         let e =
@@ -1226,15 +1171,7 @@ async fn a_bucket_splits_into_shards_and_still_reads_as_one() {
         parts.push((n, e.value().to_string()));
     }
     let parts_ref: Vec<(i32, &str)> = parts.iter().map(|(n, e)| (*n, e.as_str())).collect();
-    h.gw.complete_multipart_upload(req(CompleteMultipartUploadInput {
-        bucket: "big".into(),
-        key: "mp".into(),
-        upload_id: id,
-        multipart_upload: completed(&parts_ref),
-        ..Default::default()
-    }))
-    .await
-    .unwrap();
+    h.complete("big", "mp", id, &parts_ref).await;
     let whole: String = (1..=25).map(|n| format!("{n:03}")).collect();
     assert_eq!(read(&h.gw, "mp".into()).await.unwrap(), whole.as_bytes());
     for k in ["a/1", "a/2", "m", "z/1", "mp"] {
@@ -1520,15 +1457,7 @@ async fn objects_keep_tags_through_puts_copies_and_uploads() {
         .output
         .e_tag
         .unwrap();
-    h.gw.complete_multipart_upload(req(CompleteMultipartUploadInput {
-        bucket: "tags".into(),
-        key: "mpu".into(),
-        upload_id: id,
-        multipart_upload: completed(&[(1, e.value())]),
-        ..Default::default()
-    }))
-    .await
-    .unwrap();
+    h.complete("tags", "mpu", id, &[(1, e.value())]).await;
     assert_eq!(
         h.tags("tags", "mpu").await.unwrap(),
         pairs(&[("stage", "final")])
