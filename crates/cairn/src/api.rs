@@ -27,7 +27,9 @@ const WRITE_QUEUE: usize = 16;
 
 /// Where a download goes: stdout, or a file written on its own thread.
 enum Sink {
-    Stdout(tokio::io::Stdout),
+    /// Stdout, or a device or pipe named by `-o` (such as `/dev/null`):
+    /// written in place, never replaced by a rename.
+    Direct(Box<dyn tokio::io::AsyncWrite + Unpin + Send>),
     File {
         tx: tokio::sync::mpsc::Sender<Bytes>,
         writer: tokio::task::JoinHandle<std::io::Result<()>>,
@@ -63,7 +65,7 @@ impl Sink {
 
     async fn write(&mut self, chunk: Bytes) -> std::io::Result<()> {
         match self {
-            Sink::Stdout(out) => out.write_all(&chunk).await,
+            Sink::Direct(out) => out.write_all(&chunk).await,
             Sink::File { tx, writer } => {
                 if tx.send(chunk).await.is_ok() {
                     return Ok(());
@@ -80,7 +82,7 @@ impl Sink {
     /// Flushes everything; a file is fsynced.
     async fn finish(self) -> std::io::Result<()> {
         match self {
-            Sink::Stdout(mut out) => out.flush().await,
+            Sink::Direct(mut out) => out.flush().await,
             Sink::File { tx, writer } => {
                 drop(tx);
                 writer
@@ -232,7 +234,16 @@ impl Api {
     ///
     /// A path is written through a temporary file in the same directory that
     /// is renamed onto it only once the whole file arrived and was verified.
+    /// A device or pipe (`/dev/null`, a FIFO) is written in place.
     pub async fn get(&self, cap: &str, out: &str) -> Result<u64> {
+        let special = match std::fs::metadata(out) {
+            _ if out == "-" => false,
+            Ok(md) if md.is_dir() => {
+                bail!("{out} is a directory; name the file to write (or - for stdout)")
+            }
+            Ok(md) => !md.is_file(),
+            Err(_) => false,
+        };
         let resp = self
             .http
             .post(self.url("/v1/get"))
@@ -241,9 +252,16 @@ impl Api {
             .await
             .map_err(|e| self.unreachable(e))?;
         let resp = self.check(resp).await?;
-        let mut sink = Sink::Stdout(tokio::io::stdout());
+        let mut sink = Sink::Direct(Box::new(tokio::io::stdout()));
         let mut tmp: Option<tempfile::TempPath> = None;
-        if out != "-" {
+        if special {
+            let file = tokio::fs::OpenOptions::new()
+                .write(true)
+                .open(out)
+                .await
+                .with_context(|| format!("cannot open {out} to write"))?;
+            sink = Sink::Direct(Box::new(file));
+        } else if out != "-" {
             let path = Path::new(out);
             let dir = match path.parent() {
                 Some(d) if !d.as_os_str().is_empty() => d,

@@ -122,6 +122,28 @@ fn unknown_files_and_bad_parameters_on_a_live_node() {
     let cap = put(api, &file, &[]);
     ok(cairn(api, &["get", &cap, "-o", out.to_str().unwrap()]));
     assert_eq!(std::fs::read(&out).unwrap(), b"hello");
+    // A directory is refused before anything is fetched.
+    let o = cairn(api, &["get", &cap, "-o", dir.path().to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("is a directory"), "{}", stderr(&o));
+    // A pipe (like /dev/null, a device) is written in place: renaming a
+    // finished download onto it would replace it with a regular file.
+    let fifo = dir.path().join("pipe");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read(fifo).unwrap())
+    };
+    ok(cairn(api, &["get", &cap, "-o", fifo.to_str().unwrap()]));
+    use std::os::unix::fs::FileTypeExt;
+    assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
+    assert_eq!(reader.join().unwrap(), b"hello");
     let ls = ok(cairn(api, &["ls"]));
     assert!(ls.contains("f\t") && ls.contains(&cap), "{ls}");
     let status: serde_json::Value =
