@@ -238,11 +238,59 @@ where
     Ok((out, hex::encode(digest)))
 }
 
+/// Node reads in flight for one GetObject: the part being sent and the
+/// next. A multipart object is one Cairn object per part, and reading the
+/// next part while this one is sent keeps the node's pipeline busy across
+/// part boundaries (each part starts with a manifest lookup and a segment
+/// fetch). Each read buffers at most [`CHANNEL_CHUNKS`] chunks here.
+///
+/// The next part is asked for only once the current part's header has
+/// arrived, so a read never holds one of the node's transfer permits
+/// while an earlier part of the same GetObject waits for one: with more
+/// parts ahead, or asked for earlier, GetObjects could fill the node's
+/// permits with parts that nobody reads yet.
+pub const PARTS_IN_FLIGHT: usize = 2;
+
+/// One part's node read: its chunks, and whether the node began to answer.
+struct PartRead {
+    rx: tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>,
+    started: tokio::sync::oneshot::Receiver<Result<(), GatewayError>>,
+}
+
+/// Starts reading bytes `[s, e)` of the Cairn object `cap` in `tasks`.
+fn read_part(
+    tasks: &mut tokio::task::JoinSet<()>,
+    node: &Node,
+    cap: String,
+    s: u64,
+    e: u64,
+) -> PartRead {
+    let (tx, rx) = tokio::sync::mpsc::channel(CHANNEL_CHUNKS);
+    let (started_tx, started) = tokio::sync::oneshot::channel();
+    let node = node.clone();
+    tasks.spawn(async move {
+        let mut started = Some(started_tx);
+        if let Err(err) = node.get_into(&cap, s, e, &tx, &mut started).await {
+            match started.take() {
+                Some(st) => {
+                    let _ = st.send(Err(err));
+                }
+                None => {
+                    tracing::warn!("reading an object from the node failed: {err}");
+                    let _ = tx.send(Err(std::io::Error::other(err.to_string()))).await;
+                }
+            }
+        }
+    });
+    PartRead { rx, started }
+}
+
 /// Streams bytes `[start, end)` of the object made of `parts` (cap and
-/// size, in order) into `tx`; a failure is sent as the stream's last item.
-/// The returned receiver says whether the node began to answer: a failure
-/// before the first byte is reported there instead, so the S3 client gets a
-/// proper error rather than a cut body.
+/// size, in order) into `tx`, with [`PARTS_IN_FLIGHT`] node reads at
+/// once; a failure is sent as the stream's last item. The returned
+/// receiver says whether the node began to answer: a failure before the
+/// first byte is reported there instead, so the S3 client gets a proper
+/// error rather than a cut body.
 pub fn spawn_read(
     node: Node,
     parts: Vec<(String, u64)>,
@@ -251,21 +299,38 @@ pub fn spawn_read(
     tx: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
 ) -> tokio::sync::oneshot::Receiver<Result<(), GatewayError>> {
     let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+    // The slices of parts that the range touches.
+    let mut slices = Vec::new();
+    let mut offset = 0u64;
+    for (cap, size) in parts {
+        let (p_start, p_end) = (offset, offset + size);
+        offset = p_end;
+        if p_end <= start || size == 0 {
+            continue;
+        }
+        if p_start >= end {
+            break;
+        }
+        slices.push((cap, start.max(p_start) - p_start, end.min(p_end) - p_start));
+    }
     tokio::spawn(async move {
         let mut started = Some(started_tx);
-        let mut offset = 0u64;
-        for (cap, size) in parts {
-            let (p_start, p_end) = (offset, offset + size);
-            offset = p_end;
-            if p_end <= start || size == 0 {
-                continue;
-            }
-            if p_start >= end {
-                break;
-            }
-            let s = start.max(p_start) - p_start;
-            let e = end.min(p_end) - p_start;
-            if let Err(err) = node.get_into(&cap, s, e, &tx, &mut started).await {
+        // Dropped on return: reads still running are stopped.
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut slices = slices.into_iter();
+        let mut next = |tasks: &mut tokio::task::JoinSet<()>| {
+            slices
+                .next()
+                .map(|(cap, s, e)| read_part(tasks, &node, cap, s, e))
+        };
+        let mut ahead = std::collections::VecDeque::new();
+        while let Some(mut part) = ahead.pop_front().or_else(|| next(&mut tasks)) {
+            let began = part.started.await.unwrap_or_else(|_| {
+                Err(GatewayError::Internal(
+                    "a node read ended before it began".into(),
+                ))
+            });
+            if let Err(err) = began {
                 match started.take() {
                     Some(st) => {
                         let _ = st.send(Err(err));
@@ -277,8 +342,21 @@ pub fn spawn_read(
                 }
                 return;
             }
-            if tx.is_closed() {
-                return;
+            if let Some(st) = started.take() {
+                let _ = st.send(Ok(()));
+            }
+            // This part holds its node permit now: the next may ask for one.
+            while ahead.len() + 1 < PARTS_IN_FLIGHT
+                && let Some(p) = next(&mut tasks)
+            {
+                ahead.push_back(p);
+            }
+            while let Some(item) = part.rx.recv().await {
+                let failed = item.is_err();
+                if tx.send(item).await.is_err() || failed {
+                    // The S3 client went away, or the read failed midway.
+                    return;
+                }
             }
         }
         // Nothing to fetch (an empty range or object).
@@ -304,4 +382,146 @@ pub fn s3_body(
 /// A channel stream as a source of bytes for [`store`].
 pub fn from_channel(s: ChannelStream) -> impl Stream<Item = Result<Bytes, GatewayError>> + Unpin {
     s.map(|r| r.map_err(|e| GatewayError::Internal(format!("reading the copy source failed: {e}"))))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use axum::body::Body;
+    use axum::extract::State;
+    use axum::http::StatusCode;
+    use axum::response::{IntoResponse, Response};
+    use cairn_node::frames::{DATA, END, HEADER, frame};
+
+    use super::*;
+
+    /// Node reads running now, the most seen at once, and the order asked.
+    #[derive(Default)]
+    struct Seen {
+        active: AtomicUsize,
+        most: AtomicUsize,
+        asked: Mutex<Vec<String>>,
+    }
+
+    struct Running(Arc<Seen>);
+
+    impl Drop for Running {
+        fn drop(&mut self) {
+            self.0.active.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// A node whose object `cairn:pN` is 1,000 bytes of `N`; the header
+    /// comes at once and the data 50 ms later. `cairn:gone` is missing.
+    async fn get(
+        State(seen): State<Arc<Seen>>,
+        axum::Json(b): axum::Json<serde_json::Value>,
+    ) -> Response {
+        let cap = b["cap"].as_str().unwrap_or_default().to_string();
+        seen.asked.lock().unwrap().push(cap.clone());
+        let Some(n) = cap
+            .strip_prefix("cairn:p")
+            .and_then(|n| n.parse::<u8>().ok())
+        else {
+            return (StatusCode::NOT_FOUND, r#"{"error": "no such object"}"#).into_response();
+        };
+        let now = seen.active.fetch_add(1, Ordering::SeqCst) + 1;
+        seen.most.fetch_max(now, Ordering::SeqCst);
+        let running = Running(seen.clone());
+        let (s, e) = (
+            b["start"].as_u64().unwrap_or(0),
+            b["end"].as_u64().unwrap_or(1000),
+        );
+        let header = serde_json::json!({"size": 1000, "segments": 1, "start": s, "length": e - s});
+        let head: Vec<Result<Bytes, std::io::Error>> =
+            frame(HEADER, Bytes::from(header.to_string()))
+                .into_iter()
+                .map(Ok)
+                .collect();
+        let rest = async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let data = Bytes::from(vec![n; (e - s) as usize]);
+            let frames: Vec<Result<Bytes, std::io::Error>> = frame(DATA, data)
+                .into_iter()
+                .chain(frame(END, Bytes::new()))
+                .map(Ok)
+                .collect();
+            drop(running);
+            futures::stream::iter(frames)
+        };
+        let body = futures::stream::iter(head).chain(futures::stream::once(rest).flatten());
+        Body::from_stream(body).into_response()
+    }
+
+    async fn node() -> (Arc<Seen>, Node) {
+        let seen = Arc::new(Seen::default());
+        let app = axum::Router::new()
+            .route("/v1/get", axum::routing::post(get))
+            .with_state(seen.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (
+            seen,
+            Node::new(&format!("http://{addr}"), [7; 32], 3600).unwrap(),
+        )
+    }
+
+    async fn read(
+        node: &Node,
+        parts: &[&str],
+        start: u64,
+        end: u64,
+    ) -> (Result<(), GatewayError>, Vec<u8>, bool) {
+        let parts = parts.iter().map(|c| (c.to_string(), 1000)).collect();
+        let (tx, mut rx) = ChannelStream::channel(None);
+        let started = spawn_read(node.clone(), parts, start, end, tx)
+            .await
+            .unwrap();
+        let (mut out, mut failed) = (Vec::new(), false);
+        while let Some(item) = rx.next().await {
+            match item {
+                Ok(b) => out.extend_from_slice(&b),
+                Err(_) => failed = true,
+            }
+        }
+        (started, out, failed)
+    }
+
+    #[tokio::test]
+    async fn the_next_part_is_read_while_this_one_is_sent_and_no_more() {
+        let (seen, node) = node().await;
+        let parts = ["cairn:p1", "cairn:p2", "cairn:p3", "cairn:p4", "cairn:p5"];
+        // From the middle of part 2 to the middle of part 5.
+        let (started, out, failed) = read(&node, &parts, 1500, 4500).await;
+        assert!(started.is_ok() && !failed);
+        let mut want = vec![2u8; 500];
+        want.extend([3u8; 1000]);
+        want.extend([4u8; 1000]);
+        want.extend([5u8; 500]);
+        assert_eq!(out, want);
+        assert_eq!(
+            *seen.asked.lock().unwrap(),
+            ["cairn:p2", "cairn:p3", "cairn:p4", "cairn:p5"]
+        );
+        // Two at once: the part being sent and the next.
+        assert_eq!(seen.most.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_part_that_fails_ends_the_body_with_an_error_or_fails_before_it() {
+        let (_, node) = node().await;
+        // A later part: the bytes before it, then an error.
+        let (started, out, failed) =
+            read(&node, &["cairn:p1", "cairn:gone", "cairn:p3"], 0, 3000).await;
+        assert!(started.is_ok());
+        assert_eq!(out, vec![1u8; 1000]);
+        assert!(failed);
+        // The first part: the read fails before any byte, for a proper S3 error.
+        let (started, out, failed) = read(&node, &["cairn:gone", "cairn:p2"], 0, 2000).await;
+        assert!(started.is_err(), "{started:?}");
+        assert!(out.is_empty() && !failed);
+    }
 }

@@ -303,6 +303,8 @@ pub struct Client {
     /// the hourly renewal looks a file up in the network only when its
     /// lease may be due (a restart looks each up once).
     leases: Arc<Mutex<HashMap<String, u64>>>,
+    /// Manifests and records read lately, reused by ranged reads.
+    manifests: Arc<Mutex<crate::manifests::Recent>>,
 }
 
 /// What a transfer moves: a piece (over the piece protocol) or a sealed
@@ -410,6 +412,7 @@ impl Client {
             placement: Policy::default(),
             capacity: Arc::default(),
             leases: Arc::default(),
+            manifests: Arc::default(),
         }
     }
 
@@ -925,8 +928,56 @@ impl Client {
         }
     }
 
-    /// Finds, verifies and decrypts the manifest a capability names.
+    /// Finds, verifies and decrypts the manifest a capability names, with
+    /// the newest copy of its repair record applied, from the network.
     pub async fn manifest(&self, cap: &ReadCap) -> Result<Manifest, ClientError> {
+        let (sealed, mut m) = self.fetch_manifest(cap).await?;
+        let record = match m.record {
+            Some(rid) => self.record(&rid).await,
+            None => None,
+        };
+        if let Some(r) = &record {
+            apply_record(&mut m, r);
+        }
+        if let Ok(mut recent) = self.manifests.lock() {
+            recent.put(
+                cap.manifest,
+                sealed,
+                m.record,
+                record,
+                std::time::Instant::now(),
+            );
+        }
+        Ok(m)
+    }
+
+    /// [`Self::manifest`], reusing a copy read in the last
+    /// [`crate::manifests::TTL`] (see [`crate::manifests`]): for reads of
+    /// data, which ask again when a kept copy's holders cannot rebuild a
+    /// segment. Says whether the copy was kept.
+    pub async fn manifest_for_read(&self, cap: &ReadCap) -> Result<(Manifest, bool), ClientError> {
+        let hit = self
+            .manifests
+            .lock()
+            .ok()
+            .and_then(|r| r.get(&cap.manifest, std::time::Instant::now()));
+        match hit {
+            Some((sealed, record)) => {
+                // Opened with this capability's key: a wrong key fails as
+                // it would on a fresh copy.
+                let mut m = Manifest::open(&sealed, &cap.manifest, &cap.key)?;
+                if let Some(r) = &record {
+                    apply_record(&mut m, r);
+                }
+                Ok((m, true))
+            }
+            None => Ok((self.manifest(cap).await?, false)),
+        }
+    }
+
+    /// The sealed manifest a capability names, from the first holder whose
+    /// copy opens, and the manifest.
+    async fn fetch_manifest(&self, cap: &ReadCap) -> Result<(Bytes, Manifest), ClientError> {
         let id = cap.manifest;
         let mut peers = self.manifest_holders(&id).await;
         peers.extend(self.net.providers(id.as_bytes()).await);
@@ -941,15 +992,7 @@ impl Client {
         while let Some(res) = running.next().await {
             if let Ok(bytes) = res {
                 match Manifest::open(&bytes, &id, &cap.key) {
-                    Ok(mut m) => {
-                        drop(running);
-                        if let Some(rid) = m.record
-                            && let Some(record) = self.record(&rid).await
-                        {
-                            apply_record(&mut m, &record);
-                        }
-                        return Ok(m);
-                    }
+                    Ok(m) => return Ok((bytes, m)),
                     Err(e) => last_err = Some(e),
                 }
             }
@@ -957,6 +1000,13 @@ impl Client {
         match last_err {
             Some(e) => Err(e.into()),
             None => Err(ClientError::ManifestNotFound { asked }),
+        }
+    }
+
+    /// Forgets the manifests read lately whose record is `id` (it changed).
+    fn forget_record(&self, id: &RecordId) {
+        if let Ok(mut recent) = self.manifests.lock() {
+            recent.forget_record(id);
         }
     }
 
@@ -1072,6 +1122,7 @@ impl Client {
                 *k == mine
             })
             .map_err(|e| ClientError::Internal(e.to_string()))?;
+        self.forget_record(&record.id());
         self.put_record(&record).await?;
         let body = Bytes::from(record.encode());
         let g = record.genesis();
@@ -1349,7 +1400,7 @@ impl Client {
         cap: ReadCap,
         range: Option<(u64, u64)>,
     ) -> Result<(GetHeader, mpsc::Receiver<Result<Bytes, ClientError>>), ClientError> {
-        let m = self.manifest(&cap).await?;
+        let (m, kept) = self.manifest_for_read(&cap).await?;
         let (start, end) = match range {
             Some((s, e)) => (s.min(m.size), e.min(m.size).max(s.min(m.size))),
             None => (0, m.size),
@@ -1376,7 +1427,16 @@ impl Client {
             // Fetch the next segment while this one is decoded and sent.
             let segments = futures::stream::iter(first..last)
                 .map(|i| async move {
-                    let data = this.get_segment(cap, m, i).await?;
+                    let data = match this.get_segment(cap, m, i).await {
+                        Ok(d) => d,
+                        // A kept copy may name holders that have left since:
+                        // try once more with the network's copy.
+                        Err(_) if kept => {
+                            let fresh = this.manifest(cap).await?;
+                            this.get_segment(cap, &fresh, i).await?
+                        }
+                        Err(e) => return Err(e),
+                    };
                     // Trim the first and last segments to the range.
                     let at = i * seg;
                     let from = start.saturating_sub(at).min(data.len() as u64) as usize;

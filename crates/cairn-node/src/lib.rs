@@ -26,6 +26,7 @@ pub mod gc;
 pub mod identity;
 pub mod indexes;
 pub mod jobs;
+pub mod manifests;
 pub mod net;
 pub mod observations;
 pub mod provider;

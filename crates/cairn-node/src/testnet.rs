@@ -559,3 +559,46 @@ async fn an_object_owned_by_a_given_key_is_managed_through_any_node_with_it() {
     let record = nodes[1].client.record_of(&cap).await.unwrap();
     assert!(record.is_deleted());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ranged_reads_reuse_a_manifest_read_lately_and_stat_does_not() {
+    let nodes = testnet(5, 8_000_000 + u64::from(std::process::id()) * 100).await;
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i * 11 % 251) as u8).collect();
+    let opts = PutOptions {
+        k: Some(2),
+        n: Some(4),
+        segment_size: 64 * 1024,
+        ..PutOptions::default()
+    };
+    let out = nodes[0].client.put(&data[..], opts).await.unwrap();
+    let cap: ReadCap = out.cap.parse().unwrap();
+    let reader = &nodes[4].client;
+    assert_eq!(get_all(reader, &cap).await.unwrap(), data);
+    // Every copy of the manifest goes: a fresh lookup now fails, but
+    // reads within the TTL go on with the copy read a moment ago.
+    for node in &nodes {
+        let _ = node.store.remove(&cap.manifest.piece_id());
+    }
+    assert!(matches!(
+        reader.manifest(&cap).await,
+        Err(ClientError::ManifestNotFound { .. })
+    ));
+    assert!(reader.stat(&cap).await.is_err(), "stat reads the network");
+    let (_, mut rx) = reader
+        .get_range(cap.clone(), Some((70_000, 70_100)))
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    while let Some(chunk) = rx.recv().await {
+        got.extend_from_slice(&chunk.unwrap());
+    }
+    assert_eq!(got, data[70_000..70_100]);
+    // The kept copy still has to open with the capability's own key.
+    let wrong = ReadCap {
+        key: cairn_core::FileKey::random(),
+        manifest: cap.manifest,
+    };
+    assert!(reader.get_range(wrong, None).await.is_err());
+    // Another node never read it, and finds nothing.
+    assert!(get_all(&nodes[3].client, &cap).await.is_err());
+}
