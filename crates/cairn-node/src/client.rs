@@ -931,11 +931,25 @@ impl Client {
     /// Finds, verifies and decrypts the manifest a capability names, with
     /// the newest copy of its repair record applied, from the network.
     pub async fn manifest(&self, cap: &ReadCap) -> Result<Manifest, ClientError> {
+        self.manifest_with(cap, false).await
+    }
+
+    /// [`Self::manifest`]; `for_read` looks the record up among the
+    /// stewards this node knows ([`Self::record_for_read`]).
+    async fn manifest_with(&self, cap: &ReadCap, for_read: bool) -> Result<Manifest, ClientError> {
+        let t = std::time::Instant::now();
         let (sealed, mut m) = self.fetch_manifest(cap).await?;
+        let found = t.elapsed();
         let record = match m.record {
+            Some(rid) if for_read => self.record_for_read(&rid).await,
             Some(rid) => self.record(&rid).await,
             None => None,
         };
+        tracing::debug!(
+            manifest_ms = found.as_millis() as u64,
+            record_ms = (t.elapsed() - found).as_millis() as u64,
+            "manifest read from the network"
+        );
         if let Some(r) = &record {
             apply_record(&mut m, r);
         }
@@ -951,11 +965,12 @@ impl Client {
         Ok(m)
     }
 
-    /// [`Self::manifest`], reusing a copy read in the last
-    /// [`crate::manifests::TTL`] (see [`crate::manifests`]): for reads of
-    /// data, which ask again when a kept copy's holders cannot rebuild a
-    /// segment. Says whether the copy was kept.
-    pub async fn manifest_for_read(&self, cap: &ReadCap) -> Result<(Manifest, bool), ClientError> {
+    /// [`Self::manifest`] for reads of data, which ask again with the full
+    /// lookup when the holders it names cannot rebuild a segment: a copy
+    /// read in the last [`crate::manifests::TTL`] is reused (see
+    /// [`crate::manifests`]), and the record comes from the first steward
+    /// that answers ([`Self::record_for_read`]).
+    pub async fn manifest_for_read(&self, cap: &ReadCap) -> Result<Manifest, ClientError> {
         let hit = self
             .manifests
             .lock()
@@ -969,37 +984,72 @@ impl Client {
                 if let Some(r) = &record {
                     apply_record(&mut m, r);
                 }
-                Ok((m, true))
+                Ok(m)
             }
-            None => Ok((self.manifest(cap).await?, false)),
+            None => self.manifest_with(cap, true).await,
         }
     }
 
     /// The sealed manifest a capability names, from the first holder whose
     /// copy opens, and the manifest.
+    ///
+    /// The peers closest to the manifest in this node's routing table are
+    /// asked at once; the DHT walks (closest peers, then providers) run
+    /// alongside, and whoever they add is asked too. In a network whose
+    /// routing tables are current, the first answer comes from a known
+    /// peer and the walks are not waited for: under load a walk takes
+    /// 100–300 ms, which every part of a multipart object paid twice.
     async fn fetch_manifest(&self, cap: &ReadCap) -> Result<(Bytes, Manifest), ClientError> {
         let id = cap.manifest;
-        let mut peers = self.manifest_holders(&id).await;
-        peers.extend(self.net.providers(id.as_bytes()).await);
-        let mut seen = HashSet::new();
-        peers.retain(|p| seen.insert(*p));
-        let asked = peers.len();
-        let mut running: FuturesUnordered<_> = peers
-            .into_iter()
-            .map(|p| async move { self.fetch_blob(p, Blob::Manifest(id)).await })
-            .collect();
+        let fetch = |p: PeerId| async move { self.fetch_blob(p, Blob::Manifest(id)).await };
+        let mut asked = HashSet::new();
+        let mut running = FuturesUnordered::new();
+        let mut known = vec![self.local()];
+        known.extend(
+            self.net
+                .closest_local(id.as_bytes(), MANIFEST_REPLICAS * 2)
+                .await,
+        );
+        for p in known {
+            if asked.insert(p) {
+                running.push(fetch(p));
+            }
+        }
+        let walks = async {
+            let (mut closest, providers) = futures::join!(
+                self.net.closest_peers(id.as_bytes(), MANIFEST_REPLICAS * 2),
+                self.net.providers(id.as_bytes())
+            );
+            closest.extend(providers);
+            closest
+        };
+        futures::pin_mut!(walks);
+        let mut walked = false;
         let mut last_err = None;
-        while let Some(res) = running.next().await {
-            if let Ok(bytes) = res {
-                match Manifest::open(&bytes, &id, &cap.key) {
-                    Ok(m) => return Ok((bytes, m)),
-                    Err(e) => last_err = Some(e),
+        loop {
+            tokio::select! {
+                Some(res) = running.next() => {
+                    if let Ok(bytes) = res {
+                        match Manifest::open(&bytes, &id, &cap.key) {
+                            Ok(m) => return Ok((bytes, m)),
+                            Err(e) => last_err = Some(e),
+                        }
+                    }
                 }
+                found = &mut walks, if !walked => {
+                    walked = true;
+                    for p in found {
+                        if asked.insert(p) {
+                            running.push(fetch(p));
+                        }
+                    }
+                }
+                else => break,
             }
         }
         match last_err {
             Some(e) => Err(e.into()),
-            None => Err(ClientError::ManifestNotFound { asked }),
+            None => Err(ClientError::ManifestNotFound { asked: asked.len() }),
         }
     }
 
@@ -1062,6 +1112,35 @@ impl Client {
     /// The newest repair record `id` this node can find: its own copy merged
     /// with its stewards' (ops only from the owner or peers close to it).
     pub async fn record(&self, id: &RecordId) -> Option<Record> {
+        let peers = self.net.closest_peers(&id.0, STEWARDS).await;
+        self.record_from(id, peers, usize::MAX).await
+    }
+
+    /// The record for a read of data: this node's copy merged with the
+    /// first that a steward in its routing table sends, without a DHT walk
+    /// or waiting for every steward (the slowest of five answers set the
+    /// pace of every part read); the full lookup ([`Self::record`]) when
+    /// none of them has it. Stewards pass every update to each other, so
+    /// one copy is current but for an update still spreading: a read whose
+    /// holders then cannot rebuild a segment asks again with the full
+    /// lookup (see [`Self::get_range`]).
+    async fn record_for_read(&self, id: &RecordId) -> Option<Record> {
+        let peers = self.net.closest_local(&id.0, STEWARDS).await;
+        match self.record_from(id, peers, 1).await {
+            Some(r) => Some(r),
+            None => self.record(id).await,
+        }
+    }
+
+    /// This node's copy of record `id` merged with those `peers` send,
+    /// stopping after `enough` valid copies have arrived (all of them if
+    /// `enough` is `usize::MAX`).
+    async fn record_from(
+        &self,
+        id: &RecordId,
+        peers: Vec<PeerId>,
+        enough: usize,
+    ) -> Option<Record> {
         let authors = crate::service::allowed_authors(&self.net, id).await;
         let authority = |k: &PublicKey| authors.contains(k);
         let records = self.records.clone();
@@ -1070,21 +1149,28 @@ impl Client {
             .await
             .ok()
             .flatten();
-        let peers = self.net.closest_peers(&id.0, STEWARDS).await;
-        let asks = peers.into_iter().map(|peer| async move {
-            let request = Request {
-                header: RequestHeader::GetRepair { id: *id },
-                body: Bytes::new(),
-            };
-            match self.net.request(peer, request, PIECE_TIMEOUT).await {
-                Ok(r) if matches!(r.header, ResponseHeader::Data) => Some(r.body),
-                _ => None,
-            }
-        });
-        for body in futures::future::join_all(asks).await.into_iter().flatten() {
-            let Ok(r) = Record::decode(&body, Some(*id), &authority) else {
+        let mut asks: FuturesUnordered<_> = peers
+            .into_iter()
+            .map(|peer| async move {
+                let request = Request {
+                    header: RequestHeader::GetRepair { id: *id },
+                    body: Bytes::new(),
+                };
+                match self.net.request(peer, request, PIECE_TIMEOUT).await {
+                    Ok(r) if matches!(r.header, ResponseHeader::Data) => Some(r.body),
+                    _ => None,
+                }
+            })
+            .collect();
+        let mut got = 0;
+        while got < enough
+            && let Some(answer) = asks.next().await
+        {
+            let Some(Ok(r)) = answer.map(|body| Record::decode(&body, Some(*id), &authority))
+            else {
                 continue;
             };
+            got += 1;
             match best.as_mut() {
                 Some(b) => {
                     let _ = b.merge(&r, &authority);
@@ -1400,7 +1486,7 @@ impl Client {
         cap: ReadCap,
         range: Option<(u64, u64)>,
     ) -> Result<(GetHeader, mpsc::Receiver<Result<Bytes, ClientError>>), ClientError> {
-        let (m, kept) = self.manifest_for_read(&cap).await?;
+        let m = self.manifest_for_read(&cap).await?;
         let (start, end) = match range {
             Some((s, e)) => (s.min(m.size), e.min(m.size).max(s.min(m.size))),
             None => (0, m.size),
@@ -1429,13 +1515,13 @@ impl Client {
                 .map(|i| async move {
                     let data = match this.get_segment(cap, m, i).await {
                         Ok(d) => d,
-                        // A kept copy may name holders that have left since:
-                        // try once more with the network's copy.
-                        Err(_) if kept => {
+                        // A kept copy, or the first steward's, may name
+                        // holders that have left since: try once more with
+                        // the full lookup's.
+                        Err(_) => {
                             let fresh = this.manifest(cap).await?;
                             this.get_segment(cap, &fresh, i).await?
                         }
-                        Err(e) => return Err(e),
                     };
                     // Trim the first and last segments to the range.
                     let at = i * seg;

@@ -1,10 +1,9 @@
 //! Manifests read lately, for reads only.
 //!
-//! Finding a manifest costs two DHT walks (closest peers and providers),
-//! and its repair record a third walk plus a request to every steward.
-//! A gateway reads a multipart object as one ranged get per part, and S3
-//! clients read large objects as many parallel ranges, so without this
-//! every range paid for those lookups again. The cache keeps the sealed
+//! Finding a manifest costs requests to the peers near it (and DHT walks
+//! when those do not have it), and its repair record a request to the
+//! stewards. S3 clients read large objects as many parallel ranges, so
+//! without this every range paid for those lookups again. The cache keeps the sealed
 //! bytes (each read still opens them with its own capability's key, so a
 //! wrong key fails as before) and the record found with them, for [`TTL`].
 //!
