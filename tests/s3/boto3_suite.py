@@ -185,6 +185,80 @@ def test_tagging():
     assert S3.get_object_tagging(Bucket=b, Key="mpu")["TagSet"] == [{"Key": "stage", "Value": "final"}]
 
 
+def test_bucket_tagging():
+    b = bucket("buckettags")
+    expect_error(lambda: S3.get_bucket_tagging(Bucket=b), {"NoSuchTagSet"}, {404})
+    S3.put_bucket_tagging(Bucket=b, Tagging={"TagSet": [{"Key": "env", "Value": "prod"},
+                                                        {"Key": "team", "Value": "storage core"}]})
+    assert S3.get_bucket_tagging(Bucket=b)["TagSet"] == [{"Key": "env", "Value": "prod"},
+                                                        {"Key": "team", "Value": "storage core"}]
+    S3.put_bucket_tagging(Bucket=b, Tagging={"TagSet": [{"Key": "env", "Value": "test"}]})
+    assert S3.get_bucket_tagging(Bucket=b)["TagSet"] == [{"Key": "env", "Value": "test"}]
+    many = {"TagSet": [{"Key": f"k{i}", "Value": "v"} for i in range(51)]}
+    expect_error(lambda: S3.put_bucket_tagging(Bucket=b, Tagging=many), {"InvalidTag"}, {400})
+    S3.delete_bucket_tagging(Bucket=b)
+    expect_error(lambda: S3.get_bucket_tagging(Bucket=b), {"NoSuchTagSet"}, {404})
+    expect_error(lambda: S3.get_bucket_tagging(Bucket="no-such-bucket-here"), {"NoSuchBucket"}, {404})
+
+
+def preflight(b, origin, method, headers=None):
+    """A browser's CORS preflight for bucket b: (status, lower-cased headers)."""
+    u = urllib.parse.urlsplit(ENDPOINT)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+    h = {"Origin": origin, "Access-Control-Request-Method": method}
+    if headers:
+        h["Access-Control-Request-Headers"] = headers
+    conn.request("OPTIONS", f"/{b}/some/key", headers=h)
+    r = conn.getresponse()
+    r.read()
+    conn.close()
+    return r.status, {k.lower(): v for k, v in r.getheaders()}
+
+
+def test_cors():
+    b = bucket("cors")
+    expect_error(lambda: S3.get_bucket_cors(Bucket=b), {"NoSuchCORSConfiguration"}, {404})
+    assert preflight(b, "https://app.example.com", "PUT")[0] == 403, "no rules, no cross-origin use"
+    rules = [
+        {"ID": "app", "AllowedOrigins": ["https://app.example.com"], "AllowedMethods": ["PUT", "GET"],
+         "AllowedHeaders": ["*"], "ExposeHeaders": ["ETag"], "MaxAgeSeconds": 600},
+        {"AllowedOrigins": ["https://*.cdn.example.com"], "AllowedMethods": ["GET"]},
+    ]
+    S3.put_bucket_cors(Bucket=b, CORSConfiguration={"CORSRules": rules})
+    got = S3.get_bucket_cors(Bucket=b)["CORSRules"]
+    assert got[0]["AllowedOrigins"] == ["https://app.example.com"] and got[0]["MaxAgeSeconds"] == 600, got
+    assert got[1]["AllowedMethods"] == ["GET"], got
+    # An allowed preflight is answered with the rule's headers.
+    st, h = preflight(b, "https://app.example.com", "PUT", "content-type, x-amz-date")
+    assert st == 200, (st, h)
+    assert h["access-control-allow-origin"] == "https://app.example.com", h
+    assert "PUT" in h["access-control-allow-methods"], h
+    assert h["access-control-allow-headers"] == "content-type, x-amz-date", h
+    assert h["access-control-max-age"] == "600", h
+    # A wildcard origin allows GET but not PUT, and asks for no headers.
+    assert preflight(b, "https://eu.cdn.example.com", "GET")[0] == 200
+    assert preflight(b, "https://eu.cdn.example.com", "PUT")[0] == 403
+    assert preflight(b, "https://eu.cdn.example.com", "GET", "x-custom")[0] == 403
+    assert preflight(b, "https://evil.example.org", "GET")[0] == 403
+    # A signed request from an allowed origin gets the headers a page needs.
+    S3.put_object(Bucket=b, Key="k", Body=b"cross-origin")
+    url = S3.generate_presigned_url("get_object", Params={"Bucket": b, "Key": "k"}, ExpiresIn=300)
+    req = urllib.request.Request(url, headers={"Origin": "https://app.example.com"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        assert r.read() == b"cross-origin"
+        assert r.headers["Access-Control-Allow-Origin"] == "https://app.example.com", dict(r.headers)
+        assert r.headers["Access-Control-Expose-Headers"] == "ETag", dict(r.headers)
+    req = urllib.request.Request(url, headers={"Origin": "https://evil.example.org"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        assert r.read() == b"cross-origin"
+        assert r.headers["Access-Control-Allow-Origin"] is None, dict(r.headers)
+    bad = {"CORSRules": [{"AllowedOrigins": ["*"], "AllowedMethods": ["PATCH"]}]}
+    expect_error(lambda: S3.put_bucket_cors(Bucket=b, CORSConfiguration=bad), {"InvalidArgument"}, {400})
+    S3.delete_bucket_cors(Bucket=b)
+    expect_error(lambda: S3.get_bucket_cors(Bucket=b), {"NoSuchCORSConfiguration"}, {404})
+    assert preflight(b, "https://app.example.com", "PUT")[0] == 403
+
+
 def test_acls_versioning_policies_and_encryption():
     b = bucket("settings")
     S3.put_object(Bucket=b, Key="o", Body=b"x")

@@ -104,6 +104,18 @@ pub enum GatewayError {
     /// A tag set S3 would refuse (too many, too long, repeated, `aws:`).
     #[error("{0}")]
     InvalidTag(String),
+    /// A request body S3 would not parse or accept as given.
+    #[error("{0}")]
+    MalformedXml(String),
+    /// A bucket without a CORS configuration was asked for it.
+    #[error("the bucket {0:?} has no CORS configuration")]
+    NoSuchCorsConfiguration(String),
+    /// A browser's cross-origin request that no CORS rule of the bucket allows.
+    #[error("CORSResponse: {0}")]
+    CorsForbidden(String),
+    /// A bucket without tags was asked for them.
+    #[error("the bucket {0:?} has no tag set")]
+    NoSuchTagSet(String),
     /// The bucket's index is at its size limit.
     #[error(
         "the bucket {0:?} is full: one shard of its index passed its bounds before it could split (too many writes at once); retry the request"
@@ -147,6 +159,10 @@ impl From<GatewayError> for S3Error {
             G::UnknownAccessKey => S3ErrorCode::InvalidAccessKeyId,
             G::InvalidArgument(_) => S3ErrorCode::InvalidArgument,
             G::InvalidTag(_) => S3ErrorCode::InvalidTag,
+            G::NoSuchTagSet(_) => S3ErrorCode::NoSuchTagSet,
+            G::MalformedXml(_) => S3ErrorCode::MalformedXML,
+            G::NoSuchCorsConfiguration(_) => S3ErrorCode::NoSuchCORSConfiguration,
+            G::CorsForbidden(_) => S3ErrorCode::AccessDenied,
             G::AclNotSupported(_) => S3ErrorCode::AccessControlListNotSupported,
             G::NotImplemented(_) => S3ErrorCode::NotImplemented,
             G::NoSuchBucketPolicy(_) => S3ErrorCode::NoSuchBucketPolicy,
@@ -240,6 +256,14 @@ mod tests {
             (GatewayError::UnknownAccessKey, "InvalidAccessKeyId", 403),
             (GatewayError::BucketFull("b".into()), "BucketFull", 507),
             (GatewayError::InvalidTag("t".into()), "InvalidTag", 400),
+            (GatewayError::NoSuchTagSet("b".into()), "NoSuchTagSet", 404),
+            (GatewayError::MalformedXml("x".into()), "MalformedXML", 400),
+            (
+                GatewayError::NoSuchCorsConfiguration("b".into()),
+                "NoSuchCORSConfiguration",
+                404,
+            ),
+            (GatewayError::CorsForbidden("c".into()), "AccessDenied", 403),
             (
                 GatewayError::AclNotSupported("a".into()),
                 "AccessControlListNotSupported",

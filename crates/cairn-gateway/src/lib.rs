@@ -90,10 +90,14 @@
 //! - Unfinished: object versioning (a bucket reports it as never enabled,
 //!   and enabling it is `NotImplemented`), bucket policies (none exist;
 //!   setting one is `NotImplemented`), KMS and customer-provided (SSE-C)
-//!   keys (`NotImplemented`), and bucket tagging, lifecycle rules, CORS
-//!   and website hosting (s3s answers `NotImplemented`).
+//!   keys (`NotImplemented`), and lifecycle rules, CORS and website
+//!   hosting (s3s answers `NotImplemented`).
+//! - Bucket tags (up to 50) live in namespace `buckettags` with the
+//!   creation time of the bucket they were set on, so a bucket deleted and
+//!   made again starts without them.
 
 pub mod body;
+pub mod cors;
 pub mod error;
 pub mod indexes;
 pub mod keys;
@@ -273,7 +277,14 @@ impl Started {
             self.config.upload_max_age,
         ));
         let flusher = tokio::spawn(flush_cache(self.gateway.clone()));
-        server::serve(self.listener, self.service, self.limits, shutdown).await;
+        server::serve(
+            self.listener,
+            self.service,
+            self.gateway.clone(),
+            self.limits,
+            shutdown,
+        )
+        .await;
         maintenance.abort();
         flusher.abort();
         if let Err(e) = self.gateway.idx.flush().await {
@@ -314,6 +325,12 @@ delegate! {
     get_object_tagging: GetObjectTaggingInput => GetObjectTaggingOutput;
     put_object_tagging: PutObjectTaggingInput => PutObjectTaggingOutput;
     delete_object_tagging: DeleteObjectTaggingInput => DeleteObjectTaggingOutput;
+    get_bucket_tagging: GetBucketTaggingInput => GetBucketTaggingOutput;
+    put_bucket_tagging: PutBucketTaggingInput => PutBucketTaggingOutput;
+    delete_bucket_tagging: DeleteBucketTaggingInput => DeleteBucketTaggingOutput;
+    get_bucket_cors: GetBucketCorsInput => GetBucketCorsOutput;
+    put_bucket_cors: PutBucketCorsInput => PutBucketCorsOutput;
+    delete_bucket_cors: DeleteBucketCorsInput => DeleteBucketCorsOutput;
     get_bucket_acl: GetBucketAclInput => GetBucketAclOutput;
     put_bucket_acl: PutBucketAclInput => PutBucketAclOutput;
     get_object_acl: GetObjectAclInput => GetObjectAclOutput;

@@ -36,6 +36,12 @@ impl Value for PartList {
 impl Value for TagsMeta {
     const VERSION: u16 = META_VERSION;
 }
+impl Value for BucketTags {
+    const VERSION: u16 = META_VERSION;
+}
+impl Value for BucketCors {
+    const VERSION: u16 = META_VERSION;
+}
 
 impl Value for ObjectMeta {
     const VERSION: u16 = 2;
@@ -166,6 +172,32 @@ pub struct TagsMeta {
     pub generation: String,
     /// The tags, in the order given.
     pub tags: Vec<(String, String)>,
+}
+
+/// A bucket's tags (PutBucketTagging), in namespace `buckettags` under the
+/// bucket name. They apply only to the bucket created at `created_at_ms`:
+/// a bucket deleted and made again starts without tags.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BucketTags {
+    /// [`META_VERSION`].
+    pub version: u16,
+    /// [`BucketMeta::created_at_ms`] of the bucket they were set on.
+    pub created_at_ms: u64,
+    /// The tags, in the order given.
+    pub tags: Vec<(String, String)>,
+}
+
+/// A bucket's CORS rules (PutBucketCors), in namespace `bucketcors` under
+/// the bucket name; like [`BucketTags`], only for the bucket created at
+/// `created_at_ms`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BucketCors {
+    /// [`META_VERSION`].
+    pub version: u16,
+    /// [`BucketMeta::created_at_ms`] of the bucket they were set on.
+    pub created_at_ms: u64,
+    /// The rules, in the order given (the first that matches applies).
+    pub rules: Vec<crate::cors::Rule>,
 }
 
 /// Which write of an object `m` is: a hash of its ETag, time, size and

@@ -218,13 +218,32 @@ pub const MAX_TAG_KEY: usize = 128;
 /// A tag value's length, in characters.
 pub const MAX_TAG_VALUE: usize = 256;
 
+/// Tags on one bucket, at most.
+pub const MAX_BUCKET_TAGS: usize = 50;
+
 /// Checks an object's tag set as S3 does: at most [`MAX_TAGS`], keys of 1
 /// to [`MAX_TAG_KEY`] characters and values of up to [`MAX_TAG_VALUE`],
 /// no key twice, none in the reserved `aws:` space.
 pub fn check_tags(tags: Vec<(String, String)>) -> Result<Vec<(String, String)>, GatewayError> {
-    if tags.len() > MAX_TAGS {
+    check_tag_set(tags, MAX_TAGS, "an object")
+}
+
+/// Checks a bucket's tag set: as [`check_tags`], with at most
+/// [`MAX_BUCKET_TAGS`].
+pub fn check_bucket_tags(
+    tags: Vec<(String, String)>,
+) -> Result<Vec<(String, String)>, GatewayError> {
+    check_tag_set(tags, MAX_BUCKET_TAGS, "a bucket")
+}
+
+fn check_tag_set(
+    tags: Vec<(String, String)>,
+    max: usize,
+    what: &str,
+) -> Result<Vec<(String, String)>, GatewayError> {
+    if tags.len() > max {
         return Err(GatewayError::InvalidTag(format!(
-            "an object can have at most {MAX_TAGS} tags, not {}",
+            "{what} can have at most {max} tags, not {}",
             tags.len()
         )));
     }

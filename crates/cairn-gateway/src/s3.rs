@@ -16,8 +16,8 @@ use crate::error::GatewayError;
 use crate::indexes::{Change, Indexes};
 use crate::listing::{self, ListParams, list_page, uploads_page};
 use crate::meta::{
-    self, BucketMeta, INLINE_MAX, META_VERSION, ObjectMeta, PARTS_PER_LIST, PartList, PartMeta,
-    PartRef, TagsMeta, UploadMeta, Value,
+    self, BucketCors, BucketMeta, BucketTags, INLINE_MAX, META_VERSION, ObjectMeta, PARTS_PER_LIST,
+    PartList, PartMeta, PartRef, TagsMeta, UploadMeta, Value,
 };
 use crate::node::Node;
 use crate::policy::{self, AclRequest};
@@ -26,6 +26,10 @@ use cairn_core::shard;
 
 /// The index namespace of the bucket list.
 pub const BUCKETS: &str = "buckets";
+/// The index namespace of buckets' tags.
+pub const BUCKET_TAGS: &str = "buckettags";
+/// The index namespace of buckets' CORS rules.
+pub const BUCKET_CORS: &str = "bucketcors";
 /// S3's smallest part, except the last.
 pub const MIN_PART: u64 = 5 << 20;
 /// How long a GET waits for the node to begin sending (it fetches and
@@ -219,9 +223,67 @@ impl Gateway {
     }
 
     async fn require_bucket(&self, bucket: &str) -> Result<(), GatewayError> {
+        self.bucket_meta(bucket).await.map(|_| ())
+    }
+
+    async fn bucket_meta(&self, bucket: &str) -> Result<BucketMeta, GatewayError> {
         match self.idx.get(BUCKETS, bucket).await? {
-            Some(_) => Ok(()),
+            Some(v) => meta::decode(&v),
             None => Err(GatewayError::NoSuchBucket(bucket.into())),
+        }
+    }
+
+    /// A per-bucket setting kept in namespace `ns` (tags, CORS), if it was
+    /// set on the bucket of that name there is now (`created` reads the
+    /// creation time it was set with).
+    async fn bucket_setting<T: Value>(
+        &self,
+        ns: &str,
+        bucket: &str,
+        created: fn(&T) -> u64,
+    ) -> Result<Option<T>, GatewayError> {
+        let b = self.bucket_meta(bucket).await?;
+        match self.idx.get(ns, bucket).await? {
+            Some(v) => {
+                let t: T = meta::decode(&v)?;
+                Ok((created(&t) == b.created_at_ms).then_some(t))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Sets the setting of the existing `bucket` in `ns` to `value`, which
+    /// `stamp` marks with the bucket's creation time, or removes it (`None`).
+    async fn set_bucket_setting<T: Value + Send>(
+        &self,
+        ns: &str,
+        bucket: &str,
+        value: Option<T>,
+        stamp: fn(&mut T, u64),
+    ) -> Result<(), GatewayError> {
+        let b = self.bucket_meta(bucket).await?;
+        let value = match value {
+            Some(mut v) => {
+                stamp(&mut v, b.created_at_ms);
+                Some(meta::encode(&v)?)
+            }
+            None => None,
+        };
+        self.idx
+            .write(ns, bucket, &[(bucket.as_bytes().to_vec(), value)])
+            .await?;
+        Ok(())
+    }
+
+    /// The CORS rules of `bucket` (none for a missing bucket).
+    pub async fn cors_rules(&self, bucket: &str) -> Result<Vec<crate::cors::Rule>, GatewayError> {
+        match self
+            .bucket_setting::<BucketCors>(BUCKET_CORS, bucket, |c| c.created_at_ms)
+            .await
+        {
+            Ok(c) => Ok(c.map(|c| c.rules).unwrap_or_default()),
+            Err(GatewayError::NoSuchBucket(_)) => Ok(vec![]),
+            Err(e) => Err(e),
         }
     }
 
@@ -857,6 +919,15 @@ impl S3 for Gateway {
         self.idx
             .write(BUCKETS, &bucket, &[(bucket.clone().into_bytes(), None)])
             .await?;
+        // Settings of a deleted bucket apply to nothing (a new bucket of
+        // the name is newer than them); they only cost room.
+        for ns in [BUCKET_TAGS, BUCKET_CORS] {
+            if self.idx.get(ns, &bucket).await?.is_some() {
+                self.idx
+                    .write(ns, &bucket, &[(bucket.clone().into_bytes(), None)])
+                    .await?;
+            }
+        }
         ok(DeleteBucketOutput {})
     }
 
@@ -1236,6 +1307,133 @@ impl S3 for Gateway {
     ) -> S3Result<S3Response<DeleteBucketEncryptionOutput>> {
         self.require_bucket(&req.input.bucket).await?;
         ok(DeleteBucketEncryptionOutput::default())
+    }
+
+    async fn get_bucket_tagging(
+        &self,
+        req: S3Request<GetBucketTaggingInput>,
+    ) -> S3Result<S3Response<GetBucketTaggingOutput>> {
+        let bucket = req.input.bucket;
+        let Some(set) = self
+            .bucket_setting::<BucketTags>(BUCKET_TAGS, &bucket, |t| t.created_at_ms)
+            .await?
+        else {
+            return Err(GatewayError::NoSuchTagSet(bucket).into());
+        };
+        let tags = set.tags;
+        ok(GetBucketTaggingOutput {
+            tag_set: tags
+                .into_iter()
+                .map(|(k, v)| Tag {
+                    key: Some(k),
+                    value: Some(v),
+                })
+                .collect(),
+        })
+    }
+
+    async fn put_bucket_tagging(
+        &self,
+        req: S3Request<PutBucketTaggingInput>,
+    ) -> S3Result<S3Response<PutBucketTaggingOutput>> {
+        let input = req.input;
+        let tags = rules::check_bucket_tags(
+            input
+                .tagging
+                .tag_set
+                .into_iter()
+                .map(|t| (t.key.unwrap_or_default(), t.value.unwrap_or_default()))
+                .collect(),
+        )?;
+        // An empty set is no set, as in S3.
+        let set = (!tags.is_empty()).then_some(BucketTags {
+            version: BucketTags::VERSION,
+            created_at_ms: 0,
+            tags,
+        });
+        self.set_bucket_setting(BUCKET_TAGS, &input.bucket, set, |t, at| {
+            t.created_at_ms = at
+        })
+        .await?;
+        ok(PutBucketTaggingOutput::default())
+    }
+
+    async fn delete_bucket_tagging(
+        &self,
+        req: S3Request<DeleteBucketTaggingInput>,
+    ) -> S3Result<S3Response<DeleteBucketTaggingOutput>> {
+        self.set_bucket_setting::<BucketTags>(BUCKET_TAGS, &req.input.bucket, None, |_, _| {})
+            .await?;
+        ok(DeleteBucketTaggingOutput::default())
+    }
+
+    async fn get_bucket_cors(
+        &self,
+        req: S3Request<GetBucketCorsInput>,
+    ) -> S3Result<S3Response<GetBucketCorsOutput>> {
+        let bucket = req.input.bucket;
+        let Some(c) = self
+            .bucket_setting::<BucketCors>(BUCKET_CORS, &bucket, |c| c.created_at_ms)
+            .await?
+        else {
+            return Err(GatewayError::NoSuchCorsConfiguration(bucket).into());
+        };
+        let some = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
+        ok(GetBucketCorsOutput {
+            cors_rules: Some(
+                c.rules
+                    .iter()
+                    .map(|r| CORSRule {
+                        id: r.id.clone(),
+                        allowed_origins: r.origins.clone(),
+                        allowed_methods: r.methods.clone(),
+                        allowed_headers: some(&r.headers),
+                        expose_headers: some(&r.expose),
+                        max_age_seconds: r.max_age_secs,
+                    })
+                    .collect(),
+            ),
+        })
+    }
+
+    async fn put_bucket_cors(
+        &self,
+        req: S3Request<PutBucketCorsInput>,
+    ) -> S3Result<S3Response<PutBucketCorsOutput>> {
+        let input = req.input;
+        let rules: Vec<crate::cors::Rule> = input
+            .cors_configuration
+            .cors_rules
+            .into_iter()
+            .map(|r| crate::cors::Rule {
+                id: r.id,
+                origins: r.allowed_origins,
+                methods: r.allowed_methods,
+                headers: r.allowed_headers.unwrap_or_default(),
+                expose: r.expose_headers.unwrap_or_default(),
+                max_age_secs: r.max_age_seconds,
+            })
+            .collect();
+        crate::cors::check(&rules)?;
+        let set = BucketCors {
+            version: BucketCors::VERSION,
+            created_at_ms: 0,
+            rules,
+        };
+        self.set_bucket_setting(BUCKET_CORS, &input.bucket, Some(set), |c, at| {
+            c.created_at_ms = at
+        })
+        .await?;
+        ok(PutBucketCorsOutput::default())
+    }
+
+    async fn delete_bucket_cors(
+        &self,
+        req: S3Request<DeleteBucketCorsInput>,
+    ) -> S3Result<S3Response<DeleteBucketCorsOutput>> {
+        self.set_bucket_setting::<BucketCors>(BUCKET_CORS, &req.input.bucket, None, |_, _| {})
+            .await?;
+        ok(DeleteBucketCorsOutput::default())
     }
 
     async fn get_object_tagging(

@@ -5,6 +5,11 @@
 //! before any byte is read); its body is wrapped so that one which sends
 //! nothing for the idle time ends with an error instead of holding the
 //! connection. hyper's header read timeout covers slow headers.
+//!
+//! CORS is answered here, around s3s: a preflight (`OPTIONS`, unsigned)
+//! is matched against the bucket's rules ([`crate::cors`]) and answered
+//! without reaching s3s; the answer to a request with an `Origin` gets the
+//! matching rule's headers.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -139,10 +144,76 @@ fn declared_size(req: &hyper::Request<Incoming>) -> Option<u64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-/// Serves `service` on `listener` until `shutdown` resolves.
+fn header<'a>(req: &'a hyper::Request<Incoming>, name: &str) -> Option<&'a str> {
+    req.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+fn add_headers(resp: &mut s3s::HttpResponse, headers: Vec<(&'static str, String)>) {
+    for (name, value) in headers {
+        if let Ok(v) = hyper::header::HeaderValue::from_str(&value) {
+            resp.headers_mut()
+                .insert(hyper::header::HeaderName::from_static(name), v);
+        }
+    }
+}
+
+/// Answers a CORS preflight for the bucket its path names.
+async fn preflight(
+    gateway: &crate::s3::Gateway,
+    req: &hyper::Request<Incoming>,
+) -> Result<s3s::HttpResponse, HttpError> {
+    use crate::error::GatewayError;
+    let (Some(origin), Some(method)) = (
+        header(req, "origin"),
+        header(req, "access-control-request-method"),
+    ) else {
+        return error_response(
+            GatewayError::InvalidArgument(
+                "a CORS preflight needs the Origin and Access-Control-Request-Method headers"
+                    .into(),
+            )
+            .into(),
+        );
+    };
+    let asked: Vec<&str> = header(req, "access-control-request-headers")
+        .map(|h| {
+            h.split(',')
+                .map(str::trim)
+                .filter(|h| !h.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    let rules = match crate::cors::bucket_of(req.uri().path()) {
+        Some(bucket) => match gateway.cors_rules(bucket).await {
+            Ok(r) => r,
+            Err(e) => return error_response(e.into()),
+        },
+        None => vec![],
+    };
+    match crate::cors::find(&rules, origin, method, &asked) {
+        Some(rule) => {
+            let mut resp = hyper::Response::new(s3s::Body::empty());
+            add_headers(
+                &mut resp,
+                crate::cors::preflight_headers(rule, origin, &asked),
+            );
+            Ok(resp)
+        }
+        None => error_response(
+            GatewayError::CorsForbidden(format!(
+                "no CORS rule of the bucket allows {method} from {origin}"
+            ))
+            .into(),
+        ),
+    }
+}
+
+/// Serves `service` on `listener` until `shutdown` resolves; `gateway`
+/// answers CORS.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     service: S3Service,
+    gateway: Arc<crate::s3::Gateway>,
     limits: Limits,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
@@ -163,12 +234,14 @@ pub async fn serve(
             },
         };
         let service = service.clone();
+        let gateway = gateway.clone();
         let clients = clients.clone();
         let limits = limits.clone();
         let header_timeout = limits.header_timeout;
         tokio::spawn(async move {
             let handler = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
                 let service = service.clone();
+                let gateway = gateway.clone();
                 let slot = clients.enter(peer.ip(), limits.per_client);
                 let limits = limits.clone();
                 async move {
@@ -188,7 +261,11 @@ pub async fn serve(
                             .into(),
                         );
                     }
+                    if req.method() == hyper::Method::OPTIONS {
+                        return preflight(&gateway, &req).await;
+                    }
                     let (method, path) = (req.method().clone(), req.uri().path().to_string());
+                    let origin = header(&req, "origin").map(str::to_owned);
                     let slot = Arc::new(slot);
                     let req = req.map(|inner| {
                         s3s::Body::http_body_unsync(IdleBody {
@@ -198,8 +275,19 @@ pub async fn serve(
                             _slot: Some(slot.clone()),
                         })
                     });
-                    let resp = service.call(req).await;
+                    let mut resp = service.call(req).await;
                     drop(slot);
+                    if let (Some(origin), Some(bucket), Ok(r)) =
+                        (origin, crate::cors::bucket_of(&path), resp.as_mut())
+                    {
+                        // A lookup that fails leaves the answer without CORS
+                        // headers: the browser withholds it, nothing worse.
+                        let rules = gateway.cors_rules(bucket).await.unwrap_or_default();
+                        if let Some(rule) = crate::cors::find(&rules, &origin, method.as_str(), &[])
+                        {
+                            add_headers(r, crate::cors::response_headers(rule, &origin));
+                        }
+                    }
                     match &resp {
                         Ok(r) if r.status().is_server_error() => {
                             tracing::warn!("{method} {path} from {peer}: {}", r.status());

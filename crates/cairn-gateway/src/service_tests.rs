@@ -1594,3 +1594,159 @@ async fn read_fresh(idx: &Indexes, key: &str) -> Option<Vec<u8>> {
         .await
         .unwrap()
 }
+
+/// Bucket tags: set, read, replaced, removed; S3's limits; none on a
+/// missing bucket; and a bucket deleted and made again starts without them.
+#[tokio::test]
+async fn buckets_keep_tags_until_removed_or_the_bucket_goes() {
+    let h = Harness::new().await;
+    h.bucket("tagged").await;
+    let get = |b: &str| {
+        h.gw.get_bucket_tagging(req(GetBucketTaggingInput {
+            bucket: b.into(),
+            ..Default::default()
+        }))
+    };
+    let put = |b: &str, tags: Vec<(String, String)>| {
+        let mut input = PutBucketTaggingInput::builder();
+        input.set_bucket(b.into());
+        input.set_tagging(Tagging {
+            tag_set: tags
+                .into_iter()
+                .map(|(k, v)| Tag {
+                    key: Some(k),
+                    value: Some(v),
+                })
+                .collect(),
+        });
+        h.gw.put_bucket_tagging(req(input.build().unwrap()))
+    };
+    let set = |out: GetBucketTaggingOutput| -> Vec<(String, String)> {
+        out.tag_set
+            .into_iter()
+            .map(|t| (t.key.unwrap(), t.value.unwrap()))
+            .collect()
+    };
+    assert_eq!(code(get("tagged").await.unwrap_err()), "NoSuchTagSet");
+    put("tagged", pairs(&[("cost-center", "42"), ("env", "prod")]))
+        .await
+        .unwrap();
+    assert_eq!(
+        set(get("tagged").await.unwrap().output),
+        pairs(&[("cost-center", "42"), ("env", "prod")])
+    );
+    // A put replaces the whole set.
+    put("tagged", pairs(&[("env", "test")])).await.unwrap();
+    assert_eq!(
+        set(get("tagged").await.unwrap().output),
+        pairs(&[("env", "test")])
+    );
+    // Up to 50 tags on a bucket (objects take 10), checked like objects'.
+    let many = |n: usize| (0..n).map(|i| (format!("k{i}"), "v".to_string())).collect();
+    put("tagged", many(50)).await.unwrap();
+    assert_eq!(set(get("tagged").await.unwrap().output).len(), 50);
+    assert_eq!(
+        code(put("tagged", many(51)).await.unwrap_err()),
+        "InvalidTag"
+    );
+    assert_eq!(
+        code(put("tagged", pairs(&[("aws:x", "1")])).await.unwrap_err()),
+        "InvalidTag"
+    );
+    assert_eq!(
+        set(get("tagged").await.unwrap().output).len(),
+        50,
+        "a refused set changes nothing"
+    );
+    h.gw.delete_bucket_tagging(req(DeleteBucketTaggingInput {
+        bucket: "tagged".into(),
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    assert_eq!(code(get("tagged").await.unwrap_err()), "NoSuchTagSet");
+    assert_eq!(code(get("ghost").await.unwrap_err()), "NoSuchBucket");
+    assert_eq!(
+        code(put("ghost", pairs(&[("k", "v")])).await.unwrap_err()),
+        "NoSuchBucket"
+    );
+    // Deleting the bucket takes its tags: a new bucket of the name has none.
+    put("tagged", pairs(&[("k", "v")])).await.unwrap();
+    h.gw.delete_bucket(req(DeleteBucketInput {
+        bucket: "tagged".into(),
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    h.bucket("tagged").await;
+    assert_eq!(code(get("tagged").await.unwrap_err()), "NoSuchTagSet");
+}
+
+/// CORS rules: set, read back as given, checked, removed, and gone with
+/// the bucket; the server's lookup sees what was set.
+#[tokio::test]
+async fn buckets_keep_cors_rules_until_removed_or_the_bucket_goes() {
+    let h = Harness::new().await;
+    h.bucket("web").await;
+    let get = || {
+        h.gw.get_bucket_cors(req(GetBucketCorsInput {
+            bucket: "web".into(),
+            ..Default::default()
+        }))
+    };
+    let put = |methods: &[&str]| {
+        let mut input = PutBucketCorsInput::builder();
+        input.set_bucket("web".into());
+        input.set_cors_configuration(CORSConfiguration {
+            cors_rules: vec![CORSRule {
+                id: Some("app".into()),
+                allowed_origins: vec!["https://app.example.com".into()],
+                allowed_methods: methods.iter().map(|m| m.to_string()).collect(),
+                allowed_headers: Some(vec!["*".into()]),
+                expose_headers: None,
+                max_age_seconds: Some(60),
+            }],
+        });
+        h.gw.put_bucket_cors(req(input.build().unwrap()))
+    };
+    assert_eq!(code(get().await.unwrap_err()), "NoSuchCORSConfiguration");
+    assert!(h.gw.cors_rules("web").await.unwrap().is_empty());
+    put(&["GET", "PUT"]).await.unwrap();
+    let rules = get().await.unwrap().output.cors_rules.unwrap();
+    assert_eq!(rules.len(), 1);
+    assert_eq!(rules[0].allowed_methods, ["GET", "PUT"]);
+    assert_eq!(
+        rules[0].allowed_headers.as_deref(),
+        Some(&["*".to_string()][..])
+    );
+    assert_eq!(rules[0].expose_headers, None);
+    assert_eq!(rules[0].max_age_seconds, Some(60));
+    let seen = h.gw.cors_rules("web").await.unwrap();
+    assert!(crate::cors::find(&seen, "https://app.example.com", "PUT", &["x-amz-date"]).is_some());
+    assert_eq!(code(put(&["PATCH"]).await.unwrap_err()), "InvalidArgument");
+    assert_eq!(
+        get().await.unwrap().output.cors_rules.unwrap()[0].allowed_methods,
+        ["GET", "PUT"]
+    );
+    h.gw.delete_bucket_cors(req(DeleteBucketCorsInput {
+        bucket: "web".into(),
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    assert_eq!(code(get().await.unwrap_err()), "NoSuchCORSConfiguration");
+    // Gone with the bucket: a new bucket of the name has no rules.
+    put(&["GET"]).await.unwrap();
+    h.gw.delete_bucket(req(DeleteBucketInput {
+        bucket: "web".into(),
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    assert!(
+        h.gw.cors_rules("web").await.unwrap().is_empty(),
+        "no bucket, no rules"
+    );
+    h.bucket("web").await;
+    assert_eq!(code(get().await.unwrap_err()), "NoSuchCORSConfiguration");
+}

@@ -4,6 +4,7 @@
 //! - [`net`]: the swarm driver actor and its handle.
 //! - [`service`]: answers other nodes' piece requests from the local store.
 //! - [`client`]: put, get and stat on behalf of the local user.
+//! - [`manifests`]: manifests and records reads found lately, reused by ranged reads.
 //! - [`catalog`]: the list of files this node has put.
 //! - [`capacity`]: other nodes' free space, for placement.
 //! - [`records`]: the repair records this node keeps as a steward.
