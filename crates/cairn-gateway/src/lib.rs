@@ -90,11 +90,13 @@
 //! - Unfinished: object versioning (a bucket reports it as never enabled,
 //!   and enabling it is `NotImplemented`), bucket policies (none exist;
 //!   setting one is `NotImplemented`), KMS and customer-provided (SSE-C)
-//!   keys (`NotImplemented`), and lifecycle rules, CORS and website
-//!   hosting (s3s answers `NotImplemented`).
-//! - Bucket tags (up to 50) live in namespace `buckettags` with the
-//!   creation time of the bucket they were set on, so a bucket deleted and
-//!   made again starts without them.
+//!   keys (`NotImplemented`), and lifecycle rules and website hosting
+//!   (s3s answers `NotImplemented`).
+//! - Bucket tags (up to 50) and CORS rules live in namespaces `buckettags`
+//!   and `bucketcors` with the creation time of the bucket they were set
+//!   on, so a bucket deleted and made again starts without them. The
+//!   server answers CORS preflights itself and adds the matching rule's
+//!   headers to answers (see [`cors`] and [`server`]).
 
 pub mod body;
 pub mod cors;
