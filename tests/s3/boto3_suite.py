@@ -259,6 +259,37 @@ def test_cors():
     assert preflight(b, "https://app.example.com", "PUT")[0] == 403
 
 
+def test_lifecycle_configuration():
+    b = bucket("lifecycle")
+    expect_error(lambda: S3.get_bucket_lifecycle_configuration(Bucket=b),
+                 {"NoSuchLifecycleConfiguration"}, {404})
+    rules = [
+        {"ID": "logs", "Status": "Enabled", "Filter": {"Prefix": "logs/"}, "Expiration": {"Days": 30}},
+        {"ID": "uploads", "Status": "Enabled", "Filter": {"Prefix": ""},
+         "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 7}},
+        {"ID": "tmp", "Status": "Disabled",
+         "Filter": {"And": {"Prefix": "tmp/", "Tags": [{"Key": "temp", "Value": "yes"}]}},
+         "Expiration": {"Days": 1}},
+    ]
+    S3.put_bucket_lifecycle_configuration(Bucket=b, LifecycleConfiguration={"Rules": rules})
+    got = S3.get_bucket_lifecycle_configuration(Bucket=b)["Rules"]
+    assert [r["ID"] for r in got] == ["logs", "uploads", "tmp"], got
+    assert got[0]["Expiration"]["Days"] == 30 and got[0]["Filter"]["Prefix"] == "logs/", got
+    assert got[1]["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"] == 7, got
+    assert got[2]["Status"] == "Disabled" and got[2]["Filter"]["And"]["Tags"][0]["Key"] == "temp", got
+    glacier = [{"ID": "cold", "Status": "Enabled", "Filter": {"Prefix": ""},
+                "Transitions": [{"Days": 30, "StorageClass": "GLACIER"}]}]
+    expect_error(lambda: S3.put_bucket_lifecycle_configuration(
+        Bucket=b, LifecycleConfiguration={"Rules": glacier}), {"NotImplemented"}, {501})
+    zero = [{"ID": "z", "Status": "Enabled", "Filter": {"Prefix": ""}, "Expiration": {"Days": 0}}]
+    expect_error(lambda: S3.put_bucket_lifecycle_configuration(
+        Bucket=b, LifecycleConfiguration={"Rules": zero}), {"InvalidArgument"}, {400})
+    assert len(S3.get_bucket_lifecycle_configuration(Bucket=b)["Rules"]) == 3, "refused sets change nothing"
+    S3.delete_bucket_lifecycle(Bucket=b)
+    expect_error(lambda: S3.get_bucket_lifecycle_configuration(Bucket=b),
+                 {"NoSuchLifecycleConfiguration"}, {404})
+
+
 def test_acls_versioning_policies_and_encryption():
     b = bucket("settings")
     S3.put_object(Bucket=b, Key="o", Body=b"x")

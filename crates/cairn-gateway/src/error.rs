@@ -113,6 +113,9 @@ pub enum GatewayError {
     /// A browser's cross-origin request that no CORS rule of the bucket allows.
     #[error("CORSResponse: {0}")]
     CorsForbidden(String),
+    /// A bucket without lifecycle rules was asked for them.
+    #[error("the bucket {0:?} has no lifecycle configuration")]
+    NoSuchLifecycleConfiguration(String),
     /// A bucket without tags was asked for them.
     #[error("the bucket {0:?} has no tag set")]
     NoSuchTagSet(String),
@@ -160,6 +163,7 @@ impl From<GatewayError> for S3Error {
             G::InvalidArgument(_) => S3ErrorCode::InvalidArgument,
             G::InvalidTag(_) => S3ErrorCode::InvalidTag,
             G::NoSuchTagSet(_) => S3ErrorCode::NoSuchTagSet,
+            G::NoSuchLifecycleConfiguration(_) => S3ErrorCode::NoSuchLifecycleConfiguration,
             G::MalformedXml(_) => S3ErrorCode::MalformedXML,
             G::NoSuchCorsConfiguration(_) => S3ErrorCode::NoSuchCORSConfiguration,
             G::CorsForbidden(_) => S3ErrorCode::AccessDenied,
@@ -257,6 +261,11 @@ mod tests {
             (GatewayError::BucketFull("b".into()), "BucketFull", 507),
             (GatewayError::InvalidTag("t".into()), "InvalidTag", 400),
             (GatewayError::NoSuchTagSet("b".into()), "NoSuchTagSet", 404),
+            (
+                GatewayError::NoSuchLifecycleConfiguration("b".into()),
+                "NoSuchLifecycleConfiguration",
+                404,
+            ),
             (GatewayError::MalformedXml("x".into()), "MalformedXML", 400),
             (
                 GatewayError::NoSuchCorsConfiguration("b".into()),

@@ -90,10 +90,17 @@
 //! - Unfinished: object versioning (a bucket reports it as never enabled,
 //!   and enabling it is `NotImplemented`), bucket policies (none exist;
 //!   setting one is `NotImplemented`), KMS and customer-provided (SSE-C)
-//!   keys (`NotImplemented`), and lifecycle rules and website hosting
-//!   (s3s answers `NotImplemented`).
-//! - Bucket tags (up to 50) and CORS rules live in namespaces `buckettags`
-//!   and `bucketcors` with the creation time of the bucket they were set
+//!   keys (`NotImplemented`), website hosting (s3s answers
+//!   `NotImplemented`), and lifecycle transitions, noncurrent-version
+//!   actions and size filters (`NotImplemented`: one storage class, no
+//!   versions).
+//! - Lifecycle rules expire objects (after days, rounded to midnight UTC as
+//!   in S3, or from a date; by prefix and tags) and abort incomplete
+//!   uploads; the maintenance pass applies them (hourly by default), and
+//!   removes an object only if its entry is still the write that expired
+//!   ([`lifecycle`]).
+//! - Bucket tags (up to 50), CORS rules and lifecycle rules live in
+//!   namespaces `buckettags`, `bucketcors` and `bucketlifecycle` with the creation time of the bucket they were set
 //!   on, so a bucket deleted and made again starts without them. The
 //!   server answers CORS preflights itself and adds the matching rule's
 //!   headers to answers (see [`cors`] and [`server`]).
@@ -103,6 +110,7 @@ pub mod cors;
 pub mod error;
 pub mod indexes;
 pub mod keys;
+pub mod lifecycle;
 pub mod listing;
 pub mod meta;
 pub mod node;
@@ -333,6 +341,9 @@ delegate! {
     get_bucket_cors: GetBucketCorsInput => GetBucketCorsOutput;
     put_bucket_cors: PutBucketCorsInput => PutBucketCorsOutput;
     delete_bucket_cors: DeleteBucketCorsInput => DeleteBucketCorsOutput;
+    get_bucket_lifecycle_configuration: GetBucketLifecycleConfigurationInput => GetBucketLifecycleConfigurationOutput;
+    put_bucket_lifecycle_configuration: PutBucketLifecycleConfigurationInput => PutBucketLifecycleConfigurationOutput;
+    delete_bucket_lifecycle: DeleteBucketLifecycleInput => DeleteBucketLifecycleOutput;
     get_bucket_acl: GetBucketAclInput => GetBucketAclOutput;
     put_bucket_acl: PutBucketAclInput => PutBucketAclOutput;
     get_object_acl: GetObjectAclInput => GetObjectAclOutput;
@@ -369,8 +380,10 @@ async fn flush_cache(gw: Arc<s3::Gateway>) {
     }
 }
 
-/// Every `interval`: aborts uploads older than `max_age` and renews the
-/// leases of objects with less than a third of their lease left.
+/// Every `interval`: aborts uploads older than `max_age` or than their
+/// bucket's lifecycle rules allow, removes the objects those rules expire,
+/// and renews the leases of objects with less than a third of their lease
+/// left.
 async fn maintain(gw: Arc<s3::Gateway>, interval: Duration, max_age: Duration) {
     // Not at once: a restarting gateway should serve first.
     tokio::time::sleep(Duration::from_secs(60).min(interval)).await;
@@ -389,6 +402,7 @@ pub async fn maintenance_pass(gw: &s3::Gateway, max_age: Duration) -> Result<(),
     let lease = gw.node.lease_secs();
     for (bucket, _) in gw.idx.entries(s3::BUCKETS).await? {
         let bucket = String::from_utf8_lossy(&bucket).into_owned();
+        let rules = gw.lifecycle_rules(&bucket).await?;
         for (id, value) in gw.idx.entries(&s3::uploads_ns(&bucket)).await? {
             if id.contains(&b'/') {
                 continue;
@@ -396,7 +410,8 @@ pub async fn maintenance_pass(gw: &s3::Gateway, max_age: Duration) -> Result<(),
             let Ok(u) = meta::decode::<meta::UploadMeta>(&value) else {
                 continue;
             };
-            if u.initiated_ms < cutoff {
+            if u.initiated_ms < cutoff || lifecycle::abort_due(&rules, &u.key, u.initiated_ms, now)
+            {
                 let id = String::from_utf8_lossy(&id).into_owned();
                 tracing::info!("aborting abandoned upload {id} of {bucket}/{}", u.key);
                 gw.abort(&bucket, &id).await?;
@@ -407,6 +422,7 @@ pub async fn maintenance_pass(gw: &s3::Gateway, max_age: Duration) -> Result<(),
         let mut from = vec![];
         loop {
             let (live, next) = gw.idx.window(&ns, &from, gw.idx.window_size()).await?;
+            let live = expire_window(gw, &bucket, &rules, live, now).await?;
             renew_window(gw, &bucket, &ns, live, now, lease).await?;
             match next {
                 Some(n) => from = n,
@@ -419,6 +435,46 @@ pub async fn maintenance_pass(gw: &s3::Gateway, max_age: Duration) -> Result<(),
 
 /// Renews the objects among `live` (a window of `ns`) whose lease is
 /// more than two thirds gone.
+/// Removes the objects of `live` that `rules` expire at `now`; returns
+/// the rest.
+async fn expire_window(
+    gw: &s3::Gateway,
+    bucket: &str,
+    rules: &[lifecycle::Rule],
+    live: Vec<(Vec<u8>, Vec<u8>)>,
+    now: u64,
+) -> Result<Vec<(Vec<u8>, Vec<u8>)>, GatewayError> {
+    if rules.is_empty() {
+        return Ok(live);
+    }
+    let mut kept = Vec::with_capacity(live.len());
+    for (key, value) in live {
+        let (Ok(k), Ok(m)) = (
+            std::str::from_utf8(&key),
+            meta::decode::<meta::ObjectMeta>(&value),
+        ) else {
+            kept.push((key, value));
+            continue;
+        };
+        let tags = if lifecycle::uses_tags(rules) {
+            gw.tags(bucket, k, &m).await?
+        } else {
+            vec![]
+        };
+        if lifecycle::expired(rules, k, &tags, m.last_modified_ms, now) {
+            if gw
+                .remove_object(bucket, k, Some(&meta::generation(&m)))
+                .await?
+            {
+                tracing::info!("{bucket}/{k} expired under the bucket's lifecycle rules");
+            }
+            continue;
+        }
+        kept.push((key, value));
+    }
+    Ok(kept)
+}
+
 async fn renew_window(
     gw: &s3::Gateway,
     bucket: &str,

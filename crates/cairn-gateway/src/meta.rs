@@ -42,6 +42,9 @@ impl Value for BucketTags {
 impl Value for BucketCors {
     const VERSION: u16 = META_VERSION;
 }
+impl Value for BucketLifecycle {
+    const VERSION: u16 = META_VERSION;
+}
 
 impl Value for ObjectMeta {
     const VERSION: u16 = 2;
@@ -198,6 +201,19 @@ pub struct BucketCors {
     pub created_at_ms: u64,
     /// The rules, in the order given (the first that matches applies).
     pub rules: Vec<crate::cors::Rule>,
+}
+
+/// A bucket's lifecycle rules, in namespace `bucketlifecycle` under the
+/// bucket name; like [`BucketTags`], only for the bucket created at
+/// `created_at_ms`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BucketLifecycle {
+    /// [`META_VERSION`].
+    pub version: u16,
+    /// [`BucketMeta::created_at_ms`] of the bucket they were set on.
+    pub created_at_ms: u64,
+    /// The rules, in the order given.
+    pub rules: Vec<crate::lifecycle::Rule>,
 }
 
 /// Which write of an object `m` is: a hash of its ETag, time, size and

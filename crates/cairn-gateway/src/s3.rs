@@ -16,8 +16,8 @@ use crate::error::GatewayError;
 use crate::indexes::{Change, Indexes};
 use crate::listing::{self, ListParams, list_page, uploads_page};
 use crate::meta::{
-    self, BucketCors, BucketMeta, BucketTags, INLINE_MAX, META_VERSION, ObjectMeta, PARTS_PER_LIST,
-    PartList, PartMeta, PartRef, TagsMeta, UploadMeta, Value,
+    self, BucketCors, BucketLifecycle, BucketMeta, BucketTags, INLINE_MAX, META_VERSION,
+    ObjectMeta, PARTS_PER_LIST, PartList, PartMeta, PartRef, TagsMeta, UploadMeta, Value,
 };
 use crate::node::Node;
 use crate::policy::{self, AclRequest};
@@ -30,6 +30,8 @@ pub const BUCKETS: &str = "buckets";
 pub const BUCKET_TAGS: &str = "buckettags";
 /// The index namespace of buckets' CORS rules.
 pub const BUCKET_CORS: &str = "bucketcors";
+/// The index namespace of buckets' lifecycle rules.
+pub const BUCKET_LIFECYCLE: &str = "bucketlifecycle";
 /// S3's smallest part, except the last.
 pub const MIN_PART: u64 = 5 << 20;
 /// How long a GET waits for the node to begin sending (it fetches and
@@ -145,12 +147,132 @@ async fn cleanup_worker(
     }
 }
 
-fn ms_to_ts(ms: u64) -> Timestamp {
+pub(crate) fn ms_to_ts(ms: u64) -> Timestamp {
     Timestamp::from(UNIX_EPOCH + Duration::from_millis(ms))
 }
 
 fn ts_secs(ts: Timestamp) -> i64 {
     time::OffsetDateTime::from(ts).unix_timestamp()
+}
+
+/// A lifecycle rule as S3 sends it, checked for what Cairn can do: one
+/// storage class and no versions, so transitions, noncurrent-version
+/// actions, delete markers and size filters are `NotImplemented`.
+fn lifecycle_from_s3(r: LifecycleRule) -> Result<crate::lifecycle::Rule, GatewayError> {
+    let unsupported = |what: &str| {
+        Err(GatewayError::NotImplemented(format!(
+            "lifecycle {what} are not supported: Cairn has one storage class and no object versions"
+        )))
+    };
+    if r.transitions.as_ref().is_some_and(|t| !t.is_empty()) {
+        return unsupported("transitions");
+    }
+    if r.noncurrent_version_expiration.is_some()
+        || r.noncurrent_version_transitions
+            .as_ref()
+            .is_some_and(|t| !t.is_empty())
+    {
+        return unsupported("noncurrent-version actions");
+    }
+    let expiration = r.expiration.unwrap_or_default();
+    if expiration.expired_object_delete_marker.is_some() {
+        return unsupported("delete-marker expirations");
+    }
+    let (mut prefix, mut tags) = (r.prefix.unwrap_or_default(), vec![]);
+    if let Some(f) = r.filter {
+        let sizes = |gt: &Option<i64>, lt: &Option<i64>| gt.is_some() || lt.is_some();
+        if sizes(&f.object_size_greater_than, &f.object_size_less_than) {
+            return unsupported("size filters");
+        }
+        let tag = |t: Tag| (t.key.unwrap_or_default(), t.value.unwrap_or_default());
+        if let Some(p) = f.prefix {
+            prefix = p;
+        }
+        if let Some(t) = f.tag {
+            tags.push(tag(t));
+        }
+        if let Some(and) = f.and {
+            if sizes(&and.object_size_greater_than, &and.object_size_less_than) {
+                return unsupported("size filters");
+            }
+            if let Some(p) = and.prefix {
+                prefix = p;
+            }
+            tags.extend(and.tags.unwrap_or_default().into_iter().map(tag));
+        }
+    }
+    let days = |d: Option<i32>| -> Result<Option<u32>, GatewayError> {
+        d.map(|d| {
+            u32::try_from(d).map_err(|_| {
+                GatewayError::InvalidArgument("lifecycle days must be a positive integer".into())
+            })
+        })
+        .transpose()
+    };
+    let expire_at_ms = expiration
+        .date
+        .map(|d| u64::try_from(ts_secs(d)).unwrap_or(0).saturating_mul(1000));
+    Ok(crate::lifecycle::Rule {
+        id: r.id,
+        enabled: r.status.as_str() == ExpirationStatus::ENABLED,
+        prefix,
+        tags,
+        expire_days: days(expiration.days)?,
+        expire_at_ms,
+        abort_days: days(
+            r.abort_incomplete_multipart_upload
+                .and_then(|a| a.days_after_initiation),
+        )?,
+    })
+}
+
+/// A lifecycle rule as S3 reports it.
+fn lifecycle_to_s3(r: &crate::lifecycle::Rule) -> LifecycleRule {
+    let tag = |(k, v): &(String, String)| Tag {
+        key: Some(k.clone()),
+        value: Some(v.clone()),
+    };
+    let filter = match r.tags.as_slice() {
+        [] => LifecycleRuleFilter {
+            prefix: Some(r.prefix.clone()),
+            ..Default::default()
+        },
+        [one] if r.prefix.is_empty() => LifecycleRuleFilter {
+            tag: Some(tag(one)),
+            ..Default::default()
+        },
+        many => LifecycleRuleFilter {
+            and: Some(LifecycleRuleAndOperator {
+                prefix: Some(r.prefix.clone()),
+                tags: Some(many.iter().map(tag).collect()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    };
+    let expiration =
+        (r.expire_days.is_some() || r.expire_at_ms.is_some()).then(|| LifecycleExpiration {
+            days: r.expire_days.and_then(|d| i32::try_from(d).ok()),
+            date: r.expire_at_ms.map(ms_to_ts),
+            ..Default::default()
+        });
+    LifecycleRule {
+        id: r.id.clone(),
+        status: ExpirationStatus::from_static(if r.enabled {
+            ExpirationStatus::ENABLED
+        } else {
+            ExpirationStatus::DISABLED
+        }),
+        filter: Some(filter),
+        expiration,
+        abort_incomplete_multipart_upload: r.abort_days.map(|d| AbortIncompleteMultipartUpload {
+            days_after_initiation: i32::try_from(d).ok(),
+        }),
+        noncurrent_version_expiration: None,
+        noncurrent_version_transitions: None,
+        prefix: None,
+        transitions: None,
+    }
 }
 
 fn etag(s: &str) -> ETag {
@@ -275,6 +397,49 @@ impl Gateway {
         Ok(())
     }
 
+    /// The lifecycle rules of `bucket` (none for a missing bucket).
+    pub async fn lifecycle_rules(
+        &self,
+        bucket: &str,
+    ) -> Result<Vec<crate::lifecycle::Rule>, GatewayError> {
+        match self
+            .bucket_setting::<BucketLifecycle>(BUCKET_LIFECYCLE, bucket, |c| c.created_at_ms)
+            .await
+        {
+            Ok(c) => Ok(c.map(|c| c.rules).unwrap_or_default()),
+            Err(GatewayError::NoSuchBucket(_)) => Ok(vec![]),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Removes object `bucket/key` as DeleteObject does; with `generation`,
+    /// only if the entry there is still that write (a lifecycle rule must
+    /// not remove an object a PUT has just replaced). Says whether it did.
+    pub(crate) async fn remove_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        generation: Option<&str>,
+    ) -> Result<bool, GatewayError> {
+        let Some(m) = self.object(bucket, key).await? else {
+            return Ok(false);
+        };
+        if generation.is_some_and(|g| g != meta::generation(&m)) {
+            return Ok(false);
+        }
+        self.idx
+            .write(
+                &objects_ns(bucket),
+                bucket,
+                &[(key.as_bytes().to_vec(), None)],
+            )
+            .await?;
+        self.forget_lists(bucket, m.part_lists.clone());
+        self.forget(m.parts.into_iter().map(|p| p.cap).collect());
+        self.forget_tags(bucket, &[key]).await?;
+        Ok(true)
+    }
+
     /// The CORS rules of `bucket` (none for a missing bucket).
     pub async fn cors_rules(&self, bucket: &str) -> Result<Vec<crate::cors::Rule>, GatewayError> {
         match self
@@ -338,7 +503,7 @@ impl Gateway {
 
     /// The tags of object `m` at `bucket/key`: those set on it since it
     /// was written, or else those it was written with.
-    async fn tags(
+    pub(crate) async fn tags(
         &self,
         bucket: &str,
         key: &str,
@@ -921,7 +1086,7 @@ impl S3 for Gateway {
             .await?;
         // Settings of a deleted bucket apply to nothing (a new bucket of
         // the name is newer than them); they only cost room.
-        for ns in [BUCKET_TAGS, BUCKET_CORS] {
+        for ns in [BUCKET_TAGS, BUCKET_CORS, BUCKET_LIFECYCLE] {
             if self.idx.get(ns, &bucket).await?.is_some() {
                 self.idx
                     .write(ns, &bucket, &[(bucket.clone().into_bytes(), None)])
@@ -1436,6 +1601,62 @@ impl S3 for Gateway {
         ok(DeleteBucketCorsOutput::default())
     }
 
+    async fn get_bucket_lifecycle_configuration(
+        &self,
+        req: S3Request<GetBucketLifecycleConfigurationInput>,
+    ) -> S3Result<S3Response<GetBucketLifecycleConfigurationOutput>> {
+        let bucket = req.input.bucket;
+        let Some(c) = self
+            .bucket_setting::<BucketLifecycle>(BUCKET_LIFECYCLE, &bucket, |c| c.created_at_ms)
+            .await?
+        else {
+            return Err(GatewayError::NoSuchLifecycleConfiguration(bucket).into());
+        };
+        ok(GetBucketLifecycleConfigurationOutput {
+            rules: Some(c.rules.iter().map(lifecycle_to_s3).collect()),
+            ..Default::default()
+        })
+    }
+
+    async fn put_bucket_lifecycle_configuration(
+        &self,
+        req: S3Request<PutBucketLifecycleConfigurationInput>,
+    ) -> S3Result<S3Response<PutBucketLifecycleConfigurationOutput>> {
+        let input = req.input;
+        let rules = input
+            .lifecycle_configuration
+            .map(|c| c.rules)
+            .unwrap_or_default()
+            .into_iter()
+            .map(lifecycle_from_s3)
+            .collect::<Result<Vec<_>, _>>()?;
+        crate::lifecycle::check(&rules)?;
+        let set = BucketLifecycle {
+            version: BucketLifecycle::VERSION,
+            created_at_ms: 0,
+            rules,
+        };
+        self.set_bucket_setting(BUCKET_LIFECYCLE, &input.bucket, Some(set), |c, at| {
+            c.created_at_ms = at
+        })
+        .await?;
+        ok(PutBucketLifecycleConfigurationOutput::default())
+    }
+
+    async fn delete_bucket_lifecycle(
+        &self,
+        req: S3Request<DeleteBucketLifecycleInput>,
+    ) -> S3Result<S3Response<DeleteBucketLifecycleOutput>> {
+        self.set_bucket_setting::<BucketLifecycle>(
+            BUCKET_LIFECYCLE,
+            &req.input.bucket,
+            None,
+            |_, _| {},
+        )
+        .await?;
+        ok(DeleteBucketLifecycleOutput::default())
+    }
+
     async fn get_object_tagging(
         &self,
         req: S3Request<GetObjectTaggingInput>,
@@ -1487,18 +1708,7 @@ impl S3 for Gateway {
     ) -> S3Result<S3Response<DeleteObjectOutput>> {
         let input = req.input;
         self.require_bucket(&input.bucket).await?;
-        if let Some(m) = self.object(&input.bucket, &input.key).await? {
-            self.idx
-                .write(
-                    &objects_ns(&input.bucket),
-                    &input.bucket,
-                    &[(input.key.clone().into_bytes(), None)],
-                )
-                .await?;
-            self.forget_lists(&input.bucket, m.part_lists.clone());
-            self.forget(m.parts.into_iter().map(|p| p.cap).collect());
-            self.forget_tags(&input.bucket, &[&input.key]).await?;
-        }
+        self.remove_object(&input.bucket, &input.key, None).await?;
         ok(DeleteObjectOutput::default())
     }
 

@@ -107,6 +107,16 @@ fn boto3_covers_every_operation_and_bad_input() {
     c.arg(repo().join("tests/s3/boto3_suite.py"));
     let out = must(c, &net);
     assert!(out.contains("passed"), "{out}");
+    for name in [
+        "test_cors",
+        "test_bucket_tagging",
+        "test_lifecycle_configuration",
+    ] {
+        assert!(
+            out.contains(&format!("ok   {name} ")),
+            "{name} did not run: {out}"
+        );
+    }
 }
 
 #[test]
