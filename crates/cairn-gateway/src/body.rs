@@ -257,6 +257,24 @@ struct PartRead {
     started: tokio::sync::oneshot::Receiver<Result<(), GatewayError>>,
 }
 
+/// Reports a failed read: on `started` if nothing was sent yet (the S3
+/// client gets a proper error), else as the body's last item.
+async fn report(
+    started: &mut Option<tokio::sync::oneshot::Sender<Result<(), GatewayError>>>,
+    tx: &tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+    err: GatewayError,
+) {
+    match started.take() {
+        Some(st) => {
+            let _ = st.send(Err(err));
+        }
+        None => {
+            tracing::warn!("reading an object from the node failed: {err}");
+            let _ = tx.send(Err(std::io::Error::other(err.to_string()))).await;
+        }
+    }
+}
+
 /// Starts reading bytes `[s, e)` of the Cairn object `cap` in `tasks`.
 fn read_part(
     tasks: &mut tokio::task::JoinSet<()>,
@@ -271,15 +289,7 @@ fn read_part(
     tasks.spawn(async move {
         let mut started = Some(started_tx);
         if let Err(err) = node.get_into(&cap, s, e, &tx, &mut started).await {
-            match started.take() {
-                Some(st) => {
-                    let _ = st.send(Err(err));
-                }
-                None => {
-                    tracing::warn!("reading an object from the node failed: {err}");
-                    let _ = tx.send(Err(std::io::Error::other(err.to_string()))).await;
-                }
-            }
+            report(&mut started, &tx, err).await;
         }
     });
     PartRead { rx, started }
@@ -331,15 +341,7 @@ pub fn spawn_read(
                 ))
             });
             if let Err(err) = began {
-                match started.take() {
-                    Some(st) => {
-                        let _ = st.send(Err(err));
-                    }
-                    None => {
-                        tracing::warn!("reading an object from the node failed: {err}");
-                        let _ = tx.send(Err(std::io::Error::other(err.to_string()))).await;
-                    }
-                }
+                report(&mut started, &tx, err).await;
                 return;
             }
             if let Some(st) = started.take() {

@@ -36,14 +36,43 @@ impl Value for PartList {
 impl Value for TagsMeta {
     const VERSION: u16 = META_VERSION;
 }
-impl Value for BucketTags {
-    const VERSION: u16 = META_VERSION;
+
+/// A per-bucket setting (tags, CORS, lifecycle): kept under the bucket
+/// name in namespace [`Self::NS`], and only for the bucket created at
+/// [`Self::created_at_ms`], so a bucket deleted and made again starts
+/// without it.
+pub trait BucketSetting: Value + Send {
+    /// The index namespace.
+    const NS: &'static str;
+    /// [`BucketMeta::created_at_ms`] of the bucket it was set on.
+    fn created_at_ms(&self) -> u64;
+    /// Marks it as set on the bucket created at `at`.
+    fn set_created_at_ms(&mut self, at: u64);
 }
-impl Value for BucketCors {
-    const VERSION: u16 = META_VERSION;
+
+macro_rules! bucket_setting {
+    ($($ty:ident in $ns:literal;)*) => {
+        $(
+            impl Value for $ty {
+                const VERSION: u16 = META_VERSION;
+            }
+            impl BucketSetting for $ty {
+                const NS: &'static str = $ns;
+                fn created_at_ms(&self) -> u64 {
+                    self.created_at_ms
+                }
+                fn set_created_at_ms(&mut self, at: u64) {
+                    self.created_at_ms = at;
+                }
+            }
+        )*
+    };
 }
-impl Value for BucketLifecycle {
-    const VERSION: u16 = META_VERSION;
+
+bucket_setting! {
+    BucketTags in "buckettags";
+    BucketCors in "bucketcors";
+    BucketLifecycle in "bucketlifecycle";
 }
 
 impl Value for ObjectMeta {

@@ -16,8 +16,9 @@ use crate::error::GatewayError;
 use crate::indexes::{Change, Indexes};
 use crate::listing::{self, ListParams, list_page, uploads_page};
 use crate::meta::{
-    self, BucketCors, BucketLifecycle, BucketMeta, BucketTags, INLINE_MAX, META_VERSION,
-    ObjectMeta, PARTS_PER_LIST, PartList, PartMeta, PartRef, TagsMeta, UploadMeta, Value,
+    self, BucketCors, BucketLifecycle, BucketMeta, BucketSetting, BucketTags, INLINE_MAX,
+    META_VERSION, ObjectMeta, PARTS_PER_LIST, PartList, PartMeta, PartRef, TagsMeta, UploadMeta,
+    Value,
 };
 use crate::node::Node;
 use crate::policy::{self, AclRequest};
@@ -26,12 +27,7 @@ use cairn_core::shard;
 
 /// The index namespace of the bucket list.
 pub const BUCKETS: &str = "buckets";
-/// The index namespace of buckets' tags.
-pub const BUCKET_TAGS: &str = "buckettags";
-/// The index namespace of buckets' CORS rules.
-pub const BUCKET_CORS: &str = "bucketcors";
-/// The index namespace of buckets' lifecycle rules.
-pub const BUCKET_LIFECYCLE: &str = "bucketlifecycle";
+
 /// S3's smallest part, except the last.
 pub const MIN_PART: u64 = 5 << 20;
 /// How long a GET waits for the node to begin sending (it fetches and
@@ -275,6 +271,23 @@ fn lifecycle_to_s3(r: &crate::lifecycle::Rule) -> LifecycleRule {
     }
 }
 
+/// Tags as S3 sends them.
+fn tag_set(tags: Vec<(String, String)>) -> Vec<Tag> {
+    tags.into_iter()
+        .map(|(k, v)| Tag {
+            key: Some(k),
+            value: Some(v),
+        })
+        .collect()
+}
+
+/// Tags as S3 sent them.
+fn tag_pairs(set: Vec<Tag>) -> Vec<(String, String)> {
+    set.into_iter()
+        .map(|t| (t.key.unwrap_or_default(), t.value.unwrap_or_default()))
+        .collect()
+}
+
 fn etag(s: &str) -> ETag {
     ETag::Strong(s.to_string())
 }
@@ -355,44 +368,38 @@ impl Gateway {
         }
     }
 
-    /// A per-bucket setting kept in namespace `ns` (tags, CORS), if it was
-    /// set on the bucket of that name there is now (`created` reads the
-    /// creation time it was set with).
-    async fn bucket_setting<T: Value>(
+    /// A per-bucket setting, if it was set on the bucket of that name there
+    /// is now.
+    async fn bucket_setting<T: BucketSetting>(
         &self,
-        ns: &str,
         bucket: &str,
-        created: fn(&T) -> u64,
     ) -> Result<Option<T>, GatewayError> {
         let b = self.bucket_meta(bucket).await?;
-        match self.idx.get(ns, bucket).await? {
+        match self.idx.get(T::NS, bucket).await? {
             Some(v) => {
                 let t: T = meta::decode(&v)?;
-                Ok((created(&t) == b.created_at_ms).then_some(t))
+                Ok((t.created_at_ms() == b.created_at_ms).then_some(t))
             }
             None => Ok(None),
         }
     }
 
-    /// Sets the setting of the existing `bucket` in `ns` to `value`, which
-    /// `stamp` marks with the bucket's creation time, or removes it (`None`).
-    async fn set_bucket_setting<T: Value + Send>(
+    /// Sets a setting of the existing `bucket`, or removes it (`None`).
+    async fn set_bucket_setting<T: BucketSetting>(
         &self,
-        ns: &str,
         bucket: &str,
         value: Option<T>,
-        stamp: fn(&mut T, u64),
     ) -> Result<(), GatewayError> {
         let b = self.bucket_meta(bucket).await?;
         let value = match value {
             Some(mut v) => {
-                stamp(&mut v, b.created_at_ms);
+                v.set_created_at_ms(b.created_at_ms);
                 Some(meta::encode(&v)?)
             }
             None => None,
         };
         self.idx
-            .write(ns, bucket, &[(bucket.as_bytes().to_vec(), value)])
+            .write(T::NS, bucket, &[(bucket.as_bytes().to_vec(), value)])
             .await?;
         Ok(())
     }
@@ -402,10 +409,7 @@ impl Gateway {
         &self,
         bucket: &str,
     ) -> Result<Vec<crate::lifecycle::Rule>, GatewayError> {
-        match self
-            .bucket_setting::<BucketLifecycle>(BUCKET_LIFECYCLE, bucket, |c| c.created_at_ms)
-            .await
-        {
+        match self.bucket_setting::<BucketLifecycle>(bucket).await {
             Ok(c) => Ok(c.map(|c| c.rules).unwrap_or_default()),
             Err(GatewayError::NoSuchBucket(_)) => Ok(vec![]),
             Err(e) => Err(e),
@@ -442,10 +446,7 @@ impl Gateway {
 
     /// The CORS rules of `bucket` (none for a missing bucket).
     pub async fn cors_rules(&self, bucket: &str) -> Result<Vec<crate::cors::Rule>, GatewayError> {
-        match self
-            .bucket_setting::<BucketCors>(BUCKET_CORS, bucket, |c| c.created_at_ms)
-            .await
-        {
+        match self.bucket_setting::<BucketCors>(bucket).await {
             Ok(c) => Ok(c.map(|c| c.rules).unwrap_or_default()),
             Err(GatewayError::NoSuchBucket(_)) => Ok(vec![]),
             Err(e) => Err(e),
@@ -1086,7 +1087,7 @@ impl S3 for Gateway {
             .await?;
         // Settings of a deleted bucket apply to nothing (a new bucket of
         // the name is newer than them); they only cost room.
-        for ns in [BUCKET_TAGS, BUCKET_CORS, BUCKET_LIFECYCLE] {
+        for ns in [BucketTags::NS, BucketCors::NS, BucketLifecycle::NS] {
             if self.idx.get(ns, &bucket).await?.is_some() {
                 self.idx
                     .write(ns, &bucket, &[(bucket.clone().into_bytes(), None)])
@@ -1479,21 +1480,12 @@ impl S3 for Gateway {
         req: S3Request<GetBucketTaggingInput>,
     ) -> S3Result<S3Response<GetBucketTaggingOutput>> {
         let bucket = req.input.bucket;
-        let Some(set) = self
-            .bucket_setting::<BucketTags>(BUCKET_TAGS, &bucket, |t| t.created_at_ms)
-            .await?
-        else {
+        let Some(set) = self.bucket_setting::<BucketTags>(&bucket).await? else {
             return Err(GatewayError::NoSuchTagSet(bucket).into());
         };
         let tags = set.tags;
         ok(GetBucketTaggingOutput {
-            tag_set: tags
-                .into_iter()
-                .map(|(k, v)| Tag {
-                    key: Some(k),
-                    value: Some(v),
-                })
-                .collect(),
+            tag_set: tag_set(tags),
         })
     }
 
@@ -1502,24 +1494,14 @@ impl S3 for Gateway {
         req: S3Request<PutBucketTaggingInput>,
     ) -> S3Result<S3Response<PutBucketTaggingOutput>> {
         let input = req.input;
-        let tags = rules::check_bucket_tags(
-            input
-                .tagging
-                .tag_set
-                .into_iter()
-                .map(|t| (t.key.unwrap_or_default(), t.value.unwrap_or_default()))
-                .collect(),
-        )?;
+        let tags = rules::check_bucket_tags(tag_pairs(input.tagging.tag_set))?;
         // An empty set is no set, as in S3.
         let set = (!tags.is_empty()).then_some(BucketTags {
             version: BucketTags::VERSION,
             created_at_ms: 0,
             tags,
         });
-        self.set_bucket_setting(BUCKET_TAGS, &input.bucket, set, |t, at| {
-            t.created_at_ms = at
-        })
-        .await?;
+        self.set_bucket_setting(&input.bucket, set).await?;
         ok(PutBucketTaggingOutput::default())
     }
 
@@ -1527,7 +1509,7 @@ impl S3 for Gateway {
         &self,
         req: S3Request<DeleteBucketTaggingInput>,
     ) -> S3Result<S3Response<DeleteBucketTaggingOutput>> {
-        self.set_bucket_setting::<BucketTags>(BUCKET_TAGS, &req.input.bucket, None, |_, _| {})
+        self.set_bucket_setting::<BucketTags>(&req.input.bucket, None)
             .await?;
         ok(DeleteBucketTaggingOutput::default())
     }
@@ -1537,10 +1519,7 @@ impl S3 for Gateway {
         req: S3Request<GetBucketCorsInput>,
     ) -> S3Result<S3Response<GetBucketCorsOutput>> {
         let bucket = req.input.bucket;
-        let Some(c) = self
-            .bucket_setting::<BucketCors>(BUCKET_CORS, &bucket, |c| c.created_at_ms)
-            .await?
-        else {
+        let Some(c) = self.bucket_setting::<BucketCors>(&bucket).await? else {
             return Err(GatewayError::NoSuchCorsConfiguration(bucket).into());
         };
         let some = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
@@ -1585,10 +1564,7 @@ impl S3 for Gateway {
             created_at_ms: 0,
             rules,
         };
-        self.set_bucket_setting(BUCKET_CORS, &input.bucket, Some(set), |c, at| {
-            c.created_at_ms = at
-        })
-        .await?;
+        self.set_bucket_setting(&input.bucket, Some(set)).await?;
         ok(PutBucketCorsOutput::default())
     }
 
@@ -1596,7 +1572,7 @@ impl S3 for Gateway {
         &self,
         req: S3Request<DeleteBucketCorsInput>,
     ) -> S3Result<S3Response<DeleteBucketCorsOutput>> {
-        self.set_bucket_setting::<BucketCors>(BUCKET_CORS, &req.input.bucket, None, |_, _| {})
+        self.set_bucket_setting::<BucketCors>(&req.input.bucket, None)
             .await?;
         ok(DeleteBucketCorsOutput::default())
     }
@@ -1606,10 +1582,7 @@ impl S3 for Gateway {
         req: S3Request<GetBucketLifecycleConfigurationInput>,
     ) -> S3Result<S3Response<GetBucketLifecycleConfigurationOutput>> {
         let bucket = req.input.bucket;
-        let Some(c) = self
-            .bucket_setting::<BucketLifecycle>(BUCKET_LIFECYCLE, &bucket, |c| c.created_at_ms)
-            .await?
-        else {
+        let Some(c) = self.bucket_setting::<BucketLifecycle>(&bucket).await? else {
             return Err(GatewayError::NoSuchLifecycleConfiguration(bucket).into());
         };
         ok(GetBucketLifecycleConfigurationOutput {
@@ -1636,10 +1609,7 @@ impl S3 for Gateway {
             created_at_ms: 0,
             rules,
         };
-        self.set_bucket_setting(BUCKET_LIFECYCLE, &input.bucket, Some(set), |c, at| {
-            c.created_at_ms = at
-        })
-        .await?;
+        self.set_bucket_setting(&input.bucket, Some(set)).await?;
         ok(PutBucketLifecycleConfigurationOutput::default())
     }
 
@@ -1647,13 +1617,8 @@ impl S3 for Gateway {
         &self,
         req: S3Request<DeleteBucketLifecycleInput>,
     ) -> S3Result<S3Response<DeleteBucketLifecycleOutput>> {
-        self.set_bucket_setting::<BucketLifecycle>(
-            BUCKET_LIFECYCLE,
-            &req.input.bucket,
-            None,
-            |_, _| {},
-        )
-        .await?;
+        self.set_bucket_setting::<BucketLifecycle>(&req.input.bucket, None)
+            .await?;
         ok(DeleteBucketLifecycleOutput::default())
     }
 
@@ -1665,13 +1630,7 @@ impl S3 for Gateway {
         let m = self.existing_object(&input.bucket, &input.key).await?;
         let tags = self.tags(&input.bucket, &input.key, &m).await?;
         ok(GetObjectTaggingOutput {
-            tag_set: tags
-                .into_iter()
-                .map(|(k, v)| Tag {
-                    key: Some(k),
-                    value: Some(v),
-                })
-                .collect(),
+            tag_set: tag_set(tags),
             version_id: None,
         })
     }
@@ -1681,14 +1640,7 @@ impl S3 for Gateway {
         req: S3Request<PutObjectTaggingInput>,
     ) -> S3Result<S3Response<PutObjectTaggingOutput>> {
         let input = req.input;
-        let tags = rules::check_tags(
-            input
-                .tagging
-                .tag_set
-                .into_iter()
-                .map(|t| (t.key.unwrap_or_default(), t.value.unwrap_or_default()))
-                .collect(),
-        )?;
+        let tags = rules::check_tags(tag_pairs(input.tagging.tag_set))?;
         self.set_tags(&input.bucket, &input.key, tags).await?;
         ok(PutObjectTaggingOutput::default())
     }
