@@ -113,6 +113,12 @@ pub enum GatewayError {
     /// A browser's cross-origin request that no CORS rule of the bucket allows.
     #[error("CORSResponse: {0}")]
     CorsForbidden(String),
+    /// A bucket policy S3 would not accept.
+    #[error("{0}")]
+    MalformedPolicy(String),
+    /// A request the bucket's policy does not permit.
+    #[error("{0}")]
+    Denied(String),
     /// A bucket without lifecycle rules was asked for them.
     #[error("the bucket {0:?} has no lifecycle configuration")]
     NoSuchLifecycleConfiguration(String),
@@ -163,6 +169,8 @@ impl From<GatewayError> for S3Error {
             G::InvalidArgument(_) => S3ErrorCode::InvalidArgument,
             G::InvalidTag(_) => S3ErrorCode::InvalidTag,
             G::NoSuchTagSet(_) => S3ErrorCode::NoSuchTagSet,
+            G::MalformedPolicy(_) => S3ErrorCode::MalformedPolicy,
+            G::Denied(_) => S3ErrorCode::AccessDenied,
             G::NoSuchLifecycleConfiguration(_) => S3ErrorCode::NoSuchLifecycleConfiguration,
             G::MalformedXml(_) => S3ErrorCode::MalformedXML,
             G::NoSuchCorsConfiguration(_) => S3ErrorCode::NoSuchCORSConfiguration,
@@ -261,6 +269,12 @@ mod tests {
             (GatewayError::BucketFull("b".into()), "BucketFull", 507),
             (GatewayError::InvalidTag("t".into()), "InvalidTag", 400),
             (GatewayError::NoSuchTagSet("b".into()), "NoSuchTagSet", 404),
+            (
+                GatewayError::MalformedPolicy("p".into()),
+                "MalformedPolicy",
+                400,
+            ),
+            (GatewayError::Denied("d".into()), "AccessDenied", 403),
             (
                 GatewayError::NoSuchLifecycleConfiguration("b".into()),
                 "NoSuchLifecycleConfiguration",

@@ -18,7 +18,6 @@ use std::path::{Path, PathBuf};
 
 use rand::Rng;
 use s3s::S3Result;
-use s3s::access::{S3Access, S3AccessContext};
 use s3s::auth::{S3Auth, SecretKey};
 use serde::{Deserialize, Serialize};
 
@@ -227,21 +226,6 @@ impl S3Auth for KeyStore {
             Ok(Some(secret)) => Ok(SecretKey::from(secret)),
             Ok(None) => Err(GatewayError::UnknownAccessKey.into()),
             Err(e) => Err(GatewayError::Internal(e.to_string()).into()),
-        }
-    }
-}
-
-/// Refuses anonymous requests: every request must be signed by a key in
-/// `keys.json` (s3s lets unsigned requests through to this check).
-#[derive(Debug, Clone, Copy)]
-pub struct SignedOnly;
-
-#[async_trait::async_trait]
-impl S3Access for SignedOnly {
-    async fn check(&self, cx: &mut S3AccessContext<'_>) -> S3Result<()> {
-        match cx.credentials() {
-            Some(_) => Ok(()),
-            None => Err(GatewayError::Anonymous.into()),
         }
     }
 }

@@ -88,23 +88,29 @@
 //!   `AccessControlListNotSupported`), and every object reports `AES256`
 //!   encryption, which is what the node does; see [`policy`].
 //! - Unfinished: object versioning (a bucket reports it as never enabled,
-//!   and enabling it is `NotImplemented`), bucket policies (none exist;
-//!   setting one is `NotImplemented`), KMS and customer-provided (SSE-C)
-//!   keys (`NotImplemented`), website hosting (s3s answers
-//!   `NotImplemented`), and lifecycle transitions, noncurrent-version
-//!   actions and size filters (`NotImplemented`: one storage class, no
-//!   versions).
+//!   and enabling it is `NotImplemented`), KMS and customer-provided
+//!   (SSE-C) keys (`NotImplemented`), website hosting (s3s answers
+//!   `NotImplemented`), lifecycle transitions, noncurrent-version actions
+//!   and size filters (`NotImplemented`: one storage class, no versions),
+//!   and policy statements with `Condition`, `NotAction`, `NotPrincipal`
+//!   or `NotResource` (`NotImplemented`).
+//! - Bucket policies (in namespace `bucketpolicy`) are enforced by the
+//!   access check: the account's keys may do anything a `Deny` does not
+//!   take away, unsigned requests only what an `Allow` for `*` grants
+//!   (public reads); see [`access`].
 //! - Lifecycle rules expire objects (after days, rounded to midnight UTC as
 //!   in S3, or from a date; by prefix and tags) and abort incomplete
 //!   uploads; the maintenance pass applies them (hourly by default), and
 //!   removes an object only if its entry is still the write that expired
 //!   ([`lifecycle`]).
-//! - Bucket tags (up to 50), CORS rules and lifecycle rules live in
-//!   namespaces `buckettags`, `bucketcors` and `bucketlifecycle` with the creation time of the bucket they were set
-//!   on, so a bucket deleted and made again starts without them. The
+//! - Bucket tags (up to 50), CORS rules, lifecycle rules and policies
+//!   live in namespaces `buckettags`, `bucketcors`, `bucketlifecycle` and
+//!   `bucketpolicy` with the creation time of the bucket they were set on,
+//!   so a bucket deleted and made again starts without them. The
 //!   server answers CORS preflights itself and adds the matching rule's
 //!   headers to answers (see [`cors`] and [`server`]).
 
+pub mod access;
 pub mod body;
 pub mod cors;
 pub mod error;
@@ -256,7 +262,7 @@ pub async fn start(config: Config) -> Result<Started, StartError> {
     ));
     let mut builder = s3s::service::S3ServiceBuilder::new(SharedGateway(gateway.clone()));
     builder.set_auth(KeyStore::new(&config.dir));
-    builder.set_access(keys::SignedOnly);
+    builder.set_access(PolicyAccess(gateway.clone()));
     let service = builder.build();
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -300,6 +306,72 @@ impl Started {
         if let Err(e) = self.gateway.idx.flush().await {
             tracing::warn!("writing the index cache at shutdown failed: {e}");
         }
+    }
+}
+
+/// Who may do what: the account's signed requests unless the bucket's
+/// policy denies them, unsigned ones only as it allows (see [`access`]).
+/// The bucket list and the policy itself are the account's alone, and an
+/// unsigned copy is refused (its source is another object to check).
+struct PolicyAccess(Arc<s3::Gateway>);
+
+#[async_trait::async_trait]
+impl s3s::access::S3Access for PolicyAccess {
+    async fn check(&self, cx: &mut s3s::access::S3AccessContext<'_>) -> s3s::S3Result<()> {
+        use access::{Target, Who};
+        use s3s::path::S3Path;
+        let op = cx.s3_op().name().to_string();
+        let key_id = cx.credentials().map(|c| c.access_key.clone());
+        let who = key_id.as_deref().map_or(Who::Anonymous, Who::Key);
+        let anonymous = key_id.is_none();
+        let (bucket, key) = match cx.s3_path() {
+            S3Path::Root => (None, None),
+            S3Path::Bucket { bucket } => (Some(bucket.to_string()), None),
+            S3Path::Object { bucket, key } => (Some(bucket.to_string()), Some(key.to_string())),
+        };
+        let own_only = matches!(
+            op.as_str(),
+            "GetBucketPolicy" | "PutBucketPolicy" | "DeleteBucketPolicy"
+        );
+        let copies = matches!(op.as_str(), "CopyObject" | "UploadPartCopy");
+        let refused = || -> s3s::S3Result<()> { Err(GatewayError::Anonymous.into()) };
+        let Some(bucket) = bucket.filter(|_| !own_only) else {
+            return if anonymous { refused() } else { Ok(()) };
+        };
+        if anonymous && copies {
+            return refused();
+        }
+        let (action, on_object) = access::action_of(&op);
+        let target = match key.as_deref() {
+            _ if op == "DeleteObjects" => Target::AnyObject,
+            Some(k) if on_object => Target::Object(k),
+            _ => Target::Bucket,
+        };
+        let policy = self.0.bucket_policy(&bucket).await?;
+        if !access::permits(policy.as_ref(), &bucket, who, &action, target) {
+            if anonymous && policy.is_none() {
+                return refused();
+            }
+            return Err(GatewayError::Denied(format!(
+                "the policy of bucket {bucket:?} does not permit {action} here"
+            ))
+            .into());
+        }
+        let source = cx
+            .headers()
+            .get("x-amz-copy-source")
+            .and_then(|v| v.to_str().ok())
+            .and_then(access::copy_source);
+        if copies && let Some((sb, sk)) = source {
+            let p = self.0.bucket_policy(&sb).await?;
+            if !access::permits(p.as_ref(), &sb, who, "s3:GetObject", Target::Object(&sk)) {
+                return Err(GatewayError::Denied(format!(
+                    "the policy of bucket {sb:?} does not permit s3:GetObject on the copy source"
+                ))
+                .into());
+            }
+        }
+        Ok(())
     }
 }
 

@@ -73,6 +73,7 @@ bucket_setting! {
     BucketTags in "buckettags";
     BucketCors in "bucketcors";
     BucketLifecycle in "bucketlifecycle";
+    BucketPolicy in "bucketpolicy";
 }
 
 impl Value for ObjectMeta {
@@ -243,6 +244,21 @@ pub struct BucketLifecycle {
     pub created_at_ms: u64,
     /// The rules, in the order given.
     pub rules: Vec<crate::lifecycle::Rule>,
+}
+
+/// A bucket's policy: the text as given (GetBucketPolicy returns it) and
+/// as parsed, in namespace `bucketpolicy`; like [`BucketTags`], only for
+/// the bucket created at `created_at_ms`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BucketPolicy {
+    /// [`META_VERSION`].
+    pub version: u16,
+    /// [`BucketMeta::created_at_ms`] of the bucket it was set on.
+    pub created_at_ms: u64,
+    /// The JSON as the client sent it.
+    pub text: String,
+    /// What it says.
+    pub policy: crate::access::Policy,
 }
 
 /// Which write of an object `m` is: a hash of its ETag, time, size and

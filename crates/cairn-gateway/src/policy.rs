@@ -7,7 +7,8 @@
 //!   enforced" object ownership (the S3 default since 2023): ACL reads
 //!   show the owner with `FULL_CONTROL`, and a request that sets any ACL
 //!   but `private` or `bucket-owner-full-control` is refused with S3's
-//!   own `AccessControlListNotSupported`.
+//!   own `AccessControlListNotSupported`. Access is granted through bucket
+//!   policies instead, as S3 has it in this mode (see [`crate::access`]).
 //! - **Versioning.** A key holds one version; a bucket reports versioning
 //!   as never enabled, and turning it on is `NotImplemented` (unfinished).
 //! - **Encryption.** Every object is encrypted by the node (AES-256-GCM,

@@ -290,7 +290,7 @@ pub fn parse_tagging(header: &str) -> Result<Vec<(String, String)>, GatewayError
 
 /// Form-urlencoded text to a string; `None` on a bad `%` escape or bytes
 /// that are not UTF-8.
-fn percent_decode(s: &str) -> Option<String> {
+pub(crate) fn percent_decode(s: &str) -> Option<String> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

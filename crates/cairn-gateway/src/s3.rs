@@ -16,9 +16,9 @@ use crate::error::GatewayError;
 use crate::indexes::{Change, Indexes};
 use crate::listing::{self, ListParams, list_page, uploads_page};
 use crate::meta::{
-    self, BucketCors, BucketLifecycle, BucketMeta, BucketSetting, BucketTags, INLINE_MAX,
-    META_VERSION, ObjectMeta, PARTS_PER_LIST, PartList, PartMeta, PartRef, TagsMeta, UploadMeta,
-    Value,
+    self, BucketCors, BucketLifecycle, BucketMeta, BucketPolicy, BucketSetting, BucketTags,
+    INLINE_MAX, META_VERSION, ObjectMeta, PARTS_PER_LIST, PartList, PartMeta, PartRef, TagsMeta,
+    UploadMeta, Value,
 };
 use crate::node::Node;
 use crate::policy::{self, AclRequest};
@@ -402,6 +402,18 @@ impl Gateway {
             .write(T::NS, bucket, &[(bucket.as_bytes().to_vec(), value)])
             .await?;
         Ok(())
+    }
+
+    /// The policy of `bucket` (none for a missing bucket).
+    pub async fn bucket_policy(
+        &self,
+        bucket: &str,
+    ) -> Result<Option<crate::access::Policy>, GatewayError> {
+        match self.bucket_setting::<BucketPolicy>(bucket).await {
+            Ok(p) => Ok(p.map(|p| p.policy)),
+            Err(GatewayError::NoSuchBucket(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// The lifecycle rules of `bucket` (none for a missing bucket).
@@ -1087,7 +1099,12 @@ impl S3 for Gateway {
             .await?;
         // Settings of a deleted bucket apply to nothing (a new bucket of
         // the name is newer than them); they only cost room.
-        for ns in [BucketTags::NS, BucketCors::NS, BucketLifecycle::NS] {
+        for ns in [
+            BucketTags::NS,
+            BucketCors::NS,
+            BucketLifecycle::NS,
+            BucketPolicy::NS,
+        ] {
             if self.idx.get(ns, &bucket).await?.is_some() {
                 self.idx
                     .write(ns, &bucket, &[(bucket.clone().into_bytes(), None)])
@@ -1423,27 +1440,37 @@ impl S3 for Gateway {
         &self,
         req: S3Request<GetBucketPolicyInput>,
     ) -> S3Result<S3Response<GetBucketPolicyOutput>> {
-        self.require_bucket(&req.input.bucket).await?;
-        Err(GatewayError::NoSuchBucketPolicy(req.input.bucket).into())
+        let bucket = req.input.bucket;
+        match self.bucket_setting::<BucketPolicy>(&bucket).await? {
+            Some(p) => ok(GetBucketPolicyOutput {
+                policy: Some(p.text),
+            }),
+            None => Err(GatewayError::NoSuchBucketPolicy(bucket).into()),
+        }
     }
 
     async fn put_bucket_policy(
         &self,
         req: S3Request<PutBucketPolicyInput>,
     ) -> S3Result<S3Response<PutBucketPolicyOutput>> {
-        self.require_bucket(&req.input.bucket).await?;
-        Err(GatewayError::NotImplemented(
-            "bucket policies are not supported: the gateway's account alone has access, and anonymous access is not offered"
-                .into(),
-        )
-        .into())
+        let input = req.input;
+        let policy = crate::access::parse(&input.policy, &input.bucket)?;
+        let set = BucketPolicy {
+            version: BucketPolicy::VERSION,
+            created_at_ms: 0,
+            text: input.policy,
+            policy,
+        };
+        self.set_bucket_setting(&input.bucket, Some(set)).await?;
+        ok(PutBucketPolicyOutput::default())
     }
 
     async fn delete_bucket_policy(
         &self,
         req: S3Request<DeleteBucketPolicyInput>,
     ) -> S3Result<S3Response<DeleteBucketPolicyOutput>> {
-        self.require_bucket(&req.input.bucket).await?;
+        self.set_bucket_setting::<BucketPolicy>(&req.input.bucket, None)
+            .await?;
         ok(DeleteBucketPolicyOutput::default())
     }
 
