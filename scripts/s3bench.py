@@ -205,6 +205,10 @@ def main():
             devnet.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(devnet.pid, signal.SIGKILL)
+        # A run leaves about 6 GiB (the object, its copy and the nodes' pieces).
+        if a.dir is None:
+            log.close()
+            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
