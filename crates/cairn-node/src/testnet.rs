@@ -22,6 +22,8 @@ struct TestNode {
     store: Arc<PieceStore>,
     indexes: Arc<crate::indexes::IndexStore>,
     replicas: crate::replicas::IndexReplicas,
+    /// The node's signing key (its libp2p identity).
+    signer: Arc<cairn_core::keys::SecretKey>,
     stop: watch::Sender<bool>,
     _dir: tempfile::TempDir,
 }
@@ -80,7 +82,7 @@ async fn start_node_as(
             tokio::spawn(lie(net.clone(), inbound, signer.clone()));
         }
     }
-    let client = Client::new(net.clone(), store.clone(), records, signer, catalog);
+    let client = Client::new(net.clone(), store.clone(), records, signer.clone(), catalog);
     let _ = peer;
     let replicas = crate::replicas::IndexReplicas::new(net.clone(), indexes.clone());
     TestNode {
@@ -89,6 +91,7 @@ async fn start_node_as(
         store,
         indexes,
         replicas,
+        signer,
         stop,
         _dir: dir,
     }
@@ -601,4 +604,94 @@ async fn ranged_reads_reuse_a_manifest_read_lately_and_stat_does_not() {
     assert!(reader.get_range(wrong, None).await.is_err());
     // Another node never read it, and finds nothing.
     assert!(get_all(&nodes[3].client, &cap).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_whose_kept_record_is_stale_asks_again_and_finds_the_moved_pieces() {
+    use cairn_core::record::Change;
+    use cairn_net::{Request, RequestHeader, ResponseHeader};
+    let nodes = testnet(6, 9_000_000 + u64::from(std::process::id()) * 100).await;
+    let data: Vec<u8> = (0..50_000u32).map(|i| (i * 17 % 249) as u8).collect();
+    let opts = PutOptions {
+        k: Some(2),
+        n: Some(4),
+        segment_size: 64 * 1024,
+        ..PutOptions::default()
+    };
+    let out = nodes[0].client.put(&data[..], opts).await.unwrap();
+    let cap: ReadCap = out.cap.parse().unwrap();
+    let reader = &nodes[5].client;
+    // The reader keeps the manifest and the record it read.
+    assert_eq!(get_all(reader, &cap).await.unwrap(), data);
+    let m = reader.manifest(&cap).await.unwrap();
+    let by_peer = |bytes: &[u8]| {
+        nodes
+            .iter()
+            .position(|n| n.net.local_peer_id().to_bytes() == bytes)
+            .unwrap()
+    };
+    let holders: Vec<(u16, usize)> = m.segments[0]
+        .pieces
+        .iter()
+        .map(|p| (p.index, by_peer(&p.holder)))
+        .collect();
+    let spare: Vec<usize> = (0..6)
+        .filter(|i| *i != 5 && holders.iter().all(|(_, h)| h != i))
+        .collect();
+    assert!(!spare.is_empty(), "a node holds no piece: {holders:?}");
+    // As a repair would: n - k + 1 pieces move to other nodes, and the
+    // record says so. The kept copy now names too few holders.
+    let rid = m.record.unwrap();
+    let mut record = nodes[0].client.record(&rid).await.unwrap();
+    let mut changes = vec![];
+    for (n, &(index, from)) in holders.iter().take(3).enumerate() {
+        let to = spare[n % spare.len()];
+        let id = m.file_id.piece_id(0, u32::from(index));
+        let bytes = nodes[from].store.get(&id).unwrap();
+        nodes[to]
+            .store
+            .put(
+                cairn_store::NewPiece {
+                    id,
+                    kind: cairn_store::PieceKind::Data,
+                    data: &bytes,
+                    expected_hash: None,
+                    owner: &nodes[0].net.local_peer_id().to_bytes(),
+                    expires_at: 0,
+                },
+                crate::now_secs(),
+            )
+            .unwrap();
+        nodes[from].store.remove(&id).unwrap();
+        changes.push(Change::Assign {
+            segment: 0,
+            index,
+            holder: nodes[to].net.local_peer_id().to_bytes(),
+        });
+    }
+    let me = nodes[0].signer.public();
+    record
+        .update(
+            &nodes[0].signer,
+            crate::now_secs(),
+            changes,
+            &|k: &cairn_core::keys::PublicKey| *k == me,
+        )
+        .unwrap();
+    let body = bytes::Bytes::from(record.encode());
+    for node in &nodes[1..] {
+        let request = Request {
+            header: RequestHeader::PutRepair { id: rid },
+            body: body.clone(),
+        };
+        let r = nodes[0]
+            .net
+            .request(node.net.local_peer_id(), request, Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert!(matches!(r.header, ResponseHeader::Stored), "{:?}", r.header);
+    }
+    // Within the TTL the reader starts from its kept copy, cannot rebuild
+    // the segment from it, and asks again.
+    assert_eq!(get_all(reader, &cap).await.unwrap(), data);
 }
