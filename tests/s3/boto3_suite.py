@@ -306,8 +306,10 @@ def test_bucket_policy():
         {"Sid": "Keep", "Effect": "Deny", "Principal": "*", "Action": "s3:DeleteObject",
          "Resource": f"arn:aws:s3:::{b}/keep/*"},
     ]}
+    expect_error(lambda: S3.get_bucket_policy_status(Bucket=b), {"NoSuchBucketPolicy"}, {404})
     S3.put_bucket_policy(Bucket=b, Policy=json.dumps(policy))
     assert json.loads(S3.get_bucket_policy(Bucket=b)["Policy"]) == policy
+    assert S3.get_bucket_policy_status(Bucket=b)["PolicyStatus"]["IsPublic"] is True
     # Anyone may read what the policy makes public, and nothing else.
     assert anon.get_object(Bucket=b, Key="public/page.html")["Body"].read() == b"<h1>hello</h1>"
     with urllib.request.urlopen(f"{ENDPOINT}/{b}/public/page.html", timeout=30) as r:

@@ -315,6 +315,15 @@ pub fn decide(
     }
 }
 
+/// Whether the policy grants anything to everyone (GetBucketPolicyStatus's
+/// `IsPublic`).
+pub fn is_public(policy: &Policy) -> bool {
+    policy
+        .statements
+        .iter()
+        .any(|s| s.allow && s.principals == Principals::Anyone)
+}
+
 /// Whether `who` may do `action` on `target`: the account's keys unless
 /// denied, anonymous requests only if allowed.
 pub fn permits(
@@ -373,6 +382,11 @@ mod tests {
             "s3:GetObject",
             Target::Object("a")
         ));
+        assert!(is_public(&p));
+        let private = Policy {
+            statements: p.statements.iter().filter(|s| !s.allow).cloned().collect(),
+        };
+        assert!(!is_public(&private), "denies make nothing public");
     }
 
     #[test]

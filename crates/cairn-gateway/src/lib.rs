@@ -331,7 +331,7 @@ impl s3s::access::S3Access for PolicyAccess {
         };
         let own_only = matches!(
             op.as_str(),
-            "GetBucketPolicy" | "PutBucketPolicy" | "DeleteBucketPolicy"
+            "GetBucketPolicy" | "GetBucketPolicyStatus" | "PutBucketPolicy" | "DeleteBucketPolicy"
         );
         let copies = matches!(op.as_str(), "CopyObject" | "UploadPartCopy");
         let refused = || -> s3s::S3Result<()> { Err(GatewayError::Anonymous.into()) };
@@ -424,6 +424,7 @@ delegate! {
     get_bucket_versioning: GetBucketVersioningInput => GetBucketVersioningOutput;
     put_bucket_versioning: PutBucketVersioningInput => PutBucketVersioningOutput;
     get_bucket_policy: GetBucketPolicyInput => GetBucketPolicyOutput;
+    get_bucket_policy_status: GetBucketPolicyStatusInput => GetBucketPolicyStatusOutput;
     put_bucket_policy: PutBucketPolicyInput => PutBucketPolicyOutput;
     delete_bucket_policy: DeleteBucketPolicyInput => DeleteBucketPolicyOutput;
     get_bucket_encryption: GetBucketEncryptionInput => GetBucketEncryptionOutput;

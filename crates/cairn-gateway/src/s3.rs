@@ -1449,6 +1449,21 @@ impl S3 for Gateway {
         }
     }
 
+    async fn get_bucket_policy_status(
+        &self,
+        req: S3Request<GetBucketPolicyStatusInput>,
+    ) -> S3Result<S3Response<GetBucketPolicyStatusOutput>> {
+        let bucket = req.input.bucket;
+        match self.bucket_setting::<BucketPolicy>(&bucket).await? {
+            Some(p) => ok(GetBucketPolicyStatusOutput {
+                policy_status: Some(PolicyStatus {
+                    is_public: Some(crate::access::is_public(&p.policy)),
+                }),
+            }),
+            None => Err(GatewayError::NoSuchBucketPolicy(bucket).into()),
+        }
+    }
+
     async fn put_bucket_policy(
         &self,
         req: S3Request<PutBucketPolicyInput>,
