@@ -47,7 +47,7 @@
 //! | .. | body: raw piece or record bytes, else empty |
 //!
 //! Piece bytes travel outside postcard so they are read straight into one
-//! buffer (from a pool, see [`BufPool::take_zeroed`]). Both lengths are
+//! buffer (from a pool, see [`BufPool::take_filled`]). Both lengths are
 //! checked before anything is read. The protocol version is in the protocol name; an
 //! incompatible change gets a new name and both can be served side by side.
 
@@ -458,7 +458,7 @@ where
     io.read_exact(&mut header).await?;
     let header = postcard::from_bytes(&header).map_err(|e| invalid(format!("bad header: {e}")))?;
     let blen = read_len(io, max_body(&header), "body").await?;
-    let mut body = bodies.take_zeroed(blen);
+    let mut body = bodies.take_filled(blen);
     io.read_exact(&mut body).await?;
     Ok((header, bodies.share(body)))
 }

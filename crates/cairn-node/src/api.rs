@@ -8,6 +8,7 @@
 //! | `GET /v1/status` | | [`StatusReport`] |
 //! | `GET /v1/files` | | `[FileRecord]` |
 //! | `POST /v1/put?k=&n=&segment_size=&name=&lease_secs=&catalog=` | the raw file, streamed | [`PutOutcome`] |
+//! | `GET /v1/local` | | [`LocalInfo`]: the local socket a regular file's put can hand its open file to ([`crate::local`]); 404 if none |
 //! | `POST /v1/get` | `{"cap": "cairn:…", "start"?: n, "end"?: n}` | a framed stream of bytes `[start, end)`, see below |
 //! | `POST /v1/stat` | `{"cap": "cairn:…"}` | [`StatReport`] |
 //! | `POST /v1/renew` | `{"cap": "cairn:…", "lease_secs"?: n}` | `{"expires_at": n}` |
@@ -46,6 +47,7 @@
 //! mid-stream reaches the CLI as a sentence, not a cut connection.
 //!
 //! [`PutOutcome`]: crate::client::PutOutcome
+//! [`LocalInfo`]: crate::local::LocalInfo
 //! [`StatReport`]: crate::client::StatReport
 //! [`Written`]: crate::replicas::Written
 //! [`Job`]: cairn_core::compute::job::Job
@@ -112,6 +114,8 @@ pub struct ApiState {
     pub jobs: crate::jobs::Scheduler,
     /// This node's compute provider, if it offers compute.
     pub provider: Option<crate::provider::Provider>,
+    /// The local socket, if it listens on one.
+    pub local: Option<Arc<crate::local::LocalSocket>>,
 }
 
 /// `GET /v1/status`.
@@ -135,6 +139,13 @@ pub struct StatusReport {
 
 /// A JSON error with a status code.
 pub struct ApiError(StatusCode, String);
+
+impl ApiError {
+    /// The sentence the caller sees.
+    pub fn message(&self) -> &str {
+        &self.1
+    }
+}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -182,16 +193,38 @@ fn parse_cap(s: &str) -> Result<ReadCap, ApiError> {
         .map_err(|e: cairn_core::CapError| ApiError(StatusCode::BAD_REQUEST, e.to_string()))
 }
 
-#[derive(Deserialize)]
-struct PutQuery {
-    k: Option<u16>,
-    n: Option<u16>,
-    segment_size: Option<u64>,
-    name: Option<String>,
+/// A put's parameters: the query of `POST /v1/put`, and the request of a
+/// put on the local socket ([`crate::local`]).
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+pub struct PutQuery {
+    /// Pieces needed per segment (default: chosen for the network).
+    pub k: Option<u16>,
+    /// Pieces stored per segment.
+    pub n: Option<u16>,
+    /// Plaintext bytes per segment (default 64 MiB).
+    pub segment_size: Option<u64>,
+    /// A name for the local file list.
+    pub name: Option<String>,
     /// Lease in seconds (default 90 days).
-    lease_secs: Option<u64>,
+    pub lease_secs: Option<u64>,
     /// Whether the file goes on this node's list (default true).
-    catalog: Option<bool>,
+    pub catalog: Option<bool>,
+}
+
+impl PutQuery {
+    /// The client's options, with `owner` (this node's key if `None`).
+    pub(crate) fn options(self, owner: Option<Arc<SecretKey>>) -> PutOptions {
+        let defaults = PutOptions::default();
+        PutOptions {
+            k: self.k,
+            n: self.n,
+            segment_size: self.segment_size.unwrap_or(defaults.segment_size),
+            name: self.name,
+            lease_secs: self.lease_secs.unwrap_or(defaults.lease_secs),
+            owner,
+            catalog: self.catalog.unwrap_or(true),
+        }
+    }
 }
 
 /// Header naming the owner key of an object (64 hex characters, an Ed25519
@@ -221,6 +254,7 @@ pub fn router(state: ApiState) -> axum::Router {
         .route("/v1/standing", get(standing))
         .route("/v1/files", get(files))
         .route("/v1/put", post(put))
+        .route("/v1/local", get(local_info))
         .route("/v1/get", post(get_file))
         .route("/v1/stat", post(stat))
         .route("/v1/renew", post(renew))
@@ -407,7 +441,9 @@ async fn files(
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 
-async fn transfer_permit(s: &ApiState) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+pub(crate) async fn transfer_permit(
+    s: &ApiState,
+) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
     s.transfers.clone().acquire_owned().await.map_err(|_| {
         ApiError(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -431,17 +467,7 @@ async fn put(
         PUT_IDLE,
     ));
     let mut reader = StreamReader::new(stream);
-    let defaults = PutOptions::default();
-    let opts = PutOptions {
-        k: q.k,
-        n: q.n,
-        segment_size: q.segment_size.unwrap_or(defaults.segment_size),
-        name: q.name,
-        lease_secs: q.lease_secs.unwrap_or(defaults.lease_secs),
-        owner,
-        catalog: q.catalog.unwrap_or(true),
-    };
-    match s.client.put(&mut reader, opts).await {
+    match s.client.put(&mut reader, q.options(owner)).await {
         Ok(outcome) => Ok(Json(outcome)),
         Err(e) => {
             // Answering while the CLI is still sending makes the kernel
@@ -453,6 +479,16 @@ async fn put(
             Err(e.into())
         }
     }
+}
+
+async fn local_info(State(s): State<ApiState>) -> Result<impl IntoResponse, ApiError> {
+    let socket = s.local.as_ref().ok_or_else(|| {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            "this node has no local socket; put over HTTP".into(),
+        )
+    })?;
+    Ok(Json(socket.info()))
 }
 
 async fn stat(

@@ -211,7 +211,7 @@ impl Default for PutOptions {
 }
 
 /// What a put produced.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct PutOutcome {
     /// The read capability, as text.
     pub cap: String,
@@ -271,7 +271,7 @@ pub struct StatReport {
 }
 
 /// Header of a get: what the stream will carry.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct GetHeader {
     /// Plaintext bytes of the whole file.
     pub size: u64,
@@ -373,22 +373,98 @@ fn apply_record(m: &mut Manifest, record: &Record) {
     }
 }
 
-/// Reads until `buf` holds `want` bytes or the input ends.
-async fn read_up_to<R: AsyncRead + Unpin>(
-    r: &mut R,
-    buf: &mut Vec<u8>,
-    want: usize,
-) -> std::io::Result<()> {
-    while buf.len() < want {
-        let n = (&mut *r)
-            .take((want - buf.len()) as u64)
-            .read_to_end(buf)
-            .await?;
-        if n == 0 {
-            break;
+/// Where a put's bytes come from.
+///
+/// A stream (the HTTP body, a file opened by the node) is read through
+/// tokio; a regular [`FileSource`] is read straight into the segment buffer
+/// on the blocking pool, which saves the CLI's HTTP hop (two socket copies)
+/// and tokio's file buffer (one more copy).
+pub trait Source: Send {
+    /// Appends to `buf` until it holds `want` bytes or the input ends, and
+    /// gives the buffer back with the outcome.
+    fn fill(
+        &mut self,
+        buf: Vec<u8>,
+        want: usize,
+    ) -> impl std::future::Future<Output = (Vec<u8>, std::io::Result<()>)> + Send + '_;
+}
+
+/// Any async reader as a [`Source`].
+pub struct ReadSource<R>(pub R);
+
+impl<R: AsyncRead + Unpin + Send> Source for ReadSource<R> {
+    async fn fill(&mut self, mut buf: Vec<u8>, want: usize) -> (Vec<u8>, std::io::Result<()>) {
+        while buf.len() < want {
+            match (&mut self.0)
+                .take((want - buf.len()) as u64)
+                .read_to_end(&mut buf)
+                .await
+            {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) => return (buf, Err(e)),
+            }
+        }
+        (buf, Ok(()))
+    }
+}
+
+/// A regular file, read from its current offset on the blocking pool
+/// directly into the segment buffer (no zeroing, no intermediate buffer).
+/// `read` counts the bytes read so far, for progress reports.
+pub struct FileSource {
+    file: Arc<std::fs::File>,
+    read: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl FileSource {
+    /// Reads `file`, counting into `read`.
+    pub fn new(file: std::fs::File, read: Arc<std::sync::atomic::AtomicU64>) -> Self {
+        Self {
+            file: Arc::new(file),
+            read,
         }
     }
-    Ok(())
+}
+
+impl Source for FileSource {
+    async fn fill(&mut self, mut buf: Vec<u8>, want: usize) -> (Vec<u8>, std::io::Result<()>) {
+        let (file, read) = (self.file.clone(), self.read.clone());
+        let cap = buf.capacity();
+        let task = tokio::task::spawn_blocking(move || {
+            use std::io::Read;
+            let before = buf.len();
+            let mut res = Ok(());
+            while buf.len() < want {
+                match (&*file)
+                    .take((want - buf.len()) as u64)
+                    .read_to_end(&mut buf)
+                {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        res = Err(e);
+                        break;
+                    }
+                }
+            }
+            read.fetch_add(
+                (buf.len() - before) as u64,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+            (buf, res)
+        });
+        match task.await {
+            Ok(done) => done,
+            Err(e) => (
+                Vec::with_capacity(cap),
+                Err(std::io::Error::other(format!(
+                    "the file reader failed: {e}"
+                ))),
+            ),
+        }
+    }
 }
 
 impl Client {
@@ -615,9 +691,18 @@ impl Client {
     }
 
     /// Stores everything `input` yields; returns the capability.
-    pub async fn put<R: AsyncRead + Unpin>(
+    pub async fn put<R: AsyncRead + Unpin + Send>(
         &self,
         input: R,
+        opts: PutOptions,
+    ) -> Result<PutOutcome, ClientError> {
+        self.put_from(ReadSource(input), opts).await
+    }
+
+    /// Stores everything `input` yields; returns the capability.
+    pub async fn put_from<S: Source>(
+        &self,
+        input: S,
         opts: PutOptions,
     ) -> Result<PutOutcome, ClientError> {
         let key = FileKey::random();
@@ -652,7 +737,8 @@ impl Client {
                     // room for it and the AEAD tag means sealing never reallocates.
                     let mut buf = Buffers::take(&pool, seg_size + 1 + cairn_core::crypto::TAG_LEN);
                     buf.extend(carry);
-                    if let Err(e) = read_up_to(&mut input, &mut buf, seg_size + 1).await {
+                    let (mut buf, read) = input.fill(buf, seg_size + 1).await;
+                    if let Err(e) = read {
                         return Some((Err(ClientError::Input(e)), (input, None, index, true)));
                     }
                     let carry = if buf.len() > seg_size {

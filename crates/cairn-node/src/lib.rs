@@ -27,6 +27,7 @@ pub mod gc;
 pub mod identity;
 pub mod indexes;
 pub mod jobs;
+pub mod local;
 pub mod manifests;
 pub mod net;
 pub mod observations;
@@ -316,7 +317,9 @@ pub async fn run(
             }
         }
     });
-    let app = api::router(api::ApiState {
+    let local =
+        local::bind(dir).map_err(|e| io_err("cannot listen on the local socket in", dir, e))?;
+    let state = api::ApiState {
         client,
         net: net.clone(),
         store: store.clone(),
@@ -326,7 +329,11 @@ pub async fn run(
         indexes: replicas::IndexReplicas::new(net.clone(), indexes),
         jobs: scheduler,
         provider,
-    });
+        local: local.as_ref().map(|(_, socket)| socket.clone()),
+    };
+    let local_task =
+        local.map(|(listener, socket)| tokio::spawn(local::serve(listener, socket, state.clone())));
+    let app = api::router(state);
 
     // Ready once the swarm reports its listen addresses.
     let mut listen = Vec::new();
@@ -365,6 +372,10 @@ pub async fn run(
         t.abort();
     }
     trimmer.abort();
+    if let Some(t) = local_task {
+        t.abort();
+    }
+    let _ = std::fs::remove_file(dir.join(local::SOCKET_FILE));
     steward_task.abort();
     gc_task.abort();
     renewer.abort();

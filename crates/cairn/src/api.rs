@@ -5,7 +5,9 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow, bail};
 use bytes::Bytes;
+use cairn_node::api::PutQuery;
 use cairn_node::frames::{Frame, FrameDecoder};
+use cairn_node::local;
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::de::DeserializeOwned;
@@ -186,12 +188,134 @@ impl Api {
         Ok(self.check(resp).await?.json().await?)
     }
 
+    /// Stores the file at `path`: a regular file is handed to the node,
+    /// which reads it itself ([`Api::put_local`]); pipes, devices, and nodes
+    /// without a usable local socket (or `CAIRN_NO_LOCAL_SOCKET` set) get
+    /// the bytes over HTTP. Errors name the file.
+    pub async fn put_path(&self, path: &Path, query: &PutQuery) -> Result<serde_json::Value> {
+        let shown = path.display();
+        let f = std::fs::File::open(path).with_context(|| format!("cannot read {shown}"))?;
+        let meta = f
+            .metadata()
+            .with_context(|| format!("cannot read {shown}"))?;
+        if meta.is_dir() {
+            bail!("{shown} is a directory; cairn put stores one file (or stdin with -)");
+        }
+        let read_failed = |e: anyhow::Error| match e.downcast::<ReadFailed>() {
+            Ok(r) => anyhow!("cannot read {shown}: {}; nothing was stored", r.0),
+            Err(e) => e,
+        };
+        if meta.is_file() {
+            let handed = self.put_local(&f, meta.len(), query).await;
+            if let Some(outcome) = handed.map_err(read_failed)? {
+                return Ok(outcome);
+            }
+        }
+        let f = tokio::fs::File::from_std(f);
+        self.put(f, Some(meta.len()), query)
+            .await
+            .map_err(read_failed)
+    }
+
+    /// Hands the open regular `file` to the node through its local socket
+    /// ([`cairn_node::local`]), so the node reads it itself; `None` if the
+    /// node has no socket this process can use (an older or a remote node, a
+    /// busy socket), and nothing was sent.
+    pub async fn put_local(
+        &self,
+        file: &std::fs::File,
+        total: u64,
+        query: &PutQuery,
+    ) -> Result<Option<serde_json::Value>> {
+        let Some(socket) = self.local_socket().await else {
+            return Ok(None);
+        };
+        let request = local::LocalRequest::Put(query.clone());
+        let Ok(mut put) = local::LocalCall::start(&socket, file, &request).await else {
+            return Ok(None);
+        };
+        let pb = progress(Some(total));
+        let outcome = loop {
+            match put.next().await {
+                Ok(local::Event::Read(n)) => pb.set_position(n),
+                Ok(local::Event::Done(o)) => break Ok(Some(serde_json::to_value(o)?)),
+                Ok(local::Event::ReadFailed(e)) => {
+                    break Err(ReadFailed(std::io::Error::other(e)).into());
+                }
+                Ok(local::Event::Error(e)) => break Err(anyhow!(e)),
+                Ok(local::Event::Busy) => break Ok(None),
+                Ok(other) => break Err(anyhow!("the node answered a put with {other:?}")),
+                Err(e) => {
+                    break Err(anyhow!(
+                        "the node at {} stopped answering during the put: {e}",
+                        self.base
+                    ));
+                }
+            }
+        };
+        pb.finish_and_clear();
+        outcome
+    }
+
+    /// The node's local socket, if it has one this process may use. Any
+    /// failure to learn it leaves the answer to HTTP.
+    async fn local_socket(&self) -> Option<std::path::PathBuf> {
+        if std::env::var_os("CAIRN_NO_LOCAL_SOCKET").is_some() {
+            return None;
+        }
+        let resp = self.http.get(self.url("/v1/local")).send().await.ok()?;
+        if !resp.status().is_success() {
+            return None;
+        }
+        let info = resp.json::<local::LocalInfo>().await.ok()?;
+        (info.version == local::VERSION).then_some(info.socket)
+    }
+
+    /// Has the node write the file `cap` names into `file` (a fresh
+    /// temporary file) through its local socket; the bytes written, or
+    /// `None` if the node has no socket this process can use, and nothing
+    /// was written.
+    async fn get_local(&self, file: &std::fs::File, cap: &str) -> Result<Option<u64>> {
+        let Some(socket) = self.local_socket().await else {
+            return Ok(None);
+        };
+        let request = local::LocalRequest::Get { cap: cap.into() };
+        let Ok(mut get) = local::LocalCall::start(&socket, file, &request).await else {
+            return Ok(None);
+        };
+        let mut pb: Option<ProgressBar> = None;
+        let outcome = loop {
+            match get.next().await {
+                Ok(local::Event::Header(h)) => pb = Some(progress(Some(h.size))),
+                Ok(local::Event::Written(n)) => {
+                    if let Some(pb) = &pb {
+                        pb.set_position(n);
+                    }
+                }
+                Ok(local::Event::Got(n)) => break Ok(Some(n)),
+                Ok(local::Event::Busy) => break Ok(None),
+                Ok(local::Event::Error(e) | local::Event::ReadFailed(e)) => break Err(anyhow!(e)),
+                Ok(other) => break Err(anyhow!("the node answered a get with {other:?}")),
+                Err(e) => {
+                    break Err(anyhow!(
+                        "the node at {} stopped answering during the download: {e}",
+                        self.base
+                    ));
+                }
+            }
+        };
+        if let Some(pb) = pb {
+            pb.finish_and_clear();
+        }
+        outcome
+    }
+
     /// Streams `input` to the node for storing; returns the put outcome.
     pub async fn put<R>(
         &self,
         input: R,
         total: Option<u64>,
-        query: &[(&str, String)],
+        query: &PutQuery,
     ) -> Result<serde_json::Value>
     where
         R: tokio::io::AsyncRead + Send + 'static,
@@ -244,6 +368,29 @@ impl Api {
             Ok(md) => !md.is_file(),
             Err(_) => false,
         };
+        // A file is written through a temporary one, which the node fills
+        // itself through its local socket when it can.
+        let mut named = None;
+        if !special && out != "-" {
+            let path = Path::new(out);
+            let dir = match path.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d,
+                _ => Path::new("."),
+            };
+            let tmp = tempfile::Builder::new()
+                .prefix(".cairn-get-")
+                .tempfile_in(dir)
+                .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
+            if let Some(n) = self.get_local(tmp.as_file(), cap).await? {
+                tmp.as_file()
+                    .sync_all()
+                    .with_context(|| format!("cannot write to {out}"))?;
+                tmp.persist(out)
+                    .with_context(|| format!("cannot move the downloaded file onto {out}"))?;
+                return Ok(n);
+            }
+            named = Some(tmp);
+        }
         let resp = self
             .http
             .post(self.url("/v1/get"))
@@ -261,16 +408,7 @@ impl Api {
                 .await
                 .with_context(|| format!("cannot open {out} to write"))?;
             sink = Sink::Direct(Box::new(file));
-        } else if out != "-" {
-            let path = Path::new(out);
-            let dir = match path.parent() {
-                Some(d) if !d.as_os_str().is_empty() => d,
-                _ => Path::new("."),
-            };
-            let named = tempfile::Builder::new()
-                .prefix(".cairn-get-")
-                .tempfile_in(dir)
-                .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
+        } else if let Some(named) = named {
             let (file, path) = named.into_parts();
             sink = Sink::file(file);
             tmp = Some(path);

@@ -163,7 +163,7 @@ pub async fn run(dir: &Path, nodes: usize, units: usize, output: &Path) -> Resul
             .put(
                 tokio::fs::File::open(&module).await?,
                 Some(UPPER_WASM.len() as u64),
-                &[],
+                &cairn_node::api::PutQuery::default(),
             )
             .await?;
         let cap = put["cap"].as_str().context("no capability")?.to_string();

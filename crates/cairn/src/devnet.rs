@@ -500,15 +500,12 @@ async fn demo(args: &DevnetArgs, nodes: &[Running]) -> Result<()> {
         2,
         "put it through node-00: it is encrypted, erasure-coded and spread over the network",
     );
-    let f = tokio::fs::File::open(&input).await?;
     let started = Instant::now();
-    let out = uploader
-        .put(
-            f,
-            Some(args.demo_size),
-            &[("name", "demo-input.bin".into())],
-        )
-        .await?;
+    let query = cairn_node::api::PutQuery {
+        name: Some("demo-input.bin".into()),
+        ..Default::default()
+    };
+    let out = uploader.put_path(&input, &query).await?;
     let cap = out["cap"]
         .as_str()
         .context("no capability in the answer")?

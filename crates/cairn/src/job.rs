@@ -221,16 +221,12 @@ async fn resolve(
     if let Some(cap) = uploaded.get(&path) {
         return Ok(Source::Cap(cap.clone()));
     }
-    let f = tokio::fs::File::open(&path)
-        .await
-        .with_context(|| format!("cannot read {what}, {}", path.display()))?;
-    let len = f.metadata().await.ok().map(|m| m.len());
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let query = cairn_node::api::PutQuery {
+        name: path.file_name().map(|n| n.to_string_lossy().into_owned()),
+        ..Default::default()
+    };
     let outcome = api
-        .put(f, len, &[("name", name)])
+        .put_path(&path, &query)
         .await
         .with_context(|| format!("cannot store {what}, {}", path.display()))?;
     let cap = outcome["cap"]

@@ -14,7 +14,7 @@ mod size;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use cairn_node::Multiaddr;
 use clap::{Args, Parser, Subcommand};
 
@@ -405,35 +405,19 @@ async fn put(
     n: Option<u16>,
     segment_size: u64,
 ) -> Result<()> {
-    let mut query = vec![("segment_size", segment_size.to_string())];
-    if let Some(k) = k {
-        query.push(("k", k.to_string()));
-    }
-    if let Some(n) = n {
-        query.push(("n", n.to_string()));
-    }
+    let mut query = cairn_node::api::PutQuery {
+        k,
+        n,
+        segment_size: Some(segment_size),
+        ..Default::default()
+    };
     let outcome = if file == "-" {
         api.put(tokio::io::stdin(), None, &query).await?
     } else {
-        let f = tokio::fs::File::open(file)
-            .await
-            .with_context(|| format!("cannot read {file}"))?;
-        let meta = f
-            .metadata()
-            .await
-            .with_context(|| format!("cannot read {file}"))?;
-        if meta.is_dir() {
-            bail!("{file} is a directory; cairn put stores one file (or stdin with -)");
-        }
         if let Some(name) = std::path::Path::new(file).file_name() {
-            query.push(("name", name.to_string_lossy().into_owned()));
+            query.name = Some(name.to_string_lossy().into_owned());
         }
-        api.put(f, Some(meta.len()), &query).await.map_err(|e| {
-            match e.downcast::<api::ReadFailed>() {
-                Ok(r) => anyhow::anyhow!("cannot read {file}: {}; nothing was stored", r.0),
-                Err(e) => e,
-            }
-        })?
+        api.put_path(std::path::Path::new(file), &query).await?
     };
     let cap = outcome
         .get("cap")

@@ -272,3 +272,134 @@ fn output_into_a_closed_pipe_ends_quietly() {
     let cap = put(&node.info.api, &file, &["--k", "1", "--n", "1"]);
     run(&["get", &cap, "-o", "-"], &node.info.api);
 }
+
+fn local_info(api: &str) -> serde_json::Value {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let url = format!("{api}/v1/local");
+    rt.block_on(async { reqwest::get(url).await.unwrap().json().await.unwrap() })
+}
+
+#[test]
+fn regular_files_are_handed_to_the_node_and_others_are_streamed() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&dir.path().join("n0"), "1GiB", None);
+    let api = &node.info.api;
+    let info = local_info(api);
+    let socket = std::path::PathBuf::from(info["socket"].as_str().unwrap());
+    assert!(socket.starts_with(&node.info.data_dir), "{info}");
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "the socket is this user's only");
+    assert_eq!(info["puts"], 0);
+
+    let file = dir.path().join("f.bin");
+    let bytes = data(3 << 20, 11);
+    std::fs::write(&file, &bytes).unwrap();
+    let read_back = |cap: &str, name: &str| {
+        let out = dir.path().join(name);
+        ok(cairn(api, &["get", cap, "-o", out.to_str().unwrap()]));
+        assert!(std::fs::read(&out).unwrap() == bytes, "{name} differs");
+    };
+    // The CLI hands the open file over: the node counts a local put, and
+    // writes a get into the temporary file the CLI hands it.
+    let cap = put(api, &file, &[]);
+    assert_eq!(local_info(api)["puts"], 1);
+    read_back(&cap, "one");
+    assert_eq!(local_info(api)["gets"], 1);
+    // Stdout is written over HTTP.
+    let o = cairn(api, &["get", &cap, "-o", "-"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(o.stdout == bytes);
+    assert_eq!(local_info(api)["gets"], 1);
+    // A local get that fails leaves nothing behind.
+    let missing = cairn_core::ReadCap {
+        key: cairn_core::FileKey([7; 32]),
+        manifest: cairn_core::ManifestId([9; 32]),
+    }
+    .to_string();
+    let out = dir.path().join("missing");
+    let o = cairn(api, &["get", &missing, "-o", out.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(!stderr(&o).is_empty());
+    assert_eq!(local_info(api)["gets"], 2);
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".cairn-get-") || n == "missing")
+        .collect();
+    assert!(left.is_empty(), "a failed get left {left:?}");
+
+    // Told not to, it streams over HTTP, and so it does for stdin.
+    let o = std::process::Command::new(CAIRN)
+        .args(["put", file.to_str().unwrap()])
+        .env("CAIRN_API", api)
+        .env("CAIRN_NO_LOCAL_SOCKET", "1")
+        .output()
+        .unwrap();
+    let cap = ok(o).trim().to_string();
+    read_back(&cap, "two");
+    let cap = ok(cairn_stdin(api, &["put", "-"], &bytes))
+        .trim()
+        .to_string();
+    read_back(&cap, "three");
+    assert_eq!(local_info(api)["puts"], 1, "HTTP puts are not local ones");
+    let out = dir.path().join("by-http");
+    let o = std::process::Command::new(CAIRN)
+        .args(["get", &cap, "-o", out.to_str().unwrap()])
+        .env("CAIRN_API", api)
+        .env("CAIRN_NO_LOCAL_SOCKET", "1")
+        .output()
+        .unwrap();
+    ok(o);
+    assert!(std::fs::read(&out).unwrap() == bytes);
+    assert_eq!(local_info(api)["gets"], 4, "HTTP gets are not local ones");
+
+    // A node whose socket is gone still takes puts, over HTTP.
+    std::fs::remove_file(&socket).unwrap();
+    let cap = put(api, &file, &[]);
+    read_back(&cap, "four");
+    assert_eq!(local_info(api)["puts"], 1);
+}
+
+#[test]
+fn a_local_put_whose_caller_hangs_up_is_abandoned() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&dir.path().join("n0"), "8GiB", None);
+    let api = &node.info.api;
+    // Sparse: reads as zeros at once, takes no disk.
+    let big = dir.path().join("big.bin");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(4 << 30)
+        .unwrap();
+    let mut cli = std::process::Command::new(CAIRN)
+        .args(["put", big.to_str().unwrap(), "--api", api])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while local_info(api)["active"] != 1 {
+        assert!(Instant::now() < deadline, "the put never started");
+        assert!(cli.try_wait().unwrap().is_none(), "the put ended early");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    cli.kill().unwrap();
+    cli.wait().unwrap();
+    // The node notices the hang-up at once; the whole put would take far longer.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while local_info(api)["active"] != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the node kept reading for a caller that is gone"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let files: serde_json::Value =
+        serde_json::from_str(&ok(cairn(api, &["ls", "--json"]))).unwrap();
+    assert_eq!(files.as_array().unwrap().len(), 0, "{files}");
+}
