@@ -52,8 +52,11 @@ use cairn_core::record::{Genesis, Record, RecordId, SegmentInfo};
 pub const DEFAULT_LEASE_SECS: u64 = 90 * 24 * 3600;
 /// Copies of each manifest kept in the network.
 pub const MANIFEST_REPLICAS: usize = 5;
-/// Segments encoded and uploaded at once by a put.
-pub const PUT_PIPELINE: usize = 2;
+/// Segments encoded and uploaded at once by a put. With two, both tend to
+/// start and finish together, and the cores idle while the pair's last
+/// pieces are fsynced; a third keeps coding going (measured on the 12-node
+/// devnet: 3-16 % faster puts, for one more segment and its pieces in memory).
+pub const PUT_PIPELINE: usize = 3;
 /// Segments fetched and decoded at once by a get.
 pub const GET_PIPELINE: usize = 2;
 /// Piece requests beyond k kept in flight while fetching.
@@ -722,8 +725,8 @@ impl Client {
         // One code length for the whole file: decoding needs it, and the manifest has one.
         let coded = p.n + params::spares(p.n, available);
         // Segments are read one after another; up to PUT_PIPELINE of them are
-        // encoded and uploaded at once, so reading and coding the next overlaps
-        // the upload of this one. `buffered` keeps them in order.
+        // encoded and uploaded at once, so reading and coding one overlaps
+        // the upload of the others. `buffered` keeps them in order.
         let pool = self.buffers.clone();
         let reads = futures::stream::unfold(
             (input, None::<u8>, 0u64, false),
@@ -812,9 +815,9 @@ impl Client {
             })
             .collect();
         let signer = opts.owner.as_deref().unwrap_or(&self.key);
+        let tail = std::time::Instant::now();
         let record = Record::create(genesis, signer, assignments, expires_at)
             .map_err(|e| ClientError::Internal(format!("cannot build the repair record: {e}")))?;
-        self.put_record(&record).await?;
         let manifest = Manifest {
             file_id,
             size,
@@ -831,7 +834,14 @@ impl Client {
             segment_count(size, opts.segment_size)
         );
         let (sealed, manifest_id) = manifest.seal(&key)?;
-        self.put_manifest(manifest_id, Bytes::from(sealed)).await?;
+        // Record and manifest go out together: both are needed before the
+        // capability is handed out, and each costs a DHT walk. If one fails,
+        // the other is an orphan that expires with its lease.
+        tokio::try_join!(
+            self.put_record(&record),
+            self.put_manifest(manifest_id, Bytes::from(sealed)),
+        )?;
+        tracing::debug!(tail = ?tail.elapsed(), "record and manifest stored");
         let cap = ReadCap {
             key,
             manifest: manifest_id,
