@@ -1,26 +1,32 @@
-//! The local socket: `cairn put FILE` hands the node its open file instead
-//! of streaming the bytes over HTTP.
+//! The local socket: `cairn put FILE` hands the node its open file, and
+//! `cairn get CAP -o FILE` the temporary file to fill, instead of moving
+//! the bytes over HTTP.
 //!
 //! The node listens on `DATA_DIR/api.sock`, a Unix stream socket (mode
 //! 0600), and names it at `GET /v1/local`. A caller sends one request,
-//! `"CRNL" | version u16 | length u32 | JSON` ([`LocalRequest`]), with the open
-//! file in an `SCM_RIGHTS` control message. The node reads the file itself,
-//! straight into its segment buffers: one page-cache copy, instead of the
-//! CLI's read, two loopback socket copies and the HTTP framing (about a
-//! tenth of a put's CPU on a devnet, where every node shares the cores).
-//! Because the descriptor travels, not a path, the node reads only what the
+//! `"CRNL" | version u16 | length u32 | JSON` ([`LocalRequest`]: a put's
+//! parameters, or a get's capability), with the open file in an
+//! `SCM_RIGHTS` control message. The node reads a put's file straight into
+//! its segment buffers and writes a get's plaintext straight into the file:
+//! one page-cache copy, instead of the CLI's own read or write, two
+//! loopback socket copies and the HTTP framing (about a tenth of a put's
+//! CPU on a devnet, where every node shares the cores). Because the
+//! descriptor travels, not a path, the node reads and writes only what the
 //! caller could open itself.
 //!
-//! The node answers JSON lines ([`Event`]): `{"read": n}` while it reads,
-//! then `{"done": PutOutcome}`, `{"read_failed": "..."}` (nothing stored) or
-//! `{"error": "..."}`; `"busy"` if it serves as many callers as it takes. A caller that hangs up
-//! abandons the put, as a cut HTTP upload does; what was stored is left to
-//! garbage collection. Only regular files are taken: a read from a pipe can
-//! block a thread for good, so the CLI streams pipes and stdin over HTTP.
+//! The node answers JSON lines ([`Event`]): for a put `{"read": n}` while
+//! it reads, then `{"done": PutOutcome}`, `{"read_failed": "..."}`
+//! (nothing stored) or `{"error": "..."}`; for a get `{"header": ...}`,
+//! `{"written": n}` while it writes, then `{"got": n}` (the caller syncs
+//! and renames the file) or `{"error": "..."}`; `"busy"` if it serves as
+//! many callers as it takes. A caller that hangs up abandons the transfer,
+//! as a cut HTTP connection does; what a put stored is left to garbage
+//! collection. Only regular files are taken: a read from a pipe can block a
+//! thread for good, so the CLI streams pipes, stdin and stdout over HTTP.
 //!
-//! Bounds: 16 connections at once (more are closed at once), a request of at
+//! Bounds: 16 connections at once (more are told `busy`), a request of at
 //! most 64 KiB that must arrive within 10 s, and the API's transfer permits
-//! ([`crate::api::MAX_TRANSFERS`]) for the puts themselves.
+//! ([`crate::api::MAX_TRANSFERS`]) for the transfers themselves.
 
 use std::io::{IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
@@ -162,7 +168,7 @@ pub fn bind(dir: &Path) -> std::io::Result<Option<(UnixListener, Arc<LocalSocket
     )))
 }
 
-/// Serves puts on `listener` until the task is dropped.
+/// Serves puts and gets on `listener` until the task is dropped.
 pub async fn serve(listener: UnixListener, socket: Arc<LocalSocket>, state: ApiState) {
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
@@ -188,7 +194,7 @@ pub async fn serve(listener: UnixListener, socket: Arc<LocalSocket>, state: ApiS
     }
 }
 
-/// Counts a running put; uncounts it however the put ends.
+/// Counts a running transfer; uncounts it however the transfer ends.
 struct Active<'a>(&'a AtomicU64);
 
 impl<'a> Active<'a> {

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::harness::{Devnet, Node, cairn, ok, stderr};
+use crate::harness::{Devnet, Node, cairn, get_json, ok, stderr};
 
 /// Upper-cases stdin to stdout, 4 KiB at a time.
 const UPPER: &str = r#"
@@ -137,14 +137,6 @@ const COUNT: &str = r#"
 fn write_wasm(dir: &Path, name: &str, wat: &str) {
     let bytes = wat::parse_str(wat).unwrap();
     std::fs::write(dir.join(name), bytes).unwrap();
-}
-
-fn get_json(url: &str) -> serde_json::Value {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async { reqwest::get(url).await.unwrap().json().await.unwrap() })
 }
 
 /// Submits a job file; returns the job id.

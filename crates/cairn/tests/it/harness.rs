@@ -348,6 +348,15 @@ pub fn data(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
+/// GETs `url` and parses its JSON.
+pub fn get_json(url: &str) -> serde_json::Value {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async { reqwest::get(url).await.unwrap().json().await.unwrap() })
+}
+
 pub fn steward_json(api: &str) -> serde_json::Value {
     serde_json::from_str(&ok(cairn(api, &["node", "score", "--json"]))).unwrap()
 }

@@ -274,12 +274,7 @@ fn output_into_a_closed_pipe_ends_quietly() {
 }
 
 fn local_info(api: &str) -> serde_json::Value {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let url = format!("{api}/v1/local");
-    rt.block_on(async { reqwest::get(url).await.unwrap().json().await.unwrap() })
+    get_json(&format!("{api}/v1/local"))
 }
 
 #[test]
