@@ -8,7 +8,7 @@
 //! | `GET /v1/status` | | [`StatusReport`] |
 //! | `GET /v1/files` | | `[FileRecord]` |
 //! | `POST /v1/put?k=&n=&segment_size=&name=&lease_secs=&catalog=` | the raw file, streamed | [`PutOutcome`] |
-//! | `GET /v1/local` | | [`LocalInfo`]: the local socket a regular file's put can hand its open file to ([`crate::local`]); 404 if none |
+//! | `GET /v1/local` | | [`LocalInfo`]: the local socket a put or get of a regular file can hand the open file to ([`crate::local`]); 404 if none |
 //! | `POST /v1/get` | `{"cap": "cairn:…", "start"?: n, "end"?: n}` | a framed stream of bytes `[start, end)`, see below |
 //! | `POST /v1/stat` | `{"cap": "cairn:…"}` | [`StatReport`] |
 //! | `POST /v1/renew` | `{"cap": "cairn:…", "lease_secs"?: n}` | `{"expires_at": n}` |
@@ -485,7 +485,7 @@ async fn local_info(State(s): State<ApiState>) -> Result<impl IntoResponse, ApiE
     let socket = s.local.as_ref().ok_or_else(|| {
         ApiError(
             StatusCode::NOT_FOUND,
-            "this node has no local socket; put over HTTP".into(),
+            "this node has no local socket; use HTTP".into(),
         )
     })?;
     Ok(Json(socket.info()))

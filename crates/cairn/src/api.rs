@@ -221,17 +221,14 @@ impl Api {
     /// ([`cairn_node::local`]), so the node reads it itself; `None` if the
     /// node has no socket this process can use (an older or a remote node, a
     /// busy socket), and nothing was sent.
-    pub async fn put_local(
+    async fn put_local(
         &self,
         file: &std::fs::File,
         total: u64,
         query: &PutQuery,
     ) -> Result<Option<serde_json::Value>> {
-        let Some(socket) = self.local_socket().await else {
-            return Ok(None);
-        };
         let request = local::LocalRequest::Put(query.clone());
-        let Ok(mut put) = local::LocalCall::start(&socket, file, &request).await else {
+        let Some(mut put) = self.local_call(file, &request).await else {
             return Ok(None);
         };
         let pb = progress(Some(total));
@@ -257,9 +254,14 @@ impl Api {
         outcome
     }
 
-    /// The node's local socket, if it has one this process may use. Any
-    /// failure to learn it leaves the answer to HTTP.
-    async fn local_socket(&self) -> Option<std::path::PathBuf> {
+    /// `request` with `file`, sent on the node's local socket; `None`, with
+    /// nothing sent, if the node has none this process may use (any failure
+    /// to learn or reach it leaves the answer to HTTP).
+    async fn local_call(
+        &self,
+        file: &std::fs::File,
+        request: &local::LocalRequest,
+    ) -> Option<local::LocalCall> {
         if std::env::var_os("CAIRN_NO_LOCAL_SOCKET").is_some() {
             return None;
         }
@@ -268,7 +270,12 @@ impl Api {
             return None;
         }
         let info = resp.json::<local::LocalInfo>().await.ok()?;
-        (info.version == local::VERSION).then_some(info.socket)
+        if info.version != local::VERSION {
+            return None;
+        }
+        local::LocalCall::start(&info.socket, file, request)
+            .await
+            .ok()
     }
 
     /// Has the node write the file `cap` names into `file` (a fresh
@@ -276,11 +283,8 @@ impl Api {
     /// `None` if the node has no socket this process can use, and nothing
     /// was written.
     async fn get_local(&self, file: &std::fs::File, cap: &str) -> Result<Option<u64>> {
-        let Some(socket) = self.local_socket().await else {
-            return Ok(None);
-        };
         let request = local::LocalRequest::Get { cap: cap.into() };
-        let Ok(mut get) = local::LocalCall::start(&socket, file, &request).await else {
+        let Some(mut get) = self.local_call(file, &request).await else {
             return Ok(None);
         };
         let mut pb: Option<ProgressBar> = None;

@@ -52,6 +52,10 @@ enum Command {
         command: NodeCommand,
     },
     /// Store a file (or stdin with `-`); prints its capability on stdout.
+    ///
+    /// A regular file is handed to a node on this machine through its local
+    /// socket and the node reads it itself; stdin, a remote node, or
+    /// CAIRN_NO_LOCAL_SOCKET=1 send the bytes over HTTP.
     Put {
         /// The file, or `-` for stdin.
         file: String,
@@ -68,6 +72,10 @@ enum Command {
         api: ApiArg,
     },
     /// Read a file back by its capability.
+    ///
+    /// A file output is written through a temporary file, renamed onto it
+    /// once complete; a node on this machine fills it itself through its
+    /// local socket (unless CAIRN_NO_LOCAL_SOCKET=1). Stdout goes over HTTP.
     Get {
         /// The `cairn:` capability.
         cap: String,
