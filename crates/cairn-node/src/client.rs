@@ -1065,7 +1065,7 @@ impl Client {
     /// lookup when the holders it names cannot rebuild a segment: a copy
     /// read in the last [`crate::manifests::TTL`] is reused (see
     /// [`crate::manifests`]), and the record comes from the first steward
-    /// that answers ([`Self::record_for_read`]).
+    /// that answers (`record_for_read`).
     pub async fn manifest_for_read(&self, cap: &ReadCap) -> Result<Manifest, ClientError> {
         let hit = self
             .manifests

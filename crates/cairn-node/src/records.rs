@@ -77,10 +77,17 @@ impl RecordStore {
         let Some(v) = t.get(&id.0).map_err(db_err)? else {
             return Ok(None);
         };
-        // Records were checked on the way in; the owner is always trusted and
-        // stewards were authorised then.
-        let record = Record::decode(v.value(), Some(*id), &cairn_core::record::AnyAuthor)?;
+        // Records were checked on the way in (signatures, authors): only
+        // their format is checked again.
+        let record = Record::decode_kept(v.value(), Some(*id))?;
         Ok(Some(record))
+    }
+
+    /// The record with this id as kept (encoded), to send as it is.
+    pub fn get_encoded(&self, id: &RecordId) -> Result<Option<Vec<u8>>, RecordStoreError> {
+        let tx = self.db.begin_read().map_err(db_err)?;
+        let t = tx.open_table(RECORDS).map_err(db_err)?;
+        Ok(t.get(&id.0).map_err(db_err)?.map(|v| v.value().to_vec()))
     }
 
     /// Merges `record` into the stored copy (or stores it).
@@ -98,8 +105,7 @@ impl RecordStore {
             let existing = t.get(&id.0).map_err(db_err)?.map(|v| v.value().to_vec());
             match existing {
                 Some(bytes) => {
-                    let mut mine =
-                        Record::decode(&bytes, Some(id), &cairn_core::record::AnyAuthor)?;
+                    let mut mine = Record::decode_kept(&bytes, Some(id))?;
                     match mine.merge(record, authority)? {
                         Merged::Stale => (Stored::Stale, mine),
                         Merged::Changed => {

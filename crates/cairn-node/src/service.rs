@@ -208,10 +208,10 @@ pub fn handle(ctx: &Ctx, peer: PeerId, request: Request, authors: &HashSet<Publi
                 _ => Response::error(ErrorCode::NotFound, "this node has not audited that peer"),
             }
         }
-        RequestHeader::GetRepair { id } => match ctx.records.get(&id) {
-            Ok(Some(r)) => Response {
+        RequestHeader::GetRepair { id } => match ctx.records.get_encoded(&id) {
+            Ok(Some(bytes)) => Response {
                 header: ResponseHeader::Data,
-                body: r.encode().into(),
+                body: bytes.into(),
             },
             Ok(None) => Response::error(ErrorCode::NotFound, format!("no repair record {id} here")),
             Err(e) => Response::error(ErrorCode::Internal, e.to_string()),

@@ -7,8 +7,14 @@
 //!
 //! 1. **Still mine?** The [`STEWARDS`] peers closest to the record id (by
 //!    the DHT's metric) are its stewards. A node that is no longer among them
-//!    hands the record to those that are and forgets it.
-//! 2. **Liveness.** Each holder is asked which of its pieces it has (`Has`);
+//!    hands the record to those that are and forgets it. The set a DHT walk
+//!    found is reused for ten minutes while the routing table knows
+//!    nobody closer and every steward answers: a walk is several requests
+//!    and a routing-table scan on every peer asked, once per record per
+//!    pass was most of an idle network's CPU.
+//! 2. **Liveness.** Each holder is asked which of its pieces it has (`Has`),
+//!    once per group of records (all its pieces of the group in one
+//!    request), not once per record;
 //!    an answer or its absence feeds that holder's
 //!    [`cairn_core::liveness::Liveness`]. A holder unreachable longer than
 //!    [`StewardConfig::grace`] counts as lost for repair; one that comes
@@ -58,6 +64,7 @@ use cairn_core::repair::{self, RepairPolicy, RepairQueue, TokenBucket, repairer}
 use cairn_core::score::{AuditOutcome, Reputation, ScoreParams};
 use cairn_core::suspicion::{self, Suspects};
 use cairn_net::libp2p::PeerId;
+use cairn_net::protocol::MAX_HAS_IDS;
 use cairn_net::{ErrorCode, Request, RequestHeader, ResponseHeader};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -86,6 +93,18 @@ const STORE_TIMEOUT: Duration = Duration::from_secs(15);
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Holders probed at once.
 const PROBE_CONCURRENCY: usize = 8;
+/// Records whose holders are probed together, at most.
+const GROUP_RECORDS: usize = 256;
+/// Pieces of the records probed together: once a group has this many it
+/// is probed (a group holds its records in memory).
+const GROUP_PIECES: usize = 32_768;
+/// How long a steward set found by a DHT walk is trusted. Until then the
+/// routing table (asked for free) catches a closer newcomer and a steward
+/// that stops answering drops the set, so the walk is only for what the
+/// routing table cannot know.
+const STEWARDS_TTL: Duration = Duration::from_secs(600);
+/// Steward sets remembered at most.
+const MAX_CACHED_SETS: usize = 65_536;
 /// Default mean time between audits of one holder by one steward: ten
 /// minutes. An audit costs the holder a 16 KiB read, the piece's outboard
 /// and about 0.1 ms of CPU (BENCHMARKS.md).
@@ -166,6 +185,14 @@ pub struct StewardView {
     pub queued: usize,
     /// Audits run since start.
     pub audits: u64,
+    /// Passes over the records since this process started.
+    pub passes: u64,
+    /// DHT walks to find records' stewards since this process started
+    /// (a found set is reused while the routing table agrees with it).
+    pub lookups: u64,
+    /// Liveness probes (`Has` requests) sent since this process started:
+    /// one per holder per group of records, not one per record.
+    pub probes: u64,
     /// Recent failed audits as hex-encoded signed evidence.
     pub evidence: Vec<String>,
     /// Holders caught failing audits in the last day, by this steward or
@@ -231,6 +258,107 @@ pub struct Steward {
     forgotten: Vec<PeerId>,
     /// Evidence gathered since the last save.
     fresh_evidence: Vec<AuditEvidence>,
+    /// Steward sets found lately.
+    cache: StewardCache,
+    /// DHT walks for stewards since start.
+    lookups: u64,
+    /// `Has` requests sent since start.
+    probes: u64,
+    /// Passes finished since start.
+    passes: u64,
+}
+
+/// A record between the two halves of its tending: its fellow stewards
+/// were asked for their copies, its holders not yet.
+struct Tending {
+    id: RecordId,
+    record: Record,
+    authors: HashSet<PublicKey>,
+    /// The other stewards.
+    others: Vec<PeerId>,
+    /// The stewards that answered, this node first.
+    live_stewards: Vec<PeerId>,
+    /// Stewards whose copy lacks something this one has.
+    behind: Vec<PeerId>,
+}
+
+impl Tending {
+    fn pieces(&self) -> usize {
+        let segments = self.record.genesis().segments.len() as u32;
+        (0..segments).map(|s| self.record.holders(s).count()).sum()
+    }
+}
+
+/// What probing a group found for one record: the changes it needs and
+/// the evidence of failed audits, by segment and index.
+type Found = (Vec<Change>, Vec<(u32, u16, AuditEvidence)>);
+
+/// One holder's probe (and audit, if it was due).
+struct Probed {
+    peer: PeerId,
+    /// Its pieces of the group: (record, segment, index).
+    pieces: Vec<(usize, u32, u16)>,
+    /// Which of them it has, and the round trip.
+    has: Option<(Vec<bool>, Option<u32>)>,
+    /// The piece audited if it was due.
+    pick: (usize, u32, u16),
+    challenge: Challenge,
+    root: [u8; 32],
+    size: u64,
+    audit: Option<Audit>,
+}
+
+/// Steward sets found by DHT walks. Without it a pass walks the DHT once
+/// per record: each walk is several requests, and a routing-table scan on
+/// every peer it asks (an idle 12-node devnet with 150 records, a pass
+/// every 5 s, spent both its cores on steward passes).
+#[derive(Default)]
+struct StewardCache {
+    sets: HashMap<RecordId, (Vec<PeerId>, Instant)>,
+}
+
+impl StewardCache {
+    /// The set found for `id`, unless it is older than [`STEWARDS_TTL`]
+    /// or `local` (the routing table's closest peers) has someone closer.
+    fn get(&self, id: &RecordId, local: &[PeerId], now: Instant) -> Option<Vec<PeerId>> {
+        let (set, at) = self.sets.get(id)?;
+        if now.saturating_duration_since(*at) >= STEWARDS_TTL {
+            return None;
+        }
+        still_stewards(id, set, local).then(|| set.clone())
+    }
+
+    fn put(&mut self, id: RecordId, set: Vec<PeerId>, now: Instant) {
+        if self.sets.len() >= MAX_CACHED_SETS
+            && !self.sets.contains_key(&id)
+            && let Some(old) = self.sets.keys().next().copied()
+        {
+            self.sets.remove(&old);
+        }
+        self.sets.insert(id, (set, now));
+    }
+
+    fn forget(&mut self, id: &RecordId) {
+        self.sets.remove(id);
+    }
+
+    /// Drops expired sets (of records since handed over or deleted too).
+    fn expire(&mut self, now: Instant) {
+        self.sets
+            .retain(|_, (_, at)| now.saturating_duration_since(*at) < STEWARDS_TTL);
+    }
+}
+
+/// Whether `cached`, the stewards of `id` found earlier, still are, given
+/// `local`, the peers the routing table knows closest to it: none of those
+/// is closer than one of them (and the set is not short of one).
+fn still_stewards(id: &RecordId, cached: &[PeerId], local: &[PeerId]) -> bool {
+    let all: Vec<Vec<u8>> = cached.iter().chain(local).map(|p| p.to_bytes()).collect();
+    let best = repair::stewards(id, &all, STEWARDS);
+    best.len() == cached.len()
+        && best
+            .iter()
+            .all(|b| cached.iter().any(|c| c.to_bytes().as_slice() == *b))
 }
 
 /// Milliseconds since the steward started (the bandwidth bucket's clock).
@@ -276,6 +404,10 @@ impl Steward {
             dirty: HashSet::new(),
             forgotten: Vec::new(),
             fresh_evidence: Vec::new(),
+            cache: StewardCache::default(),
+            lookups: 0,
+            probes: 0,
+            passes: 0,
         }
     }
 
@@ -328,6 +460,13 @@ impl Steward {
     }
 
     /// One pass over the records, then the repair queue.
+    ///
+    /// Records are tended in groups: each record's stewards are found and
+    /// asked for their copies one record at a time, then every holder of
+    /// the group is probed (and audited if due) once, with all its pieces
+    /// of the group in one `Has`, then each record takes what was found.
+    /// A holder of many records costs one request per group, not one per
+    /// record.
     pub async fn pass(&mut self) {
         let ids = match self.records.ids() {
             Ok(ids) => ids,
@@ -336,14 +475,42 @@ impl Steward {
                 return;
             }
         };
+        self.cache.expire(Instant::now());
+        let mut group = Vec::new();
+        let mut pieces = 0;
         for id in self.next_batch(ids) {
-            if let Err(e) = self.tend(id).await {
-                tracing::warn!(record = %id, "steward pass: {e}");
+            match self.gather(id).await {
+                Ok(Some(t)) => {
+                    pieces += t.pieces();
+                    group.push(t);
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(record = %id, "steward pass: {e}"),
+            }
+            if group.len() >= GROUP_RECORDS || pieces >= GROUP_PIECES {
+                self.tend_group(std::mem::take(&mut group)).await;
+                pieces = 0;
             }
         }
+        if !group.is_empty() {
+            self.tend_group(group).await;
+        }
+        self.passes += 1;
         self.drain().await;
         self.publish();
         self.save().await;
+    }
+
+    /// Probes the holders of `group` and settles each record.
+    async fn tend_group(&mut self, group: Vec<Tending>) {
+        let now = now_secs();
+        let found = self.check_holders(&group, now).await;
+        for (t, (changes, evidence)) in group.into_iter().zip(found) {
+            let id = t.id;
+            if let Err(e) = self.settle(t, changes, evidence, now).await {
+                tracing::warn!(record = %id, "steward pass: {e}");
+            }
+        }
     }
 
     /// The records this pass tends: at most `max_records`, starting after
@@ -458,29 +625,47 @@ impl Steward {
         }
     }
 
-    /// The current stewards of `id` (this node included if it is one).
-    async fn stewards(&self, id: &RecordId) -> Vec<PeerId> {
+    /// The current stewards of `id` (this node included if it is one):
+    /// the set a DHT walk found lately, while the routing table knows
+    /// nobody closer; else a fresh walk.
+    async fn stewards(&mut self, id: &RecordId) -> Vec<PeerId> {
+        let me = self.net.local_peer_id();
+        let mut local = self.net.closest_local(&id.0, STEWARDS).await;
+        local.push(me);
+        let now = Instant::now();
+        if let Some(set) = self.cache.get(id, &local, now) {
+            return set;
+        }
+        self.lookups += 1;
         let mut peers = self.closest(&id.0, STEWARDS).await;
-        peers.push(self.net.local_peer_id());
+        // The routing table's own candidates too: a walk that missed one
+        // of them would otherwise be redone at every pass.
+        peers.extend(local);
         let bytes: Vec<Vec<u8>> = peers.iter().map(|p| p.to_bytes()).collect();
-        repair::stewards(id, &bytes, STEWARDS)
+        let set: Vec<PeerId> = repair::stewards(id, &bytes, STEWARDS)
             .into_iter()
             .filter_map(peer_of)
-            .collect()
+            .collect();
+        self.cache.put(*id, set.clone(), now);
+        set
     }
 
-    async fn tend(&mut self, id: RecordId) -> Result<(), String> {
+    /// The first half of tending a record: is this node still one of its
+    /// stewards (else hand it over), and what do the other stewards have
+    /// (merged in). `None` if there is nothing more to do with it.
+    async fn gather(&mut self, id: RecordId) -> Result<Option<Tending>, String> {
         let Some(mut record) = self.records.get(&id).map_err(|e| e.to_string())? else {
-            return Ok(());
+            return Ok(None);
         };
         let me = self.net.local_peer_id();
         let stewards = self.stewards(&id).await;
         if !stewards.contains(&me) {
             // Hand over: keep it until at least one current steward has it.
+            self.cache.forget(&id);
             if self.push(&record, &stewards).await > 0 {
                 let _ = self.records.remove(&id);
             }
-            return Ok(());
+            return Ok(None);
         }
         // Anti-entropy: fetch the other stewards' copies and merge them. Who
         // answers is also who is alive to share the repair work.
@@ -503,26 +688,46 @@ impl Steward {
             }
         }))
         .await;
+        // A copy with the very bytes of this one (records encode
+        // canonically) is neither decoded nor merged: its signatures were
+        // checked when this node kept them.
+        let mine = record.encode();
         let mut live_stewards = vec![me];
-        let mut behind = Vec::new();
+        let mut same = Vec::new();
+        let mut theirs = Vec::new();
         let mut merged_in = false;
         for (peer, alive, body) in copies {
             if alive {
                 live_stewards.push(peer);
             }
+            if body.as_deref() == Some(mine.as_slice()) {
+                same.push(peer);
+                continue;
+            }
             match body.and_then(|b| Record::decode(&b, Some(id), &authority).ok()) {
-                Some(theirs) => {
-                    if record.merge(&theirs, &authority) == Ok(cairn_core::record::Merged::Changed)
-                    {
+                Some(copy) => {
+                    if record.merge(&copy, &authority) == Ok(cairn_core::record::Merged::Changed) {
                         merged_in = true;
                     }
-                    if theirs != record {
-                        behind.push(peer);
-                    }
+                    theirs.push((peer, Some(copy)));
                 }
-                None if alive => behind.push(peer),
+                None if alive => theirs.push((peer, None)),
                 None => {}
             }
+        }
+        // Behind: those that lack something the merged record has.
+        let mut behind: Vec<PeerId> = theirs
+            .into_iter()
+            .filter(|(_, copy)| copy.as_ref() != Some(&record))
+            .map(|(peer, _)| peer)
+            .collect();
+        if merged_in {
+            behind.extend(same);
+        }
+        if live_stewards.len() <= others.len() {
+            // A steward is gone: walk again at the next pass, someone else
+            // may have taken its place.
+            self.cache.forget(&id);
         }
         if merged_in {
             record = self
@@ -537,10 +742,38 @@ impl Steward {
             if merged_in {
                 self.sync_holders(&record).await;
             }
-            return Ok(());
+            return Ok(None);
         }
-        let now = now_secs();
-        let (changes, evidence) = self.check_holders(&record, now).await;
+        Ok(Some(Tending {
+            id,
+            record,
+            authors,
+            others,
+            live_stewards,
+            behind,
+        }))
+    }
+
+    /// The second half: records what the holders' probes and audits found,
+    /// shares the evidence, queues the repairs this steward does and
+    /// spreads a changed record.
+    async fn settle(
+        &mut self,
+        t: Tending,
+        changes: Vec<Change>,
+        evidence: Vec<(u32, u16, AuditEvidence)>,
+        now: u64,
+    ) -> Result<(), String> {
+        let Tending {
+            id,
+            mut record,
+            authors,
+            others,
+            live_stewards,
+            behind,
+        } = t;
+        let authority = |k: &PublicKey| authors.contains(k);
+        let me = self.net.local_peer_id();
         if !evidence.is_empty() {
             // Only those that answered this pass: a dead steward would hold
             // the pass up for the request's timeout.
@@ -576,22 +809,23 @@ impl Steward {
         Ok(())
     }
 
-    /// Probes every holder of `record` and audits those that are due;
-    /// returns the changes the record needs (pieces proven missing or
+    /// Probes every holder of the `group`'s records once, all its pieces
+    /// of the group in one `Has` (or a few, [`MAX_HAS_IDS`] each), and
+    /// audits those that are due through one random piece of theirs;
+    /// returns, per record, the changes it needs (pieces proven missing or
     /// damaged) and the evidence of those failures, for the other stewards.
-    async fn check_holders(
-        &mut self,
-        record: &Record,
-        now: u64,
-    ) -> (Vec<Change>, Vec<(u32, u16, AuditEvidence)>) {
-        let g = record.genesis();
-        let mut by_holder: BTreeMap<Vec<u8>, Vec<(u32, u16)>> = BTreeMap::new();
-        for segment in 0..g.segments.len() as u32 {
-            for (index, holder) in record.holders(segment) {
-                by_holder
-                    .entry(holder.to_vec())
-                    .or_default()
-                    .push((segment, index));
+    async fn check_holders(&mut self, group: &[Tending], now: u64) -> Vec<Found> {
+        // Holder -> its pieces in the group: (record, segment, index).
+        let mut by_holder: BTreeMap<Vec<u8>, Vec<(usize, u32, u16)>> = BTreeMap::new();
+        for (r, t) in group.iter().enumerate() {
+            let g = t.record.genesis();
+            for segment in 0..g.segments.len() as u32 {
+                for (index, holder) in t.record.holders(segment) {
+                    by_holder
+                        .entry(holder.to_vec())
+                        .or_default()
+                        .push((r, segment, index));
+                }
             }
         }
         let me = self.net.local_peer_id();
@@ -601,10 +835,14 @@ impl Steward {
             let Some(peer) = peer_of(&holder) else {
                 continue;
             };
-            let ids: Vec<PieceId> = pieces.iter().map(|&(s, i)| g.piece_id(s, i)).collect();
-            // One random piece is audited each pass.
-            let pick = rand::random::<u64>() as usize % pieces.len();
-            let (s, i) = pieces[pick];
+            let ids: Vec<PieceId> = pieces
+                .iter()
+                .map(|&(r, s, i)| group[r].record.genesis().piece_id(s, i))
+                .collect();
+            // One random piece is audited when the holder is due.
+            let pick = pieces[rand::random::<u64>() as usize % pieces.len()];
+            let (r, s, i) = pick;
+            let g = group[r].record.genesis();
             let size = g
                 .segments
                 .get(s as usize)
@@ -613,36 +851,38 @@ impl Steward {
             let root = g.piece_hash(s, i).unwrap_or([0; 32]);
             let challenge = Challenge::random(g.piece_id(s, i));
             let due = peer != me && self.audit_due(peer);
+            if peer != me {
+                self.probes += ids.len().div_ceil(MAX_HAS_IDS) as u64;
+            }
             let net = self.net.clone();
             let store = self.client.store().clone();
             probes.push(async move {
                 // This node holds pieces too; it does not audit itself
                 // (the other stewards do) and reads its own index directly.
-                if peer == me {
-                    let has = tokio::task::spawn_blocking(move || {
-                        ids.iter()
-                            .map(|id| store.has(id).unwrap_or(false))
-                            .collect()
+                let has = if peer == me {
+                    tokio::task::spawn_blocking(move || {
+                        let has = ids.iter().map(|id| store.has(id).unwrap_or(false));
+                        (has.collect(), None)
                     })
                     .await
-                    .ok();
-                    return (
-                        peer,
-                        pieces,
-                        has.map(|h| (h, None)),
-                        (s, i),
-                        challenge,
-                        root,
-                        size,
-                        None,
-                    );
-                }
-                let has = probe(&net, peer, ids).await;
+                    .ok()
+                } else {
+                    probe(&net, peer, ids).await
+                };
                 let audit = match &has {
                     Some(_) if due => Some(audit(&net, peer, challenge, root, size).await),
                     _ => None,
                 };
-                (peer, pieces, has, (s, i), challenge, root, size, audit)
+                Probed {
+                    peer,
+                    pieces,
+                    has,
+                    pick,
+                    challenge,
+                    root,
+                    size,
+                    audit,
+                }
             });
             if probes.len() >= PROBE_CONCURRENCY
                 && let Some(r) = probes.next().await
@@ -653,40 +893,39 @@ impl Steward {
         while let Some(r) = probes.next().await {
             results.push(r);
         }
-        let mut changes = Vec::new();
-        let mut shared = Vec::new();
-        for (peer, pieces, has, (s, i), challenge, root, size, audit) in results {
+        let mut found: Vec<Found> = group.iter().map(|_| Found::default()).collect();
+        for p in results {
             let params = self.live.clone();
-            let holder = self.holder(peer);
-            match &has {
+            let holder = self.holder(p.peer);
+            match &p.has {
                 Some((_, rtt)) => holder.liveness.answered(&params, now, *rtt),
                 None => holder.liveness.missed(&params, now),
             }
             // The holder's own word that it lacks a piece.
-            if let Some((has, _)) = has {
-                for (&(seg, idx), there) in pieces.iter().zip(has) {
+            if let Some((has, _)) = &p.has {
+                for (&(r, segment, index), there) in p.pieces.iter().zip(has) {
                     if !there {
-                        tracing::info!(%peer, segment = seg, index = idx, "holder says it lacks a piece");
-                        changes.push(Change::Unassign {
-                            segment: seg,
-                            index: idx,
-                        });
+                        tracing::info!(peer = %p.peer, segment, index, "holder says it lacks a piece");
+                        found[r].0.push(Change::Unassign { segment, index });
                     }
                 }
             }
-            let Some(outcome) = audit else { continue };
+            let Some(outcome) = p.audit else { continue };
+            let (r, s, i) = p.pick;
             self.audits += 1;
             let scores = self.scores.clone();
-            let holder = self.holder(peer);
-            let piece = challenge.piece;
+            let holder = self.holder(p.peer);
+            let piece = p.challenge.piece;
             let recorded = holder
                 .score
                 .record(&scores, now, outcome.outcome(), Some(piece));
             if recorded.disqualified {
-                tracing::warn!(%peer, "holder disqualified by audits");
+                tracing::warn!(peer = %p.peer, "holder disqualified by audits");
             }
-            if let Some(evidence) = outcome.evidence(&self.key, peer, challenge, root, size, now) {
-                tracing::info!(%peer, piece = %piece, "audit failed: {:?}", outcome.outcome());
+            if let Some(evidence) =
+                outcome.evidence(&self.key, p.peer, p.challenge, p.root, p.size, now)
+            {
+                tracing::info!(peer = %p.peer, piece = %piece, "audit failed: {:?}", outcome.outcome());
                 if self.evidence.len() >= MAX_EVIDENCE {
                     self.evidence.pop_front();
                 }
@@ -696,7 +935,7 @@ impl Steward {
                     if let Ok(mut suspects) = self.suspects.lock() {
                         suspects.report(evidence.holder, self.key.public(), evidence.at, now);
                     }
-                    shared.push((s, i, evidence));
+                    found[r].1.push((s, i, evidence));
                 }
             }
             if matches!(outcome, Audit::Missing | Audit::Wrong(_)) {
@@ -704,12 +943,12 @@ impl Steward {
                     segment: s,
                     index: i,
                 };
-                if !changes.contains(&unassign) {
-                    changes.push(unassign);
+                if !found[r].0.contains(&unassign) {
+                    found[r].0.push(unassign);
                 }
             }
         }
-        (changes, shared)
+        found
     }
 
     /// Sends evidence of failed audits to the record's other stewards, so
@@ -1069,6 +1308,9 @@ impl Steward {
             pieces_rebuilt: self.rebuilt,
             queued: self.queue.len(),
             audits: self.audits,
+            passes: self.passes,
+            lookups: self.lookups,
+            probes: self.probes,
             evidence: self
                 .evidence
                 .iter()
@@ -1134,26 +1376,36 @@ impl Audit {
 
 /// Which of `ids` `peer` holds and how long it took to say so (the
 /// round trip placement prefers short); `None` if it does not answer.
+/// More than [`MAX_HAS_IDS`] ids go in several requests, one after the
+/// other; the round trip is the first one's.
 async fn probe(
     net: &NetHandle,
     peer: PeerId,
     ids: Vec<PieceId>,
 ) -> Option<(Vec<bool>, Option<u32>)> {
-    let request = Request {
-        header: RequestHeader::Has { ids },
-        body: Bytes::new(),
-    };
-    let started = Instant::now();
-    match net.request(peer, request, PROBE_TIMEOUT).await {
-        Ok(r) => match r.header {
-            ResponseHeader::Has(v) => {
-                let rtt = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);
-                Some((v, Some(rtt)))
-            }
-            _ => None,
-        },
-        Err(_) => None,
+    let mut all = Vec::with_capacity(ids.len());
+    let mut first_rtt = None;
+    for chunk in ids.chunks(MAX_HAS_IDS) {
+        let request = Request {
+            header: RequestHeader::Has {
+                ids: chunk.to_vec(),
+            },
+            body: Bytes::new(),
+        };
+        let started = Instant::now();
+        let answer = net.request(peer, request, PROBE_TIMEOUT).await.ok()?;
+        let ResponseHeader::Has(v) = answer.header else {
+            return None;
+        };
+        if v.len() != chunk.len() {
+            // A lying or broken holder: not an answer.
+            return None;
+        }
+        let rtt = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);
+        first_rtt.get_or_insert(rtt);
+        all.extend(v);
     }
+    Some((all, first_rtt))
 }
 
 /// Challenges `peer` for one chunk group of a piece.
@@ -1191,5 +1443,66 @@ async fn audit(
             _ => Audit::Timeout(started.elapsed().as_secs()),
         },
         Err(_) => Audit::Timeout(started.elapsed().as_secs()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Eight peers, sorted by distance to `id` (closest first).
+    fn ranked(id: &RecordId) -> Vec<PeerId> {
+        let peers: Vec<PeerId> = (0..8).map(|_| PeerId::random()).collect();
+        let bytes: Vec<Vec<u8>> = peers.iter().map(|p| p.to_bytes()).collect();
+        repair::stewards(id, &bytes, bytes.len())
+            .into_iter()
+            .filter_map(peer_of)
+            .collect()
+    }
+
+    #[test]
+    fn a_steward_set_stands_until_the_routing_table_knows_someone_closer() {
+        let id = RecordId([7; 32]);
+        let peers = ranked(&id);
+        let best = peers[..STEWARDS].to_vec();
+        // The routing table knows the same peers, some of them, or farther ones.
+        assert!(still_stewards(&id, &best, &best));
+        assert!(still_stewards(&id, &best, &peers[3..]));
+        assert!(still_stewards(&id, &best, &[]));
+        // A set missing the closest peer, which the routing table now knows.
+        let stale = peers[1..=STEWARDS].to_vec();
+        assert!(still_stewards(&id, &stale, &peers[2..]));
+        assert!(!still_stewards(&id, &stale, &peers[..1]));
+        // A small network's short set, and a newcomer: walk again.
+        let short = peers[..3].to_vec();
+        assert!(still_stewards(&id, &short, &peers[..2]));
+        assert!(!still_stewards(&id, &short, &peers[7..]));
+    }
+
+    #[test]
+    fn found_sets_expire_and_a_forgotten_one_is_walked_again() {
+        let id = RecordId([1; 32]);
+        let set = ranked(&id)[..STEWARDS].to_vec();
+        let t0 = Instant::now();
+        let mut cache = StewardCache::default();
+        cache.put(id, set.clone(), t0);
+        assert_eq!(
+            cache.get(&id, &set, t0 + STEWARDS_TTL / 2),
+            Some(set.clone())
+        );
+        assert_eq!(cache.get(&id, &set, t0 + STEWARDS_TTL), None);
+        assert_eq!(cache.get(&RecordId([2; 32]), &set, t0), None);
+        cache.forget(&id);
+        assert_eq!(cache.get(&id, &set, t0), None);
+        cache.put(id, set.clone(), t0);
+        cache.expire(t0 + STEWARDS_TTL);
+        assert!(cache.sets.is_empty());
+        // Bounded.
+        for i in 0..MAX_CACHED_SETS as u32 + 10 {
+            let mut k = [0; 32];
+            k[..4].copy_from_slice(&i.to_be_bytes());
+            cache.put(RecordId(k), Vec::new(), t0);
+        }
+        assert_eq!(cache.sets.len(), MAX_CACHED_SETS);
     }
 }

@@ -560,6 +560,12 @@ async fn score(api: &Api, json: bool) -> Result<()> {
         g("pieces_rebuilt"),
         g("queued")
     );
+    println!(
+        "{} passes since start: {} DHT walks for stewards, {} holder probes",
+        g("passes"),
+        g("lookups"),
+        g("probes")
+    );
     let holders = r["holders"].as_array().cloned().unwrap_or_default();
     if holders.is_empty() {
         println!("no holders audited yet");

@@ -439,6 +439,53 @@ fn audits_catch_a_holder_that_deletes_or_corrupts_its_pieces() {
 }
 
 #[test]
+fn a_steward_pass_probes_each_holder_once_and_reuses_the_stewards_it_found() {
+    // Six nodes, a pass a second, eight one-segment files: every node
+    // holds pieces of most records and stewards several of them.
+    let net = Devnet::start_with(6, "1GiB", &["--steward-interval", "1s"]);
+    let work = tempfile::tempdir().unwrap();
+    for i in 0..8u8 {
+        let path = work.path().join(format!("file{i}"));
+        std::fs::write(&path, data(64 << 10, 40 + i as u64)).unwrap();
+        put(net.api(0), &path, &[]);
+    }
+    let counters = |i: usize| {
+        let v = steward_json(net.api(i));
+        let g = |k: &str| v[k].as_u64().unwrap_or_else(|| panic!("no {k} in {v:#}"));
+        (g("passes"), g("lookups"), g("probes"), g("records"))
+    };
+    // Let every steward find its records' stewards once.
+    std::thread::sleep(Duration::from_secs(4));
+    let before: Vec<_> = (0..6).map(counters).collect();
+    std::thread::sleep(Duration::from_secs(8));
+    let mut tended = 0;
+    for (i, &(passes0, lookups0, probes0, _)) in before.iter().enumerate() {
+        let (passes, lookups, probes, records) = counters(i);
+        let passes = passes - passes0;
+        assert!(passes >= 4, "node {i}: {passes} passes in 8 s");
+        // One `Has` per holder (the five others) per pass, however many
+        // records it holds pieces of; one per record per holder would be
+        // `records` times that.
+        // (+1: a pass running when `before` was read)
+        assert!(
+            probes - probes0 <= (passes + 1) * 5,
+            "node {i}: {} probes in {passes} passes over {records} records",
+            probes - probes0
+        );
+        // Nobody joined or left: the steward sets found before still stand,
+        // so records are not walked again (a walk per record per pass would
+        // be `records * passes`; a slow answer may cost one).
+        assert!(
+            lookups - lookups0 <= records * passes / 4,
+            "node {i}: {} DHT walks in {passes} passes over {records} records",
+            lookups - lookups0
+        );
+        tended += records * passes;
+    }
+    assert!(tended > 0, "nobody stewarded anything");
+}
+
+#[test]
 fn renew_extends_the_lease_and_rm_deletes_everywhere() {
     let net = Devnet::start_with(6, "1GiB", &["--steward-interval", "1s"]);
     let work = tempfile::tempdir().unwrap();
