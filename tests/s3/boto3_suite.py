@@ -324,7 +324,8 @@ def test_bucket_policy():
     assert S3.get_object(Bucket=b, Key="keep/me")["Body"].read() == b"kept"
     S3.delete_object(Bucket=b, Key="private/notes.txt")
     # What the gateway could apply only in part is refused, not stored.
-    cond = dict(policy, Statement=[dict(policy["Statement"][0], Condition={"Bool": {"aws:SecureTransport": "true"}})])
+    cond = dict(policy, Statement=[dict(policy["Statement"][0],
+                                        Condition={"StringEquals": {"aws:PrincipalOrgID": "o-1"}})])
     expect_error(lambda: S3.put_bucket_policy(Bucket=b, Policy=json.dumps(cond)), {"NotImplemented"}, {501})
     elsewhere = dict(policy, Statement=[dict(policy["Statement"][0], Resource="arn:aws:s3:::other/*")])
     expect_error(lambda: S3.put_bucket_policy(Bucket=b, Policy=json.dumps(elsewhere)), {"MalformedPolicy"}, {400})
@@ -333,6 +334,65 @@ def test_bucket_policy():
     S3.delete_bucket_policy(Bucket=b)
     expect_error(lambda: anon.get_object(Bucket=b, Key="public/page.html"), {"AccessDenied"}, {403})
     S3.delete_object(Bucket=b, Key="keep/me")
+
+
+def test_bucket_policy_conditions_and_not_elements():
+    import json
+    b = bucket("conditions")
+    S3.put_object(Bucket=b, Key="docs/a.txt", Body=b"a")
+    S3.put_object(Bucket=b, Key="logs/1", Body=b"1")
+    anon = boto3.client("s3", endpoint_url=ENDPOINT, region_name=REGION,
+                        config=Config(signature_version=botocore.UNSIGNED, s3={"addressing_style": "path"},
+                                      retries={"max_attempts": 1}))
+    arn = f"arn:aws:s3:::{b}"
+
+    def put(statements):
+        S3.put_bucket_policy(Bucket=b, Policy=json.dumps({"Version": "2012-10-17", "Statement": statements}))
+
+    # Reads for everyone, but only from the loopback network (the suite's
+    # address), and listings only under docs/.
+    put([{"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "Resource": f"{arn}/*",
+          "Condition": {"IpAddress": {"aws:SourceIp": ["127.0.0.0/8", "::1/128"]}}},
+         {"Effect": "Allow", "Principal": "*", "Action": "s3:ListBucket", "Resource": arn,
+          "Condition": {"StringLike": {"s3:prefix": "docs/*"}}}])
+    assert anon.get_object(Bucket=b, Key="docs/a.txt")["Body"].read() == b"a"
+    # (the listing grant is public: any address may use it)
+    assert S3.get_bucket_policy_status(Bucket=b)["PolicyStatus"]["IsPublic"] is True
+    keys = [o["Key"] for o in anon.list_objects_v2(Bucket=b, Prefix="docs/")["Contents"]]
+    assert keys == ["docs/a.txt"], keys
+    expect_error(lambda: anon.list_objects_v2(Bucket=b, Prefix="logs/"), {"AccessDenied"}, {403})
+    expect_error(lambda: anon.list_objects_v2(Bucket=b), {"AccessDenied"}, {403})
+    # The same grant for another network gives this client nothing.
+    put([{"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "Resource": f"{arn}/*",
+          "Condition": {"IpAddress": {"aws:SourceIp": "203.0.113.0/24"}}}])
+    expect_error(lambda: anon.get_object(Bucket=b, Key="docs/a.txt"), {"AccessDenied"}, {403})
+    # A grant to fixed addresses only is not public (as S3 says).
+    assert S3.get_bucket_policy_status(Bucket=b)["PolicyStatus"]["IsPublic"] is False
+    # A deny on a condition binds the account's keys: no writes over plain
+    # HTTP, and only signed ones (not presigned URLs) may read.
+    put([{"Effect": "Deny", "Principal": "*", "Action": "s3:PutObject", "Resource": f"{arn}/*",
+          "Condition": {"Bool": {"aws:SecureTransport": "false"}}},
+         {"Effect": "Deny", "Principal": "*", "Action": "s3:GetObject", "Resource": f"{arn}/*",
+          "Condition": {"StringEquals": {"s3:authType": "REST-QUERY-STRING"}}}])
+    expect_error(lambda: S3.put_object(Bucket=b, Key="docs/b.txt", Body=b"b"), {"AccessDenied"}, {403})
+    assert S3.get_object(Bucket=b, Key="docs/a.txt")["Body"].read() == b"a"
+    url = S3.generate_presigned_url("get_object", Params={"Bucket": b, "Key": "docs/a.txt"}, ExpiresIn=60)
+    try:
+        urllib.request.urlopen(url, timeout=30)
+        raise AssertionError("a presigned GET got through a deny on s3:authType")
+    except urllib.error.HTTPError as e:
+        assert e.code == 403, e.code
+    # NotPrincipal / NotAction / NotResource: everyone but this key is denied
+    # everything but reads, outside logs/.
+    put([{"Effect": "Deny", "NotPrincipal": {"AWS": KEY_ID}, "NotAction": "s3:GetObject",
+          "NotResource": f"{arn}/logs/*"},
+         {"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "Resource": f"{arn}/*"}])
+    S3.put_object(Bucket=b, Key="docs/c.txt", Body=b"c")
+    assert anon.get_object(Bucket=b, Key="docs/c.txt")["Body"].read() == b"c"
+    expect_error(lambda: anon.put_object(Bucket=b, Key="docs/d", Body=b"d"), {"AccessDenied"}, {403})
+    S3.delete_bucket_policy(Bucket=b)
+    for k in ["docs/a.txt", "docs/c.txt", "logs/1"]:
+        S3.delete_object(Bucket=b, Key=k)
 
 
 def test_acls_versioning_policies_and_encryption():

@@ -7,14 +7,26 @@
 //! explicit deny wins, as in IAM. Statements name principals (`*`, or the
 //! gateway's access key ids), actions (`s3:GetObject`, with `*` and `?`
 //! wildcards) and resources (`arn:aws:s3:::bucket` and
-//! `arn:aws:s3:::bucket/key-pattern`) of the bucket itself. `Condition`,
-//! `NotAction`, `NotPrincipal` and `NotResource` are refused with
-//! `NotImplemented`: a policy the gateway would apply only in part is
-//! never stored.
+//! `arn:aws:s3:::bucket/key-pattern`) of the bucket itself, or everything
+//! but them (`NotPrincipal`, `NotAction`, `NotResource`).
+//!
+//! `Condition` blocks are decided as IAM decides them against the
+//! request's [`Context`]: operators are ANDed, keys under one operator
+//! ANDed, the values of one key ORed (NORed for the negated operators);
+//! a key the request lacks makes a condition false, a negated one true,
+//! an `…IfExists` one true, and `Null` tests just that; `ForAnyValue:` and
+//! `ForAllValues:` qualify multi-valued keys. The keys are those the
+//! gateway knows of every request ([`KEYS`]). Anything else (another key,
+//! `BinaryEquals`, policy variables such as `${aws:username}`) is refused
+//! with `NotImplemented`: a policy the gateway would apply only in part
+//! is never stored.
 //!
 //! A request that touches many keys at once (DeleteObjects) is decided as
 //! one on every key of the bucket: a deny of any of its keys refuses the
 //! batch, and an anonymous batch needs an allow for all of them.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
@@ -35,12 +47,174 @@ pub enum Principals {
 pub struct Statement {
     /// `Effect` is `Allow` (else `Deny`).
     pub allow: bool,
-    /// `Principal`.
+    /// `Principal`, or with `not_principals` `NotPrincipal`.
     pub principals: Principals,
+    /// The statement applies to everyone but `principals`.
+    pub not_principals: bool,
     /// `Action` patterns, such as `s3:GetObject` or `s3:Get*`.
     pub actions: Vec<String>,
+    /// The statement applies to every action but `actions`.
+    pub not_actions: bool,
     /// `Resource` patterns (ARNs).
     pub resources: Vec<String>,
+    /// The statement applies to every resource of the bucket but `resources`.
+    pub not_resources: bool,
+    /// `Condition`: all must hold.
+    pub conditions: Vec<Condition>,
+}
+
+/// A statement as version 1 of [`crate::meta::BucketPolicy`] kept it,
+/// before `Not*` elements and conditions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatementV1 {
+    /// `Effect` is `Allow`.
+    pub allow: bool,
+    /// `Principal`.
+    pub principals: Principals,
+    /// `Action` patterns.
+    pub actions: Vec<String>,
+    /// `Resource` patterns.
+    pub resources: Vec<String>,
+}
+
+impl From<StatementV1> for Statement {
+    fn from(s: StatementV1) -> Self {
+        Statement {
+            allow: s.allow,
+            principals: s.principals,
+            not_principals: false,
+            actions: s.actions,
+            not_actions: false,
+            resources: s.resources,
+            not_resources: false,
+            conditions: Vec::new(),
+        }
+    }
+}
+
+/// What a condition compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Test {
+    /// `StringEquals`, `ArnEquals`.
+    StringEquals,
+    /// `StringEqualsIgnoreCase`.
+    StringEqualsIgnoreCase,
+    /// `StringLike`, `ArnLike`: `*` and `?` wildcards.
+    StringLike,
+    /// `NumericEquals`.
+    NumericEquals,
+    /// `NumericLessThan`.
+    NumericLessThan,
+    /// `NumericLessThanEquals`.
+    NumericLessThanEquals,
+    /// `NumericGreaterThan`.
+    NumericGreaterThan,
+    /// `NumericGreaterThanEquals`.
+    NumericGreaterThanEquals,
+    /// `DateEquals` (RFC 3339 or epoch seconds).
+    DateEquals,
+    /// `DateLessThan`.
+    DateLessThan,
+    /// `DateLessThanEquals`.
+    DateLessThanEquals,
+    /// `DateGreaterThan`.
+    DateGreaterThan,
+    /// `DateGreaterThanEquals`.
+    DateGreaterThanEquals,
+    /// `Bool`.
+    Bool,
+    /// `IpAddress`: CIDR blocks or single addresses.
+    IpAddress,
+    /// `Null`: `true` if the key is absent, `false` if present.
+    Null,
+}
+
+/// How a condition treats a key with several values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Set {
+    /// No qualifier: the key's value (any of them) must match.
+    Single,
+    /// `ForAnyValue:`: some value matches (false if there are none).
+    AnyValue,
+    /// `ForAllValues:`: every value matches (true if there are none).
+    AllValues,
+}
+
+/// One condition: an operator, a key and the values it is compared with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Condition {
+    /// The comparison.
+    pub test: Test,
+    /// A negated operator (`StringNotEquals`, `NotIpAddress`, …): true when
+    /// no value matches.
+    pub negated: bool,
+    /// `…IfExists`: true when the request lacks the key.
+    pub if_exists: bool,
+    /// `ForAnyValue:` / `ForAllValues:`.
+    pub set: Set,
+    /// The key, lower case (keys are case-insensitive).
+    pub key: String,
+    /// The policy's values.
+    pub values: Vec<String>,
+}
+
+/// The condition keys the gateway knows of a request (lower case; keys
+/// are case-insensitive, `aws:SourceIp` is `aws:sourceip`). A key the
+/// request lacks (no `User-Agent`, no `prefix` on a listing) is absent.
+pub const KEYS: &[&str] = &[
+    // The client's address, as the gateway's socket sees it.
+    "aws:sourceip",
+    // Always "false": the gateway speaks plain HTTP (put TLS in front of it
+    // and this still says what the gateway saw).
+    "aws:securetransport",
+    "aws:currenttime",
+    "aws:epochtime",
+    "aws:useragent",
+    "aws:referer",
+    // "Anonymous" or "User" (a key of the account).
+    "aws:principaltype",
+    // The access key id that signed the request.
+    "aws:username",
+    // ListObjects and ListObjectsV2 parameters.
+    "s3:prefix",
+    "s3:delimiter",
+    "s3:max-keys",
+    // "AWS4-HMAC-SHA256" on signed requests ("AWS" for signature version 2).
+    "s3:signatureversion",
+    // "REST-HEADER" or "REST-QUERY-STRING" (presigned).
+    "s3:authtype",
+    // Request headers.
+    "s3:x-amz-acl",
+    "s3:x-amz-content-sha256",
+    "s3:x-amz-copy-source",
+    "s3:x-amz-metadata-directive",
+    "s3:x-amz-server-side-encryption",
+    "s3:x-amz-storage-class",
+];
+
+/// What the gateway knows of a request, for conditions: key (lower case)
+/// to values.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Context {
+    values: BTreeMap<String, Vec<String>>,
+}
+
+impl Context {
+    /// An empty context (every key absent).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets `key` (any case) to one value.
+    pub fn set(&mut self, key: &str, value: impl Into<String>) -> &mut Self {
+        self.values
+            .insert(key.to_ascii_lowercase(), vec![value.into()]);
+        self
+    }
+
+    fn get(&self, key: &str) -> Option<&[String]> {
+        self.values.get(key).map(Vec::as_slice)
+    }
 }
 
 /// A bucket's policy, as parsed.
@@ -107,12 +281,8 @@ pub fn parse(text: &str, bucket: &str) -> Result<Policy, GatewayError> {
         };
         for key in m.keys() {
             match key.as_str() {
-                "Sid" | "Effect" | "Principal" | "Action" | "Resource" => {}
-                "Condition" | "NotAction" | "NotPrincipal" | "NotResource" => {
-                    return Err(GatewayError::NotImplemented(format!(
-                        "bucket policy statements with {key} are not supported"
-                    )));
-                }
+                "Sid" | "Effect" | "Principal" | "NotPrincipal" | "Action" | "NotAction"
+                | "Resource" | "NotResource" | "Condition" => {}
                 other => return Err(bad(format!("unknown statement element {other:?}"))),
             }
         }
@@ -121,38 +291,25 @@ pub fn parse(text: &str, bucket: &str) -> Result<Policy, GatewayError> {
             Some("Deny") => false,
             _ => return Err(bad("Effect must be \"Allow\" or \"Deny\"".into())),
         };
-        let principals = match m.get("Principal") {
-            Some(Json::String(s)) if s == "*" => Principals::Anyone,
-            Some(Json::Object(p)) => match (p.len(), p.get("AWS")) {
-                (1, Some(aws)) => {
-                    let ids = strings(aws, "Principal.AWS")?;
-                    if ids.iter().any(|i| i == "*") {
-                        Principals::Anyone
-                    } else {
-                        // An ARN's last part, or a bare id, names an access key.
-                        Principals::Keys(
-                            ids.iter()
-                                .map(|i| i.rsplit(['/', ':']).next().unwrap_or(i).to_string())
-                                .collect(),
-                        )
-                    }
-                }
-                _ => {
-                    return Err(GatewayError::NotImplemented(
-                        "only \"*\" and {\"AWS\": …} principals are supported".into(),
-                    ));
-                }
-            },
-            _ => return Err(bad("Principal must be \"*\" or {\"AWS\": …}".into())),
-        };
-        let actions = strings(m.get("Action").unwrap_or(&Json::Null), "Action")?;
+        let (principal, not_principals) = one_of(m, "Principal")?;
+        let principals = principals(principal)?;
+        let (action, not_actions) = one_of(m, "Action")?;
+        let actions = strings(action, if not_actions { "NotAction" } else { "Action" })?;
         if let Some(a) = actions
             .iter()
             .find(|a| !(a.starts_with("s3:") || *a == "*"))
         {
             return Err(bad(format!("action {a:?} is not an s3: action")));
         }
-        let resources = strings(m.get("Resource").unwrap_or(&Json::Null), "Resource")?;
+        let (resource, not_resources) = one_of(m, "Resource")?;
+        let resources = strings(
+            resource,
+            if not_resources {
+                "NotResource"
+            } else {
+                "Resource"
+            },
+        )?;
         for r in &resources {
             let own = r == &bucket_arn
                 || r.strip_prefix(&bucket_arn)
@@ -166,14 +323,303 @@ pub fn parse(text: &str, bucket: &str) -> Result<Policy, GatewayError> {
         if actions.is_empty() || resources.is_empty() {
             return Err(bad("every statement names an action and a resource".into()));
         }
+        let conditions = match m.get("Condition") {
+            Some(c) => conditions(c)?,
+            None => Vec::new(),
+        };
         statements.push(Statement {
             allow,
             principals,
+            not_principals,
             actions,
+            not_actions,
             resources,
+            not_resources,
+            conditions,
         });
     }
     Ok(Policy { statements })
+}
+
+/// A statement's `element` or `Notelement` (exactly one of them), and
+/// whether it was the `Not` one.
+fn one_of<'a>(
+    m: &'a serde_json::Map<String, Json>,
+    element: &str,
+) -> Result<(&'a Json, bool), GatewayError> {
+    let not = format!("Not{element}");
+    match (m.get(element), m.get(&not)) {
+        (Some(v), None) => Ok((v, false)),
+        (None, Some(v)) => Ok((v, true)),
+        (Some(_), Some(_)) => Err(GatewayError::MalformedPolicy(format!(
+            "a statement has {element} or {not}, not both"
+        ))),
+        (None, None) => Err(GatewayError::MalformedPolicy(format!(
+            "every statement names a {element} (or {not})"
+        ))),
+    }
+}
+
+/// A `Principal` (or `NotPrincipal`) element.
+fn principals(v: &Json) -> Result<Principals, GatewayError> {
+    match v {
+        Json::String(s) if s == "*" => Ok(Principals::Anyone),
+        Json::Object(p) => match (p.len(), p.get("AWS")) {
+            (1, Some(aws)) => {
+                let ids = strings(aws, "Principal.AWS")?;
+                if ids.iter().any(|i| i == "*") {
+                    Ok(Principals::Anyone)
+                } else {
+                    // An ARN's last part, or a bare id, names an access key.
+                    Ok(Principals::Keys(
+                        ids.iter()
+                            .map(|i| i.rsplit(['/', ':']).next().unwrap_or(i).to_string())
+                            .collect(),
+                    ))
+                }
+            }
+            _ => Err(GatewayError::NotImplemented(
+                "only \"*\" and {\"AWS\": …} principals are supported".into(),
+            )),
+        },
+        _ => Err(GatewayError::MalformedPolicy(
+            "Principal must be \"*\" or {\"AWS\": …}".into(),
+        )),
+    }
+}
+
+/// A `Condition` element: `{operator: {key: value or [values]}}`.
+fn conditions(v: &Json) -> Result<Vec<Condition>, GatewayError> {
+    let bad = |why: String| GatewayError::MalformedPolicy(why);
+    let Json::Object(ops) = v else {
+        return Err(bad("Condition must be an object of operators".into()));
+    };
+    let mut out = Vec::new();
+    for (name, keys) in ops {
+        let (set, op) = if let Some(rest) = name.strip_prefix("ForAnyValue:") {
+            (Set::AnyValue, rest)
+        } else if let Some(rest) = name.strip_prefix("ForAllValues:") {
+            (Set::AllValues, rest)
+        } else {
+            (Set::Single, name.as_str())
+        };
+        let (op, if_exists) = match op.strip_suffix("IfExists") {
+            Some(op) => (op, true),
+            None => (op, false),
+        };
+        let (test, negated) = match op {
+            "StringEquals" => (Test::StringEquals, false),
+            "StringNotEquals" => (Test::StringEquals, true),
+            "StringEqualsIgnoreCase" => (Test::StringEqualsIgnoreCase, false),
+            "StringNotEqualsIgnoreCase" => (Test::StringEqualsIgnoreCase, true),
+            // IAM's ARN operators both take wildcards.
+            "StringLike" | "ArnEquals" | "ArnLike" => (Test::StringLike, false),
+            "StringNotLike" | "ArnNotEquals" | "ArnNotLike" => (Test::StringLike, true),
+            "NumericEquals" => (Test::NumericEquals, false),
+            "NumericNotEquals" => (Test::NumericEquals, true),
+            "NumericLessThan" => (Test::NumericLessThan, false),
+            "NumericLessThanEquals" => (Test::NumericLessThanEquals, false),
+            "NumericGreaterThan" => (Test::NumericGreaterThan, false),
+            "NumericGreaterThanEquals" => (Test::NumericGreaterThanEquals, false),
+            "DateEquals" => (Test::DateEquals, false),
+            "DateNotEquals" => (Test::DateEquals, true),
+            "DateLessThan" => (Test::DateLessThan, false),
+            "DateLessThanEquals" => (Test::DateLessThanEquals, false),
+            "DateGreaterThan" => (Test::DateGreaterThan, false),
+            "DateGreaterThanEquals" => (Test::DateGreaterThanEquals, false),
+            "Bool" => (Test::Bool, false),
+            "IpAddress" => (Test::IpAddress, false),
+            "NotIpAddress" => (Test::IpAddress, true),
+            "Null" if !if_exists && set == Set::Single => (Test::Null, false),
+            "BinaryEquals" => {
+                return Err(GatewayError::NotImplemented(
+                    "the BinaryEquals condition operator is not supported".into(),
+                ));
+            }
+            _ => return Err(bad(format!("unknown condition operator {name:?}"))),
+        };
+        let Json::Object(keys) = keys else {
+            return Err(bad(format!("{name} must be an object of condition keys")));
+        };
+        for (key, values) in keys {
+            let lower = key.to_ascii_lowercase();
+            if !KEYS.contains(&lower.as_str()) {
+                return Err(GatewayError::NotImplemented(format!(
+                    "condition key {key:?} is not supported; the gateway knows {}",
+                    KEYS.join(", ")
+                )));
+            }
+            let values = condition_values(values).ok_or_else(|| {
+                bad(format!(
+                    "{name} {key}: values are strings, numbers or booleans"
+                ))
+            })?;
+            if values.is_empty() {
+                return Err(bad(format!("{name} {key}: no values")));
+            }
+            for v in &values {
+                if v.contains("${") {
+                    return Err(GatewayError::NotImplemented(format!(
+                        "policy variables ({v:?}) are not supported"
+                    )));
+                }
+                let fits = match test {
+                    Test::NumericEquals
+                    | Test::NumericLessThan
+                    | Test::NumericLessThanEquals
+                    | Test::NumericGreaterThan
+                    | Test::NumericGreaterThanEquals => number(v).is_some(),
+                    Test::DateEquals
+                    | Test::DateLessThan
+                    | Test::DateLessThanEquals
+                    | Test::DateGreaterThan
+                    | Test::DateGreaterThanEquals => date(v).is_some(),
+                    Test::Bool | Test::Null => {
+                        v.eq_ignore_ascii_case("true") || v.eq_ignore_ascii_case("false")
+                    }
+                    Test::IpAddress => Cidr::parse(v).is_some(),
+                    Test::StringEquals | Test::StringEqualsIgnoreCase | Test::StringLike => true,
+                };
+                if !fits {
+                    return Err(bad(format!("{name} {key}: {v:?} is not a valid value")));
+                }
+            }
+            out.push(Condition {
+                test,
+                negated,
+                if_exists,
+                set,
+                key: lower,
+                values,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// A condition's value or values, as strings (`true`, `10` and `"10"`
+/// are all allowed, as IAM allows them).
+fn condition_values(v: &Json) -> Option<Vec<String>> {
+    let one = |v: &Json| match v {
+        Json::String(s) => Some(s.clone()),
+        Json::Number(n) => Some(n.to_string()),
+        Json::Bool(b) => Some(b.to_string()),
+        _ => None,
+    };
+    match v {
+        Json::Array(a) => a.iter().map(one).collect(),
+        v => one(v).map(|s| vec![s]),
+    }
+}
+
+fn number(s: &str) -> Option<f64> {
+    s.trim().parse::<f64>().ok().filter(|n| n.is_finite())
+}
+
+/// A date as IAM takes it: RFC 3339 (`2026-12-07T12:00:00Z`), a bare
+/// date (`2026-12-07`), or epoch seconds; in Unix seconds.
+fn date(s: &str) -> Option<i64> {
+    use time::format_description::well_known::Rfc3339;
+    let s = s.trim();
+    if let Ok(secs) = s.parse::<i64>() {
+        return Some(secs);
+    }
+    if let Ok(t) = time::OffsetDateTime::parse(s, &Rfc3339) {
+        return Some(t.unix_timestamp());
+    }
+    let day =
+        time::Date::parse(s, time::macros::format_description!("[year]-[month]-[day]")).ok()?;
+    Some(day.midnight().assume_utc().unix_timestamp())
+}
+
+/// An address block (`10.0.0.0/8`, `2001:db8::/32`, or one address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Cidr {
+    net: IpAddr,
+    bits: u8,
+}
+
+impl Cidr {
+    fn parse(s: &str) -> Option<Cidr> {
+        let (addr, bits) = match s.trim().split_once('/') {
+            Some((a, b)) => (a.parse::<IpAddr>().ok()?, Some(b.parse::<u8>().ok()?)),
+            None => (s.trim().parse::<IpAddr>().ok()?, None),
+        };
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let bits = bits.unwrap_or(max);
+        (bits <= max).then_some(Cidr { net: addr, bits })
+    }
+
+    fn contains(&self, ip: IpAddr) -> bool {
+        // An IPv4 client on a dual-stack socket shows as ::ffff:a.b.c.d.
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        let prefix = |a: u128, b: u128, width: u32| {
+            let bits = u32::from(self.bits);
+            bits == 0 || (a ^ b) >> (width - bits) == 0
+        };
+        match (self.net, ip) {
+            (IpAddr::V4(n), IpAddr::V4(i)) => {
+                prefix(u128::from(u32::from(n)), u128::from(u32::from(i)), 32)
+            }
+            (IpAddr::V6(n), IpAddr::V6(i)) => prefix(u128::from(n), u128::from(i), 128),
+            _ => false,
+        }
+    }
+}
+
+/// Whether `value` from the request matches the policy's `want` under `test`.
+fn compare(test: Test, value: &str, want: &str) -> bool {
+    use std::cmp::Ordering::{Equal, Greater, Less};
+    let numbers = || number(value)?.partial_cmp(&number(want)?);
+    let dates = || Some(date(value)?.cmp(&date(want)?));
+    match test {
+        Test::StringEquals => value == want,
+        Test::StringEqualsIgnoreCase => value.to_lowercase() == want.to_lowercase(),
+        Test::StringLike => glob(want, value, false),
+        Test::NumericEquals => numbers() == Some(Equal),
+        Test::NumericLessThan => numbers() == Some(Less),
+        Test::NumericLessThanEquals => matches!(numbers(), Some(Less | Equal)),
+        Test::NumericGreaterThan => numbers() == Some(Greater),
+        Test::NumericGreaterThanEquals => matches!(numbers(), Some(Greater | Equal)),
+        Test::DateEquals => dates() == Some(Equal),
+        Test::DateLessThan => dates() == Some(Less),
+        Test::DateLessThanEquals => matches!(dates(), Some(Less | Equal)),
+        Test::DateGreaterThan => dates() == Some(Greater),
+        Test::DateGreaterThanEquals => matches!(dates(), Some(Greater | Equal)),
+        Test::Bool => value.eq_ignore_ascii_case(want),
+        Test::IpAddress => match (value.parse::<IpAddr>(), Cidr::parse(want)) {
+            (Ok(ip), Some(block)) => block.contains(ip),
+            _ => false,
+        },
+        Test::Null => false,
+    }
+}
+
+/// Whether condition `c` holds for the request `cx`.
+fn holds(c: &Condition, cx: &Context) -> bool {
+    let present = cx.get(&c.key).filter(|v| !v.is_empty());
+    if c.test == Test::Null {
+        return c
+            .values
+            .iter()
+            .any(|v| v.eq_ignore_ascii_case("true") == present.is_none());
+    }
+    let Some(request) = present else {
+        // IAM: an absent key fails a condition, passes a negated one, an
+        // `IfExists` one, and a `ForAllValues:` one (all of none).
+        return c.if_exists || c.set == Set::AllValues || (c.negated && c.set == Set::Single);
+    };
+    let matches = |v: &String| c.values.iter().any(|want| compare(c.test, v, want));
+    match (c.set, c.negated) {
+        (Set::Single | Set::AnyValue, false) => request.iter().any(matches),
+        (Set::Single, true) => !request.iter().any(matches),
+        (Set::AnyValue, true) => request.iter().any(|v| !matches(v)),
+        (Set::AllValues, false) => request.iter().all(matches),
+        (Set::AllValues, true) => request.iter().all(|v| !matches(v)),
+    }
 }
 
 /// Whether `s` fits `pattern` (`*` any run, `?` one character).
@@ -274,33 +720,45 @@ pub enum Decision {
     None,
 }
 
-/// Decides `action` on `target` in `bucket` by `who` under `policy`.
+/// Decides `action` on `target` in `bucket` by `who` under `policy`, for
+/// a request whose condition keys are `cx`.
 pub fn decide(
     policy: &Policy,
     bucket: &str,
     who: Who<'_>,
     action: &str,
     target: Target<'_>,
+    cx: &Context,
 ) -> Decision {
     let arn = format!("arn:aws:s3:::{bucket}");
+    let all_objects = format!("{arn}/*");
+    let objects = format!("{arn}/");
     let mut allowed = false;
     for s in &policy.statements {
-        let principal = match (&s.principals, who) {
+        let named = match (&s.principals, who) {
             (Principals::Anyone, _) => true,
             (Principals::Keys(ids), Who::Key(k)) => ids.iter().any(|i| i == k),
             (Principals::Keys(_), Who::Anonymous) => false,
         };
-        if !principal || !s.actions.iter().any(|a| glob(a, action, true)) {
+        let action_named = s.actions.iter().any(|a| glob(a, action, true));
+        if named == s.not_principals || action_named == s.not_actions {
             continue;
         }
-        let resource = s.resources.iter().any(|r| match target {
-            Target::Bucket => glob(r, &arn, false),
-            Target::Object(key) => glob(r, &format!("{arn}/{key}"), false),
+        let resource = match target {
+            Target::Bucket => s.resources.iter().any(|r| glob(r, &arn, false)) != s.not_resources,
+            Target::Object(key) => {
+                let object = format!("{arn}/{key}");
+                s.resources.iter().any(|r| glob(r, &object, false)) != s.not_resources
+            }
             // A deny of any key covers the batch; an allow must cover all.
-            Target::AnyObject if !s.allow => r.starts_with(&format!("{arn}/")),
-            Target::AnyObject => r == &format!("{arn}/*"),
-        });
-        if !resource {
+            Target::AnyObject => match (s.allow, s.not_resources) {
+                (false, false) => s.resources.iter().any(|r| r.starts_with(&objects)),
+                (true, false) => s.resources.contains(&all_objects),
+                (false, true) => !s.resources.contains(&all_objects),
+                (true, true) => !s.resources.iter().any(|r| r.starts_with(&objects)),
+            },
+        };
+        if !resource || !s.conditions.iter().all(|c| holds(c, cx)) {
             continue;
         }
         if !s.allow {
@@ -316,12 +774,21 @@ pub fn decide(
 }
 
 /// Whether the policy grants anything to everyone (GetBucketPolicyStatus's
-/// `IsPublic`).
+/// `IsPublic`). As in S3, a grant only to fixed addresses (an `IpAddress`
+/// condition on `aws:SourceIp`) is not public.
 pub fn is_public(policy: &Policy) -> bool {
-    policy
-        .statements
-        .iter()
-        .any(|s| s.allow && s.principals == Principals::Anyone)
+    policy.statements.iter().any(|s| {
+        let everyone = if s.not_principals {
+            s.principals != Principals::Anyone
+        } else {
+            s.principals == Principals::Anyone
+        };
+        let fixed_addresses = s
+            .conditions
+            .iter()
+            .any(|c| c.test == Test::IpAddress && !c.negated && c.key == "aws:sourceip");
+        s.allow && everyone && !fixed_addresses
+    })
 }
 
 /// Whether `who` may do `action` on `target`: the account's keys unless
@@ -332,8 +799,11 @@ pub fn permits(
     who: Who<'_>,
     action: &str,
     target: Target<'_>,
+    cx: &Context,
 ) -> bool {
-    let d = policy.map_or(Decision::None, |p| decide(p, bucket, who, action, target));
+    let d = policy.map_or(Decision::None, |p| {
+        decide(p, bucket, who, action, target, cx)
+    });
     match who {
         Who::Key(_) => d != Decision::Deny,
         Who::Anonymous => d == Decision::Allow,
@@ -361,7 +831,9 @@ mod tests {
     #[test]
     fn anonymous_requests_get_only_what_an_allow_grants_and_a_deny_wins() {
         let p = parse(PUBLIC_READ, "site").unwrap();
-        let anon = |action: &str, target| permits(Some(&p), "site", Who::Anonymous, action, target);
+        let cx = Context::new();
+        let anon =
+            |action: &str, target| permits(Some(&p), "site", Who::Anonymous, action, target, &cx);
         assert!(anon("s3:GetObject", Target::Object("public/index.html")));
         assert!(!anon("s3:GetObject", Target::Object("private/x")));
         assert!(
@@ -380,7 +852,8 @@ mod tests {
             "site",
             Who::Anonymous,
             "s3:GetObject",
-            Target::Object("a")
+            Target::Object("a"),
+            &cx
         ));
         assert!(is_public(&p));
         let private = Policy {
@@ -392,7 +865,9 @@ mod tests {
     #[test]
     fn account_keys_may_do_anything_not_denied_to_them() {
         let p = parse(PUBLIC_READ, "site").unwrap();
-        let key = |k, action: &str, target| permits(Some(&p), "site", Who::Key(k), action, target);
+        let cx = Context::new();
+        let key =
+            |k, action: &str, target| permits(Some(&p), "site", Who::Key(k), action, target, &cx);
         assert!(key("CKOTHER", "s3:DeleteObject", Target::Object("a")));
         assert!(!key("CKLIMITED", "s3:DeleteObject", Target::Object("a")));
         assert!(
@@ -410,7 +885,8 @@ mod tests {
             "site",
             Who::Key("CK"),
             "s3:DeleteObject",
-            Target::Object("a")
+            Target::Object("a"),
+            &cx
         ));
     }
 
@@ -425,8 +901,49 @@ mod tests {
             Err(_) => "other",
             Ok(_) => "ok",
         };
-        let cond = r#"{"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::b/*", "Condition": {"IpAddress": {"aws:SourceIp": "10.0.0.0/8"}}}"#;
-        assert_eq!(code(&one(cond)), "NotImplemented");
+        let cond = |c: &str| {
+            one(&format!(
+                r#"{{"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::b/*", "Condition": {c}}}"#
+            ))
+        };
+        assert_eq!(
+            code(&cond(r#"{"IpAddress": {"aws:SourceIp": "10.0.0.0/8"}}"#)),
+            "ok"
+        );
+        // Keys and operators the gateway cannot decide are refused whole.
+        assert_eq!(
+            code(&cond(r#"{"StringEquals": {"aws:PrincipalOrgID": "o-1"}}"#)),
+            "NotImplemented"
+        );
+        assert_eq!(
+            code(&cond(r#"{"BinaryEquals": {"aws:UserAgent": "QmluYXJ5"}}"#)),
+            "NotImplemented"
+        );
+        assert_eq!(
+            code(&cond(
+                r#"{"StringLike": {"s3:prefix": "home/${aws:username}/*"}}"#
+            )),
+            "NotImplemented"
+        );
+        // Malformed ones are MalformedPolicy.
+        for bad in [
+            r#"{"StringSortOf": {"s3:prefix": "a"}}"#,
+            r#"{"IpAddress": {"aws:SourceIp": "10.0.0.0/33"}}"#,
+            r#"{"IpAddress": {"aws:SourceIp": "ten"}}"#,
+            r#"{"NumericLessThan": {"s3:max-keys": "many"}}"#,
+            r#"{"DateLessThan": {"aws:CurrentTime": "tomorrow"}}"#,
+            r#"{"Bool": {"aws:SecureTransport": "maybe"}}"#,
+            r#"{"StringEquals": {"s3:prefix": []}}"#,
+            r#"{"StringEquals": {"s3:prefix": {"a": 1}}}"#,
+            r#"{"NullIfExists": {"s3:prefix": "true"}}"#,
+            r#"["IpAddress"]"#,
+        ] {
+            assert_eq!(code(&cond(bad)), "MalformedPolicy", "{bad}");
+        }
+        let both = r#"{"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "NotAction": "s3:PutObject", "Resource": "arn:aws:s3:::b/*"}"#;
+        assert_eq!(code(&one(both)), "MalformedPolicy");
+        let neither = r#"{"Effect": "Allow", "Principal": "*", "Resource": "arn:aws:s3:::b/*"}"#;
+        assert_eq!(code(&one(neither)), "MalformedPolicy");
         let other_bucket = r#"{"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::bb/*"}"#;
         assert_eq!(code(&one(other_bucket)), "MalformedPolicy");
         assert_eq!(code("not json"), "MalformedPolicy");
@@ -439,6 +956,218 @@ mod tests {
         let federated = r#"{"Effect": "Allow", "Principal": {"Federated": "x"}, "Action": "s3:GetObject", "Resource": "arn:aws:s3:::b"}"#;
         assert_eq!(code(&one(federated)), "NotImplemented");
         assert_eq!(code(&"x".repeat(MAX_POLICY_BYTES + 1)), "MalformedPolicy");
+    }
+
+    fn context(pairs: &[(&str, &str)]) -> Context {
+        let mut c = Context::new();
+        for (k, v) in pairs {
+            c.set(k, *v);
+        }
+        c
+    }
+
+    fn condition(block: &str) -> Condition {
+        let mut c = conditions(&serde_json::from_str(block).unwrap()).unwrap();
+        assert_eq!(c.len(), 1, "{block}");
+        c.remove(0)
+    }
+
+    #[test]
+    fn conditions_are_decided_as_iam_decides_them() {
+        let c = |block: &str, pairs: &[(&str, &str)]| holds(&condition(block), &context(pairs));
+        fn ip(a: &str) -> [(&str, &str); 1] {
+            [("aws:sourceip", a)]
+        }
+        // Addresses: blocks, single addresses, v6, and v4 seen through v6.
+        let local = r#"{"IpAddress": {"aws:SourceIp": ["127.0.0.0/8", "2001:db8::/32"]}}"#;
+        assert!(c(local, &ip("127.0.0.1")));
+        assert!(!c(local, &ip("10.0.0.1")));
+        assert!(c(local, &ip("2001:db8::5")));
+        assert!(c(local, &ip("::ffff:127.0.0.9")));
+        assert!(c(
+            r#"{"IpAddress": {"aws:SourceIp": "10.1.2.3"}}"#,
+            &ip("10.1.2.3")
+        ));
+        assert!(!c(
+            r#"{"IpAddress": {"aws:SourceIp": "10.1.2.3"}}"#,
+            &ip("10.1.2.4")
+        ));
+        assert!(c(
+            r#"{"IpAddress": {"aws:SourceIp": "0.0.0.0/0"}}"#,
+            &ip("8.8.8.8")
+        ));
+        // Negated operators: NOR over the values.
+        let not_local = r#"{"NotIpAddress": {"aws:SourceIp": ["127.0.0.0/8", "10.0.0.0/8"]}}"#;
+        assert!(!c(not_local, &ip("10.9.9.9")));
+        assert!(c(not_local, &ip("192.168.1.1")));
+        // Strings: exact, case-insensitive, wildcards; values are ORed.
+        let prefix = r#"{"StringLike": {"s3:prefix": ["home/*", "public/?"]}}"#;
+        assert!(c(prefix, &[("s3:prefix", "home/ann/")]));
+        assert!(c(prefix, &[("s3:prefix", "public/a")]));
+        assert!(!c(prefix, &[("s3:prefix", "public/ab")]));
+        assert!(c(
+            r#"{"StringEqualsIgnoreCase": {"aws:UserAgent": "CURL"}}"#,
+            &[("aws:useragent", "curl")]
+        ));
+        assert!(!c(
+            r#"{"StringEquals": {"aws:UserAgent": "CURL"}}"#,
+            &[("aws:useragent", "curl")]
+        ));
+        // Numbers and dates compare as numbers and dates, not strings.
+        let few = r#"{"NumericLessThanEquals": {"s3:max-keys": "100"}}"#;
+        assert!(c(few, &[("s3:max-keys", "99")]));
+        assert!(!c(few, &[("s3:max-keys", "1000")]));
+        assert!(!c(few, &[("s3:max-keys", "lots")]));
+        let before = r#"{"DateLessThan": {"aws:CurrentTime": "2027-01-01T00:00:00Z"}}"#;
+        assert!(c(before, &[("aws:currenttime", "2026-12-07T15:00:00Z")]));
+        assert!(!c(
+            before,
+            &[("aws:currenttime", "2027-02-01T00:00:00+01:00")]
+        ));
+        assert!(c(
+            r#"{"DateGreaterThan": {"aws:EpochTime": "2026-12-01"}}"#,
+            &[("aws:epochtime", "1796600000")]
+        ));
+        // Booleans, case-insensitively; JSON true is "true".
+        assert!(c(
+            r#"{"Bool": {"aws:SecureTransport": false}}"#,
+            &[("aws:securetransport", "FALSE")]
+        ));
+        // A key the request lacks: false, but true for a negated operator,
+        // an IfExists one, and ForAllValues; Null tests just that.
+        assert!(!c(prefix, &[]));
+        assert!(c(r#"{"StringNotEquals": {"s3:prefix": "x"}}"#, &[]));
+        assert!(c(r#"{"StringLikeIfExists": {"s3:prefix": "home/*"}}"#, &[]));
+        assert!(!c(
+            r#"{"StringLikeIfExists": {"s3:prefix": "home/*"}}"#,
+            &[("s3:prefix", "etc/")]
+        ));
+        assert!(c(
+            r#"{"ForAllValues:StringEquals": {"s3:prefix": "a"}}"#,
+            &[]
+        ));
+        assert!(!c(
+            r#"{"ForAnyValue:StringEquals": {"s3:prefix": "a"}}"#,
+            &[]
+        ));
+        assert!(c(r#"{"Null": {"aws:Referer": "true"}}"#, &[]));
+        assert!(!c(
+            r#"{"Null": {"aws:Referer": "true"}}"#,
+            &[("aws:referer", "x")]
+        ));
+        assert!(c(
+            r#"{"Null": {"aws:Referer": false}}"#,
+            &[("aws:referer", "x")]
+        ));
+        // Keys are case-insensitive.
+        assert!(c(
+            r#"{"StringEquals": {"AWS:PRINCIPALTYPE": "Anonymous"}}"#,
+            &[("aws:PrincipalType", "Anonymous")]
+        ));
+    }
+
+    #[test]
+    fn a_statement_applies_only_when_all_its_conditions_hold() {
+        let text = r#"{"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
+             "Resource": "arn:aws:s3:::b/*",
+             "Condition": {"IpAddress": {"aws:SourceIp": "127.0.0.0/8"},
+                           "StringEquals": {"aws:Referer": "https://example.com/"}}},
+            {"Effect": "Deny", "Principal": "*", "Action": "s3:*",
+             "Resource": ["arn:aws:s3:::b", "arn:aws:s3:::b/*"],
+             "Condition": {"NotIpAddress": {"aws:SourceIp": ["127.0.0.0/8", "::1/128"]}}}
+        ]}"#;
+        let p = parse(text, "b").unwrap();
+        let cx = |ip: &str, referer: Option<&str>| {
+            let mut c = context(&[("aws:SourceIp", ip)]);
+            if let Some(r) = referer {
+                c.set("aws:Referer", r);
+            }
+            c
+        };
+        let get =
+            |who, c: &Context| permits(Some(&p), "b", who, "s3:GetObject", Target::Object("k"), c);
+        let home = Some("https://example.com/");
+        assert!(get(Who::Anonymous, &cx("127.0.0.1", home)));
+        assert!(
+            !get(Who::Anonymous, &cx("127.0.0.1", None)),
+            "both must hold"
+        );
+        assert!(!get(
+            Who::Anonymous,
+            &cx("127.0.0.1", Some("https://evil/"))
+        ));
+        // The deny binds the account's own keys from elsewhere.
+        assert!(get(Who::Key("CK"), &cx("::1", None)));
+        assert!(!get(Who::Key("CK"), &cx("192.0.2.7", None)));
+        assert!(!permits(
+            Some(&p),
+            "b",
+            Who::Key("CK"),
+            "s3:DeleteObject",
+            Target::AnyObject,
+            &cx("192.0.2.7", None)
+        ));
+        assert!(permits(
+            Some(&p),
+            "b",
+            Who::Key("CK"),
+            "s3:DeleteObject",
+            Target::AnyObject,
+            &cx("127.0.0.1", None)
+        ));
+        // A grant only to fixed addresses is not public.
+        assert!(!is_public(&p));
+    }
+
+    #[test]
+    fn not_elements_apply_to_everything_but_what_they_name() {
+        let text = r#"{"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Principal": "*", "NotAction": ["s3:Put*", "s3:Delete*"],
+             "NotResource": "arn:aws:s3:::b/private/*"},
+            {"Effect": "Deny", "NotPrincipal": {"AWS": "CKADMIN"}, "Action": "s3:DeleteObject",
+             "Resource": "arn:aws:s3:::b/*"}
+        ]}"#;
+        let p = parse(text, "b").unwrap();
+        let cx = Context::new();
+        let may = |who, action: &str, target| permits(Some(&p), "b", who, action, target, &cx);
+        assert!(may(Who::Anonymous, "s3:GetObject", Target::Object("a.txt")));
+        assert!(may(Who::Anonymous, "s3:ListBucket", Target::Bucket));
+        assert!(!may(
+            Who::Anonymous,
+            "s3:GetObject",
+            Target::Object("private/a")
+        ));
+        assert!(!may(
+            Who::Anonymous,
+            "s3:PutObject",
+            Target::Object("a.txt")
+        ));
+        // Everyone but CKADMIN is denied deletes, one key or a batch.
+        assert!(may(
+            Who::Key("CKADMIN"),
+            "s3:DeleteObject",
+            Target::Object("a")
+        ));
+        assert!(may(
+            Who::Key("CKADMIN"),
+            "s3:DeleteObject",
+            Target::AnyObject
+        ));
+        assert!(!may(
+            Who::Key("CKOTHER"),
+            "s3:DeleteObject",
+            Target::Object("a")
+        ));
+        assert!(!may(
+            Who::Key("CKOTHER"),
+            "s3:DeleteObject",
+            Target::AnyObject
+        ));
+        // An allow with NotResource covering some objects does not allow
+        // an anonymous batch over all of them.
+        assert!(!may(Who::Anonymous, "s3:GetObject", Target::AnyObject));
+        assert!(is_public(&p));
     }
 
     #[test]

@@ -92,12 +92,18 @@
 //!   (SSE-C) keys (`NotImplemented`), website hosting (s3s answers
 //!   `NotImplemented`), lifecycle transitions, noncurrent-version actions
 //!   and size filters (`NotImplemented`: one storage class, no versions),
-//!   and policy statements with `Condition`, `NotAction`, `NotPrincipal`
-//!   or `NotResource` (`NotImplemented`).
+//!   and, in policies, condition keys the gateway does not know of a
+//!   request (such as `aws:PrincipalOrgID` or object tags), `BinaryEquals`,
+//!   policy variables and non-AWS principal types (`NotImplemented`).
 //! - Bucket policies (in namespace `bucketpolicy`) are enforced by the
 //!   access check: the account's keys may do anything a `Deny` does not
 //!   take away, unsigned requests only what an `Allow` for `*` grants
-//!   (public reads); see [`access`].
+//!   (public reads); `NotPrincipal`, `NotAction`, `NotResource` and
+//!   `Condition` blocks (string, numeric, date, `Bool`, IP address and
+//!   `Null` operators, `…IfExists`, `ForAnyValue:`/`ForAllValues:`) over
+//!   the keys in [`access::KEYS`] (client address, time, user agent,
+//!   referer, principal, listing prefix, signature type, request headers);
+//!   see [`access`].
 //! - Lifecycle rules expire objects (after days, rounded to midnight UTC as
 //!   in S3, or from a date; by prefix and tags) and abort incomplete
 //!   uploads; the maintenance pass applies them (hourly by default), and
@@ -348,7 +354,8 @@ impl s3s::access::S3Access for PolicyAccess {
             _ => Target::Bucket,
         };
         let policy = self.0.bucket_policy(&bucket).await?;
-        if !access::permits(policy.as_ref(), &bucket, who, &action, target) {
+        let context = request_context(cx, key_id.as_deref(), &op);
+        if !access::permits(policy.as_ref(), &bucket, who, &action, target, &context) {
             if anonymous && policy.is_none() {
                 return refused();
             }
@@ -364,7 +371,8 @@ impl s3s::access::S3Access for PolicyAccess {
             .and_then(access::copy_source);
         if copies && let Some((sb, sk)) = source {
             let p = self.0.bucket_policy(&sb).await?;
-            if !access::permits(p.as_ref(), &sb, who, "s3:GetObject", Target::Object(&sk)) {
+            let on_source = Target::Object(&sk);
+            if !access::permits(p.as_ref(), &sb, who, "s3:GetObject", on_source, &context) {
                 return Err(GatewayError::Denied(format!(
                     "the policy of bucket {sb:?} does not permit s3:GetObject on the copy source"
                 ))
@@ -373,6 +381,99 @@ impl s3s::access::S3Access for PolicyAccess {
         }
         Ok(())
     }
+}
+
+/// What a bucket policy's conditions may test of this request
+/// ([`access::KEYS`]).
+fn request_context(
+    cx: &mut s3s::access::S3AccessContext<'_>,
+    key_id: Option<&str>,
+    op: &str,
+) -> access::Context {
+    let mut c = access::Context::new();
+    if let Some(addr) = cx.extensions_mut().get::<server::ClientAddr>() {
+        c.set("aws:SourceIp", addr.0.ip().to_string());
+    }
+    c.set("aws:SecureTransport", "false");
+    let now = time::OffsetDateTime::now_utc();
+    c.set("aws:EpochTime", now.unix_timestamp().to_string());
+    if let Ok(t) = now.format(&time::format_description::well_known::Rfc3339) {
+        c.set("aws:CurrentTime", t);
+    }
+    let query: Vec<(String, String)> = cx
+        .uri()
+        .query()
+        .map(|q| {
+            q.split('&')
+                .filter_map(|kv| {
+                    let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                    Some((rules::percent_decode(k)?, rules::percent_decode(v)?))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    match key_id {
+        Some(key) => {
+            c.set("aws:PrincipalType", "User");
+            c.set("aws:username", key);
+            // Signature version 2 signs with `Signature=` in a presigned URL
+            // and `AWS id:sig` in the header; version 4 otherwise.
+            let v2 = query.iter().any(|(k, _)| k == "Signature")
+                || cx
+                    .headers()
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|a| a.starts_with("AWS "));
+            c.set(
+                "s3:signatureversion",
+                if v2 { "AWS" } else { "AWS4-HMAC-SHA256" },
+            );
+            let presigned = query
+                .iter()
+                .any(|(k, _)| k == "X-Amz-Signature" || k == "Signature");
+            c.set(
+                "s3:authType",
+                if presigned {
+                    "REST-QUERY-STRING"
+                } else {
+                    "REST-HEADER"
+                },
+            );
+        }
+        None => {
+            c.set("aws:PrincipalType", "Anonymous");
+        }
+    }
+    if matches!(op, "ListObjects" | "ListObjectsV2") {
+        for (param, key) in [
+            ("prefix", "s3:prefix"),
+            ("delimiter", "s3:delimiter"),
+            ("max-keys", "s3:max-keys"),
+        ] {
+            if let Some((_, v)) = query.iter().find(|(k, _)| k == param) {
+                c.set(key, v.clone());
+            }
+        }
+    }
+    let headers = cx.headers();
+    for (header, key) in [
+        ("user-agent", "aws:UserAgent"),
+        ("referer", "aws:Referer"),
+        ("x-amz-acl", "s3:x-amz-acl"),
+        ("x-amz-content-sha256", "s3:x-amz-content-sha256"),
+        ("x-amz-copy-source", "s3:x-amz-copy-source"),
+        ("x-amz-metadata-directive", "s3:x-amz-metadata-directive"),
+        (
+            "x-amz-server-side-encryption",
+            "s3:x-amz-server-side-encryption",
+        ),
+        ("x-amz-storage-class", "s3:x-amz-storage-class"),
+    ] {
+        if let Some(v) = headers.get(header).and_then(|v| v.to_str().ok()) {
+            c.set(key, v);
+        }
+    }
+    c
 }
 
 /// s3s wants the service by value; the gateway is shared with maintenance.

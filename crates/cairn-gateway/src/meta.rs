@@ -2,7 +2,8 @@
 //! docs for the layout). Each is postcard with a leading `version` field,
 //! so a newer gateway can tell an older value from its own and migrate it
 //! ([`Value::upgrade`]): objects and uploads are at version 2 (they gained
-//! tags), the rest at 1.
+//! tags), bucket policies at 2 (statements gained `Not*` elements and
+//! conditions), the rest at 1.
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -53,9 +54,6 @@ pub trait BucketSetting: Value + Send {
 macro_rules! bucket_setting {
     ($($ty:ident in $ns:literal;)*) => {
         $(
-            impl Value for $ty {
-                const VERSION: u16 = META_VERSION;
-            }
             impl BucketSetting for $ty {
                 const NS: &'static str = $ns;
                 fn created_at_ms(&self) -> u64 {
@@ -74,6 +72,41 @@ bucket_setting! {
     BucketCors in "bucketcors";
     BucketLifecycle in "bucketlifecycle";
     BucketPolicy in "bucketpolicy";
+}
+
+impl Value for BucketTags {
+    const VERSION: u16 = META_VERSION;
+}
+impl Value for BucketCors {
+    const VERSION: u16 = META_VERSION;
+}
+impl Value for BucketLifecycle {
+    const VERSION: u16 = META_VERSION;
+}
+impl Value for BucketPolicy {
+    const VERSION: u16 = 2;
+    fn upgrade(version: u16, bytes: &[u8]) -> Option<Result<Self, postcard::Error>> {
+        (version == 1).then(|| {
+            postcard::from_bytes::<BucketPolicyV1>(bytes).map(|p| BucketPolicy {
+                version: Self::VERSION,
+                created_at_ms: p.created_at_ms,
+                text: p.text,
+                policy: crate::access::Policy {
+                    statements: p.statements.into_iter().map(Into::into).collect(),
+                },
+            })
+        })
+    }
+}
+
+/// [`BucketPolicy`] as version 1 kept it.
+#[derive(Deserialize)]
+struct BucketPolicyV1 {
+    #[allow(dead_code)]
+    version: u16,
+    created_at_ms: u64,
+    text: String,
+    statements: Vec<crate::access::StatementV1>,
 }
 
 impl Value for ObjectMeta {
@@ -251,7 +284,7 @@ pub struct BucketLifecycle {
 /// the bucket created at `created_at_ms`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BucketPolicy {
-    /// [`META_VERSION`].
+    /// 2 (version 1 statements had no `Not*` elements or conditions).
     pub version: u16,
     /// [`BucketMeta::created_at_ms`] of the bucket it was set on.
     pub created_at_ms: u64,
@@ -382,6 +415,36 @@ mod tests {
         let mut newer = bytes.clone();
         newer[0] = 3;
         assert!(decode::<ObjectMeta>(&newer).is_err());
+    }
+
+    /// A policy kept by version 1 (statements without `Not*` elements or
+    /// conditions) still reads, and means what it meant.
+    #[test]
+    fn version_1_bucket_policies_upgrade() {
+        use crate::access::{Principals, StatementV1};
+        let old = postcard::to_allocvec(&(
+            1u16,
+            7u64,
+            "{...}",
+            vec![StatementV1 {
+                allow: true,
+                principals: Principals::Anyone,
+                actions: vec!["s3:GetObject".into()],
+                resources: vec!["arn:aws:s3:::b/*".into()],
+            }],
+        ))
+        .unwrap();
+        let p = decode::<BucketPolicy>(&old).unwrap();
+        assert_eq!(
+            (p.version, p.created_at_ms, p.text.as_str()),
+            (2, 7, "{...}")
+        );
+        let s = &p.policy.statements[0];
+        assert!(s.allow && !s.not_principals && !s.not_actions && !s.not_resources);
+        assert!(s.conditions.is_empty());
+        assert_eq!(s.resources, ["arn:aws:s3:::b/*"]);
+        // And version 2 round-trips.
+        assert_eq!(decode::<BucketPolicy>(&encode(&p).unwrap()).unwrap(), p);
     }
 
     /// Entries written by version 1 (before tags) still read, with no tags.

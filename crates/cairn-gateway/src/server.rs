@@ -267,6 +267,9 @@ pub async fn serve(
                     let (method, path) = (req.method().clone(), req.uri().path().to_string());
                     let origin = header(&req, "origin").map(str::to_owned);
                     let slot = Arc::new(slot);
+                    let mut req = req;
+                    // The access check's `aws:SourceIp`.
+                    req.extensions_mut().insert(ClientAddr(peer));
                     let req = req.map(|inner| {
                         s3s::Body::http_body_unsync(IdleBody {
                             inner,
@@ -309,6 +312,11 @@ pub async fn serve(
         });
     }
 }
+
+/// The address a request came from, in its extensions (for bucket policy
+/// conditions on `aws:SourceIp`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ClientAddr(pub(crate) std::net::SocketAddr);
 
 #[cfg(test)]
 mod tests {

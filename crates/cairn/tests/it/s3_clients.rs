@@ -111,6 +111,8 @@ fn boto3_covers_every_operation_and_bad_input() {
         "test_cors",
         "test_bucket_tagging",
         "test_lifecycle_configuration",
+        "test_bucket_policy",
+        "test_bucket_policy_conditions_and_not_elements",
     ] {
         assert!(
             out.contains(&format!("ok   {name} ")),
