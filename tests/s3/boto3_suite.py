@@ -395,6 +395,78 @@ def test_bucket_policy_conditions_and_not_elements():
         S3.delete_object(Bucket=b, Key=k)
 
 
+def web_get(b, path, method="GET"):
+    """A browser's request for `path` of bucket b's website: host b.web.localhost."""
+    u = urllib.parse.urlparse(ENDPOINT)
+    c = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+    c.request(method, path, headers={"Host": f"{b}.web.localhost:{u.port}"})
+    r = c.getresponse()
+    body = r.read()
+    c.close()
+    return r.status, {k.lower(): v for k, v in r.getheaders()}, body
+
+
+def test_website_hosting():
+    import json
+    b = bucket("site")
+    html = {"ContentType": "text/html"}
+    S3.put_object(Bucket=b, Key="index.html", Body=b"<h1>home</h1>", **html)
+    S3.put_object(Bucket=b, Key="docs/index.html", Body=b"<h1>docs</h1>", **html)
+    S3.put_object(Bucket=b, Key="style.css", Body=b"h1{}", ContentType="text/css")
+    S3.put_object(Bucket=b, Key="404.html", Body=b"<h1>lost</h1>", **html)
+    S3.put_object(Bucket=b, Key="private/x", Body=b"x")
+    expect_error(lambda: S3.get_bucket_website(Bucket=b), {"NoSuchWebsiteConfiguration"}, {404})
+    assert web_get(b, "/")[0] == 404, "no website configuration yet"
+    # S3's own checks: an index document is required, with no slash.
+    expect_error(lambda: S3.put_bucket_website(Bucket=b, WebsiteConfiguration={
+        "ErrorDocument": {"Key": "404.html"}}), {"InvalidArgument"}, {400})
+    expect_error(lambda: S3.put_bucket_website(Bucket=b, WebsiteConfiguration={
+        "IndexDocument": {"Suffix": "a/index.html"}}), {"InvalidArgument"}, {400})
+    config = {"IndexDocument": {"Suffix": "index.html"}, "ErrorDocument": {"Key": "404.html"},
+              "RoutingRules": [{"Condition": {"KeyPrefixEquals": "old/"},
+                                "Redirect": {"ReplaceKeyPrefixWith": "docs/"}}]}
+    S3.put_bucket_website(Bucket=b, WebsiteConfiguration=config)
+    got = S3.get_bucket_website(Bucket=b)
+    assert got["IndexDocument"] == {"Suffix": "index.html"}, got
+    assert got["ErrorDocument"] == {"Key": "404.html"}, got
+    assert got["RoutingRules"][0]["Redirect"]["ReplaceKeyPrefixWith"] == "docs/", got
+    # Like S3's website endpoints, it serves only what everyone may read.
+    assert web_get(b, "/")[0] == 403
+    S3.put_bucket_policy(Bucket=b, Policy=json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{b}/*"},
+        {"Effect": "Deny", "Principal": "*", "Action": "s3:GetObject",
+         "Resource": f"arn:aws:s3:::{b}/private/*"}]}))
+    status, headers, body = web_get(b, "/")
+    assert (status, body) == (200, b"<h1>home</h1>"), (status, body)
+    assert headers["content-type"] == "text/html", headers
+    assert web_get(b, "/docs/")[2] == b"<h1>docs</h1>"
+    status, headers, body = web_get(b, "/style.css")
+    assert (status, headers["content-type"], body) == (200, "text/css", b"h1{}")
+    status, headers, _ = web_get(b, "/docs")
+    assert (status, headers["location"]) == (302, "/docs/"), (status, headers)
+    status, headers, body = web_get(b, "/nothing/here.html")
+    assert (status, body) == (404, b"<h1>lost</h1>"), (status, body)
+    assert web_get(b, "/private/x")[0] == 403
+    status, headers, _ = web_get(b, "/old/index.html")
+    port = urllib.parse.urlparse(ENDPOINT).port
+    assert (status, headers["location"]) == (301, f"http://{b}.web.localhost:{port}/docs/index.html"), headers
+    status, headers, body = web_get(b, "/", "HEAD")
+    assert (status, body, headers["content-length"]) == (200, b"", "13"), (status, headers)
+    assert web_get(b, "/", "DELETE")[0] == 405
+    assert S3.get_object(Bucket=b, Key="index.html")["Body"].read() == b"<h1>home</h1>", "S3 untouched"
+    # Everything elsewhere.
+    S3.put_bucket_website(Bucket=b, WebsiteConfiguration={
+        "RedirectAllRequestsTo": {"HostName": "example.com", "Protocol": "https"}})
+    status, headers, _ = web_get(b, "/a/b")
+    assert (status, headers["location"]) == (301, "https://example.com/a/b"), headers
+    S3.delete_bucket_website(Bucket=b)
+    assert web_get(b, "/")[0] == 404
+    expect_error(lambda: S3.get_bucket_website(Bucket=b), {"NoSuchWebsiteConfiguration"}, {404})
+    S3.delete_bucket_policy(Bucket=b)
+    for k in ["index.html", "docs/index.html", "style.css", "404.html", "private/x"]:
+        S3.delete_object(Bucket=b, Key=k)
+
+
 def test_acls_versioning_policies_and_encryption():
     b = bucket("settings")
     S3.put_object(Bucket=b, Key="o", Body=b"x")
@@ -761,6 +833,17 @@ def test_bad_input():
     # is answered with one, and nothing becomes visible.
     truncated_put(f"/{b}/trunc", 100_000, 1000)
     expect_error(lambda: S3.head_object(Bucket=b, Key="trunc"), {"404", "NoSuchKey"}, {404})
+    # A PUT refused before its body is read (Expect: 100-continue, the body
+    # withheld) ends its connection: the next bytes on it could be the body
+    # or the next request, and reading either as the other corrupts both.
+    u = urllib.parse.urlparse(ENDPOINT)
+    s = socket.create_connection((u.hostname, u.port), timeout=30)
+    s.sendall((f"PUT /{b}/refused HTTP/1.1\r\nHost: {u.netloc}\r\nContent-Length: 5\r\n"
+               "Expect: 100-continue\r\n\r\n").encode())
+    data = read_response(s)
+    head = data.split(b"\r\n\r\n", 1)[0].lower()
+    assert head.startswith(b"http/1.1 403") and b"connection: close" in head, data[:400]
+    s.close()
     # The gateway is still fine afterwards.
     S3.put_object(Bucket=b, Key="after", Body=b"ok")
     assert S3.get_object(Bucket=b, Key="after")["Body"].read() == b"ok"

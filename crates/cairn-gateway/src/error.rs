@@ -119,6 +119,9 @@ pub enum GatewayError {
     /// A request the bucket's policy does not permit.
     #[error("{0}")]
     Denied(String),
+    /// A bucket without a website configuration was asked for it.
+    #[error("the bucket {0:?} has no website configuration")]
+    NoSuchWebsiteConfiguration(String),
     /// A bucket without lifecycle rules was asked for them.
     #[error("the bucket {0:?} has no lifecycle configuration")]
     NoSuchLifecycleConfiguration(String),
@@ -174,6 +177,7 @@ impl From<GatewayError> for S3Error {
             G::NoSuchLifecycleConfiguration(_) => S3ErrorCode::NoSuchLifecycleConfiguration,
             G::MalformedXml(_) => S3ErrorCode::MalformedXML,
             G::NoSuchCorsConfiguration(_) => S3ErrorCode::NoSuchCORSConfiguration,
+            G::NoSuchWebsiteConfiguration(_) => S3ErrorCode::NoSuchWebsiteConfiguration,
             G::CorsForbidden(_) => S3ErrorCode::AccessDenied,
             G::AclNotSupported(_) => S3ErrorCode::AccessControlListNotSupported,
             G::NotImplemented(_) => S3ErrorCode::NotImplemented,

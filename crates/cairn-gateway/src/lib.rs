@@ -89,8 +89,7 @@
 //!   encryption, which is what the node does; see [`policy`].
 //! - Unfinished: object versioning (a bucket reports it as never enabled,
 //!   and enabling it is `NotImplemented`), KMS and customer-provided
-//!   (SSE-C) keys (`NotImplemented`), website hosting (s3s answers
-//!   `NotImplemented`), lifecycle transitions, noncurrent-version actions
+//!   (SSE-C) keys (`NotImplemented`), lifecycle transitions, noncurrent-version actions
 //!   and size filters (`NotImplemented`: one storage class, no versions),
 //!   and, in policies, condition keys the gateway does not know of a
 //!   request (such as `aws:PrincipalOrgID` or object tags), `BinaryEquals`,
@@ -132,6 +131,7 @@ pub mod s3;
 pub mod server;
 #[cfg(test)]
 mod service_tests;
+pub mod website;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -182,6 +182,8 @@ pub struct Config {
     pub limits: server::Limits,
     /// When a shard of a bucket's index splits.
     pub split: cairn_core::shard::SplitRule,
+    /// Bucket websites are served to hosts `BUCKET.web_domain` (none: not served).
+    pub web_domain: Option<String>,
 }
 
 impl Config {
@@ -198,6 +200,7 @@ impl Config {
             maintenance_interval: Duration::from_secs(3600),
             limits: server::Limits::default(),
             split: cairn_core::shard::SplitRule::DEFAULT,
+            web_domain: None,
         }
     }
 }
@@ -264,6 +267,7 @@ pub async fn start(config: Config) -> Result<Started, StartError> {
             max_object: config.limits.max_body,
             body_idle: config.limits.body_idle,
             min_part: s3::MIN_PART,
+            web_domain: config.web_domain.clone(),
         },
     ));
     let mut builder = s3s::service::S3ServiceBuilder::new(SharedGateway(gateway.clone()));
@@ -514,6 +518,9 @@ delegate! {
     get_bucket_cors: GetBucketCorsInput => GetBucketCorsOutput;
     put_bucket_cors: PutBucketCorsInput => PutBucketCorsOutput;
     delete_bucket_cors: DeleteBucketCorsInput => DeleteBucketCorsOutput;
+    get_bucket_website: GetBucketWebsiteInput => GetBucketWebsiteOutput;
+    put_bucket_website: PutBucketWebsiteInput => PutBucketWebsiteOutput;
+    delete_bucket_website: DeleteBucketWebsiteInput => DeleteBucketWebsiteOutput;
     get_bucket_lifecycle_configuration: GetBucketLifecycleConfigurationInput => GetBucketLifecycleConfigurationOutput;
     put_bucket_lifecycle_configuration: PutBucketLifecycleConfigurationInput => PutBucketLifecycleConfigurationOutput;
     delete_bucket_lifecycle: DeleteBucketLifecycleInput => DeleteBucketLifecycleOutput;

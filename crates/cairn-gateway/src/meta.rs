@@ -72,6 +72,11 @@ bucket_setting! {
     BucketCors in "bucketcors";
     BucketLifecycle in "bucketlifecycle";
     BucketPolicy in "bucketpolicy";
+    BucketWebsite in "bucketwebsite";
+}
+
+impl Value for BucketWebsite {
+    const VERSION: u16 = META_VERSION;
 }
 
 impl Value for BucketTags {
@@ -97,6 +102,18 @@ impl Value for BucketPolicy {
             })
         })
     }
+}
+
+/// A bucket's website configuration, in namespace `bucketwebsite`; like
+/// [`BucketTags`], only for the bucket created at `created_at_ms`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BucketWebsite {
+    /// [`META_VERSION`].
+    pub version: u16,
+    /// [`BucketMeta::created_at_ms`] of the bucket it was set on.
+    pub created_at_ms: u64,
+    /// The configuration.
+    pub site: crate::website::Site,
 }
 
 /// [`BucketPolicy`] as version 1 kept it.

@@ -15,6 +15,7 @@ use crate::body::{self, BodyRules, ChannelStream};
 use crate::error::GatewayError;
 use crate::indexes::{Change, Indexes};
 use crate::listing::{self, ListParams, list_page, uploads_page};
+use crate::meta::BucketWebsite;
 use crate::meta::{
     self, BucketCors, BucketLifecycle, BucketMeta, BucketPolicy, BucketSetting, BucketTags,
     INLINE_MAX, META_VERSION, ObjectMeta, PARTS_PER_LIST, PartList, PartMeta, PartRef, TagsMeta,
@@ -80,6 +81,8 @@ pub struct Settings {
     pub body_idle: Duration,
     /// The smallest part but the last of a multipart upload ([`MIN_PART`]).
     pub min_part: u64,
+    /// Bucket websites are served to hosts `BUCKET.web_domain`.
+    pub web_domain: Option<String>,
 }
 
 /// The S3 service.
@@ -454,6 +457,73 @@ impl Gateway {
         self.forget(m.parts.into_iter().map(|p| p.cap).collect());
         self.forget_tags(bucket, &[key]).await?;
         Ok(true)
+    }
+
+    /// The domain bucket websites are served under, if they are.
+    pub fn web_domain(&self) -> Option<&str> {
+        self.settings.web_domain.as_deref()
+    }
+
+    /// The website configuration of `bucket` (none for a missing bucket).
+    pub async fn website(
+        &self,
+        bucket: &str,
+    ) -> Result<Option<crate::website::Site>, GatewayError> {
+        match self.bucket_setting::<BucketWebsite>(bucket).await {
+            Ok(w) => Ok(w.map(|w| w.site)),
+            Err(GatewayError::NoSuchBucket(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether object `bucket/key` exists (for a website's `/dir` → `/dir/`).
+    pub(crate) async fn website_exists(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<bool, GatewayError> {
+        Ok(self.idx.get(&objects_ns(bucket), key).await?.is_some())
+    }
+
+    /// Object `bucket/key` as a website answers it (whole, streamed; the
+    /// headers only for `head`), or `None` if there is no such object.
+    pub(crate) async fn website_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        head: bool,
+    ) -> Result<Option<hyper::Response<s3s::Body>>, GatewayError> {
+        let Some(m) = self.object(bucket, key).await? else {
+            return Ok(None);
+        };
+        let body = if head || m.size == 0 {
+            s3s::Body::empty()
+        } else {
+            s3s::Body::from(StreamingBlob::wrap(self.open_read(&m, 0, m.size).await?))
+        };
+        let modified = time::OffsetDateTime::from_unix_timestamp_nanos(
+            i128::from(m.last_modified_ms) * 1_000_000,
+        )
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+        .format(time::macros::format_description!(
+            "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+        ))
+        .unwrap_or_default();
+        let mut r = hyper::Response::builder()
+            .status(200)
+            .header(
+                "content-type",
+                m.content_type.as_deref().unwrap_or("binary/octet-stream"),
+            )
+            .header("content-length", m.size)
+            .header("etag", format!("\"{}\"", m.etag))
+            .header("last-modified", modified);
+        for (k, v) in &m.user_metadata {
+            r = r.header(format!("x-amz-meta-{k}"), v);
+        }
+        r.body(body)
+            .map(Some)
+            .map_err(|e| GatewayError::Internal(format!("a website answer: {e}")))
     }
 
     /// The CORS rules of `bucket` (none for a missing bucket).
@@ -1617,6 +1687,107 @@ impl S3 for Gateway {
         self.set_bucket_setting::<BucketCors>(&req.input.bucket, None)
             .await?;
         ok(DeleteBucketCorsOutput::default())
+    }
+
+    async fn get_bucket_website(
+        &self,
+        req: S3Request<GetBucketWebsiteInput>,
+    ) -> S3Result<S3Response<GetBucketWebsiteOutput>> {
+        let bucket = req.input.bucket;
+        let Some(w) = self.bucket_setting::<BucketWebsite>(&bucket).await? else {
+            return Err(GatewayError::NoSuchWebsiteConfiguration(bucket).into());
+        };
+        let site = w.site;
+        let rules: Vec<RoutingRule> = site
+            .rules
+            .iter()
+            .map(|r| RoutingRule {
+                condition: (r.key_prefix.is_some() || r.error_code.is_some()).then(|| {
+                    s3s::dto::Condition {
+                        http_error_code_returned_equals: r.error_code.map(|c| c.to_string()),
+                        key_prefix_equals: r.key_prefix.clone(),
+                    }
+                }),
+                redirect: s3s::dto::Redirect {
+                    host_name: r.redirect.host.clone(),
+                    http_redirect_code: r.redirect.code.map(|c| c.to_string()),
+                    protocol: r.redirect.protocol.clone().map(Protocol::from),
+                    replace_key_prefix_with: r.redirect.replace_prefix.clone(),
+                    replace_key_with: r.redirect.replace_key.clone(),
+                },
+            })
+            .collect();
+        ok(GetBucketWebsiteOutput {
+            error_document: site.error_key.map(|key| ErrorDocument { key }),
+            index_document: site.index.map(|suffix| IndexDocument { suffix }),
+            redirect_all_requests_to: site.redirect_all.map(|(host_name, protocol)| {
+                RedirectAllRequestsTo {
+                    host_name,
+                    protocol: protocol.map(Protocol::from),
+                }
+            }),
+            routing_rules: (!rules.is_empty()).then_some(rules),
+        })
+    }
+
+    async fn put_bucket_website(
+        &self,
+        req: S3Request<PutBucketWebsiteInput>,
+    ) -> S3Result<S3Response<PutBucketWebsiteOutput>> {
+        let input = req.input;
+        let c = input.website_configuration;
+        let code = |s: &Option<String>, what: &str| -> Result<Option<u16>, GatewayError> {
+            s.as_deref()
+                .map(|v| {
+                    v.trim().parse::<u16>().map_err(|_| {
+                        GatewayError::InvalidArgument(format!("{what} {v:?} is not an HTTP status"))
+                    })
+                })
+                .transpose()
+        };
+        let mut rules = Vec::new();
+        for r in c.routing_rules.unwrap_or_default() {
+            let cond = r.condition.unwrap_or_default();
+            rules.push(crate::website::Rule {
+                key_prefix: cond.key_prefix_equals,
+                error_code: code(
+                    &cond.http_error_code_returned_equals,
+                    "HttpErrorCodeReturnedEquals",
+                )?,
+                redirect: crate::website::Redirect {
+                    host: r.redirect.host_name,
+                    protocol: r.redirect.protocol.map(|p| p.as_str().to_string()),
+                    code: code(&r.redirect.http_redirect_code, "HttpRedirectCode")?,
+                    replace_prefix: r.redirect.replace_key_prefix_with,
+                    replace_key: r.redirect.replace_key_with,
+                },
+            });
+        }
+        let site = crate::website::Site {
+            index: c.index_document.map(|d| d.suffix),
+            error_key: c.error_document.map(|d| d.key),
+            redirect_all: c
+                .redirect_all_requests_to
+                .map(|r| (r.host_name, r.protocol.map(|p| p.as_str().to_string()))),
+            rules,
+        };
+        crate::website::check(&site)?;
+        let set = BucketWebsite {
+            version: BucketWebsite::VERSION,
+            created_at_ms: 0,
+            site,
+        };
+        self.set_bucket_setting(&input.bucket, Some(set)).await?;
+        ok(PutBucketWebsiteOutput::default())
+    }
+
+    async fn delete_bucket_website(
+        &self,
+        req: S3Request<DeleteBucketWebsiteInput>,
+    ) -> S3Result<S3Response<DeleteBucketWebsiteOutput>> {
+        self.set_bucket_setting::<BucketWebsite>(&req.input.bucket, None)
+            .await?;
+        ok(DeleteBucketWebsiteOutput::default())
     }
 
     async fn get_bucket_lifecycle_configuration(

@@ -14,6 +14,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -92,6 +93,8 @@ struct IdleBody {
     idle: Duration,
     timer: Pin<Box<tokio::time::Sleep>>,
     _slot: Option<Arc<Slot>>,
+    /// Set once the body has been read to its end.
+    done: Arc<AtomicBool>,
 }
 
 impl HttpBody for IdleBody {
@@ -104,6 +107,9 @@ impl HttpBody for IdleBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(r) => {
+                if r.is_none() || self.inner.is_end_stream() {
+                    self.done.store(true, Ordering::Relaxed);
+                }
                 let idle = self.idle;
                 self.timer
                     .as_mut()
@@ -142,6 +148,19 @@ fn declared_size(req: &hyper::Request<Incoming>) -> Option<u64> {
         .or_else(|| h.get(hyper::header::CONTENT_LENGTH))
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse().ok())
+}
+
+/// Marks an answer given before its request's body was read to the end as
+/// the connection's last: the rest of that body (or, after an `Expect:
+/// 100-continue` the client then never sends, the next request) would
+/// otherwise be read as the start of the next request.
+fn close_unless_read<B>(resp: &mut hyper::Response<B>, had_body: bool, done: &AtomicBool) {
+    if had_body && !done.load(Ordering::Relaxed) {
+        resp.headers_mut().insert(
+            hyper::header::CONNECTION,
+            hyper::header::HeaderValue::from_static("close"),
+        );
+    }
 }
 
 fn header<'a>(req: &'a hyper::Request<Incoming>, name: &str) -> Option<&'a str> {
@@ -261,8 +280,26 @@ pub async fn serve(
                             .into(),
                         );
                     }
+                    let had_body = !req.body().is_end_stream();
+                    let done = Arc::new(AtomicBool::new(false));
+                    // `BUCKET.WEB-DOMAIN`: the bucket's website, not S3.
+                    let site = gateway.web_domain().and_then(|domain| {
+                        let host = header(&req, "host")?;
+                        crate::website::bucket_of_host(host, domain).map(str::to_owned)
+                    });
+                    if let Some(bucket) = site {
+                        let mut r =
+                            crate::website::respond(gateway.clone(), &req, &bucket, peer).await;
+                        drop(slot);
+                        close_unless_read(&mut r, had_body, &done);
+                        return Ok(r);
+                    }
                     if req.method() == hyper::Method::OPTIONS {
-                        return preflight(&gateway, &req).await;
+                        let mut r = preflight(&gateway, &req).await;
+                        if let Ok(r) = r.as_mut() {
+                            close_unless_read(r, had_body, &done);
+                        }
+                        return r;
                     }
                     let (method, path) = (req.method().clone(), req.uri().path().to_string());
                     let origin = header(&req, "origin").map(str::to_owned);
@@ -276,10 +313,14 @@ pub async fn serve(
                             idle: limits.body_idle,
                             timer: Box::pin(tokio::time::sleep(limits.body_idle)),
                             _slot: Some(slot.clone()),
+                            done: done.clone(),
                         })
                     });
                     let mut resp = service.call(req).await;
                     drop(slot);
+                    if let Ok(r) = resp.as_mut() {
+                        close_unless_read(r, had_body, &done);
+                    }
                     if let (Some(origin), Some(bucket), Ok(r)) =
                         (origin, crate::cors::bucket_of(&path), resp.as_mut())
                     {

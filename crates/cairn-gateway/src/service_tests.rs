@@ -203,6 +203,7 @@ fn gateway_split(
             max_object: 64 << 20,
             body_idle: Duration::from_secs(5),
             min_part,
+            web_domain: None,
         },
     )
 }

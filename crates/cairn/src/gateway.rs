@@ -54,6 +54,11 @@ pub struct S3Args {
     /// read more shards; the tests use small ones to grow deep trees.
     #[arg(long, env = "CAIRN_GATEWAY_SHARD_ENTRIES", default_value_t = cairn_core::shard::SplitRule::DEFAULT.max_entries)]
     pub shard_entries: usize,
+    /// Serve the website of bucket B (PutBucketWebsite) to requests for
+    /// host B.DOMAIN on the same port; browsers send `*.localhost` to this
+    /// machine, so `http://B.web.localhost:9000/` works with the default.
+    #[arg(long, default_value = "web.localhost")]
+    pub web_domain: String,
 }
 
 /// `cairn gateway keys …`.
@@ -150,6 +155,7 @@ async fn serve(a: S3Args) -> Result<()> {
     config.account_file = a.account_file;
     config.region = a.region;
     config.upload_max_age = a.upload_max_age;
+    config.web_domain = (!a.web_domain.is_empty()).then(|| a.web_domain.clone());
     if !(16..=60_000).contains(&a.shard_entries) {
         bail!(
             "--shard-entries {} is out of range: a shard splits at 16 to 60,000 entries (an index holds 65,536)",
@@ -167,6 +173,13 @@ async fn serve(a: S3Args) -> Result<()> {
         a.api,
         a.dir.dir.display()
     );
+    if !a.web_domain.is_empty() {
+        eprintln!(
+            "bucket websites at http://BUCKET.{}:{}/",
+            a.web_domain,
+            started.addr.port()
+        );
+    }
     if KeyStore::new(&a.dir.dir).list()?.is_empty() {
         eprintln!(
             "no credentials yet: make one with `cairn gateway keys create --dir {}`",

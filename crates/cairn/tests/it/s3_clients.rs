@@ -113,6 +113,7 @@ fn boto3_covers_every_operation_and_bad_input() {
         "test_lifecycle_configuration",
         "test_bucket_policy",
         "test_bucket_policy_conditions_and_not_elements",
+        "test_website_hosting",
     ] {
         assert!(
             out.contains(&format!("ok   {name} ")),
