@@ -270,10 +270,23 @@ def test_lifecycle_configuration():
         {"ID": "tmp", "Status": "Disabled",
          "Filter": {"And": {"Prefix": "tmp/", "Tags": [{"Key": "temp", "Value": "yes"}]}},
          "Expiration": {"Days": 1}},
+        {"ID": "big", "Status": "Enabled", "Filter": {"ObjectSizeGreaterThan": 1048576},
+         "Expiration": {"Days": 90}},
+        {"ID": "mid", "Status": "Enabled",
+         "Filter": {"And": {"Prefix": "m/", "ObjectSizeGreaterThan": 10, "ObjectSizeLessThan": 100}},
+         "Expiration": {"Days": 5}},
     ]
     S3.put_bucket_lifecycle_configuration(Bucket=b, LifecycleConfiguration={"Rules": rules})
     got = S3.get_bucket_lifecycle_configuration(Bucket=b)["Rules"]
-    assert [r["ID"] for r in got] == ["logs", "uploads", "tmp"], got
+    assert [r["ID"] for r in got] == ["logs", "uploads", "tmp", "big", "mid"], got
+    assert got[3]["Filter"]["ObjectSizeGreaterThan"] == 1048576, got
+    assert got[4]["Filter"]["And"] == {"Prefix": "m/", "ObjectSizeGreaterThan": 10,
+                                       "ObjectSizeLessThan": 100}, got
+    empty = [{"ID": "e", "Status": "Enabled",
+              "Filter": {"And": {"ObjectSizeGreaterThan": 100, "ObjectSizeLessThan": 100}},
+              "Expiration": {"Days": 1}}]
+    expect_error(lambda: S3.put_bucket_lifecycle_configuration(
+        Bucket=b, LifecycleConfiguration={"Rules": empty}), {"InvalidArgument"}, {400})
     assert got[0]["Expiration"]["Days"] == 30 and got[0]["Filter"]["Prefix"] == "logs/", got
     assert got[1]["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"] == 7, got
     assert got[2]["Status"] == "Disabled" and got[2]["Filter"]["And"]["Tags"][0]["Key"] == "temp", got
@@ -284,7 +297,7 @@ def test_lifecycle_configuration():
     zero = [{"ID": "z", "Status": "Enabled", "Filter": {"Prefix": ""}, "Expiration": {"Days": 0}}]
     expect_error(lambda: S3.put_bucket_lifecycle_configuration(
         Bucket=b, LifecycleConfiguration={"Rules": zero}), {"InvalidArgument"}, {400})
-    assert len(S3.get_bucket_lifecycle_configuration(Bucket=b)["Rules"]) == 3, "refused sets change nothing"
+    assert len(S3.get_bucket_lifecycle_configuration(Bucket=b)["Rules"]) == 5, "refused sets change nothing"
     S3.delete_bucket_lifecycle(Bucket=b)
     expect_error(lambda: S3.get_bucket_lifecycle_configuration(Bucket=b),
                  {"NoSuchLifecycleConfiguration"}, {404})

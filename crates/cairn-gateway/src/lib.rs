@@ -89,8 +89,9 @@
 //!   encryption, which is what the node does; see [`policy`].
 //! - Unfinished: object versioning (a bucket reports it as never enabled,
 //!   and enabling it is `NotImplemented`), KMS and customer-provided
-//!   (SSE-C) keys (`NotImplemented`), lifecycle transitions, noncurrent-version actions
-//!   and size filters (`NotImplemented`: one storage class, no versions),
+//!   (SSE-C) keys (`NotImplemented`), lifecycle transitions and
+//!   noncurrent-version actions (`NotImplemented`: one storage class, no
+//!   versions),
 //!   and, in policies, condition keys the gateway does not know of a
 //!   request (such as `aws:PrincipalOrgID` or object tags), `BinaryEquals`,
 //!   policy variables and non-AWS principal types (`NotImplemented`).
@@ -104,7 +105,7 @@
 //!   referer, principal, listing prefix, signature type, request headers);
 //!   see [`access`].
 //! - Lifecycle rules expire objects (after days, rounded to midnight UTC as
-//!   in S3, or from a date; by prefix and tags) and abort incomplete
+//!   in S3, or from a date; by prefix, tags and size) and abort incomplete
 //!   uploads; the maintenance pass applies them (hourly by default), and
 //!   removes an object only if its entry is still the write that expired
 //!   ([`lifecycle`]).
@@ -642,7 +643,7 @@ async fn expire_window(
         } else {
             vec![]
         };
-        if lifecycle::expired(rules, k, &tags, m.last_modified_ms, now) {
+        if lifecycle::expired(rules, k, &tags, m.size, m.last_modified_ms, now) {
             if gw
                 .remove_object(bucket, k, Some(&meta::generation(&m)))
                 .await?

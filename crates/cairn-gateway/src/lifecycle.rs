@@ -3,9 +3,10 @@
 //! gateway's maintenance pass applies it to every object and upload.
 //!
 //! Cairn has one storage class and no versions, so a rule may expire
-//! objects (after a number of days or from a date) and abort incomplete
-//! multipart uploads; transitions, noncurrent-version actions and size
-//! filters are refused as `NotImplemented` rather than stored and ignored.
+//! objects (after a number of days or from a date, filtered by prefix,
+//! tags and size) and abort incomplete multipart uploads; transitions and
+//! noncurrent-version actions are refused as `NotImplemented` rather than
+//! stored and ignored.
 
 use serde::{Deserialize, Serialize};
 
@@ -27,6 +28,10 @@ pub struct Rule {
     pub prefix: String,
     /// Objects it applies to carry all these tags.
     pub tags: Vec<(String, String)>,
+    /// Objects it applies to are larger than this (`ObjectSizeGreaterThan`).
+    pub size_greater_than: Option<u64>,
+    /// Objects it applies to are smaller than this (`ObjectSizeLessThan`).
+    pub size_less_than: Option<u64>,
     /// Objects expire this many days after they were written.
     pub expire_days: Option<u32>,
     /// Objects expire from this time (Unix ms).
@@ -35,9 +40,46 @@ pub struct Rule {
     pub abort_days: Option<u32>,
 }
 
+/// A rule as version 1 of [`crate::meta::BucketLifecycle`] kept it,
+/// before size filters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleV1 {
+    /// `ID`.
+    pub id: Option<String>,
+    /// `Status` is `Enabled`.
+    pub enabled: bool,
+    /// Key prefix.
+    pub prefix: String,
+    /// Tags.
+    pub tags: Vec<(String, String)>,
+    /// Expiry in days.
+    pub expire_days: Option<u32>,
+    /// Expiry date (Unix ms).
+    pub expire_at_ms: Option<u64>,
+    /// Abort uploads after days.
+    pub abort_days: Option<u32>,
+}
+
+impl From<RuleV1> for Rule {
+    fn from(r: RuleV1) -> Self {
+        Rule {
+            id: r.id,
+            enabled: r.enabled,
+            prefix: r.prefix,
+            tags: r.tags,
+            size_greater_than: None,
+            size_less_than: None,
+            expire_days: r.expire_days,
+            expire_at_ms: r.expire_at_ms,
+            abort_days: r.abort_days,
+        }
+    }
+}
+
 /// Checks a configuration as S3 does: 1 to [`MAX_RULES`] rules with
-/// distinct ids, each with an action, days of at least 1, and no tag
-/// filter on a rule that aborts uploads (uploads have no tags yet).
+/// distinct ids, each with an action, days of at least 1, no tag or size
+/// filter on a rule that aborts uploads (uploads have neither yet), and a
+/// size range that is not empty.
 pub fn check(rules: &[Rule]) -> Result<(), GatewayError> {
     let bad = |why: String| Err(GatewayError::MalformedXml(why));
     if rules.is_empty() || rules.len() > MAX_RULES {
@@ -65,6 +107,20 @@ pub fn check(rules: &[Rule]) -> Result<(), GatewayError> {
                 "AbortIncompleteMultipartUpload cannot be specified with Tags".into(),
             ));
         }
+        let sized = r.size_greater_than.is_some() || r.size_less_than.is_some();
+        if r.abort_days.is_some() && sized {
+            return Err(GatewayError::InvalidArgument(
+                "AbortIncompleteMultipartUpload cannot be specified with an object size filter"
+                    .into(),
+            ));
+        }
+        if let (Some(gt), Some(lt)) = (r.size_greater_than, r.size_less_than)
+            && gt >= lt
+        {
+            return Err(GatewayError::InvalidArgument(format!(
+                "ObjectSizeGreaterThan ({gt}) must be less than ObjectSizeLessThan ({lt})"
+            )));
+        }
         if let Some(id) = &r.id {
             if id.len() > 255 {
                 return Err(GatewayError::InvalidArgument(
@@ -88,18 +144,22 @@ fn next_midnight(ms: u64) -> u64 {
     ms.div_ceil(DAY_MS) * DAY_MS
 }
 
-/// Whether the object `key` with `tags`, written at `written_ms`, has
-/// expired at `now_ms` under `rules`.
+/// Whether the object `key` of `size` bytes with `tags`, written at
+/// `written_ms`, has expired at `now_ms` under `rules`.
 pub fn expired(
     rules: &[Rule],
     key: &str,
     tags: &[(String, String)],
+    size: u64,
     written_ms: u64,
     now_ms: u64,
 ) -> bool {
     rules.iter().any(|r| {
-        let applies =
-            r.enabled && key.starts_with(&r.prefix) && r.tags.iter().all(|t| tags.contains(t));
+        let applies = r.enabled
+            && key.starts_with(&r.prefix)
+            && r.tags.iter().all(|t| tags.contains(t))
+            && r.size_greater_than.is_none_or(|gt| size > gt)
+            && r.size_less_than.is_none_or(|lt| size < lt);
         let due = match (r.expire_days, r.expire_at_ms) {
             (Some(d), _) => {
                 now_ms >= next_midnight(written_ms.saturating_add(u64::from(d) * DAY_MS))
@@ -139,6 +199,8 @@ mod tests {
             enabled: true,
             prefix: prefix.into(),
             tags: vec![],
+            size_greater_than: None,
+            size_less_than: None,
             expire_days: None,
             expire_at_ms: None,
             abort_days: None,
@@ -159,17 +221,39 @@ mod tests {
             &rules,
             "logs/a",
             &[],
+            10,
             written,
             day0 + 2 * DAY_MS - 1
         ));
-        assert!(expired(&rules, "logs/a", &[], written, day0 + 2 * DAY_MS));
-        assert!(!expired(&rules, "data/a", &[], written, day0 + 9 * DAY_MS));
+        assert!(expired(
+            &rules,
+            "logs/a",
+            &[],
+            10,
+            written,
+            day0 + 2 * DAY_MS
+        ));
+        assert!(!expired(
+            &rules,
+            "data/a",
+            &[],
+            10,
+            written,
+            day0 + 9 * DAY_MS
+        ));
         // A disabled rule expires nothing.
         let off = [Rule {
             enabled: false,
             ..logs.clone()
         }];
-        assert!(!expired(&off, "logs/a", &[], written, day0 + 9 * DAY_MS));
+        assert!(!expired(
+            &off,
+            "logs/a",
+            &[],
+            10,
+            written,
+            day0 + 9 * DAY_MS
+        ));
         // A tag filter needs every tag it names.
         let tagged = [Rule {
             tags: vec![("tmp".into(), "yes".into())],
@@ -180,6 +264,7 @@ mod tests {
             &tagged,
             "logs/a",
             &[t("tmp", "no")],
+            10,
             written,
             day0 + 9 * DAY_MS
         ));
@@ -187,6 +272,7 @@ mod tests {
             &tagged,
             "logs/a",
             &[t("a", "b"), t("tmp", "yes")],
+            10,
             written,
             day0 + 9 * DAY_MS
         ));
@@ -195,14 +281,37 @@ mod tests {
             expire_at_ms: Some(day0 + 5 * DAY_MS),
             ..rule("")
         }];
-        assert!(!expired(&dated, "x", &[], 0, day0 + 5 * DAY_MS - 1));
+        assert!(!expired(&dated, "x", &[], 10, 0, day0 + 5 * DAY_MS - 1));
         assert!(expired(
             &dated,
             "x",
             &[],
+            10,
             day0 + 5 * DAY_MS - 10,
             day0 + 5 * DAY_MS
         ));
+    }
+
+    #[test]
+    fn size_filters_bound_the_objects_a_rule_expires() {
+        let rules = [Rule {
+            expire_days: Some(1),
+            size_greater_than: Some(100),
+            size_less_than: Some(1000),
+            ..rule("")
+        }];
+        let later = 10 * DAY_MS;
+        // Strictly between the bounds, as S3 counts them.
+        assert!(!expired(&rules, "a", &[], 100, 0, later));
+        assert!(expired(&rules, "a", &[], 101, 0, later));
+        assert!(expired(&rules, "a", &[], 999, 0, later));
+        assert!(!expired(&rules, "a", &[], 1000, 0, later));
+        let big = [Rule {
+            size_less_than: None,
+            ..rules[0].clone()
+        }];
+        assert!(expired(&big, "a", &[], 5 << 30, 0, later));
+        assert!(!expired(&big, "a", &[], 0, 0, later));
     }
 
     #[test]
@@ -254,5 +363,17 @@ mod tests {
             ..rule("")
         };
         assert!(check(&[abort_tagged]).is_err());
+        let abort_sized = Rule {
+            abort_days: Some(1),
+            size_greater_than: Some(1),
+            ..rule("")
+        };
+        assert!(check(&[abort_sized]).is_err());
+        let empty_range = Rule {
+            size_greater_than: Some(10),
+            size_less_than: Some(10),
+            ..ok.clone()
+        };
+        assert!(check(&[empty_range]).is_err());
     }
 }

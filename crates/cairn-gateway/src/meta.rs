@@ -3,7 +3,8 @@
 //! so a newer gateway can tell an older value from its own and migrate it
 //! ([`Value::upgrade`]): objects and uploads are at version 2 (they gained
 //! tags), bucket policies at 2 (statements gained `Not*` elements and
-//! conditions), the rest at 1.
+//! conditions), lifecycle configurations at 2 (rules gained size
+//! filters), the rest at 1.
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -86,7 +87,25 @@ impl Value for BucketCors {
     const VERSION: u16 = META_VERSION;
 }
 impl Value for BucketLifecycle {
-    const VERSION: u16 = META_VERSION;
+    const VERSION: u16 = 2;
+    fn upgrade(version: u16, bytes: &[u8]) -> Option<Result<Self, postcard::Error>> {
+        (version == 1).then(|| {
+            postcard::from_bytes::<BucketLifecycleV1>(bytes).map(|l| BucketLifecycle {
+                version: Self::VERSION,
+                created_at_ms: l.created_at_ms,
+                rules: l.rules.into_iter().map(Into::into).collect(),
+            })
+        })
+    }
+}
+
+/// [`BucketLifecycle`] as version 1 kept it (rules without size filters).
+#[derive(Deserialize)]
+struct BucketLifecycleV1 {
+    #[allow(dead_code)]
+    version: u16,
+    created_at_ms: u64,
+    rules: Vec<crate::lifecycle::RuleV1>,
 }
 impl Value for BucketPolicy {
     const VERSION: u16 = 2;
@@ -432,6 +451,32 @@ mod tests {
         let mut newer = bytes.clone();
         newer[0] = 3;
         assert!(decode::<ObjectMeta>(&newer).is_err());
+    }
+
+    /// Lifecycle rules kept by version 1 (before size filters) still read.
+    #[test]
+    fn version_1_lifecycle_rules_upgrade() {
+        use crate::lifecycle::RuleV1;
+        let old = postcard::to_allocvec(&(
+            1u16,
+            9u64,
+            vec![RuleV1 {
+                id: Some("logs".into()),
+                enabled: true,
+                prefix: "logs/".into(),
+                tags: vec![],
+                expire_days: Some(30),
+                expire_at_ms: None,
+                abort_days: None,
+            }],
+        ))
+        .unwrap();
+        let l = decode::<BucketLifecycle>(&old).unwrap();
+        assert_eq!((l.version, l.created_at_ms), (2, 9));
+        let r = &l.rules[0];
+        assert_eq!((r.prefix.as_str(), r.expire_days), ("logs/", Some(30)));
+        assert_eq!((r.size_greater_than, r.size_less_than), (None, None));
+        assert_eq!(decode::<BucketLifecycle>(&encode(&l).unwrap()).unwrap(), l);
     }
 
     /// A policy kept by version 1 (statements without `Not*` elements or

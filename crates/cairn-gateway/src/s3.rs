@@ -156,7 +156,7 @@ fn ts_secs(ts: Timestamp) -> i64 {
 
 /// A lifecycle rule as S3 sends it, checked for what Cairn can do: one
 /// storage class and no versions, so transitions, noncurrent-version
-/// actions, delete markers and size filters are `NotImplemented`.
+/// actions and delete markers are `NotImplemented`.
 fn lifecycle_from_s3(r: LifecycleRule) -> Result<crate::lifecycle::Rule, GatewayError> {
     let unsupported = |what: &str| {
         Err(GatewayError::NotImplemented(format!(
@@ -177,12 +177,17 @@ fn lifecycle_from_s3(r: LifecycleRule) -> Result<crate::lifecycle::Rule, Gateway
     if expiration.expired_object_delete_marker.is_some() {
         return unsupported("delete-marker expirations");
     }
+    let size = |v: Option<i64>| -> Result<Option<u64>, GatewayError> {
+        v.map(|v| {
+            u64::try_from(v).map_err(|_| {
+                GatewayError::InvalidArgument("an object size filter is not negative".into())
+            })
+        })
+        .transpose()
+    };
     let (mut prefix, mut tags) = (r.prefix.unwrap_or_default(), vec![]);
+    let (mut greater, mut less) = (None, None);
     if let Some(f) = r.filter {
-        let sizes = |gt: &Option<i64>, lt: &Option<i64>| gt.is_some() || lt.is_some();
-        if sizes(&f.object_size_greater_than, &f.object_size_less_than) {
-            return unsupported("size filters");
-        }
         let tag = |t: Tag| (t.key.unwrap_or_default(), t.value.unwrap_or_default());
         if let Some(p) = f.prefix {
             prefix = p;
@@ -190,14 +195,15 @@ fn lifecycle_from_s3(r: LifecycleRule) -> Result<crate::lifecycle::Rule, Gateway
         if let Some(t) = f.tag {
             tags.push(tag(t));
         }
+        greater = size(f.object_size_greater_than)?;
+        less = size(f.object_size_less_than)?;
         if let Some(and) = f.and {
-            if sizes(&and.object_size_greater_than, &and.object_size_less_than) {
-                return unsupported("size filters");
-            }
             if let Some(p) = and.prefix {
                 prefix = p;
             }
             tags.extend(and.tags.unwrap_or_default().into_iter().map(tag));
+            greater = size(and.object_size_greater_than)?.or(greater);
+            less = size(and.object_size_less_than)?.or(less);
         }
     }
     let days = |d: Option<i32>| -> Result<Option<u32>, GatewayError> {
@@ -216,6 +222,8 @@ fn lifecycle_from_s3(r: LifecycleRule) -> Result<crate::lifecycle::Rule, Gateway
         enabled: r.status.as_str() == ExpirationStatus::ENABLED,
         prefix,
         tags,
+        size_greater_than: greater,
+        size_less_than: less,
         expire_days: days(expiration.days)?,
         expire_at_ms,
         abort_days: days(
@@ -231,20 +239,29 @@ fn lifecycle_to_s3(r: &crate::lifecycle::Rule) -> LifecycleRule {
         key: Some(k.clone()),
         value: Some(v.clone()),
     };
+    let size = |v: Option<u64>| v.and_then(|v| i64::try_from(v).ok());
+    let (gt, lt) = (size(r.size_greater_than), size(r.size_less_than));
+    let conditions = usize::from(!r.prefix.is_empty())
+        + r.tags.len()
+        + usize::from(gt.is_some())
+        + usize::from(lt.is_some());
     let filter = match r.tags.as_slice() {
-        [] => LifecycleRuleFilter {
-            prefix: Some(r.prefix.clone()),
+        [] if conditions <= 1 => LifecycleRuleFilter {
+            prefix: (gt.is_none() && lt.is_none()).then(|| r.prefix.clone()),
+            object_size_greater_than: gt,
+            object_size_less_than: lt,
             ..Default::default()
         },
-        [one] if r.prefix.is_empty() => LifecycleRuleFilter {
+        [one] if conditions == 1 => LifecycleRuleFilter {
             tag: Some(tag(one)),
             ..Default::default()
         },
         many => LifecycleRuleFilter {
             and: Some(LifecycleRuleAndOperator {
                 prefix: Some(r.prefix.clone()),
-                tags: Some(many.iter().map(tag).collect()),
-                ..Default::default()
+                tags: (!many.is_empty()).then(|| many.iter().map(tag).collect()),
+                object_size_greater_than: gt,
+                object_size_less_than: lt,
             }),
             ..Default::default()
         },
