@@ -13,29 +13,14 @@ import json
 import os
 import platform
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
 import urllib.request
 
+import devnetlib
+
 TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def node_pids(marker):
-    """Processes whose command line runs a node under `marker` (a dir)."""
-    out = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            cmd = open(f"/proc/{d}/cmdline", "rb").read().split(b"\0")
-        except OSError:
-            continue
-        text = b" ".join(cmd).decode(errors="replace")
-        if " node run" in text and marker in text:
-            out.append(int(d))
-    return out
 
 
 def cpu_ticks(pid):
@@ -63,20 +48,11 @@ def main():
     work = a.dir or tempfile.mkdtemp(prefix="cairn-idlebench-")
     os.makedirs(work, exist_ok=True)
     net_dir = os.path.join(work, "net")
-    shutil.rmtree(net_dir, ignore_errors=True)
     log = open(os.path.join(work, "devnet.log"), "w")
-    devnet = subprocess.Popen([cairn, "devnet", "--nodes", str(a.nodes), "--dir", net_dir,
-                               "--steward-interval", a.steward_interval],
-                              stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
+    devnet, info = devnetlib.start(cairn, net_dir, ["--nodes", str(a.nodes),
+                                                    "--steward-interval", a.steward_interval], log)
     try:
-        info_path = os.path.join(net_dir, "devnet.json")
-        deadline = time.time() + 120
-        while not os.path.exists(info_path):
-            if devnet.poll() is not None or time.time() > deadline:
-                raise SystemExit(f"devnet did not start; see {log.name}")
-            time.sleep(0.2)
-        time.sleep(1)
-        apis = [n["api"] for n in json.load(open(info_path))["nodes"]]
+        apis = [n["api"] for n in info["nodes"]]
         env = dict(os.environ, CAIRN_API=apis[0])
         src = os.path.join(work, "file.bin")
         for i in range(a.files):
@@ -87,7 +63,7 @@ def main():
                            stderr=subprocess.DEVNULL)
         # Let every steward find its records' stewards and settle.
         time.sleep(20)
-        pids = node_pids(net_dir)
+        pids = devnetlib.processes(net_dir, " node run")
         before = {p: cpu_ticks(p) for p in pids}
         counters0 = [steward(api) for api in apis]
         time.sleep(a.seconds)
@@ -104,11 +80,7 @@ def main():
         print(f"| {sum(used):.0f} | {sum(used) / len(used):.1f} ({max(used):.1f}) | "
               f"{delta('passes')} | {delta('lookups')} | {delta('probes')} | {records} |")
     finally:
-        os.killpg(devnet.pid, signal.SIGTERM)
-        try:
-            devnet.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(devnet.pid, signal.SIGKILL)
+        devnetlib.stop(devnet)
         if not a.dir:
             shutil.rmtree(work, ignore_errors=True)
 

@@ -11,14 +11,14 @@ buckets were sharded, through the real network.
 Usage: scripts/s3bench.py [path/to/cairn] [--size-mib 1024] [--nodes 12] [--dir DIR] [--small N]
 """
 import argparse
-import json
 import os
 import platform
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
+
+import devnetlib
 
 # Debian's aws CLI v2 when installed (a user-installed v1 may come first on PATH).
 AWS = "/usr/bin/aws" if os.path.exists("/usr/bin/aws") else "aws"
@@ -37,19 +37,8 @@ def rss_peak_kib(pid):
 
 
 def gateway_pids(marker):
-    """Processes whose command line runs a gateway under `marker` (a dir)."""
-    out = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            cmd = open(f"/proc/{d}/cmdline", "rb").read().split(b"\0")
-        except OSError:
-            continue
-        text = b" ".join(cmd).decode(errors="replace")
-        if "gateway" in text and " s3" in text and marker in text:
-            out.append(int(d))
-    return out
+    """Processes that run a gateway under `marker` (a dir)."""
+    return devnetlib.processes(marker, "gateway", " s3")
 
 
 def timed(cmd, env, **kw):
@@ -120,20 +109,10 @@ def main():
     work = a.dir or tempfile.mkdtemp(prefix="cairn-s3bench-")
     os.makedirs(work, exist_ok=True)
     net_dir = os.path.join(work, "net")
-    shutil.rmtree(net_dir, ignore_errors=True)
     log = open(os.path.join(work, "devnet.log"), "w")
-    devnet = subprocess.Popen([cairn, "devnet", "--nodes", str(a.nodes), "--storage", "8GiB",
-                               "--dir", net_dir, "--gateway"],
-                              stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
+    devnet, info = devnetlib.start(cairn, net_dir,
+                                   ["--nodes", str(a.nodes), "--storage", "8GiB", "--gateway"], log)
     try:
-        info_path = os.path.join(net_dir, "devnet.json")
-        deadline = time.time() + 120
-        while not os.path.exists(info_path):
-            if devnet.poll() is not None or time.time() > deadline:
-                raise SystemExit(f"devnet did not start; see {log.name}")
-            time.sleep(0.2)
-        time.sleep(1)
-        info = json.load(open(info_path))
         gw = info["gateway"]
         api = info["nodes"][0]["api"]
         if a.small:
@@ -200,11 +179,7 @@ def main():
                   f"{direct_put / put_s:.2f} | {direct_get / get_s:.2f} |")
         print(f"\nGateway peak RSS: {peak / 1024:.0f} MiB" if peak else "\nGateway peak RSS: not found")
     finally:
-        os.killpg(devnet.pid, signal.SIGTERM)
-        try:
-            devnet.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(devnet.pid, signal.SIGKILL)
+        devnetlib.stop(devnet)
         # A run leaves about 6 GiB (the object, its copy and the nodes' pieces).
         if a.dir is None:
             log.close()

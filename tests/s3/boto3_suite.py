@@ -408,11 +408,11 @@ def test_bucket_policy_conditions_and_not_elements():
         S3.delete_object(Bucket=b, Key=k)
 
 
-def web_get(b, path, method="GET"):
+def web_get(b, path, method="GET", headers=None):
     """A browser's request for `path` of bucket b's website: host b.web.localhost."""
     u = urllib.parse.urlparse(ENDPOINT)
     c = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
-    c.request(method, path, headers={"Host": f"{b}.web.localhost:{u.port}"})
+    c.request(method, path, headers={"Host": f"{b}.web.localhost:{u.port}", **(headers or {})})
     r = c.getresponse()
     body = r.read()
     c.close()
@@ -463,6 +463,14 @@ def test_website_hosting():
     status, headers, _ = web_get(b, "/old/index.html")
     port = urllib.parse.urlparse(ENDPOINT).port
     assert (status, headers["location"]) == (301, f"http://{b}.web.localhost:{port}/docs/index.html"), headers
+    # A browser's revalidation, and a media player's range.
+    etag = web_get(b, "/style.css")[1]["etag"]
+    status, _, body = web_get(b, "/style.css", headers={"If-None-Match": etag})
+    assert (status, body) == (304, b""), (status, body)
+    assert web_get(b, "/style.css", headers={"If-None-Match": '"other"'})[2] == b"h1{}"
+    status, headers, body = web_get(b, "/style.css", headers={"Range": "bytes=1-2"})
+    assert (status, body, headers["content-range"]) == (206, b"1{", "bytes 1-2/4"), (status, headers)
+    assert web_get(b, "/style.css", headers={"Range": "bytes=9-"})[0] == 416
     status, headers, body = web_get(b, "/", "HEAD")
     assert (status, body, headers["content-length"]) == (200, b"", "13"), (status, headers)
     assert web_get(b, "/", "DELETE")[0] == 405

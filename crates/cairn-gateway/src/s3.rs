@@ -502,45 +502,90 @@ impl Gateway {
         Ok(self.idx.get(&objects_ns(bucket), key).await?.is_some())
     }
 
-    /// Object `bucket/key` as a website answers it (whole, streamed; the
-    /// headers only for `head`), or `None` if there is no such object.
+    /// Object `bucket/key` as a website answers it, or `None` if there is
+    /// no such object: streamed, the headers only for `HEAD`; a browser's
+    /// `If-None-Match` or `If-Modified-Since` that still holds is a 304,
+    /// and a `Range` (`bytes=a-b`, `bytes=-n`) a 206 (416 if unsatisfiable).
     pub(crate) async fn website_object(
         &self,
         bucket: &str,
         key: &str,
         head: bool,
+        request: &hyper::HeaderMap,
     ) -> Result<Option<hyper::Response<s3s::Body>>, GatewayError> {
         let Some(m) = self.object(bucket, key).await? else {
             return Ok(None);
         };
-        let body = if head || m.size == 0 {
+        let header = |name: &str| request.get(name).and_then(|v| v.to_str().ok());
+        let date = |name: &str| {
+            header(name)
+                .and_then(|v| Timestamp::parse(TimestampFormat::HttpDate, v).ok())
+                .map(ts_secs)
+        };
+        let etag_header = |name: &str| {
+            header(name).and_then(|v| ETagCondition::parse_http_header(v.as_bytes()).ok())
+        };
+        let conditions = Conditions {
+            if_match: etag_header("if-match"),
+            if_none_match: etag_header("if-none-match"),
+            if_modified_since: date("if-modified-since"),
+            if_unmodified_since: date("if-unmodified-since"),
+        };
+        let mut modified = Vec::new();
+        let _ = ms_to_ts(m.last_modified_ms).format(TimestampFormat::HttpDate, &mut modified);
+        let quoted = format!("\"{}\"", m.etag);
+        let answer = |status: u16| {
+            hyper::Response::builder()
+                .status(status)
+                .header("etag", quoted.as_str())
+                .header("last-modified", modified.as_slice())
+                .header("accept-ranges", "bytes")
+        };
+        let build = |r: hyper::http::response::Builder, body| {
+            r.body(body)
+                .map_err(|e| GatewayError::Internal(format!("a website answer: {e}")))
+        };
+        match rules::evaluate(&conditions, &m.etag, m.last_modified_ms) {
+            Condition::Proceed => {}
+            Condition::NotModified => return build(answer(304), s3s::Body::empty()).map(Some),
+            Condition::PreconditionFailed => {
+                return build(answer(412), s3s::Body::empty()).map(Some);
+            }
+        }
+        let range = match header("range").map(Range::parse) {
+            None => None,
+            Some(Ok(r)) => match rules::resolve_range(&r, m.size) {
+                Ok(r) => Some(r),
+                Err(_) => {
+                    let r = answer(416).header("content-range", format!("bytes */{}", m.size));
+                    return build(r, s3s::Body::empty()).map(Some);
+                }
+            },
+            // A Range header that does not parse is ignored, as HTTP says.
+            Some(Err(_)) => None,
+        };
+        let (start, end) = range.unwrap_or((0, m.size));
+        let body = if head || start == end {
             s3s::Body::empty()
         } else {
-            s3s::Body::from(StreamingBlob::wrap(self.open_read(&m, 0, m.size).await?))
+            s3s::Body::from(StreamingBlob::wrap(self.open_read(&m, start, end).await?))
         };
-        let modified = time::OffsetDateTime::from_unix_timestamp_nanos(
-            i128::from(m.last_modified_ms) * 1_000_000,
-        )
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
-        .format(time::macros::format_description!(
-            "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
-        ))
-        .unwrap_or_default();
-        let mut r = hyper::Response::builder()
-            .status(200)
+        let mut r = answer(if range.is_some() { 206 } else { 200 })
             .header(
                 "content-type",
                 m.content_type.as_deref().unwrap_or("binary/octet-stream"),
             )
-            .header("content-length", m.size)
-            .header("etag", format!("\"{}\"", m.etag))
-            .header("last-modified", modified);
+            .header("content-length", end - start);
+        if range.is_some() {
+            r = r.header(
+                "content-range",
+                format!("bytes {start}-{}/{}", end.saturating_sub(1), m.size),
+            );
+        }
         for (k, v) in &m.user_metadata {
             r = r.header(format!("x-amz-meta-{k}"), v);
         }
-        r.body(body)
-            .map(Some)
-            .map_err(|e| GatewayError::Internal(format!("a website answer: {e}")))
+        build(r, body).map(Some)
     }
 
     /// The CORS rules of `bucket` (none for a missing bucket).

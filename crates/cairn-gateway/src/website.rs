@@ -4,7 +4,9 @@
 //! and `*.localhost` reaches the loopback in browsers), on the gateway's
 //! own port, without signatures.
 //!
-//! As on S3's website endpoints: only `GET` and `HEAD`; a path ending in
+//! As on S3's website endpoints: only `GET` and `HEAD` (with conditional
+//! requests and single ranges, as browsers and media players send them);
+//! a path ending in
 //! `/` (or the root) serves its index document; a path whose object is
 //! missing but whose `path/` index exists is redirected there; a missing
 //! object answers 404 with the error document if there is one; routing
@@ -306,7 +308,10 @@ async fn serve(
             "the bucket policy does not let everyone read this object",
         ));
     }
-    if let Some(r) = gateway.website_object(bucket, &key, head).await? {
+    if let Some(r) = gateway
+        .website_object(bucket, &key, head, req.headers())
+        .await?
+    {
         return Ok(r);
     }
     // `/dir` whose `dir/index.html` exists: send the browser to `/dir/`.
@@ -324,7 +329,9 @@ async fn serve(
     }
     if let Some(error_key) = &site.error_key
         && readable(error_key)
-        && let Some(mut r) = gateway.website_object(bucket, error_key, head).await?
+        && let Some(mut r) = gateway
+            .website_object(bucket, error_key, head, &hyper::HeaderMap::new())
+            .await?
     {
         *r.status_mut() = hyper::StatusCode::NOT_FOUND;
         return Ok(r);
