@@ -614,7 +614,7 @@ impl Record {
     /// signatures and authors are not. Verifying every op's signature again
     /// at each read was most of an idle steward's CPU; never use this on
     /// bytes from the network.
-    pub fn decode_kept(bytes: &[u8], expected: Option<RecordId>) -> Result<Self, RecordError> {
+    pub fn decode_trusted(bytes: &[u8], expected: Option<RecordId>) -> Result<Self, RecordError> {
         Self::decode_with(bytes, expected, None::<&AnyAuthor>)
     }
 
@@ -857,9 +857,9 @@ mod tests {
         )
         .unwrap();
         let bytes = r.encode();
-        assert_eq!(Record::decode_kept(&bytes, Some(r.id())).unwrap(), r);
+        assert_eq!(Record::decode_trusted(&bytes, Some(r.id())).unwrap(), r);
         assert_eq!(
-            Record::decode_kept(&bytes, Some(r.id())).unwrap(),
+            Record::decode_trusted(&bytes, Some(r.id())).unwrap(),
             Record::decode(&bytes, Some(r.id()), &AnyAuthor).unwrap()
         );
         // A flipped signature byte: the checked decode refuses it, the kept
@@ -871,26 +871,26 @@ mod tests {
         let mut tampered = bytes[..6].to_vec();
         tampered.extend_from_slice(&postcard::to_allocvec(&wire).unwrap());
         assert!(Record::decode(&tampered, Some(r.id()), &AnyAuthor).is_err());
-        assert!(Record::decode_kept(&tampered, Some(r.id())).is_ok());
+        assert!(Record::decode_trusted(&tampered, Some(r.id())).is_ok());
         // Everything else is still checked: the id, the magic, the version,
         // trailing bytes.
         assert!(matches!(
-            Record::decode_kept(&bytes, Some(RecordId([9; 32]))),
+            Record::decode_trusted(&bytes, Some(RecordId([9; 32]))),
             Err(RecordError::WrongId { .. })
         ));
         let mut bad = bytes.clone();
         bad[0] ^= 1;
-        assert_eq!(Record::decode_kept(&bad, None), Err(RecordError::Magic));
+        assert_eq!(Record::decode_trusted(&bad, None), Err(RecordError::Magic));
         let mut bad = bytes.clone();
         bad[5] ^= 1;
         assert!(matches!(
-            Record::decode_kept(&bad, None),
+            Record::decode_trusted(&bad, None),
             Err(RecordError::Version(_))
         ));
         let mut bad = bytes.clone();
         bad.push(0);
         assert!(matches!(
-            Record::decode_kept(&bad, None),
+            Record::decode_trusted(&bad, None),
             Err(RecordError::Malformed(_))
         ));
     }

@@ -1789,10 +1789,11 @@ async fn lifecycle_rules_expire_matching_objects_in_the_maintenance_pass() {
             transitions: None,
         }
     };
-    let past = LifecycleExpiration {
+    let past_again = || LifecycleExpiration {
         date: Some(crate::s3::ms_to_ts(1_600_000_000_000)),
         ..Default::default()
     };
+    let past = past_again();
     let month = LifecycleExpiration {
         days: Some(30),
         ..Default::default()
@@ -1860,6 +1861,27 @@ async fn lifecycle_rules_expire_matching_objects_in_the_maintenance_pass() {
     let mut keys = h.keys("life").await;
     keys.sort();
     assert_eq!(keys, ["data/x", "logs/kept"]);
+    // A size filter: only the large object under the prefix expires.
+    let mut big = rule("big", "sized/", None, past_again());
+    big.filter = Some(LifecycleRuleFilter {
+        and: Some(LifecycleRuleAndOperator {
+            prefix: Some("sized/".into()),
+            object_size_greater_than: Some(10),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    put_rules(vec![big]).await.unwrap();
+    h.put("life", "sized/small", b"tiny").await.unwrap();
+    h.put("life", "sized/large", b"more than ten bytes")
+        .await
+        .unwrap();
+    crate::maintenance_pass(&h.gw, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    let mut keys = h.keys("life").await;
+    keys.sort();
+    assert_eq!(keys, ["data/x", "logs/kept", "sized/small"]);
     // Transitions need storage classes Cairn does not have.
     let mut with_transition = rule("t", "", None, LifecycleExpiration::default());
     with_transition.expiration = None;

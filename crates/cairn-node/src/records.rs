@@ -79,7 +79,7 @@ impl RecordStore {
         };
         // Records were checked on the way in (signatures, authors): only
         // their format is checked again.
-        let record = Record::decode_kept(v.value(), Some(*id))?;
+        let record = Record::decode_trusted(v.value(), Some(*id))?;
         Ok(Some(record))
     }
 
@@ -105,7 +105,7 @@ impl RecordStore {
             let existing = t.get(&id.0).map_err(db_err)?.map(|v| v.value().to_vec());
             match existing {
                 Some(bytes) => {
-                    let mut mine = Record::decode_kept(&bytes, Some(id))?;
+                    let mut mine = Record::decode_trusted(&bytes, Some(id))?;
                     match mine.merge(record, authority)? {
                         Merged::Stale => (Stored::Stale, mine),
                         Merged::Changed => {
