@@ -3,7 +3,7 @@
 alone, and measure the CPU every node uses with no client activity (steward
 passes: liveness probes, audits, anti-entropy; the DHT's upkeep). Prints a
 Markdown row for BENCHMARKS.md, with the stewards' own counters (passes, DHT
-walks, probes) so a regression shows where it comes from.
+walks, holder probes, anti-entropy requests) so a regression shows where it comes from.
 
 Usage: scripts/idlebench.py [path/to/cairn] [--nodes 12] [--files 150]
        [--steward-interval 5s] [--seconds 30] [--dir DIR]
@@ -75,10 +75,11 @@ def main():
               f"{a.steward_interval}, {platform.node()} ({os.cpu_count()} cores), "
               f"{time.strftime('%Y-%m-%d')}, {a.seconds} s:\n")
         print("| all nodes (% of one core) | per node, mean (max) | steward passes | "
-              "DHT walks | holder probes | records stewarded |")
-        print("|---|---|---|---|---|---|")
+              "DHT walks | holder probes | anti-entropy requests | records stewarded |")
+        print("|---|---|---|---|---|---|---|")
         print(f"| {sum(used):.0f} | {sum(used) / len(used):.1f} ({max(used):.1f}) | "
-              f"{delta('passes')} | {delta('lookups')} | {delta('probes')} | {records} |")
+              f"{delta('passes')} | {delta('lookups')} | {delta('probes')} | "
+              f"{delta('digests')} | {records} |")
     finally:
         devnetlib.stop(devnet)
         if not a.dir:

@@ -11,6 +11,6 @@ pub use behaviour::{Behaviour, BehaviourEvent, NetConfig, NetError, TransportKin
 pub use bufpool::BufPool;
 pub use libp2p;
 pub use protocol::{
-    COMPUTE_PROTOCOL, ErrorCode, Lane, PIECE_PROTOCOL, RECORD_PROTOCOL, Request, RequestHeader,
-    Response, ResponseHeader, WireCodec,
+    COMPUTE_PROTOCOL, Comparison, ErrorCode, Lane, PIECE_PROTOCOL, RECORD_PROTOCOL, Request,
+    RequestHeader, Response, ResponseHeader, WireCodec,
 };

@@ -6,7 +6,7 @@
 //!   signed [`AuditAnswer`] in the response header (see
 //!   [`cairn_core::audit`]); neither carries a body, and an answer's proof
 //!   is at most [`MAX_PROOF_BYTES`].
-//! - `/cairn/record/5` ([`RECORD_PROTOCOL`]): put and get of small records,
+//! - `/cairn/record/6` ([`RECORD_PROTOCOL`]): put and get of small records,
 //!   bodies up to [`MAX_RECORD_BYTES`]: the sealed manifests, addressed by
 //!   their [`ManifestId`] (the BLAKE3 of the record), and the repair
 //!   records of [`cairn_core::record`], addressed by their
@@ -27,6 +27,11 @@
 //!   Version 5 gave `GetIndex` a `have` digest: a replica whose copy has
 //!   that [`digest`](cairn_core::index::digest) answers `Unchanged` without
 //!   a body, so a reader that is up to date does not move the whole index.
+//!   Version 6 added `RepairDigests`: a steward sends a fellow steward the
+//!   BLAKE3 of its copy of up to [`MAX_DIGESTS`] records at once and hears,
+//!   per record, whether the other's copy is the same, differs or is
+//!   missing (`Compared`), so copies that agree cost neither a request
+//!   each nor their bytes.
 //!
 //! - `/cairn/compute/1` ([`COMPUTE_PROTOCOL`]): distributed compute
 //!   (see [`cairn_core::compute::task`]). A scheduler asks a provider for
@@ -74,7 +79,7 @@ use crate::bufpool::BufPool;
 /// The piece protocol; the trailing number is the wire version.
 pub const PIECE_PROTOCOL: StreamProtocol = StreamProtocol::new("/cairn/piece/3");
 /// The record protocol.
-pub const RECORD_PROTOCOL: StreamProtocol = StreamProtocol::new("/cairn/record/5");
+pub const RECORD_PROTOCOL: StreamProtocol = StreamProtocol::new("/cairn/record/6");
 /// The compute protocol.
 pub const COMPUTE_PROTOCOL: StreamProtocol = StreamProtocol::new("/cairn/compute/1");
 /// Largest body on the compute lane: one task (a unit's arguments and
@@ -90,6 +95,8 @@ pub const MAX_RECORD_BYTES: u32 = MAX_MANIFEST_BYTES as u32;
 const _: () = assert!(MAX_INDEX_BYTES <= MAX_RECORD_BYTES as usize);
 /// Most ids in one `Has` request.
 pub const MAX_HAS_IDS: usize = 4096;
+/// Most records in one `RepairDigests` request.
+pub const MAX_DIGESTS: usize = 1024;
 
 /// Which protocol a request travels on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -205,6 +212,13 @@ pub enum RequestHeader {
         /// The index's id (checked against the body).
         id: IndexId,
     },
+    /// Record lane: how does your copy of each of these repair records
+    /// compare with mine (the BLAKE3 of its encoding)? Answered with
+    /// [`ResponseHeader::Compared`], one [`Comparison`] per entry.
+    RepairDigests {
+        /// At most [`MAX_DIGESTS`] records and digests.
+        entries: Vec<(RecordId, [u8; 32])>,
+    },
     /// Record lane: send back your copy of an account index (`Data`), or
     /// `NotFound`; `Unchanged` if its digest is `have`.
     GetIndex {
@@ -269,6 +283,7 @@ impl RequestHeader {
             | RequestHeader::Standing { .. }
             | RequestHeader::PutIndex { .. }
             | RequestHeader::GetIndex { .. }
+            | RequestHeader::RepairDigests { .. }
             | RequestHeader::Evidence { .. } => Lane::Record,
             RequestHeader::Advert
             | RequestHeader::RunUnit { .. }
@@ -286,6 +301,7 @@ impl RequestHeader {
             RequestHeader::Audit { .. }
             | RequestHeader::Standing { .. }
             | RequestHeader::GetIndex { .. }
+            | RequestHeader::RepairDigests { .. }
             | RequestHeader::Advert
             | RequestHeader::CancelUnit { .. } => 0,
             // An index is refused past its own bound; do not read more.
@@ -355,13 +371,29 @@ pub enum ResponseHeader {
     /// The answer to `GetIndex` when the copy's digest is the one the
     /// requester has.
     Unchanged,
+    /// The answer to `RepairDigests`: one per entry, in order.
+    Compared(Vec<Comparison>),
+}
+
+/// How a steward's copy of a record compares with a fellow steward's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Comparison {
+    /// The same bytes.
+    Same,
+    /// Another copy (older, newer, or each with ops the other lacks).
+    Differs,
+    /// No copy here.
+    Missing,
 }
 
 impl ResponseHeader {
     /// Largest body this response may carry on `lane`.
     fn max_body(&self, lane: Lane) -> u32 {
         match self {
-            ResponseHeader::Audited(_) | ResponseHeader::Advert(_) | ResponseHeader::Unchanged => 0,
+            ResponseHeader::Audited(_)
+            | ResponseHeader::Advert(_)
+            | ResponseHeader::Unchanged
+            | ResponseHeader::Compared(_) => 0,
             _ => lane.max_body(),
         }
     }
@@ -508,6 +540,11 @@ impl libp2p::request_response::Codec for WireCodec {
         {
             return Err(invalid("too many ids in one has request"));
         }
+        if let RequestHeader::RepairDigests { entries } = &header
+            && entries.len() > MAX_DIGESTS
+        {
+            return Err(invalid("too many records in one digests request"));
+        }
         Ok(Request { header, body })
     }
 
@@ -635,7 +672,7 @@ mod tests {
 
     #[test]
     fn index_requests_travel_on_the_record_lane_only() {
-        assert_eq!(RECORD_PROTOCOL.as_ref(), "/cairn/record/5");
+        assert_eq!(RECORD_PROTOCOL.as_ref(), "/cairn/record/6");
         let put = Request {
             header: RequestHeader::PutIndex {
                 id: IndexId([4; 32]),
@@ -700,6 +737,45 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof, "{err}");
+    }
+
+    #[test]
+    fn digests_travel_on_the_record_lane_a_bounded_number_at_once() {
+        let entries = |n: usize| RequestHeader::RepairDigests {
+            entries: (0..n).map(|i| (RecordId([i as u8; 32]), [7; 32])).collect(),
+        };
+        let req = Request {
+            header: entries(MAX_DIGESTS),
+            body: Bytes::new(),
+        };
+        let bytes = encode(&RECORD_PROTOCOL, req.clone()).unwrap();
+        assert_eq!(decode(&RECORD_PROTOCOL, bytes).unwrap(), req);
+        assert!(encode(&PIECE_PROTOCOL, req).is_err());
+        let over = encode(
+            &RECORD_PROTOCOL,
+            Request {
+                header: entries(MAX_DIGESTS + 1),
+                body: Bytes::new(),
+            },
+        )
+        .unwrap();
+        let err = decode(&RECORD_PROTOCOL, over).unwrap_err();
+        assert!(err.to_string().contains("too many records"), "{err}");
+        // The answer carries no body.
+        let answer = Response {
+            header: ResponseHeader::Compared(vec![
+                Comparison::Same,
+                Comparison::Differs,
+                Comparison::Missing,
+            ]),
+            body: Bytes::new(),
+        };
+        let mut buf = Cursor::new(Vec::new());
+        block(WireCodec::default().write_response(&RECORD_PROTOCOL, &mut buf, answer.clone()))
+            .unwrap();
+        let mut read = Cursor::new(buf.into_inner());
+        let back = block(WireCodec::default().read_response(&RECORD_PROTOCOL, &mut read)).unwrap();
+        assert_eq!(back, answer);
     }
 
     #[test]

@@ -37,7 +37,7 @@ use cairn_core::keys::SecretKey;
 use cairn_core::record::{Record, RecordId};
 use cairn_net::BufPool;
 use cairn_net::libp2p::PeerId;
-use cairn_net::{ErrorCode, Request, RequestHeader, Response, ResponseHeader};
+use cairn_net::{Comparison, ErrorCode, Request, RequestHeader, Response, ResponseHeader};
 use cairn_store::{Expiry, NewPiece, PieceKind, PieceStore, StoreError};
 use tokio::sync::{Semaphore, mpsc};
 
@@ -234,6 +234,20 @@ pub fn handle(ctx: &Ctx, peer: PeerId, request: Request, authors: &HashSet<Publi
             Err(IndexStoreError::Index(e)) => Response::error(ErrorCode::Refused, e.to_string()),
             Err(e) => Response::error(ErrorCode::Internal, e.to_string()),
         },
+        RequestHeader::RepairDigests { entries } => {
+            let mut compared = Vec::with_capacity(entries.len());
+            for (id, digest) in entries {
+                compared.push(match ctx.records.get_encoded(&id) {
+                    Ok(Some(bytes)) if *blake3::hash(&bytes).as_bytes() == digest => {
+                        Comparison::Same
+                    }
+                    Ok(Some(_)) => Comparison::Differs,
+                    Ok(None) => Comparison::Missing,
+                    Err(e) => return Response::error(ErrorCode::Internal, e.to_string()),
+                });
+            }
+            Response::header(ResponseHeader::Compared(compared))
+        }
         RequestHeader::GetIndex { id, have } => match ctx.indexes.get_encoded(&id) {
             Ok(Some(bytes)) if have == Some(cairn_core::index::digest(&bytes)) => {
                 Response::header(ResponseHeader::Unchanged)

@@ -12,6 +12,11 @@
 //!    nobody closer and every steward answers: a walk is several requests
 //!    and a routing-table scan on every peer asked, once per record per
 //!    pass was most of an idle network's CPU.
+//!    **Anti-entropy.** Each fellow steward is asked once per group of
+//!    records how its copies compare with this node's (`RepairDigests`:
+//!    the BLAKE3 of each); only copies that differ are fetched (`GetRepair`)
+//!    and merged, and one that lacks something gets this node's. Who
+//!    answers is who is alive to share the repair work.
 //! 2. **Liveness.** Each holder is asked which of its pieces it has (`Has`),
 //!    once per group of records (all its pieces of the group in one
 //!    request), not once per record;
@@ -64,8 +69,8 @@ use cairn_core::repair::{self, RepairPolicy, RepairQueue, TokenBucket, repairer}
 use cairn_core::score::{AuditOutcome, Reputation, ScoreParams};
 use cairn_core::suspicion::{self, Suspects};
 use cairn_net::libp2p::PeerId;
-use cairn_net::protocol::MAX_HAS_IDS;
-use cairn_net::{ErrorCode, Request, RequestHeader, ResponseHeader};
+use cairn_net::protocol::{MAX_DIGESTS, MAX_HAS_IDS};
+use cairn_net::{Comparison, ErrorCode, Request, RequestHeader, Response, ResponseHeader};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use serde::Serialize;
@@ -193,6 +198,10 @@ pub struct StewardView {
     /// Liveness probes (`Has` requests) sent since this process started:
     /// one per holder per group of records, not one per record.
     pub probes: u64,
+    /// Anti-entropy requests (`RepairDigests`) sent since this process
+    /// started: one per fellow steward per group of records; only copies
+    /// that differ are then fetched.
+    pub digests: u64,
     /// Recent failed audits as hex-encoded signed evidence.
     pub evidence: Vec<String>,
     /// Holders caught failing audits in the last day, by this steward or
@@ -264,6 +273,8 @@ pub struct Steward {
     lookups: u64,
     /// `Has` requests sent since start.
     probes: u64,
+    /// `RepairDigests` requests sent since start.
+    digests: u64,
     /// Passes finished since start.
     passes: u64,
 }
@@ -282,10 +293,32 @@ struct Tending {
     behind: Vec<PeerId>,
 }
 
-impl Tending {
-    fn pieces(&self) -> usize {
-        let segments = self.record.genesis().segments.len() as u32;
-        (0..segments).map(|s| self.record.holders(s).count()).sum()
+/// A record this pass tends, before anti-entropy.
+struct Prepared {
+    id: RecordId,
+    record: Record,
+    authors: HashSet<PublicKey>,
+    /// The other stewards.
+    others: Vec<PeerId>,
+    /// BLAKE3 of this node's copy.
+    digest: [u8; 32],
+}
+
+/// Assigned pieces of `record`.
+fn pieces_of(record: &Record) -> usize {
+    let segments = record.genesis().segments.len() as u32;
+    (0..segments).map(|s| record.holders(s).count()).sum()
+}
+
+/// Files a fellow steward's answer to `RepairDigests` by record.
+fn record_answers(
+    answers: &mut HashMap<(usize, PeerId), Comparison>,
+    peer: PeerId,
+    records: &[usize],
+    compared: Option<Vec<Comparison>>,
+) {
+    for (r, c) in records.iter().zip(compared.into_iter().flatten()) {
+        answers.insert((*r, peer), c);
     }
 }
 
@@ -407,6 +440,7 @@ impl Steward {
             cache: StewardCache::default(),
             lookups: 0,
             probes: 0,
+            digests: 0,
             passes: 0,
         }
     }
@@ -479,21 +513,23 @@ impl Steward {
         let mut group = Vec::new();
         let mut pieces = 0;
         for id in self.next_batch(ids) {
-            match self.gather(id).await {
-                Ok(Some(t)) => {
-                    pieces += t.pieces();
-                    group.push(t);
+            match self.prepare(id).await {
+                Ok(Some(p)) => {
+                    pieces += pieces_of(&p.record);
+                    group.push(p);
                 }
                 Ok(None) => {}
                 Err(e) => tracing::warn!(record = %id, "steward pass: {e}"),
             }
             if group.len() >= GROUP_RECORDS || pieces >= GROUP_PIECES {
-                self.tend_group(std::mem::take(&mut group)).await;
+                let tending = self.compare(std::mem::take(&mut group)).await;
+                self.tend_group(tending).await;
                 pieces = 0;
             }
         }
         if !group.is_empty() {
-            self.tend_group(group).await;
+            let tending = self.compare(group).await;
+            self.tend_group(tending).await;
         }
         self.passes += 1;
         self.drain().await;
@@ -650,11 +686,10 @@ impl Steward {
         set
     }
 
-    /// The first half of tending a record: is this node still one of its
-    /// stewards (else hand it over), and what do the other stewards have
-    /// (merged in). `None` if there is nothing more to do with it.
-    async fn gather(&mut self, id: RecordId) -> Result<Option<Tending>, String> {
-        let Some(mut record) = self.records.get(&id).map_err(|e| e.to_string())? else {
+    /// The first step of tending a record: is this node still one of its
+    /// stewards (else hand it over)? `None` if there is nothing more to do.
+    async fn prepare(&mut self, id: RecordId) -> Result<Option<Prepared>, String> {
+        let Some(record) = self.records.get(&id).map_err(|e| e.to_string())? else {
             return Ok(None);
         };
         let me = self.net.local_peer_id();
@@ -667,12 +702,121 @@ impl Steward {
             }
             return Ok(None);
         }
-        // Anti-entropy: fetch the other stewards' copies and merge them. Who
-        // answers is also who is alive to share the repair work.
         let authors = allowed_authors(&self.net, &id).await;
-        let authority = |k: &PublicKey| authors.contains(k);
         let others: Vec<PeerId> = stewards.iter().copied().filter(|p| *p != me).collect();
-        let copies = futures::future::join_all(others.iter().map(|&peer| {
+        let digest = *blake3::hash(&record.encode()).as_bytes();
+        Ok(Some(Prepared {
+            id,
+            record,
+            authors,
+            others,
+            digest,
+        }))
+    }
+
+    /// Anti-entropy for a group: each fellow steward is asked once (per
+    /// [`MAX_DIGESTS`] records) how its copies compare with this node's;
+    /// only copies that differ are fetched and merged ([`Self::reconcile`]).
+    /// Who answers is also who is alive to share the repair work.
+    async fn compare(&mut self, group: Vec<Prepared>) -> Vec<Tending> {
+        let mut by_peer: HashMap<PeerId, Vec<usize>> = HashMap::new();
+        for (r, p) in group.iter().enumerate() {
+            for peer in &p.others {
+                by_peer.entry(*peer).or_default().push(r);
+            }
+        }
+        let mut asks = FuturesUnordered::new();
+        let mut answers: HashMap<(usize, PeerId), Comparison> = HashMap::new();
+        for (peer, records) in by_peer {
+            for chunk in records.chunks(MAX_DIGESTS) {
+                let entries: Vec<(RecordId, [u8; 32])> = chunk
+                    .iter()
+                    .map(|&r| (group[r].id, group[r].digest))
+                    .collect();
+                let chunk = chunk.to_vec();
+                let net = self.net.clone();
+                self.digests += 1;
+                asks.push(async move {
+                    let request = Request {
+                        header: RequestHeader::RepairDigests { entries },
+                        body: Bytes::new(),
+                    };
+                    let compared = match net.request(peer, request, PROBE_TIMEOUT).await {
+                        Ok(Response {
+                            header: ResponseHeader::Compared(c),
+                            ..
+                        }) if c.len() == chunk.len() => Some(c),
+                        _ => None,
+                    };
+                    (peer, chunk, compared)
+                });
+                if asks.len() >= PROBE_CONCURRENCY
+                    && let Some((peer, chunk, compared)) = asks.next().await
+                {
+                    record_answers(&mut answers, peer, &chunk, compared);
+                }
+            }
+        }
+        while let Some((peer, chunk, compared)) = asks.next().await {
+            record_answers(&mut answers, peer, &chunk, compared);
+        }
+        let mut out = Vec::with_capacity(group.len());
+        for (r, p) in group.into_iter().enumerate() {
+            let id = p.id;
+            let found: Vec<(PeerId, Option<Comparison>)> = p
+                .others
+                .iter()
+                .map(|peer| (*peer, answers.get(&(r, *peer)).copied()))
+                .collect();
+            match self.reconcile(p, found).await {
+                Ok(Some(t)) => out.push(t),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(record = %id, "steward pass: {e}"),
+            }
+        }
+        out
+    }
+
+    /// One record's anti-entropy, given how each fellow steward's copy
+    /// compares (`None`: it did not answer): fetches and merges the copies
+    /// that differ, and says who is behind. `None` if the record turns out
+    /// deleted.
+    async fn reconcile(
+        &mut self,
+        p: Prepared,
+        found: Vec<(PeerId, Option<Comparison>)>,
+    ) -> Result<Option<Tending>, String> {
+        let Prepared {
+            id,
+            mut record,
+            authors,
+            others,
+            ..
+        } = p;
+        let authority = |k: &PublicKey| authors.contains(k);
+        let me = self.net.local_peer_id();
+        let mut live_stewards = vec![me];
+        let mut same = Vec::new();
+        let mut theirs = Vec::new();
+        let mut differ = Vec::new();
+        for (peer, c) in found {
+            match c {
+                None => {}
+                Some(Comparison::Same) => {
+                    live_stewards.push(peer);
+                    same.push(peer);
+                }
+                Some(Comparison::Missing) => {
+                    live_stewards.push(peer);
+                    theirs.push((peer, None));
+                }
+                Some(Comparison::Differs) => {
+                    live_stewards.push(peer);
+                    differ.push(peer);
+                }
+            }
+        }
+        let copies = futures::future::join_all(differ.iter().map(|&peer| {
             let net = self.net.clone();
             async move {
                 let request = Request {
@@ -680,40 +824,21 @@ impl Steward {
                     body: Bytes::new(),
                 };
                 match net.request(peer, request, PROBE_TIMEOUT).await {
-                    Ok(r) if matches!(r.header, ResponseHeader::Data) => (peer, true, Some(r.body)),
-                    // "Not found" still proves it is alive (it may be new).
-                    Ok(r) if matches!(r.header, ResponseHeader::Error { .. }) => (peer, true, None),
-                    _ => (peer, false, None),
+                    Ok(r) if matches!(r.header, ResponseHeader::Data) => (peer, Some(r.body)),
+                    _ => (peer, None),
                 }
             }
         }))
         .await;
-        // A copy with the very bytes of this one (records encode
-        // canonically) is neither decoded nor merged: its signatures were
-        // checked when this node kept them.
-        let mine = record.encode();
-        let mut live_stewards = vec![me];
-        let mut same = Vec::new();
-        let mut theirs = Vec::new();
         let mut merged_in = false;
-        for (peer, alive, body) in copies {
-            if alive {
-                live_stewards.push(peer);
+        for (peer, body) in copies {
+            let copy = body.and_then(|b| Record::decode(&b, Some(id), &authority).ok());
+            if let Some(copy) = &copy
+                && record.merge(copy, &authority) == Ok(cairn_core::record::Merged::Changed)
+            {
+                merged_in = true;
             }
-            if body.as_deref() == Some(mine.as_slice()) {
-                same.push(peer);
-                continue;
-            }
-            match body.and_then(|b| Record::decode(&b, Some(id), &authority).ok()) {
-                Some(copy) => {
-                    if record.merge(&copy, &authority) == Ok(cairn_core::record::Merged::Changed) {
-                        merged_in = true;
-                    }
-                    theirs.push((peer, Some(copy)));
-                }
-                None if alive => theirs.push((peer, None)),
-                None => {}
-            }
+            theirs.push((peer, copy));
         }
         // Behind: those that lack something the merged record has.
         let mut behind: Vec<PeerId> = theirs
@@ -1311,6 +1436,7 @@ impl Steward {
             passes: self.passes,
             lookups: self.lookups,
             probes: self.probes,
+            digests: self.digests,
             evidence: self
                 .evidence
                 .iter()

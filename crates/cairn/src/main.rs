@@ -561,10 +561,11 @@ async fn score(api: &Api, json: bool) -> Result<()> {
         g("queued")
     );
     println!(
-        "{} passes since start: {} DHT walks for stewards, {} holder probes",
+        "{} passes since start: {} DHT walks for stewards, {} holder probes, {} anti-entropy requests",
         g("passes"),
         g("lookups"),
-        g("probes")
+        g("probes"),
+        g("digests")
     );
     let holders = r["holders"].as_array().cloned().unwrap_or_default();
     if holders.is_empty() {

@@ -439,7 +439,7 @@ fn audits_catch_a_holder_that_deletes_or_corrupts_its_pieces() {
 }
 
 #[test]
-fn a_steward_pass_probes_each_holder_once_and_reuses_the_stewards_it_found() {
+fn a_steward_pass_asks_each_holder_and_fellow_once_and_reuses_the_stewards_it_found() {
     // Six nodes, a pass a second, eight one-segment files: every node
     // holds pieces of most records and stewards several of them.
     let net = Devnet::start_with(6, "1GiB", &["--steward-interval", "1s"]);
@@ -452,15 +452,21 @@ fn a_steward_pass_probes_each_holder_once_and_reuses_the_stewards_it_found() {
     let counters = |i: usize| {
         let v = steward_json(net.api(i));
         let g = |k: &str| v[k].as_u64().unwrap_or_else(|| panic!("no {k} in {v:#}"));
-        (g("passes"), g("lookups"), g("probes"), g("records"))
+        (
+            g("passes"),
+            g("lookups"),
+            g("probes"),
+            g("records"),
+            g("digests"),
+        )
     };
     // Let every steward find its records' stewards once.
     std::thread::sleep(Duration::from_secs(4));
     let before: Vec<_> = (0..6).map(counters).collect();
     std::thread::sleep(Duration::from_secs(8));
     let mut tended = 0;
-    for (i, &(passes0, lookups0, probes0, _)) in before.iter().enumerate() {
-        let (passes, lookups, probes, records) = counters(i);
+    for (i, &(passes0, lookups0, probes0, _, digests0)) in before.iter().enumerate() {
+        let (passes, lookups, probes, records, digests) = counters(i);
         let passes = passes - passes0;
         assert!(passes >= 4, "node {i}: {passes} passes in 8 s");
         // One `Has` per holder (the five others) per pass, however many
@@ -471,6 +477,13 @@ fn a_steward_pass_probes_each_holder_once_and_reuses_the_stewards_it_found() {
             probes - probes0 <= (passes + 1) * 5,
             "node {i}: {} probes in {passes} passes over {records} records",
             probes - probes0
+        );
+        // Anti-entropy: one request per fellow steward (at most the five
+        // others) per pass, not one per record per fellow.
+        assert!(
+            digests - digests0 <= (passes + 1) * 5,
+            "node {i}: {} digest requests in {passes} passes over {records} records",
+            digests - digests0
         );
         // Nobody joined or left: the steward sets found before still stand,
         // so records are not walked again (a walk per record per pass would
