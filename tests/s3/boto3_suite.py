@@ -445,8 +445,10 @@ def test_website_hosting():
     assert got["RoutingRules"][0]["Redirect"]["ReplaceKeyPrefixWith"] == "docs/", got
     # Like S3's website endpoints, it serves only what everyone may read.
     assert web_get(b, "/")[0] == 403
+    # (the time condition: website reads see the same condition keys as S3 requests)
     S3.put_bucket_policy(Bucket=b, Policy=json.dumps({"Version": "2012-10-17", "Statement": [
-        {"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{b}/*"},
+        {"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{b}/*",
+         "Condition": {"DateGreaterThan": {"aws:CurrentTime": "2000-01-01T00:00:00Z"}}},
         {"Effect": "Deny", "Principal": "*", "Action": "s3:GetObject",
          "Resource": f"arn:aws:s3:::{b}/private/*"}]}))
     status, headers, body = web_get(b, "/")

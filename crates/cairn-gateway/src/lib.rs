@@ -359,7 +359,11 @@ impl s3s::access::S3Access for PolicyAccess {
             _ => Target::Bucket,
         };
         let policy = self.0.bucket_policy(&bucket).await?;
-        let context = request_context(cx, key_id.as_deref(), &op);
+        let addr = cx
+            .extensions_mut()
+            .get::<server::ClientAddr>()
+            .map(|a| a.0.ip());
+        let context = request_context(cx.headers(), cx.uri(), addr, key_id.as_deref(), &op);
         if !access::permits(policy.as_ref(), &bucket, who, &action, target, &context) {
             if anonymous && policy.is_none() {
                 return refused();
@@ -388,16 +392,20 @@ impl s3s::access::S3Access for PolicyAccess {
     }
 }
 
-/// What a bucket policy's conditions may test of this request
-/// ([`access::KEYS`]).
-fn request_context(
-    cx: &mut s3s::access::S3AccessContext<'_>,
+/// What a bucket policy's conditions may test of a request
+/// ([`access::KEYS`]): from the client at `addr`, signed with `key_id`
+/// (none: anonymous), for S3 operation `op`. The access check and the
+/// website server both decide with it.
+pub(crate) fn request_context(
+    headers: &hyper::HeaderMap,
+    uri: &hyper::Uri,
+    addr: Option<std::net::IpAddr>,
     key_id: Option<&str>,
     op: &str,
 ) -> access::Context {
     let mut c = access::Context::new();
-    if let Some(addr) = cx.extensions_mut().get::<server::ClientAddr>() {
-        c.set("aws:SourceIp", addr.0.ip().to_string());
+    if let Some(addr) = addr {
+        c.set("aws:SourceIp", addr.to_string());
     }
     c.set("aws:SecureTransport", "false");
     let now = time::OffsetDateTime::now_utc();
@@ -405,8 +413,7 @@ fn request_context(
     if let Ok(t) = now.format(&time::format_description::well_known::Rfc3339) {
         c.set("aws:CurrentTime", t);
     }
-    let query: Vec<(String, String)> = cx
-        .uri()
+    let query: Vec<(String, String)> = uri
         .query()
         .map(|q| {
             q.split('&')
@@ -424,8 +431,7 @@ fn request_context(
             // Signature version 2 signs with `Signature=` in a presigned URL
             // and `AWS id:sig` in the header; version 4 otherwise.
             let v2 = query.iter().any(|(k, _)| k == "Signature")
-                || cx
-                    .headers()
+                || headers
                     .get("authorization")
                     .and_then(|v| v.to_str().ok())
                     .is_some_and(|a| a.starts_with("AWS "));
@@ -460,7 +466,6 @@ fn request_context(
             }
         }
     }
-    let headers = cx.headers();
     for (header, key) in [
         ("user-agent", "aws:UserAgent"),
         ("referer", "aws:Referer"),

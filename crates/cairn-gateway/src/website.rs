@@ -279,15 +279,7 @@ async fn serve(
         Plan::Serve(key) => key,
     };
     let policy = gateway.bucket_policy(bucket).await?;
-    let mut cx = crate::access::Context::new();
-    cx.set("aws:SourceIp", peer.ip().to_string());
-    cx.set("aws:SecureTransport", "false");
-    cx.set("aws:PrincipalType", "Anonymous");
-    for (header, k) in [("user-agent", "aws:UserAgent"), ("referer", "aws:Referer")] {
-        if let Some(v) = req.headers().get(header).and_then(|v| v.to_str().ok()) {
-            cx.set(k, v);
-        }
-    }
+    let cx = crate::request_context(req.headers(), req.uri(), Some(peer.ip()), None, "GetObject");
     let readable = |key: &str| {
         crate::access::permits(
             policy.as_ref(),

@@ -689,9 +689,12 @@ impl Steward {
     /// The first step of tending a record: is this node still one of its
     /// stewards (else hand it over)? `None` if there is nothing more to do.
     async fn prepare(&mut self, id: RecordId) -> Result<Option<Prepared>, String> {
-        let Some(record) = self.records.get(&id).map_err(|e| e.to_string())? else {
+        // The digest is of the kept bytes, as a fellow steward hashes its own.
+        let Some(kept) = self.records.get_encoded(&id).map_err(|e| e.to_string())? else {
             return Ok(None);
         };
+        let digest = *blake3::hash(&kept).as_bytes();
+        let record = Record::decode_trusted(&kept, Some(id)).map_err(|e| e.to_string())?;
         let me = self.net.local_peer_id();
         let stewards = self.stewards(&id).await;
         if !stewards.contains(&me) {
@@ -704,7 +707,6 @@ impl Steward {
         }
         let authors = allowed_authors(&self.net, &id).await;
         let others: Vec<PeerId> = stewards.iter().copied().filter(|p| *p != me).collect();
-        let digest = *blake3::hash(&record.encode()).as_bytes();
         Ok(Some(Prepared {
             id,
             record,
