@@ -12,6 +12,7 @@ Exits non-zero and names each failed check. Each test uses its own bucket.
 import datetime
 import hashlib
 import http.client
+import json
 import os
 import socket
 import sys
@@ -509,11 +510,11 @@ def test_acls_versioning_policies_and_encryption():
     expect_error(lambda: S3.head_object(Bucket=b, Key="public"), {"404", "NoSuchKey"}, {404})
     rules = S3.get_bucket_ownership_controls(Bucket=b)["OwnershipControls"]["Rules"]
     assert rules == [{"ObjectOwnership": "BucketOwnerEnforced"}], rules
-    # One version per key.
+    # Versioning is off until turned on (see test_versioning).
     v = S3.get_bucket_versioning(Bucket=b)
     assert "Status" not in v, v
-    expect_error(lambda: S3.put_bucket_versioning(Bucket=b, VersioningConfiguration={"Status": "Enabled"}),
-                 {"NotImplemented"}, {501})
+    expect_error(lambda: S3.put_bucket_versioning(Bucket=b, VersioningConfiguration={"Status": "Sideways"}),
+                 {"MalformedXML"}, {400})
     # No bucket policy until one is set (see test_bucket_policy).
     expect_error(lambda: S3.get_bucket_policy(Bucket=b), {"NoSuchBucketPolicy"}, {404})
     expect_error(lambda: S3.put_bucket_policy(Bucket=b, Policy='{"Version": "2012-10-17", "Statement": []}'),
@@ -536,6 +537,73 @@ def test_acls_versioning_policies_and_encryption():
     # refusal is covered by the gateway's unit tests.
     for o in (S3.get_bucket_versioning, S3.get_bucket_acl, S3.get_bucket_encryption):
         expect_error(lambda o=o: o(Bucket=f"missing-{RUN}"), {"NoSuchBucket"}, {404})
+
+
+def test_versioning():
+    b = bucket("versions")
+    S3.put_object(Bucket=b, Key="doc", Body=b"v0")
+    S3.put_bucket_versioning(Bucket=b, VersioningConfiguration={"Status": "Enabled"})
+    assert S3.get_bucket_versioning(Bucket=b)["Status"] == "Enabled"
+    v1 = S3.put_object(Bucket=b, Key="doc", Body=b"v1")["VersionId"]
+    big = blob(300_000, 7)
+    v2 = S3.put_object(Bucket=b, Key="doc", Body=big)["VersionId"]
+    assert v1 != v2 and "null" not in (v1, v2)
+    got = S3.get_object(Bucket=b, Key="doc")
+    assert got["Body"].read() == big and got["VersionId"] == v2
+    assert S3.get_object(Bucket=b, Key="doc", VersionId=v1)["Body"].read() == b"v1"
+    assert S3.get_object(Bucket=b, Key="doc", VersionId="null")["Body"].read() == b"v0"
+    assert S3.head_object(Bucket=b, Key="doc", VersionId=v1)["ContentLength"] == 2
+    r = S3.get_object(Bucket=b, Key="doc", VersionId=v2, Range="bytes=-10")
+    assert r["Body"].read() == big[-10:]
+    # Reading a version by id is its own policy action, as in S3.
+    S3.put_bucket_policy(Bucket=b, Policy=json.dumps({"Version": "2012-10-17", "Statement": [{
+        "Effect": "Deny", "Principal": "*", "Action": "s3:GetObjectVersion",
+        "Resource": f"arn:aws:s3:::{b}/*"}]}))
+    expect_error(lambda: S3.get_object(Bucket=b, Key="doc", VersionId=v1), {"AccessDenied"}, {403})
+    assert S3.get_object(Bucket=b, Key="doc")["Body"].read() == big
+    S3.delete_bucket_policy(Bucket=b)
+    # A delete makes a marker; the versions stay readable by id.
+    d = S3.delete_object(Bucket=b, Key="doc")
+    assert d["DeleteMarker"] is True, d
+    marker = d["VersionId"]
+    expect_error(lambda: S3.get_object(Bucket=b, Key="doc"), {"NoSuchKey"}, {404})
+    expect_error(lambda: S3.get_object(Bucket=b, Key="doc", VersionId=marker), {"MethodNotAllowed"}, {405})
+    expect_error(lambda: S3.get_object(Bucket=b, Key="doc", VersionId="0" * 24), {"NoSuchVersion"}, {404})
+    assert "Contents" not in S3.list_objects_v2(Bucket=b)
+    lv = S3.list_object_versions(Bucket=b)
+    got = [(v["VersionId"], v["IsLatest"]) for v in lv["Versions"]]
+    assert got == [(v2, False), (v1, False), ("null", False)], got
+    assert [(m["VersionId"], m["IsLatest"]) for m in lv["DeleteMarkers"]] == [(marker, True)], lv
+    expect_error(lambda: S3.delete_bucket(Bucket=b), {"BucketNotEmpty"}, {409})
+    # Pages of one, continued with key and version-id markers.
+    seen = []
+    for page in S3.get_paginator("list_object_versions").paginate(Bucket=b, PaginationConfig={"PageSize": 1}):
+        seen += [v["VersionId"] for v in page.get("Versions", []) + page.get("DeleteMarkers", [])]
+    assert sorted(seen) == sorted([marker, v2, v1, "null"]), seen
+    # Removing the marker restores the object; removing a version by id
+    # makes the one before current.
+    S3.delete_object(Bucket=b, Key="doc", VersionId=marker)
+    assert S3.get_object(Bucket=b, Key="doc")["Body"].read() == big
+    S3.delete_object(Bucket=b, Key="doc", VersionId=v2)
+    assert S3.get_object(Bucket=b, Key="doc")["Body"].read() == b"v1"
+    # Copying an old version, and a batch delete by version id.
+    c = S3.copy_object(Bucket=b, Key="copy", CopySource={"Bucket": b, "Key": "doc", "VersionId": "null"})
+    assert c["CopySourceVersionId"] == "null" and c["VersionId"], c
+    assert S3.get_object(Bucket=b, Key="copy")["Body"].read() == b"v0"
+    # Suspended: a write replaces the null version and keeps the rest.
+    S3.put_bucket_versioning(Bucket=b, VersioningConfiguration={"Status": "Suspended"})
+    assert S3.get_bucket_versioning(Bucket=b)["Status"] == "Suspended"
+    S3.put_object(Bucket=b, Key="doc", Body=b"suspended")
+    assert S3.get_object(Bucket=b, Key="doc", VersionId="null")["Body"].read() == b"suspended"
+    assert S3.get_object(Bucket=b, Key="doc", VersionId=v1)["Body"].read() == b"v1"
+    everything = [{"Key": v["Key"], "VersionId": v["VersionId"]}
+                  for page in S3.get_paginator("list_object_versions").paginate(Bucket=b)
+                  for v in page.get("Versions", []) + page.get("DeleteMarkers", [])]
+    assert len(everything) == 3, everything
+    r = S3.delete_objects(Bucket=b, Delete={"Objects": everything})
+    assert len(r["Deleted"]) == 3 and not r.get("Errors"), r
+    assert "Versions" not in S3.list_object_versions(Bucket=b)
+    S3.delete_bucket(Bucket=b)
 
 
 def test_ranges():

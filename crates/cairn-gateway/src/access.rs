@@ -665,10 +665,14 @@ pub enum Target<'a> {
     AnyObject,
 }
 
-/// The policy action of an S3 operation, and whether it names an object.
-pub fn action_of(op: &str) -> (String, bool) {
+/// The policy action of an S3 operation, and whether it names an object;
+/// `version` says the request names an object version (`versionId`),
+/// which S3 authorizes as its own actions.
+pub fn action_of(op: &str, version: bool) -> (String, bool) {
     let object = |a: &str| (format!("s3:{a}"), true);
     match op {
+        "GetObject" | "HeadObject" if version => object("GetObjectVersion"),
+        "DeleteObject" if version => object("DeleteObjectVersion"),
         "GetObject" | "HeadObject" => object("GetObject"),
         "PutObject"
         | "CopyObject"
@@ -686,6 +690,7 @@ pub fn action_of(op: &str) -> (String, bool) {
         | "PutObjectAcl" => object(op),
         "ListObjects" | "ListObjectsV2" | "HeadBucket" => ("s3:ListBucket".into(), false),
         "ListMultipartUploads" => ("s3:ListBucketMultipartUploads".into(), false),
+        "ListObjectVersions" => ("s3:ListBucketVersions".into(), false),
         "ListBuckets" => ("s3:ListAllMyBuckets".into(), false),
         "DeleteBucketTagging" => ("s3:PutBucketTagging".into(), false),
         "DeleteBucketCors" => ("s3:PutBucketCORS".into(), false),
@@ -1179,9 +1184,12 @@ mod tests {
         assert!(!glob("a*b*c", "aXXbYY", false));
         assert!(glob("*", "", false));
         assert!(!glob("a?", "a", false));
-        assert_eq!(action_of("HeadObject"), ("s3:GetObject".to_string(), true));
         assert_eq!(
-            action_of("ListObjectsV2"),
+            action_of("HeadObject", false),
+            ("s3:GetObject".to_string(), true)
+        );
+        assert_eq!(
+            action_of("ListObjectsV2", false),
             ("s3:ListBucket".to_string(), false)
         );
         assert_eq!(

@@ -13,6 +13,12 @@ pub enum GatewayError {
     /// No such key.
     #[error("the key {0:?} does not exist")]
     NoSuchKey(String),
+    /// No such version of a key.
+    #[error("the key {0:?} has no version {1:?}")]
+    NoSuchVersion(String, String),
+    /// A GET or HEAD of a version that is a delete marker.
+    #[error("version {1:?} of the key {0:?} is a delete marker: it has no data to read")]
+    DeleteMarker(String, String),
     /// No such multipart upload.
     #[error("the multipart upload {0:?} does not exist (completed, aborted or never started)")]
     NoSuchUpload(String),
@@ -152,6 +158,8 @@ impl From<GatewayError> for S3Error {
             G::NoSuchBucket(_) => S3ErrorCode::NoSuchBucket,
             G::NoSuchKey(_) => S3ErrorCode::NoSuchKey,
             G::NoSuchUpload(_) => S3ErrorCode::NoSuchUpload,
+            G::NoSuchVersion(..) => S3ErrorCode::NoSuchVersion,
+            G::DeleteMarker(..) => S3ErrorCode::MethodNotAllowed,
             G::BucketAlreadyOwnedByYou(_) => S3ErrorCode::BucketAlreadyOwnedByYou,
             G::BucketNotEmpty(_) => S3ErrorCode::BucketNotEmpty,
             G::InvalidBucketName(..) => S3ErrorCode::InvalidBucketName,
@@ -214,6 +222,16 @@ mod tests {
             (GatewayError::NoSuchBucket("b".into()), "NoSuchBucket", 404),
             (GatewayError::NoSuchKey("k".into()), "NoSuchKey", 404),
             (GatewayError::NoSuchUpload("u".into()), "NoSuchUpload", 404),
+            (
+                GatewayError::NoSuchVersion("k".into(), "v".into()),
+                "NoSuchVersion",
+                404,
+            ),
+            (
+                GatewayError::DeleteMarker("k".into(), "v".into()),
+                "MethodNotAllowed",
+                405,
+            ),
             (
                 GatewayError::BucketAlreadyOwnedByYou("b".into()),
                 "BucketAlreadyOwnedByYou",

@@ -17,20 +17,23 @@
 //! - [`node`]: the node API client.
 //! - [`listing`]: S3 listing pages as a pure function.
 //! - [`rules`]: names, ranges, conditionals, ETags, tags as pure functions.
-//! - [`policy`]: ACLs, versioning and encryption settings: what is true of Cairn.
+//! - [`policy`]: ACLs and encryption settings: what is true of Cairn.
+//! - [`versioning`]: object versions, delete markers and their listing.
 //! - [`keys`]: S3 credentials and the account key on disk; s3s auth and access.
 //! - [`server`]: the HTTP server and its limits.
 //! - [`error`]: the errors and their one mapping to S3 codes.
 //!
 //! # Index layout
 //! One tree of account indexes per namespace (see the limits below); every
-//! value is postcard with a leading `version` (objects and uploads 2, the
-//! rest 1; version-1 objects and uploads are read and upgraded):
+//! value is postcard with a leading `version` (objects 3, uploads, bucket
+//! policies and lifecycle rules 2, the rest 1; older values are read and
+//! upgraded):
 //!
 //! | namespace | key | value |
 //! |---|---|---|
 //! | `buckets` | bucket name | [`meta::BucketMeta`] `{version, created_at_ms}` |
-//! | `objects/<bucket>` | object key | [`meta::ObjectMeta`] `{version, size, etag, content_type, user_metadata, last_modified_ms, parts: [{cap, size}], lease_expires_at, part_lists, inline, tags}` |
+//! | `objects/<bucket>` | object key | [`meta::ObjectMeta`] `{version, size, etag, content_type, user_metadata, last_modified_ms, parts: [{cap, size}], lease_expires_at, part_lists, inline, tags, version_id, delete_marker}`: the current version |
+//! | `versions/<bucket>` | `<object key>\0<version id>` | [`meta::ObjectMeta`]: every version, once versioning was turned on ([`versioning`]) |
 //! | `tags/<bucket>` | object key | [`meta::TagsMeta`] `{version, generation, tags}`: tags set after the object was written, valid while `generation` is the object entry's |
 //! | `uploads/<bucket>` | upload id | [`meta::UploadMeta`] `{version, key, initiated_ms, content_type, user_metadata, tags}` |
 //! | `uploads/<bucket>` | `<upload id>/<part number, 5 digits>` | [`meta::PartMeta`] `{version, cap, size, etag, last_modified_ms}` |
@@ -87,11 +90,14 @@
 //!   everything; only `private` is accepted, anything else is
 //!   `AccessControlListNotSupported`), and every object reports `AES256`
 //!   encryption, which is what the node does; see [`policy`].
-//! - Unfinished: object versioning (a bucket reports it as never enabled,
-//!   and enabling it is `NotImplemented`), KMS and customer-provided
-//!   (SSE-C) keys (`NotImplemented`), lifecycle transitions and
-//!   noncurrent-version actions (`NotImplemented`: one storage class, no
-//!   versions),
+//! - Object versioning (Enabled, Suspended) keeps every version, with
+//!   delete markers, GET/HEAD/copy/delete by version id and
+//!   ListObjectVersions; see [`versioning`]. MFA delete is
+//!   `NotImplemented`, and tags set after a write apply to the current
+//!   version only.
+//! - Unfinished: KMS and customer-provided
+//!   (SSE-C) keys (`NotImplemented`), lifecycle transitions
+//!   (`NotImplemented`: one storage class),
 //!   and, in policies, condition keys the gateway does not know of a
 //!   request (such as `aws:PrincipalOrgID` or object tags), `BinaryEquals`,
 //!   policy variables and non-AWS principal types (`NotImplemented`).
@@ -109,9 +115,10 @@
 //!   uploads; the maintenance pass applies them (hourly by default), and
 //!   removes an object only if its entry is still the write that expired
 //!   ([`lifecycle`]).
-//! - Bucket tags (up to 50), CORS rules, lifecycle rules and policies
-//!   live in namespaces `buckettags`, `bucketcors`, `bucketlifecycle` and
-//!   `bucketpolicy` with the creation time of the bucket they were set on,
+//! - Bucket tags (up to 50), CORS rules, lifecycle rules, policies,
+//!   websites and the versioning state live in namespaces `buckettags`,
+//!   `bucketcors`, `bucketlifecycle`, `bucketpolicy`, `bucketwebsite` and
+//!   `bucketversioning` with the creation time of the bucket they were set on,
 //!   so a bucket deleted and made again starts without them. The
 //!   server answers CORS preflights itself and adds the matching rule's
 //!   headers to answers (see [`cors`] and [`server`]).
@@ -132,6 +139,7 @@ pub mod s3;
 pub mod server;
 #[cfg(test)]
 mod service_tests;
+pub mod versioning;
 pub mod website;
 
 use std::net::SocketAddr;
@@ -352,7 +360,11 @@ impl s3s::access::S3Access for PolicyAccess {
         if anonymous && copies {
             return refused();
         }
-        let (action, on_object) = access::action_of(&op);
+        let version = cx
+            .uri()
+            .query()
+            .is_some_and(|q| q.split('&').any(|p| p.starts_with("versionId=")));
+        let (action, on_object) = access::action_of(&op, version);
         let target = match key.as_deref() {
             _ if op == "DeleteObjects" => Target::AnyObject,
             Some(k) if on_object => Target::Object(k),
@@ -373,17 +385,22 @@ impl s3s::access::S3Access for PolicyAccess {
             ))
             .into());
         }
-        let source = cx
+        let header = cx
             .headers()
             .get("x-amz-copy-source")
-            .and_then(|v| v.to_str().ok())
-            .and_then(access::copy_source);
-        if copies && let Some((sb, sk)) = source {
+            .and_then(|v| v.to_str().ok());
+        if copies && let Some((sb, sk)) = header.and_then(access::copy_source) {
             let p = self.0.bucket_policy(&sb).await?;
             let on_source = Target::Object(&sk);
-            if !access::permits(p.as_ref(), &sb, who, "s3:GetObject", on_source, &context) {
+            // A copy of a named version reads it as GetObjectVersion.
+            let read = if header.is_some_and(|h| h.contains("?versionId=")) {
+                "s3:GetObjectVersion"
+            } else {
+                "s3:GetObject"
+            };
+            if !access::permits(p.as_ref(), &sb, who, read, on_source, &context) {
                 return Err(GatewayError::Denied(format!(
-                    "the policy of bucket {sb:?} does not permit s3:GetObject on the copy source"
+                    "the policy of bucket {sb:?} does not permit {read} on the copy source"
                 ))
                 .into());
             }
@@ -555,6 +572,7 @@ delegate! {
     abort_multipart_upload: AbortMultipartUploadInput => AbortMultipartUploadOutput;
     list_parts: ListPartsInput => ListPartsOutput;
     list_multipart_uploads: ListMultipartUploadsInput => ListMultipartUploadsOutput;
+    list_object_versions: ListObjectVersionsInput => ListObjectVersionsOutput;
 }
 
 /// Writes new index ops into the cache file every [`indexes::FLUSH_INTERVAL`].
@@ -604,16 +622,33 @@ pub async fn maintenance_pass(gw: &s3::Gateway, max_age: Duration) -> Result<(),
                 gw.abort(&bucket, &id).await?;
             }
         }
+        // With versioning, every version (the current ones too) is in the
+        // versions, and leases are renewed there.
+        let versioned = gw.versioning(&bucket).await? != versioning::Versioning::Off;
         let ns = s3::objects_ns(&bucket);
         // Window by window: a bucket of any size is renewed in bounded memory.
         let mut from = vec![];
         loop {
             let (live, next) = gw.idx.window(&ns, &from, gw.idx.window_size()).await?;
             let live = expire_window(gw, &bucket, &rules, live, now).await?;
-            renew_window(gw, &bucket, &ns, live, now, lease).await?;
+            if !versioned {
+                renew_window(gw, &bucket, &ns, live, now, lease).await?;
+            }
             match next {
                 Some(n) => from = n,
                 None => break,
+            }
+        }
+        if versioned {
+            let ns = versioning::versions_ns(&bucket);
+            let mut from = vec![];
+            loop {
+                let (live, next) = gw.idx.window(&ns, &from, gw.idx.window_size()).await?;
+                renew_window(gw, &bucket, &ns, live, now, lease).await?;
+                match next {
+                    Some(n) => from = n,
+                    None => break,
+                }
             }
         }
     }
@@ -643,6 +678,10 @@ async fn expire_window(
             kept.push((key, value));
             continue;
         };
+        if m.delete_marker {
+            kept.push((key, value));
+            continue;
+        }
         let tags = if lifecycle::uses_tags(rules) {
             gw.tags(bucket, k, &m).await?
         } else {

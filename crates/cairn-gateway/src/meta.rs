@@ -1,8 +1,9 @@
 //! The values the gateway keeps in its account indexes (see the crate
 //! docs for the layout). Each is postcard with a leading `version` field,
 //! so a newer gateway can tell an older value from its own and migrate it
-//! ([`Value::upgrade`]): objects and uploads are at version 2 (they gained
-//! tags), bucket policies at 2 (statements gained `Not*` elements and
+//! ([`Value::upgrade`]): objects are at version 3 (version ids and delete
+//! markers; 2 added tags), uploads at version 2 (they gained tags), bucket
+//! policies at 2 (statements gained `Not*` elements and
 //! conditions), lifecycle configurations at 2 (rules gained size
 //! filters), the rest at 1.
 
@@ -74,6 +75,7 @@ bucket_setting! {
     BucketLifecycle in "bucketlifecycle";
     BucketPolicy in "bucketpolicy";
     BucketWebsite in "bucketwebsite";
+    BucketVersioning in "bucketversioning";
 }
 
 impl Value for BucketWebsite {
@@ -146,11 +148,11 @@ struct BucketPolicyV1 {
 }
 
 impl Value for ObjectMeta {
-    const VERSION: u16 = 2;
+    const VERSION: u16 = 3;
     fn upgrade(version: u16, bytes: &[u8]) -> Option<Result<Self, postcard::Error>> {
-        (version == 1).then(|| {
-            postcard::from_bytes::<ObjectMetaV1>(bytes).map(|o| ObjectMeta {
-                version: Self::VERSION,
+        let v2 = match version {
+            1 => postcard::from_bytes::<ObjectMetaV1>(bytes).map(|o| ObjectMetaV2 {
+                version: 2,
                 size: o.size,
                 etag: o.etag,
                 content_type: o.content_type,
@@ -161,8 +163,25 @@ impl Value for ObjectMeta {
                 part_lists: o.part_lists,
                 inline: o.inline,
                 tags: vec![],
-            })
-        })
+            }),
+            2 => postcard::from_bytes::<ObjectMetaV2>(bytes),
+            _ => return None,
+        };
+        Some(v2.map(|o| ObjectMeta {
+            version: Self::VERSION,
+            size: o.size,
+            etag: o.etag,
+            content_type: o.content_type,
+            user_metadata: o.user_metadata,
+            last_modified_ms: o.last_modified_ms,
+            parts: o.parts,
+            lease_expires_at: o.lease_expires_at,
+            part_lists: o.part_lists,
+            inline: o.inline,
+            tags: o.tags,
+            version_id: None,
+            delete_marker: false,
+        }))
     }
 }
 
@@ -196,6 +215,23 @@ struct ObjectMetaV1 {
     lease_expires_at: u64,
     part_lists: Vec<String>,
     inline: Option<Vec<u8>>,
+}
+
+/// [`ObjectMeta`] as version 2 wrote it (no version id, no delete markers).
+#[derive(Deserialize)]
+struct ObjectMetaV2 {
+    #[allow(dead_code)]
+    version: u16,
+    size: u64,
+    etag: String,
+    content_type: Option<String>,
+    user_metadata: Vec<(String, String)>,
+    last_modified_ms: u64,
+    parts: Vec<PartRef>,
+    lease_expires_at: u64,
+    part_lists: Vec<String>,
+    inline: Option<Vec<u8>>,
+    tags: Vec<(String, String)>,
 }
 
 /// [`UploadMeta`] as version 1 wrote it (no tags).
@@ -259,6 +295,60 @@ pub struct ObjectMeta {
     /// The tags it was written with (`x-amz-tagging`); a later
     /// PutObjectTagging keeps its set in a [`TagsMeta`] instead.
     pub tags: Vec<(String, String)>,
+    /// Its S3 version id, written while the bucket's versioning is
+    /// enabled (`None`: the `null` version).
+    pub version_id: Option<String>,
+    /// Whether this version is a delete marker (no data; the key reads as
+    /// deleted while it is the current version).
+    pub delete_marker: bool,
+}
+
+impl ObjectMeta {
+    /// A delete marker made at `now_ms`.
+    pub fn marker(now_ms: u64, version_id: Option<String>) -> Self {
+        ObjectMeta {
+            version: Self::VERSION,
+            size: 0,
+            etag: String::new(),
+            content_type: None,
+            user_metadata: vec![],
+            last_modified_ms: now_ms,
+            parts: vec![],
+            lease_expires_at: u64::MAX,
+            part_lists: vec![],
+            inline: None,
+            tags: vec![],
+            version_id,
+            delete_marker: true,
+        }
+    }
+
+    /// The version id S3 shows for it (`null` for the null version).
+    pub fn shown_version(&self) -> &str {
+        self.version_id.as_deref().unwrap_or(NULL_VERSION)
+    }
+}
+
+/// The version id of an object written while versioning was off or
+/// suspended.
+pub const NULL_VERSION: &str = "null";
+
+/// Whether a bucket keeps versions (PutBucketVersioning), in namespace
+/// `bucketversioning`; like [`BucketTags`], only for the bucket created
+/// at `created_at_ms`. Once on, it is never off again, only suspended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BucketVersioning {
+    /// [`META_VERSION`].
+    pub version: u16,
+    /// [`BucketMeta::created_at_ms`] of the bucket it was set on.
+    pub created_at_ms: u64,
+    /// Whether new writes get version ids (`Enabled`) or replace the null
+    /// version (`Suspended`); both keep the versions already made.
+    pub enabled: bool,
+}
+
+impl Value for BucketVersioning {
+    const VERSION: u16 = META_VERSION;
 }
 
 /// Tags set on an existing object (PutObjectTagging, DeleteObjectTagging),
@@ -445,11 +535,19 @@ mod tests {
             part_lists: vec![],
             inline: None,
             tags: vec![("k".into(), "v".into())],
+            version_id: Some("00ff".into()),
+            delete_marker: false,
         };
         let bytes = encode(&m).unwrap();
         assert_eq!(decode::<ObjectMeta>(&bytes).unwrap(), m);
+        let marker = ObjectMeta::marker(9, None);
+        assert_eq!(
+            decode::<ObjectMeta>(&encode(&marker).unwrap()).unwrap(),
+            marker
+        );
+        assert_eq!(marker.shown_version(), NULL_VERSION);
         let mut newer = bytes.clone();
-        newer[0] = 3;
+        newer[0] = 4;
         assert!(decode::<ObjectMeta>(&newer).is_err());
     }
 
@@ -541,10 +639,32 @@ mod tests {
         let m = decode::<ObjectMeta>(&old).unwrap();
         assert_eq!(
             (m.version, m.size, m.inline.as_deref()),
-            (2, 3, Some(&b"abc"[..]))
+            (3, 3, Some(&b"abc"[..]))
         );
         assert_eq!(m.user_metadata, [("a".to_string(), "b".to_string())]);
         assert!(m.tags.is_empty());
+        assert!(m.version_id.is_none() && !m.delete_marker);
+        // Version 2 (tags, no versions) reads as the null version.
+        let v2 = postcard::to_allocvec(&(
+            2u16,
+            3u64,
+            "e",
+            None::<&str>,
+            Vec::<(String, String)>::new(),
+            5u64,
+            Vec::<PartRef>::new(),
+            6u64,
+            Vec::<String>::new(),
+            Some(b"abc".to_vec()),
+            vec![("t", "u")],
+        ))
+        .unwrap();
+        let m2 = decode::<ObjectMeta>(&v2).unwrap();
+        assert_eq!(
+            (m2.version, m2.tags.len(), m2.version_id.as_deref()),
+            (3, 1, None)
+        );
+        assert!(!m2.delete_marker);
         let upload = postcard::to_allocvec(&(
             1u16,
             "key",

@@ -1,4 +1,4 @@
-//! What the gateway answers about access control, versioning and
+//! What the gateway answers about access control and
 //! server-side encryption, as pure functions: the truth about a Cairn
 //! bucket.
 //!
@@ -9,8 +9,6 @@
 //!   but `private` or `bucket-owner-full-control` is refused with S3's
 //!   own `AccessControlListNotSupported`. Access is granted through bucket
 //!   policies instead, as S3 has it in this mode (see [`crate::access`]).
-//! - **Versioning.** A key holds one version; a bucket reports versioning
-//!   as never enabled, and turning it on is `NotImplemented` (unfinished).
 //! - **Encryption.** Every object is encrypted by the node (AES-256-GCM,
 //!   before erasure coding), so the bucket's default encryption is
 //!   `AES256` and an `AES256` request is honoured as it stands. KMS keys

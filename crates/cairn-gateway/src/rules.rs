@@ -58,6 +58,13 @@ pub fn validate_key(key: &str) -> Result<(), GatewayError> {
     if key.len() > MAX_KEY_BYTES {
         return Err(GatewayError::KeyTooLong(key.len()));
     }
+    if key.contains('\0') {
+        // XML cannot carry it (so no listing could show it), and the
+        // versions index uses it to end a key.
+        return Err(GatewayError::InvalidArgument(
+            "an object key may not contain a NUL character".into(),
+        ));
+    }
     Ok(())
 }
 

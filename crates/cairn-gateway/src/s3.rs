@@ -15,15 +15,16 @@ use crate::body::{self, BodyRules, ChannelStream};
 use crate::error::GatewayError;
 use crate::indexes::{Change, Indexes};
 use crate::listing::{self, ListParams, list_page, uploads_page};
-use crate::meta::BucketWebsite;
 use crate::meta::{
     self, BucketCors, BucketLifecycle, BucketMeta, BucketPolicy, BucketSetting, BucketTags,
     INLINE_MAX, META_VERSION, ObjectMeta, PARTS_PER_LIST, PartList, PartMeta, PartRef, TagsMeta,
     UploadMeta, Value,
 };
+use crate::meta::{BucketVersioning, BucketWebsite};
 use crate::node::Node;
 use crate::policy::{self, AclRequest};
 use crate::rules::{self, Condition, Conditions};
+use crate::versioning::{Versioning, versions_ns};
 use cairn_core::shard;
 
 /// The index namespace of the bucket list.
@@ -377,7 +378,7 @@ impl Gateway {
         }
     }
 
-    async fn require_bucket(&self, bucket: &str) -> Result<(), GatewayError> {
+    pub(crate) async fn require_bucket(&self, bucket: &str) -> Result<(), GatewayError> {
         self.bucket_meta(bucket).await.map(|_| ())
     }
 
@@ -390,7 +391,7 @@ impl Gateway {
 
     /// A per-bucket setting, if it was set on the bucket of that name there
     /// is now.
-    async fn bucket_setting<T: BucketSetting>(
+    pub(crate) async fn bucket_setting<T: BucketSetting>(
         &self,
         bucket: &str,
     ) -> Result<Option<T>, GatewayError> {
@@ -405,7 +406,7 @@ impl Gateway {
     }
 
     /// Sets a setting of the existing `bucket`, or removes it (`None`).
-    async fn set_bucket_setting<T: BucketSetting>(
+    pub(crate) async fn set_bucket_setting<T: BucketSetting>(
         &self,
         bucket: &str,
         value: Option<T>,
@@ -463,6 +464,12 @@ impl Gateway {
         if generation.is_some_and(|g| g != meta::generation(&m)) {
             return Ok(false);
         }
+        let mode = self.versioning(bucket).await?;
+        if mode != Versioning::Off {
+            // The object stays as a noncurrent version.
+            self.mark_deleted(bucket, key, mode).await?;
+            return Ok(true);
+        }
         self.idx
             .write(
                 &objects_ns(bucket),
@@ -499,7 +506,7 @@ impl Gateway {
         bucket: &str,
         key: &str,
     ) -> Result<bool, GatewayError> {
-        Ok(self.idx.get(&objects_ns(bucket), key).await?.is_some())
+        Ok(self.object(bucket, key).await?.is_some())
     }
 
     /// Object `bucket/key` as a website answers it, or `None` if there is
@@ -597,7 +604,25 @@ impl Gateway {
         }
     }
 
-    async fn object(&self, bucket: &str, key: &str) -> Result<Option<ObjectMeta>, GatewayError> {
+    /// The current version of `bucket/key`, unless there is none or it is
+    /// a delete marker.
+    pub(crate) async fn object(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<ObjectMeta>, GatewayError> {
+        Ok(self
+            .current(bucket, key)
+            .await?
+            .filter(|m| !m.delete_marker))
+    }
+
+    /// The current version of `bucket/key`, delete markers included.
+    pub(crate) async fn current(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<ObjectMeta>, GatewayError> {
         match self.idx.get(&objects_ns(bucket), key).await? {
             Some(v) => Ok(Some(self.resolve(bucket, meta::decode(&v)?).await?)),
             None => Ok(None),
@@ -627,7 +652,7 @@ impl Gateway {
 
     /// Tombstones part lists in the background (best effort: a leftover
     /// entry costs index room, not data).
-    fn forget_lists(&self, bucket: &str, lists: Vec<String>) {
+    pub(crate) fn forget_lists(&self, bucket: &str, lists: Vec<String>) {
         if !lists.is_empty() {
             self.enqueue(Cleanup::Lists {
                 bucket: bucket.to_string(),
@@ -688,7 +713,11 @@ impl Gateway {
 
     /// Removes the tag entries of deleted `keys` that have one (they
     /// would apply to nothing, but cost index room).
-    async fn forget_tags(&self, bucket: &str, keys: &[&str]) -> Result<(), GatewayError> {
+    pub(crate) async fn forget_tags(
+        &self,
+        bucket: &str,
+        keys: &[&str],
+    ) -> Result<(), GatewayError> {
         let ns = tags_ns(bucket);
         let mut changes: Vec<Change> = vec![];
         for key in keys {
@@ -729,26 +758,43 @@ impl Gateway {
 
     /// Removes Cairn objects in the background (best effort: an object
     /// left behind expires with its lease).
-    fn forget(&self, caps: Vec<String>) {
+    pub(crate) fn forget(&self, caps: Vec<String>) {
         if !caps.is_empty() {
             self.enqueue(Cleanup::Caps(caps));
         }
     }
 
-    /// Writes an object's entry, then settles who won: if a concurrent
-    /// write to the key won, our data is removed; if ours won, the data of
-    /// the object it replaced is.
-    async fn commit_object(
+    /// Writes an object's entry (with the version id the bucket's
+    /// versioning gives it, set in `meta`). Unversioned, it then settles
+    /// who won: if a concurrent write to the key won, our data is removed;
+    /// if ours won, the data of the object it replaced is. Versioned, the
+    /// replaced object stays as a noncurrent version (see
+    /// [`crate::versioning`]).
+    pub(crate) async fn commit_object(
         &self,
         bucket: &str,
         key: &str,
-        meta: &ObjectMeta,
+        meta: &mut ObjectMeta,
         previous: Option<ObjectMeta>,
     ) -> Result<(), GatewayError> {
-        let ns = objects_ns(bucket);
-        let resolved_parts = meta.parts.clone();
-        // Too many parts for one entry: they go to part lists first, so an
-        // object entry never names a list that is not there.
+        match self.versioning(bucket).await? {
+            Versioning::Off => {
+                meta.version_id = None;
+                self.commit_entry(bucket, key, meta, previous.filter(|p| !p.delete_marker))
+                    .await
+            }
+            mode => self.commit_version(bucket, key, meta, previous, mode).await,
+        }
+    }
+
+    /// `meta` as its entry keeps it: with more parts than one entry holds,
+    /// they go to part lists first (written here), so an entry never names
+    /// a list that is not there.
+    pub(crate) async fn stored_form(
+        &self,
+        bucket: &str,
+        meta: &ObjectMeta,
+    ) -> Result<ObjectMeta, GatewayError> {
         let mut stored = meta.clone();
         if meta.parts.len() > PARTS_PER_LIST {
             let id = hex::encode(rand::random::<[u8; 8]>());
@@ -767,7 +813,20 @@ impl Gateway {
                 .write(&partlists_ns(bucket), bucket, &changes)
                 .await?;
         }
-        let meta = &stored;
+        Ok(stored)
+    }
+
+    /// [`Self::commit_object`] in a bucket without versioning.
+    async fn commit_entry(
+        &self,
+        bucket: &str,
+        key: &str,
+        meta: &ObjectMeta,
+        previous: Option<ObjectMeta>,
+    ) -> Result<(), GatewayError> {
+        let ns = objects_ns(bucket);
+        let resolved_parts = meta.parts.clone();
+        let meta = &self.stored_form(bucket, meta).await?;
         let value = meta::encode(meta)?;
         let won = self
             .idx
@@ -794,16 +853,22 @@ impl Gateway {
             return Ok(());
         }
         if let Some(old) = previous {
-            self.forget_lists(bucket, old.part_lists.clone());
-            self.forget(
-                old.parts
-                    .into_iter()
-                    .map(|p| p.cap)
-                    .filter(|c| !mine.contains(c))
-                    .collect(),
-            );
+            self.forget_data(bucket, old, &mine);
         }
         Ok(())
+    }
+
+    /// Removes the data and part lists of `old` in the background, but
+    /// not the capabilities in `keep`.
+    pub(crate) fn forget_data(&self, bucket: &str, old: ObjectMeta, keep: &[String]) {
+        self.forget_lists(bucket, old.part_lists);
+        self.forget(
+            old.parts
+                .into_iter()
+                .map(|p| p.cap)
+                .filter(|c| !keep.contains(c))
+                .collect(),
+        );
     }
 
     /// Indexes one stored Cairn object as `bucket/key` with its content
@@ -818,7 +883,7 @@ impl Gateway {
         modified_ms: u64,
         previous: Option<ObjectMeta>,
     ) -> Result<ObjectMeta, GatewayError> {
-        let meta = ObjectMeta {
+        let mut meta = ObjectMeta {
             version: ObjectMeta::VERSION,
             size: stored.size,
             etag: stored.md5.clone(),
@@ -833,8 +898,10 @@ impl Gateway {
             part_lists: vec![],
             inline: None,
             tags,
+            version_id: None,
+            delete_marker: false,
         };
-        if let Err(e) = self.commit_object(bucket, key, &meta, previous).await {
+        if let Err(e) = self.commit_object(bucket, key, &mut meta, previous).await {
             self.forget(vec![stored.stored.cap]);
             return Err(e);
         }
@@ -907,12 +974,20 @@ impl Gateway {
         &self,
         source: &CopySource,
     ) -> Result<(String, String, ObjectMeta), GatewayError> {
-        let CopySource::Bucket { bucket, key, .. } = source else {
+        let CopySource::Bucket {
+            bucket,
+            key,
+            version_id,
+        } = source
+        else {
             return Err(GatewayError::InvalidArgument(
                 "only bucket/key copy sources are supported".into(),
             ));
         };
-        let m = self.existing_object(bucket, key).await?;
+        let m = match version_id {
+            Some(v) => self.readable_version(bucket, key, v).await?,
+            None => self.existing_object(bucket, key).await?,
+        };
         Ok((bucket.to_string(), key.to_string(), m))
     }
 
@@ -1116,6 +1191,10 @@ impl Gateway {
                     done = true;
                     break;
                 }
+                // A key whose current version is a delete marker is not listed.
+                if meta::decode::<ObjectMeta>(&v).is_ok_and(|m| m.delete_marker) {
+                    continue;
+                }
                 kept.push(Kept(String::from_utf8_lossy(&k).into_owned(), v));
             }
             let page = list_page(&kept, params);
@@ -1157,6 +1236,18 @@ impl Gateway {
             }
             from = next;
         }
+    }
+}
+
+/// The version a copy read: the one it named, else the source's current
+/// one if it has an id.
+fn source_version(source: &CopySource, src: &ObjectMeta) -> Option<String> {
+    match source {
+        CopySource::Bucket {
+            version_id: Some(_),
+            ..
+        } => Some(src.shown_version().to_string()),
+        _ => src.version_id.clone(),
     }
 }
 
@@ -1223,7 +1314,11 @@ impl S3 for Gateway {
     ) -> S3Result<S3Response<DeleteBucketOutput>> {
         let bucket = req.input.bucket;
         self.require_bucket(&bucket).await?;
-        if self.idx.any(&objects_ns(&bucket)).await? || self.idx.any(&uploads_ns(&bucket)).await? {
+        // Delete markers and noncurrent versions count, as in S3.
+        if self.idx.any(&objects_ns(&bucket)).await?
+            || self.idx.any(&versions_ns(&bucket)).await?
+            || self.idx.any(&uploads_ns(&bucket)).await?
+        {
             return Err(GatewayError::BucketNotEmpty(bucket).into());
         }
         self.idx
@@ -1236,6 +1331,8 @@ impl S3 for Gateway {
             BucketCors::NS,
             BucketLifecycle::NS,
             BucketPolicy::NS,
+            BucketWebsite::NS,
+            BucketVersioning::NS,
         ] {
             if self.idx.get(ns, &bucket).await?.is_some() {
                 self.idx
@@ -1329,7 +1426,7 @@ impl S3 for Gateway {
         if rules.declared.is_some_and(|d| d <= INLINE_MAX) {
             // Small enough to live in its index entry.
             let (data, md5) = body::read_small(body::s3_body(input.body), rules).await?;
-            let meta = ObjectMeta {
+            let mut meta = ObjectMeta {
                 version: ObjectMeta::VERSION,
                 size: data.len() as u64,
                 etag: md5,
@@ -1342,12 +1439,15 @@ impl S3 for Gateway {
                 part_lists: vec![],
                 inline: Some(data),
                 tags,
+                version_id: None,
+                delete_marker: false,
             };
-            self.commit_object(&input.bucket, &input.key, &meta, previous)
+            self.commit_object(&input.bucket, &input.key, &mut meta, previous)
                 .await?;
             return ok(PutObjectOutput {
                 e_tag: Some(etag(&meta.etag)),
                 server_side_encryption: sse,
+                version_id: meta.version_id,
                 ..Default::default()
             });
         }
@@ -1365,6 +1465,7 @@ impl S3 for Gateway {
         ok(PutObjectOutput {
             e_tag: Some(etag(&meta.etag)),
             server_side_encryption: sse,
+            version_id: meta.version_id,
             ..Default::default()
         })
     }
@@ -1382,13 +1483,16 @@ impl S3 for Gateway {
         };
         let mut fresh = false;
         let (m, start, end, stream) = loop {
-            let m = if fresh {
+            let m = if let Some(v) = &input.version_id {
+                self.readable_version(&input.bucket, &input.key, v).await?
+            } else if fresh {
                 let m = self
                     .idx
                     .get_aged(&objects_ns(&input.bucket), &input.key, Duration::ZERO)
                     .await?
                     .map(|v| meta::decode::<ObjectMeta>(&v))
                     .transpose()?
+                    .filter(|m| !m.delete_marker)
                     .ok_or_else(|| GatewayError::NoSuchKey(input.key.clone()))?;
                 self.resolve(&input.bucket, m).await?
             } else {
@@ -1402,7 +1506,9 @@ impl S3 for Gateway {
             match self.open_read(&m, start, end).await {
                 Ok(stream) => break (m, start, end, stream),
                 // Replaced through another gateway: read the entry afresh, once.
-                Err(GatewayError::DataNotFound(_)) if !fresh => fresh = true,
+                Err(GatewayError::DataNotFound(_)) if !fresh && input.version_id.is_none() => {
+                    fresh = true
+                }
                 Err(e) => return Err(e.into()),
             }
         };
@@ -1428,6 +1534,7 @@ impl S3 for Gateway {
                 .then(|| i32::try_from(m.parts.len()).unwrap_or(i32::MAX)),
             tag_count: (tag_count > 0).then(|| i32::try_from(tag_count).unwrap_or(i32::MAX)),
             server_side_encryption: Some(encrypted()),
+            version_id: m.version_id.clone(),
             ..Default::default()
         })
     }
@@ -1437,7 +1544,10 @@ impl S3 for Gateway {
         req: S3Request<HeadObjectInput>,
     ) -> S3Result<S3Response<HeadObjectOutput>> {
         let input = req.input;
-        let m = self.existing_object(&input.bucket, &input.key).await?;
+        let m = match &input.version_id {
+            Some(v) => self.readable_version(&input.bucket, &input.key, v).await?,
+            None => self.existing_object(&input.bucket, &input.key).await?,
+        };
         self.check_conditions(
             &Conditions {
                 if_match: input.if_match,
@@ -1459,6 +1569,7 @@ impl S3 for Gateway {
             ),
             metadata: to_metadata(&m.user_metadata),
             server_side_encryption: Some(encrypted()),
+            version_id: m.version_id.clone(),
             ..Default::default()
         })
     }
@@ -1547,25 +1658,49 @@ impl S3 for Gateway {
         })
     }
 
-    /// Never enabled: a key holds one version.
     async fn get_bucket_versioning(
         &self,
         req: S3Request<GetBucketVersioningInput>,
     ) -> S3Result<S3Response<GetBucketVersioningOutput>> {
-        self.require_bucket(&req.input.bucket).await?;
-        ok(GetBucketVersioningOutput::default())
+        let status = match self.versioning(&req.input.bucket).await? {
+            Versioning::Off => None,
+            Versioning::Enabled => Some(BucketVersioningStatus::ENABLED),
+            Versioning::Suspended => Some(BucketVersioningStatus::SUSPENDED),
+        };
+        ok(GetBucketVersioningOutput {
+            status: status.map(BucketVersioningStatus::from_static),
+            ..Default::default()
+        })
     }
 
     async fn put_bucket_versioning(
         &self,
         req: S3Request<PutBucketVersioningInput>,
     ) -> S3Result<S3Response<PutBucketVersioningOutput>> {
-        self.require_bucket(&req.input.bucket).await?;
-        Err(GatewayError::NotImplemented(
-            "object versioning is not supported yet: a key holds one version, and an overwrite or delete replaces it"
-                .into(),
-        )
-        .into())
+        let input = req.input;
+        self.require_bucket(&input.bucket).await?;
+        let c = input.versioning_configuration;
+        if c.mfa_delete
+            .as_ref()
+            .is_some_and(|m| m.as_str() == MFADelete::ENABLED)
+        {
+            return Err(GatewayError::NotImplemented(
+                "MFA delete is not supported: the gateway has no MFA devices".into(),
+            )
+            .into());
+        }
+        let enabled = match c.status.as_ref().map(BucketVersioningStatus::as_str) {
+            Some(BucketVersioningStatus::ENABLED) => true,
+            Some(BucketVersioningStatus::SUSPENDED) => false,
+            _ => {
+                return Err(GatewayError::MalformedXml(
+                    "versioning Status must be Enabled or Suspended".into(),
+                )
+                .into());
+            }
+        };
+        self.set_versioning(&input.bucket, enabled).await?;
+        ok(PutBucketVersioningOutput::default())
     }
 
     async fn get_bucket_policy(
@@ -1935,8 +2070,15 @@ impl S3 for Gateway {
     ) -> S3Result<S3Response<DeleteObjectOutput>> {
         let input = req.input;
         self.require_bucket(&input.bucket).await?;
-        self.remove_object(&input.bucket, &input.key, None).await?;
-        ok(DeleteObjectOutput::default())
+        let done = match &input.version_id {
+            Some(v) => self.delete_version(&input.bucket, &input.key, v).await?,
+            None => self.delete_current(&input.bucket, &input.key).await?,
+        };
+        ok(DeleteObjectOutput {
+            delete_marker: done.delete_marker.then_some(true),
+            version_id: done.version_id,
+            ..Default::default()
+        })
     }
 
     async fn delete_objects(
@@ -1945,8 +2087,44 @@ impl S3 for Gateway {
     ) -> S3Result<S3Response<DeleteObjectsOutput>> {
         let input = req.input;
         self.require_bucket(&input.bucket).await?;
-        let ns = objects_ns(&input.bucket);
         let quiet = input.delete.quiet.unwrap_or(false);
+        if self.versioning(&input.bucket).await? != Versioning::Off
+            || input.delete.objects.iter().any(|o| o.version_id.is_some())
+        {
+            // One at a time: each may write a marker or promote a version.
+            let (mut deleted, mut errors) = (vec![], vec![]);
+            for o in input.delete.objects {
+                let done = match &o.version_id {
+                    Some(v) => self.delete_version(&input.bucket, &o.key, v).await,
+                    None => self.delete_current(&input.bucket, &o.key).await,
+                };
+                match done {
+                    Ok(d) if !quiet => deleted.push(DeletedObject {
+                        key: Some(o.key),
+                        delete_marker: d.delete_marker.then_some(true),
+                        delete_marker_version_id: if o.version_id.is_none() && d.delete_marker {
+                            d.version_id.clone()
+                        } else {
+                            None
+                        },
+                        version_id: o.version_id,
+                    }),
+                    Ok(_) => {}
+                    Err(e) => errors.push(Error {
+                        code: Some(s3s::S3Error::from(e).code().as_str().to_owned()),
+                        key: Some(o.key),
+                        version_id: o.version_id,
+                        message: Some("could not delete".into()),
+                    }),
+                }
+            }
+            return ok(DeleteObjectsOutput {
+                deleted: Some(deleted),
+                errors: Some(errors),
+                ..Default::default()
+            });
+        }
+        let ns = objects_ns(&input.bucket);
         let mut changes = vec![];
         let mut caps = vec![];
         let mut lists = vec![];
@@ -2089,6 +2267,8 @@ impl S3 for Gateway {
                 ..Default::default()
             }),
             server_side_encryption: sse,
+            copy_source_version_id: source_version(&input.copy_source, &src),
+            version_id: meta.version_id,
             ..Default::default()
         })
     }
@@ -2282,6 +2462,7 @@ impl S3 for Gateway {
                 last_modified: Some(ms_to_ts(crate::now_ms())),
                 ..Default::default()
             }),
+            copy_source_version_id: source_version(&input.copy_source, &src),
             ..Default::default()
         })
     }
@@ -2339,7 +2520,7 @@ impl S3 for Gateway {
         let etags: Vec<&str> = chosen.iter().map(|p| p.etag.as_str()).collect();
         let etag_value = rules::multipart_etag(&etags)?;
         let previous = self.object(&bucket, &key).await?;
-        let meta = ObjectMeta {
+        let mut meta = ObjectMeta {
             version: ObjectMeta::VERSION,
             size: chosen.iter().map(|p| p.size).sum(),
             etag: etag_value.clone(),
@@ -2357,8 +2538,11 @@ impl S3 for Gateway {
             part_lists: vec![],
             inline: None,
             tags: upload.tags,
+            version_id: None,
+            delete_marker: false,
         };
-        self.commit_object(&bucket, &key, &meta, previous).await?;
+        self.commit_object(&bucket, &key, &mut meta, previous)
+            .await?;
         // The upload's entries go; parts it did not use are removed.
         let used: Vec<&String> = meta.parts.iter().map(|p| &p.cap).collect();
         let unused: Vec<String> = have
@@ -2385,6 +2569,7 @@ impl S3 for Gateway {
             key: Some(key.clone()),
             e_tag: Some(etag(&etag_value)),
             location: Some(format!("/{bucket}/{key}")),
+            version_id: meta.version_id,
             ..Default::default()
         })
     }
@@ -2440,6 +2625,82 @@ impl S3 for Gateway {
                     })
                     .collect(),
             ),
+            ..Default::default()
+        })
+    }
+
+    async fn list_object_versions(
+        &self,
+        req: S3Request<ListObjectVersionsInput>,
+    ) -> S3Result<S3Response<ListObjectVersionsOutput>> {
+        let input = req.input;
+        let url = is_url(&input.encoding_type);
+        let prefix = input.prefix.clone().unwrap_or_default();
+        let max = input.max_keys.unwrap_or(1000).clamp(0, 1000);
+        let page = self
+            .list_versions(
+                &input.bucket,
+                &prefix,
+                input.delimiter.as_deref(),
+                (
+                    input.key_marker.as_deref(),
+                    input.version_id_marker.as_deref(),
+                ),
+                usize::try_from(max).unwrap_or(0),
+            )
+            .await?;
+        let shown = |k: &str| if url { url_encode(k) } else { k.to_string() };
+        let (mut versions, mut markers) = (vec![], vec![]);
+        for v in page.versions {
+            let m = &v.meta;
+            if m.delete_marker {
+                markers.push(DeleteMarkerEntry {
+                    is_latest: Some(v.is_latest),
+                    key: Some(shown(&v.key)),
+                    last_modified: Some(ms_to_ts(m.last_modified_ms)),
+                    version_id: Some(m.shown_version().to_string()),
+                    ..Default::default()
+                });
+            } else {
+                versions.push(ObjectVersion {
+                    e_tag: Some(etag(&m.etag)),
+                    is_latest: Some(v.is_latest),
+                    key: Some(shown(&v.key)),
+                    last_modified: Some(ms_to_ts(m.last_modified_ms)),
+                    size: Some(i64::try_from(m.size).unwrap_or(i64::MAX)),
+                    storage_class: Some(ObjectVersionStorageClass::from_static(
+                        ObjectVersionStorageClass::STANDARD,
+                    )),
+                    version_id: Some(m.shown_version().to_string()),
+                    ..Default::default()
+                });
+            }
+        }
+        let (next_key, next_version) = match page.next {
+            Some((k, v)) => (Some(shown(&k)), v),
+            None => (None, None),
+        };
+        let prefixes: Vec<CommonPrefix> = page
+            .prefixes
+            .into_iter()
+            .map(|p| CommonPrefix {
+                prefix: Some(shown(&p)),
+            })
+            .collect();
+        ok(ListObjectVersionsOutput {
+            name: Some(input.bucket),
+            prefix: input.prefix,
+            delimiter: input.delimiter,
+            encoding_type: input.encoding_type,
+            key_marker: input.key_marker,
+            version_id_marker: input.version_id_marker,
+            max_keys: Some(max),
+            is_truncated: Some(page.truncated),
+            next_key_marker: next_key,
+            next_version_id_marker: next_version,
+            common_prefixes: (!prefixes.is_empty()).then_some(prefixes),
+            versions: (!versions.is_empty()).then_some(versions),
+            delete_markers: (!markers.is_empty()).then_some(markers),
             ..Default::default()
         })
     }

@@ -1907,3 +1907,234 @@ async fn lifecycle_rules_expire_matching_objects_in_the_maintenance_pass() {
         "NoSuchLifecycleConfiguration"
     );
 }
+
+async fn set_versioning(h: &Harness, bucket: &str, status: &'static str) {
+    let mut input = PutBucketVersioningInput::builder();
+    input.set_bucket(bucket.into());
+    input.set_versioning_configuration(VersioningConfiguration {
+        status: Some(BucketVersioningStatus::from_static(status)),
+        ..Default::default()
+    });
+    h.gw.put_bucket_versioning(req(input.build().unwrap()))
+        .await
+        .unwrap();
+}
+
+async fn get_version(h: &Harness, key: &str, version: &str) -> Result<Vec<u8>, s3s::S3Error> {
+    let out =
+        h.gw.get_object(req(GetObjectInput {
+            bucket: "ver".into(),
+            key: key.into(),
+            version_id: Some(version.into()),
+            ..Default::default()
+        }))
+        .await?;
+    let mut body = out.output.body.unwrap();
+    let mut data = Vec::new();
+    while let Some(c) = body.next().await {
+        data.extend_from_slice(&c.unwrap());
+    }
+    Ok(data)
+}
+
+async fn delete(h: &Harness, key: &str, version: Option<&str>) -> DeleteObjectOutput {
+    h.gw.delete_object(req(DeleteObjectInput {
+        bucket: "ver".into(),
+        key: key.into(),
+        version_id: version.map(Into::into),
+        ..Default::default()
+    }))
+    .await
+    .unwrap()
+    .output
+}
+
+/// (key, version id, is latest, is a delete marker), in listing order.
+async fn versions(h: &Harness, max: i32) -> Vec<(String, String, bool, bool)> {
+    let mut out = vec![];
+    let (mut km, mut vm) = (None, None);
+    loop {
+        let page =
+            h.gw.list_object_versions(req(ListObjectVersionsInput {
+                bucket: "ver".into(),
+                key_marker: km.clone(),
+                version_id_marker: vm.clone(),
+                max_keys: Some(max),
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .output;
+        let mut got: Vec<(String, String, bool, bool)> = vec![];
+        for v in page.versions.unwrap_or_default() {
+            got.push((
+                v.key.unwrap(),
+                v.version_id.unwrap(),
+                v.is_latest.unwrap(),
+                false,
+            ));
+        }
+        for m in page.delete_markers.unwrap_or_default() {
+            got.push((
+                m.key.unwrap(),
+                m.version_id.unwrap(),
+                m.is_latest.unwrap(),
+                true,
+            ));
+        }
+        // S3 interleaves them by key, newest first; so do version ids.
+        got.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        out.extend(got);
+        if !page.is_truncated.unwrap() {
+            return out;
+        }
+        km = page.next_key_marker;
+        vm = page.next_version_id_marker;
+    }
+}
+
+#[tokio::test]
+async fn versioning_keeps_every_version_until_it_is_deleted_by_id() {
+    let h = Harness::new().await;
+    h.bucket("ver").await;
+    h.put("ver", "k", b"before").await.unwrap();
+    h.put_sized("ver", "small", b"tiny").await.unwrap();
+    let status = || {
+        h.gw.get_bucket_versioning(req(GetBucketVersioningInput {
+            bucket: "ver".into(),
+            ..Default::default()
+        }))
+    };
+    assert!(status().await.unwrap().output.status.is_none());
+    set_versioning(&h, "ver", BucketVersioningStatus::ENABLED).await;
+    assert_eq!(
+        status().await.unwrap().output.status.unwrap().as_str(),
+        "Enabled"
+    );
+    // Objects from before are their null version.
+    assert_eq!(get_version(&h, "k", "null").await.unwrap(), b"before");
+    let put = |data: &'static [u8]| {
+        h.gw.put_object(req(PutObjectInput {
+            bucket: "ver".into(),
+            key: "k".into(),
+            body: Some(blob(data)),
+            ..Default::default()
+        }))
+    };
+    let v1 = put(b"one").await.unwrap().output.version_id.unwrap();
+    let v2 = put(b"two").await.unwrap().output.version_id.unwrap();
+    assert!(v2 < v1, "newer versions sort first");
+    assert_eq!(h.get("ver", "k", None).await.unwrap(), b"two");
+    assert_eq!(get_version(&h, "k", &v1).await.unwrap(), b"one");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(h.stored(), 3, "no version's data was removed");
+    // A delete writes a marker: the key reads as gone, its versions stay.
+    let d = delete(&h, "k", None).await;
+    assert_eq!(d.delete_marker, Some(true));
+    let marker = d.version_id.unwrap();
+    assert_eq!(
+        code(h.get("ver", "k", None).await.unwrap_err()),
+        "NoSuchKey"
+    );
+    assert_eq!(
+        code(get_version(&h, "k", &marker).await.unwrap_err()),
+        "MethodNotAllowed"
+    );
+    assert_eq!(
+        code(
+            get_version(&h, "k", "0000000000000000deadbeef")
+                .await
+                .unwrap_err()
+        ),
+        "NoSuchVersion"
+    );
+    assert_eq!(
+        code(get_version(&h, "k", "../x").await.unwrap_err()),
+        "InvalidArgument"
+    );
+    assert_eq!(h.keys("ver").await, ["small"]);
+    let all = versions(&h, 1000).await;
+    let expect = vec![
+        ("k".to_string(), marker.clone(), true, true),
+        ("k".to_string(), v2.clone(), false, false),
+        ("k".to_string(), v1.clone(), false, false),
+        ("k".to_string(), "null".to_string(), false, false),
+        ("small".to_string(), "null".to_string(), true, false),
+    ];
+    assert_eq!(all, expect);
+    // Pages of one or two entries, continued by key and version markers,
+    // list the same.
+    assert_eq!(versions(&h, 1).await, expect);
+    assert_eq!(versions(&h, 2).await, expect);
+    // The bucket is not empty while versions remain.
+    let e =
+        h.gw.delete_bucket(req(DeleteBucketInput {
+            bucket: "ver".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(code(e), "BucketNotEmpty");
+    // Deleting the marker brings the newest version back.
+    let d = delete(&h, "k", Some(&marker)).await;
+    assert_eq!(d.delete_marker, Some(true));
+    assert_eq!(h.get("ver", "k", None).await.unwrap(), b"two");
+    // Deleting the current version by id: the one before becomes current,
+    // and the deleted version's data goes.
+    delete(&h, "k", Some(&v2)).await;
+    assert_eq!(h.get("ver", "k", None).await.unwrap(), b"one");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(h.stored(), 2, "v2's data is removed");
+    // A copy of an old version is a new version.
+    let copied =
+        h.gw.copy_object(req(CopyObjectInput::builder()
+            .bucket("ver".into())
+            .key("k".into())
+            .copy_source(CopySource::Bucket {
+                bucket: "ver".into(),
+                key: "k".into(),
+                version_id: Some("null".into()),
+            })
+            .build()
+            .unwrap()))
+            .await
+            .unwrap()
+            .output;
+    assert_eq!(copied.copy_source_version_id.as_deref(), Some("null"));
+    let v3 = copied.version_id.unwrap();
+    assert_eq!(h.get("ver", "k", None).await.unwrap(), b"before");
+    // Suspended: writes replace the null version (and its data); versions
+    // with ids stay.
+    set_versioning(&h, "ver", BucketVersioningStatus::SUSPENDED).await;
+    let out = put(b"suspended").await.unwrap().output;
+    assert_eq!(out.version_id, None);
+    assert_eq!(get_version(&h, "k", "null").await.unwrap(), b"suspended");
+    assert_eq!(get_version(&h, "k", &v3).await.unwrap(), b"before");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // v1, v3 and the new null version (and no old null data).
+    assert_eq!(h.stored(), 3);
+    let all = versions(&h, 1000).await;
+    let k: Vec<(&str, bool)> = all
+        .iter()
+        .filter(|v| v.0 == "k")
+        .map(|v| (v.1.as_str(), v.2))
+        .collect();
+    assert_eq!(
+        k,
+        [(v3.as_str(), false), (v1.as_str(), false), ("null", true)]
+    );
+    // Remove every version: the key, its data and the bucket can go.
+    for (key, id, _, _) in versions(&h, 1000).await {
+        delete(&h, &key, Some(&id)).await;
+    }
+    assert!(versions(&h, 1000).await.is_empty());
+    assert!(h.keys("ver").await.is_empty());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(h.stored(), 0);
+    h.gw.delete_bucket(req(DeleteBucketInput {
+        bucket: "ver".into(),
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+}

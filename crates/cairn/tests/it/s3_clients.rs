@@ -114,6 +114,7 @@ fn boto3_covers_every_operation_and_bad_input() {
         "test_bucket_policy",
         "test_bucket_policy_conditions_and_not_elements",
         "test_website_hosting",
+        "test_versioning",
     ] {
         assert!(
             out.contains(&format!("ok   {name} ")),
