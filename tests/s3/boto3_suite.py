@@ -590,6 +590,16 @@ def test_versioning():
     c = S3.copy_object(Bucket=b, Key="copy", CopySource={"Bucket": b, "Key": "doc", "VersionId": "null"})
     assert c["CopySourceVersionId"] == "null" and c["VersionId"], c
     assert S3.get_object(Bucket=b, Key="copy")["Body"].read() == b"v0"
+    # Lifecycle rules for noncurrent versions and lone delete markers.
+    S3.put_bucket_lifecycle_configuration(Bucket=b, LifecycleConfiguration={"Rules": [
+        {"ID": "old", "Status": "Enabled", "Filter": {"Prefix": ""},
+         "NoncurrentVersionExpiration": {"NoncurrentDays": 30, "NewerNoncurrentVersions": 3}},
+        {"ID": "markers", "Status": "Enabled", "Filter": {"Prefix": "logs/"},
+         "Expiration": {"ExpiredObjectDeleteMarker": True}}]})
+    got = S3.get_bucket_lifecycle_configuration(Bucket=b)["Rules"]
+    assert got[0]["NoncurrentVersionExpiration"] == {"NoncurrentDays": 30, "NewerNoncurrentVersions": 3}, got
+    assert got[1]["Expiration"] == {"ExpiredObjectDeleteMarker": True}, got
+    S3.delete_bucket_lifecycle(Bucket=b)
     # Suspended: a write replaces the null version and keeps the rest.
     S3.put_bucket_versioning(Bucket=b, VersioningConfiguration={"Status": "Suspended"})
     assert S3.get_bucket_versioning(Bucket=b)["Status"] == "Suspended"

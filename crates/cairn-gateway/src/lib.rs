@@ -602,7 +602,15 @@ async fn maintain(gw: Arc<s3::Gateway>, interval: Duration, max_age: Duration) {
 
 /// One pass of the sweeper and lease renewal.
 pub async fn maintenance_pass(gw: &s3::Gateway, max_age: Duration) -> Result<(), GatewayError> {
-    let now = now_ms();
+    maintenance_pass_at(gw, max_age, now_ms()).await
+}
+
+/// [`maintenance_pass`] as if it were `now` (Unix ms).
+pub async fn maintenance_pass_at(
+    gw: &s3::Gateway,
+    max_age: Duration,
+    now: u64,
+) -> Result<(), GatewayError> {
     let cutoff = now.saturating_sub(u64::try_from(max_age.as_millis()).unwrap_or(u64::MAX));
     let lease = gw.node.lease_secs();
     for (bucket, _) in gw.idx.entries(s3::BUCKETS).await? {
@@ -640,23 +648,62 @@ pub async fn maintenance_pass(gw: &s3::Gateway, max_age: Duration) -> Result<(),
             }
         }
         if versioned {
-            let ns = versioning::versions_ns(&bucket);
-            let mut from = vec![];
-            loop {
-                let (live, next) = gw.idx.window(&ns, &from, gw.idx.window_size()).await?;
-                renew_window(gw, &bucket, &ns, live, now, lease).await?;
-                match next {
-                    Some(n) => from = n,
-                    None => break,
-                }
-            }
+            tend_versions(gw, &bucket, &rules, now, lease).await?;
         }
     }
     Ok(())
 }
 
-/// Renews the objects among `live` (a window of `ns`) whose lease is
-/// more than two thirds gone.
+/// Renews the leases of a versioned bucket's versions, and applies its
+/// lifecycle rules for noncurrent versions and delete markers, key by key
+/// (a key's versions are adjacent; one key's are held at a time).
+async fn tend_versions(
+    gw: &s3::Gateway,
+    bucket: &str,
+    rules: &[lifecycle::Rule],
+    now: u64,
+    lease: u64,
+) -> Result<(), GatewayError> {
+    let ns = versioning::versions_ns(bucket);
+    let check = lifecycle::uses_versions(rules);
+    let (mut key, mut versions) = (String::new(), vec![]);
+    let mut from = vec![];
+    loop {
+        let (live, next) = gw.idx.window(&ns, &from, gw.idx.window_size()).await?;
+        let parsed: Vec<(String, String, meta::ObjectMeta)> = if check {
+            live.iter()
+                .filter_map(|(k, v)| {
+                    let (k, id) = versioning::split_version_key(k)?;
+                    let m = meta::decode::<meta::ObjectMeta>(v).ok()?;
+                    Some((k.to_string(), id.to_string(), m))
+                })
+                .collect()
+        } else {
+            vec![]
+        };
+        // Renewed before the removals below: their data goes in the
+        // background, which a renewal after them would race.
+        renew_window(gw, bucket, &ns, live, now, lease).await?;
+        for (k, id, m) in parsed {
+            if k != key && !versions.is_empty() {
+                gw.expire_versions(bucket, rules, &key, std::mem::take(&mut versions), now)
+                    .await?;
+            }
+            key = k;
+            versions.push((id, m));
+        }
+        match next {
+            Some(n) => from = n,
+            None => break,
+        }
+    }
+    if !versions.is_empty() {
+        gw.expire_versions(bucket, rules, &key, versions, now)
+            .await?;
+    }
+    Ok(())
+}
+
 /// Removes the objects of `live` that `rules` expire at `now`; returns
 /// the rest.
 async fn expire_window(
@@ -701,6 +748,8 @@ async fn expire_window(
     Ok(kept)
 }
 
+/// Renews the objects among `live` (a window of `ns`) whose lease is
+/// more than two thirds gone.
 async fn renew_window(
     gw: &s3::Gateway,
     bucket: &str,

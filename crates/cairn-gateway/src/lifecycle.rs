@@ -2,11 +2,13 @@
 //! and which unfinished uploads are aborted, as S3 decides it. Pure; the
 //! gateway's maintenance pass applies it to every object and upload.
 //!
-//! Cairn has one storage class and no versions, so a rule may expire
-//! objects (after a number of days or from a date, filtered by prefix,
-//! tags and size) and abort incomplete multipart uploads; transitions and
-//! noncurrent-version actions are refused as `NotImplemented` rather than
-//! stored and ignored.
+//! A rule may expire objects (after a number of days or from a date,
+//! filtered by prefix, tags and size; in a versioned bucket that writes a
+//! delete marker), expire noncurrent versions (a number of days after a
+//! newer version replaced them, keeping the newest few if asked), remove
+//! delete markers that no version is left behind, and abort incomplete
+//! multipart uploads. Cairn has one storage class, so transitions are
+//! refused as `NotImplemented` rather than stored and ignored.
 
 use serde::{Deserialize, Serialize};
 
@@ -38,6 +40,58 @@ pub struct Rule {
     pub expire_at_ms: Option<u64>,
     /// Uploads are aborted this many days after they began.
     pub abort_days: Option<u32>,
+    /// Noncurrent versions expire this many days after they became
+    /// noncurrent (`NoncurrentVersionExpiration`).
+    pub noncurrent_days: Option<u32>,
+    /// ... except the newest this many noncurrent versions of each key
+    /// (`NewerNoncurrentVersions`).
+    pub newer_noncurrent: Option<u32>,
+    /// A delete marker with no version behind it is removed
+    /// (`ExpiredObjectDeleteMarker`).
+    pub expired_marker: bool,
+}
+
+/// A rule as version 2 of [`crate::meta::BucketLifecycle`] kept it,
+/// before versions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleV2 {
+    /// `ID`.
+    pub id: Option<String>,
+    /// `Status` is `Enabled`.
+    pub enabled: bool,
+    /// Key prefix.
+    pub prefix: String,
+    /// Tags.
+    pub tags: Vec<(String, String)>,
+    /// `ObjectSizeGreaterThan`.
+    pub size_greater_than: Option<u64>,
+    /// `ObjectSizeLessThan`.
+    pub size_less_than: Option<u64>,
+    /// Expiry in days.
+    pub expire_days: Option<u32>,
+    /// Expiry date (Unix ms).
+    pub expire_at_ms: Option<u64>,
+    /// Abort uploads after days.
+    pub abort_days: Option<u32>,
+}
+
+impl From<RuleV2> for Rule {
+    fn from(r: RuleV2) -> Self {
+        Rule {
+            id: r.id,
+            enabled: r.enabled,
+            prefix: r.prefix,
+            tags: r.tags,
+            size_greater_than: r.size_greater_than,
+            size_less_than: r.size_less_than,
+            expire_days: r.expire_days,
+            expire_at_ms: r.expire_at_ms,
+            abort_days: r.abort_days,
+            noncurrent_days: None,
+            newer_noncurrent: None,
+            expired_marker: false,
+        }
+    }
 }
 
 /// A rule as version 1 of [`crate::meta::BucketLifecycle`] kept it,
@@ -72,6 +126,9 @@ impl From<RuleV1> for Rule {
             expire_days: r.expire_days,
             expire_at_ms: r.expire_at_ms,
             abort_days: r.abort_days,
+            noncurrent_days: None,
+            newer_noncurrent: None,
+            expired_marker: false,
         }
     }
 }
@@ -89,10 +146,38 @@ pub fn check(rules: &[Rule]) -> Result<(), GatewayError> {
         ));
     }
     for (i, r) in rules.iter().enumerate() {
-        if r.expire_days.is_none() && r.expire_at_ms.is_none() && r.abort_days.is_none() {
+        if r.expire_days.is_none()
+            && r.expire_at_ms.is_none()
+            && r.abort_days.is_none()
+            && r.noncurrent_days.is_none()
+            && !r.expired_marker
+        {
             return bad(
-                "a lifecycle rule needs an Expiration or AbortIncompleteMultipartUpload".into(),
+                "a lifecycle rule needs an Expiration, NoncurrentVersionExpiration or AbortIncompleteMultipartUpload".into(),
             );
+        }
+        if r.expired_marker && (r.expire_days.is_some() || r.expire_at_ms.is_some()) {
+            return bad(
+                "an Expiration has Days, Date or ExpiredObjectDeleteMarker, only one".into(),
+            );
+        }
+        if r.expired_marker && !r.tags.is_empty() {
+            return Err(GatewayError::InvalidArgument(
+                "ExpiredObjectDeleteMarker cannot be specified with Tags".into(),
+            ));
+        }
+        if r.noncurrent_days == Some(0) {
+            return Err(GatewayError::InvalidArgument(
+                "NoncurrentDays must be a positive integer".into(),
+            ));
+        }
+        if r.newer_noncurrent.is_some() && r.noncurrent_days.is_none() {
+            return bad("NewerNoncurrentVersions needs NoncurrentDays".into());
+        }
+        if r.newer_noncurrent.is_some_and(|n| !(1..=100).contains(&n)) {
+            return Err(GatewayError::InvalidArgument(
+                "NewerNoncurrentVersions is between 1 and 100".into(),
+            ));
         }
         if r.expire_days.is_some() && r.expire_at_ms.is_some() {
             return bad("an Expiration has Days or Date, not both".into());
@@ -155,11 +240,7 @@ pub fn expired(
     now_ms: u64,
 ) -> bool {
     rules.iter().any(|r| {
-        let applies = r.enabled
-            && key.starts_with(&r.prefix)
-            && r.tags.iter().all(|t| tags.contains(t))
-            && r.size_greater_than.is_none_or(|gt| size > gt)
-            && r.size_less_than.is_none_or(|lt| size < lt);
+        let applies = applies(r, key, tags, size);
         let due = match (r.expire_days, r.expire_at_ms) {
             (Some(d), _) => {
                 now_ms >= next_midnight(written_ms.saturating_add(u64::from(d) * DAY_MS))
@@ -169,6 +250,51 @@ pub fn expired(
         };
         applies && due
     })
+}
+
+/// Whether a rule applies to a version of `key` of `size` bytes with `tags`.
+fn applies(r: &Rule, key: &str, tags: &[(String, String)], size: u64) -> bool {
+    r.enabled
+        && key.starts_with(&r.prefix)
+        && r.tags.iter().all(|t| tags.contains(t))
+        && r.size_greater_than.is_none_or(|gt| size > gt)
+        && r.size_less_than.is_none_or(|lt| size < lt)
+}
+
+/// Whether a noncurrent version of `key` (`size` bytes, `tags`) that a
+/// newer version replaced at `noncurrent_since_ms`, with `newer` noncurrent
+/// versions of the key newer than it, has expired at `now_ms`.
+pub fn noncurrent_expired(
+    rules: &[Rule],
+    (key, tags, size): (&str, &[(String, String)], u64),
+    noncurrent_since_ms: u64,
+    newer: usize,
+    now_ms: u64,
+) -> bool {
+    rules.iter().any(|r| {
+        applies(r, key, tags, size)
+            && r.noncurrent_days.is_some_and(|d| {
+                now_ms >= next_midnight(noncurrent_since_ms.saturating_add(u64::from(d) * DAY_MS))
+            })
+            && r.newer_noncurrent
+                .is_none_or(|n| newer >= usize::try_from(n).unwrap_or(usize::MAX))
+    })
+}
+
+/// Whether a delete marker of `key` that no version is left behind is to
+/// be removed under `rules`.
+pub fn marker_expired(rules: &[Rule], key: &str) -> bool {
+    rules
+        .iter()
+        .any(|r| r.enabled && r.expired_marker && key.starts_with(&r.prefix))
+}
+
+/// Whether any rule expires noncurrent versions or delete markers (so the
+/// maintenance pass must look at each key's versions).
+pub fn uses_versions(rules: &[Rule]) -> bool {
+    rules
+        .iter()
+        .any(|r| r.enabled && (r.noncurrent_days.is_some() || r.expired_marker))
 }
 
 /// Whether any rule names tags (so the maintenance pass must read each
@@ -204,7 +330,87 @@ mod tests {
             expire_days: None,
             expire_at_ms: None,
             abort_days: None,
+            noncurrent_days: None,
+            newer_noncurrent: None,
+            expired_marker: false,
         }
+    }
+
+    #[test]
+    fn noncurrent_versions_expire_days_after_they_were_replaced_keeping_the_newest() {
+        let day0 = 20_000 * DAY_MS;
+        let replaced = day0 + 3_600_000;
+        let r = Rule {
+            noncurrent_days: Some(2),
+            ..rule("logs/")
+        };
+        let at = |newer, now| {
+            noncurrent_expired(
+                std::slice::from_ref(&r),
+                ("logs/a", &[], 5),
+                replaced,
+                newer,
+                now,
+            )
+        };
+        // Two days after 01:00 on day 0, rounded up to midnight of day 3.
+        assert!(!at(0, day0 + 3 * DAY_MS - 1));
+        assert!(at(0, day0 + 3 * DAY_MS));
+        assert!(!noncurrent_expired(
+            std::slice::from_ref(&r),
+            ("data/a", &[], 5),
+            replaced,
+            0,
+            day0 + 9 * DAY_MS
+        ));
+        // Keep the newest two noncurrent versions of each key.
+        let keep = Rule {
+            newer_noncurrent: Some(2),
+            ..r.clone()
+        };
+        let late = day0 + 9 * DAY_MS;
+        let kept = |newer| {
+            noncurrent_expired(
+                std::slice::from_ref(&keep),
+                ("logs/a", &[], 5),
+                replaced,
+                newer,
+                late,
+            )
+        };
+        assert!(!kept(0) && !kept(1) && kept(2) && kept(5));
+        // A rule without NoncurrentDays never expires noncurrent versions.
+        let plain = Rule {
+            expire_days: Some(1),
+            ..rule("")
+        };
+        assert!(!noncurrent_expired(
+            std::slice::from_ref(&plain),
+            ("a", &[], 5),
+            0,
+            9,
+            late
+        ));
+        assert!(!uses_versions(&[plain]) && uses_versions(&[r]));
+        let markers = Rule {
+            expired_marker: true,
+            ..rule("logs/")
+        };
+        assert!(
+            marker_expired(std::slice::from_ref(&markers), "logs/x")
+                && !marker_expired(std::slice::from_ref(&markers), "x")
+        );
+        check(std::slice::from_ref(&markers)).unwrap();
+        let both = Rule {
+            expire_days: Some(3),
+            ..markers
+        };
+        assert!(check(&[both]).is_err());
+        let orphan = Rule {
+            newer_noncurrent: Some(3),
+            ..rule("")
+        };
+        assert!(check(&[orphan]).is_err());
     }
 
     #[test]

@@ -4,8 +4,8 @@
 //! ([`Value::upgrade`]): objects are at version 3 (version ids and delete
 //! markers; 2 added tags), uploads at version 2 (they gained tags), bucket
 //! policies at 2 (statements gained `Not*` elements and
-//! conditions), lifecycle configurations at 2 (rules gained size
-//! filters), the rest at 1.
+//! conditions), lifecycle configurations at 3 (rules gained size
+//! filters at 2, version actions at 3), the rest at 1.
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -89,16 +89,35 @@ impl Value for BucketCors {
     const VERSION: u16 = META_VERSION;
 }
 impl Value for BucketLifecycle {
-    const VERSION: u16 = 2;
+    const VERSION: u16 = 3;
     fn upgrade(version: u16, bytes: &[u8]) -> Option<Result<Self, postcard::Error>> {
-        (version == 1).then(|| {
-            postcard::from_bytes::<BucketLifecycleV1>(bytes).map(|l| BucketLifecycle {
-                version: Self::VERSION,
-                created_at_ms: l.created_at_ms,
-                rules: l.rules.into_iter().map(Into::into).collect(),
-            })
-        })
+        match version {
+            1 => Some(
+                postcard::from_bytes::<BucketLifecycleV1>(bytes).map(|l| BucketLifecycle {
+                    version: Self::VERSION,
+                    created_at_ms: l.created_at_ms,
+                    rules: l.rules.into_iter().map(Into::into).collect(),
+                }),
+            ),
+            2 => Some(
+                postcard::from_bytes::<BucketLifecycleV2>(bytes).map(|l| BucketLifecycle {
+                    version: Self::VERSION,
+                    created_at_ms: l.created_at_ms,
+                    rules: l.rules.into_iter().map(Into::into).collect(),
+                }),
+            ),
+            _ => None,
+        }
     }
+}
+
+/// [`BucketLifecycle`] as version 2 kept it (rules without version actions).
+#[derive(Deserialize)]
+struct BucketLifecycleV2 {
+    #[allow(dead_code)]
+    version: u16,
+    created_at_ms: u64,
+    rules: Vec<crate::lifecycle::RuleV2>,
 }
 
 /// [`BucketLifecycle`] as version 1 kept it (rules without size filters).
@@ -570,11 +589,32 @@ mod tests {
         ))
         .unwrap();
         let l = decode::<BucketLifecycle>(&old).unwrap();
-        assert_eq!((l.version, l.created_at_ms), (2, 9));
+        assert_eq!((l.version, l.created_at_ms), (3, 9));
         let r = &l.rules[0];
         assert_eq!((r.prefix.as_str(), r.expire_days), ("logs/", Some(30)));
         assert_eq!((r.size_greater_than, r.size_less_than), (None, None));
+        assert_eq!((r.noncurrent_days, r.expired_marker), (None, false));
         assert_eq!(decode::<BucketLifecycle>(&encode(&l).unwrap()).unwrap(), l);
+        // Version 2 (size filters, no version actions) too.
+        let v2 = postcard::to_allocvec(&(
+            2u16,
+            9u64,
+            vec![crate::lifecycle::RuleV2 {
+                id: None,
+                enabled: true,
+                prefix: "big/".into(),
+                tags: vec![],
+                size_greater_than: Some(10),
+                size_less_than: None,
+                expire_days: Some(3),
+                expire_at_ms: None,
+                abort_days: None,
+            }],
+        ))
+        .unwrap();
+        let l2 = decode::<BucketLifecycle>(&v2).unwrap();
+        assert_eq!(l2.rules[0].size_greater_than, Some(10));
+        assert_eq!(l2.rules[0].noncurrent_days, None);
     }
 
     /// A policy kept by version 1 (statements without `Not*` elements or

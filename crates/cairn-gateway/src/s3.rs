@@ -161,23 +161,18 @@ fn ts_secs(ts: Timestamp) -> i64 {
 fn lifecycle_from_s3(r: LifecycleRule) -> Result<crate::lifecycle::Rule, GatewayError> {
     let unsupported = |what: &str| {
         Err(GatewayError::NotImplemented(format!(
-            "lifecycle {what} are not supported: Cairn has one storage class and no object versions"
+            "lifecycle {what} are not supported: Cairn has one storage class"
         )))
     };
-    if r.transitions.as_ref().is_some_and(|t| !t.is_empty()) {
-        return unsupported("transitions");
-    }
-    if r.noncurrent_version_expiration.is_some()
+    if r.transitions.as_ref().is_some_and(|t| !t.is_empty())
         || r.noncurrent_version_transitions
             .as_ref()
             .is_some_and(|t| !t.is_empty())
     {
-        return unsupported("noncurrent-version actions");
+        return unsupported("transitions");
     }
     let expiration = r.expiration.unwrap_or_default();
-    if expiration.expired_object_delete_marker.is_some() {
-        return unsupported("delete-marker expirations");
-    }
+    let noncurrent = r.noncurrent_version_expiration.unwrap_or_default();
     let size = |v: Option<i64>| -> Result<Option<u64>, GatewayError> {
         v.map(|v| {
             u64::try_from(v).map_err(|_| {
@@ -231,6 +226,9 @@ fn lifecycle_from_s3(r: LifecycleRule) -> Result<crate::lifecycle::Rule, Gateway
             r.abort_incomplete_multipart_upload
                 .and_then(|a| a.days_after_initiation),
         )?,
+        noncurrent_days: days(noncurrent.noncurrent_days)?,
+        newer_noncurrent: days(noncurrent.newer_noncurrent_versions)?,
+        expired_marker: expiration.expired_object_delete_marker == Some(true),
     })
 }
 
@@ -267,11 +265,11 @@ fn lifecycle_to_s3(r: &crate::lifecycle::Rule) -> LifecycleRule {
             ..Default::default()
         },
     };
-    let expiration =
-        (r.expire_days.is_some() || r.expire_at_ms.is_some()).then(|| LifecycleExpiration {
+    let expiration = (r.expire_days.is_some() || r.expire_at_ms.is_some() || r.expired_marker)
+        .then(|| LifecycleExpiration {
             days: r.expire_days.and_then(|d| i32::try_from(d).ok()),
             date: r.expire_at_ms.map(ms_to_ts),
-            ..Default::default()
+            expired_object_delete_marker: r.expired_marker.then_some(true),
         });
     LifecycleRule {
         id: r.id.clone(),
@@ -285,7 +283,10 @@ fn lifecycle_to_s3(r: &crate::lifecycle::Rule) -> LifecycleRule {
         abort_incomplete_multipart_upload: r.abort_days.map(|d| AbortIncompleteMultipartUpload {
             days_after_initiation: i32::try_from(d).ok(),
         }),
-        noncurrent_version_expiration: None,
+        noncurrent_version_expiration: r.noncurrent_days.map(|d| NoncurrentVersionExpiration {
+            noncurrent_days: i32::try_from(d).ok(),
+            newer_noncurrent_versions: r.newer_noncurrent.and_then(|n| i32::try_from(n).ok()),
+        }),
         noncurrent_version_transitions: None,
         prefix: None,
         transitions: None,
@@ -2037,11 +2038,18 @@ impl S3 for Gateway {
         req: S3Request<GetObjectTaggingInput>,
     ) -> S3Result<S3Response<GetObjectTaggingOutput>> {
         let input = req.input;
-        let m = self.existing_object(&input.bucket, &input.key).await?;
-        let tags = self.tags(&input.bucket, &input.key, &m).await?;
+        let (m, current) = self
+            .tagged_version(&input.bucket, &input.key, input.version_id.as_deref())
+            .await?;
+        let tags = if current {
+            self.tags(&input.bucket, &input.key, &m).await?
+        } else {
+            // A noncurrent version keeps the tags it was written with.
+            m.tags.clone()
+        };
         ok(GetObjectTaggingOutput {
             tag_set: tag_set(tags),
-            version_id: None,
+            version_id: m.version_id,
         })
     }
 
@@ -2051,8 +2059,13 @@ impl S3 for Gateway {
     ) -> S3Result<S3Response<PutObjectTaggingOutput>> {
         let input = req.input;
         let tags = rules::check_tags(tag_pairs(input.tagging.tag_set))?;
+        let version = self
+            .current_tag_target(&input.bucket, &input.key, input.version_id.as_deref())
+            .await?;
         self.set_tags(&input.bucket, &input.key, tags).await?;
-        ok(PutObjectTaggingOutput::default())
+        ok(PutObjectTaggingOutput {
+            version_id: version,
+        })
     }
 
     async fn delete_object_tagging(
@@ -2060,8 +2073,13 @@ impl S3 for Gateway {
         req: S3Request<DeleteObjectTaggingInput>,
     ) -> S3Result<S3Response<DeleteObjectTaggingOutput>> {
         let input = req.input;
+        let version = self
+            .current_tag_target(&input.bucket, &input.key, input.version_id.as_deref())
+            .await?;
         self.set_tags(&input.bucket, &input.key, vec![]).await?;
-        ok(DeleteObjectTaggingOutput::default())
+        ok(DeleteObjectTaggingOutput {
+            version_id: version,
+        })
     }
 
     async fn delete_object(

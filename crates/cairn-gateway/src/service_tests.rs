@@ -2138,3 +2138,137 @@ async fn versioning_keeps_every_version_until_it_is_deleted_by_id() {
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn lifecycle_rules_expire_noncurrent_versions_and_lone_delete_markers() {
+    let h = Harness::new().await;
+    h.bucket("ver").await;
+    set_versioning(&h, "ver", BucketVersioningStatus::ENABLED).await;
+    for data in [&b"k1"[..], b"k2", b"k3"] {
+        h.put("ver", "k", data).await.unwrap();
+    }
+    h.put("ver", "m", b"m1").await.unwrap();
+    delete(&h, "m", None).await;
+    h.put("ver", "e", b"e1").await.unwrap();
+    let rule = |id: &str, prefix: &str, newer: Option<i32>, marker: bool| LifecycleRule {
+        id: Some(id.into()),
+        status: ExpirationStatus::from_static(ExpirationStatus::ENABLED),
+        filter: Some(LifecycleRuleFilter {
+            prefix: Some(prefix.into()),
+            ..Default::default()
+        }),
+        expiration: marker.then(|| LifecycleExpiration {
+            expired_object_delete_marker: Some(true),
+            ..Default::default()
+        }),
+        abort_incomplete_multipart_upload: None,
+        noncurrent_version_expiration: Some(NoncurrentVersionExpiration {
+            noncurrent_days: Some(1),
+            newer_noncurrent_versions: newer,
+        }),
+        noncurrent_version_transitions: None,
+        prefix: None,
+        transitions: None,
+    };
+    let mut input = PutBucketLifecycleConfigurationInput::builder();
+    input.set_bucket("ver".into());
+    input.set_lifecycle_configuration(Some(BucketLifecycleConfiguration {
+        rules: vec![
+            rule("keep-one", "k", Some(1), false),
+            rule("markers", "m", None, true),
+            LifecycleRule {
+                expiration: Some(LifecycleExpiration {
+                    date: Some(crate::s3::ms_to_ts(1_600_000_000_000)),
+                    ..Default::default()
+                }),
+                noncurrent_version_expiration: None,
+                ..rule("expire", "e", None, false)
+            },
+        ],
+    }));
+    h.gw.put_bucket_lifecycle_configuration(req(input.build().unwrap()))
+        .await
+        .unwrap();
+    let got =
+        h.gw.get_bucket_lifecycle_configuration(req(GetBucketLifecycleConfigurationInput {
+            bucket: "ver".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .output
+        .rules
+        .unwrap();
+    let nv = got[0].noncurrent_version_expiration.as_ref().unwrap();
+    assert_eq!(
+        (nv.noncurrent_days, nv.newer_noncurrent_versions),
+        (Some(1), Some(1))
+    );
+    assert_eq!(
+        got[1]
+            .expiration
+            .as_ref()
+            .unwrap()
+            .expired_object_delete_marker,
+        Some(true)
+    );
+    let shape = |v: Vec<(String, String, bool, bool)>| -> Vec<(String, bool, bool)> {
+        v.into_iter().map(|(k, _, l, m)| (k, l, m)).collect()
+    };
+    let km = |v: Vec<(String, String, bool, bool)>| -> Vec<(String, String, bool, bool)> {
+        v.into_iter().filter(|v| v.0 != "e").collect()
+    };
+    let before = km(versions(&h, 1000).await);
+    // Today nothing is a day noncurrent; but e expires, and in a
+    // versioned bucket that leaves a delete marker over its version.
+    crate::maintenance_pass_at(&h.gw, Duration::from_secs(3600), crate::now_ms())
+        .await
+        .unwrap();
+    let all = versions(&h, 1000).await;
+    assert_eq!(km(all.clone()), before);
+    let e: Vec<(bool, bool)> = all
+        .iter()
+        .filter(|v| v.0 == "e")
+        .map(|v| (v.2, v.3))
+        .collect();
+    assert_eq!(e, [(true, true), (false, false)]);
+    assert_eq!(
+        code(h.get("ver", "e", None).await.unwrap_err()),
+        "NoSuchKey"
+    );
+    let later = crate::now_ms() + 3 * 86_400_000;
+    crate::maintenance_pass_at(&h.gw, Duration::from_secs(3600), later)
+        .await
+        .unwrap();
+    // k keeps its current and newest noncurrent version; m loses its
+    // noncurrent version, which leaves the marker alone.
+    let after = km(versions(&h, 1000).await);
+    assert_eq!(
+        shape(after.clone()),
+        [
+            ("k".to_string(), true, false),
+            ("k".to_string(), false, false),
+            ("m".to_string(), true, true),
+        ]
+    );
+    assert_eq!(
+        &after[..2],
+        &before[..2],
+        "the two newest versions of k stay"
+    );
+    assert_eq!(h.get("ver", "k", None).await.unwrap(), b"k3");
+    // The next pass removes the lone marker.
+    crate::maintenance_pass_at(&h.gw, Duration::from_secs(3600), later)
+        .await
+        .unwrap();
+    assert_eq!(
+        shape(km(versions(&h, 1000).await)),
+        [
+            ("k".to_string(), true, false),
+            ("k".to_string(), false, false)
+        ]
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // k's two newest versions and e's, which its rule does not remove.
+    assert_eq!(h.stored(), 3, "the expired versions' data is removed");
+}

@@ -303,6 +303,48 @@ impl Gateway {
         }
     }
 
+    /// The version an object-tagging request names (none: the current
+    /// one), and whether it is the current one: tags set after a write
+    /// are kept for the current version only.
+    pub(crate) async fn tagged_version(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: Option<&str>,
+    ) -> Result<(ObjectMeta, bool), GatewayError> {
+        let current = self.object(bucket, key).await?;
+        let Some(v) = version_id else {
+            return match current {
+                Some(c) => Ok((c, true)),
+                None => {
+                    self.require_bucket(bucket).await?;
+                    Err(GatewayError::NoSuchKey(key.into()))
+                }
+            };
+        };
+        let m = self.readable_version(bucket, key, v).await?;
+        let is_current = current.is_some_and(|c| same_version(&c, &m));
+        Ok((m, is_current))
+    }
+
+    /// Checks that a request changing tags names the current version (or
+    /// none); returns its version id. Tags of noncurrent versions stay as
+    /// they were written (`NotImplemented`).
+    pub(crate) async fn current_tag_target(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: Option<&str>,
+    ) -> Result<Option<String>, GatewayError> {
+        let (m, current) = self.tagged_version(bucket, key, version_id).await?;
+        if !current {
+            return Err(GatewayError::NotImplemented(
+                "changing the tags of a noncurrent version is not supported: it keeps the tags it was written with".into(),
+            ));
+        }
+        Ok(m.version_id)
+    }
+
     /// DeleteObject without a version id: removes the object (versioning
     /// off) or writes a delete marker.
     pub(crate) async fn delete_current(
@@ -401,6 +443,58 @@ impl Gateway {
             self.forget_data(bucket, target, &[]);
         }
         Ok(deleted)
+    }
+
+    /// Applies lifecycle `rules` at `now_ms` to the versions of `key`
+    /// (`(version id, version)`, all of them): removes the noncurrent
+    /// versions they expire and a delete marker left alone. Returns how
+    /// many versions it removed.
+    pub(crate) async fn expire_versions(
+        &self,
+        bucket: &str,
+        rules: &[crate::lifecycle::Rule],
+        key: &str,
+        mut versions: Vec<(String, ObjectMeta)>,
+        now_ms: u64,
+    ) -> Result<usize, GatewayError> {
+        use crate::lifecycle::{marker_expired, noncurrent_expired};
+        let current = match self.idx.get(&objects_ns(bucket), key).await? {
+            Some(v) => Some(meta::decode::<ObjectMeta>(&v)?),
+            None => None,
+        };
+        let is_current = |m: &ObjectMeta| current.as_ref().is_some_and(|c| same_version(c, m));
+        if let [(id, m)] = versions.as_slice()
+            && m.delete_marker
+            && is_current(m)
+            && marker_expired(rules, key)
+        {
+            self.delete_version(bucket, key, id).await?;
+            tracing::info!("{bucket}/{key}: removed a delete marker with no versions behind it");
+            return Ok(1);
+        }
+        // Newest first (ties in id order, as listed): each version became
+        // noncurrent when the one before it was written.
+        versions.sort_by(|a, b| {
+            b.1.last_modified_ms
+                .cmp(&a.1.last_modified_ms)
+                .then_with(|| a.0.cmp(&b.0))
+        });
+        let (mut removed, mut newer) = (0, 0);
+        let mut replaced_at: Option<u64> = None;
+        for (id, m) in &versions {
+            if !is_current(m) {
+                if let Some(since) = replaced_at
+                    && noncurrent_expired(rules, (key, &m.tags, m.size), since, newer, now_ms)
+                {
+                    self.delete_version(bucket, key, id).await?;
+                    tracing::info!("{bucket}/{key}: noncurrent version {id} expired");
+                    removed += 1;
+                }
+                newer += 1;
+            }
+            replaced_at = Some(m.last_modified_ms);
+        }
+        Ok(removed)
     }
 
     /// One ListObjectVersions page: versions of keys under `prefix`,
