@@ -14,7 +14,8 @@
 //!
 //! Get fetches the manifest, then the repair record, whose holders replace
 //! the manifest's (repairs move pieces), then for each segment asks holders
-//! for k pieces plus a few ([`FetchPlan`]), checks every piece's hash,
+//! for k pieces, and a few more holders only when some are slow
+//! ([`FetchPlan`]), checks every piece's hash,
 //! decodes, decrypts and hands the plaintext on, one segment at a time.
 
 use std::collections::{HashMap, HashSet};
@@ -59,7 +60,9 @@ pub const MANIFEST_REPLICAS: usize = 5;
 pub const PUT_PIPELINE: usize = 3;
 /// Segments fetched and decoded at once by a get.
 pub const GET_PIPELINE: usize = 2;
-/// Piece requests beyond k kept in flight while fetching.
+/// Piece requests beyond k sent when a fetch is hedged (see
+/// [`FetchPlan`]): a segment whose last pieces take as long again as its
+/// first half did asks this many more holders.
 pub const FETCH_EXTRA: usize = 2;
 /// How long a fetch with k pieces in hand waits for its missing data pieces,
 /// given how long the fetch has taken so far. Decoding without them is a
@@ -67,6 +70,13 @@ pub const FETCH_EXTRA: usize = 2;
 /// wait of a fraction of the fetch time pays; the cap bounds a slow holder.
 fn linger(elapsed: Duration) -> Duration {
     (elapsed / 2).clamp(Duration::from_millis(2), Duration::from_millis(200))
+}
+
+/// How long a fetch whose first half of pieces took `elapsed` waits for
+/// the rest before asking more holders: as long again, at least 5 ms (a
+/// loopback piece takes a few) and at most 2 s.
+fn hedge_delay(elapsed: Duration) -> Duration {
+    elapsed.clamp(Duration::from_millis(5), Duration::from_secs(2))
 }
 
 /// Spare segment buffers kept for reuse: enough for the segments in flight
@@ -937,7 +947,7 @@ impl Client {
                         });
                     }
                     // Dropping `running` below cancels whatever is still in flight.
-                    Action::Cancel { .. } | Action::Linger => {}
+                    Action::Cancel { .. } | Action::Linger | Action::Hedge => {}
                     Action::Complete(stored) => {
                         tracing::debug!(segment = index, ?encoded, uploaded = ?(started.elapsed() - encoded), "segment stored");
                         let pieces = stored
@@ -1002,7 +1012,7 @@ impl Client {
                             )
                         });
                     }
-                    Action::Cancel { .. } | Action::Linger => {}
+                    Action::Cancel { .. } | Action::Linger | Action::Hedge => {}
                     Action::Complete(_) => return Ok(()),
                     // A manifest on fewer nodes than wanted is still readable; two copies is the floor.
                     Action::Fail { succeeded, .. } if succeeded >= wanted.min(2) => return Ok(()),
@@ -1489,6 +1499,7 @@ impl Client {
         let mut running = FuturesUnordered::new();
         let started = tokio::time::Instant::now();
         let mut linger_until: Option<tokio::time::Instant> = None;
+        let mut hedge_at: Option<tokio::time::Instant> = None;
         let mut actions = plan.start();
         loop {
             for action in actions.drain(..) {
@@ -1508,6 +1519,12 @@ impl Client {
                     Action::Linger => {
                         linger_until =
                             Some(tokio::time::Instant::now() + linger(started.elapsed()));
+                    }
+                    Action::Hedge => {
+                        // Half the pieces took this long; a holder slower
+                        // than twice that is a straggler worth hedging.
+                        hedge_at =
+                            Some(tokio::time::Instant::now() + hedge_delay(started.elapsed()));
                     }
                     Action::Complete(use_) => {
                         drop(running);
@@ -1542,8 +1559,8 @@ impl Client {
                     }
                 }
             }
-            let next = match linger_until {
-                Some(until) => tokio::select! {
+            let next = match (linger_until, hedge_at) {
+                (Some(until), _) => tokio::select! {
                     next = running.next() => next,
                     () = tokio::time::sleep_until(until) => {
                         linger_until = None;
@@ -1551,7 +1568,15 @@ impl Client {
                         continue;
                     }
                 },
-                None => running.next().await,
+                (None, Some(at)) => tokio::select! {
+                    next = running.next() => next,
+                    () = tokio::time::sleep_until(at) => {
+                        hedge_at = None;
+                        actions = plan.hedge();
+                        continue;
+                    }
+                },
+                (None, None) => running.next().await,
             };
             let Some((i, res)) = next else {
                 return Err(ClientError::Internal("fetch plan stalled".into()));

@@ -42,7 +42,7 @@ pub struct Devnet {
     pub gateway: Option<GatewayInfo>,
 }
 
-fn kill(pid: u32, sig: rustix::process::Signal) {
+pub fn kill(pid: u32, sig: rustix::process::Signal) {
     if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
         let _ = rustix::process::kill_process(pid, sig);
     }

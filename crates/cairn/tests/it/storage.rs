@@ -243,3 +243,51 @@ fn nodes_that_speak_only_quic_store_and_read_back() {
     ));
     assert!(std::fs::read(&out).unwrap() == bytes);
 }
+
+/// A holder that stops answering (its process is frozen, as an overloaded
+/// or half-dead machine is) does not hold up a get: once half a segment's
+/// pieces are in and the rest take as long again, the fetch asks more
+/// holders (here about a second for the whole get). Without that hedge the
+/// fetch waits until the frozen holder's connection is given up as dead
+/// (about 20 s here) or its 120 s piece timeout: the limit below is twice
+/// what a loaded CI machine needs, and half the failure detector's time.
+#[test]
+fn a_get_asks_more_holders_when_one_stalls() {
+    let net = Devnet::start(6, "1GiB");
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("f");
+    let bytes = data(3 << 20, 11);
+    std::fs::write(&file, &bytes).unwrap();
+    let cap = put(
+        net.api(0),
+        &file,
+        &["--k", "4", "--n", "6", "--segment-size", "1MiB"],
+    );
+    let s = stat_json(net.api(0), &cap);
+    // The holder of segment 0's first data piece, which a fetch asks first.
+    let first = s["segments"][0]["pieces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["index"] == 0)
+        .unwrap()["peer_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let victim = net.nodes.iter().position(|n| n.peer_id == first).unwrap();
+    // Read through a node other than the frozen one.
+    let reader = if victim == 0 { 1 } else { 0 };
+    kill(net.nodes[victim].pid, rustix::process::Signal::STOP);
+    let out = work.path().join("out");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let api = net.api(reader).to_string();
+    let (cap2, out2) = (cap.clone(), out.clone());
+    std::thread::spawn(move || {
+        let _ = tx.send(cairn(&api, &["get", &cap2, "-o", out2.to_str().unwrap()]));
+    });
+    let got = rx.recv_timeout(std::time::Duration::from_secs(10));
+    kill(net.nodes[victim].pid, rustix::process::Signal::CONT);
+    let got = got.expect("the get waited on the frozen holder instead of asking another");
+    ok(got);
+    assert!(std::fs::read(&out).unwrap() == bytes, "exact bytes back");
+}
