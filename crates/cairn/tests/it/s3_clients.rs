@@ -286,6 +286,84 @@ fn aws_cli_and_rclone_store_list_copy_and_delete() {
         "purged bucket still lists: {}",
         String::from_utf8_lossy(&out.stdout)
     );
+
+    // Versioning through the aws CLI, old versions seen by rclone too.
+    must(aws(&gw, &["s3", "mb", "s3://vers"]), &net);
+    must(
+        aws(
+            &gw,
+            &[
+                "s3api",
+                "put-bucket-versioning",
+                "--bucket",
+                "vers",
+                "--versioning-configuration",
+                "Status=Enabled",
+            ],
+        ),
+        &net,
+    );
+    let doc = work.path().join("doc.txt");
+    for text in ["first draft", "second draft"] {
+        std::fs::write(&doc, text).unwrap();
+        must(
+            aws(
+                &gw,
+                &["s3", "cp", doc.to_str().unwrap(), "s3://vers/doc.txt"],
+            ),
+            &net,
+        );
+    }
+    let listed: serde_json::Value = serde_json::from_str(&must(
+        aws(&gw, &["s3api", "list-object-versions", "--bucket", "vers"]),
+        &net,
+    ))
+    .unwrap();
+    let versions = listed["Versions"].as_array().unwrap();
+    assert_eq!(versions.len(), 2, "{listed}");
+    assert_eq!(versions[0]["IsLatest"], true);
+    let old = versions[1]["VersionId"].as_str().unwrap().to_string();
+    let back = work.path().join("old.txt");
+    must(
+        aws(
+            &gw,
+            &[
+                "s3api",
+                "get-object",
+                "--bucket",
+                "vers",
+                "--key",
+                "doc.txt",
+                "--version-id",
+                &old,
+                back.to_str().unwrap(),
+            ],
+        ),
+        &net,
+    );
+    assert_eq!(std::fs::read(&back).unwrap(), b"first draft");
+    let lsf = must(rclone(&gw, &["lsf", "--s3-versions", "cairn:vers"]), &net);
+    assert_eq!(lsf.lines().count(), 2, "rclone lists both versions: {lsf}");
+    for v in versions {
+        let id = v["VersionId"].as_str().unwrap();
+        must(
+            aws(
+                &gw,
+                &[
+                    "s3api",
+                    "delete-object",
+                    "--bucket",
+                    "vers",
+                    "--key",
+                    "doc.txt",
+                    "--version-id",
+                    id,
+                ],
+            ),
+            &net,
+        );
+    }
+    must(aws(&gw, &["s3", "rb", "s3://vers"]), &net);
 }
 
 #[test]
