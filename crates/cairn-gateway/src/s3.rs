@@ -1158,7 +1158,7 @@ impl Gateway {
 
 /// An entry a listing keeps: its key and value.
 #[derive(Default)]
-struct Kept(String, Vec<u8>);
+pub(crate) struct Kept(pub(crate) String, pub(crate) Vec<u8>);
 
 impl AsRef<str> for Kept {
     fn as_ref(&self) -> &str {
@@ -1172,7 +1172,7 @@ impl Gateway {
     /// after each window only the page's objects and one key per common
     /// prefix are kept, and a common prefix is skipped past in one step.
     /// Returns the kept entries and the page (indices into them).
-    async fn list_window(
+    pub(crate) async fn list_window(
         &self,
         ns: &str,
         params: &ListParams<'_>,
@@ -2128,12 +2128,15 @@ impl S3 for Gateway {
                         version_id: o.version_id,
                     }),
                     Ok(_) => {}
-                    Err(e) => errors.push(Error {
-                        code: Some(s3s::S3Error::from(e).code().as_str().to_owned()),
-                        key: Some(o.key),
-                        version_id: o.version_id,
-                        message: Some("could not delete".into()),
-                    }),
+                    Err(e) => {
+                        let message = e.to_string();
+                        errors.push(Error {
+                            code: Some(s3s::S3Error::from(e).code().as_str().to_owned()),
+                            key: Some(o.key),
+                            version_id: o.version_id,
+                            message: Some(message),
+                        });
+                    }
                 }
             }
             return ok(DeleteObjectsOutput {

@@ -298,15 +298,18 @@ impl Harness {
         key: &str,
         range: Option<&str>,
     ) -> Result<Vec<u8>, s3s::S3Error> {
-        let out = self
-            .gw
-            .get_object(req(GetObjectInput {
-                bucket: bucket.into(),
-                key: key.into(),
-                range: range.map(|r| Range::parse(r).unwrap()),
-                ..Default::default()
-            }))
-            .await?;
+        self.get_input(GetObjectInput {
+            bucket: bucket.into(),
+            key: key.into(),
+            range: range.map(|r| Range::parse(r).unwrap()),
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// The body a GetObject answers.
+    async fn get_input(&self, input: GetObjectInput) -> Result<Vec<u8>, s3s::S3Error> {
+        let out = self.gw.get_object(req(input)).await?;
         let mut body = out.output.body.unwrap();
         let mut data = Vec::new();
         while let Some(c) = body.next().await {
@@ -1921,20 +1924,13 @@ async fn set_versioning(h: &Harness, bucket: &str, status: &'static str) {
 }
 
 async fn get_version(h: &Harness, key: &str, version: &str) -> Result<Vec<u8>, s3s::S3Error> {
-    let out =
-        h.gw.get_object(req(GetObjectInput {
-            bucket: "ver".into(),
-            key: key.into(),
-            version_id: Some(version.into()),
-            ..Default::default()
-        }))
-        .await?;
-    let mut body = out.output.body.unwrap();
-    let mut data = Vec::new();
-    while let Some(c) = body.next().await {
-        data.extend_from_slice(&c.unwrap());
-    }
-    Ok(data)
+    h.get_input(GetObjectInput {
+        bucket: "ver".into(),
+        key: key.into(),
+        version_id: Some(version.into()),
+        ..Default::default()
+    })
+    .await
 }
 
 async fn delete(h: &Harness, key: &str, version: Option<&str>) -> DeleteObjectOutput {
@@ -2006,6 +2002,13 @@ async fn versioning_keeps_every_version_until_it_is_deleted_by_id() {
         }))
     };
     assert!(status().await.unwrap().output.status.is_none());
+    // Never versioned: each object lists as its key's null version.
+    let nulls = vec![
+        ("k".to_string(), "null".to_string(), true, false),
+        ("small".to_string(), "null".to_string(), true, false),
+    ];
+    assert_eq!(versions(&h, 1000).await, nulls);
+    assert_eq!(versions(&h, 1).await, nulls);
     set_versioning(&h, "ver", BucketVersioningStatus::ENABLED).await;
     assert_eq!(
         status().await.unwrap().output.status.unwrap().as_str(),

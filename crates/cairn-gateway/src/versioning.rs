@@ -497,6 +497,45 @@ impl Gateway {
         Ok(removed)
     }
 
+    /// ListObjectVersions of a bucket never versioned: each object is its
+    /// key's only version, `null` (a version marker can only be `null`, so
+    /// a page continues after its key).
+    async fn list_null_versions(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        delimiter: Option<&str>,
+        key_marker: Option<&str>,
+        max: usize,
+    ) -> Result<VersionsPage, GatewayError> {
+        let params = crate::listing::ListParams {
+            prefix,
+            delimiter,
+            after: key_marker,
+            max_keys: max,
+        };
+        let (kept, page) = self.list_window(&objects_ns(bucket), &params).await?;
+        let mut versions = Vec::with_capacity(page.objects.len());
+        for &i in &page.objects {
+            versions.push(Listed {
+                key: kept[i].0.clone(),
+                meta: meta::decode(&kept[i].1)?,
+                is_latest: true,
+            });
+        }
+        // Where the next page starts: after the last key or common prefix.
+        let next = page.next_marker.map(|m| {
+            let is_key = versions.last().is_some_and(|v| v.key == m);
+            (m, is_key.then(|| NULL_VERSION.to_string()))
+        });
+        Ok(VersionsPage {
+            versions,
+            prefixes: page.prefixes,
+            truncated: page.truncated,
+            next,
+        })
+    }
+
     /// One ListObjectVersions page: versions of keys under `prefix`,
     /// grouped by `delimiter`, after `key_marker` (or, within that key,
     /// after `version_marker`), at most `max` entries. Read window by
@@ -514,6 +553,11 @@ impl Gateway {
         let version_marker = version_marker.filter(|m| !m.is_empty());
         if let Some(v) = version_marker {
             check_version_id(v)?;
+        }
+        if self.versioning(bucket).await? == Versioning::Off {
+            return self
+                .list_null_versions(bucket, prefix, delimiter, key_marker, max)
+                .await;
         }
         let vns = versions_ns(bucket);
         let mut from = prefix.as_bytes().to_vec();
