@@ -58,9 +58,14 @@
 //! # Consistency
 //! An entry is written only after its data is stored, so a listing never
 //! shows an incomplete object. Two PUTs of one key: the index's LWW picks
-//! one winner everywhere; each writer re-reads, and the loser removes its
-//! own data, the winner the data it displaced (best effort: leftovers
-//! expire with their lease, which nobody renews).
+//! one winner everywhere. A writer whose op beats everything its gateway
+//! has seen removes the data it displaced at once, and reads the key again
+//! 2.5 s later (off the PUT's path, when its cached shard is due for a
+//! refresh anyway, so one fetch settles every write to that shard): if a
+//! write through another gateway won, it removes its own data then. A
+//! writer that loses at once removes its data at once. So a writer only
+//! ever removes its own data or data it displaced, never a winner's (best
+//! effort: leftovers expire with their lease, which nobody renews).
 //!
 //! # Limits (and what is unfinished)
 //! - An object or part is at most [`MAX_OBJECT_BYTES`] (5 GiB).

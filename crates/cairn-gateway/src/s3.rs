@@ -92,6 +92,7 @@ pub struct Gateway {
     pub(crate) idx: Arc<Indexes>,
     settings: Settings,
     cleanup: tokio::sync::mpsc::Sender<Cleanup>,
+    settle: tokio::sync::mpsc::Sender<Settle>,
     /// Copies running at once. A copy holds two of the node's transfer
     /// slots (a get feeding a put); unbounded, concurrent copies could hold
     /// every slot with puts whose gets then wait forever.
@@ -105,6 +106,65 @@ const COPIES: usize = 2;
 enum Cleanup {
     Caps(Vec<String>),
     Lists { bucket: String, keys: Vec<String> },
+}
+
+/// A write to settle later: whether it won its key (see
+/// [`Gateway::commit_object`]).
+struct Settle {
+    due: tokio::time::Instant,
+    bucket: String,
+    key: String,
+    generation: String,
+    caps: Vec<String>,
+    lists: Vec<String>,
+}
+
+/// Writes waiting to be settled; past this a write is settled at once.
+const SETTLE_QUEUE: usize = 4096;
+/// How long after a write its winner is read: past the 2 s a cached index
+/// copy serves, so one fetch of a shard settles every write to it in that
+/// time instead of one fetch per write.
+const SETTLE_AFTER: Duration = Duration::from_millis(2500);
+
+/// Reads each write's key once it is due and removes the write's data if
+/// another write won the key.
+async fn settle_worker(
+    idx: Arc<Indexes>,
+    cleanup: tokio::sync::mpsc::Sender<Cleanup>,
+    mut rx: tokio::sync::mpsc::Receiver<Settle>,
+) {
+    // Jobs arrive in the order they fall due.
+    while let Some(s) = rx.recv().await {
+        tokio::time::sleep_until(s.due).await;
+        let now = match idx.get(&objects_ns(&s.bucket), &s.key).await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!("settling a write to {}/{}: {e}", s.bucket, s.key);
+                continue;
+            }
+        };
+        // Deleted since: the delete removed what it replaced.
+        let Some(now) = now else { continue };
+        let won =
+            meta::decode::<ObjectMeta>(&now).is_ok_and(|w| meta::generation(&w) == s.generation);
+        if !won {
+            tracing::debug!("{}/{}: a concurrent write won", s.bucket, s.key);
+            let jobs = [
+                Cleanup::Caps(s.caps),
+                Cleanup::Lists {
+                    bucket: s.bucket,
+                    keys: s.lists,
+                },
+            ];
+            for job in jobs {
+                if cleanup.try_send(job).is_err() {
+                    tracing::warn!(
+                        "the cleanup queue is full; unreferenced data expires with its lease instead"
+                    );
+                }
+            }
+        }
+    }
 }
 
 /// Cleanups waiting; past this they are dropped (with a warning): the data
@@ -362,11 +422,14 @@ impl Gateway {
     pub fn new(node: Node, idx: Arc<Indexes>, settings: Settings) -> Self {
         let (cleanup, rx) = tokio::sync::mpsc::channel(CLEANUP_QUEUE);
         tokio::spawn(cleanup_worker(node.clone(), idx.clone(), rx));
+        let (settle, rx) = tokio::sync::mpsc::channel(SETTLE_QUEUE);
+        tokio::spawn(settle_worker(idx.clone(), cleanup.clone(), rx));
         Self {
             node,
             idx,
             settings,
             cleanup,
+            settle,
             copies: Arc::new(tokio::sync::Semaphore::new(COPIES)),
         }
     }
@@ -837,9 +900,31 @@ impl Gateway {
                 &[(key.as_bytes().to_vec(), Some(value.clone()))],
             )
             .await?;
-        let now = self.idx.get_aged(&ns, key, Duration::ZERO).await?;
         let mine: Vec<String> = resolved_parts.iter().map(|p| p.cap.clone()).collect();
-        if !won || now.as_deref() != Some(value.as_slice()) {
+        if won {
+            // Won against every op this gateway has seen. A write through
+            // another gateway may still win; that is settled later, off
+            // the PUT's path (a write that loses removes only its own
+            // data, so whoever settles late never removes a winner's).
+            let job = Settle {
+                due: tokio::time::Instant::now() + SETTLE_AFTER,
+                bucket: bucket.to_string(),
+                key: key.to_string(),
+                generation: meta::generation(meta),
+                caps: mine.clone(),
+                lists: meta.part_lists.clone(),
+            };
+            if let Err(e) = self.settle.try_send(job) {
+                let job = e.into_inner();
+                self.settle_now(bucket, key, meta, &value, job).await?;
+            }
+            if let Some(old) = previous {
+                self.forget_data(bucket, old, &mine);
+            }
+            return Ok(());
+        }
+        let now = self.idx.get_aged(&ns, key, Duration::ZERO).await?;
+        if now.as_deref() != Some(value.as_slice()) {
             // Another PUT of this key won the index's last-writer-wins.
             let winner: Option<ObjectMeta> = match now.as_deref().map(meta::decode::<ObjectMeta>) {
                 Some(Ok(w)) => self.resolve(bucket, w).await.ok(),
@@ -855,6 +940,33 @@ impl Gateway {
         }
         if let Some(old) = previous {
             self.forget_data(bucket, old, &mine);
+        }
+        Ok(())
+    }
+
+    /// Settles a write at once (the settle queue is full): reads the key
+    /// afresh and removes the write's data if another write won.
+    async fn settle_now(
+        &self,
+        bucket: &str,
+        key: &str,
+        meta: &ObjectMeta,
+        value: &[u8],
+        job: Settle,
+    ) -> Result<(), GatewayError> {
+        let now = self
+            .idx
+            .get_aged(&objects_ns(bucket), key, Duration::ZERO)
+            .await?;
+        if now.is_some() && now.as_deref() != Some(value) {
+            let won = now
+                .as_deref()
+                .map(meta::decode::<ObjectMeta>)
+                .is_some_and(|w| w.is_ok_and(|w| meta::generation(&w) == meta::generation(meta)));
+            if !won {
+                self.forget_lists(bucket, job.lists);
+                self.forget(job.caps);
+            }
         }
         Ok(())
     }

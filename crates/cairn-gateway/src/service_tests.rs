@@ -495,12 +495,17 @@ async fn two_gateways_share_an_account_and_concurrent_puts_keep_one_winner() {
     );
     a.unwrap();
     b.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Each write is settled a few seconds later, off the PUT's path: the
+    // loser removes its data then.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while h.stored() > 1 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(h.stored(), 1, "the loser removed its data");
     // The first gateway's cached copy may still name its own, removed,
     // data: the read notices and reads the entry afresh.
     let seen = h.get("shared", "race", None).await.unwrap();
     assert!(seen == b"from the first gateway" || seen == b"from the second gateway");
-    assert_eq!(h.stored(), 1, "the loser removed its data");
     let via_other = other
         .get_object(req(GetObjectInput {
             bucket: "shared".into(),
@@ -510,6 +515,49 @@ async fn two_gateways_share_an_account_and_concurrent_puts_keep_one_winner() {
         .await
         .unwrap();
     assert_eq!(via_other.output.content_length, Some(seen.len() as i64));
+}
+
+/// A write through one gateway that another gateway's write (which did
+/// not see it) beat is found out when it is settled, and its data removed.
+#[tokio::test]
+async fn a_write_that_lost_to_another_gateway_is_settled_later() {
+    let h = Harness::new().await;
+    let dir2 = tempfile::tempdir().unwrap();
+    let other = gateway(&h.api, h.seed, dir2.path());
+    h.bucket("shared").await;
+    let get_other = || {
+        other.get_object(req(GetObjectInput {
+            bucket: "shared".into(),
+            key: "race".into(),
+            ..Default::default()
+        }))
+    };
+    // The second gateway reads the key (it is not there) and keeps that copy.
+    assert_eq!(code(get_other().await.unwrap_err()), "NoSuchKey");
+    h.put("shared", "race", b"first").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    // Its write does not see the first one, so it replaces nothing, and
+    // both writers think they won.
+    other
+        .put_object(req(PutObjectInput {
+            bucket: "shared".into(),
+            key: "race".into(),
+            body: Some(blob(b"second")),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    assert_eq!(h.stored(), 2);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while h.stored() > 1 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        h.stored(),
+        1,
+        "the first write's data went when it was settled"
+    );
+    assert_eq!(h.get("shared", "race", None).await.unwrap(), b"second");
 }
 
 async fn upload_part(h: &Harness, id: &str, n: i32, data: &[u8]) -> String {
