@@ -79,9 +79,21 @@ pub fn split_version_key(k: &[u8]) -> Option<(&str, &str)> {
 }
 
 /// A new version id for a version written at `now_ms`: later versions
-/// sort first.
+/// sort first. Within this process every id is of a later time than the
+/// one before (two writes in one millisecond get successive ones), so the
+/// versions one gateway writes list in the order it wrote them.
 pub fn new_version_id(now_ms: u64) -> String {
-    format!("{:016x}{:08x}", u64::MAX - now_ms, rand::random::<u32>())
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let mut last = LAST.load(Ordering::Relaxed);
+    let at = loop {
+        let at = now_ms.max(last.saturating_add(1));
+        match LAST.compare_exchange_weak(last, at, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => break at,
+            Err(seen) => last = seen,
+        }
+    };
+    format!("{:016x}{:08x}", u64::MAX - at, rand::random::<u32>())
 }
 
 /// Whether `id` is a version id this gateway could have made.
@@ -673,6 +685,10 @@ mod tests {
         let old = new_version_id(1_000);
         let new = new_version_id(2_000);
         assert!(new < old);
+        // In one millisecond, or with the clock stepping back: still later.
+        let same = new_version_id(2_000);
+        let back = new_version_id(1_500);
+        assert!(same < new && back < same);
         assert!(old.as_str() < NULL_VERSION);
         assert!(valid_version_id(&old) && valid_version_id(NULL_VERSION));
         assert!(!valid_version_id("NULL"));
