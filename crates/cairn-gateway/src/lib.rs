@@ -88,7 +88,7 @@
 //!   index (cached for 2 s; the node answers "unchanged" for copies that
 //!   are current, so only changed shards move). Range-partitioned shards
 //!   would make that cost follow the page instead; they are unfinished.
-//! - Small-object PUTs run at about 70-100 objects/s on a 2-core devnet:
+//! - Small-object PUTs run at about 150-190 objects/s on a 2-core devnet:
 //!   each write makes every replica re-store its whole shard. Storing one
 //!   row per slot would remove that; it is unfinished.
 //! - ACLs work as S3's bucket-owner-enforced mode (the account owns
