@@ -605,6 +605,13 @@ impl Gateway {
             let Some(next) = next.filter(|_| !(page.truncated || done)) else {
                 break page;
             };
+            // The page's last entry, if it is a common prefix: nothing
+            // under it can add to the page.
+            let last_prefix = match (page.prefixes.last(), page.uploads.last()) {
+                (Some(cp), Some(&i)) => (cp.as_str() > kept[i].0.as_str()).then(|| cp.clone()),
+                (Some(cp), None) => Some(cp.clone()),
+                _ => None,
+            };
             // Keep what the page is made of: its versions, and the first
             // entry under each of its common prefixes.
             let mut used: Vec<usize> = page.uploads.clone();
@@ -620,13 +627,7 @@ impl Gateway {
                 .map(|i| std::mem::take(&mut kept[i]))
                 .collect();
             from = next;
-            // The page's last entry, if it is a common prefix: nothing
-            // under it can add to the page.
-            let last_is_prefix = match (page.prefixes.last(), page.next.as_ref()) {
-                (Some(cp), Some((n, None))) => n == cp,
-                _ => false,
-            };
-            if last_is_prefix && let Some(cp) = page.prefixes.last() {
+            if let Some(cp) = last_prefix {
                 match shard::past_prefix(cp.as_bytes()) {
                     Some(past) => from = from.max(past),
                     None => {
