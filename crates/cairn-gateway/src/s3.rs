@@ -1278,6 +1278,42 @@ impl AsRef<str> for Kept {
     }
 }
 
+/// What a listing page is made of, for [`Gateway::page_windows`]: the
+/// indices of its items and its common prefixes, in order, and whether it
+/// is cut short.
+pub(crate) trait Paged {
+    /// Indices of the page's items.
+    fn items(&self) -> &[usize];
+    /// The page's common prefixes.
+    fn prefixes(&self) -> &[String];
+    /// Whether entries remain after the page.
+    fn truncated(&self) -> bool;
+}
+
+impl Paged for listing::Page {
+    fn items(&self) -> &[usize] {
+        &self.objects
+    }
+    fn prefixes(&self) -> &[String] {
+        &self.prefixes
+    }
+    fn truncated(&self) -> bool {
+        self.truncated
+    }
+}
+
+impl Paged for listing::UploadsPage {
+    fn items(&self) -> &[usize] {
+        &self.uploads
+    }
+    fn prefixes(&self) -> &[String] {
+        &self.prefixes
+    }
+    fn truncated(&self) -> bool {
+        self.truncated
+    }
+}
+
 impl Gateway {
     /// One listing page of namespace `ns`, read window by window so that
     /// memory holds one window and the page, whatever the bucket's size:
@@ -1293,57 +1329,92 @@ impl Gateway {
         if let Some(a) = params.after {
             from = from.max(shard::after(a.as_bytes()));
         }
-        let end = shard::past_prefix(params.prefix.as_bytes());
-        let limit = self.idx.window_size().max(params.max_keys + 1);
-        let mut kept: Vec<Kept> = vec![];
+        self.page_windows(
+            ns,
+            from,
+            params.prefix,
+            params.max_keys,
+            |k, v| {
+                // A key whose current version is a delete marker is not listed.
+                if meta::decode::<ObjectMeta>(&v).is_ok_and(|m| m.delete_marker) {
+                    return None;
+                }
+                Some(Kept(String::from_utf8_lossy(&k).into_owned(), v))
+            },
+            |kept| list_page(kept, params),
+        )
+        .await
+    }
+
+    /// The window loop of a page of at most `max` entries over namespace
+    /// `ns` from `from`, up to the end of `prefix`: `item` turns an entry
+    /// into an item (or skips it), `page` cuts the page from the items so
+    /// far (sorted by their listing key, `as_ref`). After each window only
+    /// the page's items and the first item under each common prefix are
+    /// kept, and a page that ends with a common prefix continues past
+    /// everything under it.
+    pub(crate) async fn page_windows<T: Default + AsRef<str>, P: Paged>(
+        &self,
+        ns: &str,
+        mut from: Vec<u8>,
+        prefix: &str,
+        max: usize,
+        item: impl Fn(Vec<u8>, Vec<u8>) -> Option<T>,
+        page: impl Fn(&[T]) -> P,
+    ) -> Result<(Vec<T>, P), GatewayError> {
+        let end = shard::past_prefix(prefix.as_bytes());
+        let limit = self.idx.window_size().max(max + 1);
+        let mut kept: Vec<T> = vec![];
         loop {
             let (entries, next) = self.idx.window(ns, &from, limit).await?;
-            let mut done = next.is_none() || params.max_keys == 0;
+            let mut done = next.is_none() || max == 0;
             for (k, v) in entries {
                 if end.as_ref().is_some_and(|e| &k >= e) {
                     done = true;
                     break;
                 }
-                // A key whose current version is a delete marker is not listed.
-                if meta::decode::<ObjectMeta>(&v).is_ok_and(|m| m.delete_marker) {
-                    continue;
+                if let Some(t) = item(k, v) {
+                    kept.push(t);
                 }
-                kept.push(Kept(String::from_utf8_lossy(&k).into_owned(), v));
             }
-            let page = list_page(&kept, params);
-            if page.truncated || done {
-                return Ok((kept, page));
+            let cut = page(&kept);
+            if cut.truncated() || done {
+                return Ok((kept, cut));
             }
             // The page's last entry, if it is a common prefix: nothing
             // under it can add to the page.
-            let last_prefix = match (page.prefixes.last(), page.objects.last()) {
-                (Some(cp), Some(&i)) => (cp.as_str() > kept[i].0.as_str()).then(|| cp.clone()),
+            let last_prefix = match (cut.prefixes().last(), cut.items().last()) {
+                (Some(cp), Some(&i)) => (cp.as_str() > kept[i].as_ref()).then(|| cp.clone()),
                 (Some(cp), None) => Some(cp.clone()),
                 _ => None,
             };
-            // Keep what the page is made of: its objects, and the first
-            // key under each of its common prefixes.
-            let mut used: Vec<usize> = page.objects.clone();
-            for cp in &page.prefixes {
-                if let Some(i) = kept.iter().position(|k| k.0.starts_with(cp.as_str())) {
+            // Keep what the page is made of: its items, and the first
+            // item under each of its common prefixes.
+            let mut used: Vec<usize> = cut.items().to_vec();
+            for cp in cut.prefixes() {
+                if let Some(i) = kept
+                    .iter()
+                    .position(|k| k.as_ref().starts_with(cp.as_str()))
+                {
                     used.push(i);
                 }
             }
             used.sort_unstable();
+            used.dedup();
             kept = used
                 .into_iter()
                 .map(|i| std::mem::take(&mut kept[i]))
                 .collect();
             let Some(mut next) = next else {
-                let page = list_page(&kept, params);
-                return Ok((kept, page));
+                let cut = page(&kept);
+                return Ok((kept, cut));
             };
             if let Some(cp) = last_prefix {
                 match shard::past_prefix(cp.as_bytes()) {
                     Some(past) => next = next.max(past),
                     None => {
-                        let page = list_page(&kept, params);
-                        return Ok((kept, page));
+                        let cut = page(&kept);
+                        return Ok((kept, cut));
                     }
                 }
             }

@@ -43,7 +43,6 @@ use crate::indexes::Change;
 use crate::listing::uploads_page;
 use crate::meta::{self, BucketVersioning, NULL_VERSION, ObjectMeta};
 use crate::s3::{Gateway, objects_ns};
-use cairn_core::shard;
 
 /// The index namespace of a bucket's versions.
 pub fn versions_ns(bucket: &str) -> String {
@@ -140,6 +139,16 @@ pub struct Listed {
     pub meta: ObjectMeta,
     /// Whether it is the key's current version.
     pub is_latest: bool,
+}
+
+/// A version a listing keeps: object key, version id, value.
+#[derive(Default)]
+struct VersionEntry(String, String, Vec<u8>);
+
+impl AsRef<str> for VersionEntry {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
 }
 
 /// One ListObjectVersions page.
@@ -581,71 +590,23 @@ impl Gateway {
             };
             from = from.max(start);
         }
-        let end = shard::past_prefix(prefix.as_bytes());
-        let limit = self.idx.window_size().max(max + 1);
-        // (key, version id, value), sorted.
-        let mut kept: Vec<(String, String, Vec<u8>)> = vec![];
-        let page = loop {
-            let (entries, next) = self.idx.window(&vns, &from, limit).await?;
-            let mut done = next.is_none() || max == 0;
-            for (k, v) in entries {
-                if end.as_ref().is_some_and(|e| &k >= e) {
-                    done = true;
-                    break;
-                }
-                if let Some((key, id)) = split_version_key(&k) {
-                    kept.push((key.to_string(), id.to_string(), v));
-                }
-            }
-            let pairs: Vec<(&str, &str)> = kept
-                .iter()
-                .map(|(k, i, _)| (k.as_str(), i.as_str()))
-                .collect();
-            let page = uploads_page(&pairs, prefix, delimiter, (key_marker, version_marker), max);
-            let Some(next) = next.filter(|_| !(page.truncated || done)) else {
-                break page;
-            };
-            // The page's last entry, if it is a common prefix: nothing
-            // under it can add to the page.
-            let last_prefix = match (page.prefixes.last(), page.uploads.last()) {
-                (Some(cp), Some(&i)) => (cp.as_str() > kept[i].0.as_str()).then(|| cp.clone()),
-                (Some(cp), None) => Some(cp.clone()),
-                _ => None,
-            };
-            // Keep what the page is made of: its versions, and the first
-            // entry under each of its common prefixes.
-            let mut used: Vec<usize> = page.uploads.clone();
-            for cp in &page.prefixes {
-                if let Some(i) = kept.iter().position(|k| k.0.starts_with(cp.as_str())) {
-                    used.push(i);
-                }
-            }
-            used.sort_unstable();
-            used.dedup();
-            kept = used
-                .into_iter()
-                .map(|i| std::mem::take(&mut kept[i]))
-                .collect();
-            from = next;
-            if let Some(cp) = last_prefix {
-                match shard::past_prefix(cp.as_bytes()) {
-                    Some(past) => from = from.max(past),
-                    None => {
-                        let pairs: Vec<(&str, &str)> = kept
-                            .iter()
-                            .map(|(k, i, _)| (k.as_str(), i.as_str()))
-                            .collect();
-                        break uploads_page(
-                            &pairs,
-                            prefix,
-                            delimiter,
-                            (key_marker, version_marker),
-                            max,
-                        );
-                    }
-                }
-            }
-        };
+        let (kept, page) = self
+            .page_windows(
+                &vns,
+                from,
+                prefix,
+                max,
+                |k, v| {
+                    let (key, id) = split_version_key(&k)?;
+                    Some(VersionEntry(key.to_string(), id.to_string(), v))
+                },
+                |kept| {
+                    let pairs: Vec<(&str, &str)> =
+                        kept.iter().map(|e| (e.0.as_str(), e.1.as_str())).collect();
+                    uploads_page(&pairs, prefix, delimiter, (key_marker, version_marker), max)
+                },
+            )
+            .await?;
         let mut out = VersionsPage {
             prefixes: page.prefixes,
             truncated: page.truncated,
@@ -654,7 +615,7 @@ impl Gateway {
         };
         let mut latest: Option<(String, Option<ObjectMeta>)> = None;
         for i in page.uploads {
-            let (key, _, value) = &kept[i];
+            let VersionEntry(key, _, value) = &kept[i];
             let m: ObjectMeta = meta::decode(value)?;
             if latest.as_ref().is_none_or(|(k, _)| k != key) {
                 let raw = match self.idx.get(&objects_ns(bucket), key).await? {
