@@ -167,6 +167,15 @@ async fn settle_worker(
     }
 }
 
+/// Whether a write of `generation` lost its key, which now holds `now`.
+/// A key deleted since did not lose it: the delete removed what it
+/// replaced.
+fn lost(now: Option<&[u8]>, generation: &str) -> bool {
+    now.is_some_and(|v| {
+        !meta::decode::<ObjectMeta>(v).is_ok_and(|w| meta::generation(&w) == generation)
+    })
+}
+
 /// Cleanups waiting; past this they are dropped (with a warning): the data
 /// expires with its lease, which nobody renews.
 const CLEANUP_QUEUE: usize = 1024;
@@ -570,7 +579,11 @@ impl Gateway {
         bucket: &str,
         key: &str,
     ) -> Result<bool, GatewayError> {
-        Ok(self.object(bucket, key).await?.is_some())
+        // The entry alone says it: no part lists to read in.
+        Ok(match self.idx.get(&objects_ns(bucket), key).await? {
+            Some(v) => !meta::decode::<ObjectMeta>(&v)?.delete_marker,
+            None => false,
+        })
     }
 
     /// Object `bucket/key` as a website answers it, or `None` if there is
@@ -915,8 +928,7 @@ impl Gateway {
                 lists: meta.part_lists.clone(),
             };
             if let Err(e) = self.settle.try_send(job) {
-                let job = e.into_inner();
-                self.settle_now(bucket, key, meta, &value, job).await?;
+                self.settle_now(e.into_inner()).await?;
             }
             if let Some(old) = previous {
                 self.forget_data(bucket, old, &mine);
@@ -946,27 +958,14 @@ impl Gateway {
 
     /// Settles a write at once (the settle queue is full): reads the key
     /// afresh and removes the write's data if another write won.
-    async fn settle_now(
-        &self,
-        bucket: &str,
-        key: &str,
-        meta: &ObjectMeta,
-        value: &[u8],
-        job: Settle,
-    ) -> Result<(), GatewayError> {
+    async fn settle_now(&self, job: Settle) -> Result<(), GatewayError> {
         let now = self
             .idx
-            .get_aged(&objects_ns(bucket), key, Duration::ZERO)
+            .get_aged(&objects_ns(&job.bucket), &job.key, Duration::ZERO)
             .await?;
-        if now.is_some() && now.as_deref() != Some(value) {
-            let won = now
-                .as_deref()
-                .map(meta::decode::<ObjectMeta>)
-                .is_some_and(|w| w.is_ok_and(|w| meta::generation(&w) == meta::generation(meta)));
-            if !won {
-                self.forget_lists(bucket, job.lists);
-                self.forget(job.caps);
-            }
+        if lost(now.as_deref(), &job.generation) {
+            self.forget_lists(&job.bucket, job.lists);
+            self.forget(job.caps);
         }
         Ok(())
     }
@@ -1251,7 +1250,11 @@ impl Gateway {
             after,
             max_keys: usize::try_from(max).unwrap_or(0),
         };
-        let (kept, page) = self.list_window(&objects_ns(bucket), &params).await?;
+        // Only a bucket whose versioning was turned on has delete markers.
+        let markers = self.versioning(bucket).await? != Versioning::Off;
+        let (kept, page) = self
+            .list_window(&objects_ns(bucket), &params, markers)
+            .await?;
         let mut objects = Vec::with_capacity(page.objects.len());
         for i in page.objects {
             let m: ObjectMeta = meta::decode(&kept[i].1)?;
@@ -1319,11 +1322,14 @@ impl Gateway {
     /// memory holds one window and the page, whatever the bucket's size:
     /// after each window only the page's objects and one key per common
     /// prefix are kept, and a common prefix is skipped past in one step.
-    /// Returns the kept entries and the page (indices into them).
+    /// Returns the kept entries and the page (indices into them). With
+    /// `markers`, entries that are delete markers are left out (which
+    /// costs decoding every entry, so only versioned buckets ask).
     pub(crate) async fn list_window(
         &self,
         ns: &str,
         params: &ListParams<'_>,
+        markers: bool,
     ) -> Result<(Vec<Kept>, listing::Page), GatewayError> {
         let mut from = params.prefix.as_bytes().to_vec();
         if let Some(a) = params.after {
@@ -1336,7 +1342,7 @@ impl Gateway {
             params.max_keys,
             |k, v| {
                 // A key whose current version is a delete marker is not listed.
-                if meta::decode::<ObjectMeta>(&v).is_ok_and(|m| m.delete_marker) {
+                if markers && meta::decode::<ObjectMeta>(&v).is_ok_and(|m| m.delete_marker) {
                     return None;
                 }
                 Some(Kept(String::from_utf8_lossy(&k).into_owned(), v))

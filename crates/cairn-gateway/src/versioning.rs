@@ -535,7 +535,10 @@ impl Gateway {
             after: key_marker,
             max_keys: max,
         };
-        let (kept, page) = self.list_window(&objects_ns(bucket), &params).await?;
+        // Never versioned: no delete markers to leave out.
+        let (kept, page) = self
+            .list_window(&objects_ns(bucket), &params, false)
+            .await?;
         let mut versions = Vec::with_capacity(page.objects.len());
         for &i in &page.objects {
             versions.push(Listed {
