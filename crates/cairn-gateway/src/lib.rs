@@ -68,6 +68,9 @@
 //! effort: leftovers expire with their lease, which nobody renews).
 //!
 //! # Limits (and what is unfinished)
+//! - The gateway speaks plain HTTP unless given a certificate and key
+//!   (`--tls-cert`, `--tls-key`), then HTTPS only ([`tls`]); bucket
+//!   policies see which as `aws:SecureTransport`.
 //! - An object or part is at most [`MAX_OBJECT_BYTES`] (5 GiB).
 //! - A bucket is not bounded by one index: each namespace above is a tree
 //!   of index shards ([`cairn_core::shard`]) that splits into 16 when a
@@ -144,6 +147,7 @@ pub mod s3;
 pub mod server;
 #[cfg(test)]
 mod service_tests;
+pub mod tls;
 pub mod versioning;
 pub mod website;
 
@@ -198,6 +202,8 @@ pub struct Config {
     pub split: cairn_core::shard::SplitRule,
     /// Bucket websites are served to hosts `BUCKET.web_domain` (none: not served).
     pub web_domain: Option<String>,
+    /// Serve HTTPS with this certificate (none: plain HTTP).
+    pub tls: Option<tls::Tls>,
 }
 
 impl Config {
@@ -215,6 +221,7 @@ impl Config {
             limits: server::Limits::default(),
             split: cairn_core::shard::SplitRule::DEFAULT,
             web_domain: None,
+            tls: None,
         }
     }
 }
@@ -243,6 +250,8 @@ pub enum StartError {
 pub struct Started {
     /// The bound address.
     pub addr: SocketAddr,
+    /// `https` when the gateway serves TLS, else `http`.
+    pub scheme: &'static str,
     gateway: Arc<s3::Gateway>,
     listener: tokio::net::TcpListener,
     service: s3s::service::S3Service,
@@ -300,6 +309,11 @@ pub async fn start(config: Config) -> Result<Started, StartError> {
     })?;
     Ok(Started {
         addr,
+        scheme: if config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        },
         gateway,
         listener,
         service,
@@ -319,6 +333,7 @@ impl Started {
         let flusher = tokio::spawn(flush_cache(self.gateway.clone()));
         server::serve(
             self.listener,
+            self.config.tls.clone(),
             self.service,
             self.gateway.clone(),
             self.limits,
@@ -376,11 +391,8 @@ impl s3s::access::S3Access for PolicyAccess {
             _ => Target::Bucket,
         };
         let policy = self.0.bucket_policy(&bucket).await?;
-        let addr = cx
-            .extensions_mut()
-            .get::<server::ClientAddr>()
-            .map(|a| a.0.ip());
-        let context = request_context(cx.headers(), cx.uri(), addr, key_id.as_deref(), &op);
+        let client = cx.extensions_mut().get::<server::ClientAddr>().copied();
+        let context = request_context(cx.headers(), cx.uri(), client, key_id.as_deref(), &op);
         if !access::permits(policy.as_ref(), &bucket, who, &action, target, &context) {
             if anonymous && policy.is_none() {
                 return refused();
@@ -415,21 +427,22 @@ impl s3s::access::S3Access for PolicyAccess {
 }
 
 /// What a bucket policy's conditions may test of a request
-/// ([`access::KEYS`]): from the client at `addr`, signed with `key_id`
+/// ([`access::KEYS`]): from `client`, signed with `key_id`
 /// (none: anonymous), for S3 operation `op`. The access check and the
 /// website server both decide with it.
 pub(crate) fn request_context(
     headers: &hyper::HeaderMap,
     uri: &hyper::Uri,
-    addr: Option<std::net::IpAddr>,
+    client: Option<server::ClientAddr>,
     key_id: Option<&str>,
     op: &str,
 ) -> access::Context {
     let mut c = access::Context::new();
-    if let Some(addr) = addr {
-        c.set("aws:SourceIp", addr.to_string());
+    if let Some(client) = client {
+        c.set("aws:SourceIp", client.addr.ip().to_string());
     }
-    c.set("aws:SecureTransport", "false");
+    let tls = client.is_some_and(|c| c.tls);
+    c.set("aws:SecureTransport", if tls { "true" } else { "false" });
     let now = time::OffsetDateTime::now_utc();
     c.set("aws:EpochTime", now.unix_timestamp().to_string());
     if let Ok(t) = now.format(&time::format_description::well_known::Rfc3339) {

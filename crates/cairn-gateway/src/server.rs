@@ -1,5 +1,7 @@
-//! Serving: the TCP accept loop, hyper's HTTP/1 connections and the limits
-//! s3s does not have. A request first passes the per-client concurrency
+//! Serving: the TCP accept loop, the TLS handshake when the gateway has a
+//! certificate ([`crate::tls`]), hyper's HTTP/1 connections and the limits
+//! s3s does not have. A handshake that does not finish within the header
+//! read time is dropped. A request first passes the per-client concurrency
 //! limit (by remote IP; over it, `SlowDown` 503) and the declared-size
 //! check (a Content-Length over the object limit is `EntityTooLarge`
 //! before any byte is read); its body is wrapped so that one which sends
@@ -24,6 +26,9 @@ use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use s3s::service::S3Service;
 use s3s::{HttpError, S3Error};
+use tokio_util::compat::{FuturesAsyncReadCompatExt, TokioAsyncReadCompatExt};
+
+use crate::tls::Tls;
 
 /// The serving limits.
 #[derive(Debug, Clone)]
@@ -227,10 +232,11 @@ async fn preflight(
     }
 }
 
-/// Serves `service` on `listener` until `shutdown` resolves; `gateway`
-/// answers CORS.
+/// Serves `service` on `listener` until `shutdown` resolves, over TLS if
+/// `tls` is given; `gateway` answers CORS.
 pub async fn serve(
     listener: tokio::net::TcpListener,
+    tls: Option<Tls>,
     service: S3Service,
     gateway: Arc<crate::s3::Gateway>,
     limits: Limits,
@@ -257,7 +263,12 @@ pub async fn serve(
         let clients = clients.clone();
         let limits = limits.clone();
         let header_timeout = limits.header_timeout;
+        let tls = tls.clone();
         tokio::spawn(async move {
+            let client = ClientAddr {
+                addr: peer,
+                tls: tls.is_some(),
+            };
             let handler = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
                 let service = service.clone();
                 let gateway = gateway.clone();
@@ -289,7 +300,7 @@ pub async fn serve(
                     });
                     if let Some(bucket) = site {
                         let mut r =
-                            crate::website::respond(gateway.clone(), &req, &bucket, peer).await;
+                            crate::website::respond(gateway.clone(), &req, &bucket, client).await;
                         drop(slot);
                         close_unless_read(&mut r, had_body, &done);
                         return Ok(r);
@@ -305,8 +316,8 @@ pub async fn serve(
                     let origin = header(&req, "origin").map(str::to_owned);
                     let slot = Arc::new(slot);
                     let mut req = req;
-                    // The access check's `aws:SourceIp`.
-                    req.extensions_mut().insert(ClientAddr(peer));
+                    // The access check's `aws:SourceIp` and `aws:SecureTransport`.
+                    req.extensions_mut().insert(client);
                     let req = req.map(|inner| {
                         s3s::Body::http_body_unsync(IdleBody {
                             inner,
@@ -342,22 +353,49 @@ pub async fn serve(
                     resp
                 }
             });
-            let conn = hyper::server::conn::http1::Builder::new()
+            let http = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(header_timeout)
                 .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), handler);
-            if let Err(e) = conn.await {
+                .clone();
+            let ended = match tls {
+                None => http.serve_connection(TokioIo::new(stream), handler).await,
+                Some(tls) => {
+                    let handshake =
+                        tokio::time::timeout(header_timeout, tls.accept(stream.compat())).await;
+                    match handshake {
+                        Ok(Ok(stream)) => {
+                            http.serve_connection(TokioIo::new(stream.compat()), handler)
+                                .await
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!("TLS handshake with {peer} failed: {e}");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!("TLS handshake with {peer} timed out");
+                            return;
+                        }
+                    }
+                }
+            };
+            if let Err(e) = ended {
                 tracing::debug!("connection from {peer} ended: {e}");
             }
         });
     }
 }
 
-/// The address a request came from, in its extensions (for bucket policy
-/// conditions on `aws:SourceIp`).
+/// Who a request came from, in its extensions: the client's address (for
+/// bucket policy conditions on `aws:SourceIp`) and whether the connection
+/// is TLS (`aws:SecureTransport`).
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct ClientAddr(pub(crate) std::net::SocketAddr);
+pub struct ClientAddr {
+    /// The client's address.
+    pub addr: SocketAddr,
+    /// Whether the request came over TLS.
+    pub tls: bool,
+}
 
 #[cfg(test)]
 mod tests {

@@ -912,6 +912,106 @@ async fn the_server_refuses_anonymous_oversized_and_slow_requests() {
     let _ = stop_tx.send(());
 }
 
+/// A self-signed certificate for 127.0.0.1 and localhost, written as PEM
+/// files into `dir`: (the certificate's DER, cert path, key path).
+fn self_signed(
+    dir: &std::path::Path,
+) -> (
+    rustls::pki_types::CertificateDer<'static>,
+    std::path::PathBuf,
+    std::path::PathBuf,
+) {
+    let made =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, made.cert.pem()).unwrap();
+    std::fs::write(&key, made.key_pair.serialize_pem()).unwrap();
+    (made.cert.der().clone(), cert, key)
+}
+
+#[tokio::test]
+async fn the_server_speaks_tls_with_its_certificate_and_drops_silent_handshakes() {
+    use futures::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_util::compat::TokioAsyncReadCompatExt;
+    let (_fake, api) = fake_node().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (der, cert, key) = self_signed(dir.path());
+    // A key that is not the certificate's is refused when the gateway starts.
+    let other = tempfile::tempdir().unwrap();
+    let (_, _, other_key) = self_signed(other.path());
+    let mismatch = crate::tls::Tls::from_pem_files(&cert, &other_key).unwrap_err();
+    assert!(
+        matches!(mismatch, crate::tls::TlsError::Config(_)),
+        "{mismatch}"
+    );
+
+    let mut config = crate::Config::new(
+        "127.0.0.1:0".parse().unwrap(),
+        api,
+        dir.path().to_path_buf(),
+    );
+    config.limits.header_timeout = Duration::from_millis(500);
+    config.tls = Some(crate::tls::Tls::from_pem_files(&cert, &key).unwrap());
+    let started = crate::start(config).await.unwrap();
+    assert_eq!(started.scheme, "https");
+    let addr = started.addr;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(started.run(async {
+        let _ = stop_rx.await;
+    }));
+
+    // A client that trusts the certificate gets S3 answers over TLS.
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(der).unwrap();
+    let client = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = futures_rustls::TlsConnector::from(Arc::new(client));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut tls = connector.connect(name, tcp.compat()).await.unwrap();
+    tls.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), tls.read(&mut out))
+        .await
+        .expect("the gateway answers over TLS")
+        .unwrap();
+    let anon = String::from_utf8_lossy(&out[..n]);
+    assert!(anon.starts_with("HTTP/1.1 403"), "{anon}");
+    assert!(anon.contains("AccessDenied"), "{anon}");
+
+    // Plain HTTP to the TLS port is not answered as HTTP, and the
+    // connection is closed rather than held.
+    let mut plain = tokio::net::TcpStream::connect(addr).await.unwrap();
+    plain
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), plain.read_to_end(&mut got))
+        .await
+        .expect("a plain request to the TLS port is closed");
+    assert!(!got.starts_with(b"HTTP/1.1"), "{got:?}");
+
+    // A client that connects and never starts its handshake is dropped
+    // after the header read time.
+    let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(10), silent.read(&mut buf))
+        .await
+        .expect("the gateway gives up on a silent handshake")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    let _ = stop_tx.send(());
+}
+
 #[tokio::test]
 async fn copies_are_independent_and_batch_deletes_report_each_key() {
     let h = Harness::new().await;

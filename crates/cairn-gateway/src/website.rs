@@ -207,9 +207,9 @@ pub async fn respond(
     gateway: Arc<crate::s3::Gateway>,
     req: &hyper::Request<hyper::body::Incoming>,
     bucket: &str,
-    peer: std::net::SocketAddr,
+    client: crate::server::ClientAddr,
 ) -> hyper::Response<s3s::Body> {
-    match serve(&gateway, req, bucket, peer).await {
+    match serve(&gateway, req, bucket, client).await {
         Ok(r) => r,
         Err(e) => {
             tracing::warn!("website {bucket}: {e}");
@@ -248,7 +248,7 @@ async fn serve(
     gateway: &crate::s3::Gateway,
     req: &hyper::Request<hyper::body::Incoming>,
     bucket: &str,
-    peer: std::net::SocketAddr,
+    client: crate::server::ClientAddr,
 ) -> Result<hyper::Response<s3s::Body>, GatewayError> {
     let head = req.method() == hyper::Method::HEAD;
     if !head && req.method() != hyper::Method::GET {
@@ -279,7 +279,7 @@ async fn serve(
         Plan::Serve(key) => key,
     };
     let policy = gateway.bucket_policy(bucket).await?;
-    let cx = crate::request_context(req.headers(), req.uri(), Some(peer.ip()), None, "GetObject");
+    let cx = crate::request_context(req.headers(), req.uri(), Some(client), None, "GetObject");
     let readable = |key: &str| {
         crate::access::permits(
             policy.as_ref(),

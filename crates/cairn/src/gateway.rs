@@ -59,6 +59,14 @@ pub struct S3Args {
     /// machine, so `http://B.web.localhost:9000/` works with the default.
     #[arg(long, default_value = "web.localhost")]
     pub web_domain: String,
+    /// Serve HTTPS with this PEM certificate chain (leaf first); needs
+    /// --tls-key. Without it the gateway speaks plain HTTP, which is for
+    /// loopback or behind a TLS proxy.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// `cairn gateway keys …`.
@@ -163,10 +171,16 @@ async fn serve(a: S3Args) -> Result<()> {
         );
     }
     config.split.max_entries = a.shard_entries;
+    if let (Some(cert), Some(key)) = (&a.tls_cert, &a.tls_key) {
+        config.tls = Some(
+            cairn_gateway::tls::Tls::from_pem_files(cert, key)
+                .context("cannot serve TLS with --tls-cert and --tls-key")?,
+        );
+    }
     let started = cairn_gateway::start(config)
         .await
         .with_context(|| format!("the S3 gateway did not start (node API {})", a.api))?;
-    let endpoint = format!("http://{}", started.addr);
+    let endpoint = format!("{}://{}", started.scheme, started.addr);
     write_endpoint(&a.dir.dir, &endpoint)?;
     eprintln!(
         "S3 gateway listening on {endpoint} (node API {}, dir {})",
@@ -175,7 +189,8 @@ async fn serve(a: S3Args) -> Result<()> {
     );
     if !a.web_domain.is_empty() {
         eprintln!(
-            "bucket websites at http://BUCKET.{}:{}/",
+            "bucket websites at {}://BUCKET.{}:{}/",
+            started.scheme,
             a.web_domain,
             started.addr.port()
         );

@@ -1,6 +1,7 @@
 //! Real S3 clients against the gateway on a devnet: boto3 (every operation
 //! and bad input, `tests/s3/boto3_suite.py`), Debian's aws CLI and rclone;
-//! a second gateway over the same account; reads after losing n − k nodes.
+//! a second gateway over the same account, serving HTTPS; reads after
+//! losing n − k nodes.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -381,9 +382,15 @@ fn a_second_gateway_over_the_same_account_and_reads_after_losing_n_minus_k_nodes
         ),
         &net,
     );
-    // A second gateway, on another node, with the same account key.
+    // A second gateway, on another node, with the same account key, serving
+    // HTTPS with a self-signed certificate its clients are told to trust.
     let dir2 = work.path().join("gw2");
     std::fs::create_dir_all(&dir2).unwrap();
+    let made =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
+    let (cert, key) = (work.path().join("cert.pem"), work.path().join("key.pem"));
+    std::fs::write(&cert, made.cert.pem()).unwrap();
+    std::fs::write(&key, made.key_pair.serialize_pem()).unwrap();
     let keys: serde_json::Value = serde_json::from_str(&must(
         {
             let mut c = Command::new(CAIRN);
@@ -408,6 +415,10 @@ fn a_second_gateway_over_the_same_account_and_reads_after_losing_n_minus_k_nodes
         .arg(&dir2)
         .arg("--account-file")
         .arg(gw.dir.join("account.key"))
+        .arg("--tls-cert")
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log)
@@ -432,25 +443,91 @@ fn a_second_gateway_over_the_same_account_and_reads_after_losing_n_minus_k_nodes
         secret_access_key: keys["secret_access_key"].as_str().unwrap().to_string(),
         dir: dir2.clone(),
     };
-    let ls = must(aws(&gw2, &["s3", "ls"]), &net);
+    assert!(gw2.endpoint.starts_with("https://127.0.0.1:"), "{gw2:?}");
+    // The aws CLI trusts the certificate through AWS_CA_BUNDLE.
+    let aws2 = |args: &[&str]| {
+        let mut c = aws(&gw2, args);
+        c.env("AWS_CA_BUNDLE", &cert);
+        c
+    };
+    let ls = must(aws2(&["s3", "ls"]), &net);
     assert!(ls.contains("shared"), "{ls}");
+    // Without that trust the client refuses the connection: it is TLS.
+    let untrusted = run(aws(&gw2, &["s3", "ls"]));
+    assert!(!untrusted.status.success());
+    assert!(
+        String::from_utf8_lossy(&untrusted.stderr).contains("SSL"),
+        "{}",
+        String::from_utf8_lossy(&untrusted.stderr)
+    );
     let back = work.path().join("back2.bin");
     must(
-        aws(
-            &gw2,
-            &["s3", "cp", "s3://shared/f.bin", back.to_str().unwrap()],
-        ),
+        aws2(&["s3", "cp", "s3://shared/f.bin", back.to_str().unwrap()]),
         &net,
     );
     assert!(std::fs::read(&back).unwrap() == bytes);
+    // A policy that refuses reads not made over TLS: the plain-HTTP gateway
+    // is refused, the HTTPS one (same account, same bucket) is not.
+    let policy = r#"{"Version": "2012-10-17", "Statement": [{"Effect": "Deny",
+        "Principal": "*", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::shared/*",
+        "Condition": {"Bool": {"aws:SecureTransport": "false"}}}]}"#;
+    must(
+        aws(
+            &gw,
+            &[
+                "s3api",
+                "put-bucket-policy",
+                "--bucket",
+                "shared",
+                "--policy",
+                policy,
+            ],
+        ),
+        &net,
+    );
+    let refused = run(aws(
+        &gw,
+        &["s3", "cp", "s3://shared/f.bin", back.to_str().unwrap()],
+    ));
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("403"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    // The second gateway may serve its cached copy of the policy for 2 s.
+    let tls_read = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = work.path().join("tls.bin");
+        let got = run(aws2(&[
+            "s3",
+            "cp",
+            "s3://shared/f.bin",
+            out.to_str().unwrap(),
+        ]));
+        if got.status.success() {
+            assert!(std::fs::read(&out).unwrap() == bytes);
+            break;
+        }
+        assert!(
+            Instant::now() < tls_read,
+            "{}",
+            String::from_utf8_lossy(&got.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    must(
+        aws(
+            &gw,
+            &["s3api", "delete-bucket-policy", "--bucket", "shared"],
+        ),
+        &net,
+    );
     // What the second one writes, the first one sees: within the 2 s a
     // gateway may serve its cached copy of a shard (its own settle reads
     // may have just refreshed that copy).
     must(
-        aws(
-            &gw2,
-            &["s3", "cp", file.to_str().unwrap(), "s3://shared/from-2.bin"],
-        ),
+        aws2(&["s3", "cp", file.to_str().unwrap(), "s3://shared/from-2.bin"]),
         &net,
     );
     let seen_by = Instant::now() + Duration::from_secs(10);
@@ -470,18 +547,17 @@ fn a_second_gateway_over_the_same_account_and_reads_after_losing_n_minus_k_nodes
     }
     for (g, name) in [(&gw, "f.bin"), (&gw2, "from-2.bin"), (&gw2, "f.bin")] {
         let out = work.path().join(format!("after-{name}"));
-        must(
-            aws(
-                g,
-                &[
-                    "s3",
-                    "cp",
-                    &format!("s3://shared/{name}"),
-                    out.to_str().unwrap(),
-                ],
-            ),
-            &net,
+        let mut c = aws(
+            g,
+            &[
+                "s3",
+                "cp",
+                &format!("s3://shared/{name}"),
+                out.to_str().unwrap(),
+            ],
         );
+        c.env("AWS_CA_BUNDLE", &cert);
+        must(c, &net);
         assert!(std::fs::read(&out).unwrap() == bytes, "{name}");
     }
     let _ = child.kill();
