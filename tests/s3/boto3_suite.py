@@ -555,19 +555,38 @@ def test_versioning():
     assert S3.head_object(Bucket=b, Key="doc", VersionId=v1)["ContentLength"] == 2
     r = S3.get_object(Bucket=b, Key="doc", VersionId=v2, Range="bytes=-10")
     assert r["Body"].read() == big[-10:]
-    # Reading a version by id is its own policy action, as in S3.
+    # Reading or tagging a version by id is its own policy action, as in S3.
     S3.put_bucket_policy(Bucket=b, Policy=json.dumps({"Version": "2012-10-17", "Statement": [{
-        "Effect": "Deny", "Principal": "*", "Action": "s3:GetObjectVersion",
+        "Effect": "Deny", "Principal": "*", "Action": ["s3:GetObjectVersion", "s3:PutObjectVersionTagging"],
         "Resource": f"arn:aws:s3:::{b}/*"}]}))
     expect_error(lambda: S3.get_object(Bucket=b, Key="doc", VersionId=v1), {"AccessDenied"}, {403})
     assert S3.get_object(Bucket=b, Key="doc")["Body"].read() == big
+    expect_error(lambda: S3.put_object_tagging(Bucket=b, Key="doc", VersionId=v1, Tagging={"TagSet": []}),
+                 {"AccessDenied"}, {403})
     S3.delete_bucket_policy(Bucket=b)
+    # Tags by version id: a noncurrent version's change, the current one's do not.
+    old = {"TagSet": [{"Key": "state", "Value": "old"}]}
+    assert S3.put_object_tagging(Bucket=b, Key="doc", VersionId=v1, Tagging=old)["VersionId"] == v1
+    t = S3.get_object_tagging(Bucket=b, Key="doc", VersionId=v1)
+    assert t["TagSet"] == old["TagSet"] and t["VersionId"] == v1, t
+    assert S3.get_object_tagging(Bucket=b, Key="doc")["TagSet"] == []
+    assert S3.get_object(Bucket=b, Key="doc", VersionId=v1)["TagCount"] == 1
+    S3.put_object_tagging(Bucket=b, Key="doc", VersionId="null", Tagging=old)
+    assert S3.get_object_tagging(Bucket=b, Key="doc", VersionId="null")["TagSet"] == old["TagSet"]
+    assert S3.delete_object_tagging(Bucket=b, Key="doc", VersionId=v1)["VersionId"] == v1
+    assert S3.get_object_tagging(Bucket=b, Key="doc", VersionId=v1)["TagSet"] == []
+    assert S3.get_object_tagging(Bucket=b, Key="doc", VersionId="null")["TagSet"] == old["TagSet"]
+    expect_error(lambda: S3.put_object_tagging(Bucket=b, Key="doc", VersionId="0" * 24, Tagging=old),
+                 {"NoSuchVersion"}, {404})
     # A delete makes a marker; the versions stay readable by id.
     d = S3.delete_object(Bucket=b, Key="doc")
     assert d["DeleteMarker"] is True, d
     marker = d["VersionId"]
     expect_error(lambda: S3.get_object(Bucket=b, Key="doc"), {"NoSuchKey"}, {404})
     expect_error(lambda: S3.get_object(Bucket=b, Key="doc", VersionId=marker), {"MethodNotAllowed"}, {405})
+    expect_error(lambda: S3.get_object_tagging(Bucket=b, Key="doc", VersionId=marker), {"MethodNotAllowed"}, {405})
+    expect_error(lambda: S3.put_object_tagging(Bucket=b, Key="doc", VersionId=marker, Tagging={"TagSet": []}),
+                 {"MethodNotAllowed"}, {405})
     expect_error(lambda: S3.get_object(Bucket=b, Key="doc", VersionId="0" * 24), {"NoSuchVersion"}, {404})
     assert "Contents" not in S3.list_objects_v2(Bucket=b)
     lv = S3.list_object_versions(Bucket=b)

@@ -673,6 +673,9 @@ pub fn action_of(op: &str, version: bool) -> (String, bool) {
     match op {
         "GetObject" | "HeadObject" if version => object("GetObjectVersion"),
         "DeleteObject" if version => object("DeleteObjectVersion"),
+        "GetObjectTagging" if version => object("GetObjectVersionTagging"),
+        "PutObjectTagging" if version => object("PutObjectVersionTagging"),
+        "DeleteObjectTagging" if version => object("DeleteObjectVersionTagging"),
         "GetObject" | "HeadObject" => object("GetObject"),
         "PutObject"
         | "CopyObject"

@@ -16,8 +16,8 @@ pub enum GatewayError {
     /// No such version of a key.
     #[error("the key {0:?} has no version {1:?}")]
     NoSuchVersion(String, String),
-    /// A GET or HEAD of a version that is a delete marker.
-    #[error("version {1:?} of the key {0:?} is a delete marker: it has no data to read")]
+    /// A GET, HEAD or tagging request of a version that is a delete marker.
+    #[error("version {1:?} of the key {0:?} is a delete marker: it has no data or tags")]
     DeleteMarker(String, String),
     /// No such multipart upload.
     #[error("the multipart upload {0:?} does not exist (completed, aborted or never started)")]

@@ -34,7 +34,7 @@
 //! | `buckets` | bucket name | [`meta::BucketMeta`] `{version, created_at_ms}` |
 //! | `objects/<bucket>` | object key | [`meta::ObjectMeta`] `{version, size, etag, content_type, user_metadata, last_modified_ms, parts: [{cap, size}], lease_expires_at, part_lists, inline, tags, version_id, delete_marker}`: the current version |
 //! | `versions/<bucket>` | `<object key>\0<version id>` | [`meta::ObjectMeta`]: every version, once versioning was turned on ([`versioning`]) |
-//! | `tags/<bucket>` | object key | [`meta::TagsMeta`] `{version, generation, tags}`: tags set after the object was written, valid while `generation` is the object entry's |
+//! | `tags/<bucket>` | object key (the `null` version), or `<object key>\0<version id>` | [`meta::TagsMeta`] `{version, generation, tags}`: tags set after the object or version was written, valid while `generation` is its entry's |
 //! | `uploads/<bucket>` | upload id | [`meta::UploadMeta`] `{version, key, initiated_ms, content_type, user_metadata, tags}` |
 //! | `uploads/<bucket>` | `<upload id>/<part number, 5 digits>` | [`meta::PartMeta`] `{version, cap, size, etag, last_modified_ms}` |
 //! | `partlists/<bucket>` | `<list id>/<5 digits>` | [`meta::PartList`] `{version, parts}`: the parts of an object with more than 400, 400 per entry |
@@ -99,10 +99,9 @@
 //!   `AccessControlListNotSupported`), and every object reports `AES256`
 //!   encryption, which is what the node does; see [`policy`].
 //! - Object versioning (Enabled, Suspended) keeps every version, with
-//!   delete markers, GET/HEAD/copy/delete by version id and
+//!   delete markers, GET/HEAD/copy/delete and tagging by version id and
 //!   ListObjectVersions; see [`versioning`]. MFA delete is
-//!   `NotImplemented`, and tags set after a write apply to the current
-//!   version only.
+//!   `NotImplemented`.
 //! - Unfinished: KMS and customer-provided
 //!   (SSE-C) keys (`NotImplemented`), lifecycle transitions
 //!   (`NotImplemented`: one storage class),
@@ -747,11 +746,7 @@ async fn expire_window(
             kept.push((key, value));
             continue;
         }
-        let tags = if lifecycle::uses_tags(rules) {
-            gw.tags(bucket, k, &m).await?
-        } else {
-            vec![]
-        };
+        let tags = gw.rule_tags(bucket, k, &m, rules).await?;
         if lifecycle::expired(rules, k, &tags, m.size, m.last_modified_ms, now) {
             if gw
                 .remove_object(bucket, k, Some(&meta::generation(&m)))

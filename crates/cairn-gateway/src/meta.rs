@@ -370,11 +370,14 @@ impl Value for BucketVersioning {
     const VERSION: u16 = META_VERSION;
 }
 
-/// Tags set on an existing object (PutObjectTagging, DeleteObjectTagging),
-/// in namespace `tags/<bucket>` under the object key. They are an entry of
-/// their own, not a rewrite of the object's entry, so setting tags can
-/// never bring back the data of an object that a concurrent PUT replaced;
-/// they apply only while the object entry is the one they were set on.
+/// Tags set on an existing object or version (PutObjectTagging,
+/// DeleteObjectTagging), in namespace `tags/<bucket>` under the object key
+/// (the `null` version) or `<key>\0<version id>` (a version with an id;
+/// see [`crate::versioning::tags_key`]). They are an entry of their own,
+/// not a rewrite of the object's or version's entry, so setting tags can
+/// never bring back the data of an object that a concurrent PUT replaced
+/// or a version a concurrent DELETE removed; they apply only while the
+/// entry is the write they were set on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TagsMeta {
     /// [`META_VERSION`].

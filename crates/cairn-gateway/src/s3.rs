@@ -24,7 +24,7 @@ use crate::meta::{BucketVersioning, BucketWebsite};
 use crate::node::Node;
 use crate::policy::{self, AclRequest};
 use crate::rules::{self, Condition, Conditions};
-use crate::versioning::{Versioning, versions_ns};
+use crate::versioning::{Versioning, tags_key, versions_ns};
 use cairn_core::shard;
 
 /// The index namespace of the bucket list.
@@ -48,7 +48,8 @@ pub fn uploads_ns(bucket: &str) -> String {
     format!("uploads/{bucket}")
 }
 
-/// The index namespace of tags set on a bucket's existing objects.
+/// The index namespace of tags set on a bucket's existing objects (and
+/// object versions: see [`crate::versioning::tags_key`]).
 pub fn tags_ns(bucket: &str) -> String {
     format!("tags/{bucket}")
 }
@@ -738,7 +739,13 @@ impl Gateway {
         }
     }
 
-    async fn existing_object(&self, bucket: &str, key: &str) -> Result<ObjectMeta, GatewayError> {
+    /// The current object `bucket/key`: `NoSuchKey` if there is none (or
+    /// it is a delete marker).
+    pub(crate) async fn existing_object(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<ObjectMeta, GatewayError> {
         match self.object(bucket, key).await? {
             Some(m) => Ok(m),
             None => {
@@ -748,41 +755,67 @@ impl Gateway {
         }
     }
 
-    /// The tags of object `m` at `bucket/key`: those set on it since it
-    /// was written, or else those it was written with.
+    /// The tags of `m`, an object or version of `bucket/key`: those last
+    /// set on it since it was written, or else those it was written with.
     pub(crate) async fn tags(
         &self,
         bucket: &str,
         key: &str,
         m: &ObjectMeta,
     ) -> Result<Vec<(String, String)>, GatewayError> {
-        if let Some(v) = self.idx.get(&tags_ns(bucket), key).await? {
-            let set: TagsMeta = meta::decode(&v)?;
-            if set.generation == meta::generation(m) {
-                return Ok(set.tags);
+        let ns = tags_ns(bucket);
+        let generation = meta::generation(m);
+        let slot = tags_key(key, m);
+        // A version with an id may also have tags that an older gateway
+        // (without version tag entries) set under the object key while the
+        // version was current.
+        let older = m.version_id.is_some().then_some(key);
+        for k in std::iter::once(slot.as_str()).chain(older) {
+            if let Some(v) = self.idx.get(&ns, k).await? {
+                let set: TagsMeta = meta::decode(&v)?;
+                if set.generation == generation {
+                    return Ok(set.tags);
+                }
             }
         }
         Ok(m.tags.clone())
     }
 
-    /// Sets the tags of the existing object `bucket/key`.
+    /// The tags of version `m` of `bucket/key` that lifecycle `rules` need:
+    /// none unless a rule filters by tags (then each is an index read).
+    pub(crate) async fn rule_tags(
+        &self,
+        bucket: &str,
+        key: &str,
+        m: &ObjectMeta,
+        rules: &[crate::lifecycle::Rule],
+    ) -> Result<Vec<(String, String)>, GatewayError> {
+        if crate::lifecycle::uses_tags(rules) {
+            self.tags(bucket, key, m).await
+        } else {
+            Ok(vec![])
+        }
+    }
+
+    /// Sets the tags of `m`, an existing object or version of
+    /// `bucket/key`, in its own tag entry (never a rewrite of its entry).
     async fn set_tags(
         &self,
         bucket: &str,
         key: &str,
+        m: &ObjectMeta,
         tags: Vec<(String, String)>,
     ) -> Result<(), GatewayError> {
-        let m = self.existing_object(bucket, key).await?;
         let set = TagsMeta {
             version: TagsMeta::VERSION,
-            generation: meta::generation(&m),
+            generation: meta::generation(m),
             tags,
         };
         self.idx
             .write(
                 &tags_ns(bucket),
                 bucket,
-                &[(key.as_bytes().to_vec(), Some(meta::encode(&set)?))],
+                &[(tags_key(key, m).into_bytes(), Some(meta::encode(&set)?))],
             )
             .await?;
         Ok(())
@@ -1432,12 +1465,23 @@ impl Gateway {
 /// The version a copy read: the one it named, else the source's current
 /// one if it has an id.
 fn source_version(source: &CopySource, src: &ObjectMeta) -> Option<String> {
-    match source {
+    let named = matches!(
+        source,
         CopySource::Bucket {
             version_id: Some(_),
             ..
-        } => Some(src.shown_version().to_string()),
-        _ => src.version_id.clone(),
+        }
+    );
+    answered_version(named, src)
+}
+
+/// The `x-amz-version-id` S3 answers for version `m` of a request: `m`'s
+/// id (`null` too) if the request named one, else `m`'s id if it has one.
+fn answered_version(named: bool, m: &ObjectMeta) -> Option<String> {
+    if named {
+        Some(m.shown_version().to_string())
+    } else {
+        m.version_id.clone()
     }
 }
 
@@ -2227,18 +2271,14 @@ impl S3 for Gateway {
         req: S3Request<GetObjectTaggingInput>,
     ) -> S3Result<S3Response<GetObjectTaggingOutput>> {
         let input = req.input;
-        let (m, current) = self
-            .tagged_version(&input.bucket, &input.key, input.version_id.as_deref())
+        let named = input.version_id.as_deref();
+        let m = self
+            .tagged_version(&input.bucket, &input.key, named)
             .await?;
-        let tags = if current {
-            self.tags(&input.bucket, &input.key, &m).await?
-        } else {
-            // A noncurrent version keeps the tags it was written with.
-            m.tags.clone()
-        };
+        let tags = self.tags(&input.bucket, &input.key, &m).await?;
         ok(GetObjectTaggingOutput {
             tag_set: tag_set(tags),
-            version_id: m.version_id,
+            version_id: answered_version(named.is_some(), &m),
         })
     }
 
@@ -2248,12 +2288,13 @@ impl S3 for Gateway {
     ) -> S3Result<S3Response<PutObjectTaggingOutput>> {
         let input = req.input;
         let tags = rules::check_tags(tag_pairs(input.tagging.tag_set))?;
-        let version = self
-            .current_tag_target(&input.bucket, &input.key, input.version_id.as_deref())
+        let named = input.version_id.as_deref();
+        let m = self
+            .tagged_version(&input.bucket, &input.key, named)
             .await?;
-        self.set_tags(&input.bucket, &input.key, tags).await?;
+        self.set_tags(&input.bucket, &input.key, &m, tags).await?;
         ok(PutObjectTaggingOutput {
-            version_id: version,
+            version_id: answered_version(named.is_some(), &m),
         })
     }
 
@@ -2262,12 +2303,13 @@ impl S3 for Gateway {
         req: S3Request<DeleteObjectTaggingInput>,
     ) -> S3Result<S3Response<DeleteObjectTaggingOutput>> {
         let input = req.input;
-        let version = self
-            .current_tag_target(&input.bucket, &input.key, input.version_id.as_deref())
+        let named = input.version_id.as_deref();
+        let m = self
+            .tagged_version(&input.bucket, &input.key, named)
             .await?;
-        self.set_tags(&input.bucket, &input.key, vec![]).await?;
+        self.set_tags(&input.bucket, &input.key, &m, vec![]).await?;
         ok(DeleteObjectTaggingOutput {
-            version_id: version,
+            version_id: answered_version(named.is_some(), &m),
         })
     }
 

@@ -2290,6 +2290,308 @@ async fn versioning_keeps_every_version_until_it_is_deleted_by_id() {
     .unwrap();
 }
 
+/// The tags of version `version` of `ver/key` (none: the current one),
+/// and the version id the answer names.
+async fn version_tags(
+    h: &Harness,
+    key: &str,
+    version: Option<&str>,
+) -> Result<(Vec<(String, String)>, Option<String>), s3s::S3Error> {
+    let out =
+        h.gw.get_object_tagging(req(GetObjectTaggingInput {
+            bucket: "ver".into(),
+            key: key.into(),
+            version_id: version.map(Into::into),
+            ..Default::default()
+        }))
+        .await?
+        .output;
+    let tags = out
+        .tag_set
+        .into_iter()
+        .map(|t| (t.key.unwrap(), t.value.unwrap()))
+        .collect();
+    Ok((tags, out.version_id))
+}
+
+/// PutObjectTagging of version `version` of `ver/key`; returns the
+/// version id the answer names.
+async fn set_version_tags(
+    h: &Harness,
+    key: &str,
+    version: &str,
+    tags: &[(&str, &str)],
+) -> Result<Option<String>, s3s::S3Error> {
+    let mut input = PutObjectTaggingInput::builder()
+        .bucket("ver".into())
+        .key(key.into())
+        .tagging(Tagging {
+            tag_set: tags
+                .iter()
+                .map(|(k, v)| Tag {
+                    key: Some(k.to_string()),
+                    value: Some(v.to_string()),
+                })
+                .collect(),
+        })
+        .build()
+        .unwrap();
+    input.version_id = Some(version.into());
+    Ok(h.gw.put_object_tagging(req(input)).await?.output.version_id)
+}
+
+/// DeleteObjectTagging of version `version` of `ver/key`; returns the
+/// version id the answer names.
+async fn delete_version_tags(
+    h: &Harness,
+    key: &str,
+    version: &str,
+) -> Result<Option<String>, s3s::S3Error> {
+    Ok(h.gw
+        .delete_object_tagging(req(DeleteObjectTaggingInput {
+            bucket: "ver".into(),
+            key: key.into(),
+            version_id: Some(version.into()),
+            ..Default::default()
+        }))
+        .await?
+        .output
+        .version_id)
+}
+
+/// Tags by version id, as S3 keeps them: every version has its own,
+/// current or not (the null version's carry over from before versioning),
+/// a change to one leaves the others alone, a delete marker has none
+/// (MethodNotAllowed), and lifecycle rules for noncurrent versions filter
+/// by a version's tags as they are now, not as it was written.
+#[tokio::test]
+async fn noncurrent_versions_are_tagged_by_version_id() {
+    let h = Harness::new().await;
+    h.bucket("ver").await;
+    h.put("ver", "k", b"before").await.unwrap();
+    h.set_tags("ver", "k", &[("era", "unversioned")])
+        .await
+        .unwrap();
+    set_versioning(&h, "ver", BucketVersioningStatus::ENABLED).await;
+    let put = |data: &'static [u8], tagging: Option<&str>| {
+        h.gw.put_object(req(PutObjectInput {
+            bucket: "ver".into(),
+            key: "k".into(),
+            body: Some(blob(data)),
+            tagging: tagging.map(Into::into),
+            ..Default::default()
+        }))
+    };
+    let v1 = put(b"one", Some("v=1"))
+        .await
+        .unwrap()
+        .output
+        .version_id
+        .unwrap();
+    let v2 = put(b"two", Some("v=2"))
+        .await
+        .unwrap()
+        .output
+        .version_id
+        .unwrap();
+    let tags_of = |v: &str| {
+        let v = v.to_string();
+        let h = &h;
+        async move { version_tags(h, "k", Some(&v)).await.unwrap().0 }
+    };
+    assert_eq!(
+        version_tags(&h, "k", Some(&v1)).await.unwrap(),
+        (pairs(&[("v", "1")]), Some(v1.clone()))
+    );
+    assert_eq!(
+        version_tags(&h, "k", Some("null")).await.unwrap(),
+        (pairs(&[("era", "unversioned")]), Some("null".into())),
+        "the null version keeps the tags set before versioning"
+    );
+    assert_eq!(
+        version_tags(&h, "k", None).await.unwrap(),
+        (pairs(&[("v", "2")]), Some(v2.clone()))
+    );
+    // A noncurrent version's tags change; the current version's do not.
+    let answered = set_version_tags(&h, "k", &v1, &[("state", "archived"), ("owner", "ops")])
+        .await
+        .unwrap();
+    assert_eq!(answered, Some(v1.clone()));
+    assert_eq!(
+        tags_of(&v1).await,
+        pairs(&[("state", "archived"), ("owner", "ops")])
+    );
+    assert_eq!(h.tags("ver", "k").await.unwrap(), pairs(&[("v", "2")]));
+    assert_eq!(tags_of(&v2).await, pairs(&[("v", "2")]));
+    let tag_count = |v: Option<&str>| {
+        h.gw.get_object(req(GetObjectInput {
+            bucket: "ver".into(),
+            key: "k".into(),
+            version_id: v.map(Into::into),
+            ..Default::default()
+        }))
+    };
+    assert_eq!(
+        tag_count(Some(&v1)).await.unwrap().output.tag_count,
+        Some(2)
+    );
+    assert_eq!(tag_count(None).await.unwrap().output.tag_count, Some(1));
+    // The current version by id or without one is the same change.
+    set_version_tags(&h, "k", &v2, &[("via", "id")])
+        .await
+        .unwrap();
+    assert_eq!(h.tags("ver", "k").await.unwrap(), pairs(&[("via", "id")]));
+    h.set_tags("ver", "k", &[("via", "current")]).await.unwrap();
+    assert_eq!(tags_of(&v2).await, pairs(&[("via", "current")]));
+    assert_eq!(
+        set_version_tags(&h, "k", "null", &[("n", "1")])
+            .await
+            .unwrap(),
+        Some("null".into())
+    );
+    assert_eq!(tags_of("null").await, pairs(&[("n", "1")]));
+    // A new version starts with its own tags; the one it replaced keeps its.
+    let v3 = put(b"three", None)
+        .await
+        .unwrap()
+        .output
+        .version_id
+        .unwrap();
+    assert!(h.tags("ver", "k").await.unwrap().is_empty());
+    assert_eq!(tags_of(&v2).await, pairs(&[("via", "current")]));
+    // A delete marker has no tags; a missing version is NoSuchVersion.
+    let marker = delete(&h, "k", None).await.version_id.unwrap();
+    for v in [marker.as_str(), "0000000000000000deadbeef", "../x"] {
+        let want = match v {
+            "../x" => "InvalidArgument",
+            _ if v == marker => "MethodNotAllowed",
+            _ => "NoSuchVersion",
+        };
+        let got = [
+            code(version_tags(&h, "k", Some(v)).await.unwrap_err()),
+            code(
+                set_version_tags(&h, "k", v, &[("a", "b")])
+                    .await
+                    .unwrap_err(),
+            ),
+            code(delete_version_tags(&h, "k", v).await.unwrap_err()),
+        ];
+        assert_eq!(got, [want; 3], "version {v}");
+    }
+    assert_eq!(
+        code(h.set_tags("ver", "k", &[("a", "b")]).await.unwrap_err()),
+        "NoSuchKey"
+    );
+    // The marker changed no version's tags.
+    assert_eq!(tags_of(&v2).await, pairs(&[("via", "current")]));
+    assert_eq!(tags_of("null").await, pairs(&[("n", "1")]));
+    assert_eq!(
+        delete_version_tags(&h, "k", &v1).await.unwrap(),
+        Some(v1.clone())
+    );
+    assert!(tags_of(&v1).await.is_empty());
+    assert_eq!(tags_of(&v2).await, pairs(&[("via", "current")]));
+    // Removing the marker makes v3 current again, untagged as it was; a
+    // copy of v2 by id takes v2's tags.
+    delete(&h, "k", Some(&marker)).await;
+    assert!(h.tags("ver", "k").await.unwrap().is_empty());
+    h.gw.copy_object(req(CopyObjectInput::builder()
+        .bucket("ver".into())
+        .key("copy".into())
+        .copy_source(CopySource::Bucket {
+            bucket: "ver".into(),
+            key: "k".into(),
+            version_id: Some(v2.clone().into()),
+        })
+        .build()
+        .unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(
+        h.tags("ver", "copy").await.unwrap(),
+        pairs(&[("via", "current")])
+    );
+    // Deleting a version removes its tag entry.
+    delete(&h, "k", Some(&v2)).await;
+    let left: Vec<String> =
+        h.gw.idx
+            .entries_aged(&crate::s3::tags_ns("ver"), Duration::ZERO)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| String::from_utf8(k).unwrap())
+            .collect();
+    assert_eq!(left, ["k".to_string(), format!("k\0{v1}")]);
+    // Lifecycle: noncurrent versions tagged expire=yes now go, whatever
+    // they were written with.
+    let v4 = put(b"four", Some("expire=yes"))
+        .await
+        .unwrap()
+        .output
+        .version_id
+        .unwrap();
+    let v5 = put(b"five", None).await.unwrap().output.version_id.unwrap();
+    set_version_tags(&h, "k", &v4, &[("expire", "no")])
+        .await
+        .unwrap();
+    set_version_tags(&h, "k", &v1, &[("expire", "yes")])
+        .await
+        .unwrap();
+    let mut input = PutBucketLifecycleConfigurationInput::builder();
+    input.set_bucket("ver".into());
+    input.set_lifecycle_configuration(Some(BucketLifecycleConfiguration {
+        rules: vec![LifecycleRule {
+            id: Some("tagged".into()),
+            status: ExpirationStatus::from_static(ExpirationStatus::ENABLED),
+            filter: Some(LifecycleRuleFilter {
+                tag: Some(Tag {
+                    key: Some("expire".into()),
+                    value: Some("yes".into()),
+                }),
+                ..Default::default()
+            }),
+            expiration: None,
+            abort_incomplete_multipart_upload: None,
+            noncurrent_version_expiration: Some(NoncurrentVersionExpiration {
+                noncurrent_days: Some(1),
+                newer_noncurrent_versions: None,
+            }),
+            noncurrent_version_transitions: None,
+            prefix: None,
+            transitions: None,
+        }],
+    }));
+    h.gw.put_bucket_lifecycle_configuration(req(input.build().unwrap()))
+        .await
+        .unwrap();
+    let later = crate::now_ms() + 3 * 86_400_000;
+    crate::maintenance_pass_at(&h.gw, Duration::from_secs(3600), later)
+        .await
+        .unwrap();
+    let ids: Vec<String> = versions(&h, 1000)
+        .await
+        .into_iter()
+        .filter(|v| v.0 == "k")
+        .map(|v| v.1)
+        .collect();
+    assert_eq!(ids, [v5, v4, v3, "null".to_string()], "only v1 expired");
+    // Policies name tagging by version id as its own actions, as S3 does.
+    for (op, action) in [
+        ("GetObjectTagging", "s3:GetObjectVersionTagging"),
+        ("PutObjectTagging", "s3:PutObjectVersionTagging"),
+        ("DeleteObjectTagging", "s3:DeleteObjectVersionTagging"),
+    ] {
+        assert_eq!(
+            crate::access::action_of(op, true),
+            (action.to_string(), true)
+        );
+        assert_eq!(
+            crate::access::action_of(op, false),
+            (format!("s3:{op}"), true)
+        );
+    }
+}
+
 #[tokio::test]
 async fn lifecycle_rules_expire_noncurrent_versions_and_lone_delete_markers() {
     let h = Harness::new().await;

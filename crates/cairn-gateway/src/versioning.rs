@@ -31,6 +31,18 @@
 //!   time) becomes current, so deleting a delete marker brings the object
 //!   back, as in S3.
 //!
+//! # Tags
+//! Tags set after a write (PutObjectTagging, DeleteObjectTagging) are a
+//! [`meta::TagsMeta`] entry in `tags/<bucket>` of their own, never a
+//! rewrite of a version's entry (which could bring back a version a
+//! concurrent DELETE by id removed, data gone): the `null` version's under
+//! the object key, as without versioning, and a version with an id's under
+//! its version key ([`tags_key`]). Each version has that one slot whether
+//! it is current or not, so tagging the current version by id or without
+//! one is the same change, and a version keeps its tags when it becomes
+//! noncurrent or current again. An entry applies only to the write it was
+//! set on (its generation), so a new `null` version starts untagged.
+//!
 //! Concurrent writes of one key through two gateways both become versions;
 //! the current one is the index's last-writer-wins winner, which lists as
 //! `IsLatest`. A write racing the very first enabling may miss the copy
@@ -62,11 +74,23 @@ pub enum Versioning {
 
 /// The key of version `version_id` of `key` in [`versions_ns`].
 pub fn version_key(key: &str, version_id: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(key.len() + 1 + version_id.len());
-    k.extend_from_slice(key.as_bytes());
-    k.push(0);
-    k.extend_from_slice(version_id.as_bytes());
-    k
+    version_name(key, version_id).into_bytes()
+}
+
+/// [`version_key`] as a string (a key and a version id are UTF-8, and so
+/// is the NUL between them).
+fn version_name(key: &str, version_id: &str) -> String {
+    format!("{key}\0{version_id}")
+}
+
+/// The key in `tags/<bucket>` of the tags set on version `m` of `key`: the
+/// object key for the `null` version (as in a bucket never versioned, so
+/// its tags carry over when versioning is turned on), else its version key.
+pub fn tags_key(key: &str, m: &ObjectMeta) -> String {
+    match &m.version_id {
+        None => key.to_string(),
+        Some(id) => version_name(key, id),
+    }
 }
 
 /// The object key and version id of a [`versions_ns`] key.
@@ -325,45 +349,19 @@ impl Gateway {
     }
 
     /// The version an object-tagging request names (none: the current
-    /// one), and whether it is the current one: tags set after a write
-    /// are kept for the current version only.
+    /// one): `NoSuchKey` without an id if the key has no current object,
+    /// `NoSuchVersion` for a missing version, `MethodNotAllowed` for a
+    /// delete marker (it has no tags), as in S3.
     pub(crate) async fn tagged_version(
         &self,
         bucket: &str,
         key: &str,
         version_id: Option<&str>,
-    ) -> Result<(ObjectMeta, bool), GatewayError> {
-        let current = self.object(bucket, key).await?;
-        let Some(v) = version_id else {
-            return match current {
-                Some(c) => Ok((c, true)),
-                None => {
-                    self.require_bucket(bucket).await?;
-                    Err(GatewayError::NoSuchKey(key.into()))
-                }
-            };
-        };
-        let m = self.readable_version(bucket, key, v).await?;
-        let is_current = current.is_some_and(|c| same_version(&c, &m));
-        Ok((m, is_current))
-    }
-
-    /// Checks that a request changing tags names the current version (or
-    /// none); returns its version id. Tags of noncurrent versions stay as
-    /// they were written (`NotImplemented`).
-    pub(crate) async fn current_tag_target(
-        &self,
-        bucket: &str,
-        key: &str,
-        version_id: Option<&str>,
-    ) -> Result<Option<String>, GatewayError> {
-        let (m, current) = self.tagged_version(bucket, key, version_id).await?;
-        if !current {
-            return Err(GatewayError::NotImplemented(
-                "changing the tags of a noncurrent version is not supported: it keeps the tags it was written with".into(),
-            ));
+    ) -> Result<ObjectMeta, GatewayError> {
+        match version_id {
+            Some(v) => self.readable_version(bucket, key, v).await,
+            None => self.existing_object(bucket, key).await,
         }
-        Ok(m.version_id)
     }
 
     /// DeleteObject without a version id: removes the object (versioning
@@ -392,7 +390,11 @@ impl Gateway {
         let mut marker = ObjectMeta::marker(crate::now_ms(), None);
         self.commit_version(bucket, key, &mut marker, previous, mode)
             .await?;
-        self.forget_tags(bucket, &[key]).await?;
+        if mode == Versioning::Suspended {
+            // The marker replaced the null version, whose tag entry this
+            // was; enabled, the null version (if any) stays, tags and all.
+            self.forget_tags(bucket, &[key]).await?;
+        }
         Ok(Deleted {
             version_id: Some(marker.shown_version().to_string()),
             delete_marker: true,
@@ -458,8 +460,11 @@ impl Gateway {
                     )
                     .await?;
             }
-            self.forget_tags(bucket, &[key]).await?;
         }
+        // Its tag entry applies to nothing now (the version that became
+        // current keeps its own).
+        self.forget_tags(bucket, &[tags_key(key, &target).as_str()])
+            .await?;
         if !target.delete_marker {
             self.forget_data(bucket, target, &[]);
         }
@@ -505,7 +510,13 @@ impl Gateway {
         for (id, m) in &versions {
             if !is_current(m) {
                 if let Some(since) = replaced_at
-                    && noncurrent_expired(rules, (key, &m.tags, m.size), since, newer, now_ms)
+                    && noncurrent_expired(
+                        rules,
+                        (key, &self.rule_tags(bucket, key, m, rules).await?, m.size),
+                        since,
+                        newer,
+                        now_ms,
+                    )
                 {
                     self.delete_version(bucket, key, id).await?;
                     tracing::info!("{bucket}/{key}: noncurrent version {id} expired");
