@@ -103,20 +103,24 @@
 //!   ListObjectVersions; see [`versioning`]. MFA delete is
 //!   `NotImplemented`.
 //! - Unfinished: KMS and customer-provided
-//!   (SSE-C) keys (`NotImplemented`), lifecycle transitions
-//!   (`NotImplemented`: one storage class),
-//!   and, in policies, condition keys the gateway does not know of a
-//!   request (such as `aws:PrincipalOrgID` or object tags), `BinaryEquals`,
-//!   policy variables and non-AWS principal types (`NotImplemented`).
+//!   (SSE-C) keys (`NotImplemented`) and lifecycle transitions
+//!   (`NotImplemented`: one storage class).
 //! - Bucket policies (in namespace `bucketpolicy`) are enforced by the
 //!   access check: the account's keys may do anything a `Deny` does not
 //!   take away, unsigned requests only what an `Allow` for `*` grants
 //!   (public reads); `NotPrincipal`, `NotAction`, `NotResource` and
-//!   `Condition` blocks (string, numeric, date, `Bool`, IP address and
-//!   `Null` operators, `…IfExists`, `ForAnyValue:`/`ForAllValues:`) over
-//!   the keys in [`access::KEYS`] (client address, time, user agent,
-//!   referer, principal, listing prefix, signature type, request headers);
-//!   see [`access`].
+//!   `Condition` blocks (string, numeric, date, `Bool`, IP address,
+//!   `BinaryEquals` and `Null` operators, `…IfExists`,
+//!   `ForAnyValue:`/`ForAllValues:`) over the keys in [`access::KEYS`]
+//!   (client address, time, user agent, referer, principal, listing
+//!   prefix, version id, signature type and age, request headers); policy
+//!   variables (`${aws:username}`, `${s3:prefix}`, defaults, `${*}`) in
+//!   resources and string conditions, filled in per request. The other
+//!   condition keys AWS documents (organizations, VPCs, MFA, object tags,
+//!   …) are accepted and always missing, as AWS treats a key a request
+//!   lacks; an undocumented key is `MalformedPolicy`. `CanonicalUser`
+//!   principals name the account (its owner id); `Service` and
+//!   `Federated` ones match no request. See [`access`].
 //! - Lifecycle rules expire objects (after days, rounded to midnight UTC as
 //!   in S3, or from a date; by prefix, tags and size) and abort incomplete
 //!   uploads; the maintenance pass applies them (hourly by default), and
@@ -458,10 +462,14 @@ pub(crate) fn request_context(
                 .collect()
         })
         .unwrap_or_default();
+    // No AWS service ever calls the gateway, for itself or for a user.
+    c.set("aws:ViaAWSService", "false");
     match key_id {
         Some(key) => {
             c.set("aws:PrincipalType", "User");
             c.set("aws:username", key);
+            c.set("aws:userid", key);
+            c.set("aws:PrincipalIsAWSService", "false");
             // Signature version 2 signs with `Signature=` in a presigned URL
             // and `AWS id:sig` in the header; version 4 otherwise.
             let v2 = query.iter().any(|(k, _)| k == "Signature")
@@ -484,9 +492,39 @@ pub(crate) fn request_context(
                     "REST-HEADER"
                 },
             );
+            let signed_at = query
+                .iter()
+                .find(|(k, _)| k == "X-Amz-Date")
+                .map(|(_, v)| v.as_str())
+                .or_else(|| headers.get("x-amz-date").and_then(|v| v.to_str().ok()));
+            if !v2 && let Some(age) = signed_at.and_then(|t| signature_age_ms(t, now)) {
+                c.set("s3:signatureAge", age.to_string());
+            }
         }
         None => {
             c.set("aws:PrincipalType", "Anonymous");
+            c.set("aws:userid", "anonymous");
+        }
+    }
+    if let Some((_, v)) = query.iter().find(|(k, _)| k == "versionId") {
+        c.set("s3:VersionId", v.clone());
+    }
+    let creates = match op {
+        "PutObject" | "CopyObject" | "CompleteMultipartUpload" => Some(true),
+        "CreateMultipartUpload" | "UploadPart" | "UploadPartCopy" => Some(false),
+        _ => None,
+    };
+    if let Some(creates) = creates {
+        c.set("s3:ObjectCreationOperation", creates.to_string());
+    }
+    if matches!(op, "PutObject" | "CompleteMultipartUpload") {
+        for (header, key) in [
+            ("if-match", "s3:if-match"),
+            ("if-none-match", "s3:if-none-match"),
+        ] {
+            if let Some(v) = headers.get(header).and_then(|v| v.to_str().ok()) {
+                c.set(key, v);
+            }
         }
     }
     if matches!(op, "ListObjects" | "ListObjectsV2") {
@@ -511,13 +549,48 @@ pub(crate) fn request_context(
             "x-amz-server-side-encryption",
             "s3:x-amz-server-side-encryption",
         ),
+        (
+            "x-amz-server-side-encryption-aws-kms-key-id",
+            "s3:x-amz-server-side-encryption-aws-kms-key-id",
+        ),
+        (
+            "x-amz-server-side-encryption-customer-algorithm",
+            "s3:x-amz-server-side-encryption-customer-algorithm",
+        ),
         ("x-amz-storage-class", "s3:x-amz-storage-class"),
+        ("x-amz-grant-full-control", "s3:x-amz-grant-full-control"),
+        ("x-amz-grant-read", "s3:x-amz-grant-read"),
+        ("x-amz-grant-read-acp", "s3:x-amz-grant-read-acp"),
+        ("x-amz-grant-write", "s3:x-amz-grant-write"),
+        ("x-amz-grant-write-acp", "s3:x-amz-grant-write-acp"),
+        ("x-amz-object-ownership", "s3:x-amz-object-ownership"),
+        (
+            "x-amz-website-redirect-location",
+            "s3:x-amz-website-redirect-location",
+        ),
+        ("x-amz-object-lock-mode", "s3:object-lock-mode"),
+        (
+            "x-amz-object-lock-retain-until-date",
+            "s3:object-lock-retain-until-date",
+        ),
+        ("x-amz-object-lock-legal-hold", "s3:object-lock-legal-hold"),
     ] {
         if let Some(v) = headers.get(header).and_then(|v| v.to_str().ok()) {
             c.set(key, v);
         }
     }
     c
+}
+
+/// Milliseconds from a version 4 signature's time (`X-Amz-Date`,
+/// `20261207T120000Z`) to `now`; a signature from the future (clock skew)
+/// is 0 ms old.
+fn signature_age_ms(signed_at: &str, now: time::OffsetDateTime) -> Option<i128> {
+    let format = time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
+    let t = time::PrimitiveDateTime::parse(signed_at, format)
+        .ok()?
+        .assume_utc();
+    Some((now - t).whole_milliseconds().max(0))
 }
 
 /// s3s wants the service by value; the gateway is shared with maintenance.

@@ -3,9 +3,10 @@
 //! so a newer gateway can tell an older value from its own and migrate it
 //! ([`Value::upgrade`]): objects are at version 3 (version ids and delete
 //! markers; 2 added tags), uploads at version 2 (they gained tags), bucket
-//! policies at 2 (statements gained `Not*` elements and
-//! conditions), lifecycle configurations at 3 (rules gained size
-//! filters at 2, version actions at 3), the rest at 1.
+//! policies at 3 (statements gained `Not*` elements and conditions at 2,
+//! policy variables in resources and condition values at 3), lifecycle
+//! configurations at 3 (rules gained size filters at 2, version actions
+//! at 3), the rest at 1.
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -129,18 +130,32 @@ struct BucketLifecycleV1 {
     rules: Vec<crate::lifecycle::RuleV1>,
 }
 impl Value for BucketPolicy {
-    const VERSION: u16 = 2;
+    const VERSION: u16 = 3;
     fn upgrade(version: u16, bytes: &[u8]) -> Option<Result<Self, postcard::Error>> {
-        (version == 1).then(|| {
-            postcard::from_bytes::<BucketPolicyV1>(bytes).map(|p| BucketPolicy {
+        let upgraded =
+            |created_at_ms, text, statements: Vec<crate::access::Statement>| BucketPolicy {
                 version: Self::VERSION,
-                created_at_ms: p.created_at_ms,
-                text: p.text,
-                policy: crate::access::Policy {
-                    statements: p.statements.into_iter().map(Into::into).collect(),
-                },
-            })
-        })
+                created_at_ms,
+                text,
+                policy: crate::access::Policy { statements },
+            };
+        match version {
+            1 => Some(postcard::from_bytes::<BucketPolicyV1>(bytes).map(|p| {
+                upgraded(
+                    p.created_at_ms,
+                    p.text,
+                    p.statements.into_iter().map(Into::into).collect(),
+                )
+            })),
+            2 => Some(postcard::from_bytes::<BucketPolicyV2>(bytes).map(|p| {
+                upgraded(
+                    p.created_at_ms,
+                    p.text,
+                    p.statements.into_iter().map(Into::into).collect(),
+                )
+            })),
+            _ => None,
+        }
     }
 }
 
@@ -164,6 +179,16 @@ struct BucketPolicyV1 {
     created_at_ms: u64,
     text: String,
     statements: Vec<crate::access::StatementV1>,
+}
+
+/// [`BucketPolicy`] as version 2 kept it (strings without policy variables).
+#[derive(Deserialize)]
+struct BucketPolicyV2 {
+    #[allow(dead_code)]
+    version: u16,
+    created_at_ms: u64,
+    text: String,
+    statements: Vec<crate::access::StatementV2>,
 }
 
 impl Value for ObjectMeta {
@@ -432,7 +457,8 @@ pub struct BucketLifecycle {
 /// the bucket created at `created_at_ms`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BucketPolicy {
-    /// 2 (version 1 statements had no `Not*` elements or conditions).
+    /// 3 (version 1 statements had no `Not*` elements or conditions,
+    /// version 2 strings no policy variables).
     pub version: u16,
     /// [`BucketMeta::created_at_ms`] of the bucket it was set on.
     pub created_at_ms: u64,
@@ -624,6 +650,7 @@ mod tests {
     /// conditions) still reads, and means what it meant.
     #[test]
     fn version_1_bucket_policies_upgrade() {
+        use crate::access::template::Template;
         use crate::access::{Principals, StatementV1};
         let old = postcard::to_allocvec(&(
             1u16,
@@ -640,13 +667,80 @@ mod tests {
         let p = decode::<BucketPolicy>(&old).unwrap();
         assert_eq!(
             (p.version, p.created_at_ms, p.text.as_str()),
-            (2, 7, "{...}")
+            (3, 7, "{...}")
         );
         let s = &p.policy.statements[0];
         assert!(s.allow && !s.not_principals && !s.not_actions && !s.not_resources);
         assert!(s.conditions.is_empty());
-        assert_eq!(s.resources, ["arn:aws:s3:::b/*"]);
-        // And version 2 round-trips.
+        assert_eq!(s.resources, [Template::text("arn:aws:s3:::b/*")]);
+        // And the current version round-trips.
+        assert_eq!(decode::<BucketPolicy>(&encode(&p).unwrap()).unwrap(), p);
+    }
+
+    /// A policy kept by version 2 (plain strings, before policy variables)
+    /// still reads, and means what it meant: version 2 took a resource's
+    /// `${` as text, so it still does.
+    #[test]
+    fn version_2_bucket_policies_upgrade() {
+        use crate::access::template::Template;
+        use crate::access::{
+            Condition, ConditionV2, Context, Principals, Set, StatementV2, Target, Test, Who,
+        };
+        let old = postcard::to_allocvec(&(
+            2u16,
+            8u64,
+            "{...}",
+            vec![StatementV2 {
+                allow: true,
+                principals: Principals::Anyone,
+                not_principals: false,
+                actions: vec!["s3:GetObject".into()],
+                not_actions: false,
+                resources: vec!["arn:aws:s3:::b/${aws:username}/*".into()],
+                not_resources: false,
+                conditions: vec![ConditionV2 {
+                    test: Test::StringLike,
+                    negated: false,
+                    if_exists: true,
+                    set: Set::Single,
+                    key: "aws:referer".into(),
+                    values: vec!["https://*".into()],
+                }],
+            }],
+        ))
+        .unwrap();
+        let p = decode::<BucketPolicy>(&old).unwrap();
+        assert_eq!((p.version, p.created_at_ms), (3, 8));
+        let s = &p.policy.statements[0];
+        assert_eq!(
+            s.resources,
+            [Template::text("arn:aws:s3:::b/${aws:username}/*")]
+        );
+        assert_eq!(
+            s.conditions,
+            [Condition {
+                test: Test::StringLike,
+                negated: false,
+                if_exists: true,
+                set: Set::Single,
+                key: "aws:referer".into(),
+                values: vec![Template::text("https://*")],
+            }]
+        );
+        let mut cx = Context::new();
+        cx.set("aws:username", "ann");
+        let get = |key| {
+            crate::access::permits(
+                Some(&p.policy),
+                "b",
+                Who::Anonymous,
+                "s3:GetObject",
+                Target::Object(key),
+                &cx,
+            )
+        };
+        assert!(get("${aws:username}/x"));
+        assert!(!get("ann/x"));
         assert_eq!(decode::<BucketPolicy>(&encode(&p).unwrap()).unwrap(), p);
     }
 

@@ -24,11 +24,17 @@ use s3s::dto::{
 
 use crate::error::GatewayError;
 
+/// The account's canonical id, as S3 names owners and `CanonicalUser`
+/// principals: its public key in hex.
+pub fn canonical_id(account: &PublicKey) -> String {
+    hex::encode(account.0)
+}
+
 /// The owner of everything: the account, by its public key.
 pub fn owner(account: &PublicKey) -> Owner {
     Owner {
         display_name: Some("cairn".into()),
-        id: Some(hex::encode(account.0)),
+        id: Some(canonical_id(account)),
     }
 }
 
@@ -81,7 +87,7 @@ pub fn check_acl(req: &AclRequest<'_>, account: &PublicKey) -> Result<(), Gatewa
         return refuse("x-amz-grant-* headers are not supported".into());
     }
     if let Some(p) = req.policy {
-        let me = hex::encode(account.0);
+        let me = canonical_id(account);
         let only_owner = p.grants.iter().flatten().all(|g| {
             g.grantee.as_ref().and_then(|e| e.id.as_deref()) == Some(me.as_str())
                 && g.permission.as_ref().map(Permission::as_str) == Some(Permission::FULL_CONTROL)

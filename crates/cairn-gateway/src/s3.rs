@@ -1970,7 +1970,8 @@ impl S3 for Gateway {
         req: S3Request<PutBucketPolicyInput>,
     ) -> S3Result<S3Response<PutBucketPolicyOutput>> {
         let input = req.input;
-        let policy = crate::access::parse(&input.policy, &input.bucket)?;
+        let account = policy::canonical_id(&self.idx.account().public());
+        let policy = crate::access::parse(&input.policy, &input.bucket, &account)?;
         let set = BucketPolicy {
             version: BucketPolicy::VERSION,
             created_at_ms: 0,

@@ -2794,3 +2794,117 @@ async fn version_listings_page_through_windows_and_common_prefixes() {
     assert_eq!(seen.0, ["a/", "b/"]);
     assert_eq!(seen.1, ["c", "c"]);
 }
+
+/// A `CanonicalUser` principal is the account when it names the owner id
+/// the gateway reports (GetBucketAcl, ListBuckets); a policy naming a key
+/// the gateway does not document is refused and leaves the policy as it was.
+#[tokio::test]
+async fn bucket_policies_name_the_account_by_the_owner_id_it_reports() {
+    use crate::access::{Context, Target, Who, permits};
+    let h = Harness::new().await;
+    h.bucket("pol").await;
+    let owner =
+        h.gw.get_bucket_acl(req(GetBucketAclInput {
+            bucket: "pol".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .output
+        .owner
+        .and_then(|o| o.id)
+        .unwrap();
+    let put = |policy: String| {
+        h.gw.put_bucket_policy(req(PutBucketPolicyInput {
+            bucket: "pol".into(),
+            policy,
+            ..Default::default()
+        }))
+    };
+    let deny = |principal: &str, condition: &str| {
+        format!(
+            r#"{{"Version": "2012-10-17", "Statement": {{"Effect": "Deny",
+            "Principal": {principal}, "Action": "s3:DeleteObject",
+            "Resource": "arn:aws:s3:::pol/*", "Condition": {condition}}}}}"#
+        )
+    };
+    put(deny(&format!(r#"{{"CanonicalUser": "{owner}"}}"#), "{}"))
+        .await
+        .unwrap();
+    let policy = h.gw.bucket_policy("pol").await.unwrap();
+    let delete = |who| {
+        permits(
+            policy.as_ref(),
+            "pol",
+            who,
+            "s3:DeleteObject",
+            Target::Object("k"),
+            &Context::new(),
+        )
+    };
+    assert!(!delete(Who::Key("CKANY")), "every key of the account");
+    // A misspelt key is refused and stores nothing.
+    let typo = deny(r#""*""#, r#"{"StringEquals": {"aws:SoruceIp": "y"}}"#);
+    assert_eq!(code(put(typo).await.unwrap_err()), "MalformedPolicy");
+    assert_eq!(h.gw.bucket_policy("pol").await.unwrap(), policy);
+}
+
+/// What a request carries becomes its condition keys.
+#[test]
+fn request_context_holds_what_the_request_carries() {
+    use crate::access::{Context, Target, Who, parse, permits};
+    let mut headers = hyper::HeaderMap::new();
+    let signed = time::OffsetDateTime::now_utc() - Duration::from_secs(120);
+    let stamp = signed
+        .format(time::macros::format_description!(
+            "[year][month][day]T[hour][minute][second]Z"
+        ))
+        .unwrap();
+    headers.insert("x-amz-date", stamp.parse().unwrap());
+    headers.insert("if-none-match", "*".parse().unwrap());
+    headers.insert("x-amz-grant-read", "id=someone".parse().unwrap());
+    headers.insert("x-amz-object-lock-mode", "GOVERNANCE".parse().unwrap());
+    let uri: hyper::Uri = "/b/k?versionId=v7".parse().unwrap();
+    let cx = crate::request_context(&headers, &uri, None, Some("CKANN"), "PutObject");
+    let anon = crate::request_context(&headers, &uri, None, None, "GetObject");
+    // Each condition names one key; a policy of allows for everyone on
+    // it tells whether the request has it with that value.
+    let has = |cx: &Context, condition: &str| {
+        let text = format!(
+            r#"{{"Version": "2012-10-17", "Statement": {{"Effect": "Allow", "Principal": "*",
+            "Action": "s3:*", "Resource": "arn:aws:s3:::b/*", "Condition": {condition}}}}}"#
+        );
+        let p = parse(&text, "b", "00").unwrap();
+        permits(
+            Some(&p),
+            "b",
+            Who::Anonymous,
+            "s3:GetObject",
+            Target::Object("k"),
+            cx,
+        )
+    };
+    for c in [
+        r#"{"StringEquals": {"aws:userid": "CKANN"}}"#,
+        r#"{"Bool": {"aws:PrincipalIsAWSService": "false"}}"#,
+        r#"{"Bool": {"aws:ViaAWSService": "false"}}"#,
+        r#"{"StringEquals": {"s3:VersionId": "v7"}}"#,
+        r#"{"NumericGreaterThanEquals": {"s3:signatureAge": 110000}}"#,
+        r#"{"NumericLessThan": {"s3:signatureAge": 600000}}"#,
+        r#"{"Bool": {"s3:ObjectCreationOperation": "true"}}"#,
+        r#"{"StringEquals": {"s3:if-none-match": "*"}}"#,
+        r#"{"StringEquals": {"s3:x-amz-grant-read": "id=someone"}}"#,
+        r#"{"StringEquals": {"s3:object-lock-mode": "GOVERNANCE"}}"#,
+        r#"{"Null": {"s3:TlsVersion": "true", "aws:PrincipalOrgID": "true"}}"#,
+    ] {
+        assert!(has(&cx, c), "{c}");
+    }
+    for c in [
+        r#"{"StringEquals": {"aws:userid": "anonymous"}}"#,
+        r#"{"Null": {"aws:PrincipalIsAWSService": "true", "s3:signatureAge": "true"}}"#,
+        r#"{"Null": {"s3:ObjectCreationOperation": "true", "s3:if-none-match": "true"}}"#,
+    ] {
+        assert!(has(&anon, c), "{c}");
+    }
+    assert!(!has(&anon, r#"{"StringEquals": {"aws:userid": "CKANN"}}"#));
+}
