@@ -274,8 +274,8 @@ pub struct Condition {
 pub const KEYS: &[&str] = &[
     // The client's address, as the gateway's socket sees it.
     "aws:sourceip",
-    // Always "false": the gateway speaks plain HTTP (put TLS in front of it
-    // and this still says what the gateway saw).
+    // "true" when the request came over the gateway's own TLS (--tls-cert);
+    // behind a TLS proxy it still says what the gateway saw: "false".
     "aws:securetransport",
     "aws:currenttime",
     "aws:epochtime",

@@ -2907,4 +2907,19 @@ fn request_context_holds_what_the_request_carries() {
         assert!(has(&anon, c), "{c}");
     }
     assert!(!has(&anon, r#"{"StringEquals": {"aws:userid": "CKANN"}}"#));
+    // aws:SecureTransport and aws:SourceIp say how the request came.
+    let client = |tls| crate::server::ClientAddr {
+        addr: "192.0.2.7:5000".parse().unwrap(),
+        tls,
+    };
+    let over_tls = crate::request_context(&headers, &uri, Some(client(true)), None, "GetObject");
+    let plain = crate::request_context(&headers, &uri, Some(client(false)), None, "GetObject");
+    let secure = r#"{"Bool": {"aws:SecureTransport": "true"}}"#;
+    assert!(has(&over_tls, secure));
+    assert!(!has(&plain, secure));
+    assert!(!has(&anon, secure));
+    assert!(has(
+        &plain,
+        r#"{"IpAddress": {"aws:SourceIp": "192.0.2.0/24"}}"#
+    ));
 }
