@@ -148,6 +148,16 @@ def test_put_get_head_metadata():
     # Missing key.
     expect_error(lambda: S3.get_object(Bucket=b, Key="nope"), {"NoSuchKey"}, {404})
     expect_error(lambda: S3.head_object(Bucket=b, Key="nope"), {"404", "NoSuchKey"}, {404})
+    # Conditional writes: create only (If-None-Match: *), replace only the
+    # ETag read (If-Match).
+    S3.put_object(Bucket=b, Key="once", Body=b"first", IfNoneMatch="*")
+    expect_error(lambda: S3.put_object(Bucket=b, Key="once", Body=b"again", IfNoneMatch="*"),
+                 {"PreconditionFailed"}, {412})
+    tag = S3.head_object(Bucket=b, Key="once")["ETag"]
+    expect_error(lambda: S3.put_object(Bucket=b, Key="once", Body=b"x", IfMatch='"' + "0" * 32 + '"'),
+                 {"PreconditionFailed"}, {412})
+    S3.put_object(Bucket=b, Key="once", Body=b"second", IfMatch=tag)
+    assert S3.get_object(Bucket=b, Key="once")["Body"].read() == b"second"
 
 
 def test_tagging():

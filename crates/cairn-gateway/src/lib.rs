@@ -67,6 +67,14 @@
 //! ever removes its own data or data it displaced, never a winner's (best
 //! effort: leftovers expire with their lease, which nobody renews).
 //!
+//! Conditional writes (`If-None-Match: *` to create only, `If-Match` to
+//! replace only the ETag read, on PutObject and CompleteMultipartUpload)
+//! are checked under a lock of the key's stripe against its entry read
+//! afresh from the replicas, then written: through one gateway they are
+//! atomic. Two through different gateways in the same instant can both
+//! pass, and last-writer-wins keeps one (S3 would refuse the second with
+//! 409 `ConditionalRequestConflict`).
+//!
 //! # Limits (and what is unfinished)
 //! - The gateway speaks plain HTTP unless given a certificate and key
 //!   (`--tls-cert`, `--tls-key`), then HTTPS only ([`tls`]); bucket

@@ -98,10 +98,17 @@ pub struct Gateway {
     /// slots (a get feeding a put); unbounded, concurrent copies could hold
     /// every slot with puts whose gets then wait forever.
     copies: Arc<tokio::sync::Semaphore>,
+    /// Conditional writes take the lock of their key's stripe from their
+    /// check to their index write, so two through this gateway cannot both
+    /// pass (see [`Gateway::commit_checked`]).
+    write_locks: Arc<[tokio::sync::Mutex<()>]>,
 }
 
 /// Copies at once: half of the node's transfer slots at most.
 const COPIES: usize = 2;
+
+/// Lock stripes of conditional writes.
+const WRITE_LOCKS: usize = 64;
 
 /// Data and part lists no entry names any more, removed in the background.
 enum Cleanup {
@@ -441,6 +448,9 @@ impl Gateway {
             cleanup,
             settle,
             copies: Arc::new(tokio::sync::Semaphore::new(COPIES)),
+            write_locks: (0..WRITE_LOCKS)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
         }
     }
 
@@ -897,6 +907,41 @@ impl Gateway {
         }
     }
 
+    /// [`Self::commit_object`] for a write with `conditions`: checked
+    /// against the key's current entry read afresh from its replicas (not
+    /// the cache, which may be 2 s behind another gateway's write), under
+    /// the key's write lock, so two conditional writes through this gateway
+    /// never both pass. Two through different gateways at the same moment
+    /// can: the index's last-writer-wins keeps one, as for plain writes.
+    pub(crate) async fn commit_checked(
+        &self,
+        bucket: &str,
+        key: &str,
+        meta: &mut ObjectMeta,
+        previous: Option<ObjectMeta>,
+        conditions: &rules::WriteConditions,
+    ) -> Result<(), GatewayError> {
+        if conditions.is_empty() {
+            return self.commit_object(bucket, key, meta, previous).await;
+        }
+        let stripe = blake3::hash(format!("{bucket}/{key}").as_bytes()).as_bytes()[0] as usize
+            % self.write_locks.len();
+        let _held = self.write_locks[stripe].lock().await;
+        let current = self
+            .idx
+            .get_aged(&objects_ns(bucket), key, Duration::ZERO)
+            .await?
+            .map(|v| meta::decode::<ObjectMeta>(&v))
+            .transpose()?
+            .filter(|m| !m.delete_marker);
+        conditions.check(key, current.as_ref().map(|m| m.etag.as_str()))?;
+        let current = match current {
+            Some(c) => Some(self.resolve(bucket, c).await?),
+            None => None,
+        };
+        self.commit_object(bucket, key, meta, current).await
+    }
+
     /// `meta` as its entry keeps it: with more parts than one entry holds,
     /// they go to part lists first (written here), so an entry never names
     /// a list that is not there.
@@ -1017,8 +1062,9 @@ impl Gateway {
     }
 
     /// Indexes one stored Cairn object as `bucket/key` with its content
-    /// type and user metadata; if that fails the data is removed (it is not
-    /// visible, so it must not linger either).
+    /// type and user metadata, over the object it replaces and if the
+    /// write's conditions hold; if that fails the data is removed (it is
+    /// not visible, so it must not linger either).
     async fn commit_stored(
         &self,
         bucket: &str,
@@ -1026,7 +1072,7 @@ impl Gateway {
         stored: body::StoredBody,
         (content_type, user_metadata, tags): Described,
         modified_ms: u64,
-        previous: Option<ObjectMeta>,
+        (previous, conditions): (Option<ObjectMeta>, &rules::WriteConditions),
     ) -> Result<ObjectMeta, GatewayError> {
         let mut meta = ObjectMeta {
             version: ObjectMeta::VERSION,
@@ -1046,7 +1092,10 @@ impl Gateway {
             version_id: None,
             delete_marker: false,
         };
-        if let Err(e) = self.commit_object(bucket, key, &mut meta, previous).await {
+        if let Err(e) = self
+            .commit_checked(bucket, key, &mut meta, previous, conditions)
+            .await
+        {
             self.forget(vec![stored.stored.cap]);
             return Err(e);
         }
@@ -1657,6 +1706,19 @@ impl S3 for Gateway {
             input.sse_customer_algorithm.is_some() || input.sse_customer_key.is_some(),
         )?;
         let previous = self.object(&input.bucket, &input.key).await?;
+        let conditions = rules::WriteConditions {
+            if_match: input.if_match,
+            if_none_match: input.if_none_match,
+        };
+        // Failing early saves the upload; the check that counts is made
+        // again at the index write.
+        conditions.check(
+            &input.key,
+            previous
+                .as_ref()
+                .filter(|p| !p.delete_marker)
+                .map(|p| p.etag.as_str()),
+        )?;
         if rules.declared.is_some_and(|d| d <= INLINE_MAX) {
             // Small enough to live in its index entry.
             let (data, md5) = body::read_small(body::s3_body(input.body), rules).await?;
@@ -1676,7 +1738,7 @@ impl S3 for Gateway {
                 version_id: None,
                 delete_marker: false,
             };
-            self.commit_object(&input.bucket, &input.key, &mut meta, previous)
+            self.commit_checked(&input.bucket, &input.key, &mut meta, previous, &conditions)
                 .await?;
             return ok(PutObjectOutput {
                 e_tag: Some(etag(&meta.etag)),
@@ -1693,7 +1755,7 @@ impl S3 for Gateway {
                 stored,
                 (input.content_type, sorted_metadata(input.metadata), tags),
                 crate::now_ms(),
-                previous,
+                (previous, &conditions),
             )
             .await?;
         ok(PutObjectOutput {
@@ -2511,7 +2573,14 @@ impl S3 for Gateway {
             (src.content_type.clone(), src.user_metadata.clone(), tags)
         };
         let meta = self
-            .commit_stored(&input.bucket, &input.key, stored, described, now, previous)
+            .commit_stored(
+                &input.bucket,
+                &input.key,
+                stored,
+                described,
+                now,
+                (previous, &rules::WriteConditions::default()),
+            )
             .await?;
         ok(CopyObjectOutput {
             copy_object_result: Some(CopyObjectResult {
@@ -2725,6 +2794,10 @@ impl S3 for Gateway {
         req: S3Request<CompleteMultipartUploadInput>,
     ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
         let input = req.input;
+        let conditions = rules::WriteConditions {
+            if_match: input.if_match,
+            if_none_match: input.if_none_match,
+        };
         let (bucket, key, upload_id) = (input.bucket, input.key, input.upload_id);
         let upload = self.upload(&bucket, &upload_id, &key).await?;
         let asked = input
@@ -2794,7 +2867,8 @@ impl S3 for Gateway {
             version_id: None,
             delete_marker: false,
         };
-        self.commit_object(&bucket, &key, &mut meta, previous)
+        // A failed condition leaves the upload as it was, to abort or retry.
+        self.commit_checked(&bucket, &key, &mut meta, previous, &conditions)
             .await?;
         // The upload's entries go; parts it did not use are removed.
         let used: Vec<&String> = meta.parts.iter().map(|p| &p.cap).collect();

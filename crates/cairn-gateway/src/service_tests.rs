@@ -517,6 +517,120 @@ async fn two_gateways_share_an_account_and_concurrent_puts_keep_one_winner() {
     assert_eq!(via_other.output.content_length, Some(seen.len() as i64));
 }
 
+/// A PUT or CompleteMultipartUpload with `If-None-Match: *` or `If-Match`.
+fn conditional_put(key: &str, data: &[u8], if_match: Option<&str>, create: bool) -> PutObjectInput {
+    PutObjectInput {
+        bucket: "cond".into(),
+        key: key.into(),
+        body: Some(blob(data)),
+        if_match: if_match.map(|e| ETagCondition::ETag(ETag::Strong(e.into()))),
+        if_none_match: create.then_some(ETagCondition::Any),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn conditional_writes_create_only_or_replace_only_the_etag_read() {
+    let h = Harness::new().await;
+    h.bucket("cond").await;
+    let put = |input| h.gw.put_object(req(input));
+    // Create only: the first write wins, the second is refused and stores
+    // nothing.
+    put(conditional_put("once", b"first", None, true))
+        .await
+        .unwrap();
+    let e = put(conditional_put("once", b"second", None, true))
+        .await
+        .unwrap_err();
+    assert_eq!(code(e), "PreconditionFailed");
+    assert_eq!(h.get("cond", "once", None).await.unwrap(), b"first");
+    assert_eq!(h.stored(), 1);
+    // Replace only the version read (its ETag).
+    let first = h.put("cond", "k", b"one").await.unwrap();
+    let e = put(conditional_put(
+        "k",
+        b"two",
+        Some("0123456789abcdef0123456789abcdef"),
+        false,
+    ))
+    .await
+    .unwrap_err();
+    assert_eq!(code(e), "PreconditionFailed");
+    put(conditional_put(
+        "k",
+        b"two",
+        Some(first.trim_matches('"')),
+        false,
+    ))
+    .await
+    .unwrap();
+    assert_eq!(h.get("cond", "k", None).await.unwrap(), b"two");
+    let e = put(conditional_put("absent", b"x", Some(&first), false))
+        .await
+        .unwrap_err();
+    assert_eq!(code(e), "NoSuchKey");
+
+    // The check that counts is made at the index write, on the key's entry
+    // read afresh: here the gateway's cache says the key is free (it read
+    // the shard just before), but a second gateway wrote it meanwhile.
+    let dir2 = tempfile::tempdir().unwrap();
+    let other = gateway(&h.api, h.seed, dir2.path());
+    assert!(h.get("cond", "late", None).await.is_err());
+    other
+        .put_object(req(PutObjectInput {
+            bucket: "cond".into(),
+            key: "late".into(),
+            body: Some(blob(b"from the other gateway")),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    let before = h.stored();
+    let e = put(conditional_put("late", b"mine", None, true))
+        .await
+        .unwrap_err();
+    assert_eq!(code(e), "PreconditionFailed");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(h.stored(), before, "the refused write's data was removed");
+
+    // A multipart upload completed with If-None-Match over an object is
+    // refused and stays open, to be aborted or completed otherwise.
+    let id = h.create_upload("cond", "once").await;
+    let etag =
+        h.gw.upload_part(req(UploadPartInput {
+            bucket: "cond".into(),
+            key: "once".into(),
+            upload_id: id.clone(),
+            part_number: 1,
+            body: Some(blob(b"part")),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .output
+        .e_tag
+        .unwrap()
+        .value()
+        .to_string();
+    let complete = |create: bool| CompleteMultipartUploadInput {
+        bucket: "cond".into(),
+        key: "once".into(),
+        upload_id: id.clone(),
+        multipart_upload: completed(&[(1, &etag)]),
+        if_none_match: create.then_some(ETagCondition::Any),
+        ..Default::default()
+    };
+    let e =
+        h.gw.complete_multipart_upload(req(complete(true)))
+            .await
+            .unwrap_err();
+    assert_eq!(code(e), "PreconditionFailed");
+    h.gw.complete_multipart_upload(req(complete(false)))
+        .await
+        .unwrap();
+    assert_eq!(h.get("cond", "once", None).await.unwrap(), b"part");
+}
+
 /// A write through one gateway that another gateway's write (which did
 /// not see it) beat is found out when it is settled, and its data removed.
 #[tokio::test]
