@@ -967,6 +967,8 @@ pub fn action_of(op: &str, version: bool) -> (String, bool) {
         "GetObjectTagging" if version => object("GetObjectVersionTagging"),
         "PutObjectTagging" if version => object("PutObjectVersionTagging"),
         "DeleteObjectTagging" if version => object("DeleteObjectVersionTagging"),
+        "GetObjectAcl" if version => object("GetObjectVersionAcl"),
+        "PutObjectAcl" if version => object("PutObjectVersionAcl"),
         "GetObject" | "HeadObject" => object("GetObject"),
         "PutObject"
         | "CopyObject"

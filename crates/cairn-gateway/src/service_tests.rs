@@ -2252,6 +2252,64 @@ async fn versions(h: &Harness, max: i32) -> Vec<(String, String, bool, bool)> {
 }
 
 #[tokio::test]
+async fn a_write_that_beats_the_first_enablings_copy_keeps_the_null_version() {
+    let h = Harness::new().await;
+    h.bucket("ver").await;
+    h.put("ver", "k", b"before").await.unwrap();
+    h.put("ver", "gone", b"deleted after").await.unwrap();
+    // Versioning is on, but the first enabling's copy of the current
+    // objects has not reached these keys yet (the setting is stored first).
+    h.gw.set_bucket_setting(
+        "ver",
+        Some(crate::meta::BucketVersioning {
+            version: crate::meta::META_VERSION,
+            created_at_ms: 0,
+            enabled: true,
+        }),
+    )
+    .await
+    .unwrap();
+    h.put("ver", "k", b"after").await.unwrap();
+    h.gw.delete_object(req(DeleteObjectInput {
+        bucket: "ver".into(),
+        key: "gone".into(),
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    // Both null versions are kept, data and all.
+    assert_eq!(get_version(&h, "k", "null").await.unwrap(), b"before");
+    assert_eq!(
+        get_version(&h, "gone", "null").await.unwrap(),
+        b"deleted after"
+    );
+    assert_eq!(h.get("ver", "k", None).await.unwrap(), b"after");
+    let listed = versions(&h, 1000).await;
+    let of = |key: &str| -> Vec<(String, bool, bool)> {
+        listed
+            .iter()
+            .filter(|v| v.0 == key)
+            .map(|v| (v.1.clone(), v.2, v.3))
+            .collect()
+    };
+    assert_eq!(of("k").len(), 2, "{listed:?}");
+    assert!(
+        of("k").contains(&("null".into(), false, false)),
+        "{listed:?}"
+    );
+    assert_eq!(of("gone").len(), 2, "{listed:?}");
+    assert!(
+        of("gone").contains(&("null".into(), false, false)),
+        "{listed:?}"
+    );
+    assert!(
+        of("gone").iter().any(|v| v.1 && v.2),
+        "a current marker: {listed:?}"
+    );
+    assert_eq!(h.stored(), 3);
+}
+
+#[tokio::test]
 async fn versioning_keeps_every_version_until_it_is_deleted_by_id() {
     let h = Harness::new().await;
     h.bucket("ver").await;
@@ -2689,11 +2747,14 @@ async fn noncurrent_versions_are_tagged_by_version_id() {
         .map(|v| v.1)
         .collect();
     assert_eq!(ids, [v5, v4, v3, "null".to_string()], "only v1 expired");
-    // Policies name tagging by version id as its own actions, as S3 does.
+    // Policies name tagging and ACLs by version id as their own actions,
+    // as S3 does.
     for (op, action) in [
         ("GetObjectTagging", "s3:GetObjectVersionTagging"),
         ("PutObjectTagging", "s3:PutObjectVersionTagging"),
         ("DeleteObjectTagging", "s3:DeleteObjectVersionTagging"),
+        ("GetObjectAcl", "s3:GetObjectVersionAcl"),
+        ("PutObjectAcl", "s3:PutObjectVersionAcl"),
     ] {
         assert_eq!(
             crate::access::action_of(op, true),

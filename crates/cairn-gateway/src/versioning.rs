@@ -45,8 +45,11 @@
 //!
 //! Concurrent writes of one key through two gateways both become versions;
 //! the current one is the index's last-writer-wins winner, which lists as
-//! `IsLatest`. A write racing the very first enabling may miss the copy
-//! of its key's `null` version.
+//! `IsLatest`. A write (or delete marker) over a `null` version, with
+//! versioning Enabled, first makes sure that version is in the versions
+//! namespace: the first enabling copies current objects in window by
+//! window, and a write that beats the copy to its key would otherwise
+//! leave the `null` version in neither place.
 
 use std::time::Duration;
 
@@ -257,6 +260,9 @@ impl Gateway {
     ) -> Result<(), GatewayError> {
         let replaced = if mode == Versioning::Enabled {
             meta.version_id = Some(new_version_id(meta.last_modified_ms));
+            if let Some(null) = previous.filter(|p| p.version_id.is_none() && !p.delete_marker) {
+                self.keep_null_version(bucket, key, &null).await?;
+            }
             None
         } else {
             meta.version_id = None;
@@ -271,6 +277,39 @@ impl Gateway {
             let mine: Vec<String> = meta.parts.iter().map(|p| p.cap.clone()).collect();
             self.forget_data(bucket, old, &mine);
         }
+        Ok(())
+    }
+
+    /// Copies `null`, the key's current `null` version about to become
+    /// noncurrent, into the versions namespace unless it is there already
+    /// (the first enabling's copy may not have reached the key yet).
+    async fn keep_null_version(
+        &self,
+        bucket: &str,
+        key: &str,
+        null: &ObjectMeta,
+    ) -> Result<(), GatewayError> {
+        let k = version_key(key, NULL_VERSION);
+        let name = std::str::from_utf8(&k)
+            .map_err(|_| GatewayError::InvalidArgument("a key must be UTF-8".into()))?;
+        if self.idx.get(&versions_ns(bucket), name).await?.is_some() {
+            return Ok(());
+        }
+        // The entry as stored (naming the same part lists, as the first
+        // enabling's copy does), if it is still that version.
+        let Some(raw) = self.idx.get(&objects_ns(bucket), key).await? else {
+            return Ok(());
+        };
+        let entry: ObjectMeta = meta::decode(&raw)?;
+        if entry.version_id.is_some()
+            || entry.delete_marker
+            || meta::generation(&entry) != meta::generation(null)
+        {
+            return Ok(());
+        }
+        self.idx
+            .write(&versions_ns(bucket), bucket, &[(k, Some(raw))])
+            .await?;
         Ok(())
     }
 
