@@ -12,9 +12,11 @@
 //!
 //! **Principals.** `"*"` (or `{"AWS": "*"}`) is everyone; `{"AWS": …}`
 //! names access key ids of the gateway (a bare id, or an ARN's last
-//! part); `{"CanonicalUser": id}` with the account's canonical id (the
-//! owner id ListBuckets and GetBucketAcl report) names every key of the
-//! account, and with any other id no one. `Service` and `Federated`
+//! part), or a whole account by its root ARN (`arn:aws:iam::ID:root`) or
+//! bare id; `{"CanonicalUser": id}` names an account too. The account's
+//! id is its canonical id (the owner id ListBuckets and GetBucketAcl
+//! report): it names every key of the account; any other account id
+//! (such as a 12-digit AWS one) names no one. `Service` and `Federated`
 //! principals name identities that cannot exist here (no AWS service and
 //! no federated user ever signs a request to the gateway): they are
 //! accepted and match no request, so an `Allow` for them grants nothing
@@ -648,12 +650,13 @@ fn principals(v: &Json, account: &str) -> Result<Principals, GatewayError> {
         }
         match kind.as_str() {
             "AWS" => {
-                anyone |= ids.iter().any(|i| i == "*");
-                // An ARN's last part, or a bare id, names an access key.
-                keys.extend(
-                    ids.iter()
-                        .map(|i| i.rsplit(['/', ':']).next().unwrap_or(i).to_string()),
-                );
+                for id in &ids {
+                    match aws_principal(id, account) {
+                        AwsPrincipal::Anyone => anyone = true,
+                        AwsPrincipal::Account(ours) => whole_account |= ours,
+                        AwsPrincipal::Key(k) => keys.push(k),
+                    }
+                }
             }
             // The account's id is hex; any case names it.
             "CanonicalUser" => whole_account |= ids.iter().any(|i| i.eq_ignore_ascii_case(account)),
@@ -674,6 +677,40 @@ fn principals(v: &Json, account: &str) -> Result<Principals, GatewayError> {
     } else {
         Principals::Keys(keys)
     })
+}
+
+/// What one `{"AWS": …}` principal names.
+#[derive(Debug, PartialEq, Eq)]
+enum AwsPrincipal {
+    /// `"*"`.
+    Anyone,
+    /// An account (`arn:aws:iam::ID:root`, or a bare account id): this
+    /// account (true) or one that does not exist here (false).
+    Account(bool),
+    /// An access key of the gateway.
+    Key(String),
+}
+
+/// Reads one `{"AWS": …}` principal. IAM names a whole account by its root
+/// ARN or bare id; here the account's id is its canonical id (hex, any
+/// case), and a 12-digit AWS account id can only be another account. A
+/// user ARN (`arn:aws:iam::ID:user/KEY`), or any other ARN, names the
+/// access key in its last part, as does a bare key id.
+fn aws_principal(id: &str, account: &str) -> AwsPrincipal {
+    if id == "*" {
+        return AwsPrincipal::Anyone;
+    }
+    let is_account = |a: &str| a.eq_ignore_ascii_case(account);
+    let aws_account_id = |a: &str| a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit());
+    if let Some(rest) = id.strip_prefix("arn:aws:iam::")
+        && let Some((acct, "root")) = rest.split_once(':')
+    {
+        return AwsPrincipal::Account(is_account(acct));
+    }
+    if is_account(id) || aws_account_id(id) {
+        return AwsPrincipal::Account(is_account(id));
+    }
+    AwsPrincipal::Key(id.rsplit(['/', ':']).next().unwrap_or(id).to_string())
 }
 
 /// A `Condition` element: `{operator: {key: value or [values]}}`;
@@ -1583,6 +1620,31 @@ mod tests {
             assert!(get(&policy(p, "Deny"), Who::Key("CK1")), "{p}");
             assert!(!is_public(&policy(p, "Allow")), "{p}");
         }
+        // The account's root ARN or bare id names the account too; another
+        // account's names no one here; a user ARN names its access key.
+        for me in [
+            format!(r#"{{"AWS": "arn:aws:iam::{ACCOUNT}:root"}}"#),
+            format!(r#"{{"AWS": ["{}"]}}"#, ACCOUNT.to_uppercase()),
+        ] {
+            let deny = policy(&me, "Deny");
+            assert_eq!(deny.statements[0].principals, Principals::Account, "{me}");
+            assert!(!get(&deny, Who::Key("CK9")), "{me}");
+        }
+        for other in [
+            r#"{"AWS": "arn:aws:iam::123456789012:root"}"#,
+            r#"{"AWS": "123456789012"}"#,
+        ] {
+            let deny = policy(other, "Deny");
+            assert_eq!(
+                deny.statements[0].principals,
+                Principals::Keys(vec![]),
+                "{other}"
+            );
+            assert!(get(&deny, Who::Key("CK1")), "{other}");
+        }
+        let user = policy(r#"{"AWS": "arn:aws:iam::123456789012:user/CK1"}"#, "Deny");
+        assert!(!get(&user, Who::Key("CK1")));
+        assert!(get(&user, Who::Key("CK2")));
         // A mixed map is the union of its types.
         let mixed = r#"{"AWS": "CK1", "Service": "s3.amazonaws.com"}"#;
         let deny = policy(mixed, "Deny");

@@ -127,7 +127,7 @@
 //!   condition keys AWS documents (organizations, VPCs, MFA, object tags,
 //!   …) are accepted and always missing, as AWS treats a key a request
 //!   lacks; an undocumented key is `MalformedPolicy`. `CanonicalUser`
-//!   principals name the account (its owner id); `Service` and
+//!   principals and `AWS` root ARNs name the account (its owner id); `Service` and
 //!   `Federated` ones match no request. See [`access`].
 //! - Lifecycle rules expire objects (after days, rounded to midnight UTC as
 //!   in S3, or from a date; by prefix, tags and size) and abort incomplete
