@@ -77,8 +77,8 @@
 //!
 //! # Limits (and what is unfinished)
 //! - The gateway speaks plain HTTP unless given a certificate and key
-//!   (`--tls-cert`, `--tls-key`), then HTTPS only ([`tls`]); bucket
-//!   policies see which as `aws:SecureTransport`.
+//!   (`--tls-cert`, `--tls-key`, re-read when they change), then HTTPS
+//!   only ([`tls`]); bucket policies see which as `aws:SecureTransport`.
 //! - An object or part is at most [`MAX_OBJECT_BYTES`] (5 GiB).
 //! - A bucket is not bounded by one index: each namespace above is a tree
 //!   of index shards ([`cairn_core::shard`]) that splits into 16 when a
@@ -215,6 +215,8 @@ pub struct Config {
     pub web_domain: Option<String>,
     /// Serve HTTPS with this certificate (none: plain HTTP).
     pub tls: Option<tls::Tls>,
+    /// How often the certificate's files are checked for a renewal.
+    pub tls_check: Duration,
 }
 
 impl Config {
@@ -233,6 +235,7 @@ impl Config {
             split: cairn_core::shard::SplitRule::DEFAULT,
             web_domain: None,
             tls: None,
+            tls_check: Duration::from_secs(30),
         }
     }
 }
@@ -342,6 +345,11 @@ impl Started {
             self.config.upload_max_age,
         ));
         let flusher = tokio::spawn(flush_cache(self.gateway.clone()));
+        let renewals = self
+            .config
+            .tls
+            .as_ref()
+            .map(|t| t.watch(self.config.tls_check));
         server::serve(
             self.listener,
             self.config.tls.clone(),
@@ -353,6 +361,9 @@ impl Started {
         .await;
         maintenance.abort();
         flusher.abort();
+        if let Some(r) = renewals {
+            r.abort();
+        }
         if let Err(e) = self.gateway.idx.flush().await {
             tracing::warn!("writing the index cache at shutdown failed: {e}");
         }

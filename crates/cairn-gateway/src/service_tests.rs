@@ -1044,7 +1044,7 @@ fn self_signed(
 }
 
 #[tokio::test]
-async fn the_server_speaks_tls_with_its_certificate_and_drops_silent_handshakes() {
+async fn the_server_speaks_tls_drops_silent_handshakes_and_reloads_renewed_certificates() {
     use futures::{AsyncReadExt as _, AsyncWriteExt as _};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio_util::compat::TokioAsyncReadCompatExt;
@@ -1067,6 +1067,7 @@ async fn the_server_speaks_tls_with_its_certificate_and_drops_silent_handshakes(
     );
     config.limits.header_timeout = Duration::from_millis(500);
     config.tls = Some(crate::tls::Tls::from_pem_files(&cert, &key).unwrap());
+    config.tls_check = Duration::from_millis(100);
     let started = crate::start(config).await.unwrap();
     assert_eq!(started.scheme, "https");
     let addr = started.addr;
@@ -1076,19 +1077,24 @@ async fn the_server_speaks_tls_with_its_certificate_and_drops_silent_handshakes(
     }));
 
     // A client that trusts the certificate gets S3 answers over TLS.
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(der).unwrap();
-    let client = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let connector = futures_rustls::TlsConnector::from(Arc::new(client));
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
-    let mut tls = connector.connect(name, tcp.compat()).await.unwrap();
+    let trusting = |der: rustls::pki_types::CertificateDer<'static>| {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(der).unwrap();
+        let client = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        futures_rustls::TlsConnector::from(Arc::new(client))
+    };
+    let handshake = |connector: futures_rustls::TlsConnector| async move {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        connector.connect(name, tcp.compat()).await
+    };
+    let mut tls = handshake(trusting(der.clone())).await.unwrap();
     tls.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
         .unwrap();
@@ -1123,6 +1129,22 @@ async fn the_server_speaks_tls_with_its_certificate_and_drops_silent_handshakes(
         .expect("the gateway gives up on a silent handshake")
         .unwrap_or(0);
     assert_eq!(n, 0);
+
+    // A renewed certificate (new files) is served without a restart.
+    let renewed = tempfile::tempdir().unwrap();
+    let (der2, cert2, key2) = self_signed(renewed.path());
+    std::fs::copy(&key2, &key).unwrap();
+    std::fs::copy(&cert2, &cert).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while handshake(trusting(der2.clone())).await.is_err() {
+        assert!(tokio::time::Instant::now() < deadline, "not reloaded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(handshake(trusting(der.clone())).await.is_err());
+    // A broken renewal keeps the pair that works.
+    std::fs::write(&cert, "-----BEGIN CERTIFICATE-----\nhalf").unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(handshake(trusting(der2)).await.is_ok());
     let _ = stop_tx.send(());
 }
 

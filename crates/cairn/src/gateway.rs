@@ -60,7 +60,8 @@ pub struct S3Args {
     #[arg(long, default_value = "web.localhost")]
     pub web_domain: String,
     /// Serve HTTPS with this PEM certificate chain (leaf first); needs
-    /// --tls-key. Without it the gateway speaks plain HTTP, which is for
+    /// --tls-key. Both files are re-read when they change (renewals need
+    /// no restart). Without it the gateway speaks plain HTTP, which is for
     /// loopback or behind a TLS proxy.
     #[arg(long, requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
