@@ -340,6 +340,19 @@ impl Harness {
     }
 }
 
+/// A tag set as S3 sends it.
+fn tagging_of(tags: &[(&str, &str)]) -> Tagging {
+    Tagging {
+        tag_set: tags
+            .iter()
+            .map(|(k, v)| Tag {
+                key: Some(k.to_string()),
+                value: Some(v.to_string()),
+            })
+            .collect(),
+    }
+}
+
 fn req<T>(input: T) -> S3Request<T> {
     S3Request {
         input,
@@ -596,22 +609,7 @@ async fn conditional_writes_create_only_or_replace_only_the_etag_read() {
     // A multipart upload completed with If-None-Match over an object is
     // refused and stays open, to be aborted or completed otherwise.
     let id = h.create_upload("cond", "once").await;
-    let etag =
-        h.gw.upload_part(req(UploadPartInput {
-            bucket: "cond".into(),
-            key: "once".into(),
-            upload_id: id.clone(),
-            part_number: 1,
-            body: Some(blob(b"part")),
-            ..Default::default()
-        }))
-        .await
-        .unwrap()
-        .output
-        .e_tag
-        .unwrap()
-        .value()
-        .to_string();
+    let etag = upload_part_to(&h, ("cond", "once"), &id, 1, b"part").await;
     let complete = |create: bool| CompleteMultipartUploadInput {
         bucket: "cond".into(),
         key: "once".into(),
@@ -675,9 +673,20 @@ async fn a_write_that_lost_to_another_gateway_is_settled_later() {
 }
 
 async fn upload_part(h: &Harness, id: &str, n: i32, data: &[u8]) -> String {
+    upload_part_to(h, ("mpu", "big"), id, n, data).await
+}
+
+/// Uploads part `n` of upload `id` of `(bucket, key)`; returns its ETag.
+async fn upload_part_to(
+    h: &Harness,
+    (bucket, key): (&str, &str),
+    id: &str,
+    n: i32,
+    data: &[u8],
+) -> String {
     h.gw.upload_part(req(UploadPartInput {
-        bucket: "mpu".into(),
-        key: "big".into(),
+        bucket: bucket.into(),
+        key: key.into(),
         upload_id: id.into(),
         part_number: n,
         body: Some(blob(data)),
@@ -1587,15 +1596,7 @@ impl Harness {
             .put_object_tagging(req(PutObjectTaggingInput::builder()
                 .bucket(bucket.into())
                 .key(key.into())
-                .tagging(Tagging {
-                    tag_set: tags
-                        .iter()
-                        .map(|(k, v)| Tag {
-                            key: Some(k.to_string()),
-                            value: Some(v.to_string()),
-                        })
-                        .collect(),
-                })
+                .tagging(tagging_of(tags))
                 .build()
                 .unwrap()))
             .await?;
@@ -1731,21 +1732,8 @@ async fn objects_keep_tags_through_puts_copies_and_uploads() {
         .output
         .upload_id
         .unwrap();
-    let e =
-        h.gw.upload_part(req(UploadPartInput {
-            bucket: "tags".into(),
-            key: "mpu".into(),
-            upload_id: id.clone(),
-            part_number: 1,
-            body: Some(blob(b"only part")),
-            ..Default::default()
-        }))
-        .await
-        .unwrap()
-        .output
-        .e_tag
-        .unwrap();
-    h.complete("tags", "mpu", id, &[(1, e.value())]).await;
+    let e = upload_part_to(&h, ("tags", "mpu"), &id, 1, b"only part").await;
+    h.complete("tags", "mpu", id, &[(1, &e)]).await;
     assert_eq!(
         h.tags("tags", "mpu").await.unwrap(),
         pairs(&[("stage", "final")])
@@ -2519,15 +2507,7 @@ async fn set_version_tags(
     let mut input = PutObjectTaggingInput::builder()
         .bucket("ver".into())
         .key(key.into())
-        .tagging(Tagging {
-            tag_set: tags
-                .iter()
-                .map(|(k, v)| Tag {
-                    key: Some(k.to_string()),
-                    value: Some(v.to_string()),
-                })
-                .collect(),
-        })
+        .tagging(tagging_of(tags))
         .build()
         .unwrap();
     input.version_id = Some(version.into());
