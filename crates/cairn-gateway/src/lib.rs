@@ -121,11 +121,17 @@
 //!   `BinaryEquals` and `Null` operators, `…IfExists`,
 //!   `ForAnyValue:`/`ForAllValues:`) over the keys in [`access::KEYS`]
 //!   (client address, time, user agent, referer, principal, listing
-//!   prefix, version id, signature type and age, request headers); policy
-//!   variables (`${aws:username}`, `${s3:prefix}`, defaults, `${*}`) in
-//!   resources and string conditions, filled in per request. The other
-//!   condition keys AWS documents (organizations, VPCs, MFA, object tags,
-//!   …) are accepted and always missing, as AWS treats a key a request
+//!   prefix, version id, signature type and age, request headers) and
+//!   [`access::KEY_PREFIXES`] (object tags: `s3:RequestObjectTag/…` and
+//!   `s3:RequestObjectTagKeys` from `x-amz-tagging`, not from
+//!   PutObjectTagging's body, which s3s reads after the access check;
+//!   `s3:ExistingObjectTag/…` read from the index for object reads,
+//!   tagging and ACL requests, copy sources and website reads, only when
+//!   the policy names such a key); policy variables (`${aws:username}`,
+//!   `${s3:prefix}`, defaults, `${*}`) in resources and string conditions,
+//!   filled in per request. The other condition keys AWS documents
+//!   (organizations, VPCs, MFA, principal and bucket tags, …) are accepted
+//!   and always missing, as AWS treats a key a request
 //!   lacks; an undocumented key is `MalformedPolicy`. `CanonicalUser`
 //!   principals name the account (its owner id); `Service` and
 //!   `Federated` ones match no request. See [`access`].

@@ -3190,7 +3190,7 @@ async fn bucket_policies_decide_by_object_tags() {
     h.gw.put_bucket_policy(req(PutBucketPolicyInput {
         bucket: "tagged".into(),
         policy: r#"{"Version": "2012-10-17", "Statement": [
-            {"Effect": "Deny", "Principal": "*", "Action": "s3:GetObject",
+            {"Effect": "Deny", "Principal": "*", "Action": ["s3:GetObject", "s3:GetObjectVersion"],
              "Resource": "arn:aws:s3:::tagged/*",
              "Condition": {"StringEquals": {"s3:ExistingObjectTag/classification": "secret"}}},
             {"Effect": "Deny", "Principal": "*", "Action": "s3:PutObject",
@@ -3207,12 +3207,13 @@ async fn bucket_policies_decide_by_object_tags() {
         for (k, v) in headers {
             map.insert(*k, v.parse().unwrap());
         }
+        // `key?versionId=…` names a version.
         let uri: hyper::Uri = format!("/tagged/{key}").parse().unwrap();
         let r = crate::AccessRequest {
             op,
             key_id: Some("CK"),
             bucket: Some("tagged"),
-            key: Some(key),
+            key: Some(key.split('?').next().unwrap_or(key)),
             headers: &map,
             uri: &uri,
             client: None,
@@ -3225,6 +3226,16 @@ async fn bucket_policies_decide_by_object_tags() {
     let denied = Err("AccessDenied".to_string());
     assert_eq!(decide("GetObject", "secret", &[]).await, denied);
     assert_eq!(decide("HeadObject", "secret", &[]).await, denied);
+    assert_eq!(
+        decide("GetObject", "secret?versionId=null", &[]).await,
+        denied
+    );
+    assert_eq!(decide("GetObjectAcl", "secret", &[]).await, Ok(()));
+    // An unknown version has no tags (the read fails with NoSuchVersion).
+    assert_eq!(
+        decide("GetObject", "secret?versionId=v9", &[]).await,
+        Ok(())
+    );
     assert_eq!(decide("GetObject", "public", &[]).await, Ok(()));
     assert_eq!(decide("GetObject", "untagged", &[]).await, Ok(()));
     // No object, no tags: the read fails on its own with NoSuchKey.
