@@ -40,10 +40,11 @@
 //! - `s3:ExistingObjectTag/<tag>` are the tags of the object (or the
 //!   version `versionId` names) that an object read or tagging or ACL
 //!   request acts on (GetObject, HeadObject, Get/Put/DeleteObjectTagging,
-//!   Get/PutObjectAcl), and of a copy's source for its read. Reading them
-//!   costs index reads, so the access check does it only when the
-//!   bucket's policy names such a key ([`Policy::uses_key_prefix`]); an
-//!   object that does not exist has none (its request fails anyway).
+//!   Get/PutObjectAcl), of a copy's source for its read, and of the
+//!   objects a bucket website serves. Reading them costs index reads, so
+//!   the access check does it only when the bucket's policy names such a
+//!   key ([`Policy::uses_key_prefix`]); an object that does not exist has
+//!   none (its request fails anyway).
 //!
 //! Tag keys are matched case-insensitively, as every condition key is.
 //! Every other key AWS documents for S3 requests ([`MISSING_KEYS`], and
