@@ -437,7 +437,25 @@ def test_bucket_policy_conditions_and_not_elements():
     expect_error(lambda: anon.get_object(Bucket=b, Key=f"home/{KEY_ID}/notes"), {"AccessDenied"}, {403})
     expect_error(lambda: anon.put_object(Bucket=b, Key="home/Anonymous/x", Body=b"x"), {"AccessDenied"}, {403})
     S3.delete_object(Bucket=b, Key=f"home/{KEY_ID}/notes")
+    # Object tags: no reading objects tagged secret (by the tags they have
+    # now), and no writes without team=storage in x-amz-tagging.
     S3.delete_bucket_policy(Bucket=b)
+    S3.put_object(Bucket=b, Key="tags/secret", Body=b"s", Tagging="classification=secret")
+    S3.put_object(Bucket=b, Key="tags/public", Body=b"p", Tagging="classification=public")
+    put([{"Effect": "Deny", "Principal": "*", "Action": "s3:GetObject", "Resource": f"{arn}/tags/*",
+          "Condition": {"StringEquals": {"s3:ExistingObjectTag/classification": "secret"}}},
+         {"Effect": "Deny", "Principal": "*", "Action": "s3:PutObject", "Resource": f"{arn}/tags/*",
+          "Condition": {"StringNotEquals": {"s3:RequestObjectTag/team": "storage"}}}])
+    expect_error(lambda: S3.get_object(Bucket=b, Key="tags/secret"), {"AccessDenied"}, {403})
+    assert S3.get_object(Bucket=b, Key="tags/public")["Body"].read() == b"p"
+    S3.put_object_tagging(Bucket=b, Key="tags/public",
+                          Tagging={"TagSet": [{"Key": "classification", "Value": "secret"}]})
+    expect_error(lambda: S3.get_object(Bucket=b, Key="tags/public"), {"AccessDenied"}, {403})
+    expect_error(lambda: S3.put_object(Bucket=b, Key="tags/new", Body=b"n"), {"AccessDenied"}, {403})
+    S3.put_object(Bucket=b, Key="tags/new", Body=b"n", Tagging="team=storage&x=a%20b")
+    S3.delete_bucket_policy(Bucket=b)
+    for k in ["tags/secret", "tags/public", "tags/new"]:
+        S3.delete_object(Bucket=b, Key=k)
     for k in ["docs/a.txt", "docs/c.txt", "logs/1", "home/Anonymous/readme"]:
         S3.delete_object(Bucket=b, Key=k)
 

@@ -29,21 +29,41 @@
 //! `ForAnyValue:` and `ForAllValues:` qualify multi-valued keys;
 //! `BinaryEquals` compares the key's bytes with base64 values.
 //!
-//! **Condition keys.** The gateway knows [`KEYS`] of a request (each
-//! present when the request carries it). Every other key AWS documents
-//! for S3 requests ([`MISSING_KEYS`], and tag keys such as
-//! `aws:PrincipalTag/team` or `s3:ExistingObjectTag/team`,
+//! **Condition keys.** The gateway knows [`KEYS`] of a request, and the
+//! object tag keys [`KEY_PREFIXES`] (each present when the request
+//! carries it):
+//! - `s3:RequestObjectTag/<tag>` and `s3:RequestObjectTagKeys` (every tag
+//!   key, multi-valued: use `ForAnyValue:`/`ForAllValues:`) are the tags a
+//!   write sets in its `x-amz-tagging` header: PutObject,
+//!   CreateMultipartUpload, and CopyObject with
+//!   `x-amz-tagging-directive: REPLACE`. PutObjectTagging sends its tags
+//!   in its XML body, which s3s reads only after the access check (the
+//!   check sees headers, never the body), so for it they are missing.
+//! - `s3:ExistingObjectTag/<tag>` are the tags of the object (or the
+//!   version `versionId` names) that an object read or tagging or ACL
+//!   request acts on (GetObject, HeadObject, Get/Put/DeleteObjectTagging,
+//!   Get/PutObjectAcl), of a copy's source for its read, and of the
+//!   objects a bucket website serves. Reading them costs index reads, so
+//!   the access check does it only when the bucket's policy names such a
+//!   key ([`Policy::uses_key_prefix`]); an object that does not exist has
+//!   none (its request fails anyway).
+//!
+//! Tag keys are matched case-insensitively, as every condition key is.
+//! Every other key AWS documents for S3 requests ([`MISSING_KEYS`], and
+//! tag keys such as `aws:PrincipalTag/team` or `s3:BucketTag/team`,
 //! [`MISSING_KEY_PREFIXES`]) is accepted and always missing: Cairn has no
-//! organizations, roles, sessions, MFA, VPCs or regions, and its access
-//! check reads no object tags. A missing key makes a condition false,
-//! except that a negated operator (`StringNotEquals`, `StringNotLike`,
-//! `NotIpAddress`, `ArnNotLike`, …) is true, `…IfExists` is true,
-//! `ForAllValues:` is true (all of none) and `Null: true` matches. So an
-//! `Allow` conditioned on `aws:PrincipalOrgID` grants nothing, and a
-//! `Deny` on `StringEquals` of `s3:ExistingObjectTag/…` never applies
-//! (one on `StringNotEquals` always does). A key AWS does not document,
-//! such as a typo, is refused with `MalformedPolicy` naming it: a `Deny`
-//! conditioned on a misspelt key would otherwise silently never apply.
+//! organizations, roles, sessions, MFA, VPCs or regions. A missing key
+//! makes a condition false, except that a negated operator
+//! (`StringNotEquals`, `StringNotLike`, `NotIpAddress`, `ArnNotLike`, …)
+//! is true, `…IfExists` is true, `ForAllValues:` is true (all of none)
+//! and `Null: true` matches. So an `Allow` conditioned on
+//! `aws:PrincipalOrgID` grants nothing, and a `Deny` on `StringEquals` of
+//! `aws:ResourceTag/…` never applies (one on `StringNotEquals` always
+//! does); likewise a `Deny` on `StringNotEquals` of
+//! `s3:RequestObjectTag/team` refuses every write that sets no such tag.
+//! A key AWS does not document, such as a typo, is refused with
+//! `MalformedPolicy` naming it: a `Deny` conditioned on a misspelt key
+//! would otherwise silently never apply.
 //!
 //! **Policy variables** ([`template`]): in a `"2012-10-17"` policy,
 //! `Resource` and `NotResource` patterns and the values of string and ARN
@@ -331,7 +351,19 @@ pub const KEYS: &[&str] = &[
     "s3:object-lock-mode",
     "s3:object-lock-retain-until-date",
     "s3:object-lock-legal-hold",
+    // The keys of the tags a write sets (`x-amz-tagging`): multi-valued.
+    "s3:requestobjecttagkeys",
 ];
+
+/// Prefixes of the tag keys the gateway knows (`s3:ExistingObjectTag/team`),
+/// with any tag name: see the module docs for which requests have them.
+pub const KEY_PREFIXES: &[&str] = &[EXISTING_OBJECT_TAG, REQUEST_OBJECT_TAG];
+
+/// The prefix of the keys of the tags of the object a request acts on.
+pub const EXISTING_OBJECT_TAG: &str = "s3:existingobjecttag/";
+
+/// The prefix of the keys of the tags a write sets.
+pub const REQUEST_OBJECT_TAG: &str = "s3:requestobjecttag/";
 
 /// The condition keys AWS documents for S3 requests that no request to the
 /// gateway ever has (lower case): accepted, and always missing.
@@ -389,9 +421,7 @@ pub const MISSING_KEYS: &[&str] = &[
     "aws:sourceorgid",
     "aws:sourceorgpaths",
     // S3: access points and grants, batch jobs, inventory, replication,
-    // accounts, regions, TLS (the gateway speaks plain HTTP), the tags a
-    // request sets (PutObjectTagging sends them in its body, which the
-    // access check does not read), and retention days.
+    // accounts, regions, the TLS version, and retention days.
     "s3:accessgrantscope",
     "s3:accessgrantsinstancearn",
     "s3:accessgrantslocationscope",
@@ -409,7 +439,6 @@ pub const MISSING_KEYS: &[&str] = &[
     "s3:resourceaccount",
     "s3:locationconstraint",
     "s3:tlsversion",
-    "s3:requestobjecttagkeys",
     "s3:object-lock-remaining-retention-days",
     "s3:x-amz-bucket-namespace",
 ];
@@ -420,8 +449,6 @@ pub const MISSING_KEY_PREFIXES: &[&str] = &[
     "aws:principaltag/",
     "aws:requesttag/",
     "aws:resourcetag/",
-    "s3:existingobjecttag/",
-    "s3:requestobjecttag/",
     "s3:buckettag/",
     "s3:accesspointtag/",
 ];
@@ -430,8 +457,9 @@ pub const MISSING_KEY_PREFIXES: &[&str] = &[
 pub fn known_key(key: &str) -> bool {
     KEYS.contains(&key)
         || MISSING_KEYS.contains(&key)
-        || MISSING_KEY_PREFIXES
+        || KEY_PREFIXES
             .iter()
+            .chain(MISSING_KEY_PREFIXES)
             .any(|p| key.strip_prefix(p).is_some_and(|tag| !tag.is_empty()))
 }
 
@@ -455,6 +483,46 @@ impl Context {
         self
     }
 
+    /// Sets `key` (any case) to several values (none: absent), as IAM's
+    /// multi-valued keys such as `s3:RequestObjectTagKeys`.
+    pub fn set_all(&mut self, key: &str, values: Vec<String>) -> &mut Self {
+        let key = key.to_ascii_lowercase();
+        if values.is_empty() {
+            self.values.remove(&key);
+        } else {
+            self.values.insert(key, values);
+        }
+        self
+    }
+
+    /// Adds the tags a write sets: `s3:RequestObjectTag/<key>` for each,
+    /// and their keys as `s3:RequestObjectTagKeys`.
+    pub fn set_request_tags(&mut self, tags: &[(String, String)]) -> &mut Self {
+        self.set_tags(REQUEST_OBJECT_TAG, tags);
+        self.set_all(
+            "s3:requestobjecttagkeys",
+            tags.iter().map(|(k, _)| k.clone()).collect(),
+        )
+    }
+
+    /// Adds the tags of the object a request acts on, as
+    /// `s3:ExistingObjectTag/<key>`.
+    pub fn set_existing_tags(&mut self, tags: &[(String, String)]) -> &mut Self {
+        self.set_tags(EXISTING_OBJECT_TAG, tags)
+    }
+
+    fn set_tags(&mut self, prefix: &str, tags: &[(String, String)]) -> &mut Self {
+        for (k, v) in tags {
+            // Condition keys are case-insensitive, tag keys are not: tags
+            // differing only in case share one key, with both values.
+            self.values
+                .entry(format!("{prefix}{}", k.to_ascii_lowercase()))
+                .or_default()
+                .push(v.clone());
+        }
+        self
+    }
+
     fn get(&self, key: &str) -> Option<&[String]> {
         self.values.get(key).map(Vec::as_slice)
     }
@@ -474,6 +542,21 @@ impl Context {
 pub struct Policy {
     /// The statements, in order.
     pub statements: Vec<Statement>,
+}
+
+impl Policy {
+    /// Whether any statement names a condition key starting with `prefix`
+    /// (lower case), in a condition or a policy variable: the access check
+    /// asks before paying for keys that cost reads
+    /// ([`EXISTING_OBJECT_TAG`]).
+    pub fn uses_key_prefix(&self, prefix: &str) -> bool {
+        self.statements.iter().any(|s| {
+            s.resources.iter().any(|r| r.mentions_prefix(prefix))
+                || s.conditions.iter().any(|c| {
+                    c.key.starts_with(prefix) || c.values.iter().any(|v| v.mentions_prefix(prefix))
+                })
+        })
+    }
 }
 
 /// Who sent a request.
@@ -1400,13 +1483,13 @@ mod tests {
         ));
         assert!(c(r#"{"Null": {"aws:TokenIssueTime": "true"}}"#));
         assert!(!c(r#"{"Null": {"aws:TokenIssueTime": "false"}}"#));
-        // A deny on a tag the gateway never reads: the positive form never
+        // A deny on a tag the gateway never has: the positive form never
         // refuses, the negated one always does.
         let text = |op: &str| {
             format!(
                 r#"{{"Version": "2012-10-17", "Statement": {{"Effect": "Deny", "Principal": "*",
                 "Action": "s3:GetObject", "Resource": "arn:aws:s3:::b/*",
-                "Condition": {{"{op}": {{"s3:ExistingObjectTag/class": "secret"}}}}}}}}"#
+                "Condition": {{"{op}": {{"aws:ResourceTag/class": "secret"}}}}}}}}"#
             )
         };
         let get = |op: &str| {
@@ -1422,6 +1505,83 @@ mod tests {
         };
         assert!(get("StringEquals"));
         assert!(!get("StringNotEquals"));
+    }
+
+    /// Object tags are condition keys when the request has them: request
+    /// tags one key each plus their keys (multi-valued), existing tags
+    /// one key each, all case-insensitive.
+    #[test]
+    fn object_tags_are_keys_when_the_request_has_them() {
+        let tags = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let mut cx = Context::new();
+        cx.set_request_tags(&tags(&[("Team", "storage"), ("env", "prod")]));
+        cx.set_existing_tags(&tags(&[("classification", "secret")]));
+        let c = |block: &str| holds(&condition(block), &cx);
+        assert!(c(
+            r#"{"StringEquals": {"s3:RequestObjectTag/team": "storage"}}"#
+        ));
+        assert!(c(
+            r#"{"StringEquals": {"s3:RequestObjectTag/Team": "storage"}}"#
+        ));
+        assert!(!c(
+            r#"{"StringNotEquals": {"s3:RequestObjectTag/team": "storage"}}"#
+        ));
+        assert!(!c(
+            r#"{"StringEquals": {"s3:RequestObjectTag/other": "x"}}"#
+        ));
+        assert!(c(
+            r#"{"ForAnyValue:StringEquals": {"s3:RequestObjectTagKeys": "env"}}"#
+        ));
+        assert!(c(
+            r#"{"ForAllValues:StringEquals": {"s3:RequestObjectTagKeys": ["Team", "env"]}}"#
+        ));
+        assert!(!c(
+            r#"{"ForAllValues:StringEquals": {"s3:RequestObjectTagKeys": ["env"]}}"#
+        ));
+        assert!(c(
+            r#"{"StringEquals": {"s3:ExistingObjectTag/classification": "secret"}}"#
+        ));
+        assert!(c(r#"{"Null": {"s3:ExistingObjectTag/team": "true"}}"#));
+        // No tags: the keys are absent, not empty.
+        let mut none = Context::new();
+        none.set_request_tags(&[]);
+        assert_eq!(none, Context::new());
+    }
+
+    /// Only a policy that names an existing-object tag makes the access
+    /// check read tags, whether in a condition key or a variable.
+    #[test]
+    fn policies_say_whether_they_use_a_key_prefix() {
+        let policy = |condition: &str, resource: &str| {
+            let text = format!(
+                r#"{{"Version": "2012-10-17", "Statement": {{"Effect": "Deny", "Principal": "*",
+                "Action": "s3:GetObject", "Resource": "{resource}", "Condition": {condition}}}}}"#
+            );
+            parse(&text, "b", ACCOUNT).unwrap()
+        };
+        let uses = |p: &Policy| p.uses_key_prefix(EXISTING_OBJECT_TAG);
+        assert!(uses(&policy(
+            r#"{"StringEquals": {"s3:ExistingObjectTag/Class": "secret"}}"#,
+            "arn:aws:s3:::b/*"
+        )));
+        assert!(uses(&policy(
+            r#"{"StringEquals": {"aws:username": "${s3:ExistingObjectTag/owner}"}}"#,
+            "arn:aws:s3:::b/*"
+        )));
+        assert!(uses(&policy(
+            "{}",
+            "arn:aws:s3:::b/${s3:ExistingObjectTag/dir}/*"
+        )));
+        assert!(!uses(&policy(
+            r#"{"StringEquals": {"s3:RequestObjectTag/class": "secret"}}"#,
+            "arn:aws:s3:::b/*"
+        )));
+        assert!(!uses(&policy("{}", "arn:aws:s3:::b/*")));
     }
 
     #[test]

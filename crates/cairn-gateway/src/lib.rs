@@ -121,11 +121,17 @@
 //!   `BinaryEquals` and `Null` operators, `…IfExists`,
 //!   `ForAnyValue:`/`ForAllValues:`) over the keys in [`access::KEYS`]
 //!   (client address, time, user agent, referer, principal, listing
-//!   prefix, version id, signature type and age, request headers); policy
-//!   variables (`${aws:username}`, `${s3:prefix}`, defaults, `${*}`) in
-//!   resources and string conditions, filled in per request. The other
-//!   condition keys AWS documents (organizations, VPCs, MFA, object tags,
-//!   …) are accepted and always missing, as AWS treats a key a request
+//!   prefix, version id, signature type and age, request headers) and
+//!   [`access::KEY_PREFIXES`] (object tags: `s3:RequestObjectTag/…` and
+//!   `s3:RequestObjectTagKeys` from `x-amz-tagging`, not from
+//!   PutObjectTagging's body, which s3s reads after the access check;
+//!   `s3:ExistingObjectTag/…` read from the index for object reads,
+//!   tagging and ACL requests, copy sources and website reads, only when
+//!   the policy names such a key); policy variables (`${aws:username}`,
+//!   `${s3:prefix}`, defaults, `${*}`) in resources and string conditions,
+//!   filled in per request. The other condition keys AWS documents
+//!   (organizations, VPCs, MFA, principal and bucket tags, …) are accepted
+//!   and always missing, as AWS treats a key a request
 //!   lacks; an undocumented key is `MalformedPolicy`. `CanonicalUser`
 //!   principals and `AWS` root ARNs name the account (its owner id); `Service` and
 //!   `Federated` ones match no request. See [`access`].
@@ -379,73 +385,197 @@ struct PolicyAccess(Arc<s3::Gateway>);
 #[async_trait::async_trait]
 impl s3s::access::S3Access for PolicyAccess {
     async fn check(&self, cx: &mut s3s::access::S3AccessContext<'_>) -> s3s::S3Result<()> {
-        use access::{Target, Who};
         use s3s::path::S3Path;
         let op = cx.s3_op().name().to_string();
         let key_id = cx.credentials().map(|c| c.access_key.clone());
-        let who = key_id.as_deref().map_or(Who::Anonymous, Who::Key);
-        let anonymous = key_id.is_none();
         let (bucket, key) = match cx.s3_path() {
             S3Path::Root => (None, None),
             S3Path::Bucket { bucket } => (Some(bucket.to_string()), None),
             S3Path::Object { bucket, key } => (Some(bucket.to_string()), Some(key.to_string())),
         };
-        let own_only = matches!(
-            op.as_str(),
-            "GetBucketPolicy" | "GetBucketPolicyStatus" | "PutBucketPolicy" | "DeleteBucketPolicy"
-        );
-        let copies = matches!(op.as_str(), "CopyObject" | "UploadPartCopy");
-        let refused = || -> s3s::S3Result<()> { Err(GatewayError::Anonymous.into()) };
-        let Some(bucket) = bucket.filter(|_| !own_only) else {
-            return if anonymous { refused() } else { Ok(()) };
-        };
-        if anonymous && copies {
-            return refused();
-        }
-        let version = cx
-            .uri()
-            .query()
-            .is_some_and(|q| q.split('&').any(|p| p.starts_with("versionId=")));
-        let (action, on_object) = access::action_of(&op, version);
-        let target = match key.as_deref() {
-            _ if op == "DeleteObjects" => Target::AnyObject,
-            Some(k) if on_object => Target::Object(k),
-            _ => Target::Bucket,
-        };
-        let policy = self.0.bucket_policy(&bucket).await?;
         let client = cx.extensions_mut().get::<server::ClientAddr>().copied();
-        let context = request_context(cx.headers(), cx.uri(), client, key_id.as_deref(), &op);
-        if !access::permits(policy.as_ref(), &bucket, who, &action, target, &context) {
-            if anonymous && policy.is_none() {
-                return refused();
-            }
-            return Err(GatewayError::Denied(format!(
-                "the policy of bucket {bucket:?} does not permit {action} here"
-            ))
-            .into());
-        }
-        let header = cx
-            .headers()
-            .get("x-amz-copy-source")
-            .and_then(|v| v.to_str().ok());
-        if copies && let Some((sb, sk)) = header.and_then(access::copy_source) {
-            let p = self.0.bucket_policy(&sb).await?;
-            let on_source = Target::Object(&sk);
-            // A copy of a named version reads it as GetObjectVersion.
-            let read = if header.is_some_and(|h| h.contains("?versionId=")) {
-                "s3:GetObjectVersion"
-            } else {
-                "s3:GetObject"
-            };
-            if !access::permits(p.as_ref(), &sb, who, read, on_source, &context) {
-                return Err(GatewayError::Denied(format!(
-                    "the policy of bucket {sb:?} does not permit {read} on the copy source"
-                ))
-                .into());
-            }
-        }
-        Ok(())
+        let request = AccessRequest {
+            op: &op,
+            key_id: key_id.as_deref(),
+            bucket: bucket.as_deref(),
+            key: key.as_deref(),
+            headers: cx.headers(),
+            uri: cx.uri(),
+            client,
+        };
+        Ok(authorize(&self.0, &request).await?)
     }
+}
+
+/// A request as the access check sees it: before its body is read.
+pub(crate) struct AccessRequest<'a> {
+    /// The S3 operation (`GetObject`).
+    pub op: &'a str,
+    /// The signing access key id (none: anonymous).
+    pub key_id: Option<&'a str>,
+    /// The bucket of the path, if any.
+    pub bucket: Option<&'a str>,
+    /// The object key of the path, if any.
+    pub key: Option<&'a str>,
+    /// The request's headers.
+    pub headers: &'a hyper::HeaderMap,
+    /// The request's URI.
+    pub uri: &'a hyper::Uri,
+    /// Who connected.
+    pub client: Option<server::ClientAddr>,
+}
+
+/// The operations on one object that have `s3:ExistingObjectTag/…`: the
+/// object's reads and its tagging and ACL requests, as in AWS.
+const EXISTING_TAG_OPS: &[&str] = &[
+    "GetObject",
+    "HeadObject",
+    "GetObjectTagging",
+    "PutObjectTagging",
+    "DeleteObjectTagging",
+    "GetObjectAcl",
+    "PutObjectAcl",
+];
+
+/// Decides request `r` with the policies of the buckets it touches (the
+/// access check of [`PolicyAccess`], apart so tests can call it).
+pub(crate) async fn authorize(gw: &s3::Gateway, r: &AccessRequest<'_>) -> Result<(), GatewayError> {
+    use access::{Target, Who};
+    let op = r.op;
+    let who = r.key_id.map_or(Who::Anonymous, Who::Key);
+    let anonymous = r.key_id.is_none();
+    let own_only = matches!(
+        op,
+        "GetBucketPolicy" | "GetBucketPolicyStatus" | "PutBucketPolicy" | "DeleteBucketPolicy"
+    );
+    let copies = matches!(op, "CopyObject" | "UploadPartCopy");
+    let Some(bucket) = r.bucket.filter(|_| !own_only) else {
+        return if anonymous {
+            Err(GatewayError::Anonymous)
+        } else {
+            Ok(())
+        };
+    };
+    if anonymous && copies {
+        return Err(GatewayError::Anonymous);
+    }
+    let query = query_pairs(r.uri);
+    let version_id = query
+        .iter()
+        .find(|(k, _)| k == "versionId")
+        .map(|(_, v)| v.as_str());
+    let (action, on_object) = access::action_of(op, version_id.is_some());
+    let target = match r.key {
+        _ if op == "DeleteObjects" => Target::AnyObject,
+        Some(k) if on_object => Target::Object(k),
+        _ => Target::Bucket,
+    };
+    let policy = gw.bucket_policy(bucket).await?;
+    let context = request_context(r.headers, r.uri, r.client, r.key_id, op);
+    let mut object_context = context.clone();
+    if let (Some(p), Some(key)) = (&policy, r.key)
+        && EXISTING_TAG_OPS.contains(&op)
+    {
+        add_existing_tags(gw, p, &mut object_context, bucket, key, version_id).await?;
+    }
+    if !access::permits(
+        policy.as_ref(),
+        bucket,
+        who,
+        &action,
+        target,
+        &object_context,
+    ) {
+        if anonymous && policy.is_none() {
+            return Err(GatewayError::Anonymous);
+        }
+        return Err(GatewayError::Denied(format!(
+            "the policy of bucket {bucket:?} does not permit {action} here"
+        )));
+    }
+    let header = r
+        .headers
+        .get("x-amz-copy-source")
+        .and_then(|v| v.to_str().ok());
+    if copies && let Some((sb, sk)) = header.and_then(access::copy_source) {
+        let p = gw.bucket_policy(&sb).await?;
+        let on_source = Target::Object(&sk);
+        // A copy of a named version reads it as GetObjectVersion.
+        let source_version = header
+            .and_then(|h| h.split_once("?versionId="))
+            .and_then(|(_, v)| rules::percent_decode(v));
+        let read = if source_version.is_some() {
+            "s3:GetObjectVersion"
+        } else {
+            "s3:GetObject"
+        };
+        // The source is read: its tags decide as a GetObject's would, or a
+        // copy would take a tagged object past a deny on reading it.
+        let mut source_context = context;
+        if let Some(p) = &p {
+            add_existing_tags(
+                gw,
+                p,
+                &mut source_context,
+                &sb,
+                &sk,
+                source_version.as_deref(),
+            )
+            .await?;
+        }
+        if !access::permits(p.as_ref(), &sb, who, read, on_source, &source_context) {
+            return Err(GatewayError::Denied(format!(
+                "the policy of bucket {sb:?} does not permit {read} on the copy source"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Adds to `cx` the tags of `bucket/key` (version `version_id`, or the
+/// current one) as `s3:ExistingObjectTag/…`, if `policy` names such a key:
+/// otherwise the index reads would be wasted on every request. An object
+/// that does not exist has no tags (its request fails on its own).
+pub(crate) async fn add_existing_tags(
+    gw: &s3::Gateway,
+    policy: &access::Policy,
+    cx: &mut access::Context,
+    bucket: &str,
+    key: &str,
+    version_id: Option<&str>,
+) -> Result<(), GatewayError> {
+    if !policy.uses_key_prefix(access::EXISTING_OBJECT_TAG) {
+        return Ok(());
+    }
+    let m = match gw.tagged_version(bucket, key, version_id).await {
+        Ok(m) => m,
+        Err(
+            GatewayError::NoSuchBucket(_)
+            | GatewayError::NoSuchKey(_)
+            | GatewayError::NoSuchVersion(..)
+            | GatewayError::DeleteMarker(..)
+            | GatewayError::InvalidArgument(_),
+        ) => return Ok(()),
+        // Not "no tags": a deny on a tag must not pass for a failed read.
+        Err(e) => return Err(e),
+    };
+    cx.set_existing_tags(&gw.tags(bucket, key, &m).await?);
+    Ok(())
+}
+
+/// The query parameters of `uri`, decoded (a pair with a bad escape is
+/// left out).
+fn query_pairs(uri: &hyper::Uri) -> Vec<(String, String)> {
+    uri.query()
+        .map(|q| {
+            q.split('&')
+                .filter_map(|kv| {
+                    let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                    Some((rules::percent_decode(k)?, rules::percent_decode(v)?))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// What a bucket policy's conditions may test of a request
@@ -470,17 +600,7 @@ pub(crate) fn request_context(
     if let Ok(t) = now.format(&time::format_description::well_known::Rfc3339) {
         c.set("aws:CurrentTime", t);
     }
-    let query: Vec<(String, String)> = uri
-        .query()
-        .map(|q| {
-            q.split('&')
-                .filter_map(|kv| {
-                    let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-                    Some((rules::percent_decode(k)?, rules::percent_decode(v)?))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let query = query_pairs(uri);
     // No AWS service ever calls the gateway, for itself or for a user.
     c.set("aws:ViaAWSService", "false");
     match key_id {
@@ -545,6 +665,25 @@ pub(crate) fn request_context(
                 c.set(key, v);
             }
         }
+    }
+    // The tags a write sets; a malformed header leaves them missing (the
+    // write itself is refused with InvalidTag).
+    let replaces_tags = headers
+        .get("x-amz-tagging-directive")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|d| d.eq_ignore_ascii_case("REPLACE"));
+    let sets_tags = match op {
+        "PutObject" | "CreateMultipartUpload" => true,
+        "CopyObject" => replaces_tags,
+        _ => false,
+    };
+    if sets_tags
+        && let Some(Ok(tags)) = headers
+            .get("x-amz-tagging")
+            .and_then(|v| v.to_str().ok())
+            .map(rules::parse_tagging)
+    {
+        c.set_request_tags(&tags);
     }
     if matches!(op, "ListObjects" | "ListObjectsV2") {
         for (param, key) in [

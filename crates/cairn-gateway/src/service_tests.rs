@@ -3100,3 +3100,209 @@ fn request_context_holds_what_the_request_carries() {
         r#"{"IpAddress": {"aws:SourceIp": "192.0.2.0/24"}}"#
     ));
 }
+
+/// The tags a write sets in `x-amz-tagging` (URL-encoded, several) are
+/// `s3:RequestObjectTag/…` and `s3:RequestObjectTagKeys`, on the writes
+/// that set tags from it, and on no other request.
+#[test]
+fn request_context_holds_the_tags_a_write_sets() {
+    use crate::access::{Context, Target, Who, parse, permits};
+    let has = |cx: &Context, condition: &str| {
+        let text = format!(
+            r#"{{"Version": "2012-10-17", "Statement": {{"Effect": "Allow", "Principal": "*",
+            "Action": "s3:*", "Resource": "arn:aws:s3:::b/*", "Condition": {condition}}}}}"#
+        );
+        let p = parse(&text, "b", "00").unwrap();
+        permits(
+            Some(&p),
+            "b",
+            Who::Anonymous,
+            "s3:PutObject",
+            Target::Object("k"),
+            cx,
+        )
+    };
+    let uri: hyper::Uri = "/b/k".parse().unwrap();
+    let mut headers = hyper::HeaderMap::new();
+    headers.insert(
+        "x-amz-tagging",
+        "team=storage+core&%C3%A9t%C3%A9=%3D&env=prod"
+            .parse()
+            .unwrap(),
+    );
+    let cx = |headers: &hyper::HeaderMap, op: &str| {
+        crate::request_context(headers, &uri, None, Some("CK"), op)
+    };
+    for op in ["PutObject", "CreateMultipartUpload"] {
+        let cx = cx(&headers, op);
+        for c in [
+            r#"{"StringEquals": {"s3:RequestObjectTag/team": "storage core"}}"#,
+            r#"{"StringEquals": {"s3:RequestObjectTag/Env": "prod"}}"#,
+            r#"{"StringEquals": {"s3:RequestObjectTag/été": "="}}"#,
+            r#"{"ForAnyValue:StringEquals": {"s3:RequestObjectTagKeys": "env"}}"#,
+            r#"{"ForAllValues:StringEquals": {"s3:RequestObjectTagKeys": ["team", "env", "été"]}}"#,
+            r#"{"Null": {"s3:RequestObjectTag/other": "true"}}"#,
+        ] {
+            assert!(has(&cx, c), "{op}: {c}");
+        }
+        for c in [
+            r#"{"StringNotEquals": {"s3:RequestObjectTag/team": "storage core"}}"#,
+            r#"{"ForAllValues:StringEquals": {"s3:RequestObjectTagKeys": ["team", "env"]}}"#,
+        ] {
+            assert!(!has(&cx, c), "{op}: {c}");
+        }
+    }
+    let missing =
+        r#"{"Null": {"s3:RequestObjectTag/team": "true", "s3:RequestObjectTagKeys": "true"}}"#;
+    // A copy sets the header's tags only when it replaces the source's.
+    assert!(has(&cx(&headers, "CopyObject"), missing));
+    assert!(has(&cx(&headers, "GetObject"), missing));
+    assert!(has(&cx(&hyper::HeaderMap::new(), "PutObject"), missing));
+    let mut replace = headers.clone();
+    replace.insert("x-amz-tagging-directive", "REPLACE".parse().unwrap());
+    assert!(!has(&cx(&replace, "CopyObject"), missing));
+    // A malformed header (the write fails on it) sets nothing.
+    let mut bad = hyper::HeaderMap::new();
+    bad.insert("x-amz-tagging", "team=%zz".parse().unwrap());
+    assert!(has(&cx(&bad, "PutObject"), missing));
+}
+
+/// A policy on object tags: a deny of reading objects tagged secret
+/// refuses them, by the tags they were written with or set later, and not
+/// the rest; a deny of untagged writes refuses a PUT without
+/// `team=storage` in its `x-amz-tagging`.
+#[tokio::test]
+async fn bucket_policies_decide_by_object_tags() {
+    let h = Harness::new().await;
+    h.bucket("tagged").await;
+    let put = |key: &'static str, tagging: Option<&'static str>| {
+        h.gw.put_object(req(PutObjectInput {
+            bucket: "tagged".into(),
+            key: key.into(),
+            body: Some(blob(b"data")),
+            tagging: tagging.map(Into::into),
+            ..Default::default()
+        }))
+    };
+    put("secret", Some("classification=secret")).await.unwrap();
+    put("public", Some("classification=public&team=storage"))
+        .await
+        .unwrap();
+    put("untagged", None).await.unwrap();
+    h.gw.put_bucket_policy(req(PutBucketPolicyInput {
+        bucket: "tagged".into(),
+        policy: r#"{"Version": "2012-10-17", "Statement": [
+            {"Effect": "Deny", "Principal": "*", "Action": ["s3:GetObject", "s3:GetObjectVersion"],
+             "Resource": "arn:aws:s3:::tagged/*",
+             "Condition": {"StringEquals": {"s3:ExistingObjectTag/classification": "secret"}}},
+            {"Effect": "Deny", "Principal": "*", "Action": "s3:PutObject",
+             "Resource": "arn:aws:s3:::tagged/*",
+             "Condition": {"StringNotEquals": {"s3:RequestObjectTag/team": "storage"}}}
+        ]}"#
+        .into(),
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    let decide = async |op: &str, key: &str, headers: &[(&'static str, &str)]| {
+        let mut map = hyper::HeaderMap::new();
+        for (k, v) in headers {
+            map.insert(*k, v.parse().unwrap());
+        }
+        // `key?versionId=…` names a version.
+        let uri: hyper::Uri = format!("/tagged/{key}").parse().unwrap();
+        let r = crate::AccessRequest {
+            op,
+            key_id: Some("CK"),
+            bucket: Some("tagged"),
+            key: Some(key.split('?').next().unwrap_or(key)),
+            headers: &map,
+            uri: &uri,
+            client: None,
+        };
+        match crate::authorize(&h.gw, &r).await {
+            Ok(()) => Ok(()),
+            Err(e) => Err(code(e.into())),
+        }
+    };
+    let denied = Err("AccessDenied".to_string());
+    assert_eq!(decide("GetObject", "secret", &[]).await, denied);
+    assert_eq!(decide("HeadObject", "secret", &[]).await, denied);
+    assert_eq!(
+        decide("GetObject", "secret?versionId=null", &[]).await,
+        denied
+    );
+    assert_eq!(decide("GetObjectAcl", "secret", &[]).await, Ok(()));
+    // An unknown version has no tags (the read fails with NoSuchVersion).
+    assert_eq!(
+        decide("GetObject", "secret?versionId=v9", &[]).await,
+        Ok(())
+    );
+    assert_eq!(decide("GetObject", "public", &[]).await, Ok(()));
+    assert_eq!(decide("GetObject", "untagged", &[]).await, Ok(()));
+    // No object, no tags: the read fails on its own with NoSuchKey.
+    assert_eq!(decide("GetObject", "absent", &[]).await, Ok(()));
+    // Tags set after the write count, and so do tags taken away.
+    h.set_tags("tagged", "public", &[("classification", "secret")])
+        .await
+        .unwrap();
+    assert_eq!(decide("GetObject", "public", &[]).await, denied);
+    h.set_tags("tagged", "secret", &[]).await.unwrap();
+    assert_eq!(decide("GetObject", "secret", &[]).await, Ok(()));
+    // A copy reads its source as a GetObject would.
+    let copy = [
+        ("x-amz-copy-source", "/tagged/public"),
+        ("x-amz-tagging", "team=storage"),
+    ];
+    let replace = ("x-amz-tagging-directive", "REPLACE");
+    let mut copy_replace = copy.to_vec();
+    copy_replace.push(replace);
+    assert_eq!(decide("CopyObject", "c", &copy_replace).await, denied);
+    let from_secret = [
+        ("x-amz-copy-source", "/tagged/secret"),
+        ("x-amz-tagging", "team=storage"),
+        replace,
+    ];
+    assert_eq!(decide("CopyObject", "c", &from_secret).await, Ok(()));
+    // Writes must carry team=storage.
+    assert_eq!(decide("PutObject", "new", &[]).await, denied);
+    assert_eq!(
+        decide("PutObject", "new", &[("x-amz-tagging", "team=other")]).await,
+        denied
+    );
+    assert_eq!(
+        decide(
+            "PutObject",
+            "new",
+            &[("x-amz-tagging", "a=1&team=st%6Frage")]
+        )
+        .await,
+        Ok(())
+    );
+    assert_eq!(
+        decide(
+            "CreateMultipartUpload",
+            "new",
+            &[("x-amz-tagging", "team=storage")]
+        )
+        .await,
+        Ok(())
+    );
+    // Without a policy naming existing tags, the check reads no tags.
+    h.gw.put_bucket_policy(req(PutBucketPolicyInput {
+        bucket: "tagged".into(),
+        policy: r#"{"Version": "2012-10-17", "Statement": {"Effect": "Deny",
+            "Principal": "*", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::tagged/x",
+            "Condition": {"StringEquals": {"s3:RequestObjectTag/a": "b"}}}}"#
+            .into(),
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    let policy = h.gw.bucket_policy("tagged").await.unwrap().unwrap();
+    let mut cx = crate::access::Context::new();
+    crate::add_existing_tags(&h.gw, &policy, &mut cx, "tagged", "public", None)
+        .await
+        .unwrap();
+    assert_eq!(cx, crate::access::Context::new());
+}

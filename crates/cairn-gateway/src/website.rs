@@ -280,17 +280,22 @@ async fn serve(
     };
     let policy = gateway.bucket_policy(bucket).await?;
     let cx = crate::request_context(req.headers(), req.uri(), Some(client), None, "GetObject");
-    let readable = |key: &str| {
-        crate::access::permits(
+    // Each object with its own tags, if the policy tests them.
+    let readable = async |key: &str| -> Result<bool, GatewayError> {
+        let mut cx = cx.clone();
+        if let Some(p) = &policy {
+            crate::add_existing_tags(gateway, p, &mut cx, bucket, key, None).await?;
+        }
+        Ok(crate::access::permits(
             policy.as_ref(),
             bucket,
             crate::access::Who::Anonymous,
             "s3:GetObject",
             crate::access::Target::Object(key),
             &cx,
-        )
+        ))
     };
-    if !readable(&key) {
+    if !readable(&key).await? {
         if let Some((code, to)) = on_error(&site, &path, 403, host) {
             return Ok(redirect(code, &to));
         }
@@ -312,7 +317,7 @@ async fn serve(
         && !key.ends_with('/')
     {
         let dir_index = format!("{key}/{index}");
-        if readable(&dir_index) && gateway.website_exists(bucket, &dir_index).await? {
+        if readable(&dir_index).await? && gateway.website_exists(bucket, &dir_index).await? {
             return Ok(redirect(302, &format!("/{path}/")));
         }
     }
@@ -320,7 +325,7 @@ async fn serve(
         return Ok(redirect(code, &to));
     }
     if let Some(error_key) = &site.error_key
-        && readable(error_key)
+        && readable(error_key).await?
         && let Some(mut r) = gateway
             .website_object(bucket, error_key, head, &hyper::HeaderMap::new())
             .await?

@@ -95,6 +95,14 @@ impl Template {
         Ok(Template(pieces))
     }
 
+    /// Whether a variable of this string names a key starting with
+    /// `prefix` (lower case).
+    pub fn mentions_prefix(&self, prefix: &str) -> bool {
+        self.0
+            .iter()
+            .any(|p| matches!(p, Piece::Var { key, .. } if key.starts_with(prefix)))
+    }
+
     /// The string in the request `cx` (`None`: a variable with no value).
     pub fn string(&self, cx: &Context) -> Option<Cow<'_, str>> {
         match self.0.as_slice() {
