@@ -111,7 +111,9 @@
 //!   ListObjectVersions; see [`versioning`]. MFA delete is
 //!   `NotImplemented`.
 //! - Unfinished: KMS and customer-provided
-//!   (SSE-C) keys (`NotImplemented`) and lifecycle transitions
+//!   (SSE-C) keys (`NotImplemented`; SSE-C clients send keys only over
+//!   TLS, which the gateway now serves, but the second encryption layer
+//!   under the customer's key is not written) and lifecycle transitions
 //!   (`NotImplemented`: one storage class).
 //! - Bucket policies (in namespace `bucketpolicy`) are enforced by the
 //!   access check: the account's keys may do anything a `Deny` does not
