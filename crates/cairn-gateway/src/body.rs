@@ -72,8 +72,10 @@ pub struct StoredBody {
     pub stored: Stored,
     /// Hex MD5 of the bytes.
     pub md5: String,
-    /// Bytes.
+    /// Bytes (of plaintext, when sealed).
     pub size: u64,
+    /// The customer key it was sealed under (SSE-C), if any.
+    pub sse_c: Option<crate::sse::SseC>,
 }
 
 /// Checks on a body while it streams.
@@ -172,7 +174,12 @@ where
     };
     let (pumped, stored) = tokio::join!(pump, put);
     match (pumped, stored) {
-        (Ok((md5, size)), Ok(stored)) => Ok(StoredBody { stored, md5, size }),
+        (Ok((md5, size)), Ok(stored)) => Ok(StoredBody {
+            stored,
+            md5,
+            size,
+            sse_c: None,
+        }),
         (Err(e), Ok(stored)) => {
             let _ = node.rm(&stored.cap).await;
             Err(e)
@@ -362,6 +369,123 @@ pub fn spawn_read(
             }
         }
         // Nothing to fetch (an empty range or object).
+        if let Some(st) = started.take() {
+            let _ = st.send(Ok(()));
+        }
+    });
+    started_rx
+}
+
+/// Streams `body` into one new Cairn object sealed under the customer key
+/// of `sse` ([`crate::sse`]): the plaintext is checked against `rules`, the
+/// sealed bytes are what the node stores. The answer's `md5` (the ETag) is
+/// the sealed bytes' MD5, as S3's SSE-C ETags are not the plaintext's;
+/// its `size` is the plaintext's.
+pub async fn store_sealed<S>(
+    node: &Node,
+    body: S,
+    rules: BodyRules,
+    sse: crate::sse::SseC,
+    key: &crate::sse::CustomerKey,
+) -> Result<StoredBody, GatewayError>
+where
+    S: Stream<Item = Result<Bytes, GatewayError>> + Unpin,
+{
+    let sealer = sse.sealer(Some(key), "the upload")?;
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let sealed = crate::sse::seal_stream(body, sealer, rules, done_tx);
+    let mut stored = store(node, sealed, crate::sse::stored_rules(rules)).await?;
+    match done_rx.await {
+        Ok((_, plain)) => {
+            stored.size = plain;
+            stored.sse_c = Some(sse);
+            Ok(stored)
+        }
+        Err(_) => {
+            // Cannot happen: a stream that ends well reports first.
+            let _ = node.rm(&stored.stored.cap).await;
+            Err(GatewayError::Internal(
+                "the sealer ended without its sums".into(),
+            ))
+        }
+    }
+}
+
+/// [`spawn_read`] of an object sealed under a customer key: plaintext
+/// `[start, end)` of `parts` (cap and plaintext size), each part's chunks
+/// read from the node and opened in turn.
+pub fn spawn_read_sealed(
+    node: Node,
+    parts: Vec<(String, u64)>,
+    (sse, key): (crate::sse::SseC, crate::sse::CustomerKey),
+    start: u64,
+    end: u64,
+    tx: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+) -> tokio::sync::oneshot::Receiver<Result<(), GatewayError>> {
+    use crate::sse::{Opener, sealed_len, stored_span};
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let mut started = Some(started_tx);
+        let mut offset = 0u64;
+        for (cap, size) in parts {
+            let (p_start, p_end) = (offset, offset + size);
+            offset = p_end;
+            if p_end <= start || size == 0 {
+                continue;
+            }
+            if p_start >= end {
+                break;
+            }
+            let (s, e) = (start.max(p_start) - p_start, end.min(p_end) - p_start);
+            let (_, stored_s, stored_e) = stored_span(size, s, e);
+            let mut opener = match sse.sealer(Some(&key), "the object") {
+                Ok(sealer) => Opener::new(sealer, size, s, e),
+                Err(err) => return report(&mut started, &tx, err).await,
+            };
+            let (part_tx, mut part_rx) = tokio::sync::mpsc::channel(CHANNEL_CHUNKS);
+            let began = spawn_read(
+                node.clone(),
+                vec![(cap, sealed_len(size))],
+                stored_s,
+                stored_e,
+                part_tx,
+            )
+            .await
+            .unwrap_or_else(|_| {
+                Err(GatewayError::Internal(
+                    "a node read ended before it began".into(),
+                ))
+            });
+            if let Err(err) = began {
+                return report(&mut started, &tx, err).await;
+            }
+            if let Some(st) = started.take() {
+                let _ = st.send(Ok(()));
+            }
+            while let Some(item) = part_rx.recv().await {
+                let opened = match item {
+                    Ok(stored) => opener.push(&stored),
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                };
+                match opened {
+                    Ok(plain) => {
+                        for b in plain {
+                            if tx.send(Ok(b)).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Err(err) => return report(&mut started, &tx, err).await,
+                }
+            }
+            if !opener.finished() {
+                let err = GatewayError::Internal("a sealed part ended early".into());
+                return report(&mut started, &tx, err).await;
+            }
+        }
         if let Some(st) = started.take() {
             let _ = st.send(Ok(()));
         }

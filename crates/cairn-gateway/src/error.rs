@@ -98,6 +98,10 @@ pub enum GatewayError {
     /// Some other bad argument.
     #[error("{0}")]
     InvalidArgument(String),
+    /// A request S3 refuses as a whole (a customer key over plain HTTP, an
+    /// SSE-C object read without its key).
+    #[error("{0}")]
+    InvalidRequest(String),
     /// An ACL other than the owner's full control.
     #[error("{0}")]
     AclNotSupported(String),
@@ -178,6 +182,7 @@ impl From<GatewayError> for S3Error {
             G::Anonymous => S3ErrorCode::AccessDenied,
             G::UnknownAccessKey => S3ErrorCode::InvalidAccessKeyId,
             G::InvalidArgument(_) => S3ErrorCode::InvalidArgument,
+            G::InvalidRequest(_) => S3ErrorCode::InvalidRequest,
             G::InvalidTag(_) => S3ErrorCode::InvalidTag,
             G::NoSuchTagSet(_) => S3ErrorCode::NoSuchTagSet,
             G::MalformedPolicy(_) => S3ErrorCode::MalformedPolicy,
@@ -276,6 +281,11 @@ mod tests {
             (GatewayError::NotModified, "NotModified", 304),
             (GatewayError::InvalidPart("p".into()), "InvalidPart", 400),
             (GatewayError::InvalidPartOrder, "InvalidPartOrder", 400),
+            (
+                GatewayError::InvalidRequest("r".into()),
+                "InvalidRequest",
+                400,
+            ),
             (
                 GatewayError::EntityTooSmall {
                     number: 1,

@@ -110,10 +110,13 @@
 //!   delete markers, GET/HEAD/copy/delete and tagging by version id and
 //!   ListObjectVersions; see [`versioning`]. MFA delete is
 //!   `NotImplemented`.
-//! - Unfinished: KMS and customer-provided
-//!   (SSE-C) keys (`NotImplemented`; SSE-C clients send keys only over
-//!   TLS, which the gateway now serves, but the second encryption layer
-//!   under the customer's key is not written) and lifecycle transitions
+//! - Customer-provided keys (SSE-C, over HTTPS only) seal an object a
+//!   second time in the gateway, in chunks of 64 KiB that range reads
+//!   fetch and open one by one ([`sse`]): PutObject, GetObject, HeadObject,
+//!   multipart uploads, CopyObject and UploadPartCopy (source and copy
+//!   keys). Only the key's MD5 and a salt are kept. Reads of such an object
+//!   fetch its parts one after another, not one ahead as other reads do.
+//! - Unfinished: KMS keys (`NotImplemented`) and lifecycle transitions
 //!   (`NotImplemented`: one storage class).
 //! - Bucket policies (in namespace `bucketpolicy`) are enforced by the
 //!   access check: the account's keys may do anything a `Deny` does not
@@ -166,6 +169,7 @@ pub mod s3;
 pub mod server;
 #[cfg(test)]
 mod service_tests;
+pub mod sse;
 pub mod tls;
 pub mod versioning;
 pub mod website;

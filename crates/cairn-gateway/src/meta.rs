@@ -192,8 +192,28 @@ struct BucketPolicyV2 {
 }
 
 impl Value for ObjectMeta {
-    const VERSION: u16 = 3;
+    const VERSION: u16 = 4;
     fn upgrade(version: u16, bytes: &[u8]) -> Option<Result<Self, postcard::Error>> {
+        if version == 3 {
+            return Some(
+                postcard::from_bytes::<ObjectMetaV3>(bytes).map(|o| ObjectMeta {
+                    version: Self::VERSION,
+                    size: o.size,
+                    etag: o.etag,
+                    content_type: o.content_type,
+                    user_metadata: o.user_metadata,
+                    last_modified_ms: o.last_modified_ms,
+                    parts: o.parts,
+                    lease_expires_at: o.lease_expires_at,
+                    part_lists: o.part_lists,
+                    inline: o.inline,
+                    tags: o.tags,
+                    version_id: o.version_id,
+                    delete_marker: o.delete_marker,
+                    sse_c: None,
+                }),
+            );
+        }
         let v2 = match version {
             1 => postcard::from_bytes::<ObjectMetaV1>(bytes).map(|o| ObjectMetaV2 {
                 version: 2,
@@ -225,23 +245,35 @@ impl Value for ObjectMeta {
             tags: o.tags,
             version_id: None,
             delete_marker: false,
+            sse_c: None,
         }))
     }
 }
 
 impl Value for UploadMeta {
-    const VERSION: u16 = 2;
+    const VERSION: u16 = 3;
     fn upgrade(version: u16, bytes: &[u8]) -> Option<Result<Self, postcard::Error>> {
-        (version == 1).then(|| {
-            postcard::from_bytes::<UploadMetaV1>(bytes).map(|u| UploadMeta {
-                version: Self::VERSION,
+        let v2 = match version {
+            1 => postcard::from_bytes::<UploadMetaV1>(bytes).map(|u| UploadMetaV2 {
+                version: 2,
                 key: u.key,
                 initiated_ms: u.initiated_ms,
                 content_type: u.content_type,
                 user_metadata: u.user_metadata,
                 tags: vec![],
-            })
-        })
+            }),
+            2 => postcard::from_bytes::<UploadMetaV2>(bytes),
+            _ => return None,
+        };
+        Some(v2.map(|u| UploadMeta {
+            version: Self::VERSION,
+            key: u.key,
+            initiated_ms: u.initiated_ms,
+            content_type: u.content_type,
+            user_metadata: u.user_metadata,
+            tags: u.tags,
+            sse_c: None,
+        }))
     }
 }
 
@@ -275,6 +307,37 @@ struct ObjectMetaV2 {
     lease_expires_at: u64,
     part_lists: Vec<String>,
     inline: Option<Vec<u8>>,
+    tags: Vec<(String, String)>,
+}
+
+/// [`ObjectMeta`] as version 3 wrote it (no SSE-C).
+#[derive(Deserialize)]
+struct ObjectMetaV3 {
+    #[allow(dead_code)]
+    version: u16,
+    size: u64,
+    etag: String,
+    content_type: Option<String>,
+    user_metadata: Vec<(String, String)>,
+    last_modified_ms: u64,
+    parts: Vec<PartRef>,
+    lease_expires_at: u64,
+    part_lists: Vec<String>,
+    inline: Option<Vec<u8>>,
+    tags: Vec<(String, String)>,
+    version_id: Option<String>,
+    delete_marker: bool,
+}
+
+/// [`UploadMeta`] as version 2 wrote it (no SSE-C).
+#[derive(Deserialize)]
+struct UploadMetaV2 {
+    #[allow(dead_code)]
+    version: u16,
+    key: String,
+    initiated_ms: u64,
+    content_type: Option<String>,
+    user_metadata: Vec<(String, String)>,
     tags: Vec<(String, String)>,
 }
 
@@ -345,6 +408,9 @@ pub struct ObjectMeta {
     /// Whether this version is a delete marker (no data; the key reads as
     /// deleted while it is the current version).
     pub delete_marker: bool,
+    /// Sealed under a customer-provided key (SSE-C): every part (and
+    /// `inline`) is in [`crate::sse`]'s stored format.
+    pub sse_c: Option<crate::sse::SseC>,
 }
 
 impl ObjectMeta {
@@ -364,6 +430,7 @@ impl ObjectMeta {
             tags: vec![],
             version_id,
             delete_marker: true,
+            sse_c: None,
         }
     }
 
@@ -516,6 +583,8 @@ pub struct UploadMeta {
     pub user_metadata: Vec<(String, String)>,
     /// `x-amz-tagging` for the object.
     pub tags: Vec<(String, String)>,
+    /// The customer key (SSE-C) every part is sealed under.
+    pub sse_c: Option<crate::sse::SseC>,
 }
 
 /// One uploaded part, in namespace `uploads/<bucket>` under
@@ -585,6 +654,11 @@ mod tests {
             tags: vec![("k".into(), "v".into())],
             version_id: Some("00ff".into()),
             delete_marker: false,
+            sse_c: Some(crate::sse::SseC {
+                format: crate::sse::SSE_FORMAT,
+                key_md5: [3; 16],
+                salt: [4; 32],
+            }),
         };
         let bytes = encode(&m).unwrap();
         assert_eq!(decode::<ObjectMeta>(&bytes).unwrap(), m);
@@ -595,7 +669,7 @@ mod tests {
         );
         assert_eq!(marker.shown_version(), NULL_VERSION);
         let mut newer = bytes.clone();
-        newer[0] = 4;
+        newer[0] = 5;
         assert!(decode::<ObjectMeta>(&newer).is_err());
     }
 
@@ -776,8 +850,9 @@ mod tests {
         let m = decode::<ObjectMeta>(&old).unwrap();
         assert_eq!(
             (m.version, m.size, m.inline.as_deref()),
-            (3, 3, Some(&b"abc"[..]))
+            (4, 3, Some(&b"abc"[..]))
         );
+        assert!(m.sse_c.is_none());
         assert_eq!(m.user_metadata, [("a".to_string(), "b".to_string())]);
         assert!(m.tags.is_empty());
         assert!(m.version_id.is_none() && !m.delete_marker);
@@ -799,9 +874,29 @@ mod tests {
         let m2 = decode::<ObjectMeta>(&v2).unwrap();
         assert_eq!(
             (m2.version, m2.tags.len(), m2.version_id.as_deref()),
-            (3, 1, None)
+            (4, 1, None)
         );
         assert!(!m2.delete_marker);
+        // Version 3 (versions, no SSE-C) keeps its version id and marker.
+        let v3 = postcard::to_allocvec(&(
+            3u16,
+            0u64,
+            "",
+            None::<&str>,
+            Vec::<(String, String)>::new(),
+            5u64,
+            Vec::<PartRef>::new(),
+            6u64,
+            Vec::<String>::new(),
+            None::<Vec<u8>>,
+            Vec::<(String, String)>::new(),
+            Some("00aa"),
+            true,
+        ))
+        .unwrap();
+        let m3 = decode::<ObjectMeta>(&v3).unwrap();
+        assert_eq!((m3.version, m3.version_id.as_deref()), (4, Some("00aa")));
+        assert!(m3.delete_marker && m3.sse_c.is_none());
         let upload = postcard::to_allocvec(&(
             1u16,
             "key",
@@ -815,6 +910,19 @@ mod tests {
             (u.key.as_str(), u.initiated_ms, u.tags.len()),
             ("key", 9, 0)
         );
+        assert!(u.sse_c.is_none());
+        let upload2 = postcard::to_allocvec(&(
+            2u16,
+            "key",
+            9u64,
+            None::<&str>,
+            Vec::<(String, String)>::new(),
+            vec![("t", "u")],
+        ))
+        .unwrap();
+        let u2 = decode::<UploadMeta>(&upload2).unwrap();
+        assert_eq!((u2.version, u2.tags.len()), (3, 1));
+        assert!(u2.sse_c.is_none());
         // Values that never changed stay at version 1.
         let b = encode(&BucketMeta {
             version: META_VERSION,

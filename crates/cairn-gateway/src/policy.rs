@@ -12,8 +12,9 @@
 //! - **Encryption.** Every object is encrypted by the node (AES-256-GCM,
 //!   before erasure coding), so the bucket's default encryption is
 //!   `AES256` and an `AES256` request is honoured as it stands. KMS keys
-//!   and customer-provided keys (SSE-C) are `NotImplemented`: quietly
-//!   ignoring a customer key would let anyone read the object without it.
+//!   are `NotImplemented`. A customer-provided key (SSE-C) seals the
+//!   object a second time in the gateway ([`crate::sse`]); such an object
+//!   reports SSE-C, not `AES256`.
 
 use cairn_core::keys::PublicKey;
 use s3s::dto::{
@@ -108,11 +109,14 @@ pub fn check_sse(
     customer_key: bool,
 ) -> Result<Option<ServerSideEncryption>, GatewayError> {
     if customer_key {
-        return Err(GatewayError::NotImplemented(
-            "customer-provided encryption keys (SSE-C) are not supported: Cairn encrypts every object \
-             with its own per-object key; send the request without the x-amz-server-side-encryption-customer-* headers"
-                .into(),
-        ));
+        // Sealed under the customer's key (crate::sse), reported as SSE-C.
+        if sse.is_some() {
+            return Err(GatewayError::InvalidArgument(
+                "a customer key (SSE-C) and x-amz-server-side-encryption cannot be given together"
+                    .into(),
+            ));
+        }
+        return Ok(None);
     }
     match sse.map(ServerSideEncryption::as_str) {
         None => Ok(None),
@@ -222,7 +226,7 @@ mod tests {
     }
 
     #[test]
-    fn aes256_is_honoured_and_kms_and_customer_keys_are_refused() {
+    fn aes256_and_customer_keys_are_honoured_and_kms_refused() {
         let aes = ServerSideEncryption::from_static(ServerSideEncryption::AES256);
         let kms = ServerSideEncryption::from_static(ServerSideEncryption::AWS_KMS);
         assert_eq!(check_sse(None, false, false).unwrap(), None);
@@ -230,12 +234,13 @@ mod tests {
             check_sse(Some(&aes), false, false).unwrap(),
             Some(aes.clone())
         );
-        for (sse, kms_key, customer) in [
-            (Some(&kms), false, false),
-            (Some(&aes), true, false),
-            (None, false, true),
-            (Some(&aes), false, true),
-        ] {
+        // A customer key: sealed by the gateway, reported as SSE-C.
+        assert_eq!(check_sse(None, false, true).unwrap(), None);
+        assert!(matches!(
+            check_sse(Some(&aes), false, true),
+            Err(GatewayError::InvalidArgument(_))
+        ));
+        for (sse, kms_key, customer) in [(Some(&kms), false, false), (Some(&aes), true, false)] {
             assert!(
                 matches!(
                     check_sse(sse, kms_key, customer),

@@ -24,6 +24,7 @@ use crate::meta::{BucketVersioning, BucketWebsite};
 use crate::node::Node;
 use crate::policy::{self, AclRequest};
 use crate::rules::{self, Condition, Conditions};
+use crate::sse::{self, CustomerKey, SseC};
 use crate::versioning::{Versioning, tags_key, versions_ns};
 use cairn_core::shard;
 
@@ -663,7 +664,10 @@ impl Gateway {
         let body = if head || start == end {
             s3s::Body::empty()
         } else {
-            s3s::Body::from(StreamingBlob::wrap(self.open_read(&m, start, end).await?))
+            // An SSE-C object needs its key, which a browser never sends.
+            s3s::Body::from(StreamingBlob::wrap(
+                self.open_read(&m, start, end, None).await?,
+            ))
         };
         let mut r = answer(if range.is_some() { 206 } else { 200 })
             .header(
@@ -865,6 +869,23 @@ impl Gateway {
     ) -> Result<Option<ServerSideEncryption>, GatewayError> {
         self.check_acl(&acl)?;
         policy::check_sse(sse, kms_key, customer_key)
+    }
+
+    /// Stores `body` as one Cairn object, sealed under a customer key
+    /// (SSE-C) if `sealed` says so.
+    async fn store_as<S>(
+        &self,
+        body: S,
+        rules: BodyRules,
+        sealed: Option<(SseC, &CustomerKey)>,
+    ) -> Result<body::StoredBody, GatewayError>
+    where
+        S: futures::Stream<Item = Result<Bytes, GatewayError>> + Unpin,
+    {
+        match sealed {
+            Some((sse, key)) => body::store_sealed(&self.node, body, rules, sse, key).await,
+            None => body::store(&self.node, body, rules).await,
+        }
     }
 
     fn rules(&self, declared: Option<i64>, md5: Option<&str>) -> Result<BodyRules, GatewayError> {
@@ -1085,6 +1106,7 @@ impl Gateway {
                 cap: stored.stored.cap.clone(),
                 size: stored.size,
             }],
+            sse_c: stored.sse_c.clone(),
             lease_expires_at: self.lease_end(),
             part_lists: vec![],
             inline: None,
@@ -1120,12 +1142,36 @@ impl Gateway {
         src: &ObjectMeta,
         start: u64,
         end: u64,
-    ) -> (
-        ChannelStream,
-        tokio::sync::oneshot::Receiver<Result<(), GatewayError>>,
-    ) {
+        key: Option<&CustomerKey>,
+    ) -> Result<
+        (
+            ChannelStream,
+            tokio::sync::oneshot::Receiver<Result<(), GatewayError>>,
+        ),
+        GatewayError,
+    > {
         let (tx, rx) = ChannelStream::channel(Some(end - start));
+        // An SSE-C object opens only with its key (checked here, so no
+        // path reads one without it).
+        let sealed = match &src.sse_c {
+            Some(sse) => {
+                let sealer = sse.sealer(key, "the object")?;
+                let key = key.cloned().ok_or_else(|| {
+                    GatewayError::Internal("an SSE-C read without its key".into())
+                })?;
+                Some((sse.clone(), key, sealer))
+            }
+            None => None,
+        };
         if let Some(data) = &src.inline {
+            let opened;
+            let data = match sealed {
+                Some((_, _, sealer)) => {
+                    opened = sse::open_all(sealer, src.size, data)?;
+                    &opened
+                }
+                None => data,
+            };
             let (started_tx, started_rx) = tokio::sync::oneshot::channel();
             let from = usize::try_from(start).unwrap_or(usize::MAX).min(data.len());
             let to = usize::try_from(end)
@@ -1135,11 +1181,16 @@ impl Gateway {
             // The channel holds a few chunks, so this one fits at once.
             let _ = tx.try_send(Ok(bytes));
             let _ = started_tx.send(Ok(()));
-            return (rx, started_rx);
+            return Ok((rx, started_rx));
         }
         let parts = src.parts.iter().map(|p| (p.cap.clone(), p.size)).collect();
-        let started = body::spawn_read(self.node.clone(), parts, start, end, tx);
-        (rx, started)
+        let started = match sealed {
+            Some((sse, key, _)) => {
+                body::spawn_read_sealed(self.node.clone(), parts, (sse, key), start, end, tx)
+            }
+            None => body::spawn_read(self.node.clone(), parts, start, end, tx),
+        };
+        Ok((rx, started))
     }
 
     /// Starts reading bytes `[start, end)` of `m` and waits until the node
@@ -1151,8 +1202,9 @@ impl Gateway {
         m: &ObjectMeta,
         start: u64,
         end: u64,
+        key: Option<&CustomerKey>,
     ) -> Result<ChannelStream, GatewayError> {
-        let (stream, started) = self.start_read(m, start, end);
+        let (stream, started) = self.start_read(m, start, end, key)?;
         match tokio::time::timeout(FIRST_ANSWER, started).await {
             Ok(Ok(Ok(()))) => Ok(stream),
             Ok(Ok(Err(e))) => Err(e),
@@ -1524,6 +1576,48 @@ fn source_version(source: &CopySource, src: &ObjectMeta) -> Option<String> {
     answered_version(named, src)
 }
 
+/// Whether a request came over the gateway's TLS (customer keys travel
+/// only so).
+fn over_tls(extensions: &hyper::http::Extensions) -> bool {
+    extensions
+        .get::<crate::server::ClientAddr>()
+        .is_some_and(|c| c.tls)
+}
+
+/// A request's customer key (SSE-C) from its three headers.
+fn customer_key(
+    (algorithm, key, md5): (&Option<String>, &Option<String>, &Option<String>),
+    tls: bool,
+) -> Result<Option<CustomerKey>, GatewayError> {
+    CustomerKey::from_request(algorithm.as_deref(), key.as_deref(), md5.as_deref(), tls)
+}
+
+/// What S3 answers about an object's customer key: algorithm and key MD5.
+fn sse_c_answer(sse: Option<&SseC>) -> (Option<String>, Option<String>) {
+    match sse {
+        Some(s) => (Some("AES256".into()), Some(s.md5_base64())),
+        None => (None, None),
+    }
+}
+
+/// How a multipart upload's part is sealed: under the upload's customer
+/// key, which every part must carry, or not at all.
+fn part_sealing<'k>(
+    upload: &UploadMeta,
+    key: Option<&'k CustomerKey>,
+) -> Result<Option<(SseC, &'k CustomerKey)>, GatewayError> {
+    match (&upload.sse_c, key) {
+        (Some(s), Some(k)) => Ok(Some((s.clone(), k))),
+        (Some(_), None) => Err(GatewayError::InvalidRequest(
+            "the upload was started with a customer key (SSE-C): send it with every part".into(),
+        )),
+        (None, Some(_)) => Err(GatewayError::InvalidArgument(
+            "the upload was started without a customer key (SSE-C)".into(),
+        )),
+        (None, None) => Ok(None),
+    }
+}
+
 /// The `x-amz-version-id` S3 answers for version `m` of a request: `m`'s
 /// id (`null` too) if the request named one, else `m`'s id if it has one.
 fn answered_version(named: bool, m: &ObjectMeta) -> Option<String> {
@@ -1685,8 +1779,17 @@ impl S3 for Gateway {
         &self,
         req: S3Request<PutObjectInput>,
     ) -> S3Result<S3Response<PutObjectOutput>> {
+        let tls = over_tls(&req.extensions);
         let input = req.input;
         rules::validate_key(&input.key)?;
+        let key = customer_key(
+            (
+                &input.sse_customer_algorithm,
+                &input.sse_customer_key,
+                &input.sse_customer_key_md5,
+            ),
+            tls,
+        )?;
         self.require_bucket(&input.bucket).await?;
         let rules = self.rules(input.content_length, input.content_md5.as_deref())?;
         let tags = tagging(input.tagging.as_deref())?;
@@ -1703,8 +1806,10 @@ impl S3 for Gateway {
             },
             input.server_side_encryption.as_ref(),
             input.ssekms_key_id.is_some(),
-            input.sse_customer_algorithm.is_some() || input.sse_customer_key.is_some(),
+            key.is_some(),
         )?;
+        let sealed = key.as_ref().map(|k| (SseC::new(k), k));
+        let (sse_c_algorithm, sse_c_md5) = sse_c_answer(sealed.as_ref().map(|s| &s.0));
         let previous = self.object(&input.bucket, &input.key).await?;
         let conditions = rules::WriteConditions {
             if_match: input.if_match,
@@ -1722,9 +1827,19 @@ impl S3 for Gateway {
         if rules.declared.is_some_and(|d| d <= INLINE_MAX) {
             // Small enough to live in its index entry.
             let (data, md5) = body::read_small(body::s3_body(input.body), rules).await?;
+            let size = data.len() as u64;
+            let (data, md5, sse_c) = match &sealed {
+                Some((sse, k)) => {
+                    let sealed = sse::seal_all(&sse.sealer(Some(k), "the object")?, &data)?;
+                    let md5 =
+                        hex::encode(<[u8; 16]>::from(<md5::Md5 as md5::Digest>::digest(&sealed)));
+                    (sealed, md5, Some(sse.clone()))
+                }
+                None => (data, md5, None),
+            };
             let mut meta = ObjectMeta {
                 version: ObjectMeta::VERSION,
-                size: data.len() as u64,
+                size,
                 etag: md5,
                 content_type: input.content_type,
                 user_metadata: sorted_metadata(input.metadata),
@@ -1737,17 +1852,22 @@ impl S3 for Gateway {
                 tags,
                 version_id: None,
                 delete_marker: false,
+                sse_c,
             };
             self.commit_checked(&input.bucket, &input.key, &mut meta, previous, &conditions)
                 .await?;
             return ok(PutObjectOutput {
                 e_tag: Some(etag(&meta.etag)),
                 server_side_encryption: sse,
+                sse_customer_algorithm: sse_c_algorithm,
+                sse_customer_key_md5: sse_c_md5,
                 version_id: meta.version_id,
                 ..Default::default()
             });
         }
-        let stored = body::store(&self.node, body::s3_body(input.body), rules).await?;
+        let stored = self
+            .store_as(body::s3_body(input.body), rules, sealed)
+            .await?;
         let meta = self
             .commit_stored(
                 &input.bucket,
@@ -1761,6 +1881,8 @@ impl S3 for Gateway {
         ok(PutObjectOutput {
             e_tag: Some(etag(&meta.etag)),
             server_side_encryption: sse,
+            sse_customer_algorithm: sse_c_algorithm,
+            sse_customer_key_md5: sse_c_md5,
             version_id: meta.version_id,
             ..Default::default()
         })
@@ -1770,7 +1892,16 @@ impl S3 for Gateway {
         &self,
         req: S3Request<GetObjectInput>,
     ) -> S3Result<S3Response<GetObjectOutput>> {
+        let tls = over_tls(&req.extensions);
         let input = req.input;
+        let key = customer_key(
+            (
+                &input.sse_customer_algorithm,
+                &input.sse_customer_key,
+                &input.sse_customer_key_md5,
+            ),
+            tls,
+        )?;
         let conditions = Conditions {
             if_match: input.if_match,
             if_none_match: input.if_none_match,
@@ -1799,7 +1930,7 @@ impl S3 for Gateway {
                 Some(r) => rules::resolve_range(r, m.size)?,
                 None => (0, m.size),
             };
-            match self.open_read(&m, start, end).await {
+            match self.open_read(&m, start, end, key.as_ref()).await {
                 Ok(stream) => break (m, start, end, stream),
                 // Replaced through another gateway: read the entry afresh, once.
                 Err(GatewayError::DataNotFound(_)) if !fresh && input.version_id.is_none() => {
@@ -1813,6 +1944,7 @@ impl S3 for Gateway {
             .is_some()
             .then(|| format!("bytes {start}-{}/{}", end.saturating_sub(1), m.size));
         let tag_count = self.tags(&input.bucket, &input.key, &m).await?.len();
+        let (sse_customer_algorithm, sse_customer_key_md5) = sse_c_answer(m.sse_c.as_ref());
         ok(GetObjectOutput {
             body: Some(StreamingBlob::wrap(stream)),
             content_length: Some(i64::try_from(end - start).unwrap_or(i64::MAX)),
@@ -1829,7 +1961,9 @@ impl S3 for Gateway {
             parts_count: (m.parts.len() > 1)
                 .then(|| i32::try_from(m.parts.len()).unwrap_or(i32::MAX)),
             tag_count: (tag_count > 0).then(|| i32::try_from(tag_count).unwrap_or(i32::MAX)),
-            server_side_encryption: Some(encrypted()),
+            server_side_encryption: m.sse_c.is_none().then(encrypted),
+            sse_customer_algorithm,
+            sse_customer_key_md5,
             version_id: m.version_id.clone(),
             ..Default::default()
         })
@@ -1839,11 +1973,25 @@ impl S3 for Gateway {
         &self,
         req: S3Request<HeadObjectInput>,
     ) -> S3Result<S3Response<HeadObjectOutput>> {
+        let tls = over_tls(&req.extensions);
         let input = req.input;
+        let key = customer_key(
+            (
+                &input.sse_customer_algorithm,
+                &input.sse_customer_key,
+                &input.sse_customer_key_md5,
+            ),
+            tls,
+        )?;
         let m = match &input.version_id {
             Some(v) => self.readable_version(&input.bucket, &input.key, v).await?,
             None => self.existing_object(&input.bucket, &input.key).await?,
         };
+        // HEAD of an SSE-C object needs its key too, as in S3.
+        if let Some(sse) = &m.sse_c {
+            sse.sealer(key.as_ref(), "the object")?;
+        }
+        let (sse_customer_algorithm, sse_customer_key_md5) = sse_c_answer(m.sse_c.as_ref());
         self.check_conditions(
             &Conditions {
                 if_match: input.if_match,
@@ -1864,7 +2012,9 @@ impl S3 for Gateway {
                     .unwrap_or_else(|| "binary/octet-stream".into()),
             ),
             metadata: to_metadata(&m.user_metadata),
-            server_side_encryption: Some(encrypted()),
+            server_side_encryption: m.sse_c.is_none().then(encrypted),
+            sse_customer_algorithm,
+            sse_customer_key_md5,
             version_id: m.version_id.clone(),
             ..Default::default()
         })
@@ -2506,8 +2656,25 @@ impl S3 for Gateway {
         &self,
         req: S3Request<CopyObjectInput>,
     ) -> S3Result<S3Response<CopyObjectOutput>> {
+        let tls = over_tls(&req.extensions);
         let input = req.input;
         rules::validate_key(&input.key)?;
+        let key = customer_key(
+            (
+                &input.sse_customer_algorithm,
+                &input.sse_customer_key,
+                &input.sse_customer_key_md5,
+            ),
+            tls,
+        )?;
+        let source_key = customer_key(
+            (
+                &input.copy_source_sse_customer_algorithm,
+                &input.copy_source_sse_customer_key,
+                &input.copy_source_sse_customer_key_md5,
+            ),
+            tls,
+        )?;
         self.require_bucket(&input.bucket).await?;
         let sse = self.check_new_object(
             AclRequest {
@@ -2522,10 +2689,12 @@ impl S3 for Gateway {
             },
             input.server_side_encryption.as_ref(),
             input.ssekms_key_id.is_some(),
-            input.sse_customer_algorithm.is_some()
-                || input.sse_customer_key.is_some()
-                || input.copy_source_sse_customer_algorithm.is_some(),
+            key.is_some(),
         )?;
+        // A copy is a new Cairn object, so it is sealed anew (or not) as the
+        // request says, whatever its source was.
+        let sealed = key.as_ref().map(|k| (SseC::new(k), k));
+        let (sse_c_algorithm, sse_c_md5) = sse_c_answer(sealed.as_ref().map(|s| &s.0));
         let (src_bucket, src_key, src) = self.copy_source(&input.copy_source).await?;
         self.check_conditions(
             &Conditions {
@@ -2558,14 +2727,18 @@ impl S3 for Gateway {
         // objects, so deleting one never affects another.
         let _copy = self.copy_permit().await?;
         // The get first, so it holds its node slot before the put takes one.
-        let stream = self.open_read(&src, 0, src.size).await?;
+        let stream = self
+            .open_read(&src, 0, src.size, source_key.as_ref())
+            .await?;
         let rules = BodyRules {
             max: self.settings.max_object.max(src.size),
             declared: Some(src.size),
             md5: None,
             idle: self.settings.body_idle,
         };
-        let stored = body::store(&self.node, body::from_channel(stream), rules).await?;
+        let stored = self
+            .store_as(body::from_channel(stream), rules, sealed)
+            .await?;
         let now = crate::now_ms();
         let described = if replace {
             (input.content_type, sorted_metadata(input.metadata), tags)
@@ -2589,6 +2762,8 @@ impl S3 for Gateway {
                 ..Default::default()
             }),
             server_side_encryption: sse,
+            sse_customer_algorithm: sse_c_algorithm,
+            sse_customer_key_md5: sse_c_md5,
             copy_source_version_id: source_version(&input.copy_source, &src),
             version_id: meta.version_id,
             ..Default::default()
@@ -2676,8 +2851,17 @@ impl S3 for Gateway {
         &self,
         req: S3Request<CreateMultipartUploadInput>,
     ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+        let tls = over_tls(&req.extensions);
         let input = req.input;
         rules::validate_key(&input.key)?;
+        let key = customer_key(
+            (
+                &input.sse_customer_algorithm,
+                &input.sse_customer_key,
+                &input.sse_customer_key_md5,
+            ),
+            tls,
+        )?;
         let sse = self.check_new_object(
             AclRequest {
                 canned: input.acl.as_ref().map(ObjectCannedACL::as_str),
@@ -2691,9 +2875,12 @@ impl S3 for Gateway {
             },
             input.server_side_encryption.as_ref(),
             input.ssekms_key_id.is_some(),
-            input.sse_customer_algorithm.is_some() || input.sse_customer_key.is_some(),
+            key.is_some(),
         )?;
         self.require_bucket(&input.bucket).await?;
+        // Every part is sealed under the one key and salt of the upload.
+        let sse_c = key.as_ref().map(SseC::new);
+        let (sse_c_algorithm, sse_c_md5) = sse_c_answer(sse_c.as_ref());
         let upload_id = hex::encode(rand::random::<[u8; 16]>());
         let value = meta::encode(&UploadMeta {
             version: UploadMeta::VERSION,
@@ -2702,6 +2889,7 @@ impl S3 for Gateway {
             content_type: input.content_type,
             user_metadata: sorted_metadata(input.metadata),
             tags: tagging(input.tagging.as_deref())?,
+            sse_c,
         })?;
         self.idx
             .write(
@@ -2715,6 +2903,8 @@ impl S3 for Gateway {
             key: Some(input.key),
             upload_id: Some(upload_id),
             server_side_encryption: sse,
+            sse_customer_algorithm: sse_c_algorithm,
+            sse_customer_key_md5: sse_c_md5,
             ..Default::default()
         })
     }
@@ -2723,22 +2913,38 @@ impl S3 for Gateway {
         &self,
         req: S3Request<UploadPartInput>,
     ) -> S3Result<S3Response<UploadPartOutput>> {
+        let tls = over_tls(&req.extensions);
         let input = req.input;
+        let key = customer_key(
+            (
+                &input.sse_customer_algorithm,
+                &input.sse_customer_key,
+                &input.sse_customer_key_md5,
+            ),
+            tls,
+        )?;
         if !(1..=MAX_PART_NUMBER).contains(&input.part_number) {
             return Err(GatewayError::InvalidArgument(
                 "a part number is between 1 and 10000".into(),
             )
             .into());
         }
-        self.upload(&input.bucket, &input.upload_id, &input.key)
+        let upload = self
+            .upload(&input.bucket, &input.upload_id, &input.key)
             .await?;
+        let sealed = part_sealing(&upload, key.as_ref())?;
+        let (sse_c_algorithm, sse_c_md5) = sse_c_answer(upload.sse_c.as_ref());
         let rules = self.rules(input.content_length, input.content_md5.as_deref())?;
-        let stored = body::store(&self.node, body::s3_body(input.body), rules).await?;
+        let stored = self
+            .store_as(body::s3_body(input.body), rules, sealed)
+            .await?;
         let md5 = self
             .store_part(&input.bucket, &input.upload_id, input.part_number, stored)
             .await?;
         ok(UploadPartOutput {
             e_tag: Some(etag(&md5)),
+            sse_customer_algorithm: sse_c_algorithm,
+            sse_customer_key_md5: sse_c_md5,
             ..Default::default()
         })
     }
@@ -2747,15 +2953,35 @@ impl S3 for Gateway {
         &self,
         req: S3Request<UploadPartCopyInput>,
     ) -> S3Result<S3Response<UploadPartCopyOutput>> {
+        let tls = over_tls(&req.extensions);
         let input = req.input;
+        let key = customer_key(
+            (
+                &input.sse_customer_algorithm,
+                &input.sse_customer_key,
+                &input.sse_customer_key_md5,
+            ),
+            tls,
+        )?;
+        let source_key = customer_key(
+            (
+                &input.copy_source_sse_customer_algorithm,
+                &input.copy_source_sse_customer_key,
+                &input.copy_source_sse_customer_key_md5,
+            ),
+            tls,
+        )?;
         if !(1..=MAX_PART_NUMBER).contains(&input.part_number) {
             return Err(GatewayError::InvalidArgument(
                 "a part number is between 1 and 10000".into(),
             )
             .into());
         }
-        self.upload(&input.bucket, &input.upload_id, &input.key)
+        let upload = self
+            .upload(&input.bucket, &input.upload_id, &input.key)
             .await?;
+        let sealed = part_sealing(&upload, key.as_ref())?;
+        let (sse_c_algorithm, sse_c_md5) = sse_c_answer(upload.sse_c.as_ref());
         let (_, _, src) = self.copy_source(&input.copy_source).await?;
         let (start, end) = match input.copy_source_range.as_deref() {
             Some(r) => {
@@ -2773,8 +2999,12 @@ impl S3 for Gateway {
             idle: self.settings.body_idle,
         };
         let _copy = self.copy_permit().await?;
-        let stream = self.open_read(&src, start, end).await?;
-        let stored = body::store(&self.node, body::from_channel(stream), rules).await?;
+        let stream = self
+            .open_read(&src, start, end, source_key.as_ref())
+            .await?;
+        let stored = self
+            .store_as(body::from_channel(stream), rules, sealed)
+            .await?;
         let md5 = self
             .store_part(&input.bucket, &input.upload_id, input.part_number, stored)
             .await?;
@@ -2785,6 +3015,8 @@ impl S3 for Gateway {
                 ..Default::default()
             }),
             copy_source_version_id: source_version(&input.copy_source, &src),
+            sse_customer_algorithm: sse_c_algorithm,
+            sse_customer_key_md5: sse_c_md5,
             ..Default::default()
         })
     }
@@ -2866,6 +3098,7 @@ impl S3 for Gateway {
             tags: upload.tags,
             version_id: None,
             delete_marker: false,
+            sse_c: upload.sse_c.clone(),
         };
         // A failed condition leaves the upload as it was, to abort or retry.
         self.commit_checked(&bucket, &key, &mut meta, previous, &conditions)

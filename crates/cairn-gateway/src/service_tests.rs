@@ -1762,7 +1762,7 @@ async fn objects_keep_tags_through_puts_copies_and_uploads() {
 /// A PUT with a customer key (SSE-C), a KMS key or a public ACL is refused
 /// before its body is read, and nothing is stored.
 #[tokio::test]
-async fn customer_keys_kms_and_public_acls_are_refused_and_store_nothing() {
+async fn partial_customer_keys_kms_and_public_acls_are_refused_and_store_nothing() {
     let h = Harness::new().await;
     h.bucket("settings").await;
     let put = |f: fn(&mut PutObjectInput)| {
@@ -1775,10 +1775,11 @@ async fn customer_keys_kms_and_public_acls_are_refused_and_store_nothing() {
         f(&mut input);
         h.gw.put_object(req(input))
     };
+    // A customer key needs all three headers.
     let e = put(|i| i.sse_customer_algorithm = Some("AES256".into()))
         .await
         .unwrap_err();
-    assert_eq!(code(e), "NotImplemented");
+    assert_eq!(code(e), "InvalidArgument");
     let e = put(|i| {
         i.server_side_encryption = Some(ServerSideEncryption::from_static(
             ServerSideEncryption::AWS_KMS,
@@ -3305,4 +3306,263 @@ async fn bucket_policies_decide_by_object_tags() {
         .await
         .unwrap();
     assert_eq!(cx, crate::access::Context::new());
+}
+
+/// A request that came over TLS, as customer keys must.
+fn over_tls<T>(input: T) -> S3Request<T> {
+    let mut r = req(input);
+    r.extensions.insert(crate::server::ClientAddr {
+        addr: "127.0.0.1:5000".parse().unwrap(),
+        tls: true,
+    });
+    r
+}
+
+/// The three SSE-C headers of a key of 32 `byte`s.
+fn sse_c(byte: u8) -> (Option<String>, Option<String>, Option<String>) {
+    use md5::Digest;
+    let key = [byte; 32];
+    let md5: [u8; 16] = md5::Md5::digest(key).into();
+    (
+        Some("AES256".into()),
+        Some(data_encoding::BASE64.encode(&key)),
+        Some(data_encoding::BASE64.encode(&md5)),
+    )
+}
+
+async fn get_sse(
+    h: &Harness,
+    key: &str,
+    byte: Option<u8>,
+    range: Option<&str>,
+) -> Result<Vec<u8>, s3s::S3Error> {
+    let (a, k, m) = byte.map(sse_c).unwrap_or_default();
+    let out =
+        h.gw.get_object(over_tls(GetObjectInput {
+            bucket: "sec".into(),
+            key: key.into(),
+            range: range.map(|r| Range::parse(r).unwrap()),
+            sse_customer_algorithm: a,
+            sse_customer_key: k,
+            sse_customer_key_md5: m,
+            ..Default::default()
+        }))
+        .await?;
+    assert_eq!(out.output.sse_customer_key_md5, sse_c(byte.unwrap()).2);
+    assert!(out.output.server_side_encryption.is_none());
+    let mut body = out.output.body.unwrap();
+    let mut data = Vec::new();
+    while let Some(c) = body.next().await {
+        data.extend_from_slice(&c.unwrap());
+    }
+    Ok(data)
+}
+
+#[tokio::test]
+async fn customer_keys_seal_objects_that_only_that_key_opens() {
+    // Parts of any size, so a multipart object of small parts can be made.
+    let (fake, api) = fake_node().await;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = gateway_with(&api, [3; 32], dir.path(), 1);
+    let h = Harness {
+        fake,
+        gw,
+        api,
+        seed: [3; 32],
+        _dir: dir,
+    };
+    h.bucket("sec").await;
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let put = |key: &str, data: &[u8], length: Option<i64>, byte: u8| {
+        let (a, k, m) = sse_c(byte);
+        PutObjectInput {
+            bucket: "sec".into(),
+            key: key.into(),
+            body: Some(blob(data)),
+            content_length: length,
+            sse_customer_algorithm: a,
+            sse_customer_key: k,
+            sse_customer_key_md5: m,
+            ..Default::default()
+        }
+    };
+    // Keys travel only over TLS.
+    let e =
+        h.gw.put_object(req(put("k", &data, None, 1)))
+            .await
+            .unwrap_err();
+    assert_eq!(code(e), "InvalidRequest");
+    assert_eq!(h.stored(), 0);
+    let out =
+        h.gw.put_object(over_tls(put("k", &data, None, 1)))
+            .await
+            .unwrap()
+            .output;
+    assert_eq!(out.sse_customer_key_md5, sse_c(1).2);
+    // What the node stores is sealed: longer, and not the plaintext.
+    {
+        let fake = h.fake.lock().unwrap();
+        let stored = fake.objects.values().next().unwrap();
+        assert_eq!(
+            stored.len() as u64,
+            crate::sse::sealed_len(data.len() as u64)
+        );
+        assert!(!stored.windows(64).any(|w| w == &data[1000..1064]));
+    }
+    assert_eq!(get_sse(&h, "k", Some(1), None).await.unwrap(), data);
+    assert_eq!(
+        get_sse(&h, "k", Some(1), Some("bytes=65530-131080"))
+            .await
+            .unwrap(),
+        &data[65530..=131080]
+    );
+    assert_eq!(
+        get_sse(&h, "k", Some(1), Some("bytes=-10")).await.unwrap(),
+        &data[data.len() - 10..]
+    );
+    // Without the key, or with another, nothing is read (HEAD neither).
+    let e = get_sse(&h, "k", None, None).await.unwrap_err();
+    assert_eq!(code(e), "InvalidRequest");
+    let e = get_sse(&h, "k", Some(2), None).await.unwrap_err();
+    assert_eq!(code(e), "AccessDenied");
+    let e =
+        h.gw.head_object(over_tls(HeadObjectInput {
+            bucket: "sec".into(),
+            key: "k".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(code(e), "InvalidRequest");
+    let (a, k, m) = sse_c(1);
+    let head =
+        h.gw.head_object(over_tls(HeadObjectInput {
+            bucket: "sec".into(),
+            key: "k".into(),
+            sse_customer_algorithm: a,
+            sse_customer_key: k,
+            sse_customer_key_md5: m,
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .output;
+    assert_eq!(head.content_length, Some(data.len() as i64));
+    // A small object lives sealed in its index entry.
+    h.gw.put_object(over_tls(put("small", b"tiny secret", Some(11), 1)))
+        .await
+        .unwrap();
+    assert_eq!(
+        get_sse(&h, "small", Some(1), None).await.unwrap(),
+        b"tiny secret"
+    );
+    assert_eq!(
+        code(get_sse(&h, "small", Some(3), None).await.unwrap_err()),
+        "AccessDenied"
+    );
+    // A wrong Content-MD5 is checked on the plaintext and stores nothing.
+    let before = h.stored();
+    let mut bad = put("bad", &data, None, 1);
+    bad.content_md5 = Some("1B2M2Y8AsgTpgAmY7PhCfg==".into());
+    let e = h.gw.put_object(over_tls(bad)).await.unwrap_err();
+    assert_eq!(code(e), "BadDigest");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(h.stored(), before);
+
+    // Multipart: every part carries the upload's key.
+    let (a, k, m) = sse_c(5);
+    let id =
+        h.gw.create_multipart_upload(over_tls(CreateMultipartUploadInput {
+            bucket: "sec".into(),
+            key: "mpu".into(),
+            sse_customer_algorithm: a,
+            sse_customer_key: k,
+            sse_customer_key_md5: m,
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .output
+        .upload_id
+        .unwrap();
+    let part = |n: i32, body: &[u8], byte: Option<u8>| {
+        let (a, k, m) = byte.map(sse_c).unwrap_or_default();
+        UploadPartInput {
+            bucket: "sec".into(),
+            key: "mpu".into(),
+            upload_id: id.clone(),
+            part_number: n,
+            body: Some(blob(body)),
+            sse_customer_algorithm: a,
+            sse_customer_key: k,
+            sse_customer_key_md5: m,
+            ..Default::default()
+        }
+    };
+    let e =
+        h.gw.upload_part(over_tls(part(1, &data, None)))
+            .await
+            .unwrap_err();
+    assert_eq!(code(e), "InvalidRequest");
+    let e =
+        h.gw.upload_part(over_tls(part(1, &data, Some(6))))
+            .await
+            .unwrap_err();
+    assert_eq!(code(e), "AccessDenied");
+    let mut etags = vec![];
+    for (n, body) in [(1, &data[..200_000]), (2, &data[200_000..])] {
+        let out =
+            h.gw.upload_part(over_tls(part(n, body, Some(5))))
+                .await
+                .unwrap();
+        etags.push(out.output.e_tag.unwrap().value().to_string());
+    }
+    h.complete("sec", "mpu", id.clone(), &[(1, &etags[0]), (2, &etags[1])])
+        .await;
+    assert_eq!(get_sse(&h, "mpu", Some(5), None).await.unwrap(), data);
+    assert_eq!(
+        get_sse(&h, "mpu", Some(5), Some("bytes=199990-200010"))
+            .await
+            .unwrap(),
+        &data[199_990..=200_010]
+    );
+    assert_eq!(
+        code(get_sse(&h, "mpu", None, None).await.unwrap_err()),
+        "InvalidRequest"
+    );
+
+    // Copies open the source with its key and seal the copy as asked.
+    let (sa, sk, sm) = sse_c(1);
+    let copy = |dest: &str, byte: Option<u8>| {
+        let (a, k, m) = byte.map(sse_c).unwrap_or_default();
+        let mut b = CopyObjectInput::builder();
+        b.set_bucket("sec".into());
+        b.set_key(dest.into());
+        b.set_copy_source(CopySource::Bucket {
+            bucket: "sec".into(),
+            key: "k".into(),
+            version_id: None,
+        });
+        b.set_copy_source_sse_customer_algorithm(sa.clone());
+        b.set_copy_source_sse_customer_key(sk.clone());
+        b.set_copy_source_sse_customer_key_md5(sm.clone());
+        b.set_sse_customer_algorithm(a);
+        b.set_sse_customer_key(k);
+        b.set_sse_customer_key_md5(m);
+        b.build().unwrap()
+    };
+    h.gw.copy_object(over_tls(copy("plain-copy", None)))
+        .await
+        .unwrap();
+    assert_eq!(h.get("sec", "plain-copy", None).await.unwrap(), data);
+    h.gw.copy_object(over_tls(copy("rekeyed", Some(9))))
+        .await
+        .unwrap();
+    assert_eq!(get_sse(&h, "rekeyed", Some(9), None).await.unwrap(), data);
+    let mut no_source_key = copy("x", None);
+    no_source_key.copy_source_sse_customer_algorithm = None;
+    no_source_key.copy_source_sse_customer_key = None;
+    no_source_key.copy_source_sse_customer_key_md5 = None;
+    let e = h.gw.copy_object(over_tls(no_source_key)).await.unwrap_err();
+    assert_eq!(code(e), "InvalidRequest");
 }

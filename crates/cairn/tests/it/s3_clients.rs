@@ -523,6 +523,50 @@ fn a_second_gateway_over_the_same_account_and_reads_after_losing_n_minus_k_nodes
         ),
         &net,
     );
+    // A customer key (SSE-C), over HTTPS: a 20 MiB file goes up as a
+    // multipart upload sealed under it, and comes back only with it.
+    let key_file = work.path().join("sse.key");
+    std::fs::write(&key_file, [7u8; 32]).unwrap();
+    let sse_key = format!("fileb://{}", key_file.display());
+    let secret = work.path().join("secret.bin");
+    let secret_bytes = data(20 << 20, 9);
+    std::fs::write(&secret, &secret_bytes).unwrap();
+    let sse = ["--sse-c", "AES256", "--sse-c-key", sse_key.as_str()];
+    let mut up = vec![
+        "s3",
+        "cp",
+        secret.to_str().unwrap(),
+        "s3://shared/secret.bin",
+    ];
+    up.extend(sse);
+    must(aws2(&up), &net);
+    let back_secret = work.path().join("secret-back.bin");
+    let mut down = vec![
+        "s3",
+        "cp",
+        "s3://shared/secret.bin",
+        back_secret.to_str().unwrap(),
+    ];
+    down.extend(sse);
+    must(aws2(&down), &net);
+    assert!(std::fs::read(&back_secret).unwrap() == secret_bytes);
+    let keyless = run(aws2(&[
+        "s3",
+        "cp",
+        "s3://shared/secret.bin",
+        back_secret.to_str().unwrap(),
+    ]));
+    assert!(!keyless.status.success(), "read without the key");
+    // Over plain HTTP the gateway refuses the key itself.
+    let mut plain = vec![
+        "s3",
+        "cp",
+        secret.to_str().unwrap(),
+        "s3://shared/plain.bin",
+    ];
+    plain.extend(sse);
+    let refused = run(aws(&gw, &plain));
+    assert!(!refused.status.success());
     // What the second one writes, the first one sees: within the 2 s a
     // gateway may serve its cached copy of a shard (its own settle reads
     // may have just refreshed that copy).
