@@ -245,6 +245,26 @@ where
     Ok((out, hex::encode(digest)))
 }
 
+/// The parts (cap and size) that bytes `[start, end)` of an object made of
+/// `parts` touch: cap, the part's size, and the range within it.
+fn slices(
+    parts: Vec<(String, u64)>,
+    start: u64,
+    end: u64,
+) -> impl Iterator<Item = (String, u64, u64, u64)> {
+    let mut offset = 0u64;
+    parts
+        .into_iter()
+        .map(move |(cap, size)| {
+            let at = offset;
+            offset += size;
+            (cap, size, at)
+        })
+        .filter(move |&(_, size, at)| size > 0 && at + size > start)
+        .take_while(move |&(_, _, at)| at < end)
+        .map(move |(cap, size, at)| (cap, size, start.max(at) - at, end.min(at + size) - at))
+}
+
 /// Node reads in flight for one GetObject: the part being sent and the
 /// next. A multipart object is one Cairn object per part, and reading the
 /// next part while this one is sent keeps the node's pipeline busy across
@@ -316,20 +336,9 @@ pub fn spawn_read(
     tx: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
 ) -> tokio::sync::oneshot::Receiver<Result<(), GatewayError>> {
     let (started_tx, started_rx) = tokio::sync::oneshot::channel();
-    // The slices of parts that the range touches.
-    let mut slices = Vec::new();
-    let mut offset = 0u64;
-    for (cap, size) in parts {
-        let (p_start, p_end) = (offset, offset + size);
-        offset = p_end;
-        if p_end <= start || size == 0 {
-            continue;
-        }
-        if p_start >= end {
-            break;
-        }
-        slices.push((cap, start.max(p_start) - p_start, end.min(p_end) - p_start));
-    }
+    let slices: Vec<(String, u64, u64)> = slices(parts, start, end)
+        .map(|(cap, _, s, e)| (cap, s, e))
+        .collect();
     tokio::spawn(async move {
         let mut started = Some(started_tx);
         // Dropped on return: reads still running are stopped.
@@ -426,17 +435,7 @@ pub fn spawn_read_sealed(
     let (started_tx, started_rx) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
         let mut started = Some(started_tx);
-        let mut offset = 0u64;
-        for (cap, size) in parts {
-            let (p_start, p_end) = (offset, offset + size);
-            offset = p_end;
-            if p_end <= start || size == 0 {
-                continue;
-            }
-            if p_start >= end {
-                break;
-            }
-            let (s, e) = (start.max(p_start) - p_start, end.min(p_end) - p_start);
+        for (cap, size, s, e) in slices(parts, start, end) {
             let (_, stored_s, stored_e) = stored_span(size, s, e);
             let mut opener = match sse.sealer(Some(&key), "the object") {
                 Ok(sealer) => Opener::new(sealer, size, s, e),

@@ -1584,6 +1584,31 @@ fn over_tls(extensions: &hyper::http::Extensions) -> bool {
         .is_some_and(|c| c.tls)
 }
 
+/// The customer key (SSE-C) of an S3 input's three `sse_customer_*`
+/// fields (or, with `copy_source`, its `copy_source_sse_customer_*` ones).
+macro_rules! request_key {
+    ($input:ident, $tls:expr) => {
+        customer_key(
+            (
+                &$input.sse_customer_algorithm,
+                &$input.sse_customer_key,
+                &$input.sse_customer_key_md5,
+            ),
+            $tls,
+        )
+    };
+    ($input:ident, $tls:expr, copy_source) => {
+        customer_key(
+            (
+                &$input.copy_source_sse_customer_algorithm,
+                &$input.copy_source_sse_customer_key,
+                &$input.copy_source_sse_customer_key_md5,
+            ),
+            $tls,
+        )
+    };
+}
+
 /// A request's customer key (SSE-C) from its three headers.
 fn customer_key(
     (algorithm, key, md5): (&Option<String>, &Option<String>, &Option<String>),
@@ -1782,14 +1807,7 @@ impl S3 for Gateway {
         let tls = over_tls(&req.extensions);
         let input = req.input;
         rules::validate_key(&input.key)?;
-        let key = customer_key(
-            (
-                &input.sse_customer_algorithm,
-                &input.sse_customer_key,
-                &input.sse_customer_key_md5,
-            ),
-            tls,
-        )?;
+        let key = request_key!(input, tls)?;
         self.require_bucket(&input.bucket).await?;
         let rules = self.rules(input.content_length, input.content_md5.as_deref())?;
         let tags = tagging(input.tagging.as_deref())?;
@@ -1894,14 +1912,7 @@ impl S3 for Gateway {
     ) -> S3Result<S3Response<GetObjectOutput>> {
         let tls = over_tls(&req.extensions);
         let input = req.input;
-        let key = customer_key(
-            (
-                &input.sse_customer_algorithm,
-                &input.sse_customer_key,
-                &input.sse_customer_key_md5,
-            ),
-            tls,
-        )?;
+        let key = request_key!(input, tls)?;
         let conditions = Conditions {
             if_match: input.if_match,
             if_none_match: input.if_none_match,
@@ -1975,14 +1986,7 @@ impl S3 for Gateway {
     ) -> S3Result<S3Response<HeadObjectOutput>> {
         let tls = over_tls(&req.extensions);
         let input = req.input;
-        let key = customer_key(
-            (
-                &input.sse_customer_algorithm,
-                &input.sse_customer_key,
-                &input.sse_customer_key_md5,
-            ),
-            tls,
-        )?;
+        let key = request_key!(input, tls)?;
         let m = match &input.version_id {
             Some(v) => self.readable_version(&input.bucket, &input.key, v).await?,
             None => self.existing_object(&input.bucket, &input.key).await?,
@@ -2659,22 +2663,8 @@ impl S3 for Gateway {
         let tls = over_tls(&req.extensions);
         let input = req.input;
         rules::validate_key(&input.key)?;
-        let key = customer_key(
-            (
-                &input.sse_customer_algorithm,
-                &input.sse_customer_key,
-                &input.sse_customer_key_md5,
-            ),
-            tls,
-        )?;
-        let source_key = customer_key(
-            (
-                &input.copy_source_sse_customer_algorithm,
-                &input.copy_source_sse_customer_key,
-                &input.copy_source_sse_customer_key_md5,
-            ),
-            tls,
-        )?;
+        let key = request_key!(input, tls)?;
+        let source_key = request_key!(input, tls, copy_source)?;
         self.require_bucket(&input.bucket).await?;
         let sse = self.check_new_object(
             AclRequest {
@@ -2854,14 +2844,7 @@ impl S3 for Gateway {
         let tls = over_tls(&req.extensions);
         let input = req.input;
         rules::validate_key(&input.key)?;
-        let key = customer_key(
-            (
-                &input.sse_customer_algorithm,
-                &input.sse_customer_key,
-                &input.sse_customer_key_md5,
-            ),
-            tls,
-        )?;
+        let key = request_key!(input, tls)?;
         let sse = self.check_new_object(
             AclRequest {
                 canned: input.acl.as_ref().map(ObjectCannedACL::as_str),
@@ -2915,14 +2898,7 @@ impl S3 for Gateway {
     ) -> S3Result<S3Response<UploadPartOutput>> {
         let tls = over_tls(&req.extensions);
         let input = req.input;
-        let key = customer_key(
-            (
-                &input.sse_customer_algorithm,
-                &input.sse_customer_key,
-                &input.sse_customer_key_md5,
-            ),
-            tls,
-        )?;
+        let key = request_key!(input, tls)?;
         if !(1..=MAX_PART_NUMBER).contains(&input.part_number) {
             return Err(GatewayError::InvalidArgument(
                 "a part number is between 1 and 10000".into(),
@@ -2955,22 +2931,8 @@ impl S3 for Gateway {
     ) -> S3Result<S3Response<UploadPartCopyOutput>> {
         let tls = over_tls(&req.extensions);
         let input = req.input;
-        let key = customer_key(
-            (
-                &input.sse_customer_algorithm,
-                &input.sse_customer_key,
-                &input.sse_customer_key_md5,
-            ),
-            tls,
-        )?;
-        let source_key = customer_key(
-            (
-                &input.copy_source_sse_customer_algorithm,
-                &input.copy_source_sse_customer_key,
-                &input.copy_source_sse_customer_key_md5,
-            ),
-            tls,
-        )?;
+        let key = request_key!(input, tls)?;
+        let source_key = request_key!(input, tls, copy_source)?;
         if !(1..=MAX_PART_NUMBER).contains(&input.part_number) {
             return Err(GatewayError::InvalidArgument(
                 "a part number is between 1 and 10000".into(),
