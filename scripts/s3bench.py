@@ -3,6 +3,11 @@
 the aws CLI, next to direct `cairn put`/`get`, on a local devnet; prints a
 Markdown table for BENCHMARKS.md (MiB/s, ratio to direct, gateway peak RSS).
 
+With --tls it also starts a second gateway over HTTPS (a self-signed
+certificate made with openssl, same account) and adds aws CLI rows over
+HTTPS, plain and with a customer key (SSE-C: the gateway seals the data a
+second time).
+
 With --small N it instead PUTs N small objects into one bucket with boto3
 (16 threads), lists them all back (1,000 a page), reads a sample, and prints
 objects/s: a bucket past the ~19,000 objects one account index held before
@@ -12,9 +17,10 @@ Each GET runs --gets times (default 3) and the median is reported: the first
 read after a PUT is the slowest (the reading node's buffers are not yet
 allocated), and a single run on a 2-core VM varies by 20 %.
 
-Usage: scripts/s3bench.py [path/to/cairn] [--size-mib 1024] [--nodes 12] [--dir DIR] [--small N] [--gets N]
+Usage: scripts/s3bench.py [path/to/cairn] [--size-mib 1024] [--nodes 12] [--dir DIR] [--small N] [--gets N] [--tls]
 """
 import argparse
+import json
 import os
 import platform
 import shutil
@@ -49,6 +55,31 @@ def timed(cmd, env, **kw):
     t = time.time()
     subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, **kw)
     return time.time() - t
+
+
+def tls_gateway(cairn, work, gw, api, log):
+    """A second gateway on the same account serving HTTPS with a fresh
+    self-signed certificate: (process, endpoint, keys, cert path)."""
+    cert, key = os.path.join(work, "cert.pem"), os.path.join(work, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                    "-nodes", "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    gdir = os.path.join(work, "gw-tls")
+    keys = json.loads(subprocess.run([cairn, "gateway", "keys", "create", "--json", "--dir", gdir],
+                                     check=True, capture_output=True, text=True).stdout)
+    proc = subprocess.Popen([cairn, "gateway", "s3", "--listen", "127.0.0.1:0", "--api", api,
+                             "--dir", gdir, "--account-file", os.path.join(gw["dir"], "account.key"),
+                             "--tls-cert", cert, "--tls-key", key],
+                            stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
+    deadline = time.time() + 30
+    while not os.path.exists(os.path.join(gdir, "gateway.json")):
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            raise SystemExit("the HTTPS gateway did not start")
+        time.sleep(0.1)
+    endpoint = json.load(open(os.path.join(gdir, "gateway.json")))["endpoint"]
+    return proc, endpoint, keys, cert
 
 
 def small_objects(gw, n, pids):
@@ -107,6 +138,8 @@ def main():
     p.add_argument("--nodes", type=int, default=12)
     p.add_argument("--dir", default=None)
     p.add_argument("--gets", type=int, default=3, help="GETs of each object; the median is reported")
+    p.add_argument("--tls", action="store_true",
+                   help="also: aws CLI over HTTPS, plain and with a customer key (SSE-C)")
     p.add_argument("--small", type=int, default=0,
                    help="instead: PUT and list this many small objects in one bucket")
     a = p.parse_args()
@@ -154,10 +187,10 @@ def main():
         cap = subprocess.run([cairn, "put", src], env=env, check=True, capture_output=True,
                              text=True).stdout.strip().splitlines()[-1]
         direct_put = time.time() - t
-        def median_get(cmd):
+        def median_get(cmd, e=env):
             times = []
             for _ in range(max(1, a.gets)):
-                times.append(timed(cmd, env))
+                times.append(timed(cmd, e))
                 if os.path.getsize(out) != size:
                     raise SystemExit(f"{cmd[0]}: got {os.path.getsize(out)} bytes back, not {size}")
                 os.remove(out)
@@ -177,6 +210,24 @@ def main():
             put_s = timed(put_cmd, env)
             get_s = median_get(get_cmd)
             rows.append((tool, put_s, get_s))
+        if a.tls:
+            proc, endpoint, keys, cert = tls_gateway(cairn, work, gw, api, log)
+            try:
+                tenv = dict(env, AWS_ACCESS_KEY_ID=keys["access_key_id"],
+                            AWS_SECRET_ACCESS_KEY=keys["secret_access_key"], AWS_CA_BUNDLE=cert)
+                key_file = os.path.join(work, "sse.key")
+                with open(key_file, "wb") as f:
+                    f.write(os.urandom(32))
+                sse = ["--sse-c", "AES256", "--sse-c-key", "fileb://" + key_file]
+                for tool, extra in [("aws CLI, HTTPS", []), ("aws CLI, HTTPS, SSE-C", sse)]:
+                    dest = "s3://bench/" + ("sse.bin" if extra else "tls.bin")
+                    put_s = timed([AWS, "--endpoint-url", endpoint, "s3", "cp", src, dest, *extra], tenv)
+                    get_s = median_get([AWS, "--endpoint-url", endpoint, "s3", "cp", dest, out, *extra],
+                                       tenv)
+                    rows.append((tool, put_s, get_s))
+            finally:
+                proc.kill()
+                proc.wait()
         peak = max((rss_peak_kib(p) for p in pids), default=0)
         mib = size / (1 << 20)
         print(f"S3 gateway, {a.nodes}-node devnet, {a.size_mib} MiB object, GET the median of {a.gets}, "
