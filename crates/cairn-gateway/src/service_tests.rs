@@ -209,6 +209,20 @@ fn gateway_split(
 }
 
 impl Harness {
+    /// A harness whose gateway takes multipart parts of any size.
+    async fn any_part_size() -> Self {
+        let (fake, api) = fake_node().await;
+        let dir = tempfile::tempdir().unwrap();
+        let gw = gateway_with(&api, [3; 32], dir.path(), 1);
+        Self {
+            fake,
+            gw,
+            api,
+            seed: [3; 32],
+            _dir: dir,
+        }
+    }
+
     async fn new() -> Self {
         let (fake, api) = fake_node().await;
         let dir = tempfile::tempdir().unwrap();
@@ -1273,16 +1287,7 @@ async fn url_encoded_listings_encode_keys_and_prefixes() {
 
 #[tokio::test]
 async fn an_upload_of_more_parts_than_one_entry_holds_keeps_them_in_part_lists() {
-    let (fake, api) = fake_node().await;
-    let dir = tempfile::tempdir().unwrap();
-    let gw = gateway_with(&api, [3; 32], dir.path(), 1);
-    let h = Harness {
-        fake,
-        gw,
-        api,
-        seed: [3; 32],
-        _dir: dir,
-    };
+    let h = Harness::any_part_size().await;
     h.bucket("mpu").await;
     let id = h.create_upload("mpu", "big").await;
     let n = crate::meta::PARTS_PER_LIST * 2 + 10;
@@ -3360,17 +3365,8 @@ async fn get_sse(
 
 #[tokio::test]
 async fn customer_keys_seal_objects_that_only_that_key_opens() {
-    // Parts of any size, so a multipart object of small parts can be made.
-    let (fake, api) = fake_node().await;
-    let dir = tempfile::tempdir().unwrap();
-    let gw = gateway_with(&api, [3; 32], dir.path(), 1);
-    let h = Harness {
-        fake,
-        gw,
-        api,
-        seed: [3; 32],
-        _dir: dir,
-    };
+    // Small parts, so a multipart object of two can be made.
+    let h = Harness::any_part_size().await;
     h.bucket("sec").await;
     let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
     let put = |key: &str, data: &[u8], length: Option<i64>, byte: u8| {
