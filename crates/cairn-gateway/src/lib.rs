@@ -115,7 +115,8 @@
 //!   fetch and open one by one ([`sse`]): PutObject, GetObject, HeadObject,
 //!   multipart uploads, CopyObject and UploadPartCopy (source and copy
 //!   keys). Only the key's MD5 and a salt are kept. Reads of such an object
-//!   fetch its parts one after another, not one ahead as other reads do.
+//!   read the next part ahead while opening this one, as other reads do
+//!   ([`body::PARTS_IN_FLIGHT`]).
 //! - Unfinished: KMS keys (`NotImplemented`) and lifecycle transitions
 //!   (`NotImplemented`: one storage class).
 //! - Bucket policies (in namespace `bucketpolicy`) are enforced by the

@@ -1154,19 +1154,13 @@ impl Gateway {
         // An SSE-C object opens only with its key (checked here, so no
         // path reads one without it).
         let sealed = match &src.sse_c {
-            Some(sse) => {
-                let sealer = sse.sealer(key, "the object")?;
-                let key = key.cloned().ok_or_else(|| {
-                    GatewayError::Internal("an SSE-C read without its key".into())
-                })?;
-                Some((sse.clone(), key, sealer))
-            }
+            Some(sse) => Some(sse.sealer(key, "the object")?),
             None => None,
         };
         if let Some(data) = &src.inline {
             let opened;
             let data = match sealed {
-                Some((_, _, sealer)) => {
+                Some(sealer) => {
                     opened = sse::open_all(sealer, src.size, data)?;
                     &opened
                 }
@@ -1185,8 +1179,8 @@ impl Gateway {
         }
         let parts = src.parts.iter().map(|p| (p.cap.clone(), p.size)).collect();
         let started = match sealed {
-            Some((sse, key, _)) => {
-                body::spawn_read_sealed(self.node.clone(), parts, (sse, key), start, end, tx)
+            Some(sealer) => {
+                body::spawn_read_sealed(self.node.clone(), parts, sealer, start, end, tx)
             }
             None => body::spawn_read(self.node.clone(), parts, start, end, tx),
         };
