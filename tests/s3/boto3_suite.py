@@ -676,6 +676,15 @@ def test_versioning():
     S3.put_object(Bucket=b, Key="doc", Body=b"suspended")
     assert S3.get_object(Bucket=b, Key="doc", VersionId="null")["Body"].read() == b"suspended"
     assert S3.get_object(Bucket=b, Key="doc", VersionId=v1)["Body"].read() == b"v1"
+    # That null version is the newest: it lists first, as the latest, in
+    # pages of one too (continued after the "null" version-id marker).
+    doc = [(v["VersionId"], v["IsLatest"]) for v in S3.list_object_versions(Bucket=b, Prefix="doc")["Versions"]]
+    assert doc == [("null", True), (v1, False)], doc
+    paged = [(v["VersionId"], v["IsLatest"])
+             for page in S3.get_paginator("list_object_versions").paginate(
+                 Bucket=b, Prefix="doc", PaginationConfig={"PageSize": 1})
+             for v in page.get("Versions", [])]
+    assert paged == doc, paged
     everything = [{"Key": v["Key"], "VersionId": v["VersionId"]}
                   for page in S3.get_paginator("list_object_versions").paginate(Bucket=b)
                   for v in page.get("Versions", []) + page.get("DeleteMarkers", [])]

@@ -1409,6 +1409,23 @@ impl AsRef<str> for Kept {
     }
 }
 
+impl Windowed for Kept {}
+
+/// An item of a listing read window by window ([`Gateway::page_windows`]):
+/// by default items list in index order, as windows bring them.
+pub(crate) trait Windowed: Default + AsRef<str> + Sized {
+    /// The index key of an entry at or after `next`, where the next window
+    /// starts, that may list among the items read so far (a page cut now
+    /// would miss it); it is read at once.
+    fn read_ahead(_next: &[u8]) -> Option<String> {
+        None
+    }
+
+    /// Puts `kept` (index order, an entry read ahead perhaps twice) in
+    /// listing order, without duplicates.
+    fn arrange(_kept: &mut Vec<Self>) {}
+}
+
 /// What a listing page is made of, for [`Gateway::page_windows`]: the
 /// indices of its items and its common prefixes, in order, and whether it
 /// is cut short.
@@ -1483,11 +1500,12 @@ impl Gateway {
     /// The window loop of a page of at most `max` entries over namespace
     /// `ns` from `from`, up to the end of `prefix`: `item` turns an entry
     /// into an item (or skips it), `page` cuts the page from the items so
-    /// far (sorted by their listing key, `as_ref`). After each window only
-    /// the page's items and the first item under each common prefix are
-    /// kept, and a page that ends with a common prefix continues past
-    /// everything under it.
-    pub(crate) async fn page_windows<T: Default + AsRef<str>, P: Paged>(
+    /// far (sorted by their listing key, `as_ref`, then as
+    /// [`Windowed::arrange`] puts them). After each window only the page's
+    /// items and the first item under each common prefix are kept, and a
+    /// page that ends with a common prefix continues past everything under
+    /// it.
+    pub(crate) async fn page_windows<T: Windowed, P: Paged>(
         &self,
         ns: &str,
         mut from: Vec<u8>,
@@ -1511,6 +1529,16 @@ impl Gateway {
                     kept.push(t);
                 }
             }
+            if !done
+                && let Some(n) = &next
+                && let Some(ahead) = T::read_ahead(n)
+                && end.as_ref().is_none_or(|e| ahead.as_bytes() < e.as_slice())
+                && let Some(v) = self.idx.get(ns, &ahead).await?
+                && let Some(t) = item(ahead.into_bytes(), v)
+            {
+                kept.push(t);
+            }
+            T::arrange(&mut kept);
             let cut = page(&kept);
             if cut.truncated() || done {
                 return Ok((kept, cut));
