@@ -453,6 +453,24 @@ def test_bucket_policy_conditions_and_not_elements():
     expect_error(lambda: S3.get_object(Bucket=b, Key="tags/public"), {"AccessDenied"}, {403})
     expect_error(lambda: S3.put_object(Bucket=b, Key="tags/new", Body=b"n"), {"AccessDenied"}, {403})
     S3.put_object(Bucket=b, Key="tags/new", Body=b"n", Tagging="team=storage&x=a%20b")
+    # PutObjectTagging's own tags (its XML body) are request tags too: a
+    # deny on them refuses it, by version id too; an allow on them lets
+    # anyone set them.
+    put([{"Effect": "Deny", "Principal": "*", "Action": ["s3:PutObjectTagging", "s3:PutObjectVersionTagging"],
+          "Resource": f"{arn}/tags/*",
+          "Condition": {"StringEquals": {"s3:RequestObjectTag/classification": "secret"}}},
+         {"Effect": "Allow", "Principal": "*", "Action": "s3:PutObjectTagging", "Resource": f"{arn}/tags/*",
+          "Condition": {"StringEquals": {"s3:RequestObjectTag/classification": "public"}}}])
+    secret = {"TagSet": [{"Key": "classification", "Value": "secret"}]}
+    public = {"TagSet": [{"Key": "classification", "Value": "public"}]}
+    expect_error(lambda: S3.put_object_tagging(Bucket=b, Key="tags/new", Tagging=secret), {"AccessDenied"}, {403})
+    expect_error(lambda: S3.put_object_tagging(Bucket=b, Key="tags/new", VersionId="null", Tagging=secret),
+                 {"AccessDenied"}, {403})
+    S3.put_object_tagging(Bucket=b, Key="tags/new", Tagging={"TagSet": [{"Key": "team", "Value": "storage"}]})
+    anon.put_object_tagging(Bucket=b, Key="tags/new", Tagging=public)
+    assert S3.get_object_tagging(Bucket=b, Key="tags/new")["TagSet"] == public["TagSet"]
+    expect_error(lambda: anon.put_object_tagging(Bucket=b, Key="tags/new", Tagging={"TagSet": []}),
+                 {"AccessDenied"}, {403})
     S3.delete_bucket_policy(Bucket=b)
     for k in ["tags/secret", "tags/public", "tags/new"]:
         S3.delete_object(Bucket=b, Key=k)

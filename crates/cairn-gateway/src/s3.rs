@@ -382,7 +382,7 @@ fn tag_set(tags: Vec<(String, String)>) -> Vec<Tag> {
 }
 
 /// Tags as S3 sent them.
-fn tag_pairs(set: Vec<Tag>) -> Vec<(String, String)> {
+pub(crate) fn tag_pairs(set: Vec<Tag>) -> Vec<(String, String)> {
     set.into_iter()
         .map(|t| (t.key.unwrap_or_default(), t.value.unwrap_or_default()))
         .collect()

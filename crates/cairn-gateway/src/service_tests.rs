@@ -3363,6 +3363,7 @@ async fn bucket_policies_decide_by_object_tags() {
             headers: &map,
             uri: &uri,
             client: None,
+            request_tags: None,
         };
         match crate::authorize(&h.gw, &r).await {
             Ok(()) => Ok(()),
@@ -3449,6 +3450,143 @@ async fn bucket_policies_decide_by_object_tags() {
         .await
         .unwrap();
     assert_eq!(cx, crate::access::Context::new());
+}
+
+/// PutObjectTagging's tags are in its XML body, which s3s parses after
+/// its general access check: the request is decided once the body is
+/// parsed, with those tags as `s3:RequestObjectTag/…`, so a deny on them
+/// refuses it (by version id too) and an allow on them lets anyone tag.
+#[tokio::test]
+async fn put_object_tagging_is_decided_by_the_tags_in_its_body() {
+    use s3s::access::S3Access;
+    let (_fake, api) = fake_node().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::Config::new(
+        "127.0.0.1:0".parse().unwrap(),
+        api,
+        dir.path().to_path_buf(),
+    );
+    let started = crate::start(config).await.unwrap();
+    let (addr, gw) = (started.addr, started.gateway.clone());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(started.run(async {
+        let _ = stop_rx.await;
+    }));
+    gw.create_bucket(req(CreateBucketInput {
+        bucket: "tagged".into(),
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    gw.put_object(req(PutObjectInput {
+        bucket: "tagged".into(),
+        key: "k".into(),
+        body: Some(blob(b"data")),
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    gw.put_bucket_policy(req(PutBucketPolicyInput {
+        bucket: "tagged".into(),
+        policy: r#"{"Version": "2012-10-17", "Statement": [
+            {"Effect": "Deny", "Principal": "*",
+             "Action": ["s3:PutObjectTagging", "s3:PutObjectVersionTagging"],
+             "Resource": "arn:aws:s3:::tagged/*",
+             "Condition": {"StringEquals": {"s3:RequestObjectTag/classification": "secret"}}},
+            {"Effect": "Allow", "Principal": "*",
+             "Action": ["s3:PutObjectTagging", "s3:PutObjectVersionTagging"],
+             "Resource": "arn:aws:s3:::tagged/*",
+             "Condition": {"StringEquals": {"s3:RequestObjectTag/classification": "public"}}}
+        ]}"#
+        .into(),
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    let tags = async || {
+        gw.get_object_tagging(req(GetObjectTaggingInput {
+            bucket: "tagged".into(),
+            key: "k".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .output
+        .tag_set
+    };
+    // The account's keys: the check s3s makes with the parsed input.
+    let access = crate::PolicyAccess(gw.clone());
+    let signed = |value: &str, version: Option<&str>| {
+        let mut r = req(PutObjectTaggingInput::builder()
+            .bucket("tagged".into())
+            .key("k".into())
+            .version_id(version.map(Into::into))
+            .tagging(tagging_of(&[("classification", value)]))
+            .build()
+            .unwrap());
+        r.credentials = Some(s3s::auth::Credentials {
+            access_key: "CK".into(),
+            secret_key: "secret".into(),
+        });
+        let query = version.map(|v| format!("&versionId={v}"));
+        r.uri = format!("/tagged/k?tagging{}", query.unwrap_or_default())
+            .parse()
+            .unwrap();
+        r
+    };
+    for version in [None, Some("null")] {
+        let e = access
+            .put_object_tagging(&mut signed("secret", version))
+            .await
+            .unwrap_err();
+        assert_eq!(code(e), "AccessDenied", "{version:?}");
+        for value in ["public", "other"] {
+            access
+                .put_object_tagging(&mut signed(value, version))
+                .await
+                .unwrap();
+        }
+    }
+    // Unsigned requests through the server: what the allow names, and
+    // nothing else.
+    let anonymous = async |query: &str, value: &str| {
+        let body = format!(
+            "<Tagging><TagSet><Tag><Key>classification</Key><Value>{value}</Value></Tag></TagSet></Tagging>"
+        );
+        raw_request(
+            addr,
+            &format!(
+                "PUT /tagged/k?{query} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            ),
+        )
+        .await
+    };
+    let answer = anonymous("tagging", "public").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(
+        tags().await,
+        tagging_of(&[("classification", "public")]).tag_set
+    );
+    for (query, value) in [
+        ("tagging", "secret"),
+        ("tagging", "other"),
+        ("tagging&versionId=null", "secret"),
+    ] {
+        let answer = anonymous(query, value).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 403"),
+            "{query} {value}: {answer}"
+        );
+        assert!(answer.contains("AccessDenied"), "{answer}");
+    }
+    let answer = anonymous("tagging&versionId=null", "public").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(
+        tags().await,
+        tagging_of(&[("classification", "public")]).tag_set
+    );
+    let _ = stop_tx.send(());
 }
 
 /// A request that came over TLS, as customer keys must.
