@@ -453,6 +453,24 @@ def test_bucket_policy_conditions_and_not_elements():
     expect_error(lambda: S3.get_object(Bucket=b, Key="tags/public"), {"AccessDenied"}, {403})
     expect_error(lambda: S3.put_object(Bucket=b, Key="tags/new", Body=b"n"), {"AccessDenied"}, {403})
     S3.put_object(Bucket=b, Key="tags/new", Body=b"n", Tagging="team=storage&x=a%20b")
+    # PutObjectTagging's own tags (its XML body) are request tags too: a
+    # deny on them refuses it, by version id too; an allow on them lets
+    # anyone set them.
+    put([{"Effect": "Deny", "Principal": "*", "Action": ["s3:PutObjectTagging", "s3:PutObjectVersionTagging"],
+          "Resource": f"{arn}/tags/*",
+          "Condition": {"StringEquals": {"s3:RequestObjectTag/classification": "secret"}}},
+         {"Effect": "Allow", "Principal": "*", "Action": "s3:PutObjectTagging", "Resource": f"{arn}/tags/*",
+          "Condition": {"StringEquals": {"s3:RequestObjectTag/classification": "public"}}}])
+    secret = {"TagSet": [{"Key": "classification", "Value": "secret"}]}
+    public = {"TagSet": [{"Key": "classification", "Value": "public"}]}
+    expect_error(lambda: S3.put_object_tagging(Bucket=b, Key="tags/new", Tagging=secret), {"AccessDenied"}, {403})
+    expect_error(lambda: S3.put_object_tagging(Bucket=b, Key="tags/new", VersionId="null", Tagging=secret),
+                 {"AccessDenied"}, {403})
+    S3.put_object_tagging(Bucket=b, Key="tags/new", Tagging={"TagSet": [{"Key": "team", "Value": "storage"}]})
+    anon.put_object_tagging(Bucket=b, Key="tags/new", Tagging=public)
+    assert S3.get_object_tagging(Bucket=b, Key="tags/new")["TagSet"] == public["TagSet"]
+    expect_error(lambda: anon.put_object_tagging(Bucket=b, Key="tags/new", Tagging={"TagSet": []}),
+                 {"AccessDenied"}, {403})
     S3.delete_bucket_policy(Bucket=b)
     for k in ["tags/secret", "tags/public", "tags/new"]:
         S3.delete_object(Bucket=b, Key=k)
@@ -676,6 +694,15 @@ def test_versioning():
     S3.put_object(Bucket=b, Key="doc", Body=b"suspended")
     assert S3.get_object(Bucket=b, Key="doc", VersionId="null")["Body"].read() == b"suspended"
     assert S3.get_object(Bucket=b, Key="doc", VersionId=v1)["Body"].read() == b"v1"
+    # That null version is the newest: it lists first, as the latest, in
+    # pages of one too (continued after the "null" version-id marker).
+    doc = [(v["VersionId"], v["IsLatest"]) for v in S3.list_object_versions(Bucket=b, Prefix="doc")["Versions"]]
+    assert doc == [("null", True), (v1, False)], doc
+    paged = [(v["VersionId"], v["IsLatest"])
+             for page in S3.get_paginator("list_object_versions").paginate(
+                 Bucket=b, Prefix="doc", PaginationConfig={"PageSize": 1})
+             for v in page.get("Versions", [])]
+    assert paged == doc, paged
     everything = [{"Key": v["Key"], "VersionId": v["VersionId"]}
                   for page in S3.get_paginator("list_object_versions").paginate(Bucket=b)
                   for v in page.get("Versions", []) + page.get("DeleteMarkers", [])]

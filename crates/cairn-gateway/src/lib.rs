@@ -115,7 +115,8 @@
 //!   fetch and open one by one ([`sse`]): PutObject, GetObject, HeadObject,
 //!   multipart uploads, CopyObject and UploadPartCopy (source and copy
 //!   keys). Only the key's MD5 and a salt are kept. Reads of such an object
-//!   fetch its parts one after another, not one ahead as other reads do.
+//!   read the next part ahead while opening this one, as other reads do
+//!   ([`body::PARTS_IN_FLIGHT`]).
 //! - Unfinished: KMS keys (`NotImplemented`) and lifecycle transitions
 //!   (`NotImplemented`: one storage class).
 //! - Bucket policies (in namespace `bucketpolicy`) are enforced by the
@@ -128,8 +129,10 @@
 //!   (client address, time, user agent, referer, principal, listing
 //!   prefix, version id, signature type and age, request headers) and
 //!   [`access::KEY_PREFIXES`] (object tags: `s3:RequestObjectTag/…` and
-//!   `s3:RequestObjectTagKeys` from `x-amz-tagging`, not from
-//!   PutObjectTagging's body, which s3s reads after the access check;
+//!   `s3:RequestObjectTagKeys` from `x-amz-tagging`, and from
+//!   PutObjectTagging's XML body, which s3s parses after its general
+//!   access check: that operation alone is decided in the check s3s makes
+//!   with the parsed input, [`authorize_tagging`];
 //!   `s3:ExistingObjectTag/…` read from the index for object reads,
 //!   tagging and ACL requests, copy sources and website reads, only when
 //!   the policy names such a key); policy variables (`${aws:username}`,
@@ -386,13 +389,29 @@ impl Started {
 /// policy denies them, unsigned ones only as it allows (see [`access`]).
 /// The bucket list and the policy itself are the account's alone, and an
 /// unsigned copy is refused (its source is another object to check).
-struct PolicyAccess(Arc<s3::Gateway>);
+///
+/// s3s asks `check` of every request before it reads the body, and then
+/// the operation's own method with the parsed input. Every operation is
+/// decided in `check` but PutObjectTagging: its tags, the request tags a
+/// policy may test (`s3:RequestObjectTag/…`), are in its XML body, so it is
+/// decided once, in `put_object_tagging`, with them ([`authorize_tagging`]).
+/// Its body (at most s3s's XML limit) is read before that decision.
+pub(crate) struct PolicyAccess(pub(crate) Arc<s3::Gateway>);
+
+/// The operations decided with their parsed input instead of in
+/// [`PolicyAccess`]'s `check`.
+const DECIDED_WITH_BODY: &[&str] = &["PutObjectTagging"];
 
 #[async_trait::async_trait]
 impl s3s::access::S3Access for PolicyAccess {
     async fn check(&self, cx: &mut s3s::access::S3AccessContext<'_>) -> s3s::S3Result<()> {
         use s3s::path::S3Path;
         let op = cx.s3_op().name().to_string();
+        if DECIDED_WITH_BODY.contains(&op.as_str()) {
+            // Deciding now would miss the body's tags: an allow on them
+            // would refuse, a deny on them would pass.
+            return Ok(());
+        }
         let key_id = cx.credentials().map(|c| c.access_key.clone());
         let (bucket, key) = match cx.s3_path() {
             S3Path::Root => (None, None),
@@ -408,12 +427,43 @@ impl s3s::access::S3Access for PolicyAccess {
             headers: cx.headers(),
             uri: cx.uri(),
             client,
+            request_tags: None,
         };
         Ok(authorize(&self.0, &request).await?)
     }
+
+    async fn put_object_tagging(
+        &self,
+        req: &mut s3s::S3Request<s3s::dto::PutObjectTaggingInput>,
+    ) -> s3s::S3Result<()> {
+        Ok(authorize_tagging(&self.0, req).await?)
+    }
 }
 
-/// A request as the access check sees it: before its body is read.
+/// The access decision of a PutObjectTagging (with or without a version
+/// id), made once s3s has parsed its body: the tags it sets are its
+/// request tags (`s3:RequestObjectTag/…`, `s3:RequestObjectTagKeys`), as a
+/// PutObject's `x-amz-tagging` are.
+pub(crate) async fn authorize_tagging(
+    gw: &s3::Gateway,
+    req: &s3s::S3Request<s3s::dto::PutObjectTaggingInput>,
+) -> Result<(), GatewayError> {
+    let tags = s3::tag_pairs(req.input.tagging.tag_set.clone());
+    let request = AccessRequest {
+        op: "PutObjectTagging",
+        key_id: req.credentials.as_ref().map(|c| c.access_key.as_str()),
+        bucket: Some(&req.input.bucket),
+        key: Some(&req.input.key),
+        headers: &req.headers,
+        uri: &req.uri,
+        client: req.extensions.get::<server::ClientAddr>().copied(),
+        request_tags: Some(&tags),
+    };
+    authorize(gw, &request).await
+}
+
+/// A request as the access check sees it: its headers, and of its body
+/// only what [`authorize_tagging`] passes on.
 pub(crate) struct AccessRequest<'a> {
     /// The S3 operation (`GetObject`).
     pub op: &'a str,
@@ -429,6 +479,9 @@ pub(crate) struct AccessRequest<'a> {
     pub uri: &'a hyper::Uri,
     /// Who connected.
     pub client: Option<server::ClientAddr>,
+    /// The tags the request sets, from its body (PutObjectTagging);
+    /// headers' tags are read by [`request_context`].
+    pub request_tags: Option<&'a [(String, String)]>,
 }
 
 /// The operations on one object that have `s3:ExistingObjectTag/…`: the
@@ -477,7 +530,10 @@ pub(crate) async fn authorize(gw: &s3::Gateway, r: &AccessRequest<'_>) -> Result
         _ => Target::Bucket,
     };
     let policy = gw.bucket_policy(bucket).await?;
-    let context = request_context(r.headers, r.uri, r.client, r.key_id, op);
+    let mut context = request_context(r.headers, r.uri, r.client, r.key_id, op);
+    if let Some(tags) = r.request_tags {
+        context.set_request_tags(tags);
+    }
     let mut object_context = context.clone();
     if let (Some(p), Some(key)) = (&policy, r.key)
         && EXISTING_TAG_OPS.contains(&op)

@@ -382,7 +382,7 @@ fn tag_set(tags: Vec<(String, String)>) -> Vec<Tag> {
 }
 
 /// Tags as S3 sent them.
-fn tag_pairs(set: Vec<Tag>) -> Vec<(String, String)> {
+pub(crate) fn tag_pairs(set: Vec<Tag>) -> Vec<(String, String)> {
     set.into_iter()
         .map(|t| (t.key.unwrap_or_default(), t.value.unwrap_or_default()))
         .collect()
@@ -1154,19 +1154,13 @@ impl Gateway {
         // An SSE-C object opens only with its key (checked here, so no
         // path reads one without it).
         let sealed = match &src.sse_c {
-            Some(sse) => {
-                let sealer = sse.sealer(key, "the object")?;
-                let key = key.cloned().ok_or_else(|| {
-                    GatewayError::Internal("an SSE-C read without its key".into())
-                })?;
-                Some((sse.clone(), key, sealer))
-            }
+            Some(sse) => Some(sse.sealer(key, "the object")?),
             None => None,
         };
         if let Some(data) = &src.inline {
             let opened;
             let data = match sealed {
-                Some((_, _, sealer)) => {
+                Some(sealer) => {
                     opened = sse::open_all(sealer, src.size, data)?;
                     &opened
                 }
@@ -1185,8 +1179,8 @@ impl Gateway {
         }
         let parts = src.parts.iter().map(|p| (p.cap.clone(), p.size)).collect();
         let started = match sealed {
-            Some((sse, key, _)) => {
-                body::spawn_read_sealed(self.node.clone(), parts, (sse, key), start, end, tx)
+            Some(sealer) => {
+                body::spawn_read_sealed(self.node.clone(), parts, sealer, start, end, tx)
             }
             None => body::spawn_read(self.node.clone(), parts, start, end, tx),
         };
@@ -1415,6 +1409,23 @@ impl AsRef<str> for Kept {
     }
 }
 
+impl Windowed for Kept {}
+
+/// An item of a listing read window by window ([`Gateway::page_windows`]):
+/// by default items list in index order, as windows bring them.
+pub(crate) trait Windowed: Default + AsRef<str> + Sized {
+    /// The index key of an entry at or after `next`, where the next window
+    /// starts, that may list among the items read so far (a page cut now
+    /// would miss it); it is read at once.
+    fn read_ahead(_next: &[u8]) -> Option<String> {
+        None
+    }
+
+    /// Puts `kept` (index order, an entry read ahead perhaps twice) in
+    /// listing order, without duplicates.
+    fn arrange(_kept: &mut Vec<Self>) {}
+}
+
 /// What a listing page is made of, for [`Gateway::page_windows`]: the
 /// indices of its items and its common prefixes, in order, and whether it
 /// is cut short.
@@ -1489,11 +1500,12 @@ impl Gateway {
     /// The window loop of a page of at most `max` entries over namespace
     /// `ns` from `from`, up to the end of `prefix`: `item` turns an entry
     /// into an item (or skips it), `page` cuts the page from the items so
-    /// far (sorted by their listing key, `as_ref`). After each window only
-    /// the page's items and the first item under each common prefix are
-    /// kept, and a page that ends with a common prefix continues past
-    /// everything under it.
-    pub(crate) async fn page_windows<T: Default + AsRef<str>, P: Paged>(
+    /// far (sorted by their listing key, `as_ref`, then as
+    /// [`Windowed::arrange`] puts them). After each window only the page's
+    /// items and the first item under each common prefix are kept, and a
+    /// page that ends with a common prefix continues past everything under
+    /// it.
+    pub(crate) async fn page_windows<T: Windowed, P: Paged>(
         &self,
         ns: &str,
         mut from: Vec<u8>,
@@ -1517,6 +1529,16 @@ impl Gateway {
                     kept.push(t);
                 }
             }
+            if !done
+                && let Some(n) = &next
+                && let Some(ahead) = T::read_ahead(n)
+                && end.as_ref().is_none_or(|e| ahead.as_bytes() < e.as_slice())
+                && let Some(v) = self.idx.get(ns, &ahead).await?
+                && let Some(t) = item(ahead.into_bytes(), v)
+            {
+                kept.push(t);
+            }
+            T::arrange(&mut kept);
             let cut = page(&kept);
             if cut.truncated() || done {
                 return Ok((kept, cut));

@@ -2239,26 +2239,24 @@ async fn versions(h: &Harness, max: i32) -> Vec<(String, String, bool, bool)> {
             .await
             .unwrap()
             .output;
-        let mut got: Vec<(String, String, bool, bool)> = vec![];
+        let mut got = vec![];
         for v in page.versions.unwrap_or_default() {
             got.push((
-                v.key.unwrap(),
-                v.version_id.unwrap(),
-                v.is_latest.unwrap(),
-                false,
+                (v.key.unwrap(), v.last_modified.unwrap()),
+                (v.version_id.unwrap(), v.is_latest.unwrap(), false),
             ));
         }
         for m in page.delete_markers.unwrap_or_default() {
             got.push((
-                m.key.unwrap(),
-                m.version_id.unwrap(),
-                m.is_latest.unwrap(),
-                true,
+                (m.key.unwrap(), m.last_modified.unwrap()),
+                (m.version_id.unwrap(), m.is_latest.unwrap(), true),
             ));
         }
-        // S3 interleaves them by key, newest first; so do version ids.
-        got.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
-        out.extend(got);
+        // S3 interleaves them by key, newest first; s3s answers versions
+        // and markers apart, each in listing order, so they are merged
+        // back by time (stable: the listing's order within each).
+        got.sort_by(|a, b| (&a.0.0, &b.0.1).cmp(&(&b.0.0, &a.0.1)));
+        out.extend(got.into_iter().map(|((k, _), (id, l, m))| (k, id, l, m)));
         if !page.is_truncated.unwrap() {
             return out;
         }
@@ -2458,9 +2456,10 @@ async fn versioning_keeps_every_version_until_it_is_deleted_by_id() {
         .filter(|v| v.0 == "k")
         .map(|v| (v.1.as_str(), v.2))
         .collect();
+    // The null version is the newest: it lists first, as the latest.
     assert_eq!(
         k,
-        [(v3.as_str(), false), (v1.as_str(), false), ("null", true)]
+        [("null", true), (v3.as_str(), false), (v1.as_str(), false)]
     );
     // Remove every version: the key, its data and the bucket can go.
     for (key, id, _, _) in versions(&h, 1000).await {
@@ -2909,6 +2908,145 @@ async fn lifecycle_rules_expire_noncurrent_versions_and_lone_delete_markers() {
     assert_eq!(h.stored(), 3, "the expired versions' data is removed");
 }
 
+/// The ids (and whether latest) of `key`'s versions, in listing order, in
+/// pages of `max` continued by key and version markers.
+async fn ordered_versions(h: &Harness, key: &str, max: i32) -> Vec<(String, bool)> {
+    let mut out = vec![];
+    let (mut km, mut vm) = (None, None);
+    loop {
+        let page =
+            h.gw.list_object_versions(req(ListObjectVersionsInput {
+                bucket: "ver".into(),
+                prefix: Some(key.into()),
+                key_marker: km.clone(),
+                version_id_marker: vm.clone(),
+                max_keys: Some(max),
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .output;
+        assert!(page.delete_markers.is_none(), "no markers here");
+        for v in page.versions.unwrap_or_default() {
+            assert_eq!(v.key.as_deref(), Some(key));
+            out.push((v.version_id.unwrap(), v.is_latest.unwrap()));
+        }
+        if !page.is_truncated.unwrap() {
+            return out;
+        }
+        km = page.next_key_marker;
+        vm = page.next_version_id_marker;
+    }
+}
+
+/// S3 lists a key's versions newest first, the `null` version too: written
+/// after versioning was suspended, it is the latest and lists first; one
+/// written between two versions lists between them. Pages of one (the
+/// `null` version as a version-id marker) and windows that end before a
+/// key's `null` entry list the same.
+#[tokio::test]
+async fn the_null_version_lists_in_the_order_it_was_written() {
+    let mut h = Harness::new().await;
+    // Windows of 10 keys: a key of more versions crosses them.
+    let rule = SplitRule {
+        max_entries: 16,
+        max_bytes: 1 << 20,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    h.gw = gateway_split(&h.api, h.seed, dir.path(), 1, rule);
+    h.bucket("ver").await;
+    set_versioning(&h, "ver", BucketVersioningStatus::ENABLED).await;
+    let put = async |key: &str, data: &[u8]| {
+        h.gw.put_object(req(PutObjectInput {
+            bucket: "ver".into(),
+            key: key.into(),
+            body: Some(blob(data)),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .output
+        .version_id
+    };
+    // Each write a millisecond apart at least, so times order them.
+    let tick = || tokio::time::sleep(Duration::from_millis(3));
+    let v1 = put("k", b"v1").await.unwrap();
+    tick().await;
+    let v2 = put("k", b"v2").await.unwrap();
+    tick().await;
+    set_versioning(&h, "ver", BucketVersioningStatus::SUSPENDED).await;
+    assert_eq!(put("k", b"null").await, None);
+    let expect = vec![
+        ("null".to_string(), true),
+        (v2.clone(), false),
+        (v1.clone(), false),
+    ];
+    for max in [1000, 1, 2] {
+        assert_eq!(
+            ordered_versions(&h, "k", max).await,
+            expect,
+            "pages of {max}"
+        );
+    }
+    // Enabled again: a new version lists before the null one, which stays
+    // between the versions written around it.
+    tick().await;
+    set_versioning(&h, "ver", BucketVersioningStatus::ENABLED).await;
+    let v3 = put("k", b"v3").await.unwrap();
+    let expect = vec![
+        (v3.clone(), true),
+        ("null".to_string(), false),
+        (v2.clone(), false),
+        (v1.clone(), false),
+    ];
+    for max in [1000, 1, 3] {
+        assert_eq!(
+            ordered_versions(&h, "k", max).await,
+            expect,
+            "pages of {max}"
+        );
+    }
+    // Deleting the latest by id makes the one listed next current.
+    delete(&h, "k", Some(&v3)).await;
+    assert_eq!(h.get("ver", "k", None).await.unwrap(), b"null");
+    assert_eq!(
+        ordered_versions(&h, "k", 1).await,
+        [("null".to_string(), true), (v2, false), (v1, false)]
+    );
+
+    // More versions than a window holds, then a null one: its entry comes
+    // in a later window than the versions it lists before.
+    let mut ids = vec![];
+    for i in 0..12 {
+        ids.push(put("many", format!("{i}").as_bytes()).await.unwrap());
+        tick().await;
+    }
+    set_versioning(&h, "ver", BucketVersioningStatus::SUSPENDED).await;
+    put("many", b"last").await;
+    let mut expect = vec![("null".to_string(), true)];
+    expect.extend(ids.iter().rev().map(|id| (id.clone(), false)));
+    for max in [1000, 1, 5, 11] {
+        assert_eq!(
+            ordered_versions(&h, "many", max).await,
+            expect,
+            "pages of {max}"
+        );
+    }
+    // The whole bucket: each key's entries in that order, paged.
+    let all: Vec<(String, String)> = versions(&h, 1)
+        .await
+        .into_iter()
+        .map(|v| (v.0, v.1))
+        .collect();
+    let mut want: Vec<(String, String)> = ordered_versions(&h, "k", 1000)
+        .await
+        .into_iter()
+        .map(|v| ("k".to_string(), v.0))
+        .collect();
+    want.extend(expect.into_iter().map(|v| ("many".to_string(), v.0)));
+    assert_eq!(all, want);
+}
+
 /// ListObjectVersions over a bucket read in windows of 10 keys, split into
 /// shards: every version once, in order, however the pages are cut, and
 /// common prefixes skipped in one step.
@@ -3225,6 +3363,7 @@ async fn bucket_policies_decide_by_object_tags() {
             headers: &map,
             uri: &uri,
             client: None,
+            request_tags: None,
         };
         match crate::authorize(&h.gw, &r).await {
             Ok(()) => Ok(()),
@@ -3311,6 +3450,143 @@ async fn bucket_policies_decide_by_object_tags() {
         .await
         .unwrap();
     assert_eq!(cx, crate::access::Context::new());
+}
+
+/// PutObjectTagging's tags are in its XML body, which s3s parses after
+/// its general access check: the request is decided once the body is
+/// parsed, with those tags as `s3:RequestObjectTag/…`, so a deny on them
+/// refuses it (by version id too) and an allow on them lets anyone tag.
+#[tokio::test]
+async fn put_object_tagging_is_decided_by_the_tags_in_its_body() {
+    use s3s::access::S3Access;
+    let (_fake, api) = fake_node().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::Config::new(
+        "127.0.0.1:0".parse().unwrap(),
+        api,
+        dir.path().to_path_buf(),
+    );
+    let started = crate::start(config).await.unwrap();
+    let (addr, gw) = (started.addr, started.gateway.clone());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(started.run(async {
+        let _ = stop_rx.await;
+    }));
+    gw.create_bucket(req(CreateBucketInput {
+        bucket: "tagged".into(),
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    gw.put_object(req(PutObjectInput {
+        bucket: "tagged".into(),
+        key: "k".into(),
+        body: Some(blob(b"data")),
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    gw.put_bucket_policy(req(PutBucketPolicyInput {
+        bucket: "tagged".into(),
+        policy: r#"{"Version": "2012-10-17", "Statement": [
+            {"Effect": "Deny", "Principal": "*",
+             "Action": ["s3:PutObjectTagging", "s3:PutObjectVersionTagging"],
+             "Resource": "arn:aws:s3:::tagged/*",
+             "Condition": {"StringEquals": {"s3:RequestObjectTag/classification": "secret"}}},
+            {"Effect": "Allow", "Principal": "*",
+             "Action": ["s3:PutObjectTagging", "s3:PutObjectVersionTagging"],
+             "Resource": "arn:aws:s3:::tagged/*",
+             "Condition": {"StringEquals": {"s3:RequestObjectTag/classification": "public"}}}
+        ]}"#
+        .into(),
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    let tags = async || {
+        gw.get_object_tagging(req(GetObjectTaggingInput {
+            bucket: "tagged".into(),
+            key: "k".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .output
+        .tag_set
+    };
+    // The account's keys: the check s3s makes with the parsed input.
+    let access = crate::PolicyAccess(gw.clone());
+    let signed = |value: &str, version: Option<&str>| {
+        let mut r = req(PutObjectTaggingInput::builder()
+            .bucket("tagged".into())
+            .key("k".into())
+            .version_id(version.map(Into::into))
+            .tagging(tagging_of(&[("classification", value)]))
+            .build()
+            .unwrap());
+        r.credentials = Some(s3s::auth::Credentials {
+            access_key: "CK".into(),
+            secret_key: "secret".into(),
+        });
+        let query = version.map(|v| format!("&versionId={v}"));
+        r.uri = format!("/tagged/k?tagging{}", query.unwrap_or_default())
+            .parse()
+            .unwrap();
+        r
+    };
+    for version in [None, Some("null")] {
+        let e = access
+            .put_object_tagging(&mut signed("secret", version))
+            .await
+            .unwrap_err();
+        assert_eq!(code(e), "AccessDenied", "{version:?}");
+        for value in ["public", "other"] {
+            access
+                .put_object_tagging(&mut signed(value, version))
+                .await
+                .unwrap();
+        }
+    }
+    // Unsigned requests through the server: what the allow names, and
+    // nothing else.
+    let anonymous = async |query: &str, value: &str| {
+        let body = format!(
+            "<Tagging><TagSet><Tag><Key>classification</Key><Value>{value}</Value></Tag></TagSet></Tagging>"
+        );
+        raw_request(
+            addr,
+            &format!(
+                "PUT /tagged/k?{query} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            ),
+        )
+        .await
+    };
+    let answer = anonymous("tagging", "public").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(
+        tags().await,
+        tagging_of(&[("classification", "public")]).tag_set
+    );
+    for (query, value) in [
+        ("tagging", "secret"),
+        ("tagging", "other"),
+        ("tagging&versionId=null", "secret"),
+    ] {
+        let answer = anonymous(query, value).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 403"),
+            "{query} {value}: {answer}"
+        );
+        assert!(answer.contains("AccessDenied"), "{answer}");
+    }
+    let answer = anonymous("tagging&versionId=null", "public").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(
+        tags().await,
+        tagging_of(&[("classification", "public")]).tag_set
+    );
+    let _ = stop_tx.send(());
 }
 
 /// A request that came over TLS, as customer keys must.

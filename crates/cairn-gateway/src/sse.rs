@@ -182,7 +182,9 @@ pub fn stored_span(plain: u64, start: u64, end: u64) -> (u64, u64, u64) {
     )
 }
 
-/// AES-256-GCM under one object's data key.
+/// AES-256-GCM under one object's data key (cloned for each part a read
+/// opens: one key derivation per read, not per part).
+#[derive(Clone)]
 pub struct Sealer(LessSafeKey);
 
 fn aad(index: u64, last: bool) -> [u8; 9] {
