@@ -74,8 +74,6 @@ pub struct StoredBody {
     pub md5: String,
     /// Bytes (of plaintext, when sealed).
     pub size: u64,
-    /// The customer key it was sealed under (SSE-C), if any.
-    pub sse_c: Option<crate::sse::SseC>,
 }
 
 /// Checks on a body while it streams.
@@ -174,12 +172,7 @@ where
     };
     let (pumped, stored) = tokio::join!(pump, put);
     match (pumped, stored) {
-        (Ok((md5, size)), Ok(stored)) => Ok(StoredBody {
-            stored,
-            md5,
-            size,
-            sse_c: None,
-        }),
+        (Ok((md5, size)), Ok(stored)) => Ok(StoredBody { stored, md5, size }),
         (Err(e), Ok(stored)) => {
             let _ = node.rm(&stored.cap).await;
             Err(e)
@@ -385,29 +378,28 @@ pub fn spawn_read(
     started_rx
 }
 
-/// Streams `body` into one new Cairn object sealed under the customer key
-/// of `sse` ([`crate::sse`]): the plaintext is checked against `rules`, the
-/// sealed bytes are what the node stores. The answer's `md5` (the ETag) is
-/// the sealed bytes' MD5, as S3's SSE-C ETags are not the plaintext's;
-/// its `size` is the plaintext's.
+/// Streams `body` into one new Cairn object sealed under `key` (an SSE-C
+/// or SSE-KMS object's data key, [`crate::sse`]): the plaintext is checked
+/// against `rules`, the sealed bytes are what the node stores. The
+/// answer's `md5` (the ETag) is the sealed bytes' MD5, as S3's ETags of
+/// SSE-C and SSE-KMS objects are not the plaintext's; its `size` is the
+/// plaintext's.
 pub async fn store_sealed<S>(
     node: &Node,
     body: S,
     rules: BodyRules,
-    sse: crate::sse::SseC,
-    key: &crate::sse::CustomerKey,
+    key: &crate::sse::DataKey,
 ) -> Result<StoredBody, GatewayError>
 where
     S: Stream<Item = Result<Bytes, GatewayError>> + Unpin,
 {
-    let sealer = sse.sealer(Some(key), "the upload")?;
+    let sealer = key.sealer()?;
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     let sealed = crate::sse::seal_stream(body, sealer, rules, done_tx);
     let mut stored = store(node, sealed, crate::sse::stored_rules(rules)).await?;
     match done_rx.await {
         Ok((_, plain)) => {
             stored.size = plain;
-            stored.sse_c = Some(sse);
             Ok(stored)
         }
         Err(_) => {
@@ -420,13 +412,13 @@ where
     }
 }
 
-/// [`spawn_read`] of an object sealed under a customer key: plaintext
-/// `[start, end)` of `parts` (cap and plaintext size), each part's chunks
-/// read from the node and opened in turn.
+/// [`spawn_read`] of an object sealed under data key `key` (SSE-C or
+/// SSE-KMS): plaintext `[start, end)` of `parts` (cap and plaintext size),
+/// each part's chunks read from the node and opened in turn.
 pub fn spawn_read_sealed(
     node: Node,
     parts: Vec<(String, u64)>,
-    (sse, key): (crate::sse::SseC, crate::sse::CustomerKey),
+    key: crate::sse::DataKey,
     start: u64,
     end: u64,
     tx: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
@@ -437,7 +429,7 @@ pub fn spawn_read_sealed(
         let mut started = Some(started_tx);
         for (cap, size, s, e) in slices(parts, start, end) {
             let (_, stored_s, stored_e) = stored_span(size, s, e);
-            let mut opener = match sse.sealer(Some(&key), "the object") {
+            let mut opener = match key.sealer() {
                 Ok(sealer) => Opener::new(sealer, size, s, e),
                 Err(err) => return report(&mut started, &tx, err).await,
             };

@@ -159,6 +159,7 @@ pub mod cors;
 pub mod error;
 pub mod indexes;
 pub mod keys;
+pub mod kms;
 pub mod lifecycle;
 pub mod listing;
 pub mod meta;
@@ -477,7 +478,20 @@ pub(crate) async fn authorize(gw: &s3::Gateway, r: &AccessRequest<'_>) -> Result
         _ => Target::Bucket,
     };
     let policy = gw.bucket_policy(bucket).await?;
-    let context = request_context(r.headers, r.uri, r.client, r.key_id, op);
+    let mut context = request_context(r.headers, r.uri, r.client, r.key_id, op);
+    // S3 tests s3:x-amz-server-side-encryption-aws-kms-key-id as the key's
+    // ARN, whether the request named the key by its ARN or its bare id.
+    if let Some(v) = r
+        .headers
+        .get("x-amz-server-side-encryption-aws-kms-key-id")
+        .and_then(|v| v.to_str().ok())
+        && let Ok(kms::KeyRef::Id(id)) = gw.kms.parse(v)
+    {
+        context.set(
+            "s3:x-amz-server-side-encryption-aws-kms-key-id",
+            gw.kms.arn(&id),
+        );
+    }
     let mut object_context = context.clone();
     if let (Some(p), Some(key)) = (&policy, r.key)
         && EXISTING_TAG_OPS.contains(&op)
