@@ -291,6 +291,24 @@ pub fn account_path(config_dir: &Path, account_file: Option<&Path>) -> PathBuf {
     account_file.map_or_else(|| config_dir.join("account.key"), Path::to_path_buf)
 }
 
+/// The KMS key store of the account in `account_file` (default
+/// `dir/account.key`, which must exist), through the node API at `api`,
+/// for `cairn gateway kms`: its index cache is in memory, since a running
+/// gateway holds `cache.redb`. ARNs name `region`.
+pub fn kms_store(
+    api: &str,
+    dir: &Path,
+    account_file: Option<&Path>,
+    region: &str,
+) -> Result<kms::KmsStore, StartError> {
+    let seed = keys::load_account(&account_path(dir, account_file), false)?;
+    let owner = blake3::derive_key(OWNER_CONTEXT, &seed);
+    let account = Arc::new(Account::new(SecretKey::from_bytes(seed)));
+    let node = node::Node::new(api, owner, DEFAULT_LEASE_SECS)?;
+    let idx = Arc::new(indexes::Indexes::open_in_memory(node, account)?);
+    Ok(kms::KmsStore::new(idx, region))
+}
+
 /// Opens the account, cache and keys and binds the listen address.
 pub async fn start(config: Config) -> Result<Started, StartError> {
     std::fs::create_dir_all(&config.dir).map_err(|e| {
