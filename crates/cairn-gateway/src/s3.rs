@@ -668,7 +668,8 @@ impl Gateway {
         let body = if head || start == end {
             s3s::Body::empty()
         } else {
-            // An SSE-C object needs its key, which a browser never sends.
+            // An SSE-C object needs its key, which a browser never sends;
+            // an SSE-KMS one a signed request, which it never makes.
             s3s::Body::from(StreamingBlob::wrap(
                 self.open_read(&m, start, end, (None, Signed::Anonymous))
                     .await?,

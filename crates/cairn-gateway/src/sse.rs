@@ -24,6 +24,9 @@
 //! messages NIST allows one key with random nonces. A range read fetches
 //! the chunks it touches ([`stored_span`]).
 //!
+//! SSE-KMS objects ([`crate::kms`]) are sealed in this same format under a
+//! data key derived from a KMS key of the account instead ([`DataKey`]).
+//!
 //! S3 answers: a request for an SSE-C object without the key is
 //! `InvalidRequest` (400), with another key `AccessDenied` (403); keys
 //! travel only over TLS (`InvalidRequest` over plain HTTP), as in S3.
