@@ -456,36 +456,41 @@ impl KmsStore {
         };
         let id = match found {
             Some(id) => id,
-            None => {
-                let key = self
-                    .create(&format!("default key for {DEFAULT_ALIAS}"))
-                    .await?;
-                let alias = KmsAlias {
-                    version: KmsAlias::VERSION,
-                    key_id: key.id.clone(),
-                    created_ms: crate::now_ms(),
-                };
-                self.idx
-                    .write(
-                        NS,
-                        WHAT,
-                        &[(
-                            DEFAULT_ALIAS.as_bytes().to_vec(),
-                            Some(meta::encode(&alias)?),
-                        )],
-                    )
-                    .await?;
-                // Seal only under what the replicas hold now: another
-                // gateway's alias may have won.
-                self.read_alias(Duration::ZERO).await?.ok_or_else(|| {
-                    GatewayError::Internal(format!("{DEFAULT_ALIAS} was written but reads absent"))
-                })?
-            }
+            None => self.make_default().await?,
         };
         if let Ok(mut d) = self.default.lock() {
             *d = Some((Instant::now(), id.clone()));
         }
         Ok(id)
+    }
+
+    /// Makes a key and points `alias/aws/s3` at it; returns the key the
+    /// alias names when read back from the replicas, which is another
+    /// gateway's if its write won.
+    pub async fn make_default(&self) -> Result<String, GatewayError> {
+        let key = self
+            .create(&format!("default key for {DEFAULT_ALIAS}"))
+            .await?;
+        let alias = KmsAlias {
+            version: KmsAlias::VERSION,
+            key_id: key.id.clone(),
+            created_ms: crate::now_ms(),
+        };
+        self.idx
+            .write(
+                NS,
+                WHAT,
+                &[(
+                    DEFAULT_ALIAS.as_bytes().to_vec(),
+                    Some(meta::encode(&alias)?),
+                )],
+            )
+            .await?;
+        // Seal only under what the replicas hold now: another gateway's
+        // alias may have won.
+        self.read_alias(Duration::ZERO).await?.ok_or_else(|| {
+            GatewayError::Internal(format!("{DEFAULT_ALIAS} was written but reads absent"))
+        })
     }
 
     /// Makes a new enabled key with random material.

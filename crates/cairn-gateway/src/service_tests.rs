@@ -4157,3 +4157,49 @@ async fn bucket_policies_decide_by_the_kms_key_a_write_names() {
     let other = crate::kms::new_key_id();
     assert!(!decide(&[(SSE, "aws:kms"), (KEY, &other)]).await);
 }
+
+/// Two gateways that make the default key at once settle on one alias,
+/// and what each sealed under the key it used opens through both.
+#[tokio::test]
+async fn two_gateways_making_the_default_key_at_once_converge() {
+    let h = Harness::new().await;
+    h.bucket("race").await;
+    let dir2 = tempfile::tempdir().unwrap();
+    let other = gateway(&h.api, h.seed, dir2.path());
+    // Both found no alias and make one: the first reads its own back, the
+    // second's write comes later and wins the alias.
+    let ka = h.gw.kms.make_default().await.unwrap();
+    let kb = other.kms.make_default().await.unwrap();
+    assert_ne!(ka, kb);
+    // The first still seals under its own key while its copy is fresh.
+    let a =
+        h.gw.put_object(signed(kms_put("race", "a", b"sealed by a", None)))
+            .await
+            .unwrap()
+            .output;
+    assert_eq!(a.ssekms_key_id, Some(h.gw.kms.arn(&ka)));
+    let b = other
+        .put_object(signed(kms_put("race", "b", b"sealed by b", None)))
+        .await
+        .unwrap()
+        .output;
+    assert_eq!(b.ssekms_key_id, Some(h.gw.kms.arn(&kb)));
+    // Past the 2 s both may serve their copies for, both name one key.
+    tokio::time::sleep(crate::indexes::FRESH + Duration::from_millis(100)).await;
+    assert_eq!(h.gw.kms.default_key_id().await.unwrap(), kb);
+    assert_eq!(other.kms.default_key_id().await.unwrap(), kb);
+    // The key the alias no longer names stays a key: every object opens.
+    assert_eq!(h.gw.kms.list().await.unwrap().len(), 2);
+    for key in ["a", "b"] {
+        for gw in [&h.gw, &other] {
+            let (body, _) = kms_get(gw, "race", key, None).await.unwrap();
+            assert_eq!(body, format!("sealed by {key}").as_bytes());
+        }
+    }
+    let c =
+        h.gw.put_object(signed(kms_put("race", "c", b"c", None)))
+            .await
+            .unwrap()
+            .output;
+    assert_eq!(c.ssekms_key_id, Some(h.gw.kms.arn(&kb)));
+}
