@@ -595,6 +595,42 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn the_key_cache_is_bounded_and_entries_age_out() {
+        // No request reaches the node here: only the memory cache is used.
+        let node = crate::node::Node::new("http://127.0.0.1:9", [1; 32], 60).unwrap();
+        let account = Arc::new(cairn_core::index::Account::new(
+            cairn_core::keys::SecretKey::from_bytes([2; 32]),
+        ));
+        let idx = Arc::new(Indexes::open_in_memory(node, account).unwrap());
+        let store = KmsStore::new(idx, "us-east-1");
+        let first = key(&new_key_id(), 1);
+        store.remember(&first);
+        assert_eq!(store.cached(&first.id), Some(first.clone()));
+        for i in 0..CACHE_KEYS + 10 {
+            store.remember(&key(&new_key_id(), i as u8));
+        }
+        let len = store.cache.lock().unwrap().len();
+        assert_eq!(len, CACHE_KEYS);
+        assert_eq!(store.cached(&first.id), None, "the oldest went first");
+        if let Some((at, _)) = store.cache.lock().unwrap().values_mut().next() {
+            *at = Instant::now().checked_sub(FRESH).unwrap();
+        }
+        let stale = store
+            .cache
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(_, (at, _))| at.elapsed() >= FRESH)
+            .map(|(id, _)| id.clone())
+            .unwrap();
+        assert_eq!(
+            store.cached(&stale),
+            None,
+            "a copy past FRESH is read again"
+        );
+    }
+
     #[test]
     fn ids_are_uuid_shaped_and_random() {
         let a = new_key_id();
