@@ -33,6 +33,15 @@
 //! body is sealed exactly as SSE-C's ([`crate::sse`]: 64 KiB AES-256-GCM
 //! chunks), so reads reproduce the key from the entry alone.
 //!
+//! **Who may use a key.** Only the account's requests signed with
+//! Signature Version 4 (S3 refuses SSE-KMS requests signed otherwise, and
+//! its anonymous principal cannot use a KMS key, so a public bucket policy
+//! does not open SSE-KMS objects). TLS is not required, unlike SSE-C: no
+//! key travels in the request, and the gateway's plain HTTP is for
+//! loopback or behind a TLS proxy. HEAD needs no key (S3 answers it
+//! without asking KMS), so a disabled key does not hide an object's
+//! metadata. `aws:kms:dsse` is `NotImplemented`.
+//!
 //! **Lookups.** Keys read are cached in memory ([`CACHE_KEYS`] at most) for
 //! [`crate::indexes::FRESH`], the index's own freshness: the material never
 //! changes, but the state may, so a key disabled through another gateway
