@@ -74,8 +74,6 @@ pub struct StoredBody {
     pub md5: String,
     /// Bytes (of plaintext, when sealed).
     pub size: u64,
-    /// The customer key it was sealed under (SSE-C), if any.
-    pub sse_c: Option<crate::sse::SseC>,
 }
 
 /// Checks on a body while it streams.
@@ -174,12 +172,7 @@ where
     };
     let (pumped, stored) = tokio::join!(pump, put);
     match (pumped, stored) {
-        (Ok((md5, size)), Ok(stored)) => Ok(StoredBody {
-            stored,
-            md5,
-            size,
-            sse_c: None,
-        }),
+        (Ok((md5, size)), Ok(stored)) => Ok(StoredBody { stored, md5, size }),
         (Err(e), Ok(stored)) => {
             let _ = node.rm(&stored.cap).await;
             Err(e)
@@ -439,29 +432,28 @@ pub fn spawn_read(
     spawn_slices(node, slices, tx)
 }
 
-/// Streams `body` into one new Cairn object sealed under the customer key
-/// of `sse` ([`crate::sse`]): the plaintext is checked against `rules`, the
-/// sealed bytes are what the node stores. The answer's `md5` (the ETag) is
-/// the sealed bytes' MD5, as S3's SSE-C ETags are not the plaintext's;
-/// its `size` is the plaintext's.
+/// Streams `body` into one new Cairn object sealed under `key` (an SSE-C
+/// or SSE-KMS object's data key, [`crate::sse`]): the plaintext is checked
+/// against `rules`, the sealed bytes are what the node stores. The
+/// answer's `md5` (the ETag) is the sealed bytes' MD5, as S3's ETags of
+/// SSE-C and SSE-KMS objects are not the plaintext's; its `size` is the
+/// plaintext's.
 pub async fn store_sealed<S>(
     node: &Node,
     body: S,
     rules: BodyRules,
-    sse: crate::sse::SseC,
-    key: &crate::sse::CustomerKey,
+    key: &crate::sse::DataKey,
 ) -> Result<StoredBody, GatewayError>
 where
     S: Stream<Item = Result<Bytes, GatewayError>> + Unpin,
 {
-    let sealer = sse.sealer(Some(key), "the upload")?;
+    let sealer = key.sealer()?;
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     let sealed = crate::sse::seal_stream(body, sealer, rules, done_tx);
     let mut stored = store(node, sealed, crate::sse::stored_rules(rules)).await?;
     match done_rx.await {
         Ok((_, plain)) => {
             stored.size = plain;
-            stored.sse_c = Some(sse);
             Ok(stored)
         }
         Err(_) => {
@@ -474,20 +466,28 @@ where
     }
 }
 
-/// [`spawn_read`] of an object sealed under a customer key, opened with
-/// `sealer` (its data key): plaintext `[start, end)` of `parts` (cap and
-/// plaintext size), each part's node read asking for the sealed chunks
-/// that hold its share ([`crate::sse::stored_span`]), opened as they come
-/// while the next part's read starts, as for plain reads.
+/// [`spawn_read`] of an object sealed under data key `key` (SSE-C or
+/// SSE-KMS): plaintext `[start, end)` of `parts` (cap and plaintext size),
+/// each part's node read asking for the sealed chunks that hold its share
+/// ([`crate::sse::stored_span`]), opened as they come while the next
+/// part's read starts, as for plain reads.
 pub fn spawn_read_sealed(
     node: Node,
     parts: Vec<(String, u64)>,
-    sealer: crate::sse::Sealer,
+    key: crate::sse::DataKey,
     start: u64,
     end: u64,
     tx: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
 ) -> tokio::sync::oneshot::Receiver<Result<(), GatewayError>> {
     use crate::sse::{Opener, stored_span};
+    let sealer = match key.sealer() {
+        Ok(sealer) => sealer,
+        Err(err) => {
+            let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+            let _ = started_tx.send(Err(err));
+            return started_rx;
+        }
+    };
     let slices = slices(parts, start, end).map(move |(cap, size, s, e)| {
         let (_, stored_s, stored_e) = stored_span(size, s, e);
         Slice {
@@ -678,9 +678,9 @@ mod tests {
         assert!(out.is_empty() && !failed);
     }
 
-    /// The sealer of a new object under a customer key (a new salt, so a
+    /// The data key of a new object under a customer key (a new salt, so a
     /// new data key, each call).
-    fn sealer() -> crate::sse::Sealer {
+    fn data_key() -> crate::sse::DataKey {
         use md5::Digest;
         let key = [4u8; 32];
         let md5: [u8; 16] = Md5::digest(key).into();
@@ -691,21 +691,23 @@ mod tests {
         let key = crate::sse::CustomerKey::from_request(Some("AES256"), Some(&k), Some(&m), true)
             .unwrap()
             .unwrap();
-        crate::sse::SseC::new(&key).sealer(Some(&key), "o").unwrap()
+        crate::sse::SseC::new(&key)
+            .data_key(Some(&key), "o")
+            .unwrap()
     }
 
-    /// Plaintext `[start, end)` of an object made of `parts`, sealed with
-    /// `sealer`.
+    /// Plaintext `[start, end)` of an object made of `parts`, sealed under
+    /// `key`.
     async fn read_sealed(
         node: &Node,
-        sealer: &crate::sse::Sealer,
+        key: &crate::sse::DataKey,
         parts: &[(&str, u64)],
         start: u64,
         end: u64,
     ) -> (Result<(), GatewayError>, Vec<u8>, bool) {
         let parts = parts.iter().map(|(c, n)| (c.to_string(), *n)).collect();
         let (tx, rx) = ChannelStream::channel(None);
-        let started = spawn_read_sealed(node.clone(), parts, sealer.clone(), start, end, tx);
+        let started = spawn_read_sealed(node.clone(), parts, key.clone(), start, end, tx);
         collect(started, rx).await
     }
 
@@ -713,7 +715,8 @@ mod tests {
     async fn sealed_parts_are_read_ahead_and_open_to_the_exact_bytes() {
         use crate::sse::{CHUNK, seal_all};
         let (seen, node) = node().await;
-        let sealer = sealer();
+        let key = data_key();
+        let sealer = key.sealer().unwrap();
         // Parts that end inside a chunk, on a chunk's end, and of one byte.
         let sizes = [70_000usize, CHUNK, 1, 140_000, 5_000];
         let mut plain = vec![];
@@ -738,7 +741,7 @@ mod tests {
             (70_000 + CHUNK as u64, 70_000 + CHUNK as u64 + 1),
             (100, 70_000 + CHUNK as u64),
         ] {
-            let (started, out, failed) = read_sealed(&node, &sealer, &parts, start, end).await;
+            let (started, out, failed) = read_sealed(&node, &key, &parts, start, end).await;
             assert!(started.is_ok() && !failed, "{start}..{end}: {started:?}");
             assert_eq!(out, &plain[start as usize..end as usize], "{start}..{end}");
         }
@@ -755,7 +758,8 @@ mod tests {
     async fn a_sealed_part_that_fails_ends_the_body_or_fails_before_it() {
         use crate::sse::seal_all;
         let (seen, node) = node().await;
-        let sealer = sealer();
+        let key = data_key();
+        let sealer = key.sealer().unwrap();
         let data = vec![9u8; 2_000];
         let sealed = Bytes::from(seal_all(&sealer, &data).unwrap());
         let mut damaged = sealed.to_vec();
@@ -770,7 +774,7 @@ mod tests {
         // A missing later part: the bytes before it, then an error.
         let (started, out, failed) = read_sealed(
             &node,
-            &sealer,
+            &key,
             &[p("cairn:s1"), p("cairn:gone"), p("cairn:s3")],
             0,
             6_000,
@@ -781,13 +785,13 @@ mod tests {
         assert!(failed);
         // A damaged later part: likewise.
         let (started, out, failed) =
-            read_sealed(&node, &sealer, &[p("cairn:s1"), p("cairn:bad")], 0, 4_000).await;
+            read_sealed(&node, &key, &[p("cairn:s1"), p("cairn:bad")], 0, 4_000).await;
         assert!(started.is_ok());
         assert_eq!(out, data);
         assert!(failed);
         // A missing first part: the read fails before any byte.
         let (started, out, failed) =
-            read_sealed(&node, &sealer, &[p("cairn:gone"), p("cairn:s1")], 0, 4_000).await;
+            read_sealed(&node, &key, &[p("cairn:gone"), p("cairn:s1")], 0, 4_000).await;
         assert!(started.is_err(), "{started:?}");
         assert!(out.is_empty() && !failed);
     }

@@ -20,24 +20,29 @@
 //! - [`policy`]: ACLs and encryption settings: what is true of Cairn.
 //! - [`versioning`]: object versions, delete markers and their listing.
 //! - [`keys`]: S3 credentials and the account key on disk; s3s auth and access.
+//! - [`sse`]: the second sealing layer of SSE-C and SSE-KMS objects.
+//! - [`kms`]: the account's KMS keys (SSE-KMS), kept in its index.
 //! - [`server`]: the HTTP server and its limits.
 //! - [`error`]: the errors and their one mapping to S3 codes.
 //!
 //! # Index layout
 //! One tree of account indexes per namespace (see the limits below); every
-//! value is postcard with a leading `version` (objects 3, uploads, bucket
-//! policies and lifecycle rules 2, the rest 1; older values are read and
-//! upgraded):
+//! value is postcard with a leading `version` (objects 5, uploads 4,
+//! bucket policies and lifecycle rules 3, the rest 1; older values are
+//! read and upgraded):
 //!
 //! | namespace | key | value |
 //! |---|---|---|
 //! | `buckets` | bucket name | [`meta::BucketMeta`] `{version, created_at_ms}` |
-//! | `objects/<bucket>` | object key | [`meta::ObjectMeta`] `{version, size, etag, content_type, user_metadata, last_modified_ms, parts: [{cap, size}], lease_expires_at, part_lists, inline, tags, version_id, delete_marker}`: the current version |
+//! | `objects/<bucket>` | object key | [`meta::ObjectMeta`] `{version, size, etag, content_type, user_metadata, last_modified_ms, parts: [{cap, size}], lease_expires_at, part_lists, inline, tags, version_id, delete_marker, sse_c, sse_kms: {format, key_id, salt, context, bucket_key}}`: the current version |
 //! | `versions/<bucket>` | `<object key>\0<version id>` | [`meta::ObjectMeta`]: every version, once versioning was turned on ([`versioning`]) |
 //! | `tags/<bucket>` | object key (the `null` version), or `<object key>\0<version id>` | [`meta::TagsMeta`] `{version, generation, tags}`: tags set after the object or version was written, valid while `generation` is its entry's |
-//! | `uploads/<bucket>` | upload id | [`meta::UploadMeta`] `{version, key, initiated_ms, content_type, user_metadata, tags}` |
+//! | `uploads/<bucket>` | upload id | [`meta::UploadMeta`] `{version, key, initiated_ms, content_type, user_metadata, tags, sse_c, sse_kms}` |
 //! | `uploads/<bucket>` | `<upload id>/<part number, 5 digits>` | [`meta::PartMeta`] `{version, cap, size, etag, last_modified_ms}` |
 //! | `partlists/<bucket>` | `<list id>/<5 digits>` | [`meta::PartList`] `{version, parts}`: the parts of an object with more than 400, 400 per entry |
+//! | `kmskeys` | `key/<id>` | [`kms::KmsKey`] `{version, id, material, description, state, created_ms}`: the account's KMS keys |
+//! | `kmskeys` | `alias/aws/s3` | [`kms::KmsAlias`] `{version, key_id, created_ms}`: the default key |
+//! | `bucketencryption` | bucket | [`meta::BucketEncryption`] `{version, created_at_ms, kms, kms_key_id, bucket_key}`: the bucket's default encryption, if `aws:kms` |
 //!
 //! Parts are separate entries because clients upload them concurrently and
 //! one entry would lose parts to last-writer-wins. Object data is one Cairn
@@ -104,8 +109,9 @@
 //!   row per slot would remove that; it is unfinished.
 //! - ACLs work as S3's bucket-owner-enforced mode (the account owns
 //!   everything; only `private` is accepted, anything else is
-//!   `AccessControlListNotSupported`), and every object reports `AES256`
-//!   encryption, which is what the node does; see [`policy`].
+//!   `AccessControlListNotSupported`), and every object not sealed by the
+//!   gateway (SSE-C, SSE-KMS) reports `AES256` encryption, which is what
+//!   the node does; see [`policy`].
 //! - Object versioning (Enabled, Suspended) keeps every version, with
 //!   delete markers, GET/HEAD/copy/delete and tagging by version id and
 //!   ListObjectVersions; see [`versioning`]. MFA delete is
@@ -117,8 +123,24 @@
 //!   keys). Only the key's MD5 and a salt are kept. Reads of such an object
 //!   read the next part ahead while opening this one, as other reads do
 //!   ([`body::PARTS_IN_FLIGHT`]).
-//! - Unfinished: KMS keys (`NotImplemented`) and lifecycle transitions
-//!   (`NotImplemented`: one storage class).
+//! - SSE-KMS (`aws:kms` in a request, or a bucket's default encryption
+//!   from PutBucketEncryption) seals objects the same way under a key of
+//!   the account's own key store, kept in its index (namespace `kmskeys`,
+//!   managed with `cairn gateway kms`), so any gateway of the account opens
+//!   them; `alias/aws/s3` is made on first use ([`kms`]). Reads and HEADs
+//!   need no key headers; a disabled key is `KMS.DisabledException`, an
+//!   unknown one `KMS.NotFoundException` (both 400). Only the account's
+//!   requests signed with Signature Version 4 use KMS keys (S3 refuses
+//!   SSE-KMS requests without SigV4; anonymous reads allowed by a public
+//!   policy do not open them, as S3's anonymous principal cannot use a
+//!   key); plain HTTP is allowed, unlike SSE-C, since no key travels in the
+//!   request (the gateway's plain HTTP is for loopback or behind a TLS
+//!   proxy). `aws:kms:dsse` is `NotImplemented`. The condition key
+//!   `s3:x-amz-server-side-encryption-aws-kms-key-id` sees a bare key id as
+//!   its ARN.
+//! - Unfinished: lifecycle transitions (`NotImplemented`: one storage
+//!   class); KMS key policies, grants, rotation, deletion and aliases other
+//!   than `alias/aws/s3`.
 //! - Bucket policies (in namespace `bucketpolicy`) are enforced by the
 //!   access check: the account's keys may do anything a `Deny` does not
 //!   take away, unsigned requests only what an `Allow` for `*` grants
@@ -162,6 +184,7 @@ pub mod cors;
 pub mod error;
 pub mod indexes;
 pub mod keys;
+pub mod kms;
 pub mod lifecycle;
 pub mod listing;
 pub mod meta;
@@ -291,6 +314,24 @@ pub struct Started {
 /// The account key file used by `config`.
 pub fn account_path(config_dir: &Path, account_file: Option<&Path>) -> PathBuf {
     account_file.map_or_else(|| config_dir.join("account.key"), Path::to_path_buf)
+}
+
+/// The KMS key store of the account in `account_file` (default
+/// `dir/account.key`, which must exist), through the node API at `api`,
+/// for `cairn gateway kms`: its index cache is in memory, since a running
+/// gateway holds `cache.redb`. ARNs name `region`.
+pub fn kms_store(
+    api: &str,
+    dir: &Path,
+    account_file: Option<&Path>,
+    region: &str,
+) -> Result<kms::KmsStore, StartError> {
+    let seed = keys::load_account(&account_path(dir, account_file), false)?;
+    let owner = blake3::derive_key(OWNER_CONTEXT, &seed);
+    let account = Arc::new(Account::new(SecretKey::from_bytes(seed)));
+    let node = node::Node::new(api, owner, DEFAULT_LEASE_SECS)?;
+    let idx = Arc::new(indexes::Indexes::open_in_memory(node, account)?);
+    Ok(kms::KmsStore::new(idx, region))
 }
 
 /// Opens the account, cache and keys and binds the listen address.
@@ -533,6 +574,19 @@ pub(crate) async fn authorize(gw: &s3::Gateway, r: &AccessRequest<'_>) -> Result
     let mut context = request_context(r.headers, r.uri, r.client, r.key_id, op);
     if let Some(tags) = r.request_tags {
         context.set_request_tags(tags);
+    }
+    // S3 tests s3:x-amz-server-side-encryption-aws-kms-key-id as the key's
+    // ARN, whether the request named the key by its ARN or its bare id.
+    if let Some(v) = r
+        .headers
+        .get("x-amz-server-side-encryption-aws-kms-key-id")
+        .and_then(|v| v.to_str().ok())
+        && let Ok(kms::KeyRef::Id(id)) = gw.kms.parse(v)
+    {
+        context.set(
+            "s3:x-amz-server-side-encryption-aws-kms-key-id",
+            gw.kms.arn(&id),
+        );
     }
     let mut object_context = context.clone();
     if let (Some(p), Some(key)) = (&policy, r.key)
