@@ -1793,6 +1793,19 @@ macro_rules! request_key {
     };
 }
 
+/// The [`KmsAsk`] of a request that makes an object: PutObject,
+/// CopyObject and CreateMultipartUpload name its fields alike.
+macro_rules! kms_ask {
+    ($input:expr, $signed:expr) => {
+        KmsAsk {
+            key_id: $input.ssekms_key_id.as_deref(),
+            context: $input.ssekms_encryption_context.as_deref(),
+            bucket_key: $input.bucket_key_enabled,
+            signed: $signed,
+        }
+    };
+}
+
 /// A request's customer key (SSE-C) from its three headers.
 fn customer_key(
     (algorithm, key, md5): (&Option<String>, &Option<String>, &Option<String>),
@@ -2066,12 +2079,7 @@ impl S3 for Gateway {
             input.ssekms_key_id.is_some(),
             key.is_some(),
         )?;
-        let kms = KmsAsk {
-            key_id: input.ssekms_key_id.as_deref(),
-            context: input.ssekms_encryption_context.as_deref(),
-            bucket_key: input.bucket_key_enabled,
-            signed,
-        };
+        let kms = kms_ask!(input, signed);
         let seal = self
             .new_seal(&input.bucket, asked, kms, key.as_ref())
             .await?;
@@ -2974,12 +2982,7 @@ impl S3 for Gateway {
         )?;
         // A copy is a new Cairn object, so it is sealed anew (or not) as the
         // request (or the bucket's default) says, whatever its source was.
-        let kms = KmsAsk {
-            key_id: input.ssekms_key_id.as_deref(),
-            context: input.ssekms_encryption_context.as_deref(),
-            bucket_key: input.bucket_key_enabled,
-            signed,
-        };
+        let kms = kms_ask!(input, signed);
         let seal = self
             .new_seal(&input.bucket, asked, kms, key.as_ref())
             .await?;
@@ -3170,12 +3173,7 @@ impl S3 for Gateway {
         self.require_bucket(&input.bucket).await?;
         // Every part is sealed under the one key and salt of the upload,
         // chosen (and for KMS, checked enabled) now.
-        let kms = KmsAsk {
-            key_id: input.ssekms_key_id.as_deref(),
-            context: input.ssekms_encryption_context.as_deref(),
-            bucket_key: input.bucket_key_enabled,
-            signed,
-        };
+        let kms = kms_ask!(input, signed);
         let seal = self
             .new_seal(&input.bucket, asked, kms, key.as_ref())
             .await?;
