@@ -736,6 +736,7 @@ async fn a_collected_index_spreads_and_a_replica_that_missed_it_brings_nothing_b
     let reader = (0..6).find(|&i| i != lone).unwrap();
     let read = nodes[reader].replicas.get(&id).await.unwrap().unwrap();
     assert_eq!(*read.index, collected);
+    assert_eq!((read.answered, read.asked), (5, 5));
     for &i in &in_set {
         let copy = replica_of(i).unwrap();
         assert_eq!(copy, collected, "replica {i}");
