@@ -648,6 +648,15 @@ impl Index {
         self.ops.is_empty() && self.base.is_empty()
     }
 
+    /// Base ops a later op of their slot shadows: the next checkpoint
+    /// drops them.
+    pub fn shadowed(&self) -> usize {
+        self.base
+            .keys()
+            .filter(|s| self.ops.contains_key(*s))
+            .count()
+    }
+
     /// Slots whose op is a tombstone.
     pub fn tombstones(&self) -> usize {
         self.ops().filter(|o| o.tombstone).count()
@@ -1632,6 +1641,7 @@ mod tests {
         assert_eq!(c.get(a.key(), b"b").unwrap(), Some(b"newer".to_vec()));
         assert_eq!(c.get(a.key(), b"a").unwrap(), Some(b"again".to_vec()));
         assert_eq!(c.checkpoint(), cp.checkpoint());
+        assert_eq!(c.shadowed(), 1);
         assert_eq!(Index::decode(&c.encode(), Some(c.id())).unwrap(), c);
         // A new checkpoint must pass the old one; the next one collects the
         // superseded base op too.
@@ -1644,7 +1654,7 @@ mod tests {
             Err(IndexError::NotOwner(_))
         ));
         let next = c.collect(&a, 30, |_| true).unwrap();
-        assert_eq!((next.len(), next.tombstones()), (3, 0));
+        assert_eq!((next.len(), next.tombstones(), next.shadowed()), (3, 0, 0));
         // `keep` leaves out ops a later op elsewhere supersedes.
         let slot_c = a.key().slot(&c.id(), b"c");
         let kept = c.collect(&a, 30, |o| o.slot != slot_c).unwrap();
