@@ -41,6 +41,13 @@
 //! still hides an op the pass keeps, or an op in a descendant (a writer
 //! that had not seen a split), stays until a later pass.
 //!
+//! Two passes may run at once (two gateways of one account). A pass that
+//! plans from shards read deepest first is safe beside another writing
+//! root first: if it reads a shard after the other pass dropped a
+//! tombstone there, it reads every ancestor after the other pass dropped
+//! what the tombstone hid (property-tested; reading root first instead
+//! can bring a deleted key back).
+//!
 //! [`Walk`] (one key) and [`Survey`] (every key) are state machines: they
 //! say which shard to read next and take it when it is read, so the
 //! gateway drives them over the network and the tests over a map.
@@ -896,6 +903,74 @@ mod tests {
             prop_assert_eq!(old, 0);
             for (name, old) in &before {
                 t.shard(name).merge(old).unwrap();
+            }
+            t.assert_reads(&model, &keys);
+        }
+
+        /// Two gateways collect at once: one plans from a read of the whole
+        /// tree and writes root first; the other reads shard by shard,
+        /// deepest first, in between those writes, then plans and writes
+        /// from its reads. Whatever the interleaving, the tree still reads
+        /// as the model (reading root first instead can bring a deleted
+        /// key back: an ancestor read before the first pass dropped what a
+        /// tombstone hid, and the tombstone's shard read after it was
+        /// dropped).
+        #[test]
+        fn two_collection_passes_at_once_keep_the_map(
+            actions in prop::collection::vec(action(), 1..200),
+            steps in prop::collection::vec(any::<bool>(), 0..80),
+            at in 30u64..100,
+            second_later in any::<bool>(),
+        ) {
+            let mut t = Tree::new(SplitRule { max_entries: 8, max_bytes: 1 << 20 });
+            let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+            let keys: Vec<Vec<u8>> = (0u8..200).map(|k| format!("k{k:03}").into_bytes()).collect();
+            for (i, a) in actions.iter().enumerate() {
+                let now = 10 * i as u64 + 10;
+                match *a {
+                    Action::Put(k, v) => {
+                        t.write(&keys[usize::from(k)], Some(&[v]), now, 0);
+                        model.insert(keys[usize::from(k)].clone(), vec![v]);
+                    }
+                    Action::Delete(k) => {
+                        t.write(&keys[usize::from(k)], None, now, usize::from(k % 3 == 0));
+                        model.remove(&keys[usize::from(k)]);
+                    }
+                    Action::StalePut(k, v, s) => {
+                        t.write(&keys[usize::from(k)], Some(&[v]), now, s);
+                        model.insert(keys[usize::from(k)].clone(), vec![v]);
+                    }
+                }
+            }
+            let end = 10 * actions.len() as u64 + 10;
+            let h1 = end * at / 100 + 1;
+            let h2 = if second_later { h1 + 5 } else { h1 };
+            let account = Account::new(SecretKey::from_bytes([5; 32]));
+            let first = plan_collection(&t.by_path(), account.key(), h1).unwrap();
+            let mut first = first.into_iter();
+            let mut paths: Vec<String> = t.by_path().into_keys().collect();
+            paths.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+            let mut paths = paths.into_iter();
+            let mut read: BTreeMap<String, Index> = BTreeMap::new();
+            let mut steps = steps.into_iter();
+            loop {
+                let write = steps.next().unwrap_or(true);
+                if write && let Some(plan) = first.next() {
+                    let name = shard_name("objects/b", &plan.path);
+                    let ix = t.shard(&name);
+                    let next = plan.apply(ix, &account).unwrap();
+                    ix.merge(&next).unwrap();
+                } else if let Some(path) = paths.next() {
+                    let ix = t.shard(&shard_name("objects/b", &path)).clone();
+                    read.insert(path, ix);
+                } else if first.len() == 0 {
+                    break;
+                }
+            }
+            for plan in plan_collection(&read, account.key(), h2).unwrap() {
+                let name = shard_name("objects/b", &plan.path);
+                let next = plan.apply(&read[&plan.path], &account).unwrap();
+                t.shard(&name).merge(&next).unwrap();
             }
             t.assert_reads(&model, &keys);
         }
