@@ -1195,6 +1195,11 @@ fn parse(bytes: &[u8], expected: Option<IndexId>) -> Result<Parsed, IndexError> 
                 "an op on the wrong side of the checkpoint's horizon".into(),
             ));
         }
+        if base.iter().any(|o| o.tombstone) {
+            return Err(IndexError::Malformed(
+                "a tombstone in a checkpoint's base".into(),
+            ));
+        }
         if base_digest(&base) != cp.digest {
             return Err(IndexError::Malformed(
                 "the checkpoint does not name its base".into(),
@@ -1707,6 +1712,20 @@ mod tests {
             &Checkpoint::signed_bytes(&cp.id(), 15, &c.digest),
         );
         assert!(matches!(check(&wrong), Some(IndexError::Malformed(_))));
+        // A tombstone in the base (a checkpoint keeps only puts), even
+        // one the owner signed and named.
+        let mut dead = cp.clone();
+        let mut t = bucket(&a);
+        t.delete(&a, b"a", 12).unwrap();
+        let tomb = t.ops().next().unwrap().clone();
+        dead.base.insert(tomb.slot, tomb);
+        let c = dead.checkpoint.as_mut().unwrap();
+        c.digest = base_digest(dead.base.values());
+        c.signature = a.secret.sign(
+            CHECKPOINT_DOMAIN,
+            &Checkpoint::signed_bytes(&cp.id(), 15, &c.digest),
+        );
+        assert!(matches!(check(&dead), Some(IndexError::Malformed(_))));
         // The same checkpoint for another index does not verify there.
         let mut other = Index::new(a.index_name(b"bucket/other"));
         other.put(&a, b"a", b"1", 10).unwrap();
