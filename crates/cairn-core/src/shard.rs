@@ -319,6 +319,15 @@ impl Survey {
         self.finish_window().0
     }
 
+    /// The keys whose latest op deletes them (tombstones not collected
+    /// yet), sorted.
+    pub fn finish_deleted(self) -> Vec<Vec<u8>> {
+        self.merged
+            .into_iter()
+            .filter_map(|(k, f)| f.value.is_none().then_some(k))
+            .collect()
+    }
+
     /// The live keys and values of the window, sorted by key, and the
     /// bound the next window starts from (`None`: the tree holds no more).
     pub fn finish_window(self) -> Window {
@@ -1005,6 +1014,30 @@ mod tests {
             let all = t.survey();
             let expected: Vec<(Vec<u8>, Vec<u8>)> = model.clone().into_iter().collect();
             prop_assert_eq!(&all, &expected);
+            // The deleted keys: written at some point, not in the model.
+            let mut s = Survey::new("objects/b");
+            loop {
+                let pending = s.take_pending();
+                if pending.is_empty() {
+                    break;
+                }
+                for (name, path) in pending {
+                    let ix = t.shard(&name).clone();
+                    s.feed(&path, &ix, t.account.key()).unwrap();
+                }
+            }
+            let written: std::collections::BTreeSet<u8> = actions
+                .iter()
+                .map(|a| match *a {
+                    Action::Put(k, _) | Action::Delete(k) | Action::StalePut(k, _, _) => k,
+                })
+                .collect();
+            let deleted: Vec<Vec<u8>> = written
+                .into_iter()
+                .map(|k| format!("k{k:03}").into_bytes())
+                .filter(|k| !model.contains_key(k))
+                .collect();
+            prop_assert_eq!(s.finish_deleted(), deleted);
             for k in 0u8..200 {
                 let key = format!("k{k:03}").into_bytes();
                 let w = t.walk(&key);

@@ -493,6 +493,25 @@ impl Indexes {
         }
     }
 
+    /// The keys of `namespace` whose latest op deletes them (their
+    /// tombstones not collected yet), sorted. Holds them all: for the
+    /// bucket list.
+    pub async fn deleted(&self, namespace: &str) -> Result<Vec<Vec<u8>>, GatewayError> {
+        let mut survey = Survey::new(namespace);
+        loop {
+            let pending = survey.take_pending();
+            if pending.is_empty() {
+                return Ok(survey.finish_deleted());
+            }
+            for (name, path) in pending {
+                let index = self.read(&name, FRESH).await?;
+                survey
+                    .feed(&path, &index, self.account.key())
+                    .map_err(open_err)?;
+            }
+        }
+    }
+
     /// Whether `namespace` has any live entry.
     pub async fn any(&self, namespace: &str) -> Result<bool, GatewayError> {
         let mut from = vec![];

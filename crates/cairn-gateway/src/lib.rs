@@ -92,8 +92,7 @@
 //!   heard from every replica (the node's `x-cairn-index-replicas`; a node
 //!   that does not send it is trusted, so an op only a silent replica
 //!   holds could then be dropped). Shards already split stay split.
-//!   Trees of more than 256 shards, and the namespaces of deleted buckets,
-//!   are not collected yet.
+//!   Trees of more than 256 shards are not collected yet.
 //! - A multipart object of more than 400 parts keeps its part list in
 //!   `partlists/<bucket>` entries (written before the object's entry), so
 //!   S3's 10,000 parts fit; each 400 parts cost one more index slot.
@@ -871,8 +870,11 @@ async fn maintain(gw: Arc<s3::Gateway>, interval: Duration, max_age: Duration, g
 }
 
 /// Collects the index tombstones older than `grace` in every namespace of
-/// the account: the bucket list and bucket settings, and each bucket's
-/// objects, versions, uploads, tags and part lists
+/// the account: the bucket settings, each bucket's objects, versions,
+/// uploads, tags and part lists (deleted buckets' too: their names are
+/// the bucket list's tombstones), and last the bucket list itself, only
+/// if all the others succeeded, so a deleted bucket's name is not
+/// forgotten while its namespaces still hold tombstones
 /// ([`indexes::Indexes::collect`]). A namespace that fails is left as it
 /// is (its pass stops where it failed); the others still run, and the
 /// first error is returned.
@@ -892,7 +894,6 @@ pub async fn collect_pass_at(
     use meta::BucketSetting;
     let horizon = now.saturating_sub(u64::try_from(grace.as_millis()).unwrap_or(u64::MAX));
     let mut namespaces: Vec<String> = [
-        s3::BUCKETS,
         meta::BucketTags::NS,
         meta::BucketCors::NS,
         meta::BucketLifecycle::NS,
@@ -902,7 +903,14 @@ pub async fn collect_pass_at(
     ]
     .map(String::from)
     .into();
-    for (bucket, _) in gw.idx.entries(s3::BUCKETS).await? {
+    let live = gw
+        .idx
+        .entries(s3::BUCKETS)
+        .await?
+        .into_iter()
+        .map(|(b, _)| b);
+    let gone = gw.idx.deleted(s3::BUCKETS).await?;
+    for bucket in live.chain(gone) {
         let bucket = String::from_utf8_lossy(&bucket).into_owned();
         namespaces.extend([
             s3::objects_ns(&bucket),
@@ -926,7 +934,13 @@ pub async fn collect_pass_at(
             }
         }
     }
-    first_error.map_or(Ok(total), Err)
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    let buckets = gw.idx.collect(s3::BUCKETS, horizon).await?;
+    total.shards += buckets.shards;
+    total.ops += buckets.ops;
+    Ok(total)
 }
 
 /// One pass of the sweeper and lease renewal.
