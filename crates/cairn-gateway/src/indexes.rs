@@ -61,6 +61,9 @@ pub struct Collected {
     pub shards: usize,
     /// Ops (tombstones, superseded ops) they dropped.
     pub ops: usize,
+    /// Trees left for a later pass (a replica did not answer, or too many
+    /// shards).
+    pub skipped: usize,
 }
 
 /// One change to an index entry: a value, or `None` to delete.
@@ -647,7 +650,10 @@ impl Indexes {
         while let Some(path) = pending.pop() {
             if paths.len() == MAX_COLLECT_SHARDS {
                 tracing::info!(namespace, "too many shards to collect tombstones yet");
-                return Ok(Collected::default());
+                return Ok(Collected {
+                    skipped: 1,
+                    ..Collected::default()
+                });
             }
             let index = self
                 .read(&shard::shard_name(namespace, &path), Duration::ZERO)
@@ -673,7 +679,10 @@ impl Indexes {
                     asked,
                     "not collecting tombstones: a replica did not answer"
                 );
-                return Ok(Collected::default());
+                return Ok(Collected {
+                    skipped: 1,
+                    ..Collected::default()
+                });
             }
             shards.insert(path, (*index).clone());
         }

@@ -873,7 +873,7 @@ async fn maintain(gw: Arc<s3::Gateway>, interval: Duration, max_age: Duration, g
 /// the account: the bucket settings, each bucket's objects, versions,
 /// uploads, tags and part lists (deleted buckets' too: their names are
 /// the bucket list's tombstones), and last the bucket list itself, only
-/// if all the others succeeded, so a deleted bucket's name is not
+/// if all the others succeeded (none skipped), so a deleted bucket's name is not
 /// forgotten while its namespaces still hold tombstones
 /// ([`indexes::Indexes::collect`]). A namespace that fails is left as it
 /// is (its pass stops where it failed); the others still run, and the
@@ -927,6 +927,7 @@ pub async fn collect_pass_at(
             Ok(c) => {
                 total.shards += c.shards;
                 total.ops += c.ops;
+                total.skipped += c.skipped;
             }
             Err(e) => {
                 tracing::warn!("collecting the tombstones of {ns} failed: {e}");
@@ -937,9 +938,15 @@ pub async fn collect_pass_at(
     if let Some(e) = first_error {
         return Err(e);
     }
+    if total.skipped > 0 {
+        // A deleted bucket's name must outlive its namespaces' tombstones.
+        total.skipped += 1;
+        return Ok(total);
+    }
     let buckets = gw.idx.collect(s3::BUCKETS, horizon).await?;
     total.shards += buckets.shards;
     total.ops += buckets.ops;
+    total.skipped += buckets.skipped;
     Ok(total)
 }
 
