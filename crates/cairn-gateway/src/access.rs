@@ -36,9 +36,11 @@
 //!   key, multi-valued: use `ForAnyValue:`/`ForAllValues:`) are the tags a
 //!   write sets in its `x-amz-tagging` header: PutObject,
 //!   CreateMultipartUpload, and CopyObject with
-//!   `x-amz-tagging-directive: REPLACE`. PutObjectTagging sends its tags
-//!   in its XML body, which s3s reads only after the access check (the
-//!   check sees headers, never the body), so for it they are missing.
+//!   `x-amz-tagging-directive: REPLACE`; and the tags PutObjectTagging (by
+//!   version id too) sets in its XML body. s3s parses that body only
+//!   after its general access check, which sees headers alone, so
+//!   PutObjectTagging is decided in the per-operation check s3s makes
+//!   with the parsed input instead (`crate::authorize_tagging`).
 //! - `s3:ExistingObjectTag/<tag>` are the tags of the object (or the
 //!   version `versionId` names) that an object read or tagging or ACL
 //!   request acts on (GetObject, HeadObject, Get/Put/DeleteObjectTagging,

@@ -74,8 +74,6 @@ pub struct StoredBody {
     pub md5: String,
     /// Bytes (of plaintext, when sealed).
     pub size: u64,
-    /// The customer key it was sealed under (SSE-C), if any.
-    pub sse_c: Option<crate::sse::SseC>,
 }
 
 /// Checks on a body while it streams.
@@ -174,12 +172,7 @@ where
     };
     let (pumped, stored) = tokio::join!(pump, put);
     match (pumped, stored) {
-        (Ok((md5, size)), Ok(stored)) => Ok(StoredBody {
-            stored,
-            md5,
-            size,
-            sse_c: None,
-        }),
+        (Ok((md5, size)), Ok(stored)) => Ok(StoredBody { stored, md5, size }),
         (Err(e), Ok(stored)) => {
             let _ = node.rm(&stored.cap).await;
             Err(e)
@@ -269,7 +262,9 @@ fn slices(
 /// next. A multipart object is one Cairn object per part, and reading the
 /// next part while this one is sent keeps the node's pipeline busy across
 /// part boundaries (each part starts with a manifest lookup and a segment
-/// fetch). Each read buffers at most [`CHANNEL_CHUNKS`] chunks here.
+/// fetch). Each read buffers at most [`CHANNEL_CHUNKS`] chunks here. Reads
+/// of objects sealed under a customer key (SSE-C) are scheduled the same
+/// way: the next part's node read runs while this part's chunks are opened.
 ///
 /// The next part is asked for only once the current part's header has
 /// arrived, so a read never holds one of the node's transfer permits
@@ -322,35 +317,41 @@ fn read_part(
     PartRead { rx, started }
 }
 
-/// Streams bytes `[start, end)` of the object made of `parts` (cap and
-/// size, in order) into `tx`, with [`PARTS_IN_FLIGHT`] node reads at
-/// once; a failure is sent as the stream's last item. The returned
-/// receiver says whether the node began to answer: a failure before the
-/// first byte is reported there instead, so the S3 client gets a proper
-/// error rather than a cut body.
-pub fn spawn_read(
+/// One part of a read: stored bytes `[s, e)` of Cairn object `cap`, and,
+/// for a part sealed under a customer key, the opener its chunks go
+/// through (none: they are the body's bytes as they come).
+struct Slice {
+    cap: String,
+    s: u64,
+    e: u64,
+    opener: Option<crate::sse::Opener>,
+}
+
+/// Streams `slices` in order into `tx`, with [`PARTS_IN_FLIGHT`] node
+/// reads at once (plain and sealed reads alike). A failure before the
+/// first byte is reported on the returned receiver, a later one as the
+/// stream's last item.
+fn spawn_slices<I>(
     node: Node,
-    parts: Vec<(String, u64)>,
-    start: u64,
-    end: u64,
+    mut slices: I,
     tx: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
-) -> tokio::sync::oneshot::Receiver<Result<(), GatewayError>> {
+) -> tokio::sync::oneshot::Receiver<Result<(), GatewayError>>
+where
+    I: Iterator<Item = Slice> + Send + 'static,
+{
     let (started_tx, started_rx) = tokio::sync::oneshot::channel();
-    let slices: Vec<(String, u64, u64)> = slices(parts, start, end)
-        .map(|(cap, _, s, e)| (cap, s, e))
-        .collect();
     tokio::spawn(async move {
         let mut started = Some(started_tx);
         // Dropped on return: reads still running are stopped.
         let mut tasks = tokio::task::JoinSet::new();
-        let mut slices = slices.into_iter();
+        // An opener is made with its read, so at most PARTS_IN_FLIGHT exist.
         let mut next = |tasks: &mut tokio::task::JoinSet<()>| {
             slices
                 .next()
-                .map(|(cap, s, e)| read_part(tasks, &node, cap, s, e))
+                .map(|sl| (read_part(tasks, &node, sl.cap, sl.s, sl.e), sl.opener))
         };
         let mut ahead = std::collections::VecDeque::new();
-        while let Some(mut part) = ahead.pop_front().or_else(|| next(&mut tasks)) {
+        while let Some((mut part, mut opener)) = ahead.pop_front().or_else(|| next(&mut tasks)) {
             let began = part.started.await.unwrap_or_else(|_| {
                 Err(GatewayError::Internal(
                     "a node read ended before it began".into(),
@@ -370,11 +371,35 @@ pub fn spawn_read(
                 ahead.push_back(p);
             }
             while let Some(item) = part.rx.recv().await {
-                let failed = item.is_err();
-                if tx.send(item).await.is_err() || failed {
-                    // The S3 client went away, or the read failed midway.
-                    return;
+                let chunk = match item {
+                    Ok(chunk) => chunk,
+                    Err(e) => {
+                        // The read failed midway: the body ends with it.
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                };
+                let Some(o) = opener.as_mut() else {
+                    if tx.send(Ok(chunk)).await.is_err() {
+                        // The S3 client went away.
+                        return;
+                    }
+                    continue;
+                };
+                match o.push(&chunk) {
+                    Ok(plain) => {
+                        for b in plain {
+                            if tx.send(Ok(b)).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Err(err) => return report(&mut started, &tx, err).await,
                 }
+            }
+            if opener.as_ref().is_some_and(|o| !o.finished()) {
+                let err = GatewayError::Internal("a sealed part ended early".into());
+                return report(&mut started, &tx, err).await;
             }
         }
         // Nothing to fetch (an empty range or object).
@@ -385,29 +410,50 @@ pub fn spawn_read(
     started_rx
 }
 
-/// Streams `body` into one new Cairn object sealed under the customer key
-/// of `sse` ([`crate::sse`]): the plaintext is checked against `rules`, the
-/// sealed bytes are what the node stores. The answer's `md5` (the ETag) is
-/// the sealed bytes' MD5, as S3's SSE-C ETags are not the plaintext's;
-/// its `size` is the plaintext's.
+/// Streams bytes `[start, end)` of the object made of `parts` (cap and
+/// size, in order) into `tx`, with [`PARTS_IN_FLIGHT`] node reads at
+/// once; a failure is sent as the stream's last item. The returned
+/// receiver says whether the node began to answer: a failure before the
+/// first byte is reported there instead, so the S3 client gets a proper
+/// error rather than a cut body.
+pub fn spawn_read(
+    node: Node,
+    parts: Vec<(String, u64)>,
+    start: u64,
+    end: u64,
+    tx: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+) -> tokio::sync::oneshot::Receiver<Result<(), GatewayError>> {
+    let slices = slices(parts, start, end).map(|(cap, _, s, e)| Slice {
+        cap,
+        s,
+        e,
+        opener: None,
+    });
+    spawn_slices(node, slices, tx)
+}
+
+/// Streams `body` into one new Cairn object sealed under `key` (an SSE-C
+/// or SSE-KMS object's data key, [`crate::sse`]): the plaintext is checked
+/// against `rules`, the sealed bytes are what the node stores. The
+/// answer's `md5` (the ETag) is the sealed bytes' MD5, as S3's ETags of
+/// SSE-C and SSE-KMS objects are not the plaintext's; its `size` is the
+/// plaintext's.
 pub async fn store_sealed<S>(
     node: &Node,
     body: S,
     rules: BodyRules,
-    sse: crate::sse::SseC,
-    key: &crate::sse::CustomerKey,
+    key: &crate::sse::DataKey,
 ) -> Result<StoredBody, GatewayError>
 where
     S: Stream<Item = Result<Bytes, GatewayError>> + Unpin,
 {
-    let sealer = sse.sealer(Some(key), "the upload")?;
+    let sealer = key.sealer()?;
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     let sealed = crate::sse::seal_stream(body, sealer, rules, done_tx);
     let mut stored = store(node, sealed, crate::sse::stored_rules(rules)).await?;
     match done_rx.await {
         Ok((_, plain)) => {
             stored.size = plain;
-            stored.sse_c = Some(sse);
             Ok(stored)
         }
         Err(_) => {
@@ -420,76 +466,38 @@ where
     }
 }
 
-/// [`spawn_read`] of an object sealed under a customer key: plaintext
-/// `[start, end)` of `parts` (cap and plaintext size), each part's chunks
-/// read from the node and opened in turn.
+/// [`spawn_read`] of an object sealed under data key `key` (SSE-C or
+/// SSE-KMS): plaintext `[start, end)` of `parts` (cap and plaintext size),
+/// each part's node read asking for the sealed chunks that hold its share
+/// ([`crate::sse::stored_span`]), opened as they come while the next
+/// part's read starts, as for plain reads.
 pub fn spawn_read_sealed(
     node: Node,
     parts: Vec<(String, u64)>,
-    (sse, key): (crate::sse::SseC, crate::sse::CustomerKey),
+    key: crate::sse::DataKey,
     start: u64,
     end: u64,
     tx: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
 ) -> tokio::sync::oneshot::Receiver<Result<(), GatewayError>> {
-    use crate::sse::{Opener, sealed_len, stored_span};
-    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
-    tokio::spawn(async move {
-        let mut started = Some(started_tx);
-        for (cap, size, s, e) in slices(parts, start, end) {
-            let (_, stored_s, stored_e) = stored_span(size, s, e);
-            let mut opener = match sse.sealer(Some(&key), "the object") {
-                Ok(sealer) => Opener::new(sealer, size, s, e),
-                Err(err) => return report(&mut started, &tx, err).await,
-            };
-            let (part_tx, mut part_rx) = tokio::sync::mpsc::channel(CHANNEL_CHUNKS);
-            let began = spawn_read(
-                node.clone(),
-                vec![(cap, sealed_len(size))],
-                stored_s,
-                stored_e,
-                part_tx,
-            )
-            .await
-            .unwrap_or_else(|_| {
-                Err(GatewayError::Internal(
-                    "a node read ended before it began".into(),
-                ))
-            });
-            if let Err(err) = began {
-                return report(&mut started, &tx, err).await;
-            }
-            if let Some(st) = started.take() {
-                let _ = st.send(Ok(()));
-            }
-            while let Some(item) = part_rx.recv().await {
-                let opened = match item {
-                    Ok(stored) => opener.push(&stored),
-                    Err(e) => {
-                        let _ = tx.send(Err(e)).await;
-                        return;
-                    }
-                };
-                match opened {
-                    Ok(plain) => {
-                        for b in plain {
-                            if tx.send(Ok(b)).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                    Err(err) => return report(&mut started, &tx, err).await,
-                }
-            }
-            if !opener.finished() {
-                let err = GatewayError::Internal("a sealed part ended early".into());
-                return report(&mut started, &tx, err).await;
-            }
+    use crate::sse::{Opener, stored_span};
+    let sealer = match key.sealer() {
+        Ok(sealer) => sealer,
+        Err(err) => {
+            let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+            let _ = started_tx.send(Err(err));
+            return started_rx;
         }
-        if let Some(st) = started.take() {
-            let _ = st.send(Ok(()));
+    };
+    let slices = slices(parts, start, end).map(move |(cap, size, s, e)| {
+        let (_, stored_s, stored_e) = stored_span(size, s, e);
+        Slice {
+            cap,
+            s: stored_s,
+            e: stored_e,
+            opener: Some(Opener::new(sealer.clone(), size, s, e)),
         }
     });
-    started_rx
+    spawn_slices(node, slices, tx)
 }
 
 /// The bytes of an S3 request body, with its errors as [`GatewayError`]s.
@@ -522,12 +530,14 @@ mod tests {
 
     use super::*;
 
-    /// Node reads running now, the most seen at once, and the order asked.
+    /// Node reads running now, the most seen at once, the order asked, and
+    /// objects stored as given bytes.
     #[derive(Default)]
     struct Seen {
         active: AtomicUsize,
         most: AtomicUsize,
         asked: Mutex<Vec<String>>,
+        stored: Mutex<std::collections::HashMap<String, Bytes>>,
     }
 
     struct Running(Arc<Seen>);
@@ -538,28 +548,38 @@ mod tests {
         }
     }
 
-    /// A node whose object `cairn:pN` is 1,000 bytes of `N`; the header
-    /// comes at once and the data 50 ms later. `cairn:gone` is missing.
+    /// A node whose object `cairn:pN` is 1,000 bytes of `N`, and whose
+    /// `stored` objects are their bytes; the header comes at once and the
+    /// data 50 ms later. Others (`cairn:gone`) are missing.
     async fn get(
         State(seen): State<Arc<Seen>>,
         axum::Json(b): axum::Json<serde_json::Value>,
     ) -> Response {
         let cap = b["cap"].as_str().unwrap_or_default().to_string();
         seen.asked.lock().unwrap().push(cap.clone());
-        let Some(n) = cap
+        let stored = seen.stored.lock().unwrap().get(&cap).cloned();
+        let object = match cap
             .strip_prefix("cairn:p")
             .and_then(|n| n.parse::<u8>().ok())
-        else {
-            return (StatusCode::NOT_FOUND, r#"{"error": "no such object"}"#).into_response();
+        {
+            Some(n) => Bytes::from(vec![n; 1000]),
+            None => match stored {
+                Some(bytes) => bytes,
+                None => {
+                    return (StatusCode::NOT_FOUND, r#"{"error": "no such object"}"#)
+                        .into_response();
+                }
+            },
         };
         let now = seen.active.fetch_add(1, Ordering::SeqCst) + 1;
         seen.most.fetch_max(now, Ordering::SeqCst);
         let running = Running(seen.clone());
+        let size = object.len() as u64;
         let (s, e) = (
             b["start"].as_u64().unwrap_or(0),
-            b["end"].as_u64().unwrap_or(1000),
+            b["end"].as_u64().unwrap_or(size),
         );
-        let header = serde_json::json!({"size": 1000, "segments": 1, "start": s, "length": e - s});
+        let header = serde_json::json!({"size": size, "segments": 1, "start": s, "length": e - s});
         let head: Vec<Result<Bytes, std::io::Error>> =
             frame(HEADER, Bytes::from(header.to_string()))
                 .into_iter()
@@ -567,7 +587,7 @@ mod tests {
                 .collect();
         let rest = async move {
             tokio::time::sleep(Duration::from_millis(50)).await;
-            let data = Bytes::from(vec![n; (e - s) as usize]);
+            let data = object.slice(s as usize..e as usize);
             let frames: Vec<Result<Bytes, std::io::Error>> = frame(DATA, data)
                 .into_iter()
                 .chain(frame(END, Bytes::new()))
@@ -601,10 +621,18 @@ mod tests {
         end: u64,
     ) -> (Result<(), GatewayError>, Vec<u8>, bool) {
         let parts = parts.iter().map(|c| (c.to_string(), 1000)).collect();
-        let (tx, mut rx) = ChannelStream::channel(None);
-        let started = spawn_read(node.clone(), parts, start, end, tx)
-            .await
-            .unwrap();
+        let (tx, rx) = ChannelStream::channel(None);
+        let started = spawn_read(node.clone(), parts, start, end, tx);
+        collect(started, rx).await
+    }
+
+    /// What a read came to: whether it began, its bytes, and whether it
+    /// ended with an error.
+    async fn collect(
+        started: tokio::sync::oneshot::Receiver<Result<(), GatewayError>>,
+        mut rx: ChannelStream,
+    ) -> (Result<(), GatewayError>, Vec<u8>, bool) {
+        let started = started.await.unwrap();
         let (mut out, mut failed) = (Vec::new(), false);
         while let Some(item) = rx.next().await {
             match item {
@@ -646,6 +674,124 @@ mod tests {
         assert!(failed);
         // The first part: the read fails before any byte, for a proper S3 error.
         let (started, out, failed) = read(&node, &["cairn:gone", "cairn:p2"], 0, 2000).await;
+        assert!(started.is_err(), "{started:?}");
+        assert!(out.is_empty() && !failed);
+    }
+
+    /// The data key of a new object under a customer key (a new salt, so a
+    /// new data key, each call).
+    fn data_key() -> crate::sse::DataKey {
+        use md5::Digest;
+        let key = [4u8; 32];
+        let md5: [u8; 16] = Md5::digest(key).into();
+        let (k, m) = (
+            data_encoding::BASE64.encode(&key),
+            data_encoding::BASE64.encode(&md5),
+        );
+        let key = crate::sse::CustomerKey::from_request(Some("AES256"), Some(&k), Some(&m), true)
+            .unwrap()
+            .unwrap();
+        crate::sse::SseC::new(&key)
+            .data_key(Some(&key), "o")
+            .unwrap()
+    }
+
+    /// Plaintext `[start, end)` of an object made of `parts`, sealed under
+    /// `key`.
+    async fn read_sealed(
+        node: &Node,
+        key: &crate::sse::DataKey,
+        parts: &[(&str, u64)],
+        start: u64,
+        end: u64,
+    ) -> (Result<(), GatewayError>, Vec<u8>, bool) {
+        let parts = parts.iter().map(|(c, n)| (c.to_string(), *n)).collect();
+        let (tx, rx) = ChannelStream::channel(None);
+        let started = spawn_read_sealed(node.clone(), parts, key.clone(), start, end, tx);
+        collect(started, rx).await
+    }
+
+    #[tokio::test]
+    async fn sealed_parts_are_read_ahead_and_open_to_the_exact_bytes() {
+        use crate::sse::{CHUNK, seal_all};
+        let (seen, node) = node().await;
+        let key = data_key();
+        let sealer = key.sealer().unwrap();
+        // Parts that end inside a chunk, on a chunk's end, and of one byte.
+        let sizes = [70_000usize, CHUNK, 1, 140_000, 5_000];
+        let mut plain = vec![];
+        let mut parts = vec![];
+        for (i, &n) in sizes.iter().enumerate() {
+            let data: Vec<u8> = (0..n).map(|j| ((i * 7 + j * 31) % 251) as u8).collect();
+            let cap = format!("cairn:sealed{i}");
+            seen.stored
+                .lock()
+                .unwrap()
+                .insert(cap.clone(), Bytes::from(seal_all(&sealer, &data).unwrap()));
+            plain.extend_from_slice(&data);
+            parts.push((cap, n as u64));
+        }
+        let parts: Vec<(&str, u64)> = parts.iter().map(|(c, n)| (c.as_str(), *n)).collect();
+        let total = plain.len() as u64;
+        for (start, end) in [
+            (0, total),
+            // From inside part 0's second chunk to inside part 3.
+            (66_000, 70_000 + CHUNK as u64 + 1 + 70_000),
+            // The one-byte part alone, and a range ending on a chunk.
+            (70_000 + CHUNK as u64, 70_000 + CHUNK as u64 + 1),
+            (100, 70_000 + CHUNK as u64),
+        ] {
+            let (started, out, failed) = read_sealed(&node, &key, &parts, start, end).await;
+            assert!(started.is_ok() && !failed, "{start}..{end}: {started:?}");
+            assert_eq!(out, &plain[start as usize..end as usize], "{start}..{end}");
+        }
+        // The next part's read ran while this one's chunks were opened,
+        // and never more than that.
+        assert_eq!(seen.most.load(Ordering::SeqCst), PARTS_IN_FLIGHT);
+        assert_eq!(
+            seen.asked.lock().unwrap()[..sizes.len()],
+            parts.iter().map(|p| p.0.to_string()).collect::<Vec<_>>()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_sealed_part_that_fails_ends_the_body_or_fails_before_it() {
+        use crate::sse::seal_all;
+        let (seen, node) = node().await;
+        let key = data_key();
+        let sealer = key.sealer().unwrap();
+        let data = vec![9u8; 2_000];
+        let sealed = Bytes::from(seal_all(&sealer, &data).unwrap());
+        let mut damaged = sealed.to_vec();
+        damaged[40] ^= 1;
+        {
+            let mut stored = seen.stored.lock().unwrap();
+            stored.insert("cairn:s1".into(), sealed.clone());
+            stored.insert("cairn:s3".into(), sealed);
+            stored.insert("cairn:bad".into(), Bytes::from(damaged));
+        }
+        let p = |c: &'static str| (c, 2_000u64);
+        // A missing later part: the bytes before it, then an error.
+        let (started, out, failed) = read_sealed(
+            &node,
+            &key,
+            &[p("cairn:s1"), p("cairn:gone"), p("cairn:s3")],
+            0,
+            6_000,
+        )
+        .await;
+        assert!(started.is_ok());
+        assert_eq!(out, data);
+        assert!(failed);
+        // A damaged later part: likewise.
+        let (started, out, failed) =
+            read_sealed(&node, &key, &[p("cairn:s1"), p("cairn:bad")], 0, 4_000).await;
+        assert!(started.is_ok());
+        assert_eq!(out, data);
+        assert!(failed);
+        // A missing first part: the read fails before any byte.
+        let (started, out, failed) =
+            read_sealed(&node, &key, &[p("cairn:gone"), p("cairn:s1")], 0, 4_000).await;
         assert!(started.is_err(), "{started:?}");
         assert!(out.is_empty() && !failed);
     }

@@ -138,6 +138,14 @@ pub enum GatewayError {
     /// A bucket without tags was asked for them.
     #[error("the bucket {0:?} has no tag set")]
     NoSuchTagSet(String),
+    /// A KMS key id, ARN or alias that names no key of the account
+    /// (S3's `KMS.NotFoundException`).
+    #[error("{0}")]
+    KmsNotFound(String),
+    /// A disabled KMS key, for a write or a read (S3's
+    /// `KMS.DisabledException`).
+    #[error("{0}")]
+    KmsDisabled(String),
     /// The bucket's index is at its size limit.
     #[error(
         "the bucket {0:?} is full: one shard of its index passed its bounds before it could split (too many writes at once); retry the request"
@@ -196,13 +204,20 @@ impl From<GatewayError> for S3Error {
             G::NotImplemented(_) => S3ErrorCode::NotImplemented,
             G::NoSuchBucketPolicy(_) => S3ErrorCode::NoSuchBucketPolicy,
             G::BucketFull(_) => S3ErrorCode::Custom("BucketFull".into()),
+            G::KmsNotFound(_) => S3ErrorCode::Custom("KMS.NotFoundException".into()),
+            G::KmsDisabled(_) => S3ErrorCode::Custom("KMS.DisabledException".into()),
             G::Unavailable(_) => S3ErrorCode::ServiceUnavailable,
             G::DataNotFound(_) | G::Internal(_) => S3ErrorCode::InternalError,
         };
         let mut err = S3Error::with_message(code, e.to_string());
-        if let G::BucketFull(_) = e {
+        match e {
             // 507 Insufficient Storage: clients do not retry it.
-            err.set_status_code(hyper::StatusCode::INSUFFICIENT_STORAGE);
+            G::BucketFull(_) => err.set_status_code(hyper::StatusCode::INSUFFICIENT_STORAGE),
+            // As S3 answers KMS's refusals: a client error, not retried.
+            G::KmsNotFound(_) | G::KmsDisabled(_) => {
+                err.set_status_code(hyper::StatusCode::BAD_REQUEST);
+            }
+            _ => {}
         }
         err
     }
@@ -299,6 +314,16 @@ mod tests {
             (GatewayError::Anonymous, "AccessDenied", 403),
             (GatewayError::UnknownAccessKey, "InvalidAccessKeyId", 403),
             (GatewayError::BucketFull("b".into()), "BucketFull", 507),
+            (
+                GatewayError::KmsNotFound("k".into()),
+                "KMS.NotFoundException",
+                400,
+            ),
+            (
+                GatewayError::KmsDisabled("k".into()),
+                "KMS.DisabledException",
+                400,
+            ),
             (GatewayError::InvalidTag("t".into()), "InvalidTag", 400),
             (GatewayError::NoSuchTagSet("b".into()), "NoSuchTagSet", 404),
             (

@@ -143,6 +143,24 @@ impl Indexes {
             .set_cache_size(CACHE_FILE_MEMORY)
             .create(path)
             .map_err(cache_err)?;
+        Self::with_db(node, account, db)
+    }
+
+    /// Opens the indexes with a cache in memory only, for short-lived
+    /// clients (the CLI's `cairn gateway kms`) that must not take the
+    /// running gateway's cache file, which redb locks.
+    pub fn open_in_memory(node: Node, account: Arc<Account>) -> Result<Self, GatewayError> {
+        let db = redb::Builder::new()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .map_err(cache_err)?;
+        Self::with_db(node, account, db)
+    }
+
+    fn with_db(
+        node: Node,
+        account: Arc<Account>,
+        db: redb::Database,
+    ) -> Result<Self, GatewayError> {
         let tx = db.begin_write().map_err(cache_err)?;
         tx.open_table(TABLE).map_err(cache_err)?;
         tx.commit().map_err(cache_err)?;

@@ -20,24 +20,29 @@
 //! - [`policy`]: ACLs and encryption settings: what is true of Cairn.
 //! - [`versioning`]: object versions, delete markers and their listing.
 //! - [`keys`]: S3 credentials and the account key on disk; s3s auth and access.
+//! - [`sse`]: the second sealing layer of SSE-C and SSE-KMS objects.
+//! - [`kms`]: the account's KMS keys (SSE-KMS), kept in its index.
 //! - [`server`]: the HTTP server and its limits.
 //! - [`error`]: the errors and their one mapping to S3 codes.
 //!
 //! # Index layout
 //! One tree of account indexes per namespace (see the limits below); every
-//! value is postcard with a leading `version` (objects 3, uploads, bucket
-//! policies and lifecycle rules 2, the rest 1; older values are read and
-//! upgraded):
+//! value is postcard with a leading `version` (objects 5, uploads 4,
+//! bucket policies and lifecycle rules 3, the rest 1; older values are
+//! read and upgraded):
 //!
 //! | namespace | key | value |
 //! |---|---|---|
 //! | `buckets` | bucket name | [`meta::BucketMeta`] `{version, created_at_ms}` |
-//! | `objects/<bucket>` | object key | [`meta::ObjectMeta`] `{version, size, etag, content_type, user_metadata, last_modified_ms, parts: [{cap, size}], lease_expires_at, part_lists, inline, tags, version_id, delete_marker}`: the current version |
+//! | `objects/<bucket>` | object key | [`meta::ObjectMeta`] `{version, size, etag, content_type, user_metadata, last_modified_ms, parts: [{cap, size}], lease_expires_at, part_lists, inline, tags, version_id, delete_marker, sse_c, sse_kms: {format, key_id, salt, context, bucket_key}}`: the current version |
 //! | `versions/<bucket>` | `<object key>\0<version id>` | [`meta::ObjectMeta`]: every version, once versioning was turned on ([`versioning`]) |
 //! | `tags/<bucket>` | object key (the `null` version), or `<object key>\0<version id>` | [`meta::TagsMeta`] `{version, generation, tags}`: tags set after the object or version was written, valid while `generation` is its entry's |
-//! | `uploads/<bucket>` | upload id | [`meta::UploadMeta`] `{version, key, initiated_ms, content_type, user_metadata, tags}` |
+//! | `uploads/<bucket>` | upload id | [`meta::UploadMeta`] `{version, key, initiated_ms, content_type, user_metadata, tags, sse_c, sse_kms}` |
 //! | `uploads/<bucket>` | `<upload id>/<part number, 5 digits>` | [`meta::PartMeta`] `{version, cap, size, etag, last_modified_ms}` |
 //! | `partlists/<bucket>` | `<list id>/<5 digits>` | [`meta::PartList`] `{version, parts}`: the parts of an object with more than 400, 400 per entry |
+//! | `kmskeys` | `key/<id>` | [`kms::KmsKey`] `{version, id, material, description, state, created_ms}`: the account's KMS keys |
+//! | `kmskeys` | `alias/aws/s3` | [`kms::KmsAlias`] `{version, key_id, created_ms}`: the default key |
+//! | `bucketencryption` | bucket | [`meta::BucketEncryption`] `{version, created_at_ms, kms, kms_key_id, bucket_key}`: the bucket's default encryption, if `aws:kms` |
 //!
 //! Parts are separate entries because clients upload them concurrently and
 //! one entry would lose parts to last-writer-wins. Object data is one Cairn
@@ -110,8 +115,9 @@
 //!   row per slot would remove that; it is unfinished.
 //! - ACLs work as S3's bucket-owner-enforced mode (the account owns
 //!   everything; only `private` is accepted, anything else is
-//!   `AccessControlListNotSupported`), and every object reports `AES256`
-//!   encryption, which is what the node does; see [`policy`].
+//!   `AccessControlListNotSupported`), and every object not sealed by the
+//!   gateway (SSE-C, SSE-KMS) reports `AES256` encryption, which is what
+//!   the node does; see [`policy`].
 //! - Object versioning (Enabled, Suspended) keeps every version, with
 //!   delete markers, GET/HEAD/copy/delete and tagging by version id and
 //!   ListObjectVersions; see [`versioning`]. MFA delete is
@@ -121,9 +127,26 @@
 //!   fetch and open one by one ([`sse`]): PutObject, GetObject, HeadObject,
 //!   multipart uploads, CopyObject and UploadPartCopy (source and copy
 //!   keys). Only the key's MD5 and a salt are kept. Reads of such an object
-//!   fetch its parts one after another, not one ahead as other reads do.
-//! - Unfinished: KMS keys (`NotImplemented`) and lifecycle transitions
-//!   (`NotImplemented`: one storage class).
+//!   read the next part ahead while opening this one, as other reads do
+//!   ([`body::PARTS_IN_FLIGHT`]).
+//! - SSE-KMS (`aws:kms` in a request, or a bucket's default encryption
+//!   from PutBucketEncryption) seals objects the same way under a key of
+//!   the account's own key store, kept in its index (namespace `kmskeys`,
+//!   managed with `cairn gateway kms`), so any gateway of the account opens
+//!   them; `alias/aws/s3` is made on first use ([`kms`]). Reads and HEADs
+//!   need no key headers; a disabled key is `KMS.DisabledException`, an
+//!   unknown one `KMS.NotFoundException` (both 400). Only the account's
+//!   requests signed with Signature Version 4 use KMS keys (S3 refuses
+//!   SSE-KMS requests without SigV4; anonymous reads allowed by a public
+//!   policy do not open them, as S3's anonymous principal cannot use a
+//!   key); plain HTTP is allowed, unlike SSE-C, since no key travels in the
+//!   request (the gateway's plain HTTP is for loopback or behind a TLS
+//!   proxy). `aws:kms:dsse` is `NotImplemented`. The condition key
+//!   `s3:x-amz-server-side-encryption-aws-kms-key-id` sees a bare key id as
+//!   its ARN.
+//! - Unfinished: lifecycle transitions (`NotImplemented`: one storage
+//!   class); KMS key policies, grants, rotation, deletion and aliases other
+//!   than `alias/aws/s3`.
 //! - Bucket policies (in namespace `bucketpolicy`) are enforced by the
 //!   access check: the account's keys may do anything a `Deny` does not
 //!   take away, unsigned requests only what an `Allow` for `*` grants
@@ -134,8 +157,10 @@
 //!   (client address, time, user agent, referer, principal, listing
 //!   prefix, version id, signature type and age, request headers) and
 //!   [`access::KEY_PREFIXES`] (object tags: `s3:RequestObjectTag/…` and
-//!   `s3:RequestObjectTagKeys` from `x-amz-tagging`, not from
-//!   PutObjectTagging's body, which s3s reads after the access check;
+//!   `s3:RequestObjectTagKeys` from `x-amz-tagging`, and from
+//!   PutObjectTagging's XML body, which s3s parses after its general
+//!   access check: that operation alone is decided in the check s3s makes
+//!   with the parsed input, [`authorize_tagging`];
 //!   `s3:ExistingObjectTag/…` read from the index for object reads,
 //!   tagging and ACL requests, copy sources and website reads, only when
 //!   the policy names such a key); policy variables (`${aws:username}`,
@@ -165,6 +190,7 @@ pub mod cors;
 pub mod error;
 pub mod indexes;
 pub mod keys;
+pub mod kms;
 pub mod lifecycle;
 pub mod listing;
 pub mod meta;
@@ -301,6 +327,24 @@ pub fn account_path(config_dir: &Path, account_file: Option<&Path>) -> PathBuf {
     account_file.map_or_else(|| config_dir.join("account.key"), Path::to_path_buf)
 }
 
+/// The KMS key store of the account in `account_file` (default
+/// `dir/account.key`, which must exist), through the node API at `api`,
+/// for `cairn gateway kms`: its index cache is in memory, since a running
+/// gateway holds `cache.redb`. ARNs name `region`.
+pub fn kms_store(
+    api: &str,
+    dir: &Path,
+    account_file: Option<&Path>,
+    region: &str,
+) -> Result<kms::KmsStore, StartError> {
+    let seed = keys::load_account(&account_path(dir, account_file), false)?;
+    let owner = blake3::derive_key(OWNER_CONTEXT, &seed);
+    let account = Arc::new(Account::new(SecretKey::from_bytes(seed)));
+    let node = node::Node::new(api, owner, DEFAULT_LEASE_SECS)?;
+    let idx = Arc::new(indexes::Indexes::open_in_memory(node, account)?);
+    Ok(kms::KmsStore::new(idx, region))
+}
+
 /// Opens the account, cache and keys and binds the listen address.
 pub async fn start(config: Config) -> Result<Started, StartError> {
     std::fs::create_dir_all(&config.dir).map_err(|e| {
@@ -398,13 +442,29 @@ impl Started {
 /// policy denies them, unsigned ones only as it allows (see [`access`]).
 /// The bucket list and the policy itself are the account's alone, and an
 /// unsigned copy is refused (its source is another object to check).
-struct PolicyAccess(Arc<s3::Gateway>);
+///
+/// s3s asks `check` of every request before it reads the body, and then
+/// the operation's own method with the parsed input. Every operation is
+/// decided in `check` but PutObjectTagging: its tags, the request tags a
+/// policy may test (`s3:RequestObjectTag/…`), are in its XML body, so it is
+/// decided once, in `put_object_tagging`, with them ([`authorize_tagging`]).
+/// Its body (at most s3s's XML limit) is read before that decision.
+pub(crate) struct PolicyAccess(pub(crate) Arc<s3::Gateway>);
+
+/// The operations decided with their parsed input instead of in
+/// [`PolicyAccess`]'s `check`.
+const DECIDED_WITH_BODY: &[&str] = &["PutObjectTagging"];
 
 #[async_trait::async_trait]
 impl s3s::access::S3Access for PolicyAccess {
     async fn check(&self, cx: &mut s3s::access::S3AccessContext<'_>) -> s3s::S3Result<()> {
         use s3s::path::S3Path;
         let op = cx.s3_op().name().to_string();
+        if DECIDED_WITH_BODY.contains(&op.as_str()) {
+            // Deciding now would miss the body's tags: an allow on them
+            // would refuse, a deny on them would pass.
+            return Ok(());
+        }
         let key_id = cx.credentials().map(|c| c.access_key.clone());
         let (bucket, key) = match cx.s3_path() {
             S3Path::Root => (None, None),
@@ -420,12 +480,43 @@ impl s3s::access::S3Access for PolicyAccess {
             headers: cx.headers(),
             uri: cx.uri(),
             client,
+            request_tags: None,
         };
         Ok(authorize(&self.0, &request).await?)
     }
+
+    async fn put_object_tagging(
+        &self,
+        req: &mut s3s::S3Request<s3s::dto::PutObjectTaggingInput>,
+    ) -> s3s::S3Result<()> {
+        Ok(authorize_tagging(&self.0, req).await?)
+    }
 }
 
-/// A request as the access check sees it: before its body is read.
+/// The access decision of a PutObjectTagging (with or without a version
+/// id), made once s3s has parsed its body: the tags it sets are its
+/// request tags (`s3:RequestObjectTag/…`, `s3:RequestObjectTagKeys`), as a
+/// PutObject's `x-amz-tagging` are.
+pub(crate) async fn authorize_tagging(
+    gw: &s3::Gateway,
+    req: &s3s::S3Request<s3s::dto::PutObjectTaggingInput>,
+) -> Result<(), GatewayError> {
+    let tags = s3::tag_pairs(req.input.tagging.tag_set.clone());
+    let request = AccessRequest {
+        op: "PutObjectTagging",
+        key_id: req.credentials.as_ref().map(|c| c.access_key.as_str()),
+        bucket: Some(&req.input.bucket),
+        key: Some(&req.input.key),
+        headers: &req.headers,
+        uri: &req.uri,
+        client: req.extensions.get::<server::ClientAddr>().copied(),
+        request_tags: Some(&tags),
+    };
+    authorize(gw, &request).await
+}
+
+/// A request as the access check sees it: its headers, and of its body
+/// only what [`authorize_tagging`] passes on.
 pub(crate) struct AccessRequest<'a> {
     /// The S3 operation (`GetObject`).
     pub op: &'a str,
@@ -441,6 +532,9 @@ pub(crate) struct AccessRequest<'a> {
     pub uri: &'a hyper::Uri,
     /// Who connected.
     pub client: Option<server::ClientAddr>,
+    /// The tags the request sets, from its body (PutObjectTagging);
+    /// headers' tags are read by [`request_context`].
+    pub request_tags: Option<&'a [(String, String)]>,
 }
 
 /// The operations on one object that have `s3:ExistingObjectTag/…`: the
@@ -489,7 +583,23 @@ pub(crate) async fn authorize(gw: &s3::Gateway, r: &AccessRequest<'_>) -> Result
         _ => Target::Bucket,
     };
     let policy = gw.bucket_policy(bucket).await?;
-    let context = request_context(r.headers, r.uri, r.client, r.key_id, op);
+    let mut context = request_context(r.headers, r.uri, r.client, r.key_id, op);
+    if let Some(tags) = r.request_tags {
+        context.set_request_tags(tags);
+    }
+    // S3 tests s3:x-amz-server-side-encryption-aws-kms-key-id as the key's
+    // ARN, whether the request named the key by its ARN or its bare id.
+    if let Some(v) = r
+        .headers
+        .get("x-amz-server-side-encryption-aws-kms-key-id")
+        .and_then(|v| v.to_str().ok())
+        && let Ok(kms::KeyRef::Id(id)) = gw.kms.parse(v)
+    {
+        context.set(
+            "s3:x-amz-server-side-encryption-aws-kms-key-id",
+            gw.kms.arn(&id),
+        );
+    }
     let mut object_context = context.clone();
     if let (Some(p), Some(key)) = (&policy, r.key)
         && EXISTING_TAG_OPS.contains(&op)
@@ -870,7 +980,7 @@ async fn maintain(gw: Arc<s3::Gateway>, interval: Duration, max_age: Duration, g
 }
 
 /// Collects the index tombstones older than `grace` in every namespace of
-/// the account: the bucket settings, each bucket's objects, versions,
+/// the account: the bucket settings, the KMS keys, each bucket's objects, versions,
 /// uploads, tags and part lists (deleted buckets' too: their names are
 /// the bucket list's tombstones), and last the bucket list itself, only
 /// if all the others succeeded (none skipped), so a deleted bucket's name is not
@@ -900,6 +1010,8 @@ pub async fn collect_pass_at(
         meta::BucketPolicy::NS,
         meta::BucketWebsite::NS,
         meta::BucketVersioning::NS,
+        meta::BucketEncryption::NS,
+        kms::NS,
     ]
     .map(String::from)
     .into();

@@ -1,8 +1,9 @@
 //! The values the gateway keeps in its account indexes (see the crate
 //! docs for the layout). Each is postcard with a leading `version` field,
 //! so a newer gateway can tell an older value from its own and migrate it
-//! ([`Value::upgrade`]): objects are at version 3 (version ids and delete
-//! markers; 2 added tags), uploads at version 2 (they gained tags), bucket
+//! ([`Value::upgrade`]): objects are at version 5 (SSE-KMS; 4 added
+//! SSE-C, 3 version ids and delete markers, 2 tags), uploads at version 4
+//! (SSE-KMS; 3 added SSE-C, 2 tags), bucket encryption at 1, bucket
 //! policies at 3 (statements gained `Not*` elements and conditions at 2,
 //! policy variables in resources and condition values at 3), lifecycle
 //! configurations at 3 (rules gained size filters at 2, version actions
@@ -77,6 +78,31 @@ bucket_setting! {
     BucketPolicy in "bucketpolicy";
     BucketWebsite in "bucketwebsite";
     BucketVersioning in "bucketversioning";
+    BucketEncryption in "bucketencryption";
+}
+
+impl Value for BucketEncryption {
+    const VERSION: u16 = META_VERSION;
+}
+
+/// A bucket's default encryption (PutBucketEncryption), in namespace
+/// `bucketencryption`; like [`BucketTags`], only for the bucket created at
+/// `created_at_ms`. Without one a bucket's default is `AES256` (the node's
+/// own encryption); with `aws:kms`, new objects that name no encryption are
+/// sealed under the KMS key it names ([`crate::kms`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BucketEncryption {
+    /// [`META_VERSION`].
+    pub version: u16,
+    /// [`BucketMeta::created_at_ms`] of the bucket it was set on.
+    pub created_at_ms: u64,
+    /// `aws:kms` (else `AES256`).
+    pub kms: bool,
+    /// `KMSMasterKeyID` as given (an id, key ARN or alias; none: the
+    /// default key), resolved at each write so a disabled key is refused.
+    pub kms_key_id: Option<String>,
+    /// `BucketKeyEnabled`, echoed.
+    pub bucket_key: bool,
 }
 
 impl Value for BucketWebsite {
@@ -192,12 +218,48 @@ struct BucketPolicyV2 {
 }
 
 impl Value for ObjectMeta {
-    const VERSION: u16 = 4;
+    const VERSION: u16 = 5;
     fn upgrade(version: u16, bytes: &[u8]) -> Option<Result<Self, postcard::Error>> {
-        if version == 3 {
-            return Some(
-                postcard::from_bytes::<ObjectMetaV3>(bytes).map(|o| ObjectMeta {
-                    version: Self::VERSION,
+        // Each older format is read into version 4's, which gains no
+        // SSE-KMS.
+        let v4 = match version {
+            4 => postcard::from_bytes::<ObjectMetaV4>(bytes),
+            3 => postcard::from_bytes::<ObjectMetaV3>(bytes).map(|o| ObjectMetaV4 {
+                version: 4,
+                size: o.size,
+                etag: o.etag,
+                content_type: o.content_type,
+                user_metadata: o.user_metadata,
+                last_modified_ms: o.last_modified_ms,
+                parts: o.parts,
+                lease_expires_at: o.lease_expires_at,
+                part_lists: o.part_lists,
+                inline: o.inline,
+                tags: o.tags,
+                version_id: o.version_id,
+                delete_marker: o.delete_marker,
+                sse_c: None,
+            }),
+            1 | 2 => {
+                let v2 = if version == 1 {
+                    postcard::from_bytes::<ObjectMetaV1>(bytes).map(|o| ObjectMetaV2 {
+                        version: 2,
+                        size: o.size,
+                        etag: o.etag,
+                        content_type: o.content_type,
+                        user_metadata: o.user_metadata,
+                        last_modified_ms: o.last_modified_ms,
+                        parts: o.parts,
+                        lease_expires_at: o.lease_expires_at,
+                        part_lists: o.part_lists,
+                        inline: o.inline,
+                        tags: vec![],
+                    })
+                } else {
+                    postcard::from_bytes::<ObjectMetaV2>(bytes)
+                };
+                v2.map(|o| ObjectMetaV4 {
+                    version: 4,
                     size: o.size,
                     etag: o.etag,
                     content_type: o.content_type,
@@ -208,30 +270,14 @@ impl Value for ObjectMeta {
                     part_lists: o.part_lists,
                     inline: o.inline,
                     tags: o.tags,
-                    version_id: o.version_id,
-                    delete_marker: o.delete_marker,
+                    version_id: None,
+                    delete_marker: false,
                     sse_c: None,
-                }),
-            );
-        }
-        let v2 = match version {
-            1 => postcard::from_bytes::<ObjectMetaV1>(bytes).map(|o| ObjectMetaV2 {
-                version: 2,
-                size: o.size,
-                etag: o.etag,
-                content_type: o.content_type,
-                user_metadata: o.user_metadata,
-                last_modified_ms: o.last_modified_ms,
-                parts: o.parts,
-                lease_expires_at: o.lease_expires_at,
-                part_lists: o.part_lists,
-                inline: o.inline,
-                tags: vec![],
-            }),
-            2 => postcard::from_bytes::<ObjectMetaV2>(bytes),
+                })
+            }
             _ => return None,
         };
-        Some(v2.map(|o| ObjectMeta {
+        Some(v4.map(|o| ObjectMeta {
             version: Self::VERSION,
             size: o.size,
             etag: o.etag,
@@ -243,38 +289,83 @@ impl Value for ObjectMeta {
             part_lists: o.part_lists,
             inline: o.inline,
             tags: o.tags,
-            version_id: None,
-            delete_marker: false,
-            sse_c: None,
+            version_id: o.version_id,
+            delete_marker: o.delete_marker,
+            sse_c: o.sse_c,
+            sse_kms: None,
         }))
     }
 }
 
 impl Value for UploadMeta {
-    const VERSION: u16 = 3;
+    const VERSION: u16 = 4;
     fn upgrade(version: u16, bytes: &[u8]) -> Option<Result<Self, postcard::Error>> {
-        let v2 = match version {
-            1 => postcard::from_bytes::<UploadMetaV1>(bytes).map(|u| UploadMetaV2 {
-                version: 2,
+        let v3 = match version {
+            1 => postcard::from_bytes::<UploadMetaV1>(bytes).map(|u| UploadMetaV3 {
+                version: 3,
                 key: u.key,
                 initiated_ms: u.initiated_ms,
                 content_type: u.content_type,
                 user_metadata: u.user_metadata,
                 tags: vec![],
+                sse_c: None,
             }),
-            2 => postcard::from_bytes::<UploadMetaV2>(bytes),
+            2 => postcard::from_bytes::<UploadMetaV2>(bytes).map(|u| UploadMetaV3 {
+                version: 3,
+                key: u.key,
+                initiated_ms: u.initiated_ms,
+                content_type: u.content_type,
+                user_metadata: u.user_metadata,
+                tags: u.tags,
+                sse_c: None,
+            }),
+            3 => postcard::from_bytes::<UploadMetaV3>(bytes),
             _ => return None,
         };
-        Some(v2.map(|u| UploadMeta {
+        Some(v3.map(|u| UploadMeta {
             version: Self::VERSION,
             key: u.key,
             initiated_ms: u.initiated_ms,
             content_type: u.content_type,
             user_metadata: u.user_metadata,
             tags: u.tags,
-            sse_c: None,
+            sse_c: u.sse_c,
+            sse_kms: None,
         }))
     }
+}
+
+/// [`ObjectMeta`] as version 4 wrote it (SSE-C, no SSE-KMS).
+#[derive(Deserialize)]
+struct ObjectMetaV4 {
+    #[allow(dead_code)]
+    version: u16,
+    size: u64,
+    etag: String,
+    content_type: Option<String>,
+    user_metadata: Vec<(String, String)>,
+    last_modified_ms: u64,
+    parts: Vec<PartRef>,
+    lease_expires_at: u64,
+    part_lists: Vec<String>,
+    inline: Option<Vec<u8>>,
+    tags: Vec<(String, String)>,
+    version_id: Option<String>,
+    delete_marker: bool,
+    sse_c: Option<crate::sse::SseC>,
+}
+
+/// [`UploadMeta`] as version 3 wrote it (SSE-C, no SSE-KMS).
+#[derive(Deserialize)]
+struct UploadMetaV3 {
+    #[allow(dead_code)]
+    version: u16,
+    key: String,
+    initiated_ms: u64,
+    content_type: Option<String>,
+    user_metadata: Vec<(String, String)>,
+    tags: Vec<(String, String)>,
+    sse_c: Option<crate::sse::SseC>,
 }
 
 /// [`ObjectMeta`] as version 1 wrote it (no tags).
@@ -411,6 +502,9 @@ pub struct ObjectMeta {
     /// Sealed under a customer-provided key (SSE-C): every part (and
     /// `inline`) is in [`crate::sse`]'s stored format.
     pub sse_c: Option<crate::sse::SseC>,
+    /// Sealed under a KMS key of the account (SSE-KMS, [`crate::kms`]), in
+    /// the same stored format. At most one of `sse_c` and `sse_kms`.
+    pub sse_kms: Option<crate::kms::SseKms>,
 }
 
 impl ObjectMeta {
@@ -431,6 +525,7 @@ impl ObjectMeta {
             version_id,
             delete_marker: true,
             sse_c: None,
+            sse_kms: None,
         }
     }
 
@@ -585,6 +680,9 @@ pub struct UploadMeta {
     pub tags: Vec<(String, String)>,
     /// The customer key (SSE-C) every part is sealed under.
     pub sse_c: Option<crate::sse::SseC>,
+    /// The KMS key (SSE-KMS) every part is sealed under, chosen at
+    /// CreateMultipartUpload.
+    pub sse_kms: Option<crate::kms::SseKms>,
 }
 
 /// One uploaded part, in namespace `uploads/<bucket>` under
@@ -659,9 +757,30 @@ mod tests {
                 key_md5: [3; 16],
                 salt: [4; 32],
             }),
+            sse_kms: None,
         };
         let bytes = encode(&m).unwrap();
         assert_eq!(decode::<ObjectMeta>(&bytes).unwrap(), m);
+        let kms = ObjectMeta {
+            sse_c: None,
+            sse_kms: Some(crate::kms::SseKms {
+                format: crate::kms::KMS_FORMAT,
+                key_id: crate::kms::new_key_id(),
+                salt: [5; 32],
+                context: Some(r#"{"a":"b"}"#.into()),
+                bucket_key: true,
+            }),
+            ..m.clone()
+        };
+        assert_eq!(decode::<ObjectMeta>(&encode(&kms).unwrap()).unwrap(), kms);
+        let e = BucketEncryption {
+            version: META_VERSION,
+            created_at_ms: 3,
+            kms: true,
+            kms_key_id: Some("alias/aws/s3".into()),
+            bucket_key: false,
+        };
+        assert_eq!(decode::<BucketEncryption>(&encode(&e).unwrap()).unwrap(), e);
         let marker = ObjectMeta::marker(9, None);
         assert_eq!(
             decode::<ObjectMeta>(&encode(&marker).unwrap()).unwrap(),
@@ -669,7 +788,7 @@ mod tests {
         );
         assert_eq!(marker.shown_version(), NULL_VERSION);
         let mut newer = bytes.clone();
-        newer[0] = 5;
+        newer[0] = 6;
         assert!(decode::<ObjectMeta>(&newer).is_err());
     }
 
@@ -850,9 +969,9 @@ mod tests {
         let m = decode::<ObjectMeta>(&old).unwrap();
         assert_eq!(
             (m.version, m.size, m.inline.as_deref()),
-            (4, 3, Some(&b"abc"[..]))
+            (5, 3, Some(&b"abc"[..]))
         );
-        assert!(m.sse_c.is_none());
+        assert!(m.sse_c.is_none() && m.sse_kms.is_none());
         assert_eq!(m.user_metadata, [("a".to_string(), "b".to_string())]);
         assert!(m.tags.is_empty());
         assert!(m.version_id.is_none() && !m.delete_marker);
@@ -874,7 +993,7 @@ mod tests {
         let m2 = decode::<ObjectMeta>(&v2).unwrap();
         assert_eq!(
             (m2.version, m2.tags.len(), m2.version_id.as_deref()),
-            (4, 1, None)
+            (5, 1, None)
         );
         assert!(!m2.delete_marker);
         // Version 3 (versions, no SSE-C) keeps its version id and marker.
@@ -895,8 +1014,44 @@ mod tests {
         ))
         .unwrap();
         let m3 = decode::<ObjectMeta>(&v3).unwrap();
-        assert_eq!((m3.version, m3.version_id.as_deref()), (4, Some("00aa")));
-        assert!(m3.delete_marker && m3.sse_c.is_none());
+        assert_eq!((m3.version, m3.version_id.as_deref()), (5, Some("00aa")));
+        assert!(m3.delete_marker && m3.sse_c.is_none() && m3.sse_kms.is_none());
+        // Version 4 (SSE-C, no SSE-KMS) keeps its customer key's record.
+        let sse_c = crate::sse::SseC {
+            format: crate::sse::SSE_FORMAT,
+            key_md5: [1; 16],
+            salt: [2; 32],
+        };
+        let v4 = postcard::to_allocvec(&(
+            4u16,
+            7u64,
+            "e4",
+            Some("text/plain"),
+            Vec::<(String, String)>::new(),
+            5u64,
+            vec![PartRef {
+                cap: "cairn:p".into(),
+                size: 7,
+            }],
+            6u64,
+            Vec::<String>::new(),
+            None::<Vec<u8>>,
+            Vec::<(String, String)>::new(),
+            Some("00bb"),
+            false,
+            Some(&sse_c),
+        ))
+        .unwrap();
+        let m4 = decode::<ObjectMeta>(&v4).unwrap();
+        assert_eq!(
+            (m4.version, m4.size, m4.version_id.as_deref()),
+            (5, 7, Some("00bb"))
+        );
+        assert_eq!(
+            (m4.sse_c.as_ref(), m4.sse_kms.as_ref()),
+            (Some(&sse_c), None)
+        );
+        assert_eq!(m4.parts.len(), 1);
         let upload = postcard::to_allocvec(&(
             1u16,
             "key",
@@ -921,8 +1076,22 @@ mod tests {
         ))
         .unwrap();
         let u2 = decode::<UploadMeta>(&upload2).unwrap();
-        assert_eq!((u2.version, u2.tags.len()), (3, 1));
-        assert!(u2.sse_c.is_none());
+        assert_eq!((u2.version, u2.tags.len()), (4, 1));
+        assert!(u2.sse_c.is_none() && u2.sse_kms.is_none());
+        // Version 3 (SSE-C, no SSE-KMS) keeps its customer key's record.
+        let upload3 = postcard::to_allocvec(&(
+            3u16,
+            "key",
+            9u64,
+            None::<&str>,
+            Vec::<(String, String)>::new(),
+            Vec::<(String, String)>::new(),
+            Some(&sse_c),
+        ))
+        .unwrap();
+        let u3 = decode::<UploadMeta>(&upload3).unwrap();
+        assert_eq!((u3.version, u3.sse_c.as_ref()), (4, Some(&sse_c)));
+        assert!(u3.sse_kms.is_none());
         // Values that never changed stay at version 1.
         let b = encode(&BucketMeta {
             version: META_VERSION,

@@ -10,11 +10,15 @@
 //!   own `AccessControlListNotSupported`. Access is granted through bucket
 //!   policies instead, as S3 has it in this mode (see [`crate::access`]).
 //! - **Encryption.** Every object is encrypted by the node (AES-256-GCM,
-//!   before erasure coding), so the bucket's default encryption is
-//!   `AES256` and an `AES256` request is honoured as it stands. KMS keys
-//!   are `NotImplemented`. A customer-provided key (SSE-C) seals the
-//!   object a second time in the gateway ([`crate::sse`]); such an object
-//!   reports SSE-C, not `AES256`.
+//!   before erasure coding), so a bucket's default encryption is
+//!   `AES256` and an `AES256` request is honoured as it stands. `aws:kms`
+//!   (in a request, or as the bucket's default from PutBucketEncryption)
+//!   seals the object a second time in the gateway under a KMS key the
+//!   account keeps in its index ([`crate::kms`]); such an object reports
+//!   `aws:kms` and its key's ARN. `aws:kms:dsse` is `NotImplemented`. A
+//!   customer-provided key (SSE-C) seals the object a second time under
+//!   that key ([`crate::sse`]); such an object reports SSE-C, not
+//!   `AES256`.
 
 use cairn_core::keys::PublicKey;
 use s3s::dto::{
@@ -100,55 +104,95 @@ pub fn check_acl(req: &AclRequest<'_>, account: &PublicKey) -> Result<(), Gatewa
     Ok(())
 }
 
-/// The encryption a PUT asks for: `x-amz-server-side-encryption`, and
-/// whether it names a KMS key or carries a customer key (SSE-C). Returns
-/// what to report back (`AES256`, which is what Cairn does anyway).
+/// What a write asks of server-side encryption.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Asked {
+    /// Nothing: the bucket's default applies.
+    Default,
+    /// `AES256`: the node's own encryption, which every object has.
+    Aes256,
+    /// `aws:kms`: sealed under a KMS key of the account ([`crate::kms`]).
+    Kms,
+    /// A customer-provided key (SSE-C, [`crate::sse`]).
+    Customer,
+}
+
+/// The encryption a write asks for: `x-amz-server-side-encryption`, and
+/// whether it names a KMS key or carries a customer key (SSE-C).
+/// `aws:kms:dsse` (two KMS layers) is `NotImplemented`: the gateway has
+/// one KMS layer, over the node's own.
 pub fn check_sse(
     sse: Option<&ServerSideEncryption>,
     kms_key: bool,
     customer_key: bool,
-) -> Result<Option<ServerSideEncryption>, GatewayError> {
+) -> Result<Asked, GatewayError> {
+    let bad = |why: &str| Err(GatewayError::InvalidArgument(why.into()));
     if customer_key {
         // Sealed under the customer's key (crate::sse), reported as SSE-C.
-        if sse.is_some() {
-            return Err(GatewayError::InvalidArgument(
-                "a customer key (SSE-C) and x-amz-server-side-encryption cannot be given together"
-                    .into(),
-            ));
+        if sse.is_some() || kms_key {
+            return bad(
+                "a customer key (SSE-C) and x-amz-server-side-encryption cannot be given together",
+            );
         }
-        return Ok(None);
+        return Ok(Asked::Customer);
     }
     match sse.map(ServerSideEncryption::as_str) {
-        None => Ok(None),
-        Some(ServerSideEncryption::AES256) if !kms_key => Ok(sse.cloned()),
-        Some(other) => Err(GatewayError::NotImplemented(format!(
-            "server-side encryption {other:?} with KMS keys is not supported: Cairn encrypts every \
-             object itself (AES256)"
-        ))),
+        None if kms_key => bad(
+            "x-amz-server-side-encryption-aws-kms-key-id needs x-amz-server-side-encryption: aws:kms",
+        ),
+        None => Ok(Asked::Default),
+        Some(ServerSideEncryption::AES256) if kms_key => bad(
+            "x-amz-server-side-encryption-aws-kms-key-id needs x-amz-server-side-encryption: aws:kms, not AES256",
+        ),
+        Some(ServerSideEncryption::AES256) => Ok(Asked::Aes256),
+        Some(ServerSideEncryption::AWS_KMS) => Ok(Asked::Kms),
+        Some(ServerSideEncryption::AWS_KMS_DSSE) => Err(GatewayError::NotImplemented(
+            "dual-layer SSE-KMS (aws:kms:dsse) is not supported: use aws:kms, which the gateway \
+             seals over the node's own encryption"
+                .into(),
+        )),
+        Some(other) => bad(&format!(
+            "{other:?} is not a server-side encryption: AES256 or aws:kms"
+        )),
     }
 }
 
-/// The bucket's default encryption: `AES256`, always.
-pub fn encryption() -> ServerSideEncryptionConfiguration {
+/// A bucket's default encryption: `AES256` (the node's, the default of
+/// every bucket), or `aws:kms` with the key id it was given (none: the
+/// account's default key).
+pub fn encryption(kms: Option<(Option<String>, bool)>) -> ServerSideEncryptionConfiguration {
+    let (algorithm, key_id, bucket_key) = match kms {
+        Some((key_id, bucket_key)) => (ServerSideEncryption::AWS_KMS, key_id, bucket_key),
+        None => (ServerSideEncryption::AES256, None, false),
+    };
     ServerSideEncryptionConfiguration {
         rules: vec![ServerSideEncryptionRule {
             apply_server_side_encryption_by_default: Some(ServerSideEncryptionByDefault {
-                kms_master_key_id: None,
-                sse_algorithm: ServerSideEncryption::from_static(ServerSideEncryption::AES256),
+                kms_master_key_id: key_id,
+                sse_algorithm: ServerSideEncryption::from_static(algorithm),
             }),
-            bucket_key_enabled: Some(false),
+            bucket_key_enabled: Some(bucket_key),
         }],
     }
 }
 
-/// Accepts a default-encryption setting that is what Cairn does.
-pub fn check_encryption(c: &ServerSideEncryptionConfiguration) -> Result<(), GatewayError> {
+/// What a default-encryption setting asks for: `None` for `AES256` (what
+/// Cairn does anyway), else `aws:kms` with its key id (as given) and
+/// bucket-key flag.
+pub fn check_encryption(
+    c: &ServerSideEncryptionConfiguration,
+) -> Result<Option<(Option<String>, bool)>, GatewayError> {
+    let mut out = None;
     for rule in &c.rules {
         if let Some(d) = &rule.apply_server_side_encryption_by_default {
-            check_sse(Some(&d.sse_algorithm), d.kms_master_key_id.is_some(), false)?;
+            let key_id = d.kms_master_key_id.clone().filter(|k| !k.is_empty());
+            out = match check_sse(Some(&d.sse_algorithm), key_id.is_some(), false)? {
+                Asked::Kms => Some((key_id, rule.bucket_key_enabled.unwrap_or(false))),
+                _ => None,
+            };
         }
     }
-    Ok(())
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -226,33 +270,48 @@ mod tests {
     }
 
     #[test]
-    fn aes256_and_customer_keys_are_honoured_and_kms_refused() {
+    fn aes256_kms_and_customer_keys_are_told_apart() {
         let aes = ServerSideEncryption::from_static(ServerSideEncryption::AES256);
         let kms = ServerSideEncryption::from_static(ServerSideEncryption::AWS_KMS);
-        assert_eq!(check_sse(None, false, false).unwrap(), None);
-        assert_eq!(
-            check_sse(Some(&aes), false, false).unwrap(),
-            Some(aes.clone())
-        );
+        let dsse = ServerSideEncryption::from_static(ServerSideEncryption::AWS_KMS_DSSE);
+        assert_eq!(check_sse(None, false, false).unwrap(), Asked::Default);
+        assert_eq!(check_sse(Some(&aes), false, false).unwrap(), Asked::Aes256);
+        assert_eq!(check_sse(Some(&kms), false, false).unwrap(), Asked::Kms);
+        assert_eq!(check_sse(Some(&kms), true, false).unwrap(), Asked::Kms);
         // A customer key: sealed by the gateway, reported as SSE-C.
-        assert_eq!(check_sse(None, false, true).unwrap(), None);
-        assert!(matches!(
-            check_sse(Some(&aes), false, true),
-            Err(GatewayError::InvalidArgument(_))
-        ));
-        for (sse, kms_key, customer) in [(Some(&kms), false, false), (Some(&aes), true, false)] {
+        assert_eq!(check_sse(None, false, true).unwrap(), Asked::Customer);
+        for (sse, kms_key, customer) in [
+            (Some(&aes), false, true),
+            (Some(&kms), false, true),
+            (None, true, true),
+            (None, true, false),
+            (Some(&aes), true, false),
+        ] {
             assert!(
                 matches!(
                     check_sse(sse, kms_key, customer),
-                    Err(GatewayError::NotImplemented(_))
+                    Err(GatewayError::InvalidArgument(_))
                 ),
                 "{sse:?} {kms_key} {customer}"
             );
         }
-        assert!(check_encryption(&encryption()).is_ok());
-        let mut c = encryption();
+        assert!(matches!(
+            check_sse(Some(&dsse), false, false),
+            Err(GatewayError::NotImplemented(_))
+        ));
+        assert_eq!(check_encryption(&encryption(None)).unwrap(), None);
+        let with_key = encryption(Some((Some("alias/aws/s3".into()), true)));
+        assert_eq!(
+            check_encryption(&with_key).unwrap(),
+            Some((Some("alias/aws/s3".into()), true))
+        );
+        let mut c = encryption(None);
         if let Some(d) = c.rules[0].apply_server_side_encryption_by_default.as_mut() {
             d.sse_algorithm = kms;
+        }
+        assert_eq!(check_encryption(&c).unwrap(), Some((None, false)));
+        if let Some(d) = c.rules[0].apply_server_side_encryption_by_default.as_mut() {
+            d.sse_algorithm = dsse;
         }
         assert!(check_encryption(&c).is_err());
     }

@@ -14,17 +14,18 @@ use s3s::{S3, S3Request, S3Response, S3Result};
 use crate::body::{self, BodyRules, ChannelStream};
 use crate::error::GatewayError;
 use crate::indexes::{Change, Indexes};
+use crate::kms::{KeyRef, KmsStore, SseKms};
 use crate::listing::{self, ListParams, list_page, uploads_page};
 use crate::meta::{
     self, BucketCors, BucketLifecycle, BucketMeta, BucketPolicy, BucketSetting, BucketTags,
     INLINE_MAX, META_VERSION, ObjectMeta, PARTS_PER_LIST, PartList, PartMeta, PartRef, TagsMeta,
     UploadMeta, Value,
 };
-use crate::meta::{BucketVersioning, BucketWebsite};
+use crate::meta::{BucketEncryption, BucketVersioning, BucketWebsite};
 use crate::node::Node;
 use crate::policy::{self, AclRequest};
 use crate::rules::{self, Condition, Conditions};
-use crate::sse::{self, CustomerKey, SseC};
+use crate::sse::{self, CustomerKey, DataKey, SseC};
 use crate::versioning::{Versioning, tags_key, versions_ns};
 use cairn_core::shard;
 
@@ -92,6 +93,8 @@ pub struct Settings {
 pub struct Gateway {
     pub(crate) node: Node,
     pub(crate) idx: Arc<Indexes>,
+    /// The account's KMS keys (SSE-KMS).
+    pub(crate) kms: KmsStore,
     settings: Settings,
     cleanup: tokio::sync::mpsc::Sender<Cleanup>,
     settle: tokio::sync::mpsc::Sender<Settle>,
@@ -382,7 +385,7 @@ fn tag_set(tags: Vec<(String, String)>) -> Vec<Tag> {
 }
 
 /// Tags as S3 sent them.
-fn tag_pairs(set: Vec<Tag>) -> Vec<(String, String)> {
+pub(crate) fn tag_pairs(set: Vec<Tag>) -> Vec<(String, String)> {
     set.into_iter()
         .map(|t| (t.key.unwrap_or_default(), t.value.unwrap_or_default()))
         .collect()
@@ -444,6 +447,7 @@ impl Gateway {
         tokio::spawn(settle_worker(idx.clone(), cleanup.clone(), rx));
         Self {
             node,
+            kms: KmsStore::new(idx.clone(), &settings.region),
             idx,
             settings,
             cleanup,
@@ -664,9 +668,11 @@ impl Gateway {
         let body = if head || start == end {
             s3s::Body::empty()
         } else {
-            // An SSE-C object needs its key, which a browser never sends.
+            // An SSE-C object needs its key, which a browser never sends;
+            // an SSE-KMS one a signed request, which it never makes.
             s3s::Body::from(StreamingBlob::wrap(
-                self.open_read(&m, start, end, None).await?,
+                self.open_read(&m, start, end, (None, Signed::Anonymous))
+                    .await?,
             ))
         };
         let mut r = answer(if range.is_some() { 206 } else { 200 })
@@ -859,31 +865,186 @@ impl Gateway {
     }
 
     /// Checks a new object's ACL and encryption headers; returns the
-    /// encryption to report.
+    /// encryption asked for.
     fn check_new_object(
         &self,
         acl: AclRequest<'_>,
         sse: Option<&ServerSideEncryption>,
         kms_key: bool,
         customer_key: bool,
-    ) -> Result<Option<ServerSideEncryption>, GatewayError> {
+    ) -> Result<policy::Asked, GatewayError> {
         self.check_acl(&acl)?;
         policy::check_sse(sse, kms_key, customer_key)
     }
 
-    /// Stores `body` as one Cairn object, sealed under a customer key
-    /// (SSE-C) if `sealed` says so.
+    /// How a new object (or multipart upload) in `bucket` is sealed: under
+    /// the request's customer key, under the KMS key it asks for, or, if
+    /// it asks for nothing, as the bucket's default encryption says.
+    async fn new_seal(
+        &self,
+        bucket: &str,
+        asked: policy::Asked,
+        kms: KmsAsk<'_>,
+        customer: Option<&CustomerKey>,
+    ) -> Result<Option<Seal>, GatewayError> {
+        use policy::Asked;
+        match asked {
+            Asked::Customer => {
+                let k = customer.ok_or_else(|| {
+                    GatewayError::Internal("an SSE-C write without its key".into())
+                })?;
+                let sse = SseC::new(k);
+                let key = sse.data_key(Some(k), "the object")?;
+                Ok(Some(Seal {
+                    sse_c: Some(sse),
+                    sse_kms: None,
+                    key,
+                }))
+            }
+            Asked::Aes256 => Ok(None),
+            Asked::Kms => self.kms_seal(kms).await.map(Some),
+            Asked::Default => match self.bucket_setting::<BucketEncryption>(bucket).await? {
+                Some(d) if d.kms => {
+                    let kms = KmsAsk {
+                        key_id: d.kms_key_id.as_deref(),
+                        bucket_key: kms.bucket_key.or(Some(d.bucket_key)),
+                        ..kms
+                    };
+                    self.kms_seal(kms).await.map(Some)
+                }
+                _ => Ok(None),
+            },
+        }
+    }
+
+    /// A new object's sealing under the KMS key `kms` names (the default
+    /// key if none), which must be enabled.
+    async fn kms_seal(&self, kms: KmsAsk<'_>) -> Result<Seal, GatewayError> {
+        kms.signed.check()?;
+        let context = kms.context.map(crate::kms::parse_context).transpose()?;
+        let named = match kms.key_id {
+            Some(id) => self.kms.parse(id)?,
+            None => KeyRef::Default,
+        };
+        let key = self.kms.resolve(&named).await?;
+        let sse = SseKms::new(&key, context, kms.bucket_key.unwrap_or(false));
+        let data_key = sse.data_key(&key)?;
+        Ok(Seal {
+            sse_c: None,
+            sse_kms: Some(sse),
+            key: data_key,
+        })
+    }
+
+    /// The data key that opens `m`: from the request's customer key for
+    /// an SSE-C object, from the account's KMS key (which must be enabled,
+    /// and the request signed) for an SSE-KMS one; none for the rest.
+    async fn open_key(
+        &self,
+        m: &ObjectMeta,
+        customer: Option<&CustomerKey>,
+        signed: Signed,
+    ) -> Result<Option<DataKey>, GatewayError> {
+        if let Some(sse) = &m.sse_c {
+            return sse.data_key(customer, "the object").map(Some);
+        }
+        if let Some(sse) = &m.sse_kms {
+            signed.check()?;
+            let key = self.kms.usable(&sse.key_id).await?;
+            return sse.data_key(&key).map(Some);
+        }
+        Ok(None)
+    }
+
+    /// What S3 answers about the encryption of an object (or upload)
+    /// sealed as `sse_c` or `sse_kms` say; `plain` for one that is not.
+    fn sse_answer(
+        &self,
+        sse_c: Option<&SseC>,
+        sse_kms: Option<&SseKms>,
+        plain: Option<ServerSideEncryption>,
+    ) -> SseAnswer {
+        if let Some(s) = sse_c {
+            return SseAnswer {
+                customer_algorithm: Some("AES256".into()),
+                customer_key_md5: Some(s.md5_base64()),
+                ..Default::default()
+            };
+        }
+        if let Some(k) = sse_kms {
+            return SseAnswer {
+                sse: Some(ServerSideEncryption::from_static(
+                    ServerSideEncryption::AWS_KMS,
+                )),
+                kms_key_id: Some(self.kms.arn(&k.key_id)),
+                context: k.context_base64(),
+                bucket_key: Some(k.bucket_key),
+                ..Default::default()
+            };
+        }
+        SseAnswer {
+            sse: plain,
+            ..Default::default()
+        }
+    }
+
+    /// How a multipart upload's part is sealed: under the upload's
+    /// customer key, which every part must carry; under its KMS key; or
+    /// not at all.
+    async fn part_seal(
+        &self,
+        upload: &UploadMeta,
+        customer: Option<&CustomerKey>,
+        signed: Signed,
+    ) -> Result<Option<Seal>, GatewayError> {
+        match (&upload.sse_c, customer) {
+            (Some(s), Some(k)) => {
+                return Ok(Some(Seal {
+                    sse_c: Some(s.clone()),
+                    sse_kms: None,
+                    key: s.data_key(Some(k), "the upload")?,
+                }));
+            }
+            (Some(_), None) => {
+                return Err(GatewayError::InvalidRequest(
+                    "the upload was started with a customer key (SSE-C): send it with every part"
+                        .into(),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(GatewayError::InvalidArgument(
+                    "the upload was started without a customer key (SSE-C)".into(),
+                ));
+            }
+            (None, None) => {}
+        }
+        match &upload.sse_kms {
+            Some(sse) => {
+                signed.check()?;
+                let key = self.kms.usable(&sse.key_id).await?;
+                Ok(Some(Seal {
+                    sse_c: None,
+                    sse_kms: Some(sse.clone()),
+                    key: sse.data_key(&key)?,
+                }))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Stores `body` as one Cairn object, sealed under `seal`'s data key
+    /// (SSE-C or SSE-KMS) if there is one.
     async fn store_as<S>(
         &self,
         body: S,
         rules: BodyRules,
-        sealed: Option<(SseC, &CustomerKey)>,
+        seal: Option<&Seal>,
     ) -> Result<body::StoredBody, GatewayError>
     where
         S: futures::Stream<Item = Result<Bytes, GatewayError>> + Unpin,
     {
-        match sealed {
-            Some((sse, key)) => body::store_sealed(&self.node, body, rules, sse, key).await,
+        match seal {
+            Some(s) => body::store_sealed(&self.node, body, rules, &s.key).await,
             None => body::store(&self.node, body, rules).await,
         }
     }
@@ -1092,7 +1253,7 @@ impl Gateway {
         key: &str,
         stored: body::StoredBody,
         (content_type, user_metadata, tags): Described,
-        modified_ms: u64,
+        (modified_ms, seal): (u64, Option<&Seal>),
         (previous, conditions): (Option<ObjectMeta>, &rules::WriteConditions),
     ) -> Result<ObjectMeta, GatewayError> {
         let mut meta = ObjectMeta {
@@ -1106,7 +1267,8 @@ impl Gateway {
                 cap: stored.stored.cap.clone(),
                 size: stored.size,
             }],
-            sse_c: stored.sse_c.clone(),
+            sse_c: seal.and_then(|s| s.sse_c.clone()),
+            sse_kms: seal.and_then(|s| s.sse_kms.clone()),
             lease_expires_at: self.lease_end(),
             part_lists: vec![],
             inline: None,
@@ -1142,7 +1304,7 @@ impl Gateway {
         src: &ObjectMeta,
         start: u64,
         end: u64,
-        key: Option<&CustomerKey>,
+        key: Option<DataKey>,
     ) -> Result<
         (
             ChannelStream,
@@ -1151,23 +1313,18 @@ impl Gateway {
         GatewayError,
     > {
         let (tx, rx) = ChannelStream::channel(Some(end - start));
-        // An SSE-C object opens only with its key (checked here, so no
-        // path reads one without it).
-        let sealed = match &src.sse_c {
-            Some(sse) => {
-                let sealer = sse.sealer(key, "the object")?;
-                let key = key.cloned().ok_or_else(|| {
-                    GatewayError::Internal("an SSE-C read without its key".into())
-                })?;
-                Some((sse.clone(), key, sealer))
-            }
-            None => None,
-        };
+        // A sealed object opens only with its data key (so no path reads
+        // one without it).
+        if (src.sse_c.is_some() || src.sse_kms.is_some()) != key.is_some() {
+            return Err(GatewayError::Internal(
+                "a sealed object read without its key, or a plain one with a key".into(),
+            ));
+        }
         if let Some(data) = &src.inline {
             let opened;
-            let data = match sealed {
-                Some((_, _, sealer)) => {
-                    opened = sse::open_all(sealer, src.size, data)?;
+            let data = match &key {
+                Some(k) => {
+                    opened = sse::open_all(k.sealer()?, src.size, data)?;
                     &opened
                 }
                 None => data,
@@ -1184,10 +1341,8 @@ impl Gateway {
             return Ok((rx, started_rx));
         }
         let parts = src.parts.iter().map(|p| (p.cap.clone(), p.size)).collect();
-        let started = match sealed {
-            Some((sse, key, _)) => {
-                body::spawn_read_sealed(self.node.clone(), parts, (sse, key), start, end, tx)
-            }
+        let started = match key {
+            Some(k) => body::spawn_read_sealed(self.node.clone(), parts, k, start, end, tx),
             None => body::spawn_read(self.node.clone(), parts, start, end, tx),
         };
         Ok((rx, started))
@@ -1202,8 +1357,9 @@ impl Gateway {
         m: &ObjectMeta,
         start: u64,
         end: u64,
-        key: Option<&CustomerKey>,
+        (key, signed): (Option<&CustomerKey>, Signed),
     ) -> Result<ChannelStream, GatewayError> {
+        let key = self.open_key(m, key, signed).await?;
         let (stream, started) = self.start_read(m, start, end, key)?;
         match tokio::time::timeout(FIRST_ANSWER, started).await {
             Ok(Ok(Ok(()))) => Ok(stream),
@@ -1415,6 +1571,23 @@ impl AsRef<str> for Kept {
     }
 }
 
+impl Windowed for Kept {}
+
+/// An item of a listing read window by window ([`Gateway::page_windows`]):
+/// by default items list in index order, as windows bring them.
+pub(crate) trait Windowed: Default + AsRef<str> + Sized {
+    /// The index key of an entry at or after `next`, where the next window
+    /// starts, that may list among the items read so far (a page cut now
+    /// would miss it); it is read at once.
+    fn read_ahead(_next: &[u8]) -> Option<String> {
+        None
+    }
+
+    /// Puts `kept` (index order, an entry read ahead perhaps twice) in
+    /// listing order, without duplicates.
+    fn arrange(_kept: &mut Vec<Self>) {}
+}
+
 /// What a listing page is made of, for [`Gateway::page_windows`]: the
 /// indices of its items and its common prefixes, in order, and whether it
 /// is cut short.
@@ -1489,11 +1662,12 @@ impl Gateway {
     /// The window loop of a page of at most `max` entries over namespace
     /// `ns` from `from`, up to the end of `prefix`: `item` turns an entry
     /// into an item (or skips it), `page` cuts the page from the items so
-    /// far (sorted by their listing key, `as_ref`). After each window only
-    /// the page's items and the first item under each common prefix are
-    /// kept, and a page that ends with a common prefix continues past
-    /// everything under it.
-    pub(crate) async fn page_windows<T: Default + AsRef<str>, P: Paged>(
+    /// far (sorted by their listing key, `as_ref`, then as
+    /// [`Windowed::arrange`] puts them). After each window only the page's
+    /// items and the first item under each common prefix are kept, and a
+    /// page that ends with a common prefix continues past everything under
+    /// it.
+    pub(crate) async fn page_windows<T: Windowed, P: Paged>(
         &self,
         ns: &str,
         mut from: Vec<u8>,
@@ -1517,6 +1691,16 @@ impl Gateway {
                     kept.push(t);
                 }
             }
+            if !done
+                && let Some(n) = &next
+                && let Some(ahead) = T::read_ahead(n)
+                && end.as_ref().is_none_or(|e| ahead.as_bytes() < e.as_slice())
+                && let Some(v) = self.idx.get(ns, &ahead).await?
+                && let Some(t) = item(ahead.into_bytes(), v)
+            {
+                kept.push(t);
+            }
+            T::arrange(&mut kept);
             let cut = page(&kept);
             if cut.truncated() || done {
                 return Ok((kept, cut));
@@ -1617,30 +1801,85 @@ fn customer_key(
     CustomerKey::from_request(algorithm.as_deref(), key.as_deref(), md5.as_deref(), tls)
 }
 
-/// What S3 answers about an object's customer key: algorithm and key MD5.
-fn sse_c_answer(sse: Option<&SseC>) -> (Option<String>, Option<String>) {
-    match sse {
-        Some(s) => (Some("AES256".into()), Some(s.md5_base64())),
-        None => (None, None),
+/// How a new object is sealed by the gateway: what its entry keeps (one
+/// of the two) and its data key.
+pub(crate) struct Seal {
+    sse_c: Option<SseC>,
+    sse_kms: Option<SseKms>,
+    key: DataKey,
+}
+
+/// What a write says of KMS keys: `x-amz-server-side-encryption-aws-kms-key-id`,
+/// `-context` and `-bucket-key-enabled`, and how it was signed.
+#[derive(Clone, Copy)]
+struct KmsAsk<'a> {
+    key_id: Option<&'a str>,
+    context: Option<&'a str>,
+    bucket_key: Option<bool>,
+    signed: Signed,
+}
+
+/// How a request was signed. Only the account's signed requests may use
+/// its KMS keys (an anonymous one, allowed by a public bucket policy,
+/// must not read SSE-KMS objects, as in S3 where it cannot use the key),
+/// and, as S3 has it, only with Signature Version 4.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Signed {
+    Anonymous,
+    V2,
+    V4,
+}
+
+impl Signed {
+    fn of<T>(req: &S3Request<T>) -> Self {
+        if req.credentials.is_none() {
+            return Self::Anonymous;
+        }
+        let header_v4 = req
+            .headers
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.starts_with("AWS4-HMAC-SHA256"));
+        let query_v4 = req
+            .uri
+            .query()
+            .is_some_and(|q| q.contains("X-Amz-Algorithm=AWS4-HMAC-SHA256"));
+        if header_v4 || query_v4 {
+            Self::V4
+        } else {
+            Self::V2
+        }
+    }
+
+    /// Whether the request may use a KMS key.
+    fn check(self) -> Result<(), GatewayError> {
+        match self {
+            Self::V4 => Ok(()),
+            Self::V2 => Err(GatewayError::InvalidArgument(
+                "requests specifying server-side encryption with KMS keys (SSE-KMS) require \
+                 AWS Signature Version 4"
+                    .into(),
+            )),
+            Self::Anonymous => Err(GatewayError::Denied(
+                "objects encrypted with KMS keys (SSE-KMS) are only for the account's signed \
+                 requests"
+                    .into(),
+            )),
+        }
     }
 }
 
-/// How a multipart upload's part is sealed: under the upload's customer
-/// key, which every part must carry, or not at all.
-fn part_sealing<'k>(
-    upload: &UploadMeta,
-    key: Option<&'k CustomerKey>,
-) -> Result<Option<(SseC, &'k CustomerKey)>, GatewayError> {
-    match (&upload.sse_c, key) {
-        (Some(s), Some(k)) => Ok(Some((s.clone(), k))),
-        (Some(_), None) => Err(GatewayError::InvalidRequest(
-            "the upload was started with a customer key (SSE-C): send it with every part".into(),
-        )),
-        (None, Some(_)) => Err(GatewayError::InvalidArgument(
-            "the upload was started without a customer key (SSE-C)".into(),
-        )),
-        (None, None) => Ok(None),
-    }
+/// What S3 answers about an object's encryption.
+#[derive(Default)]
+struct SseAnswer {
+    sse: Option<ServerSideEncryption>,
+    customer_algorithm: Option<String>,
+    customer_key_md5: Option<String>,
+    /// The KMS key's ARN.
+    kms_key_id: Option<String>,
+    /// The encryption context, base64.
+    context: Option<String>,
+    bucket_key: Option<bool>,
 }
 
 /// The `x-amz-version-id` S3 answers for version `m` of a request: `m`'s
@@ -1805,13 +2044,14 @@ impl S3 for Gateway {
         req: S3Request<PutObjectInput>,
     ) -> S3Result<S3Response<PutObjectOutput>> {
         let tls = over_tls(&req.extensions);
+        let signed = Signed::of(&req);
         let input = req.input;
         rules::validate_key(&input.key)?;
         let key = request_key!(input, tls)?;
         self.require_bucket(&input.bucket).await?;
         let rules = self.rules(input.content_length, input.content_md5.as_deref())?;
         let tags = tagging(input.tagging.as_deref())?;
-        let sse = self.check_new_object(
+        let asked = self.check_new_object(
             AclRequest {
                 canned: input.acl.as_ref().map(ObjectCannedACL::as_str),
                 grants: policy::any_grant(&[
@@ -1826,8 +2066,20 @@ impl S3 for Gateway {
             input.ssekms_key_id.is_some(),
             key.is_some(),
         )?;
-        let sealed = key.as_ref().map(|k| (SseC::new(k), k));
-        let (sse_c_algorithm, sse_c_md5) = sse_c_answer(sealed.as_ref().map(|s| &s.0));
+        let kms = KmsAsk {
+            key_id: input.ssekms_key_id.as_deref(),
+            context: input.ssekms_encryption_context.as_deref(),
+            bucket_key: input.bucket_key_enabled,
+            signed,
+        };
+        let seal = self
+            .new_seal(&input.bucket, asked, kms, key.as_ref())
+            .await?;
+        let answer = self.sse_answer(
+            seal.as_ref().and_then(|s| s.sse_c.as_ref()),
+            seal.as_ref().and_then(|s| s.sse_kms.as_ref()),
+            input.server_side_encryption.clone(),
+        );
         let previous = self.object(&input.bucket, &input.key).await?;
         let conditions = rules::WriteConditions {
             if_match: input.if_match,
@@ -1846,14 +2098,14 @@ impl S3 for Gateway {
             // Small enough to live in its index entry.
             let (data, md5) = body::read_small(body::s3_body(input.body), rules).await?;
             let size = data.len() as u64;
-            let (data, md5, sse_c) = match &sealed {
-                Some((sse, k)) => {
-                    let sealed = sse::seal_all(&sse.sealer(Some(k), "the object")?, &data)?;
+            let (data, md5) = match &seal {
+                Some(s) => {
+                    let sealed = sse::seal_all(&s.key.sealer()?, &data)?;
                     let md5 =
                         hex::encode(<[u8; 16]>::from(<md5::Md5 as md5::Digest>::digest(&sealed)));
-                    (sealed, md5, Some(sse.clone()))
+                    (sealed, md5)
                 }
-                None => (data, md5, None),
+                None => (data, md5),
             };
             let mut meta = ObjectMeta {
                 version: ObjectMeta::VERSION,
@@ -1870,21 +2122,25 @@ impl S3 for Gateway {
                 tags,
                 version_id: None,
                 delete_marker: false,
-                sse_c,
+                sse_c: seal.as_ref().and_then(|s| s.sse_c.clone()),
+                sse_kms: seal.as_ref().and_then(|s| s.sse_kms.clone()),
             };
             self.commit_checked(&input.bucket, &input.key, &mut meta, previous, &conditions)
                 .await?;
             return ok(PutObjectOutput {
                 e_tag: Some(etag(&meta.etag)),
-                server_side_encryption: sse,
-                sse_customer_algorithm: sse_c_algorithm,
-                sse_customer_key_md5: sse_c_md5,
+                server_side_encryption: answer.sse,
+                sse_customer_algorithm: answer.customer_algorithm,
+                sse_customer_key_md5: answer.customer_key_md5,
+                ssekms_key_id: answer.kms_key_id,
+                ssekms_encryption_context: answer.context,
+                bucket_key_enabled: answer.bucket_key,
                 version_id: meta.version_id,
                 ..Default::default()
             });
         }
         let stored = self
-            .store_as(body::s3_body(input.body), rules, sealed)
+            .store_as(body::s3_body(input.body), rules, seal.as_ref())
             .await?;
         let meta = self
             .commit_stored(
@@ -1892,15 +2148,18 @@ impl S3 for Gateway {
                 &input.key,
                 stored,
                 (input.content_type, sorted_metadata(input.metadata), tags),
-                crate::now_ms(),
+                (crate::now_ms(), seal.as_ref()),
                 (previous, &conditions),
             )
             .await?;
         ok(PutObjectOutput {
             e_tag: Some(etag(&meta.etag)),
-            server_side_encryption: sse,
-            sse_customer_algorithm: sse_c_algorithm,
-            sse_customer_key_md5: sse_c_md5,
+            server_side_encryption: answer.sse,
+            sse_customer_algorithm: answer.customer_algorithm,
+            sse_customer_key_md5: answer.customer_key_md5,
+            ssekms_key_id: answer.kms_key_id,
+            ssekms_encryption_context: answer.context,
+            bucket_key_enabled: answer.bucket_key,
             version_id: meta.version_id,
             ..Default::default()
         })
@@ -1911,6 +2170,7 @@ impl S3 for Gateway {
         req: S3Request<GetObjectInput>,
     ) -> S3Result<S3Response<GetObjectOutput>> {
         let tls = over_tls(&req.extensions);
+        let signed = Signed::of(&req);
         let input = req.input;
         let key = request_key!(input, tls)?;
         let conditions = Conditions {
@@ -1941,7 +2201,7 @@ impl S3 for Gateway {
                 Some(r) => rules::resolve_range(r, m.size)?,
                 None => (0, m.size),
             };
-            match self.open_read(&m, start, end, key.as_ref()).await {
+            match self.open_read(&m, start, end, (key.as_ref(), signed)).await {
                 Ok(stream) => break (m, start, end, stream),
                 // Replaced through another gateway: read the entry afresh, once.
                 Err(GatewayError::DataNotFound(_)) if !fresh && input.version_id.is_none() => {
@@ -1955,7 +2215,7 @@ impl S3 for Gateway {
             .is_some()
             .then(|| format!("bytes {start}-{}/{}", end.saturating_sub(1), m.size));
         let tag_count = self.tags(&input.bucket, &input.key, &m).await?.len();
-        let (sse_customer_algorithm, sse_customer_key_md5) = sse_c_answer(m.sse_c.as_ref());
+        let answer = self.sse_answer(m.sse_c.as_ref(), m.sse_kms.as_ref(), Some(encrypted()));
         ok(GetObjectOutput {
             body: Some(StreamingBlob::wrap(stream)),
             content_length: Some(i64::try_from(end - start).unwrap_or(i64::MAX)),
@@ -1972,9 +2232,11 @@ impl S3 for Gateway {
             parts_count: (m.parts.len() > 1)
                 .then(|| i32::try_from(m.parts.len()).unwrap_or(i32::MAX)),
             tag_count: (tag_count > 0).then(|| i32::try_from(tag_count).unwrap_or(i32::MAX)),
-            server_side_encryption: m.sse_c.is_none().then(encrypted),
-            sse_customer_algorithm,
-            sse_customer_key_md5,
+            server_side_encryption: answer.sse,
+            sse_customer_algorithm: answer.customer_algorithm,
+            sse_customer_key_md5: answer.customer_key_md5,
+            ssekms_key_id: answer.kms_key_id,
+            bucket_key_enabled: answer.bucket_key,
             version_id: m.version_id.clone(),
             ..Default::default()
         })
@@ -1995,7 +2257,9 @@ impl S3 for Gateway {
         if let Some(sse) = &m.sse_c {
             sse.sealer(key.as_ref(), "the object")?;
         }
-        let (sse_customer_algorithm, sse_customer_key_md5) = sse_c_answer(m.sse_c.as_ref());
+        // An SSE-KMS object's HEAD needs no key (S3 answers it without
+        // asking KMS), so a disabled key does not hide it.
+        let answer = self.sse_answer(m.sse_c.as_ref(), m.sse_kms.as_ref(), Some(encrypted()));
         self.check_conditions(
             &Conditions {
                 if_match: input.if_match,
@@ -2016,9 +2280,11 @@ impl S3 for Gateway {
                     .unwrap_or_else(|| "binary/octet-stream".into()),
             ),
             metadata: to_metadata(&m.user_metadata),
-            server_side_encryption: m.sse_c.is_none().then(encrypted),
-            sse_customer_algorithm,
-            sse_customer_key_md5,
+            server_side_encryption: answer.sse,
+            sse_customer_algorithm: answer.customer_algorithm,
+            sse_customer_key_md5: answer.customer_key_md5,
+            ssekms_key_id: answer.kms_key_id,
+            bucket_key_enabled: answer.bucket_key,
             version_id: m.version_id.clone(),
             ..Default::default()
         })
@@ -2211,18 +2477,41 @@ impl S3 for Gateway {
         &self,
         req: S3Request<GetBucketEncryptionInput>,
     ) -> S3Result<S3Response<GetBucketEncryptionOutput>> {
-        self.require_bucket(&req.input.bucket).await?;
+        let kms = self
+            .bucket_setting::<BucketEncryption>(&req.input.bucket)
+            .await?
+            .filter(|e| e.kms)
+            .map(|e| (e.kms_key_id, e.bucket_key));
         ok(GetBucketEncryptionOutput {
-            server_side_encryption_configuration: Some(policy::encryption()),
+            server_side_encryption_configuration: Some(policy::encryption(kms)),
         })
     }
 
+    /// `AES256` is what every object has: the setting is removed. `aws:kms`
+    /// is kept (its key id checked for form here, resolved at each write).
     async fn put_bucket_encryption(
         &self,
         req: S3Request<PutBucketEncryptionInput>,
     ) -> S3Result<S3Response<PutBucketEncryptionOutput>> {
-        self.require_bucket(&req.input.bucket).await?;
-        policy::check_encryption(&req.input.server_side_encryption_configuration)?;
+        let bucket = req.input.bucket;
+        self.require_bucket(&bucket).await?;
+        let setting =
+            match policy::check_encryption(&req.input.server_side_encryption_configuration)? {
+                Some((key_id, bucket_key)) => {
+                    if let Some(id) = &key_id {
+                        self.kms.parse(id)?;
+                    }
+                    Some(BucketEncryption {
+                        version: BucketEncryption::VERSION,
+                        created_at_ms: 0,
+                        kms: true,
+                        kms_key_id: key_id,
+                        bucket_key,
+                    })
+                }
+                None => None,
+            };
+        self.set_bucket_setting(&bucket, setting).await?;
         ok(PutBucketEncryptionOutput::default())
     }
 
@@ -2231,7 +2520,8 @@ impl S3 for Gateway {
         &self,
         req: S3Request<DeleteBucketEncryptionInput>,
     ) -> S3Result<S3Response<DeleteBucketEncryptionOutput>> {
-        self.require_bucket(&req.input.bucket).await?;
+        self.set_bucket_setting::<BucketEncryption>(&req.input.bucket, None)
+            .await?;
         ok(DeleteBucketEncryptionOutput::default())
     }
 
@@ -2661,12 +2951,13 @@ impl S3 for Gateway {
         req: S3Request<CopyObjectInput>,
     ) -> S3Result<S3Response<CopyObjectOutput>> {
         let tls = over_tls(&req.extensions);
+        let signed = Signed::of(&req);
         let input = req.input;
         rules::validate_key(&input.key)?;
         let key = request_key!(input, tls)?;
         let source_key = request_key!(input, tls, copy_source)?;
         self.require_bucket(&input.bucket).await?;
-        let sse = self.check_new_object(
+        let asked = self.check_new_object(
             AclRequest {
                 canned: input.acl.as_ref().map(ObjectCannedACL::as_str),
                 grants: policy::any_grant(&[
@@ -2682,9 +2973,21 @@ impl S3 for Gateway {
             key.is_some(),
         )?;
         // A copy is a new Cairn object, so it is sealed anew (or not) as the
-        // request says, whatever its source was.
-        let sealed = key.as_ref().map(|k| (SseC::new(k), k));
-        let (sse_c_algorithm, sse_c_md5) = sse_c_answer(sealed.as_ref().map(|s| &s.0));
+        // request (or the bucket's default) says, whatever its source was.
+        let kms = KmsAsk {
+            key_id: input.ssekms_key_id.as_deref(),
+            context: input.ssekms_encryption_context.as_deref(),
+            bucket_key: input.bucket_key_enabled,
+            signed,
+        };
+        let seal = self
+            .new_seal(&input.bucket, asked, kms, key.as_ref())
+            .await?;
+        let answer = self.sse_answer(
+            seal.as_ref().and_then(|s| s.sse_c.as_ref()),
+            seal.as_ref().and_then(|s| s.sse_kms.as_ref()),
+            input.server_side_encryption.clone(),
+        );
         let (src_bucket, src_key, src) = self.copy_source(&input.copy_source).await?;
         self.check_conditions(
             &Conditions {
@@ -2718,7 +3021,7 @@ impl S3 for Gateway {
         let _copy = self.copy_permit().await?;
         // The get first, so it holds its node slot before the put takes one.
         let stream = self
-            .open_read(&src, 0, src.size, source_key.as_ref())
+            .open_read(&src, 0, src.size, (source_key.as_ref(), signed))
             .await?;
         let rules = BodyRules {
             max: self.settings.max_object.max(src.size),
@@ -2727,7 +3030,7 @@ impl S3 for Gateway {
             idle: self.settings.body_idle,
         };
         let stored = self
-            .store_as(body::from_channel(stream), rules, sealed)
+            .store_as(body::from_channel(stream), rules, seal.as_ref())
             .await?;
         let now = crate::now_ms();
         let described = if replace {
@@ -2741,7 +3044,7 @@ impl S3 for Gateway {
                 &input.key,
                 stored,
                 described,
-                now,
+                (now, seal.as_ref()),
                 (previous, &rules::WriteConditions::default()),
             )
             .await?;
@@ -2751,9 +3054,12 @@ impl S3 for Gateway {
                 last_modified: Some(ms_to_ts(now)),
                 ..Default::default()
             }),
-            server_side_encryption: sse,
-            sse_customer_algorithm: sse_c_algorithm,
-            sse_customer_key_md5: sse_c_md5,
+            server_side_encryption: answer.sse,
+            sse_customer_algorithm: answer.customer_algorithm,
+            sse_customer_key_md5: answer.customer_key_md5,
+            ssekms_key_id: answer.kms_key_id,
+            ssekms_encryption_context: answer.context,
+            bucket_key_enabled: answer.bucket_key,
             copy_source_version_id: source_version(&input.copy_source, &src),
             version_id: meta.version_id,
             ..Default::default()
@@ -2842,10 +3148,11 @@ impl S3 for Gateway {
         req: S3Request<CreateMultipartUploadInput>,
     ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
         let tls = over_tls(&req.extensions);
+        let signed = Signed::of(&req);
         let input = req.input;
         rules::validate_key(&input.key)?;
         let key = request_key!(input, tls)?;
-        let sse = self.check_new_object(
+        let asked = self.check_new_object(
             AclRequest {
                 canned: input.acl.as_ref().map(ObjectCannedACL::as_str),
                 grants: policy::any_grant(&[
@@ -2861,9 +3168,26 @@ impl S3 for Gateway {
             key.is_some(),
         )?;
         self.require_bucket(&input.bucket).await?;
-        // Every part is sealed under the one key and salt of the upload.
-        let sse_c = key.as_ref().map(SseC::new);
-        let (sse_c_algorithm, sse_c_md5) = sse_c_answer(sse_c.as_ref());
+        // Every part is sealed under the one key and salt of the upload,
+        // chosen (and for KMS, checked enabled) now.
+        let kms = KmsAsk {
+            key_id: input.ssekms_key_id.as_deref(),
+            context: input.ssekms_encryption_context.as_deref(),
+            bucket_key: input.bucket_key_enabled,
+            signed,
+        };
+        let seal = self
+            .new_seal(&input.bucket, asked, kms, key.as_ref())
+            .await?;
+        let (sse_c, sse_kms) = match seal {
+            Some(s) => (s.sse_c, s.sse_kms),
+            None => (None, None),
+        };
+        let answer = self.sse_answer(
+            sse_c.as_ref(),
+            sse_kms.as_ref(),
+            input.server_side_encryption.clone(),
+        );
         let upload_id = hex::encode(rand::random::<[u8; 16]>());
         let value = meta::encode(&UploadMeta {
             version: UploadMeta::VERSION,
@@ -2873,6 +3197,7 @@ impl S3 for Gateway {
             user_metadata: sorted_metadata(input.metadata),
             tags: tagging(input.tagging.as_deref())?,
             sse_c,
+            sse_kms,
         })?;
         self.idx
             .write(
@@ -2885,9 +3210,12 @@ impl S3 for Gateway {
             bucket: Some(input.bucket),
             key: Some(input.key),
             upload_id: Some(upload_id),
-            server_side_encryption: sse,
-            sse_customer_algorithm: sse_c_algorithm,
-            sse_customer_key_md5: sse_c_md5,
+            server_side_encryption: answer.sse,
+            sse_customer_algorithm: answer.customer_algorithm,
+            sse_customer_key_md5: answer.customer_key_md5,
+            ssekms_key_id: answer.kms_key_id,
+            ssekms_encryption_context: answer.context,
+            bucket_key_enabled: answer.bucket_key,
             ..Default::default()
         })
     }
@@ -2897,6 +3225,7 @@ impl S3 for Gateway {
         req: S3Request<UploadPartInput>,
     ) -> S3Result<S3Response<UploadPartOutput>> {
         let tls = over_tls(&req.extensions);
+        let signed = Signed::of(&req);
         let input = req.input;
         let key = request_key!(input, tls)?;
         if !(1..=MAX_PART_NUMBER).contains(&input.part_number) {
@@ -2908,19 +3237,22 @@ impl S3 for Gateway {
         let upload = self
             .upload(&input.bucket, &input.upload_id, &input.key)
             .await?;
-        let sealed = part_sealing(&upload, key.as_ref())?;
-        let (sse_c_algorithm, sse_c_md5) = sse_c_answer(upload.sse_c.as_ref());
+        let seal = self.part_seal(&upload, key.as_ref(), signed).await?;
+        let answer = self.sse_answer(upload.sse_c.as_ref(), upload.sse_kms.as_ref(), None);
         let rules = self.rules(input.content_length, input.content_md5.as_deref())?;
         let stored = self
-            .store_as(body::s3_body(input.body), rules, sealed)
+            .store_as(body::s3_body(input.body), rules, seal.as_ref())
             .await?;
         let md5 = self
             .store_part(&input.bucket, &input.upload_id, input.part_number, stored)
             .await?;
         ok(UploadPartOutput {
             e_tag: Some(etag(&md5)),
-            sse_customer_algorithm: sse_c_algorithm,
-            sse_customer_key_md5: sse_c_md5,
+            server_side_encryption: answer.sse,
+            sse_customer_algorithm: answer.customer_algorithm,
+            sse_customer_key_md5: answer.customer_key_md5,
+            ssekms_key_id: answer.kms_key_id,
+            bucket_key_enabled: answer.bucket_key,
             ..Default::default()
         })
     }
@@ -2930,6 +3262,7 @@ impl S3 for Gateway {
         req: S3Request<UploadPartCopyInput>,
     ) -> S3Result<S3Response<UploadPartCopyOutput>> {
         let tls = over_tls(&req.extensions);
+        let signed = Signed::of(&req);
         let input = req.input;
         let key = request_key!(input, tls)?;
         let source_key = request_key!(input, tls, copy_source)?;
@@ -2942,8 +3275,8 @@ impl S3 for Gateway {
         let upload = self
             .upload(&input.bucket, &input.upload_id, &input.key)
             .await?;
-        let sealed = part_sealing(&upload, key.as_ref())?;
-        let (sse_c_algorithm, sse_c_md5) = sse_c_answer(upload.sse_c.as_ref());
+        let seal = self.part_seal(&upload, key.as_ref(), signed).await?;
+        let answer = self.sse_answer(upload.sse_c.as_ref(), upload.sse_kms.as_ref(), None);
         let (_, _, src) = self.copy_source(&input.copy_source).await?;
         let (start, end) = match input.copy_source_range.as_deref() {
             Some(r) => {
@@ -2962,10 +3295,10 @@ impl S3 for Gateway {
         };
         let _copy = self.copy_permit().await?;
         let stream = self
-            .open_read(&src, start, end, source_key.as_ref())
+            .open_read(&src, start, end, (source_key.as_ref(), signed))
             .await?;
         let stored = self
-            .store_as(body::from_channel(stream), rules, sealed)
+            .store_as(body::from_channel(stream), rules, seal.as_ref())
             .await?;
         let md5 = self
             .store_part(&input.bucket, &input.upload_id, input.part_number, stored)
@@ -2977,8 +3310,11 @@ impl S3 for Gateway {
                 ..Default::default()
             }),
             copy_source_version_id: source_version(&input.copy_source, &src),
-            sse_customer_algorithm: sse_c_algorithm,
-            sse_customer_key_md5: sse_c_md5,
+            server_side_encryption: answer.sse,
+            sse_customer_algorithm: answer.customer_algorithm,
+            sse_customer_key_md5: answer.customer_key_md5,
+            ssekms_key_id: answer.kms_key_id,
+            bucket_key_enabled: answer.bucket_key,
             ..Default::default()
         })
     }
@@ -3061,6 +3397,7 @@ impl S3 for Gateway {
             version_id: None,
             delete_marker: false,
             sse_c: upload.sse_c.clone(),
+            sse_kms: upload.sse_kms.clone(),
         };
         // A failed condition leaves the upload as it was, to abort or retry.
         self.commit_checked(&bucket, &key, &mut meta, previous, &conditions)
@@ -3091,6 +3428,12 @@ impl S3 for Gateway {
             key: Some(key.clone()),
             e_tag: Some(etag(&etag_value)),
             location: Some(format!("/{bucket}/{key}")),
+            server_side_encryption: meta
+                .sse_kms
+                .is_some()
+                .then(|| ServerSideEncryption::from_static(ServerSideEncryption::AWS_KMS)),
+            ssekms_key_id: meta.sse_kms.as_ref().map(|k| self.kms.arn(&k.key_id)),
+            bucket_key_enabled: meta.sse_kms.as_ref().map(|k| k.bucket_key),
             version_id: meta.version_id,
             ..Default::default()
         })

@@ -1799,9 +1799,18 @@ async fn partial_customer_keys_kms_and_public_acls_are_refused_and_store_nothing
         .await
         .unwrap_err();
     assert_eq!(code(e), "InvalidArgument");
+    // KMS keys are for the account's signed requests only.
     let e = put(|i| {
         i.server_side_encryption = Some(ServerSideEncryption::from_static(
             ServerSideEncryption::AWS_KMS,
+        ))
+    })
+    .await
+    .unwrap_err();
+    assert_eq!(code(e), "AccessDenied");
+    let e = put(|i| {
+        i.server_side_encryption = Some(ServerSideEncryption::from_static(
+            ServerSideEncryption::AWS_KMS_DSSE,
         ))
     })
     .await
@@ -2253,26 +2262,24 @@ async fn versions(h: &Harness, max: i32) -> Vec<(String, String, bool, bool)> {
             .await
             .unwrap()
             .output;
-        let mut got: Vec<(String, String, bool, bool)> = vec![];
+        let mut got = vec![];
         for v in page.versions.unwrap_or_default() {
             got.push((
-                v.key.unwrap(),
-                v.version_id.unwrap(),
-                v.is_latest.unwrap(),
-                false,
+                (v.key.unwrap(), v.last_modified.unwrap()),
+                (v.version_id.unwrap(), v.is_latest.unwrap(), false),
             ));
         }
         for m in page.delete_markers.unwrap_or_default() {
             got.push((
-                m.key.unwrap(),
-                m.version_id.unwrap(),
-                m.is_latest.unwrap(),
-                true,
+                (m.key.unwrap(), m.last_modified.unwrap()),
+                (m.version_id.unwrap(), m.is_latest.unwrap(), true),
             ));
         }
-        // S3 interleaves them by key, newest first; so do version ids.
-        got.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
-        out.extend(got);
+        // S3 interleaves them by key, newest first; s3s answers versions
+        // and markers apart, each in listing order, so they are merged
+        // back by time (stable: the listing's order within each).
+        got.sort_by(|a, b| (&a.0.0, &b.0.1).cmp(&(&b.0.0, &a.0.1)));
+        out.extend(got.into_iter().map(|((k, _), (id, l, m))| (k, id, l, m)));
         if !page.is_truncated.unwrap() {
             return out;
         }
@@ -2472,9 +2479,10 @@ async fn versioning_keeps_every_version_until_it_is_deleted_by_id() {
         .filter(|v| v.0 == "k")
         .map(|v| (v.1.as_str(), v.2))
         .collect();
+    // The null version is the newest: it lists first, as the latest.
     assert_eq!(
         k,
-        [(v3.as_str(), false), (v1.as_str(), false), ("null", true)]
+        [("null", true), (v3.as_str(), false), (v1.as_str(), false)]
     );
     // Remove every version: the key, its data and the bucket can go.
     for (key, id, _, _) in versions(&h, 1000).await {
@@ -2923,6 +2931,145 @@ async fn lifecycle_rules_expire_noncurrent_versions_and_lone_delete_markers() {
     assert_eq!(h.stored(), 3, "the expired versions' data is removed");
 }
 
+/// The ids (and whether latest) of `key`'s versions, in listing order, in
+/// pages of `max` continued by key and version markers.
+async fn ordered_versions(h: &Harness, key: &str, max: i32) -> Vec<(String, bool)> {
+    let mut out = vec![];
+    let (mut km, mut vm) = (None, None);
+    loop {
+        let page =
+            h.gw.list_object_versions(req(ListObjectVersionsInput {
+                bucket: "ver".into(),
+                prefix: Some(key.into()),
+                key_marker: km.clone(),
+                version_id_marker: vm.clone(),
+                max_keys: Some(max),
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .output;
+        assert!(page.delete_markers.is_none(), "no markers here");
+        for v in page.versions.unwrap_or_default() {
+            assert_eq!(v.key.as_deref(), Some(key));
+            out.push((v.version_id.unwrap(), v.is_latest.unwrap()));
+        }
+        if !page.is_truncated.unwrap() {
+            return out;
+        }
+        km = page.next_key_marker;
+        vm = page.next_version_id_marker;
+    }
+}
+
+/// S3 lists a key's versions newest first, the `null` version too: written
+/// after versioning was suspended, it is the latest and lists first; one
+/// written between two versions lists between them. Pages of one (the
+/// `null` version as a version-id marker) and windows that end before a
+/// key's `null` entry list the same.
+#[tokio::test]
+async fn the_null_version_lists_in_the_order_it_was_written() {
+    let mut h = Harness::new().await;
+    // Windows of 10 keys: a key of more versions crosses them.
+    let rule = SplitRule {
+        max_entries: 16,
+        max_bytes: 1 << 20,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    h.gw = gateway_split(&h.api, h.seed, dir.path(), 1, rule);
+    h.bucket("ver").await;
+    set_versioning(&h, "ver", BucketVersioningStatus::ENABLED).await;
+    let put = async |key: &str, data: &[u8]| {
+        h.gw.put_object(req(PutObjectInput {
+            bucket: "ver".into(),
+            key: key.into(),
+            body: Some(blob(data)),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .output
+        .version_id
+    };
+    // Each write a millisecond apart at least, so times order them.
+    let tick = || tokio::time::sleep(Duration::from_millis(3));
+    let v1 = put("k", b"v1").await.unwrap();
+    tick().await;
+    let v2 = put("k", b"v2").await.unwrap();
+    tick().await;
+    set_versioning(&h, "ver", BucketVersioningStatus::SUSPENDED).await;
+    assert_eq!(put("k", b"null").await, None);
+    let expect = vec![
+        ("null".to_string(), true),
+        (v2.clone(), false),
+        (v1.clone(), false),
+    ];
+    for max in [1000, 1, 2] {
+        assert_eq!(
+            ordered_versions(&h, "k", max).await,
+            expect,
+            "pages of {max}"
+        );
+    }
+    // Enabled again: a new version lists before the null one, which stays
+    // between the versions written around it.
+    tick().await;
+    set_versioning(&h, "ver", BucketVersioningStatus::ENABLED).await;
+    let v3 = put("k", b"v3").await.unwrap();
+    let expect = vec![
+        (v3.clone(), true),
+        ("null".to_string(), false),
+        (v2.clone(), false),
+        (v1.clone(), false),
+    ];
+    for max in [1000, 1, 3] {
+        assert_eq!(
+            ordered_versions(&h, "k", max).await,
+            expect,
+            "pages of {max}"
+        );
+    }
+    // Deleting the latest by id makes the one listed next current.
+    delete(&h, "k", Some(&v3)).await;
+    assert_eq!(h.get("ver", "k", None).await.unwrap(), b"null");
+    assert_eq!(
+        ordered_versions(&h, "k", 1).await,
+        [("null".to_string(), true), (v2, false), (v1, false)]
+    );
+
+    // More versions than a window holds, then a null one: its entry comes
+    // in a later window than the versions it lists before.
+    let mut ids = vec![];
+    for i in 0..12 {
+        ids.push(put("many", format!("{i}").as_bytes()).await.unwrap());
+        tick().await;
+    }
+    set_versioning(&h, "ver", BucketVersioningStatus::SUSPENDED).await;
+    put("many", b"last").await;
+    let mut expect = vec![("null".to_string(), true)];
+    expect.extend(ids.iter().rev().map(|id| (id.clone(), false)));
+    for max in [1000, 1, 5, 11] {
+        assert_eq!(
+            ordered_versions(&h, "many", max).await,
+            expect,
+            "pages of {max}"
+        );
+    }
+    // The whole bucket: each key's entries in that order, paged.
+    let all: Vec<(String, String)> = versions(&h, 1)
+        .await
+        .into_iter()
+        .map(|v| (v.0, v.1))
+        .collect();
+    let mut want: Vec<(String, String)> = ordered_versions(&h, "k", 1000)
+        .await
+        .into_iter()
+        .map(|v| ("k".to_string(), v.0))
+        .collect();
+    want.extend(expect.into_iter().map(|v| ("many".to_string(), v.0)));
+    assert_eq!(all, want);
+}
+
 /// ListObjectVersions over a bucket read in windows of 10 keys, split into
 /// shards: every version once, in order, however the pages are cut, and
 /// common prefixes skipped in one step.
@@ -3239,6 +3386,7 @@ async fn bucket_policies_decide_by_object_tags() {
             headers: &map,
             uri: &uri,
             client: None,
+            request_tags: None,
         };
         match crate::authorize(&h.gw, &r).await {
             Ok(()) => Ok(()),
@@ -3325,6 +3473,143 @@ async fn bucket_policies_decide_by_object_tags() {
         .await
         .unwrap();
     assert_eq!(cx, crate::access::Context::new());
+}
+
+/// PutObjectTagging's tags are in its XML body, which s3s parses after
+/// its general access check: the request is decided once the body is
+/// parsed, with those tags as `s3:RequestObjectTag/…`, so a deny on them
+/// refuses it (by version id too) and an allow on them lets anyone tag.
+#[tokio::test]
+async fn put_object_tagging_is_decided_by_the_tags_in_its_body() {
+    use s3s::access::S3Access;
+    let (_fake, api) = fake_node().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::Config::new(
+        "127.0.0.1:0".parse().unwrap(),
+        api,
+        dir.path().to_path_buf(),
+    );
+    let started = crate::start(config).await.unwrap();
+    let (addr, gw) = (started.addr, started.gateway.clone());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(started.run(async {
+        let _ = stop_rx.await;
+    }));
+    gw.create_bucket(req(CreateBucketInput {
+        bucket: "tagged".into(),
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    gw.put_object(req(PutObjectInput {
+        bucket: "tagged".into(),
+        key: "k".into(),
+        body: Some(blob(b"data")),
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    gw.put_bucket_policy(req(PutBucketPolicyInput {
+        bucket: "tagged".into(),
+        policy: r#"{"Version": "2012-10-17", "Statement": [
+            {"Effect": "Deny", "Principal": "*",
+             "Action": ["s3:PutObjectTagging", "s3:PutObjectVersionTagging"],
+             "Resource": "arn:aws:s3:::tagged/*",
+             "Condition": {"StringEquals": {"s3:RequestObjectTag/classification": "secret"}}},
+            {"Effect": "Allow", "Principal": "*",
+             "Action": ["s3:PutObjectTagging", "s3:PutObjectVersionTagging"],
+             "Resource": "arn:aws:s3:::tagged/*",
+             "Condition": {"StringEquals": {"s3:RequestObjectTag/classification": "public"}}}
+        ]}"#
+        .into(),
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    let tags = async || {
+        gw.get_object_tagging(req(GetObjectTaggingInput {
+            bucket: "tagged".into(),
+            key: "k".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .output
+        .tag_set
+    };
+    // The account's keys: the check s3s makes with the parsed input.
+    let access = crate::PolicyAccess(gw.clone());
+    let signed = |value: &str, version: Option<&str>| {
+        let mut r = req(PutObjectTaggingInput::builder()
+            .bucket("tagged".into())
+            .key("k".into())
+            .version_id(version.map(Into::into))
+            .tagging(tagging_of(&[("classification", value)]))
+            .build()
+            .unwrap());
+        r.credentials = Some(s3s::auth::Credentials {
+            access_key: "CK".into(),
+            secret_key: "secret".into(),
+        });
+        let query = version.map(|v| format!("&versionId={v}"));
+        r.uri = format!("/tagged/k?tagging{}", query.unwrap_or_default())
+            .parse()
+            .unwrap();
+        r
+    };
+    for version in [None, Some("null")] {
+        let e = access
+            .put_object_tagging(&mut signed("secret", version))
+            .await
+            .unwrap_err();
+        assert_eq!(code(e), "AccessDenied", "{version:?}");
+        for value in ["public", "other"] {
+            access
+                .put_object_tagging(&mut signed(value, version))
+                .await
+                .unwrap();
+        }
+    }
+    // Unsigned requests through the server: what the allow names, and
+    // nothing else.
+    let anonymous = async |query: &str, value: &str| {
+        let body = format!(
+            "<Tagging><TagSet><Tag><Key>classification</Key><Value>{value}</Value></Tag></TagSet></Tagging>"
+        );
+        raw_request(
+            addr,
+            &format!(
+                "PUT /tagged/k?{query} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            ),
+        )
+        .await
+    };
+    let answer = anonymous("tagging", "public").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(
+        tags().await,
+        tagging_of(&[("classification", "public")]).tag_set
+    );
+    for (query, value) in [
+        ("tagging", "secret"),
+        ("tagging", "other"),
+        ("tagging&versionId=null", "secret"),
+    ] {
+        let answer = anonymous(query, value).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 403"),
+            "{query} {value}: {answer}"
+        );
+        assert!(answer.contains("AccessDenied"), "{answer}");
+    }
+    let answer = anonymous("tagging&versionId=null", "public").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(
+        tags().await,
+        tagging_of(&[("classification", "public")]).tag_set
+    );
+    let _ = stop_tx.send(());
 }
 
 /// A request that came over TLS, as customer keys must.
@@ -3575,6 +3860,639 @@ async fn customer_keys_seal_objects_that_only_that_key_opens() {
     no_source_key.copy_source_sse_customer_key_md5 = None;
     let e = h.gw.copy_object(over_tls(no_source_key)).await.unwrap_err();
     assert_eq!(code(e), "InvalidRequest");
+}
+
+/// A request signed by one of the account's keys with Signature Version
+/// 4, as the use of KMS keys requires.
+fn signed<T>(input: T) -> S3Request<T> {
+    let mut r = req(input);
+    r.credentials = Some(s3s::auth::Credentials {
+        access_key: "CKTEST".into(),
+        secret_key: s3s::auth::SecretKey::from("secret".to_string()),
+    });
+    r.headers.insert(
+        "authorization",
+        "AWS4-HMAC-SHA256 Credential=CKTEST/20260101/us-east-1/s3/aws4_request, \
+         SignedHeaders=host, Signature=00"
+            .parse()
+            .unwrap(),
+    );
+    r
+}
+
+fn code_status(e: s3s::S3Error) -> (String, Option<u16>) {
+    (
+        e.code().as_str().to_string(),
+        e.status_code().map(|s| s.as_u16()),
+    )
+}
+
+fn aws_kms() -> Option<ServerSideEncryption> {
+    Some(ServerSideEncryption::from_static(
+        ServerSideEncryption::AWS_KMS,
+    ))
+}
+
+/// A PutObject of `data` to `bucket/key` asking for `aws:kms` under
+/// `key_id` (none: the default key).
+fn kms_put(bucket: &str, key: &str, data: &[u8], key_id: Option<&str>) -> PutObjectInput {
+    PutObjectInput {
+        bucket: bucket.into(),
+        key: key.into(),
+        body: Some(blob(data)),
+        server_side_encryption: aws_kms(),
+        ssekms_key_id: key_id.map(Into::into),
+        ..Default::default()
+    }
+}
+
+/// A signed GET of `bucket/key` through `gw`: the body and the key ARN
+/// it answers.
+async fn kms_get(
+    gw: &Gateway,
+    bucket: &str,
+    key: &str,
+    range: Option<&str>,
+) -> Result<(Vec<u8>, Option<String>), s3s::S3Error> {
+    let out = gw
+        .get_object(signed(GetObjectInput {
+            bucket: bucket.into(),
+            key: key.into(),
+            range: range.map(|r| Range::parse(r).unwrap()),
+            ..Default::default()
+        }))
+        .await?;
+    let mut body = out.output.body.unwrap();
+    let mut data = Vec::new();
+    while let Some(c) = body.next().await {
+        data.extend_from_slice(&c.unwrap());
+    }
+    Ok((data, out.output.ssekms_key_id))
+}
+
+/// Whether no Cairn object the fake node holds contains `window`.
+fn nowhere_stored(h: &Harness, window: &[u8]) -> bool {
+    let fake = h.fake.lock().unwrap();
+    !fake
+        .objects
+        .values()
+        .any(|o| o.windows(window.len()).any(|w| w == window))
+}
+
+#[tokio::test]
+async fn kms_keys_seal_objects_that_every_gateway_of_the_account_opens() {
+    use crate::kms::KeyState;
+    // Small parts, so a multipart object of two can be made.
+    let h = Harness::any_part_size().await;
+    h.bucket("vault").await;
+    let key = h.gw.kms.create("test key").await.unwrap();
+    let arn = h.gw.kms.arn(&key.id);
+    assert!(
+        arn.starts_with("arn:aws:kms:us-east-1:") && arn.ends_with(&format!(":key/{}", key.id)),
+        "{arn}"
+    );
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    // Only the account's signed requests (SigV4) may use a KMS key.
+    let e =
+        h.gw.put_object(req(kms_put("vault", "k", &data, Some(&key.id))))
+            .await
+            .unwrap_err();
+    assert_eq!(code(e), "AccessDenied");
+    let mut v2 = signed(kms_put("vault", "k", &data, Some(&key.id)));
+    v2.headers
+        .insert("authorization", "AWS CKTEST:sig".parse().unwrap());
+    assert_eq!(
+        code(h.gw.put_object(v2).await.unwrap_err()),
+        "InvalidArgument"
+    );
+    assert_eq!(h.stored(), 0);
+    let out =
+        h.gw.put_object(signed(kms_put("vault", "k", &data, Some(&key.id))))
+            .await
+            .unwrap()
+            .output;
+    assert_eq!(out.server_side_encryption, aws_kms());
+    assert_eq!(out.ssekms_key_id.as_deref(), Some(arn.as_str()));
+    // What the node stores is sealed: longer, and not the plaintext.
+    assert_eq!(h.stored(), 1);
+    {
+        let fake = h.fake.lock().unwrap();
+        let stored = fake.objects.values().next().unwrap();
+        assert_eq!(
+            stored.len() as u64,
+            crate::sse::sealed_len(data.len() as u64)
+        );
+    }
+    assert!(nowhere_stored(&h, &data[1000..1064]));
+    let get = |k: &'static str, range: Option<&'static str>| kms_get(&h.gw, "vault", k, range);
+    assert_eq!(
+        get("k", None).await.unwrap(),
+        (data.clone(), Some(arn.clone()))
+    );
+    assert_eq!(
+        get("k", Some("bytes=65530-131080")).await.unwrap().0,
+        &data[65530..=131080]
+    );
+    assert_eq!(
+        get("k", Some("bytes=-10")).await.unwrap().0,
+        &data[data.len() - 10..]
+    );
+    // An anonymous read (a public bucket policy) does not open it.
+    let e =
+        h.gw.get_object(req(GetObjectInput {
+            bucket: "vault".into(),
+            key: "k".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(code(e), "AccessDenied");
+    // HEAD needs no key headers and names the key.
+    let head = || {
+        h.gw.head_object(signed(HeadObjectInput {
+            bucket: "vault".into(),
+            key: "k".into(),
+            ..Default::default()
+        }))
+    };
+    let out = head().await.unwrap().output;
+    assert_eq!(out.server_side_encryption, aws_kms());
+    assert_eq!(out.ssekms_key_id.as_deref(), Some(arn.as_str()));
+    assert_eq!(out.content_length, Some(data.len() as i64));
+
+    // By ARN, with an encryption context and a bucket key; small enough to
+    // live sealed in its entry.
+    let context = r#"{"team":"storage"}"#;
+    let context_b64 = data_encoding::BASE64.encode(context.as_bytes());
+    let mut small = kms_put("vault", "small", b"tiny secret", Some(&arn));
+    small.content_length = Some(11);
+    small.ssekms_encryption_context = Some(context_b64.clone());
+    small.bucket_key_enabled = Some(true);
+    let out = h.gw.put_object(signed(small)).await.unwrap().output;
+    assert_eq!(out.ssekms_encryption_context, Some(context_b64));
+    assert_eq!(out.bucket_key_enabled, Some(true));
+    assert_eq!(h.stored(), 1, "inline");
+    let entry = h.gw.object("vault", "small").await.unwrap().unwrap();
+    let sse = entry.sse_kms.clone().unwrap();
+    assert_eq!(
+        (sse.key_id.as_str(), sse.context.as_deref()),
+        (key.id.as_str(), Some(context))
+    );
+    assert!(
+        !entry
+            .inline
+            .as_ref()
+            .unwrap()
+            .windows(11)
+            .any(|w| w == b"tiny secret")
+    );
+    assert_eq!(get("small", None).await.unwrap().0, b"tiny secret");
+    let bad_context = {
+        let mut i = kms_put("vault", "c", b"x", Some(&key.id));
+        i.ssekms_encryption_context = Some("not base64 json".into());
+        i
+    };
+    assert_eq!(
+        code(h.gw.put_object(signed(bad_context)).await.unwrap_err()),
+        "InvalidArgument"
+    );
+
+    // An unknown key is refused, and stores nothing.
+    for unknown in [crate::kms::new_key_id(), "alias/mine".into()] {
+        let e =
+            h.gw.put_object(signed(kms_put("vault", "u", &data, Some(&unknown))))
+                .await
+                .unwrap_err();
+        assert_eq!(
+            code_status(e),
+            ("KMS.NotFoundException".into(), Some(400)),
+            "{unknown}"
+        );
+    }
+    assert_eq!(h.stored(), 1);
+
+    // A disabled key refuses writes and reads (not HEAD), until enabled.
+    h.gw.kms
+        .set_state(&key.id, KeyState::Disabled)
+        .await
+        .unwrap();
+    let e = get("k", None).await.unwrap_err();
+    assert_eq!(code_status(e), ("KMS.DisabledException".into(), Some(400)));
+    assert_eq!(
+        code(get("small", None).await.unwrap_err()),
+        "KMS.DisabledException"
+    );
+    let e =
+        h.gw.put_object(signed(kms_put("vault", "d", &data, Some(&key.id))))
+            .await
+            .unwrap_err();
+    assert_eq!(code(e), "KMS.DisabledException");
+    assert_eq!(h.stored(), 1);
+    assert!(head().await.is_ok());
+    h.gw.kms
+        .set_state(&key.id, KeyState::Enabled)
+        .await
+        .unwrap();
+    assert_eq!(get("k", None).await.unwrap().0, data);
+
+    // aws:kms without a key: the account's default key, made on first use.
+    let out =
+        h.gw.put_object(signed(kms_put("vault", "default", b"by default", None)))
+            .await
+            .unwrap()
+            .output;
+    let default_id = h.gw.kms.default_key_id().await.unwrap();
+    assert_ne!(default_id, key.id);
+    assert_eq!(out.ssekms_key_id, Some(h.gw.kms.arn(&default_id)));
+    assert_eq!(get("default", None).await.unwrap().0, b"by default");
+    let mut by_alias = kms_put("vault", "alias", b"by alias", Some("alias/aws/s3"));
+    by_alias.content_length = Some(8);
+    let out = h.gw.put_object(signed(by_alias)).await.unwrap().output;
+    assert_eq!(out.ssekms_key_id, Some(h.gw.kms.arn(&default_id)));
+    assert_eq!(h.gw.kms.list().await.unwrap().len(), 2);
+
+    // A second gateway of the account (cold cache) reads every one, and
+    // its default key is the same.
+    let dir2 = tempfile::tempdir().unwrap();
+    let other = gateway_with(&h.api, h.seed, dir2.path(), 1);
+    assert_eq!(
+        kms_get(&other, "vault", "k", Some("bytes=100000-200000"))
+            .await
+            .unwrap()
+            .0,
+        &data[100_000..=200_000]
+    );
+    assert_eq!(
+        kms_get(&other, "vault", "small", None).await.unwrap().0,
+        b"tiny secret"
+    );
+    let out = other
+        .put_object(signed(kms_put("vault", "from-other", b"other", None)))
+        .await
+        .unwrap()
+        .output;
+    assert_eq!(out.ssekms_key_id, Some(h.gw.kms.arn(&default_id)));
+    // (The first gateway's copy of the bucket's shard may be 2 s old.)
+    tokio::time::sleep(crate::indexes::FRESH + Duration::from_millis(100)).await;
+    assert_eq!(get("from-other", None).await.unwrap().0, b"other");
+    // A key disabled through one gateway is refused by the other once its
+    // cached copy is due (2 s).
+    other
+        .kms
+        .set_state(&key.id, KeyState::Disabled)
+        .await
+        .unwrap();
+    tokio::time::sleep(crate::indexes::FRESH + Duration::from_millis(100)).await;
+    assert_eq!(
+        code(get("k", None).await.unwrap_err()),
+        "KMS.DisabledException"
+    );
+    h.gw.kms
+        .set_state(&key.id, KeyState::Enabled)
+        .await
+        .unwrap();
+
+    // Multipart: the key is chosen at CreateMultipartUpload, every part is
+    // sealed under it.
+    let id =
+        h.gw.create_multipart_upload(signed(CreateMultipartUploadInput {
+            bucket: "vault".into(),
+            key: "mpu".into(),
+            server_side_encryption: aws_kms(),
+            ssekms_key_id: Some(key.id.clone()),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .output
+        .upload_id
+        .unwrap();
+    let mut etags = vec![];
+    for (n, body) in [(1, &data[..200_000]), (2, &data[200_000..])] {
+        let out =
+            h.gw.upload_part(signed(UploadPartInput {
+                bucket: "vault".into(),
+                key: "mpu".into(),
+                upload_id: id.clone(),
+                part_number: n,
+                body: Some(blob(body)),
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .output;
+        assert_eq!(out.ssekms_key_id.as_deref(), Some(arn.as_str()));
+        etags.push(out.e_tag.unwrap().value().to_string());
+    }
+    h.complete("vault", "mpu", id, &[(1, &etags[0]), (2, &etags[1])])
+        .await;
+    assert!(nowhere_stored(&h, &data[250_000..250_064]));
+    assert_eq!(
+        get("mpu", None).await.unwrap(),
+        (data.clone(), Some(arn.clone()))
+    );
+    assert_eq!(
+        get("mpu", Some("bytes=199990-200010")).await.unwrap().0,
+        &data[199_990..=200_010]
+    );
+
+    // Copies open the source by themselves and seal the copy as asked.
+    let copy = |dest: &str, sse: Option<ServerSideEncryption>, key_id: Option<String>| {
+        let mut b = CopyObjectInput::builder();
+        b.set_bucket("vault".into());
+        b.set_key(dest.into());
+        b.set_copy_source(CopySource::Bucket {
+            bucket: "vault".into(),
+            key: "k".into(),
+            version_id: None,
+        });
+        b.set_server_side_encryption(sse);
+        b.set_ssekms_key_id(key_id);
+        b.build().unwrap()
+    };
+    let out =
+        h.gw.copy_object(signed(copy("plain-copy", None, None)))
+            .await
+            .unwrap()
+            .output;
+    assert_eq!(out.ssekms_key_id, None);
+    assert_eq!(h.get("vault", "plain-copy", None).await.unwrap(), data);
+    let out =
+        h.gw.copy_object(signed(copy("rekeyed", aws_kms(), None)))
+            .await
+            .unwrap()
+            .output;
+    assert_eq!(out.ssekms_key_id, Some(h.gw.kms.arn(&default_id)));
+    assert_eq!(get("rekeyed", None).await.unwrap().0, data);
+    // An anonymous copy cannot open the source.
+    let e =
+        h.gw.copy_object(req(copy("x", None, None)))
+            .await
+            .unwrap_err();
+    assert_eq!(code(e), "AccessDenied");
+    // UploadPartCopy from a KMS object into a KMS upload.
+    let id =
+        h.gw.create_multipart_upload(signed(CreateMultipartUploadInput {
+            bucket: "vault".into(),
+            key: "mpc".into(),
+            server_side_encryption: aws_kms(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .output
+        .upload_id
+        .unwrap();
+    let mut b = UploadPartCopyInput::builder();
+    b.set_bucket("vault".into());
+    b.set_key("mpc".into());
+    b.set_upload_id(id.clone());
+    b.set_part_number(1);
+    b.set_copy_source(CopySource::Bucket {
+        bucket: "vault".into(),
+        key: "k".into(),
+        version_id: None,
+    });
+    b.set_copy_source_range(Some("bytes=1000-1999".into()));
+    let out =
+        h.gw.upload_part_copy(signed(b.build().unwrap()))
+            .await
+            .unwrap()
+            .output;
+    let e = out
+        .copy_part_result
+        .unwrap()
+        .e_tag
+        .unwrap()
+        .value()
+        .to_string();
+    h.complete("vault", "mpc", id, &[(1, &e)]).await;
+    assert_eq!(get("mpc", None).await.unwrap().0, &data[1000..2000]);
+}
+
+#[tokio::test]
+async fn a_bucket_default_of_aws_kms_seals_new_objects_that_name_no_encryption() {
+    let h = Harness::new().await;
+    h.bucket("dflt").await;
+    let key = h.gw.kms.create("bucket key").await.unwrap();
+    let arn = h.gw.kms.arn(&key.id);
+    let put_config = |algorithm: &'static str, key_id: Option<String>| {
+        let mut b = PutBucketEncryptionInput::builder();
+        b.set_bucket("dflt".into());
+        b.set_server_side_encryption_configuration(ServerSideEncryptionConfiguration {
+            rules: vec![ServerSideEncryptionRule {
+                apply_server_side_encryption_by_default: Some(ServerSideEncryptionByDefault {
+                    kms_master_key_id: key_id,
+                    sse_algorithm: ServerSideEncryption::from_static(algorithm),
+                }),
+                bucket_key_enabled: Some(true),
+            }],
+        });
+        h.gw.put_bucket_encryption(signed(b.build().unwrap()))
+    };
+    let config = || async {
+        let c =
+            h.gw.get_bucket_encryption(signed(GetBucketEncryptionInput {
+                bucket: "dflt".into(),
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .output
+            .server_side_encryption_configuration
+            .unwrap();
+        let d = c.rules[0]
+            .apply_server_side_encryption_by_default
+            .clone()
+            .unwrap();
+        (d.sse_algorithm.as_str().to_string(), d.kms_master_key_id)
+    };
+    assert_eq!(config().await, ("AES256".into(), None));
+    assert_eq!(
+        code(
+            put_config(ServerSideEncryption::AWS_KMS_DSSE, None)
+                .await
+                .unwrap_err()
+        ),
+        "NotImplemented"
+    );
+    assert_eq!(
+        code(
+            put_config(ServerSideEncryption::AWS_KMS, Some("alias/nope".into()))
+                .await
+                .unwrap_err()
+        ),
+        "KMS.NotFoundException"
+    );
+    put_config(ServerSideEncryption::AWS_KMS, Some(arn.clone()))
+        .await
+        .unwrap();
+    assert_eq!(config().await, ("aws:kms".into(), Some(arn.clone())));
+    let data = vec![42u8; 100_000];
+    let plain_put = |k: &str| PutObjectInput {
+        bucket: "dflt".into(),
+        key: k.into(),
+        body: Some(blob(&data)),
+        ..Default::default()
+    };
+    let out =
+        h.gw.put_object(signed(plain_put("a")))
+            .await
+            .unwrap()
+            .output;
+    assert_eq!(out.server_side_encryption, aws_kms());
+    assert_eq!(out.ssekms_key_id.as_deref(), Some(arn.as_str()));
+    assert_eq!(out.bucket_key_enabled, Some(true));
+    assert!(nowhere_stored(&h, &data[..64]));
+    assert_eq!(
+        kms_get(&h.gw, "dflt", "a", None).await.unwrap(),
+        (data.clone(), Some(arn.clone()))
+    );
+    // A request that names AES256 is what it asks for.
+    let mut aes = plain_put("b");
+    aes.server_side_encryption = Some(ServerSideEncryption::from_static(
+        ServerSideEncryption::AES256,
+    ));
+    let out = h.gw.put_object(signed(aes)).await.unwrap().output;
+    assert_eq!(out.ssekms_key_id, None);
+    assert!(!nowhere_stored(&h, &data[..64]));
+    // A disabled bucket key refuses the writes it would seal.
+    h.gw.kms
+        .set_state(&key.id, crate::kms::KeyState::Disabled)
+        .await
+        .unwrap();
+    assert_eq!(
+        code(h.gw.put_object(signed(plain_put("c"))).await.unwrap_err()),
+        "KMS.DisabledException"
+    );
+    // Without the setting the bucket is back to AES256.
+    h.gw.delete_bucket_encryption(signed(DeleteBucketEncryptionInput {
+        bucket: "dflt".into(),
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    assert_eq!(config().await, ("AES256".into(), None));
+    let out =
+        h.gw.put_object(signed(plain_put("c")))
+            .await
+            .unwrap()
+            .output;
+    assert_eq!(out.ssekms_key_id, None);
+    // aws:kms without a key id: the account's default key.
+    put_config(ServerSideEncryption::AWS_KMS, None)
+        .await
+        .unwrap();
+    let out =
+        h.gw.put_object(signed(plain_put("d")))
+            .await
+            .unwrap()
+            .output;
+    let default_id = h.gw.kms.default_key_id().await.unwrap();
+    assert_eq!(out.ssekms_key_id, Some(h.gw.kms.arn(&default_id)));
+}
+
+/// The KMS condition keys see the request's values, the key id as its
+/// ARN however the request named it.
+#[tokio::test]
+async fn bucket_policies_decide_by_the_kms_key_a_write_names() {
+    let h = Harness::new().await;
+    h.bucket("pkms").await;
+    let key = h.gw.kms.create("allowed").await.unwrap();
+    let arn = h.gw.kms.arn(&key.id);
+    h.gw.put_bucket_policy(req(PutBucketPolicyInput {
+        bucket: "pkms".into(),
+        policy: format!(
+            r#"{{"Version": "2012-10-17", "Statement": [
+            {{"Effect": "Deny", "Principal": "*", "Action": "s3:PutObject",
+             "Resource": "arn:aws:s3:::pkms/*",
+             "Condition": {{"StringNotEquals": {{"s3:x-amz-server-side-encryption": "aws:kms"}}}}}},
+            {{"Effect": "Deny", "Principal": "*", "Action": "s3:PutObject",
+             "Resource": "arn:aws:s3:::pkms/*",
+             "Condition": {{"StringNotEquals": {{"s3:x-amz-server-side-encryption-aws-kms-key-id": "{arn}"}},
+                            "Null": {{"s3:x-amz-server-side-encryption-aws-kms-key-id": "false"}}}}}}
+        ]}}"#
+        ),
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    let decide = async |headers: &[(&'static str, &str)]| {
+        let mut map = hyper::HeaderMap::new();
+        for (k, v) in headers {
+            map.insert(*k, v.parse().unwrap());
+        }
+        let uri: hyper::Uri = "/pkms/k".parse().unwrap();
+        let r = crate::AccessRequest {
+            op: "PutObject",
+            key_id: Some("CK"),
+            bucket: Some("pkms"),
+            key: Some("k"),
+            headers: &map,
+            uri: &uri,
+            client: None,
+            request_tags: None,
+        };
+        crate::authorize(&h.gw, &r).await.is_ok()
+    };
+    const SSE: &str = "x-amz-server-side-encryption";
+    const KEY: &str = "x-amz-server-side-encryption-aws-kms-key-id";
+    assert!(!decide(&[]).await);
+    assert!(!decide(&[(SSE, "AES256")]).await);
+    assert!(decide(&[(SSE, "aws:kms")]).await);
+    assert!(decide(&[(SSE, "aws:kms"), (KEY, &arn)]).await);
+    assert!(
+        decide(&[(SSE, "aws:kms"), (KEY, &key.id)]).await,
+        "a bare id is its ARN"
+    );
+    let other = crate::kms::new_key_id();
+    assert!(!decide(&[(SSE, "aws:kms"), (KEY, &other)]).await);
+}
+
+/// Two gateways that make the default key at once settle on one alias,
+/// and what each sealed under the key it used opens through both.
+#[tokio::test]
+async fn two_gateways_making_the_default_key_at_once_converge() {
+    let h = Harness::new().await;
+    h.bucket("race").await;
+    let dir2 = tempfile::tempdir().unwrap();
+    let other = gateway(&h.api, h.seed, dir2.path());
+    // Both found no alias and make one: the first reads its own back, the
+    // second's write comes later and wins the alias.
+    let ka = h.gw.kms.make_default().await.unwrap();
+    let kb = other.kms.make_default().await.unwrap();
+    assert_ne!(ka, kb);
+    // The first still seals under its own key while its copy is fresh.
+    let a =
+        h.gw.put_object(signed(kms_put("race", "a", b"sealed by a", None)))
+            .await
+            .unwrap()
+            .output;
+    assert_eq!(a.ssekms_key_id, Some(h.gw.kms.arn(&ka)));
+    let b = other
+        .put_object(signed(kms_put("race", "b", b"sealed by b", None)))
+        .await
+        .unwrap()
+        .output;
+    assert_eq!(b.ssekms_key_id, Some(h.gw.kms.arn(&kb)));
+    // Past the 2 s both may serve their copies for, both name one key.
+    tokio::time::sleep(crate::indexes::FRESH + Duration::from_millis(100)).await;
+    assert_eq!(h.gw.kms.default_key_id().await.unwrap(), kb);
+    assert_eq!(other.kms.default_key_id().await.unwrap(), kb);
+    // The key the alias no longer names stays a key: every object opens.
+    assert_eq!(h.gw.kms.list().await.unwrap().len(), 2);
+    for key in ["a", "b"] {
+        for gw in [&h.gw, &other] {
+            let (body, _) = kms_get(gw, "race", key, None).await.unwrap();
+            assert_eq!(body, format!("sealed by {key}").as_bytes());
+        }
+    }
+    let c =
+        h.gw.put_object(signed(kms_put("race", "c", b"c", None)))
+            .await
+            .unwrap()
+            .output;
+    assert_eq!(c.ssekms_key_id, Some(h.gw.kms.arn(&kb)));
 }
 
 /// The bucket `big` of the churn test reads as `live` (of `k/0000` … `k/0299`).

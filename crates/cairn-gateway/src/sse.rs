@@ -24,6 +24,9 @@
 //! messages NIST allows one key with random nonces. A range read fetches
 //! the chunks it touches ([`stored_span`]).
 //!
+//! SSE-KMS objects ([`crate::kms`]) are sealed in this same format under a
+//! data key derived from a KMS key of the account instead ([`DataKey`]).
+//!
 //! S3 answers: a request for an SSE-C object without the key is
 //! `InvalidRequest` (400), with another key `AccessDenied` (403); keys
 //! travel only over TLS (`InvalidRequest` over plain HTTP), as in S3.
@@ -139,6 +142,12 @@ impl SseC {
     /// The sealer of this object for `key`, if it is the object's key:
     /// `InvalidRequest` without a key, `AccessDenied` with another.
     pub fn sealer(&self, key: Option<&CustomerKey>, what: &str) -> Result<Sealer, GatewayError> {
+        self.data_key(key, what)?.sealer()
+    }
+
+    /// The data key of this object for `key`, checked as [`Self::sealer`]
+    /// checks it.
+    pub fn data_key(&self, key: Option<&CustomerKey>, what: &str) -> Result<DataKey, GatewayError> {
         let key = key.ok_or_else(|| {
             GatewayError::InvalidRequest(format!(
                 "{what} is encrypted with a customer-provided key (SSE-C): send that key"
@@ -152,15 +161,34 @@ impl SseC {
         let mut material = [0u8; 64];
         material[..32].copy_from_slice(&key.key);
         material[32..].copy_from_slice(&self.salt);
-        let data_key = blake3::derive_key(KEY_CONTEXT, &material);
-        let unbound = UnboundKey::new(&AES_256_GCM, &data_key)
-            .map_err(|_| GatewayError::Internal("AES-256-GCM key setup failed".into()))?;
-        Ok(Sealer(LessSafeKey::new(unbound)))
+        Ok(DataKey(blake3::derive_key(KEY_CONTEXT, &material)))
     }
 
     /// The customer key's MD5, base64.
     pub fn md5_base64(&self) -> String {
         data_encoding::BASE64.encode(&self.key_md5)
+    }
+}
+
+/// One object's (or multipart upload's) AES-256 key, derived from a
+/// customer key (SSE-C) or a gateway-held KMS key ([`crate::kms`]) and the
+/// object's salt: what seals and opens its chunks.
+#[derive(Clone)]
+pub struct DataKey(pub(crate) [u8; 32]);
+
+impl std::fmt::Debug for DataKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key itself.
+        f.write_str("DataKey(..)")
+    }
+}
+
+impl DataKey {
+    /// AES-256-GCM under this key.
+    pub fn sealer(&self) -> Result<Sealer, GatewayError> {
+        let unbound = UnboundKey::new(&AES_256_GCM, &self.0)
+            .map_err(|_| GatewayError::Internal("AES-256-GCM key setup failed".into()))?;
+        Ok(Sealer(LessSafeKey::new(unbound)))
     }
 }
 
@@ -182,7 +210,9 @@ pub fn stored_span(plain: u64, start: u64, end: u64) -> (u64, u64, u64) {
     )
 }
 
-/// AES-256-GCM under one object's data key.
+/// AES-256-GCM under one object's data key (cloned for each part a read
+/// opens: one key derivation per read, not per part).
+#[derive(Clone)]
 pub struct Sealer(LessSafeKey);
 
 fn aad(index: u64, last: bool) -> [u8; 9] {
@@ -216,7 +246,7 @@ impl Sealer {
     pub fn open(&self, index: u64, last: bool, sealed: &[u8]) -> Result<Vec<u8>, GatewayError> {
         let broken = || {
             GatewayError::Internal(format!(
-                "stored chunk {index} of an SSE-C object does not open: it was damaged"
+                "stored chunk {index} of a sealed object does not open: it was damaged"
             ))
         };
         if sealed.len() < OVERHEAD {

@@ -12,9 +12,15 @@
 //! and is left out of listings.
 //!
 //! A version id is 16 hex digits of `u64::MAX - ms` and 8 random ones, so
-//! a key's versions sort newest first; the `null` version (written while
-//! versioning was off or suspended) sorts after them whatever its age (S3
-//! places it by age; this is the one difference in ListObjectVersions).
+//! a key's versions sort newest first. The `null` version (written while
+//! versioning was off or suspended) is stored under the id `null`, after
+//! them in the index, but lists by the time it was written, as in S3
+//! ([`list_order`]): a `null` version written after suspending is the
+//! key's first (and latest) entry. ListObjectVersions reads a key's
+//! `null` entry ahead when a window ends inside the key, and a
+//! `VersionIdMarker` of `null` continues after where `null` lists. The
+//! promotion of a version after a delete by id and the lifecycle rules
+//! for noncurrent versions go by the same order.
 //!
 //! # What happens on a write
 //! - Off: as without versioning: the write replaces the key, and the data
@@ -27,9 +33,9 @@
 //! - Turning versioning on for the first time copies every current object
 //!   into `versions/<bucket>` as its `null` version, a window at a time.
 //! - A DELETE with a version id removes that version for good (with its
-//!   data); if it was the current one, the newest remaining version (by
-//!   time) becomes current, so deleting a delete marker brings the object
-//!   back, as in S3.
+//!   data); if it was the current one, the newest remaining version (the
+//!   one that lists first) becomes current, so deleting a delete marker
+//!   brings the object back, as in S3.
 //!
 //! # Tags
 //! Tags set after a write (PutObjectTagging, DeleteObjectTagging) are a
@@ -122,6 +128,22 @@ pub fn new_version_id(now_ms: u64) -> String {
     format!("{:016x}{:08x}", u64::MAX - at, rand::random::<u32>())
 }
 
+/// Where version `id` (`m`) lists among its key's versions: they list in
+/// ascending order of this, newest first. A version with an id lists by
+/// its id; the `null` version by the 16 hex digits of `u64::MAX - ms` of
+/// its write, so it takes its place by time. A shorter string sorts before
+/// a longer one it begins, so a `null` version lists before versions with
+/// ids of the same millisecond: a write while suspended comes after the
+/// versions before it (within one millisecond the order of two gateways'
+/// writes is not known anyway).
+pub fn list_order(id: &str, m: &ObjectMeta) -> String {
+    if id == NULL_VERSION {
+        format!("{:016x}", u64::MAX - m.last_modified_ms)
+    } else {
+        id.to_string()
+    }
+}
+
 /// Whether `id` is a version id this gateway could have made.
 pub fn valid_version_id(id: &str) -> bool {
     id == NULL_VERSION
@@ -168,13 +190,63 @@ pub struct Listed {
     pub is_latest: bool,
 }
 
-/// A version a listing keeps: object key, version id, value.
+/// A version a listing keeps.
 #[derive(Default)]
-struct VersionEntry(String, String, Vec<u8>);
+struct VersionEntry {
+    /// The object key.
+    key: String,
+    /// Where it lists among the key's versions ([`list_order`]).
+    order: String,
+    /// The version id.
+    id: String,
+    /// The stored [`ObjectMeta`].
+    value: Vec<u8>,
+}
+
+impl VersionEntry {
+    /// The entry of index key `k` (`<key>\0<version id>`), if it is one.
+    fn parse(k: &[u8], value: Vec<u8>) -> Option<Self> {
+        let (key, id) = split_version_key(k)?;
+        let order = if id == NULL_VERSION {
+            // A value that does not decode lists where the index has it.
+            match meta::decode::<ObjectMeta>(&value) {
+                Ok(m) => list_order(id, &m),
+                Err(_) => id.to_string(),
+            }
+        } else {
+            id.to_string()
+        };
+        Some(Self {
+            key: key.to_string(),
+            order,
+            id: id.to_string(),
+            value,
+        })
+    }
+}
 
 impl AsRef<str> for VersionEntry {
     fn as_ref(&self) -> &str {
-        &self.0
+        &self.key
+    }
+}
+
+impl crate::s3::Windowed for VersionEntry {
+    /// The `null` version of the key a window ends inside: it is the
+    /// key's last index entry, but may list before the entries read.
+    fn read_ahead(next: &[u8]) -> Option<String> {
+        let at = next.iter().position(|&b| b == 0)?;
+        let key = std::str::from_utf8(&next[..at]).ok()?;
+        let null = version_name(key, NULL_VERSION);
+        (next <= null.as_bytes()).then_some(null)
+    }
+
+    /// By key, then [`list_order`]; a `null` version read ahead and again
+    /// in its own window is kept once.
+    fn arrange(kept: &mut Vec<Self>) {
+        let mut nulls = std::collections::HashSet::new();
+        kept.retain(|e| e.id != NULL_VERSION || nulls.insert(e.key.clone()));
+        kept.sort_by(|a, b| (&a.key, &a.order).cmp(&(&b.key, &b.order)));
     }
 }
 
@@ -471,25 +543,25 @@ impl Gateway {
         self.idx.write(&vns, bucket, &[(vk.clone(), None)]).await?;
         let current = self.current(bucket, key).await?;
         if current.as_ref().is_none_or(|c| same_version(c, &target)) {
-            // The newest version left (by time, then id order) is current.
+            // The version left that lists first (the newest) is current.
             let mut prefix = key.as_bytes().to_vec();
             prefix.push(0);
-            let mut newest: Option<(u64, Vec<u8>, Vec<u8>)> = None;
+            let mut newest: Option<(String, Vec<u8>)> = None;
             for (k, v) in self.idx.prefixed(&vns, &prefix, Duration::ZERO).await? {
                 if k == vk {
                     continue;
                 }
-                let Ok(m) = meta::decode::<ObjectMeta>(&v) else {
+                let (Some((_, id)), Ok(m)) =
+                    (split_version_key(&k), meta::decode::<ObjectMeta>(&v))
+                else {
                     continue;
                 };
-                let better = newest.as_ref().is_none_or(|(t, nk, _)| {
-                    m.last_modified_ms > *t || (m.last_modified_ms == *t && k < *nk)
-                });
-                if better {
-                    newest = Some((m.last_modified_ms, k, v));
+                let order = list_order(id, &m);
+                if newest.as_ref().is_none_or(|(o, _)| order < *o) {
+                    newest = Some((order, v));
                 }
             }
-            let change = newest.map(|(_, _, v)| v);
+            let change = newest.map(|(_, v)| v);
             if change.is_some() || current.is_some() {
                 self.idx
                     .write(
@@ -537,13 +609,9 @@ impl Gateway {
             tracing::info!("{bucket}/{key}: removed a delete marker with no versions behind it");
             return Ok(1);
         }
-        // Newest first (ties in id order, as listed): each version became
-        // noncurrent when the one before it was written.
-        versions.sort_by(|a, b| {
-            b.1.last_modified_ms
-                .cmp(&a.1.last_modified_ms)
-                .then_with(|| a.0.cmp(&b.0))
-        });
+        // Newest first, as listed: each version became noncurrent when
+        // the one before it was written.
+        versions.sort_by_cached_key(|(id, m)| list_order(id, m));
         let (mut removed, mut newer) = (0, 0);
         let mut replaced_at: Option<u64> = None;
         for (id, m) in &versions {
@@ -634,10 +702,24 @@ impl Gateway {
                 .await;
         }
         let vns = versions_ns(bucket);
+        // The page continues after the marker's place in list order.
+        let order_marker = match (key_marker, version_marker) {
+            (Some(km), Some(NULL_VERSION)) => Some(
+                match self.idx.get(&vns, &version_name(km, NULL_VERSION)).await? {
+                    Some(v) => list_order(NULL_VERSION, &meta::decode(&v)?),
+                    // Gone since (a client deleting page by page): the
+                    // key's versions from its first on, none missed.
+                    None => String::new(),
+                },
+            ),
+            (_, vm) => vm.map(str::to_string),
+        };
         let mut from = prefix.as_bytes().to_vec();
         if let Some(km) = key_marker {
-            let start = match version_marker {
-                Some(vm) => version_key(km, vm),
+            let start = match &order_marker {
+                // The versions listed after it; the null version, wherever
+                // it lists, is the key's last entry.
+                Some(om) => version_key(km, om),
                 // Past every version of the marker's key.
                 None => [km.as_bytes(), &[1]].concat(),
             };
@@ -649,26 +731,28 @@ impl Gateway {
                 from,
                 prefix,
                 max,
-                |k, v| {
-                    let (key, id) = split_version_key(&k)?;
-                    Some(VersionEntry(key.to_string(), id.to_string(), v))
-                },
+                |k, v| VersionEntry::parse(&k, v),
                 |kept| {
-                    let pairs: Vec<(&str, &str)> =
-                        kept.iter().map(|e| (e.0.as_str(), e.1.as_str())).collect();
-                    uploads_page(&pairs, prefix, delimiter, (key_marker, version_marker), max)
+                    let pairs: Vec<(&str, &str)> = kept
+                        .iter()
+                        .map(|e| (e.key.as_str(), e.order.as_str()))
+                        .collect();
+                    let markers = (key_marker, order_marker.as_deref());
+                    uploads_page(&pairs, prefix, delimiter, markers, max)
                 },
             )
             .await?;
+        // The next page's version marker is the last version's id.
+        let last = page.uploads.last().map(|&i| kept[i].id.clone());
         let mut out = VersionsPage {
             prefixes: page.prefixes,
             truncated: page.truncated,
-            next: page.next,
+            next: page.next.map(|(k, v)| (k, v.and(last))),
             versions: Vec::with_capacity(page.uploads.len()),
         };
         let mut latest: Option<(String, Option<ObjectMeta>)> = None;
         for i in page.uploads {
-            let VersionEntry(key, _, value) = &kept[i];
+            let VersionEntry { key, value, .. } = &kept[i];
             let m: ObjectMeta = meta::decode(value)?;
             if latest.as_ref().is_none_or(|(k, _)| k != key) {
                 let raw = match self.idx.get(&objects_ns(bucket), key).await? {
@@ -694,6 +778,22 @@ impl Gateway {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_null_version_lists_by_the_time_it_was_written() {
+        // Ids as new_version_id makes them (not it: its clock only goes on).
+        let id_at = |ms: u64| format!("{:016x}{:08x}", u64::MAX - ms, 7);
+        let (v1, v2) = (id_at(10_000), id_at(20_000));
+        let order = |id: &str, ms: u64| list_order(id, &ObjectMeta::marker(ms, None));
+        // Written after v2: first; between v1 and v2: between; before: last.
+        assert!(order(NULL_VERSION, 30_000) < order(&v2, 20_000));
+        let mid = order(NULL_VERSION, 15_000);
+        assert!(order(&v2, 20_000) < mid && mid < order(&v1, 10_000));
+        assert!(order(&v1, 10_000) < order(NULL_VERSION, 5_000));
+        // In one millisecond with a version: the null one first.
+        let same = id_at(40_000);
+        assert!(order(NULL_VERSION, 40_000) < order(&same, 40_000));
+    }
 
     #[test]
     fn version_ids_sort_newest_first_and_null_last() {

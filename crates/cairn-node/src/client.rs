@@ -318,6 +318,10 @@ pub struct Client {
     leases: Arc<Mutex<HashMap<String, u64>>>,
     /// Manifests and records read lately, reused by ranged reads.
     manifests: Arc<Mutex<crate::manifests::Recent>>,
+    /// Segments decoded lately, shared by ranged reads smaller than a segment.
+    decoded: Arc<Mutex<crate::decoded::Decoded>>,
+    /// Segments fetched and decoded since start.
+    segments_decoded: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// What a transfer moves: a piece (over the piece protocol) or a sealed
@@ -502,6 +506,8 @@ impl Client {
             capacity: Arc::default(),
             leases: Arc::default(),
             manifests: Arc::default(),
+            decoded: Arc::default(),
+            segments_decoded: Arc::default(),
         }
     }
 
@@ -1436,6 +1442,9 @@ impl Client {
         if let Ok(mut l) = self.leases.lock() {
             l.remove(&cap.to_string());
         }
+        if let Ok(mut d) = self.decoded.lock() {
+            d.forget(&cap.manifest);
+        }
         let g = record.genesis().clone();
         let record = self
             .owner_update(record, cairn_core::record::Change::Delete, owner)
@@ -1535,7 +1544,7 @@ impl Client {
                         let key = cap.key.data_key();
                         let m = m.clone();
                         let pool = self.buffers.clone();
-                        return tokio::task::spawn_blocking(move || {
+                        let plain = tokio::task::spawn_blocking(move || {
                             let refs: Vec<(u16, &[u8])> =
                                 chosen.iter().map(|(i, d)| (*i, &d[..])).collect();
                             segment::decode_with(&key, &m, index, &refs, &pool)
@@ -1543,7 +1552,10 @@ impl Client {
                         })
                         .await
                         .map_err(|e| ClientError::Internal(e.to_string()))?
-                        .map_err(ClientError::from);
+                        .map_err(ClientError::from)?;
+                        self.segments_decoded
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        return Ok(plain);
                     }
                     Action::Fail {
                         succeeded,
@@ -1591,6 +1603,65 @@ impl Client {
         }
     }
 
+    /// Segment `index` for a read: with the holders `m` names, else (they
+    /// may have left since a kept copy or the first steward's was read)
+    /// once more with the full lookup's.
+    async fn segment_for_read(
+        &self,
+        cap: &ReadCap,
+        m: &Manifest,
+        index: u64,
+    ) -> Result<Bytes, ClientError> {
+        match self.get_segment(cap, m, index).await {
+            Ok(d) => Ok(d),
+            Err(_) => {
+                let fresh = self.manifest(cap).await?;
+                self.get_segment(cap, &fresh, index).await
+            }
+        }
+    }
+
+    /// [`Self::segment_for_read`] through the cache of segments decoded
+    /// lately ([`crate::decoded`]): concurrent reads of one segment share
+    /// one fetch, and a read within the TTL reuses it.
+    async fn segment_shared(
+        &self,
+        cap: &ReadCap,
+        m: &Manifest,
+        index: u64,
+    ) -> Result<Bytes, ClientError> {
+        let key = (cap.manifest, index);
+        let cell = self
+            .decoded
+            .lock()
+            .ok()
+            .map(|mut d| d.cell(key, std::time::Instant::now()));
+        let Some(cell) = cell else {
+            return self.segment_for_read(cap, m, index).await;
+        };
+        let data = cell
+            .get_or_try_init(|| self.segment_for_read(cap, m, index))
+            .await?
+            .clone();
+        if let Ok(mut d) = self.decoded.lock() {
+            d.filled(key, &cell, data.len(), std::time::Instant::now());
+        }
+        Ok(data)
+    }
+
+    /// Segments kept by the cache of segments decoded lately.
+    #[cfg(test)]
+    pub(crate) fn decoded_len(&self) -> usize {
+        self.decoded.lock().map_or(0, |d| d.len())
+    }
+
+    /// Segments this node has fetched and decoded for reads since it
+    /// started (a segment shared by several ranged reads counts once).
+    pub fn segments_decoded(&self) -> u64 {
+        self.segments_decoded
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Starts a get: returns the header and a stream of plaintext chunks
     /// (one per segment) that ends with an error if a segment cannot be rebuilt.
     pub async fn get(
@@ -1634,18 +1705,16 @@ impl Client {
             // Fetch the next segment while this one is decoded and sent.
             let segments = futures::stream::iter(first..last)
                 .map(|i| async move {
-                    let data = match this.get_segment(cap, m, i).await {
-                        Ok(d) => d,
-                        // A kept copy, or the first steward's, may name
-                        // holders that have left since: try once more with
-                        // the full lookup's.
-                        Err(_) => {
-                            let fresh = this.manifest(cap).await?;
-                            this.get_segment(cap, &fresh, i).await?
-                        }
+                    let at = i * seg;
+                    // Part of a segment: parallel ranges of one segment
+                    // (S3 clients' 8 MiB reads) share one fetch.
+                    let partial = start > at || end < (at + seg).min(m.size);
+                    let data = if partial {
+                        this.segment_shared(cap, m, i).await?
+                    } else {
+                        this.segment_for_read(cap, m, i).await?
                     };
                     // Trim the first and last segments to the range.
-                    let at = i * seg;
                     let from = start.saturating_sub(at).min(data.len() as u64) as usize;
                     let to = (end - at).min(data.len() as u64) as usize;
                     Ok(data.slice(from..to.max(from)))

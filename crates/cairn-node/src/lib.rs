@@ -22,6 +22,7 @@ pub mod api;
 pub mod capacity;
 pub mod catalog;
 pub mod client;
+pub mod decoded;
 pub mod frames;
 pub mod gc;
 pub mod identity;

@@ -607,6 +607,64 @@ async fn ranged_reads_reuse_a_manifest_read_lately_and_stat_does_not() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_ranges_of_one_segment_share_one_fetch_and_whole_segments_are_not_kept() {
+    let nodes = testnet(5, 7_000_000 + u64::from(std::process::id()) * 100).await;
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i * 13 % 241) as u8).collect();
+    let seg = 64 * 1024u64;
+    let owner = Arc::new(cairn_core::keys::SecretKey::generate());
+    let opts = PutOptions {
+        k: Some(2),
+        n: Some(4),
+        segment_size: seg,
+        owner: Some(owner.clone()),
+        ..PutOptions::default()
+    };
+    let out = nodes[0].client.put(&data[..], opts).await.unwrap();
+    let cap: ReadCap = out.cap.parse().unwrap();
+    let reader = &nodes[4].client;
+    let read = |start: u64, end: u64| {
+        let cap = cap.clone();
+        async move {
+            let (_, mut rx) = reader.get_range(cap, Some((start, end))).await.unwrap();
+            let mut got = Vec::new();
+            while let Some(chunk) = rx.recv().await {
+                got.extend_from_slice(&chunk.unwrap());
+            }
+            got
+        }
+    };
+    // Eight 8 KiB ranges of segment 1 at once, as an S3 client reads: one
+    // fetch and decode between them, exact bytes for each.
+    let before = reader.segments_decoded();
+    let ranges: Vec<(u64, u64)> = (0..8)
+        .map(|i| (seg + i * 8192, seg + (i + 1) * 8192))
+        .collect();
+    let got = futures::future::join_all(ranges.iter().map(|&(s, e)| read(s, e))).await;
+    for ((s, e), g) in ranges.iter().zip(&got) {
+        assert_eq!(g[..], data[*s as usize..*e as usize], "range {s}..{e}");
+    }
+    assert_eq!(reader.segments_decoded() - before, 1, "one fetch shared");
+    // Within the TTL a later range of it is served from memory too.
+    assert_eq!(
+        read(seg + 5, seg + 10).await,
+        data[seg as usize + 5..seg as usize + 10]
+    );
+    assert_eq!(reader.segments_decoded() - before, 1);
+    // Whole segments are not kept: reading segment 0 twice fetches twice,
+    // and the short last segment read whole counts as whole.
+    for _ in 0..2 {
+        assert_eq!(read(0, seg).await, data[..seg as usize]);
+        assert_eq!(read(3 * seg, 200_000).await, data[3 * seg as usize..]);
+    }
+    assert_eq!(reader.segments_decoded() - before, 5);
+    // The owner's delete through this node forgets the kept segment.
+    read(seg, seg + 1).await;
+    assert_eq!(reader.decoded_len(), 1);
+    reader.remove(&cap, Some(&owner)).await.unwrap();
+    assert_eq!(reader.decoded_len(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_whose_kept_record_is_stale_asks_again_and_finds_the_moved_pieces() {
     use cairn_core::record::Change;
     use cairn_net::{Request, RequestHeader, ResponseHeader};

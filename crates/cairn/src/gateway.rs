@@ -18,6 +18,67 @@ pub enum GatewayCommand {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Create, list, disable or enable the account's KMS keys (SSE-KMS),
+    /// kept in the network where every gateway of the account finds them.
+    Kms {
+        #[command(subcommand)]
+        command: KmsCommand,
+    },
+}
+
+/// Where the account's KMS keys are: its account key and a node.
+#[derive(Args, Clone, Debug)]
+pub struct KmsAt {
+    /// The node's control API.
+    #[arg(long, env = "CAIRN_API", default_value = "http://127.0.0.1:7070")]
+    pub api: String,
+    #[command(flatten)]
+    pub dir: DirArg,
+    /// The account key (default DIR/account.key).
+    #[arg(long)]
+    pub account_file: Option<PathBuf>,
+    /// The region ARNs name (the gateway's --region).
+    #[arg(long, default_value = "us-east-1")]
+    pub region: String,
+}
+
+/// `cairn gateway kms …`.
+#[derive(Subcommand)]
+pub enum KmsCommand {
+    /// Make a new key (32 random bytes, enabled); prints its id and ARN.
+    Create {
+        /// What the key is for.
+        #[arg(long, default_value = "")]
+        description: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        at: KmsAt,
+    },
+    /// List the keys: id, state, ARN, description.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        at: KmsAt,
+    },
+    /// Disable a key: objects sealed under it are refused
+    /// (KMS.DisabledException) until it is enabled again.
+    Disable {
+        /// The key id (or its ARN).
+        id: String,
+        #[command(flatten)]
+        at: KmsAt,
+    },
+    /// Enable a disabled key.
+    Enable {
+        /// The key id (or its ARN).
+        id: String,
+        #[command(flatten)]
+        at: KmsAt,
+    },
 }
 
 /// Where a gateway keeps its keys and cache.
@@ -108,7 +169,84 @@ pub async fn run(command: GatewayCommand) -> Result<()> {
     match command {
         GatewayCommand::S3(a) => serve(a).await,
         GatewayCommand::Keys { command } => keys(command),
+        GatewayCommand::Kms { command } => kms(command).await,
     }
+}
+
+fn kms_store(at: &KmsAt) -> Result<cairn_gateway::kms::KmsStore> {
+    cairn_gateway::kms_store(&at.api, &at.dir.dir, at.account_file.as_deref(), &at.region)
+        .with_context(|| {
+            format!(
+                "cannot open the account's KMS keys (account in {}, node API {})",
+                at.dir.dir.display(),
+                at.api
+            )
+        })
+}
+
+fn key_json(
+    store: &cairn_gateway::kms::KmsStore,
+    k: &cairn_gateway::kms::KmsKey,
+) -> serde_json::Value {
+    serde_json::json!({
+        "id": k.id,
+        "arn": store.arn(&k.id),
+        "description": k.description,
+        "state": k.state.as_str(),
+        "created_ms": k.created_ms,
+    })
+}
+
+async fn kms(command: KmsCommand) -> Result<()> {
+    use cairn_gateway::kms::KeyState;
+    match command {
+        KmsCommand::Create {
+            description,
+            json,
+            at,
+        } => {
+            let store = kms_store(&at)?;
+            let key = store.create(&description).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&key_json(&store, &key))?);
+            } else {
+                println!("key id: {}", key.id);
+                println!("arn:    {}", store.arn(&key.id));
+            }
+        }
+        KmsCommand::List { json, at } => {
+            let store = kms_store(&at)?;
+            let keys = store.list().await?;
+            if json {
+                let all: Vec<_> = keys.iter().map(|k| key_json(&store, k)).collect();
+                println!("{}", serde_json::to_string_pretty(&all)?);
+            } else if keys.is_empty() {
+                eprintln!("no KMS keys; make one with `cairn gateway kms create`");
+            } else {
+                for k in keys {
+                    println!(
+                        "{}  {:<8}  {}  {}",
+                        k.id,
+                        k.state.as_str(),
+                        store.arn(&k.id),
+                        k.description
+                    );
+                }
+            }
+        }
+        KmsCommand::Disable { id, at } => {
+            let key = kms_store(&at)?.set_state(&id, KeyState::Disabled).await?;
+            eprintln!(
+                "disabled {} (running gateways refuse it within about 4 s)",
+                key.id
+            );
+        }
+        KmsCommand::Enable { id, at } => {
+            let key = kms_store(&at)?.set_state(&id, KeyState::Enabled).await?;
+            eprintln!("enabled {}", key.id);
+        }
+    }
+    Ok(())
 }
 
 fn keys(command: KeysCommand) -> Result<()> {
