@@ -1828,6 +1828,8 @@ mod tests {
             prop_assert_eq!(merged(&merged(&a, &b), &c), merged(&a, &merged(&b, &c)));
             prop_assert_eq!(merged(&a, &a), a.clone());
             prop_assert_eq!(merged(&a, &b).digest(), merged(&b, &a).digest());
+            let ab = merged(&a, &b);
+            prop_assert_eq!(ab.encode().len(), ab.encoded_len());
             prop_assert_eq!(merged(&a, &b).digest() == a.digest(), merged(&a, &b) == a);
             let mut ab = merged(&a, &b);
             prop_assert_eq!(ab.merge(&b), Ok(Merged::Stale));
