@@ -58,13 +58,36 @@
 //! Any subset of an index's ops is itself a valid index, so a writer may
 //! send just its new ops (a delta) and let the replicas merge it in.
 //!
-//! Tombstones are never dropped in this version. Dropping one safely needs
-//! every replica to forget it and to refuse older puts for its slot (an
-//! owner-signed horizon op, merged as a maximum); until then a tombstone
-//! costs about 150 bytes of the index's budget.
+//! # Checkpoints (collecting tombstones)
+//! A tombstone costs about 150 bytes, and dropping it naively would let an
+//! older put of its key, still on a replica that missed the delete or in a
+//! stale copy, win again. So the owner collects with a [`Checkpoint`]
+//! ([`Index::collect`]): signed by the account under the
+//! `"cairn v1 account index checkpoint"` domain over (id, `horizon`,
+//! `digest`), it names the index's **base**, the exact ops below the
+//! horizon it keeps ([`base_digest`]: BLAKE3 over their hashes in slot
+//! order; each op is still signed on its own). The base holds live puts
+//! only: tombstones below the horizon, and ops the caller leaves out
+//! (a later op of the key in another shard supersedes them), are gone.
+//! The index is then the base plus `ops`, the LWW map of ops at or past
+//! the horizon; a slot reads as its op in `ops` if any, else its base op.
+//! The base is kept apart so a later op over a base op leaves the digest
+//! true.
+//!
+//! An op below the horizon that is not the base's own is refused by
+//! [`Index::apply`] ([`IndexError::BelowHorizon`], so a writer with a
+//! badly skewed clock learns) and dropped by a merge: that is what keeps
+//! a collected tombstone's older puts out for good. Merging two states
+//! takes the later checkpoint (horizon, then digest) with its base, and the
+//! LWW union of both sides' ops at or past its horizon: still commutative,
+//! associative and idempotent (property-tested with checkpoints). A new
+//! checkpoint must pass the index's current horizon, and
+//! [`Index::clock`] never reads below it, so [`next_clock`] makes ops the
+//! index takes. The horizon is an HLC clock: the gateway collects at "now
+//! minus a grace" (a day) so that writes still in flight are not refused.
 //!
 //! # Bounds
-//! An index holds at most [`MAX_ENTRIES`] slots and encodes to at most
+//! An index holds at most [`MAX_ENTRIES`] ops (base and `ops` together) and encodes to at most
 //! [`MAX_INDEX_BYTES`] (8 MiB: room for about 19,000 S3 keys with ~300 bytes of
 //! key and metadata each, an op costing ~140 bytes more; [`crate::shard`]
 //! spreads a larger namespace over a tree of indexes); keys are at most [`MAX_KEY_BYTES`] and values
@@ -75,11 +98,17 @@
 //! | bytes | field |
 //! |---|---|
 //! | 4 | magic `CRNX` |
-//! | 2 | format version, big-endian (1) |
-//! | rest | postcard(`account`, `namespace`, `ops` in increasing slot order) |
+//! | 2 | format version, big-endian: 1 without a checkpoint, 2 with one |
+//! | rest, version 1 | postcard(`account`, `namespace`, `ops` in increasing slot order) |
+//! | rest, version 2 | postcard(`account`, `namespace`, checkpoint (`horizon`, `digest`, `signature`), `base` and then `ops`, each in increasing slot order) |
 //!
+//! An index without a checkpoint is still written as version 1, so nodes
+//! of the previous release keep storing and serving it; they refuse a
+//! version 2 index, which only exists once its owner collected it.
 //! Decoding refuses trailing bytes, duplicate or unordered slots, bad
-//! signatures and anything over the bounds, so an index has one encoding.
+//! signatures (ops and checkpoint), a digest that does not match the base,
+//! a base op at or past the horizon or an op below it, and anything over
+//! the bounds, so an index has one encoding.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -94,8 +123,12 @@ pub use crate::record::Merged;
 
 /// Magic bytes of an encoded index.
 pub const MAGIC: &[u8; 4] = b"CRNX";
-/// The index format this build writes and reads.
-pub const INDEX_VERSION: u16 = 1;
+/// The newest index format this build writes and reads (2: with a
+/// checkpoint). An index without a checkpoint is still written as
+/// [`INDEX_VERSION_PLAIN`], so nodes that read only that keep working with it.
+pub const INDEX_VERSION: u16 = 2;
+/// The format of an index without a checkpoint.
+pub const INDEX_VERSION_PLAIN: u16 = 1;
 /// The largest encoded index accepted.
 pub const MAX_INDEX_BYTES: usize = 8 << 20;
 /// The most slots (live entries and tombstones) in one index.
@@ -106,6 +139,7 @@ pub const MAX_KEY_BYTES: usize = 1024;
 pub const MAX_VALUE_BYTES: usize = 64 * 1024;
 
 const OP_DOMAIN: &str = "cairn v1 account index op";
+const CHECKPOINT_DOMAIN: &str = "cairn v1 account index checkpoint";
 const ID_CONTEXT: &str = "cairn v1 account index id";
 const SEAL_CONTEXT: &str = "cairn v1 account index seal key";
 const SLOT_CONTEXT: &str = "cairn v1 account index slot key";
@@ -347,6 +381,63 @@ impl Op {
     }
 }
 
+/// The owner's statement of an index's base: the exact ops below
+/// `horizon` the index keeps, named by `digest` ([`base_digest`]). Every
+/// other op below the horizon is gone for good: replicas refuse it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// Ops with a clock below this are the base; the rest are merged as usual.
+    pub horizon: u64,
+    /// [`base_digest`] of the base.
+    pub digest: [u8; 32],
+    /// The account's signature over index id, horizon and digest.
+    pub signature: Signature,
+}
+
+#[derive(Serialize)]
+struct SignedCheckpoint<'a> {
+    id: &'a IndexId,
+    horizon: u64,
+    digest: &'a [u8; 32],
+}
+
+impl Checkpoint {
+    fn signed_bytes(id: &IndexId, horizon: u64, digest: &[u8; 32]) -> Vec<u8> {
+        canonical(&SignedCheckpoint {
+            id,
+            horizon,
+            digest,
+        })
+    }
+
+    fn verify(&self, id: &IndexId, account: &PublicKey) -> Result<(), IndexError> {
+        account
+            .verify(
+                CHECKPOINT_DOMAIN,
+                &Self::signed_bytes(id, self.horizon, &self.digest),
+                &self.signature,
+            )
+            .map_err(|_| IndexError::ForgedCheckpoint {
+                horizon: self.horizon,
+            })
+    }
+
+    /// The merge order of checkpoints: the later horizon, then the digest.
+    fn order(&self) -> (u64, [u8; 32]) {
+        (self.horizon, self.digest)
+    }
+}
+
+/// BLAKE3 over the hashes of `base`'s ops, in slot order: what a
+/// checkpoint names.
+pub fn base_digest<'a>(base: impl IntoIterator<Item = &'a Op>) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    for op in base {
+        h.update(&op.hash());
+    }
+    *h.finalize().as_bytes()
+}
+
 /// An index was refused, or an entry could not be made or opened.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -355,7 +446,9 @@ pub enum IndexError {
     #[error("not a Cairn account index (bad magic bytes)")]
     Magic,
     /// Written by a newer Cairn.
-    #[error("account index format version {0} is not supported (this Cairn reads {INDEX_VERSION})")]
+    #[error(
+        "account index format version {0} is not supported (this Cairn reads {INDEX_VERSION_PLAIN} to {INDEX_VERSION})"
+    )]
     Version(u16),
     /// The encoding, or the result of a put or merge, is over the byte bound.
     #[error("account index of {0} bytes is over the {MAX_INDEX_BYTES}-byte limit")]
@@ -391,6 +484,32 @@ pub enum IndexError {
         /// The op's clock.
         clock: u64,
     },
+    /// The checkpoint's signature does not verify under the index's account.
+    #[error("account index checkpoint at horizon {horizon} is not signed by the index's account")]
+    ForgedCheckpoint {
+        /// Its horizon.
+        horizon: u64,
+    },
+    /// An op older than the index's checkpoint that is not in its base:
+    /// its slot may have been deleted and collected, so it is refused (a
+    /// writer whose clock is far behind learns it here).
+    #[error(
+        "account index op with clock {clock} is older than the index's checkpoint at {horizon}; write with a later clock"
+    )]
+    BelowHorizon {
+        /// The op's clock.
+        clock: u64,
+        /// The checkpoint's horizon.
+        horizon: u64,
+    },
+    /// A new checkpoint must have a later horizon than the index's.
+    #[error("a checkpoint at horizon {horizon} is not past the index's current one at {current}")]
+    StaleHorizon {
+        /// The horizon asked for.
+        horizon: u64,
+        /// The index's.
+        current: u64,
+    },
     /// The signing key is not the index's account.
     #[error("{0:?} does not own this account index")]
     NotOwner(PublicKey),
@@ -419,10 +538,23 @@ pub struct Found {
 }
 
 /// An account index: the winning op of every slot.
+///
+/// With a checkpoint, it is the checkpoint's `base` (the ops below its
+/// horizon it names, immutable) and `ops`, the LWW map of ops at or past
+/// the horizon. A slot reads as its op in `ops` if there is one (it is
+/// later than any base op), else its base op. The base is kept apart so an
+/// op that supersedes a base op does not change what the digest names.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Index {
     name: IndexName,
     id: IndexId,
+    /// The owner's checkpoint, if any. Every op in `ops` has a clock at or
+    /// past its horizon; every op in `base` one below it.
+    checkpoint: Option<Checkpoint>,
+    /// Slot → the checkpoint's op for it. Every op here verified under `name`.
+    base: BTreeMap<[u8; 32], Op>,
+    /// Sum of the base ops' encoded lengths.
+    base_bytes: usize,
     /// Slot → its winning op. Every op here verified under `name`.
     ops: BTreeMap<[u8; 32], Op>,
     /// Sum of the ops' encoded lengths (for the byte bound).
@@ -436,11 +568,40 @@ struct Wire<'a> {
 }
 
 #[derive(Serialize, Deserialize)]
+struct WireV2<'a> {
+    name: IndexName,
+    checkpoint: Cow<'a, Checkpoint>,
+    base: Vec<Cow<'a, Op>>,
+    ops: Vec<Cow<'a, Op>>,
+}
+
+#[derive(Serialize, Deserialize)]
 struct Plain<'a> {
     #[serde(borrow)]
     key: Cow<'a, [u8]>,
     #[serde(borrow)]
     value: Cow<'a, [u8]>,
+}
+
+/// An encoded index, checked for everything but signatures.
+struct Parsed {
+    name: IndexName,
+    checkpoint: Option<Checkpoint>,
+    base: Vec<Op>,
+    ops: Vec<Op>,
+}
+
+impl Parsed {
+    fn verify(&self) -> Result<(), IndexError> {
+        let id = self.name.id();
+        if let Some(cp) = &self.checkpoint {
+            cp.verify(&id, &self.name.account)?;
+        }
+        for op in self.base.iter().chain(&self.ops) {
+            op.verify(&id, &self.name.account)?;
+        }
+        Ok(())
+    }
 }
 
 impl Index {
@@ -449,6 +610,9 @@ impl Index {
         Self {
             id: name.id(),
             name,
+            checkpoint: None,
+            base: BTreeMap::new(),
+            base_bytes: 0,
             ops: BTreeMap::new(),
             op_bytes: 0,
         }
@@ -464,24 +628,77 @@ impl Index {
         &self.name
     }
 
+    /// Its checkpoint, if the owner made one.
+    pub fn checkpoint(&self) -> Option<&Checkpoint> {
+        self.checkpoint.as_ref()
+    }
+
+    /// The checkpoint's horizon (0 without one: nothing is below it).
+    pub fn horizon(&self) -> u64 {
+        self.checkpoint.as_ref().map_or(0, |c| c.horizon)
+    }
+
     /// Slots in use, tombstones included.
     pub fn len(&self) -> usize {
-        self.ops.len()
+        self.ops().count()
     }
 
     /// Whether no slot is in use.
     pub fn is_empty(&self) -> bool {
-        self.ops.is_empty()
+        self.ops.is_empty() && self.base.is_empty()
     }
 
-    /// The winning ops, by slot.
+    /// Base ops a later op of their slot shadows: the next checkpoint
+    /// drops them.
+    pub fn shadowed(&self) -> usize {
+        self.base
+            .keys()
+            .filter(|s| self.ops.contains_key(*s))
+            .count()
+    }
+
+    /// Slots whose op is a tombstone.
+    pub fn tombstones(&self) -> usize {
+        self.ops().filter(|o| o.tombstone).count()
+    }
+
+    /// The winning ops, by slot (a base op unless `ops` has a later one).
     pub fn ops(&self) -> impl Iterator<Item = &Op> {
-        self.ops.values()
+        let mut base = self.base.values().peekable();
+        let mut ops = self.ops.values().peekable();
+        std::iter::from_fn(move || match (base.peek(), ops.peek()) {
+            (Some(b), Some(o)) => match b.slot.cmp(&o.slot) {
+                std::cmp::Ordering::Less => base.next(),
+                std::cmp::Ordering::Equal => {
+                    base.next();
+                    ops.next()
+                }
+                std::cmp::Ordering::Greater => ops.next(),
+            },
+            (Some(_), None) => base.next(),
+            (None, _) => ops.next(),
+        })
     }
 
-    /// The highest clock of any op (0 if empty).
+    fn winner(&self, slot: &[u8; 32]) -> Option<&Op> {
+        self.ops.get(slot).or_else(|| self.base.get(slot))
+    }
+
+    /// The highest clock of any op, or one below the checkpoint's horizon
+    /// if that is higher (0 if empty), so [`Index::next_clock`] never
+    /// makes an op the index would refuse.
     pub fn clock(&self) -> u64 {
-        self.ops.values().map(|o| o.clock).max().unwrap_or(0)
+        let floor = self
+            .checkpoint
+            .as_ref()
+            .map_or(0, |c| c.horizon.saturating_sub(1));
+        self.ops
+            .values()
+            .chain(self.base.values())
+            .map(|o| o.clock)
+            .max()
+            .unwrap_or(0)
+            .max(floor)
     }
 
     /// The clock for a new op at `now_ms` ([`next_clock`] over this index).
@@ -502,7 +719,8 @@ impl Index {
         self.apply(op)
     }
 
-    /// Deletes `key` as of `clock` (a tombstone that keeps the slot).
+    /// Deletes `key` as of `clock` (a tombstone that keeps the slot until
+    /// a checkpoint past it collects it).
     pub fn delete(
         &mut self,
         account: &Account,
@@ -566,12 +784,30 @@ impl Index {
     }
 
     /// Adds one op (from the account, for this index) if it wins its slot.
+    /// An op below the checkpoint's horizon is refused
+    /// ([`IndexError::BelowHorizon`]) unless it is the base's own op.
     pub fn apply(&mut self, op: Op) -> Result<Merged, IndexError> {
         op.verify(&self.id, &self.name.account)?;
+        let horizon = self.horizon();
+        if op.clock < horizon {
+            if self.base.get(&op.slot) == Some(&op) {
+                return Ok(Merged::Stale);
+            }
+            return Err(IndexError::BelowHorizon {
+                clock: op.clock,
+                horizon,
+            });
+        }
         self.absorb([op].into_iter())
     }
 
-    /// Merges `other` (an index of the same name) into this one.
+    fn checkpoint_order(&self) -> Option<(u64, [u8; 32])> {
+        self.checkpoint.as_ref().map(Checkpoint::order)
+    }
+
+    /// Merges `other` (an index of the same name) into this one. The later
+    /// checkpoint (horizon, then digest) and its base win; ops of either
+    /// side below its horizon are dropped, the rest merged by slot.
     pub fn merge(&mut self, other: &Index) -> Result<Merged, IndexError> {
         if other.id != self.id {
             return Err(IndexError::DifferentIndex {
@@ -580,11 +816,43 @@ impl Index {
             });
         }
         // `other`'s ops verified when it was built or decoded.
-        self.absorb(other.ops.values().cloned())
+        if other.checkpoint_order() > self.checkpoint_order() {
+            let mut next = other.clone();
+            let horizon = next.horizon();
+            // Ours past its horizon join theirs; the rest it collected.
+            next.absorb(self.ops.values().filter(|o| o.clock >= horizon).cloned())?;
+            next.check_bounds()?;
+            *self = next;
+            return Ok(Merged::Changed);
+        }
+        let horizon = self.horizon();
+        self.absorb(other.ops.values().filter(|o| o.clock >= horizon).cloned())
+    }
+
+    /// The encoded length with `ops` of `ops_len` slots and `op_bytes` bytes.
+    fn size_with(&self, ops_len: usize, op_bytes: usize) -> usize {
+        let checkpoint = match &self.checkpoint {
+            Some(cp) => canonical(cp).len() + varint_len(self.base.len()) + self.base_bytes,
+            None => 0,
+        };
+        HEADER_BYTES + checkpoint + varint_len(ops_len) + op_bytes
+    }
+
+    fn check_bounds(&self) -> Result<(), IndexError> {
+        let entries = self.base.len() + self.ops.len();
+        if entries > MAX_ENTRIES {
+            return Err(IndexError::TooManyEntries(entries));
+        }
+        let total = self.encoded_len();
+        if total > MAX_INDEX_BYTES {
+            return Err(IndexError::TooLarge(total));
+        }
+        Ok(())
     }
 
     /// Takes every op that wins its slot, if the result stays in bounds;
-    /// otherwise changes nothing.
+    /// otherwise changes nothing. The ops are at or past the horizon, so
+    /// they beat any base op.
     fn absorb(&mut self, ops: impl Iterator<Item = Op>) -> Result<Merged, IndexError> {
         let mut winners: BTreeMap<[u8; 32], Op> = BTreeMap::new();
         for op in ops {
@@ -604,7 +872,9 @@ impl Index {
             .keys()
             .filter(|s| !self.ops.contains_key(*s))
             .count();
-        let entries = self.ops.len() + added;
+        let ops_len = self.ops.len() + added;
+        // Base and ops both count: a slot in both costs both ops' room.
+        let entries = self.base.len() + ops_len;
         if entries > MAX_ENTRIES {
             return Err(IndexError::TooManyEntries(entries));
         }
@@ -613,7 +883,7 @@ impl Index {
             bytes += op.encoded_len();
             bytes -= self.ops.get(slot).map_or(0, Op::encoded_len);
         }
-        let total = HEADER_BYTES + varint_len(entries) + bytes;
+        let total = self.size_with(ops_len, bytes);
         if total > MAX_INDEX_BYTES {
             return Err(IndexError::TooLarge(total));
         }
@@ -622,10 +892,56 @@ impl Index {
         Ok(Merged::Changed)
     }
 
+    /// A copy of this index with a new checkpoint at `horizon`, signed by
+    /// the owner: its base is every winning op below `horizon` that is a
+    /// put and that `keep` allows (the shard planner drops ops a later op
+    /// in another shard supersedes); tombstones below it are gone. Ops at
+    /// or past `horizon` stay as they are. `horizon` must be past the
+    /// current checkpoint's, or merges would not take the new one.
+    pub fn collect(
+        &self,
+        account: &Account,
+        horizon: u64,
+        keep: impl Fn(&Op) -> bool,
+    ) -> Result<Index, IndexError> {
+        if account.public != self.name.account {
+            return Err(IndexError::NotOwner(account.public));
+        }
+        if let Some(cp) = &self.checkpoint
+            && horizon <= cp.horizon
+        {
+            return Err(IndexError::StaleHorizon {
+                horizon,
+                current: cp.horizon,
+            });
+        }
+        let mut next = Index::new(self.name);
+        for op in self.ops() {
+            if op.clock >= horizon {
+                next.op_bytes += op.encoded_len();
+                next.ops.insert(op.slot, op.clone());
+            } else if !op.tombstone && keep(op) {
+                next.base_bytes += op.encoded_len();
+                next.base.insert(op.slot, op.clone());
+            }
+        }
+        let digest = base_digest(next.base.values());
+        next.checkpoint = Some(Checkpoint {
+            horizon,
+            digest,
+            signature: account.secret.sign(
+                CHECKPOINT_DOMAIN,
+                &Checkpoint::signed_bytes(&self.id, horizon, &digest),
+            ),
+        });
+        next.check_bounds()?;
+        Ok(next)
+    }
+
     /// The value of `key`, if it is set (not deleted).
     pub fn get(&self, key: &IndexKey, map_key: &[u8]) -> Result<Option<Vec<u8>>, IndexError> {
         let slot = key.slot(&self.id, map_key);
-        match self.ops.get(&slot) {
+        match self.winner(&slot) {
             Some(op) if !op.tombstone => Ok(Some(self.open(key, op)?.1)),
             _ => Ok(None),
         }
@@ -636,7 +952,7 @@ impl Index {
     /// `None` in [`Found::value`] for a tombstone.
     pub fn find(&self, key: &IndexKey, map_key: &[u8]) -> Result<Option<Found>, IndexError> {
         let slot = key.slot(&self.id, map_key);
-        match self.ops.get(&slot) {
+        match self.winner(&slot) {
             Some(op) => Ok(Some(self.found(key, op)?.1)),
             None => Ok(None),
         }
@@ -646,8 +962,7 @@ impl Index {
     /// tombstone here may hide the same key's older op in another index).
     pub fn all(&self, key: &IndexKey) -> Result<Vec<(Vec<u8>, Found)>, IndexError> {
         let mut out = self
-            .ops
-            .values()
+            .ops()
             .map(|op| self.found(key, op))
             .collect::<Result<Vec<_>, _>>()?;
         out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
@@ -672,7 +987,7 @@ impl Index {
         key: &IndexKey,
     ) -> Result<std::collections::btree_map::IntoIter<Vec<u8>, Vec<u8>>, IndexError> {
         let mut out = BTreeMap::new();
-        for op in self.ops.values().filter(|o| !o.tombstone) {
+        for op in self.ops().filter(|o| !o.tombstone) {
             let (k, v) = self.open(key, op)?;
             out.insert(k, v);
         }
@@ -711,16 +1026,29 @@ impl Index {
         Ok((p.key.into_owned(), p.value.into_owned()))
     }
 
-    /// The encoded index (see the module docs).
+    /// The encoded index (see the module docs): version 1 without a
+    /// checkpoint, so nodes that know only it still take such an index.
     pub fn encode(&self) -> Vec<u8> {
-        let wire = Wire {
-            name: self.name,
-            ops: self.ops.values().map(Cow::Borrowed).collect(),
-        };
         let mut out = Vec::with_capacity(self.encoded_len());
         out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&INDEX_VERSION.to_be_bytes());
-        out.extend_from_slice(&canonical(&wire));
+        match &self.checkpoint {
+            None => {
+                out.extend_from_slice(&INDEX_VERSION_PLAIN.to_be_bytes());
+                out.extend_from_slice(&canonical(&Wire {
+                    name: self.name,
+                    ops: self.ops.values().map(Cow::Borrowed).collect(),
+                }));
+            }
+            Some(cp) => {
+                out.extend_from_slice(&INDEX_VERSION.to_be_bytes());
+                out.extend_from_slice(&canonical(&WireV2 {
+                    name: self.name,
+                    checkpoint: Cow::Borrowed(cp),
+                    base: self.base.values().map(Cow::Borrowed).collect(),
+                    ops: self.ops.values().map(Cow::Borrowed).collect(),
+                }));
+            }
+        }
         out
     }
 
@@ -731,27 +1059,25 @@ impl Index {
 
     /// The length of [`Index::encode`]'s output.
     pub fn encoded_len(&self) -> usize {
-        HEADER_BYTES + varint_len(self.ops.len()) + self.op_bytes
+        self.size_with(self.ops.len(), self.op_bytes)
     }
 
     /// Decodes and checks an index: format, bounds, canonical slot order,
-    /// and every op's signature by the account its name commits to; if
-    /// `expected` is given, the name must commit to it.
+    /// the checkpoint (its signature, its digest over the base, base ops
+    /// below its horizon and the others at or past it) and every op's
+    /// signature by the account its name commits to; if `expected` is
+    /// given, the name must commit to it.
     pub fn decode(bytes: &[u8], expected: Option<IndexId>) -> Result<Self, IndexError> {
-        let (name, ops) = parse(bytes, expected)?;
-        let id = name.id();
-        for op in &ops {
-            op.verify(&id, &name.account)?;
-        }
-        Ok(Self::from_parts(name, ops))
+        let parsed = parse(bytes, expected)?;
+        parsed.verify()?;
+        Ok(Self::from_parts(parsed))
     }
 
     /// Decodes an index without checking its signatures again: only for
     /// bytes this process checked with [`Index::decode`] before it stored
     /// them (a node's own database). Everything else is checked.
     pub fn decode_trusted(bytes: &[u8], expected: IndexId) -> Result<Self, IndexError> {
-        let (name, ops) = parse(bytes, Some(expected))?;
-        Ok(Self::from_parts(name, ops))
+        Ok(Self::from_parts(parse(bytes, Some(expected))?))
     }
 
     /// Merges an encoded copy of this index. Format, bounds, id and order
@@ -760,22 +1086,33 @@ impl Index {
     /// already here, cannot change anything (and a copy that is mostly
     /// what this index holds costs hashes, not signature checks). A forged
     /// op that would win refuses the whole copy; one that would lose is
-    /// ignored.
+    /// ignored. A copy with a later checkpoint is checked whole.
     pub fn merge_encoded(&mut self, bytes: &[u8]) -> Result<Merged, IndexError> {
-        let (name, ops) = parse(bytes, Some(self.id))?;
+        let parsed = parse(bytes, Some(self.id))?;
+        if parsed.checkpoint.as_ref().map(Checkpoint::order) > self.checkpoint_order() {
+            parsed.verify()?;
+            return self.merge(&Self::from_parts(parsed));
+        }
+        // Their base is below their horizon, so below ours: dropped.
+        let horizon = self.horizon();
         let mut winners = Vec::new();
-        for op in ops {
-            if self.ops.get(&op.slot).is_none_or(|mine| op.beats(mine)) {
-                op.verify(&self.id, &name.account)?;
+        for op in parsed.ops {
+            if op.clock >= horizon && self.ops.get(&op.slot).is_none_or(|mine| op.beats(mine)) {
+                op.verify(&self.id, &parsed.name.account)?;
                 winners.push(op);
             }
         }
         self.absorb(winners.into_iter())
     }
 
-    fn from_parts(name: IndexName, ops: Vec<Op>) -> Self {
-        let mut index = Index::new(name);
-        for op in ops {
+    fn from_parts(parsed: Parsed) -> Self {
+        let mut index = Index::new(parsed.name);
+        index.checkpoint = parsed.checkpoint;
+        for op in parsed.base {
+            index.base_bytes += op.encoded_len();
+            index.base.insert(op.slot, op);
+        }
+        for op in parsed.ops {
             index.op_bytes += op.encoded_len();
             index.ops.insert(op.slot, op);
         }
@@ -790,41 +1127,11 @@ pub fn digest(encoded: &[u8]) -> [u8; 32] {
     *blake3::hash(encoded).as_bytes()
 }
 
-/// An encoded index's name and ops, checked for everything but signatures.
-fn parse(bytes: &[u8], expected: Option<IndexId>) -> Result<(IndexName, Vec<Op>), IndexError> {
-    if bytes.len() > MAX_INDEX_BYTES {
-        return Err(IndexError::TooLarge(bytes.len()));
-    }
-    if bytes.len() < 6 || &bytes[..4] != MAGIC {
-        return Err(IndexError::Magic);
-    }
-    let version = u16::from_be_bytes([bytes[4], bytes[5]]);
-    if version != INDEX_VERSION {
-        return Err(IndexError::Version(version));
-    }
-    let (wire, rest) = postcard::take_from_bytes::<Wire<'_>>(&bytes[6..])
-        .map_err(|e| IndexError::Malformed(e.to_string()))?;
-    if !rest.is_empty() {
-        return Err(IndexError::Malformed(format!(
-            "{} trailing bytes",
-            rest.len()
-        )));
-    }
-    if wire.ops.len() > MAX_ENTRIES {
-        return Err(IndexError::TooManyEntries(wire.ops.len()));
-    }
-    let id = wire.name.id();
-    if let Some(expected) = expected
-        && expected != id
-    {
-        return Err(IndexError::WrongId {
-            expected,
-            actual: id,
-        });
-    }
-    let mut ops: Vec<Op> = Vec::with_capacity(wire.ops.len());
-    for op in wire.ops {
-        if ops.last().is_some_and(|last| last.slot >= op.slot) {
+/// Checks one list of ops for order and shape, and takes ownership.
+fn checked_ops(ops: Vec<Cow<'_, Op>>) -> Result<Vec<Op>, IndexError> {
+    let mut out: Vec<Op> = Vec::with_capacity(ops.len());
+    for op in ops {
+        if out.last().is_some_and(|last| last.slot >= op.slot) {
             return Err(IndexError::Malformed("slots out of order".into()));
         }
         if op.sealed.len() < NONCE_BYTES + TAG_BYTES || op.sealed.len() > MAX_SEALED_BYTES {
@@ -833,9 +1140,78 @@ fn parse(bytes: &[u8], expected: Option<IndexId>) -> Result<(IndexName, Vec<Op>)
                 op.sealed.len()
             )));
         }
-        ops.push(op.into_owned());
+        out.push(op.into_owned());
     }
-    Ok((wire.name, ops))
+    Ok(out)
+}
+
+/// An encoded index's parts, checked for everything but signatures.
+fn parse(bytes: &[u8], expected: Option<IndexId>) -> Result<Parsed, IndexError> {
+    if bytes.len() > MAX_INDEX_BYTES {
+        return Err(IndexError::TooLarge(bytes.len()));
+    }
+    if bytes.len() < 6 || &bytes[..4] != MAGIC {
+        return Err(IndexError::Magic);
+    }
+    let version = u16::from_be_bytes([bytes[4], bytes[5]]);
+    let malformed = |e: postcard::Error| IndexError::Malformed(e.to_string());
+    let (name, checkpoint, base, ops, rest) = match version {
+        INDEX_VERSION_PLAIN => {
+            let (w, rest) =
+                postcard::take_from_bytes::<Wire<'_>>(&bytes[6..]).map_err(malformed)?;
+            (w.name, None, vec![], w.ops, rest)
+        }
+        INDEX_VERSION => {
+            let (w, rest) =
+                postcard::take_from_bytes::<WireV2<'_>>(&bytes[6..]).map_err(malformed)?;
+            (w.name, Some(w.checkpoint.into_owned()), w.base, w.ops, rest)
+        }
+        v => return Err(IndexError::Version(v)),
+    };
+    if !rest.is_empty() {
+        return Err(IndexError::Malformed(format!(
+            "{} trailing bytes",
+            rest.len()
+        )));
+    }
+    let entries = base.len() + ops.len();
+    if entries > MAX_ENTRIES {
+        return Err(IndexError::TooManyEntries(entries));
+    }
+    let id = name.id();
+    if let Some(expected) = expected
+        && expected != id
+    {
+        return Err(IndexError::WrongId {
+            expected,
+            actual: id,
+        });
+    }
+    let base = checked_ops(base)?;
+    let ops = checked_ops(ops)?;
+    if let Some(cp) = &checkpoint {
+        if base.iter().any(|o| o.clock >= cp.horizon) || ops.iter().any(|o| o.clock < cp.horizon) {
+            return Err(IndexError::Malformed(
+                "an op on the wrong side of the checkpoint's horizon".into(),
+            ));
+        }
+        if base.iter().any(|o| o.tombstone) {
+            return Err(IndexError::Malformed(
+                "a tombstone in a checkpoint's base".into(),
+            ));
+        }
+        if base_digest(&base) != cp.digest {
+            return Err(IndexError::Malformed(
+                "the checkpoint does not name its base".into(),
+            ));
+        }
+    }
+    Ok(Parsed {
+        name,
+        checkpoint,
+        base,
+        ops,
+    })
 }
 
 /// Bytes of postcard's varint for `n`.
@@ -1118,26 +1494,13 @@ mod tests {
         let mut ix = bucket(&a);
         ix.put(&a, b"alpha", b"1", 7).unwrap();
         ix.delete(&a, b"beta", 8).unwrap();
+        let mut checkpointed = ix.clone();
+        checkpointed.put(&a, b"gamma", b"3", 9).unwrap();
+        checkpointed.delete(&a, b"delta", 12).unwrap();
+        let checkpointed = checkpointed.collect(&a, 10, |_| true).unwrap();
+        assert_flips_are_refused(&checkpointed);
         let bytes = ix.encode();
-        for i in 0..bytes.len() {
-            for bit in 0..8 {
-                let mut b = bytes.clone();
-                b[i] ^= 1 << bit;
-                // Without an expected id a flipped name must still fail the signatures.
-                for expected in [Some(ix.id()), None] {
-                    if let Ok(d) = Index::decode(&b, expected) {
-                        assert_eq!(d, ix, "flip at {i} bit {bit}");
-                    }
-                }
-                // Merged into an empty replica or a full one, it brings nothing false.
-                for base in [Index::new(*ix.name()), ix.clone()] {
-                    let mut m = base;
-                    if m.merge_encoded(&b).is_ok() {
-                        assert_eq!(m, ix, "flip at {i} bit {bit} merged");
-                    }
-                }
-            }
-        }
+        assert_flips_are_refused(&ix);
         let mut trailing = bytes.clone();
         trailing.push(0);
         assert!(matches!(
@@ -1146,9 +1509,34 @@ mod tests {
         ));
         assert_eq!(Index::decode(b"CRNR\0\x01", None), Err(IndexError::Magic));
         assert_eq!(
-            Index::decode(b"CRNX\0\x02", None),
-            Err(IndexError::Version(2))
+            Index::decode(b"CRNX\0\x03", None),
+            Err(IndexError::Version(3))
         );
+        assert!(bytes.starts_with(b"CRNX\0\x01"), "no checkpoint: version 1");
+        assert!(checkpointed.encode().starts_with(b"CRNX\0\x02"));
+    }
+
+    fn assert_flips_are_refused(ix: &Index) {
+        let bytes = ix.encode();
+        for i in 0..bytes.len() {
+            for bit in 0..8 {
+                let mut b = bytes.clone();
+                b[i] ^= 1 << bit;
+                // Without an expected id a flipped name must still fail the signatures.
+                for expected in [Some(ix.id()), None] {
+                    if let Ok(d) = Index::decode(&b, expected) {
+                        assert_eq!(&d, ix, "flip at {i} bit {bit}");
+                    }
+                }
+                // Merged into an empty replica or a full one, it brings nothing false.
+                for base in [Index::new(*ix.name()), ix.clone()] {
+                    let mut m = base;
+                    if m.merge_encoded(&b).is_ok() {
+                        assert_eq!(&m, ix, "flip at {i} bit {bit} merged");
+                    }
+                }
+            }
+        }
     }
 
     #[test]
@@ -1195,6 +1583,179 @@ mod tests {
         }
         // About 440 bytes each with the op's slot, clock, nonce, tag and signature.
         assert!(s3.encoded_len() < 10_000 * 450, "{}", s3.encoded_len());
+    }
+
+    #[test]
+    fn a_checkpoint_drops_tombstones_and_refuses_older_ops_for_good() {
+        let a = account(1);
+        let mut ix = bucket(&a);
+        ix.put(&a, b"a", b"1", 10).unwrap();
+        let old_put = ix.ops().next().unwrap().clone();
+        ix.put(&a, b"b", b"2", 11).unwrap();
+        ix.delete(&a, b"a", 12).unwrap();
+        ix.delete(&a, b"gone", 13).unwrap();
+        ix.put(&a, b"c", b"3", 20).unwrap();
+        ix.delete(&a, b"late", 21).unwrap();
+        let pre = ix.clone();
+        let cp = ix.collect(&a, 15, |_| true).unwrap();
+        // The tombstones below the horizon are gone; the later one stays.
+        assert_eq!((cp.len(), cp.tombstones()), (3, 1));
+        assert!(cp.encoded_len() < pre.encoded_len());
+        assert_eq!(cp.encode().len(), cp.encoded_len());
+        let live = |ix: &Index| ix.entries(a.key()).unwrap().collect::<Vec<_>>();
+        assert_eq!(live(&cp), live(&pre));
+        assert_eq!(cp.horizon(), 15);
+        assert!(cp.next_clock(0) >= 21);
+        // The deleted key's older put is refused, and so is any op below
+        // the horizon that is not the base's own.
+        let mut c = cp.clone();
+        assert_eq!(
+            c.apply(old_put.clone()),
+            Err(IndexError::BelowHorizon {
+                clock: 10,
+                horizon: 15
+            })
+        );
+        assert!(matches!(
+            c.put(&a, b"a", b"skewed", 14),
+            Err(IndexError::BelowHorizon { .. })
+        ));
+        let base_op = c.ops().find(|o| o.clock == 11).unwrap().clone();
+        assert_eq!(c.apply(base_op), Ok(Merged::Stale));
+        // A copy from before the checkpoint brings nothing back, as an
+        // index or encoded.
+        assert_eq!(c.merge(&pre), Ok(Merged::Stale));
+        assert_eq!(c.merge_encoded(&pre.encode()), Ok(Merged::Stale));
+        let mut only_old = bucket(&a);
+        only_old.apply(old_put).unwrap();
+        assert_eq!(c.merge(&only_old), Ok(Merged::Stale));
+        assert_eq!(c, cp);
+        assert_eq!(c.get(a.key(), b"a").unwrap(), None);
+        // ... and the old copy takes the checkpoint when merged with it.
+        let mut p = pre.clone();
+        assert_eq!(p.merge(&cp), Ok(Merged::Changed));
+        assert_eq!(p, cp);
+        let mut p = pre.clone();
+        assert_eq!(p.merge_encoded(&cp.encode()), Ok(Merged::Changed));
+        assert_eq!(p, cp);
+        assert_eq!(Index::decode(&cp.encode(), Some(cp.id())).unwrap(), cp);
+        assert_eq!(Index::decode_trusted(&cp.encode(), cp.id()).unwrap(), cp);
+        // A later op over a base op wins without touching the base.
+        c.put(&a, b"b", b"newer", 22).unwrap();
+        c.put(&a, b"a", b"again", 23).unwrap();
+        assert_eq!(c.get(a.key(), b"b").unwrap(), Some(b"newer".to_vec()));
+        assert_eq!(c.get(a.key(), b"a").unwrap(), Some(b"again".to_vec()));
+        assert_eq!(c.checkpoint(), cp.checkpoint());
+        assert_eq!(c.shadowed(), 1);
+        assert_eq!(Index::decode(&c.encode(), Some(c.id())).unwrap(), c);
+        // A new checkpoint must pass the old one; the next one collects the
+        // superseded base op too.
+        assert!(matches!(
+            c.collect(&a, 15, |_| true),
+            Err(IndexError::StaleHorizon { .. })
+        ));
+        assert!(matches!(
+            c.collect(&account(2), 30, |_| true),
+            Err(IndexError::NotOwner(_))
+        ));
+        let next = c.collect(&a, 30, |_| true).unwrap();
+        assert_eq!((next.len(), next.tombstones(), next.shadowed()), (3, 0, 0));
+        // `keep` leaves out ops a later op elsewhere supersedes.
+        let slot_c = a.key().slot(&c.id(), b"c");
+        let kept = c.collect(&a, 30, |o| o.slot != slot_c).unwrap();
+        assert_eq!(kept.get(a.key(), b"c").unwrap(), None);
+        assert_eq!(kept.len(), 2);
+    }
+
+    #[test]
+    fn a_checkpoint_is_checked_whole() {
+        let a = account(1);
+        let mallory = account(9);
+        let mut ix = bucket(&a);
+        ix.put(&a, b"a", b"1", 10).unwrap();
+        ix.put(&a, b"b", b"2", 11).unwrap();
+        ix.put(&a, b"c", b"3", 20).unwrap();
+        let cp = ix.collect(&a, 15, |_| true).unwrap();
+        let check = |bad: &Index| {
+            let r = Index::decode(&bad.encode(), Some(cp.id()));
+            assert!(r.is_err(), "{bad:?}");
+            // Into a replica with the old state, it would win: checked whole.
+            let mut m = ix.clone();
+            assert!(m.merge_encoded(&bad.encode()).is_err());
+            assert_eq!(m, ix);
+            r.err()
+        };
+        // A checkpoint Mallory signs is not the owner's.
+        let mut forged = cp.clone();
+        let c = forged.checkpoint.as_mut().unwrap();
+        c.horizon = 16;
+        c.signature = mallory.secret.sign(
+            CHECKPOINT_DOMAIN,
+            &Checkpoint::signed_bytes(&cp.id(), 16, &c.digest),
+        );
+        assert_eq!(
+            check(&forged),
+            Some(IndexError::ForgedCheckpoint { horizon: 16 })
+        );
+        // A base op left out no longer matches the digest.
+        let mut short = cp.clone();
+        short.base.pop_first();
+        assert!(matches!(check(&short), Some(IndexError::Malformed(_))));
+        // An op on the wrong side of the horizon.
+        let mut wrong = cp.clone();
+        let (slot, op) = wrong.ops.pop_first().unwrap();
+        wrong.base.insert(slot, op);
+        let c = wrong.checkpoint.as_mut().unwrap();
+        c.digest = base_digest(wrong.base.values());
+        c.signature = a.secret.sign(
+            CHECKPOINT_DOMAIN,
+            &Checkpoint::signed_bytes(&cp.id(), 15, &c.digest),
+        );
+        assert!(matches!(check(&wrong), Some(IndexError::Malformed(_))));
+        // A tombstone in the base (a checkpoint keeps only puts), even
+        // one the owner signed and named.
+        let mut dead = cp.clone();
+        let mut t = bucket(&a);
+        t.delete(&a, b"a", 12).unwrap();
+        let tomb = t.ops().next().unwrap().clone();
+        dead.base.insert(tomb.slot, tomb);
+        let c = dead.checkpoint.as_mut().unwrap();
+        c.digest = base_digest(dead.base.values());
+        c.signature = a.secret.sign(
+            CHECKPOINT_DOMAIN,
+            &Checkpoint::signed_bytes(&cp.id(), 15, &c.digest),
+        );
+        assert!(matches!(check(&dead), Some(IndexError::Malformed(_))));
+        // The same checkpoint for another index does not verify there.
+        let mut other = Index::new(a.index_name(b"bucket/other"));
+        other.put(&a, b"a", b"1", 10).unwrap();
+        let mut moved = other.collect(&a, 15, |_| true).unwrap();
+        moved.checkpoint = cp.checkpoint.clone();
+        moved.base.clear();
+        moved.base_bytes = 0;
+        let c = moved.checkpoint.as_mut().unwrap();
+        c.digest = base_digest(std::iter::empty());
+        assert!(Index::decode(&moved.encode(), None).is_err());
+    }
+
+    /// A state: ops applied, then (maybe) a checkpoint at `horizon` that
+    /// keeps the base ops `mask` allows.
+    fn state(ops: &[Op], checkpoint: Option<(u64, u8)>) -> Index {
+        let ix = replica(ops);
+        match checkpoint {
+            Some((horizon, mask)) => ix
+                .collect(&account(1), horizon, |o| mask & (1 << (o.slot[0] % 8)) != 0)
+                .unwrap(),
+            None => ix,
+        }
+    }
+
+    fn arb_state() -> impl Strategy<Value = Index> {
+        (
+            proptest::collection::vec(arb_op(), 0..6),
+            proptest::option::of((1u64..6, any::<u8>())),
+        )
+            .prop_map(|(ops, cp)| state(&ops, cp))
     }
 
     /// A random op on a 4-key space, built deterministically from its inputs.
@@ -1255,6 +1816,55 @@ mod tests {
             prop_assert_eq!(from_bytes.merge_encoded(&b.encode()), from_index.merge(&b));
             prop_assert_eq!(&from_bytes, &from_index);
             prop_assert_eq!(Index::decode_trusted(&from_bytes.encode(), a.id()).unwrap(), from_index);
+        }
+
+        #[test]
+        fn merge_with_checkpoints_is_commutative_associative_and_idempotent(
+            a in arb_state(),
+            b in arb_state(),
+            c in arb_state(),
+        ) {
+            prop_assert_eq!(merged(&a, &b), merged(&b, &a));
+            prop_assert_eq!(merged(&merged(&a, &b), &c), merged(&a, &merged(&b, &c)));
+            prop_assert_eq!(merged(&a, &a), a.clone());
+            prop_assert_eq!(merged(&a, &b).digest(), merged(&b, &a).digest());
+            let ab = merged(&a, &b);
+            prop_assert_eq!(ab.encode().len(), ab.encoded_len());
+            prop_assert_eq!(merged(&a, &b).digest() == a.digest(), merged(&a, &b) == a);
+            let mut ab = merged(&a, &b);
+            prop_assert_eq!(ab.merge(&b), Ok(Merged::Stale));
+            let mut from_bytes = a.clone();
+            let mut from_index = a.clone();
+            prop_assert_eq!(from_bytes.merge_encoded(&b.encode()), from_index.merge(&b));
+            prop_assert_eq!(&from_bytes, &from_index);
+            prop_assert_eq!(Index::decode(&from_bytes.encode(), Some(a.id())).unwrap(), from_index);
+        }
+
+        /// A checkpoint reads as the state it was made from (keeping
+        /// every live op), and no copy of any of that state's ops, merged
+        /// or applied, changes it: a collected tombstone stays collected.
+        #[test]
+        fn nothing_from_before_a_checkpoint_comes_back(
+            ops in proptest::collection::vec(arb_op(), 1..10),
+            subset in proptest::collection::vec(any::<bool>(), 10),
+            horizon in 1u64..6,
+        ) {
+            let a = account(1);
+            let before = replica(&ops);
+            let after = before.collect(&a, horizon, |_| true).unwrap();
+            prop_assert_eq!(after.tombstones(), before.ops().filter(|o| o.tombstone && o.clock >= horizon).count());
+            for key in 0u8..4 {
+                prop_assert_eq!(after.get(a.key(), &[key]).unwrap(), before.get(a.key(), &[key]).unwrap());
+            }
+            let old: Vec<Op> = ops.iter().zip(&subset).filter(|(_, s)| **s).map(|(o, _)| o.clone()).collect();
+            prop_assert_eq!(merged(&after, &replica(&old)), after.clone());
+            prop_assert_eq!(merged(&replica(&old), &after), after.clone());
+            for op in ops {
+                let mut m = after.clone();
+                let r = m.apply(op);
+                prop_assert!(matches!(r, Ok(Merged::Stale) | Err(IndexError::BelowHorizon { .. })), "{:?}", r);
+                prop_assert_eq!(&m, &after);
+            }
         }
 
         #[test]

@@ -15,6 +15,13 @@
 //! one key walks the shards on its path, a listing reads them all (eight
 //! at a time), and a write goes to the key's leaf, which splits once it
 //! passes the [`SplitRule`]. So a bucket grows past one index's bounds.
+//!
+//! Tombstones are collected by [`Indexes::collect`], from the background
+//! pass: owner-signed checkpoints, per shard, ancestors first
+//! ([`shard::plan_collection`]), at a horizon a grace (a day) in the past.
+//! The node, the replicas and the cache file here all merge by
+//! [`Index::merge`]'s rule, so a stale copy (this cache's, a replica's
+//! that missed the pass) never brings a collected key back.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -43,6 +50,21 @@ pub const WINDOW: usize = 1000;
 /// Shards of one tree read at once.
 const PARALLEL_READS: usize = 8;
 const TABLE: TableDefinition<'static, &[u8], &[u8]> = TableDefinition::new("gateway_indexes_v1");
+
+/// Shards of one tree a collection pass holds at most.
+pub const MAX_COLLECT_SHARDS: usize = 256;
+
+/// What a collection pass did to one tree.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Collected {
+    /// Shards that got a new checkpoint.
+    pub shards: usize,
+    /// Ops (tombstones, superseded ops) they dropped.
+    pub ops: usize,
+    /// Trees left for a later pass (a replica did not answer, or too many
+    /// shards).
+    pub skipped: usize,
+}
 
 /// One change to an index entry: a value, or `None` to delete.
 pub type Change = (Vec<u8>, Option<Vec<u8>>);
@@ -291,9 +313,15 @@ impl Indexes {
         .map_err(cache_err)?
     }
 
+    /// The cache file's copy of index `name` (tests).
+    #[cfg(test)]
+    pub(crate) async fn cache_file_copy(&self, name: IndexName) -> Result<Index, GatewayError> {
+        self.load_cached(name).await
+    }
+
     /// Merges `index` into the cache file (read, merge and write in one
     /// transaction, so concurrent writers never drop each other's ops).
-    async fn store_cached(&self, index: &Index) -> Result<(), GatewayError> {
+    pub(crate) async fn store_cached(&self, index: &Index) -> Result<(), GatewayError> {
         let db = self.cache.clone();
         let index = index.clone();
         tokio::task::spawn_blocking(move || {
@@ -327,16 +355,30 @@ impl Indexes {
     /// if it has the same, so an up-to-date copy is not sent again.
     async fn read(&self, namespace: &str, max_age: Duration) -> Result<Arc<Index>, GatewayError> {
         let name = self.name(namespace);
-        let id = name.id();
-        if let Some(index) = self.remembered(&id.0, max_age) {
+        if let Some(index) = self.remembered(&name.id().0, max_age) {
             return Ok(index);
         }
+        self.fetch(name).await.map(|(index, _)| index)
+    }
+
+    /// Asks the node for index `name` (naming the digest of the copy
+    /// here) and merges its copy in; also how many replicas answered the
+    /// node's read, of how many it asked, if the node says.
+    async fn fetch(
+        &self,
+        name: IndexName,
+    ) -> Result<(Arc<Index>, Option<(usize, usize)>), GatewayError> {
+        let id = name.id();
         let held = match self.remembered(&id.0, Duration::MAX) {
             Some(i) => i,
             None => Arc::new(self.load_cached(name).await?),
         };
         let have = self.digest_of(&held);
-        match self.node.get_index(&id.to_hex(), Some(have)).await? {
+        let (copy, replicas) = self
+            .node
+            .get_index_counted(&id.to_hex(), Some(have))
+            .await?;
+        let index = match copy {
             IndexCopy::Unchanged | IndexCopy::Missing => Ok(self.refresh(held)),
             IndexCopy::Found(bytes) => {
                 let mut index = (*held).clone();
@@ -350,7 +392,8 @@ impl Indexes {
                 }
                 Ok(self.remember(&index, true, false))
             }
-        }
+        };
+        index.map(|i| (i, replicas))
     }
 
     /// Marks the memory copy of `index` fresh (entering `index` if there
@@ -471,6 +514,25 @@ impl Indexes {
         }
     }
 
+    /// The keys of `namespace` whose latest op deletes them (their
+    /// tombstones not collected yet), sorted. Holds them all: for the
+    /// bucket list.
+    pub async fn deleted(&self, namespace: &str) -> Result<Vec<Vec<u8>>, GatewayError> {
+        let mut survey = Survey::new(namespace);
+        loop {
+            let pending = survey.take_pending();
+            if pending.is_empty() {
+                return Ok(survey.finish_deleted());
+            }
+            for (name, path) in pending {
+                let index = self.read(&name, FRESH).await?;
+                survey
+                    .feed(&path, &index, self.account.key())
+                    .map_err(open_err)?;
+            }
+        }
+    }
+
     /// Whether `namespace` has any live entry.
     pub async fn any(&self, namespace: &str) -> Result<bool, GatewayError> {
         let mut from = vec![];
@@ -582,6 +644,90 @@ impl Indexes {
             );
         }
         Ok(all_won)
+    }
+
+    /// Collects the tombstones of `namespace`'s tree older than `horizon`
+    /// (a clock: now minus a grace), and the ops they and later writes in
+    /// other shards supersede ([`shard::plan_collection`]).
+    ///
+    /// The tree is found root first, then every shard is read again,
+    /// deepest first, each from the node afresh; a namespace whose reads
+    /// did not hear from every replica is left for the next pass (an op
+    /// that only a silent replica holds would be dropped). Reading
+    /// descendants before their ancestors matters when two gateways
+    /// collect at once: a descendant read after another pass dropped a
+    /// tombstone there comes with an ancestor read after that pass dropped
+    /// what the tombstone hid, since passes write ancestors first. The
+    /// checkpoints are then written root first, stopping at the first
+    /// failure. Trees of more than [`MAX_COLLECT_SHARDS`] shards are left
+    /// alone (the whole tree is held while planning).
+    pub async fn collect(&self, namespace: &str, horizon: u64) -> Result<Collected, GatewayError> {
+        let key = self.account.key();
+        let mut paths = vec![];
+        let mut pending = vec![String::new()];
+        while let Some(path) = pending.pop() {
+            if paths.len() == MAX_COLLECT_SHARDS {
+                tracing::info!(namespace, "too many shards to collect tombstones yet");
+                return Ok(Collected {
+                    skipped: 1,
+                    ..Collected::default()
+                });
+            }
+            let index = self
+                .read(&shard::shard_name(namespace, &path), Duration::ZERO)
+                .await?;
+            if path.len() < shard::MAX_DEPTH && shard::is_split(&index, key).map_err(open_err)? {
+                for digit in "0123456789abcdef".chars() {
+                    pending.push(format!("{path}{digit}"));
+                }
+            }
+            paths.push(path);
+        }
+        paths.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+        let mut shards = BTreeMap::new();
+        for path in paths {
+            let name = self.name(&shard::shard_name(namespace, &path));
+            let (index, replicas) = self.fetch(name).await?;
+            if let Some((answered, asked)) = replicas
+                && answered < asked
+            {
+                tracing::info!(
+                    namespace,
+                    answered,
+                    asked,
+                    "not collecting tombstones: a replica did not answer"
+                );
+                return Ok(Collected {
+                    skipped: 1,
+                    ..Collected::default()
+                });
+            }
+            shards.insert(path, (*index).clone());
+        }
+        let plans = shard::plan_collection(&shards, key, horizon).map_err(open_err)?;
+        let mut done = Collected::default();
+        for plan in plans {
+            let Some(index) = shards.get(&plan.path) else {
+                continue;
+            };
+            let next = plan
+                .apply(index, &self.account)
+                .map_err(|e| GatewayError::Internal(format!("collecting {namespace}: {e}")))?;
+            // A failure stops the pass: a descendant's tombstones may go
+            // only after its ancestors' checkpoints are written.
+            self.send(&next).await?;
+            done.shards += 1;
+            done.ops += plan.collected;
+        }
+        if done.shards > 0 {
+            tracing::info!(
+                namespace,
+                shards = done.shards,
+                ops = done.ops,
+                "collected index tombstones"
+            );
+        }
+        Ok(done)
     }
 
     /// Sends a delta to the node's replicas, then enters it in the memory

@@ -90,8 +90,14 @@
 //!   shard passes 1,024 entries or 512 KiB (`--shard-entries`), so a
 //!   million objects is a tree four levels deep. A read of one key reads the
 //!   shards on its path; a write goes to its leaf.
-//! - Deleted keys leave tombstones that are never collected (they cost
-//!   shard room, so a bucket with much churn grows more shards).
+//! - Deleted keys leave tombstones; the background pass collects those
+//!   older than `--index-gc-grace` (24 h) in every namespace
+//!   ([`collect_pass`]): per tree, owner-signed checkpoints written root
+//!   first ([`cairn_core::shard::plan_collection`]), only from reads that
+//!   heard from every replica (the node's `x-cairn-index-replicas`; a node
+//!   that does not send it is trusted, so an op only a silent replica
+//!   holds could then be dropped). Shards already split stay split.
+//!   Trees of more than 256 shards are not collected yet.
 //! - A multipart object of more than 400 parts keeps its part list in
 //!   `partlists/<bucket>` entries (written before the object's entry), so
 //!   S3's 10,000 parts fit; each 400 parts cost one more index slot.
@@ -217,6 +223,8 @@ pub const MAX_OBJECT_BYTES: u64 = 5 << 30;
 pub const DEFAULT_LEASE_SECS: u64 = 90 * 24 * 3600;
 /// Uploads older than this are aborted by the sweeper.
 pub const DEFAULT_UPLOAD_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Index tombstones older than this are collected by the background pass.
+pub const DEFAULT_INDEX_GC_GRACE: Duration = Duration::from_secs(24 * 3600);
 const OWNER_CONTEXT: &str = "cairn v1 gateway object owner key";
 
 /// Milliseconds since the Unix epoch.
@@ -245,6 +253,8 @@ pub struct Config {
     pub upload_max_age: Duration,
     /// How often the sweeper and lease renewal run.
     pub maintenance_interval: Duration,
+    /// Age past which index tombstones are collected.
+    pub index_gc_grace: Duration,
     /// Serving limits.
     pub limits: server::Limits,
     /// When a shard of a bucket's index splits.
@@ -269,6 +279,7 @@ impl Config {
             lease_secs: DEFAULT_LEASE_SECS,
             upload_max_age: DEFAULT_UPLOAD_MAX_AGE,
             maintenance_interval: Duration::from_secs(3600),
+            index_gc_grace: DEFAULT_INDEX_GC_GRACE,
             limits: server::Limits::default(),
             split: cairn_core::shard::SplitRule::DEFAULT,
             web_domain: None,
@@ -399,6 +410,7 @@ impl Started {
             self.gateway.clone(),
             self.config.maintenance_interval,
             self.config.upload_max_age,
+            self.config.index_gc_grace,
         ));
         let flusher = tokio::spawn(flush_cache(self.gateway.clone()));
         let renewals = self
@@ -952,16 +964,102 @@ async fn flush_cache(gw: Arc<s3::Gateway>) {
 /// Every `interval`: aborts uploads older than `max_age` or than their
 /// bucket's lifecycle rules allow, removes the objects those rules expire,
 /// and renews the leases of objects with less than a third of their lease
-/// left.
-async fn maintain(gw: Arc<s3::Gateway>, interval: Duration, max_age: Duration) {
+/// left; then collects index tombstones older than `grace`.
+async fn maintain(gw: Arc<s3::Gateway>, interval: Duration, max_age: Duration, grace: Duration) {
     // Not at once: a restarting gateway should serve first.
     tokio::time::sleep(Duration::from_secs(60).min(interval)).await;
     loop {
         if let Err(e) = maintenance_pass(&gw, max_age).await {
             tracing::warn!("gateway maintenance pass failed (retried next interval): {e}");
         }
+        if let Err(e) = collect_pass(&gw, grace).await {
+            tracing::warn!("index tombstone collection failed (retried next interval): {e}");
+        }
         tokio::time::sleep(interval).await;
     }
+}
+
+/// Collects the index tombstones older than `grace` in every namespace of
+/// the account: the bucket settings, the KMS keys, each bucket's objects, versions,
+/// uploads, tags and part lists (deleted buckets' too: their names are
+/// the bucket list's tombstones), and last the bucket list itself, only
+/// if all the others succeeded (none skipped), so a deleted bucket's name is not
+/// forgotten while its namespaces still hold tombstones
+/// ([`indexes::Indexes::collect`]). A namespace that fails is left as it
+/// is (its pass stops where it failed); the others still run, and the
+/// first error is returned.
+pub async fn collect_pass(
+    gw: &s3::Gateway,
+    grace: Duration,
+) -> Result<indexes::Collected, GatewayError> {
+    collect_pass_at(gw, grace, now_ms()).await
+}
+
+/// [`collect_pass`] as if it were `now` (Unix ms).
+pub async fn collect_pass_at(
+    gw: &s3::Gateway,
+    grace: Duration,
+    now: u64,
+) -> Result<indexes::Collected, GatewayError> {
+    use meta::BucketSetting;
+    let horizon = now.saturating_sub(u64::try_from(grace.as_millis()).unwrap_or(u64::MAX));
+    let mut namespaces: Vec<String> = [
+        meta::BucketTags::NS,
+        meta::BucketCors::NS,
+        meta::BucketLifecycle::NS,
+        meta::BucketPolicy::NS,
+        meta::BucketWebsite::NS,
+        meta::BucketVersioning::NS,
+        meta::BucketEncryption::NS,
+        kms::NS,
+    ]
+    .map(String::from)
+    .into();
+    let live = gw
+        .idx
+        .entries(s3::BUCKETS)
+        .await?
+        .into_iter()
+        .map(|(b, _)| b);
+    let gone = gw.idx.deleted(s3::BUCKETS).await?;
+    for bucket in live.chain(gone) {
+        let bucket = String::from_utf8_lossy(&bucket).into_owned();
+        namespaces.extend([
+            s3::objects_ns(&bucket),
+            versioning::versions_ns(&bucket),
+            s3::uploads_ns(&bucket),
+            s3::tags_ns(&bucket),
+            s3::partlists_ns(&bucket),
+        ]);
+    }
+    let mut total = indexes::Collected::default();
+    let mut first_error = None;
+    for ns in namespaces {
+        match gw.idx.collect(&ns, horizon).await {
+            Ok(c) => {
+                total.shards += c.shards;
+                total.ops += c.ops;
+                total.skipped += c.skipped;
+            }
+            Err(e) => {
+                tracing::warn!("collecting the tombstones of {ns} failed: {e}");
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    if total.skipped > 0 {
+        // A deleted bucket's name must outlive its namespaces' tombstones.
+        total.skipped += 1;
+        return Ok(total);
+    }
+    let buckets = gw.idx.collect(s3::BUCKETS, horizon).await?;
+    total.shards += buckets.shards;
+    total.ops += buckets.ops;
+    total.skipped += buckets.skipped;
+    Ok(total)
 }
 
 /// One pass of the sweeper and lease renewal.

@@ -28,6 +28,10 @@ pub enum IndexCopy {
     Missing,
 }
 
+/// The node's header that says how many replicas answered an index read
+/// (`answered/asked`).
+pub const INDEX_REPLICAS_HEADER: &str = "x-cairn-index-replicas";
+
 /// What the node answered to a put.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Stored {
@@ -261,6 +265,17 @@ impl Node {
         id: &str,
         have: Option<[u8; 32]>,
     ) -> Result<IndexCopy, GatewayError> {
+        self.get_index_counted(id, have).await.map(|(copy, _)| copy)
+    }
+
+    /// [`Node::get_index`], and how many of the index's replicas answered
+    /// the node's read, of how many it asked (`None`: a node that does not
+    /// say, or no replica had it).
+    pub async fn get_index_counted(
+        &self,
+        id: &str,
+        have: Option<[u8; 32]>,
+    ) -> Result<(IndexCopy, Option<(usize, usize)>), GatewayError> {
         let mut req = self
             .http
             .get(self.url(&format!("/v1/index/{id}")))
@@ -272,17 +287,24 @@ impl Node {
             );
         }
         let resp = req.send().await.map_err(|e| self.send_error(e))?;
+        let replicas = resp
+            .headers()
+            .get(INDEX_REPLICAS_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split_once('/'))
+            .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)));
         match resp.status() {
-            reqwest::StatusCode::NOT_FOUND => return Ok(IndexCopy::Missing),
+            reqwest::StatusCode::NOT_FOUND => return Ok((IndexCopy::Missing, None)),
             reqwest::StatusCode::NOT_MODIFIED if have.is_some() => {
-                return Ok(IndexCopy::Unchanged);
+                return Ok((IndexCopy::Unchanged, replicas));
             }
             _ => {}
         }
         let resp = self.check(resp).await?;
-        resp.bytes().await.map(IndexCopy::Found).map_err(|e| {
+        let bytes = resp.bytes().await.map_err(|e| {
             GatewayError::Unavailable(format!("reading an index from the node failed: {e}"))
-        })
+        })?;
+        Ok((IndexCopy::Found(bytes), replicas))
     }
 
     /// Writes (merges) encoded index ops into index `id`.

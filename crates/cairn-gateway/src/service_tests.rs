@@ -12,7 +12,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use bytes::Bytes;
-use cairn_core::index::{Account, Index, IndexId};
+use cairn_core::index::{Account, Index, IndexId, Merged};
 use cairn_core::keys::SecretKey;
 use cairn_core::shard::SplitRule;
 use cairn_node::frames::{DATA, END, HEADER, frame};
@@ -35,6 +35,8 @@ struct Fake {
     failed_puts: u64,
     /// Index reads answered "unchanged".
     unchanged: u64,
+    /// What index reads say of the replicas that answered (`answered/asked`).
+    replicas: Option<&'static str>,
 }
 
 type Shared = Arc<Mutex<Fake>>;
@@ -111,11 +113,23 @@ async fn get_index(
     State(s): State<Shared>,
     Path(id): Path<String>,
     headers: axum::http::HeaderMap,
-) -> (StatusCode, Vec<u8>) {
+) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
     let mut f = s.lock().unwrap();
+    let replicas = f.replicas.map(|r| {
+        (
+            axum::http::HeaderName::from_static(crate::node::INDEX_REPLICAS_HEADER),
+            axum::http::HeaderValue::from_static(r),
+        )
+    });
     let Some(i) = f.indexes.get(&id) else {
-        return (StatusCode::NOT_FOUND, br#"{"error": "none"}"#.to_vec());
+        return (
+            StatusCode::NOT_FOUND,
+            axum::http::HeaderMap::new(),
+            br#"{"error": "none"}"#.to_vec(),
+        );
     };
+    let mut out = axum::http::HeaderMap::new();
+    out.extend(replicas);
     // As the node does: the digest of the copy is its ETag.
     let etag = format!("\"{}\"", hex::encode(i.digest()));
     if headers
@@ -123,9 +137,9 @@ async fn get_index(
         .is_some_and(|v| v.as_bytes() == etag.as_bytes())
     {
         f.unchanged += 1;
-        return (StatusCode::NOT_MODIFIED, vec![]);
+        return (StatusCode::NOT_MODIFIED, out, vec![]);
     }
-    (StatusCode::OK, i.encode())
+    (StatusCode::OK, out, i.encode())
 }
 
 async fn post_index(
@@ -4479,4 +4493,164 @@ async fn two_gateways_making_the_default_key_at_once_converge() {
             .unwrap()
             .output;
     assert_eq!(c.ssekms_key_id, Some(h.gw.kms.arn(&kb)));
+}
+
+/// The bucket `big` of the churn test reads as `live` (of `k/0000` … `k/0299`).
+async fn check_churned(h: &Harness, live: &[String]) {
+    assert_eq!(list(&h.gw).await, live);
+    for i in 0..300 {
+        let key = format!("k/{i:04}");
+        let got = h.get("big", &key, None).await;
+        if live.contains(&key) {
+            assert_eq!(got.unwrap(), format!("v{i}").as_bytes(), "{key}");
+        } else {
+            assert_eq!(code(got.unwrap_err()), "NoSuchKey", "{key}");
+        }
+    }
+}
+
+/// A bucket with churn: 300 objects over a split tree, 250 deleted. The
+/// background collection pass drops every tombstone (once its reads hear
+/// from every replica), the shards shrink, listings and GETs are exactly
+/// what they were, and no pre-pass copy of a shard (a replica's that
+/// missed the pass, this gateway's cache file) brings a deleted object back.
+#[tokio::test]
+async fn collecting_a_buckets_tombstones_shrinks_it_and_brings_nothing_back() {
+    use crate::indexes::Collected;
+    let mut h = Harness::new().await;
+    let rule = SplitRule {
+        max_entries: 16,
+        max_bytes: 1 << 20,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    h.gw = gateway_split(&h.api, h.seed, dir.path(), 1, rule);
+    h.bucket("big").await;
+    // A bucket that held objects and is gone: its namespaces are
+    // collected too (its name is a tombstone in the bucket list).
+    h.bucket("gone").await;
+    for i in 0..20 {
+        h.put_sized("gone", &format!("o{i}"), b"x").await.unwrap();
+    }
+    for i in 0..20 {
+        h.gw.delete_object(req(DeleteObjectInput {
+            bucket: "gone".into(),
+            key: format!("o{i}"),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    }
+    h.gw.delete_bucket(req(DeleteBucketInput {
+        bucket: "gone".into(),
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    let key = |i: usize| format!("k/{i:04}");
+    for i in 0..300 {
+        h.put_sized("big", &key(i), format!("v{i}").as_bytes())
+            .await
+            .unwrap();
+    }
+    for i in (0..300).filter(|i| i % 6 != 0) {
+        h.gw.delete_object(req(DeleteObjectInput {
+            bucket: "big".into(),
+            key: key(i),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    }
+    let live: Vec<String> = (0..300).filter(|i| i % 6 == 0).map(key).collect();
+    assert_eq!(live.len(), 50);
+    check_churned(&h, &live).await;
+    h.gw.idx.flush().await.unwrap();
+    let before: HashMap<String, Index> = h.fake.lock().unwrap().indexes.clone();
+    let tombstones = |f: &Fake| f.indexes.values().map(Index::tombstones).sum::<usize>();
+    let bytes = |f: &Fake| f.indexes.values().map(Index::encoded_len).sum::<usize>();
+    let (tombstones_before, bytes_before) = {
+        let f = h.fake.lock().unwrap();
+        (tombstones(&f), bytes(&f))
+    };
+    assert!(tombstones_before >= 271, "{tombstones_before}");
+    assert!(before.len() > 17, "the bucket split: {}", before.len());
+    // The clocks of a burst of writes run ahead of the wall clock: collect
+    // as if a little later, with no grace.
+    let later = crate::now_ms() + 10_000;
+    // A node whose read missed a replica: nothing is collected.
+    h.fake.lock().unwrap().replicas = Some("2/3");
+    let none = crate::collect_pass_at(&h.gw, Duration::ZERO, later)
+        .await
+        .unwrap();
+    assert_eq!((none.shards, none.ops), (0, 0));
+    assert!(none.skipped > 0);
+    assert_eq!(tombstones(&h.fake.lock().unwrap()), tombstones_before);
+    h.fake.lock().unwrap().replicas = Some("3/3");
+    let done = crate::collect_pass_at(&h.gw, Duration::ZERO, later)
+        .await
+        .unwrap();
+    assert!(done.ops >= 271 && done.shards > 1, "{done:?}");
+    assert_eq!(done.skipped, 0);
+    {
+        let f = h.fake.lock().unwrap();
+        assert_eq!(tombstones(&f), 0);
+        assert!(
+            bytes(&f) < bytes_before / 2,
+            "{} of {bytes_before}",
+            bytes(&f)
+        );
+        for (id, old) in &before {
+            let now = &f.indexes[id];
+            if old.tombstones() > 0 {
+                assert!(now.encoded_len() < old.encoded_len(), "{id}");
+            }
+        }
+    }
+    check_churned(&h, &live).await;
+    // A second pass finds nothing left.
+    let again = crate::collect_pass_at(&h.gw, Duration::ZERO, later + 1)
+        .await
+        .unwrap();
+    assert_eq!(again, Collected::default());
+    // Every pre-pass copy, merged back into the node's store (as a replica
+    // that missed the pass would), brings nothing back.
+    for (id, old) in &before {
+        h.gw.node.post_index(id, old.encode()).await.unwrap();
+    }
+    {
+        let f = h.fake.lock().unwrap();
+        assert_eq!(tombstones(&f), 0);
+        for (id, old) in &before {
+            let mut now = f.indexes[id].clone();
+            assert_eq!(now.merge(old), Ok(Merged::Stale), "{id}");
+        }
+    }
+    check_churned(&h, &live).await;
+    // The cache file held the pre-pass copies; merged with the collected
+    // ones, it keeps the collection, and a pre-pass copy stored again
+    // changes nothing there either.
+    h.gw.idx.flush().await.unwrap();
+    for old in before.values() {
+        h.gw.idx.store_cached(old).await.unwrap();
+        let cached = h.gw.idx.cache_file_copy(*old.name()).await.unwrap();
+        let f = h.fake.lock().unwrap();
+        assert_eq!(&cached, &f.indexes[&old.id().to_hex()]);
+    }
+    // A second gateway with a cold cache reads the same.
+    let dir2 = tempfile::tempdir().unwrap();
+    let second = Harness {
+        fake: h.fake.clone(),
+        gw: gateway_split(&h.api, h.seed, dir2.path(), 1, rule),
+        api: h.api.clone(),
+        seed: h.seed,
+        _dir: dir2,
+    };
+    check_churned(&second, &live).await;
+    // Deleted keys can be written again; the rest stay.
+    h.put_sized("big", &key(1), b"again").await.unwrap();
+    assert_eq!(h.get("big", &key(1), None).await.unwrap(), b"again");
+    assert_eq!(
+        code(h.get("big", &key(2), None).await.unwrap_err()),
+        "NoSuchKey"
+    );
 }

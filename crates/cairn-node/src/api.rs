@@ -14,7 +14,7 @@
 //! | `POST /v1/renew` | `{"cap": "cairn:…", "lease_secs"?: n}` | `{"expires_at": n}` |
 //! | `POST /v1/rm` | `{"cap": "cairn:…"}` | `{"deleted": true}` |
 //! | `GET /v1/steward`, `GET /v1/standing` | | the steward's view; this node's standing |
-//! | `GET /v1/index/{id}` | | the merged encoded account index (`application/octet-stream`) with its digest as `ETag`; 304 without a body if `If-None-Match` names that digest; 404 if no replica has it |
+//! | `GET /v1/index/{id}` | | the merged encoded account index (`application/octet-stream`) with its digest as `ETag` and `x-cairn-index-replicas: answered/asked`; 304 without a body if `If-None-Match` names that digest; 404 if no replica has it |
 //! | `POST /v1/index/{id}` | an encoded account index (at most 8 MiB) | [`Written`]: `{"acks": n, "peers": m}` |
 //!
 //! | `POST /v1/jobs` | a validated job (JSON of [`Job`], every source a capability) | `{"id": "<hex>"}` |
@@ -594,6 +594,10 @@ fn parse_index_id(s: &str) -> Result<IndexId, ApiError> {
     })
 }
 
+/// The header of a `GET /v1/index/{id}` answer that says how many of the
+/// index's replicas answered the read, of how many asked (`3/5`).
+pub const INDEX_REPLICAS_HEADER: &str = "x-cairn-index-replicas";
+
 async fn get_index(
     State(s): State<ApiState>,
     Path(id): Path<String>,
@@ -612,6 +616,10 @@ async fn get_index(
                     "application/octet-stream".to_string(),
                 ),
                 (axum::http::header::ETAG, etag),
+                (
+                    axum::http::HeaderName::from_static(INDEX_REPLICAS_HEADER),
+                    format!("{}/{}", read.answered, read.asked),
+                ),
             ];
             if unchanged {
                 return Ok((StatusCode::NOT_MODIFIED, headers).into_response());

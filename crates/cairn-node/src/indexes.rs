@@ -8,7 +8,14 @@
 //! (format, bounds, every op signed by the account the id commits to) before
 //! they are stored; the node never holds the key that opens them. The total
 //! bytes kept are bounded: a write that would grow the table past the budget
-//! is refused (a merge that brings nothing or shrinks still succeeds).
+//! is refused (a merge that brings nothing or shrinks still succeeds: a
+//! checkpoint that collects tombstones always fits).
+//!
+//! Merging is [`Index::merge`]'s, checkpoints included: a copy whose
+//! checkpoint is later replaces the stored base, and ops older than the
+//! stored checkpoint that are not in its base (a collected tombstone's
+//! older puts, from a replica or cache that missed the collection) are
+//! dropped, so they never come back here.
 //!
 //! Indexes live in their own database file, not `records.redb`: redb locks a
 //! file per process handle, and this keeps the two stores independent.
@@ -234,6 +241,60 @@ mod tests {
             store.merge_encoded(name.id(), &ix.encode()).unwrap().0,
             Stored::Stale
         );
+    }
+
+    #[test]
+    fn a_checkpointed_replica_drops_tombstones_and_refuses_older_puts() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = account();
+        let mut ix = Index::new(a.index_name(b"bucket/b"));
+        for i in 0..20u64 {
+            ix.put(&a, format!("k{i}").as_bytes(), &[0; 100], 10 + i)
+                .unwrap();
+        }
+        let before_deletes = ix.clone();
+        for i in 0..15u64 {
+            ix.delete(&a, format!("k{i}").as_bytes(), 100 + i).unwrap();
+        }
+        // Exactly the room the tombstones need: the smaller checkpointed
+        // copy must still fit, though the budget is full.
+        let store = IndexStore::open(dir.path(), ix.encoded_len() as u64).unwrap();
+        store.merge(&ix).unwrap();
+        let collected = ix.collect(&a, 1_000, |_| true).unwrap();
+        assert!(collected.encoded_len() < ix.encoded_len());
+        let (outcome, kept) = store.merge_encoded(ix.id(), &collected.encode()).unwrap();
+        assert_eq!((outcome, &kept), (Stored::Merged, &collected));
+        assert_eq!(kept.tombstones(), 0);
+        assert_eq!(store.used().unwrap(), collected.encoded_len() as u64);
+        // Copies from before the deletes (a replica that missed them, a
+        // stale cache) bring back none of the deleted keys.
+        assert_eq!(store.merge(&before_deletes).unwrap().0, Stored::Stale);
+        assert_eq!(
+            store
+                .merge_encoded(ix.id(), &before_deletes.encode())
+                .unwrap()
+                .0,
+            Stored::Stale
+        );
+        let mut old_put = Index::new(*ix.name());
+        old_put.put(&a, b"k3", b"late, old clock", 500).unwrap();
+        assert_eq!(store.merge(&old_put).unwrap().0, Stored::Stale);
+        let back = store.get(&ix.id()).unwrap().unwrap();
+        assert_eq!(back, collected);
+        assert_eq!(back.get(a.key(), b"k3").unwrap(), None);
+        assert_eq!(back.entries(a.key()).unwrap().count(), 5);
+        // A later put is taken as ever.
+        let mut new_put = Index::new(*ix.name());
+        new_put.put(&a, b"k3", b"new", 2_000).unwrap();
+        assert_eq!(store.merge(&new_put).unwrap().0, Stored::Merged);
+        // A replica that never had the index takes the checkpointed copy whole.
+        let dir2 = tempfile::tempdir().unwrap();
+        let fresh = IndexStore::open(dir2.path(), 1 << 20).unwrap();
+        assert_eq!(
+            fresh.merge_encoded(ix.id(), &collected.encode()).unwrap().0,
+            Stored::New
+        );
+        assert_eq!(fresh.merge(&before_deletes).unwrap().0, Stored::Stale);
     }
 
     #[test]

@@ -215,6 +215,11 @@ pub struct IndexRead {
     pub index: Arc<Index>,
     /// Its digest.
     pub digest: [u8; 32],
+    /// Replicas that answered (with a copy, "unchanged" or "none").
+    pub answered: usize,
+    /// Replicas asked. A read that heard from all of them holds every op
+    /// any replica has: what the gateway's tombstone collection waits for.
+    pub asked: usize,
 }
 
 /// One replica's answer to a read.
@@ -439,12 +444,26 @@ impl IndexReplicas {
             self.forget_set(&id);
         }
         let found = copies.iter().any(|c| matches!(c, Copy::Found(_)));
+        let answered = copies
+            .iter()
+            .filter(|c| !matches!(c, Copy::Unknown))
+            .count();
+        let asked = peers.len();
         let missing = copies.iter().any(|c| matches!(c, Copy::Missing));
         let (read, body, copies) = match recent {
             // Every replica that answered has this node's copy (or none).
             Some((index, digest)) if !found => {
                 let body = missing.then(|| Bytes::from(index.encode()));
-                (IndexRead { index, digest }, body, copies)
+                (
+                    IndexRead {
+                        index,
+                        digest,
+                        answered,
+                        asked,
+                    },
+                    body,
+                    copies,
+                )
             }
             recent => {
                 // Checking signatures is CPU work: off the async threads.
@@ -481,7 +500,16 @@ impl IndexReplicas {
                 if let Ok(mut r) = self.recent.lock() {
                     r.put(index.clone(), digest);
                 }
-                (IndexRead { index, digest }, Some(body), copies)
+                (
+                    IndexRead {
+                        index,
+                        digest,
+                        answered,
+                        asked,
+                    },
+                    Some(body),
+                    copies,
+                )
             }
         };
         // Read repair: whoever answered with less gets the merged index.

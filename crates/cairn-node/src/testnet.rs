@@ -753,3 +753,62 @@ async fn a_read_whose_kept_record_is_stale_asks_again_and_finds_the_moved_pieces
     // the segment from it, and asks again.
     assert_eq!(get_all(reader, &cap).await.unwrap(), data);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collected_index_spreads_and_a_replica_that_missed_it_brings_nothing_back() {
+    use cairn_core::index::{Account, Index};
+    use cairn_core::keys::SecretKey;
+
+    let nodes = testnet(6, 4_100_000 + u64::from(std::process::id()) * 100).await;
+    let account = Account::new(SecretKey::from_bytes([9; 32]));
+    let name = account.index_name(b"objects/b");
+    let id = name.id();
+    let replica_of = |i: usize| nodes[i].indexes.get(&id).unwrap();
+
+    let mut puts = Index::new(name);
+    for i in 0..10u64 {
+        puts.put(&account, format!("k{i}").as_bytes(), b"meta", 10 + i)
+            .unwrap();
+    }
+    nodes[0].replicas.put(&puts).await.unwrap();
+    let set = nodes[0].replicas.replica_set(&id).await;
+    let in_set: Vec<usize> = (0..6)
+        .filter(|&i| set.contains(&nodes[i].net.local_peer_id()))
+        .collect();
+    assert_eq!(in_set.len(), 5);
+    // Deletes, then the owner's checkpoint, reach every replica but one.
+    let mut collected = puts.clone();
+    for i in 0..8u64 {
+        collected
+            .delete(&account, format!("k{i}").as_bytes(), 100 + i)
+            .unwrap();
+    }
+    let collected = collected.collect(&account, 1_000, |_| true).unwrap();
+    let lone = in_set[0];
+    for &i in &in_set[1..] {
+        nodes[i].indexes.merge(&collected).unwrap();
+    }
+    assert_eq!(replica_of(lone), Some(puts.clone()));
+    // A read merges the stale copy in, which brings nothing back, and
+    // repairs the replica that missed the collection.
+    let reader = (0..6).find(|&i| i != lone).unwrap();
+    let read = nodes[reader].replicas.get(&id).await.unwrap().unwrap();
+    assert_eq!(*read.index, collected);
+    assert_eq!((read.answered, read.asked), (5, 5));
+    for &i in &in_set {
+        let copy = replica_of(i).unwrap();
+        assert_eq!(copy, collected, "replica {i}");
+        assert_eq!(copy.tombstones(), 0);
+    }
+    // The pre-collection copy written again through any node changes nothing.
+    nodes[lone].replicas.put(&puts).await.unwrap();
+    for &i in &in_set {
+        let copy = replica_of(i).unwrap();
+        assert_eq!(copy, collected, "replica {i}");
+        assert_eq!(copy.get(account.key(), b"k3").unwrap(), None);
+        assert_eq!(
+            copy.get(account.key(), b"k9").unwrap(),
+            Some(b"meta".to_vec())
+        );
+    }
+}

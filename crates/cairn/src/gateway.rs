@@ -110,6 +110,11 @@ pub struct S3Args {
     /// Multipart uploads older than this are aborted and their parts removed.
     #[arg(long, default_value = "7d", value_parser = crate::size::parse_duration)]
     pub upload_max_age: std::time::Duration,
+    /// Tombstones of deleted index entries older than this are collected
+    /// by the background pass (at least 1m: writes still in flight, and
+    /// gateways whose clocks run behind, must stay younger).
+    #[arg(long, default_value = "24h", value_parser = crate::size::parse_duration)]
+    pub index_gc_grace: std::time::Duration,
     /// A shard of a bucket's index splits into 16 when it holds this many
     /// entries (or 512 KiB). Smaller shards make writes cheaper and listings
     /// read more shards; the tests use small ones to grow deep trees.
@@ -302,6 +307,15 @@ async fn serve(a: S3Args) -> Result<()> {
     config.account_file = a.account_file;
     config.region = a.region;
     config.upload_max_age = a.upload_max_age;
+    // Writes in flight (and clocks a little behind) must stay above the
+    // horizon, or their ops are refused.
+    if a.index_gc_grace < std::time::Duration::from_secs(60) {
+        bail!(
+            "--index-gc-grace {:?} is too short: tombstones younger than a minute may belong to writes still in flight",
+            a.index_gc_grace
+        );
+    }
+    config.index_gc_grace = a.index_gc_grace;
     config.web_domain = (!a.web_domain.is_empty()).then(|| a.web_domain.clone());
     if !(16..=60_000).contains(&a.shard_entries) {
         bail!(
