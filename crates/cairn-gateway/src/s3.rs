@@ -236,9 +236,9 @@ fn ts_secs(ts: Timestamp) -> i64 {
     time::OffsetDateTime::from(ts).unix_timestamp()
 }
 
-/// A lifecycle rule as S3 sends it, checked for what Cairn can do: one
-/// storage class and no versions, so transitions, noncurrent-version
-/// actions and delete markers are `NotImplemented`.
+/// A lifecycle rule as S3 sends it, checked for what Cairn can do: it has
+/// one storage class, so transitions (`Transition`,
+/// `NoncurrentVersionTransition`) are `NotImplemented`.
 fn lifecycle_from_s3(r: LifecycleRule) -> Result<crate::lifecycle::Rule, GatewayError> {
     let unsupported = |what: &str| {
         Err(GatewayError::NotImplemented(format!(
